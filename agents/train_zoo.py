@@ -1,0 +1,64 @@
+"""Train every expert of the zoo, in order, resuming whatever an earlier session left unfinished.
+
+    python agents/train_zoo.py                 # all experts, one after another
+    python agents/train_zoo.py --only Pong     # those whose env id contains "Pong"
+
+Each expert trains with `policykd.experts.train_expert` (rl_zoo3 hyperparameters, resume
+checkpoints under <run>/resume/). Finished experts are skipped. Run it in the background; after a
+session ends, run the same command again to continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from policykd.errors import PolicyKDError
+from policykd.experts import RECORD_FILE, run_dir_for, train_expert
+from policykd.fileio import read_json
+
+ZOO_DIR = Path(__file__).resolve().parent
+
+# (algo, env id, seed, timesteps or None for rl-zoo's budget, checkpoint every, eval episodes)
+EXPERTS: list[tuple[str, str, int, int | None, int, int]] = [
+    ("ppo", "CartPole-v1", 0, None, 20_000, 10),
+    ("dqn", "CartPole-v1", 1, None, 2_500, 10),  # seed 0 peaked at 354 and collapsed
+    ("qrdqn", "CartPole-v1", 0, None, 10_000, 10),
+    ("sac", "Pendulum-v1", 0, None, 5_000, 10),
+    ("td3", "Pendulum-v1", 0, None, 5_000, 10),
+    ("dqn", "Acrobot-v1", 0, None, 20_000, 10),
+    ("dqn", "LunarLander-v3", 0, None, 20_000, 10),
+    ("ppo", "LunarLander-v3", 0, None, 100_000, 10),
+    ("ppo", "HalfCheetah-v5", 0, None, 100_000, 5),
+    ("ppo", "PongNoFrameskip-v4", 0, 3_000_000, 100_000, 3),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="", help="train only experts whose '<algo> <env id>' contains this")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for algo, env_id, seed, n_timesteps, every, n_eval in EXPERTS:
+        if args.only and args.only not in f"{algo} {env_id}":
+            continue
+        record = run_dir_for(ZOO_DIR, algo, env_id) / RECORD_FILE
+        if record.is_file() and read_json(record).get("status") == "finished":
+            print(f"skip {algo} {env_id}: finished")
+            continue
+        print(f"train {algo} {env_id}", flush=True)
+        try:
+            train_expert(
+                algo, env_id, zoo_dir=ZOO_DIR, seed=seed, n_timesteps=n_timesteps,
+                checkpoint_every=every, n_eval_episodes=n_eval, progress_bar=False,
+            )
+        except PolicyKDError as err:
+            print(f"error: {err}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Roll out a vectorised env and label every visited state with every teacher.
+
+Who drives is a choice: the teacher, the student (on-policy distillation: the teacher only
+labels), or a DAgger-style mixture where the teacher acts with probability ``beta`` per env step.
+Labels are always the teachers' outputs, whoever drove. Nothing here reads globals, so the
+function can run inside a remote worker as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from policykd.buffers import DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
+from policykd.errors import PolicyKDError
+from policykd.teachers import Teacher
+
+ActFn = Callable[[np.ndarray], np.ndarray]  # raw observations (n, ...) -> env actions (n, ...)
+
+
+@dataclasses.dataclass
+class CollectStats:
+    n_transitions: int = 0
+    n_teacher_steps: int = 0  # transitions where the teacher acted
+    episode_returns: list[float] = dataclasses.field(default_factory=list)  # episodes that ended, whoever drove
+    episode_lengths: list[int] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_spaces(teacher: Teacher, venv: Any) -> None:
+    """Refuse a teacher whose spaces are not the env's, before anything is collected."""
+    for what, mine, env in (
+        ("observation", teacher.observation_space, venv.observation_space),
+        ("action", teacher.action_space, venv.action_space),
+    ):
+        if type(mine) is not type(env) or getattr(mine, "shape", None) != getattr(env, "shape", None) or getattr(
+            mine, "n", None
+        ) != getattr(env, "n", None):
+            raise PolicyKDError(
+                f"teacher {teacher.source} expects {what} space {mine}, but {teacher.recipe.env_id} has {env}; "
+                "pick the teacher trained on this env (and its zoo folder, which brings its wrappers)"
+            )
+
+
+def collect_rollouts(
+    venv: Any,
+    teachers: Sequence[Teacher],
+    n_transitions: int,
+    *,
+    rng: np.random.Generator,
+    buffer: LabelledBuffer | None = None,
+    student_act: ActFn | None = None,
+    beta: float = 1.0,
+    epsilon: float = 0.0,
+    action_noise: float = 0.0,
+    deterministic: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> tuple[LabelledBuffer, CollectStats]:
+    """Step ``venv`` until ``n_transitions`` transitions are labelled (rounded up to whole vector steps).
+
+    - ``beta``: per env step, the probability that the teacher (teachers[0]) acts; the student
+      (``student_act``) acts otherwise. ``beta=1`` is teacher-driven, ``beta=0`` on-policy.
+    - ``epsilon``: discrete actions are replaced by uniform random ones with this probability.
+    - ``action_noise``: Gaussian noise on continuous actions, as a fraction of the half range.
+    Returns the buffer (created on the first step when None) and the collection statistics.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise PolicyKDError(f"beta must be in [0, 1], got {beta}")
+    if beta < 1.0 and student_act is None:
+        raise PolicyKDError("a student must be given when it drives (beta < 1)")
+    if not 0.0 <= epsilon <= 1.0 or action_noise < 0:
+        raise PolicyKDError(f"epsilon must be in [0, 1] and action noise >= 0, got {epsilon} and {action_noise}")
+    driver, n_envs = teachers[0], venv.num_envs
+    mapper = driver.mapper
+    stats = CollectStats()
+    obs = venv.reset()
+    episode_starts = np.ones(n_envs, dtype=bool)
+    while stats.n_transitions < n_transitions:
+        outputs = [teacher(obs) for teacher in teachers]  # one batched forward pass per teacher
+        teacher_drives = rng.random(n_envs) < beta
+        actions = mapper.from_teacher(outputs[0], deterministic=deterministic, rng=rng)
+        if not teacher_drives.all():
+            actions = np.where(_broadcast(teacher_drives, actions), actions, student_act(obs))
+        actions = _explore(actions, mapper, rng, epsilon, action_noise)
+        next_obs, rewards, dones, infos = venv.step(actions)
+        truncated = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
+        if buffer is None:
+            buffer = LabelledBuffer.for_teachers(
+                -(-n_transitions // n_envs) * n_envs, venv.observation_space, venv.action_space, outputs, meta=meta
+            )
+        buffer.add(
+            obs, actions, rewards, dones & ~truncated, truncated, episode_starts,
+            np.where(teacher_drives, DRIVER_TEACHER, DRIVER_STUDENT).astype(np.int8), outputs,
+        )  # fmt: skip
+        stats.n_transitions += n_envs
+        stats.n_teacher_steps += int(teacher_drives.sum())
+        for info in infos:
+            if "episode" in info:  # Monitor: the true episode, across Atari life losses
+                stats.episode_returns.append(float(info["episode"]["r"]))
+                stats.episode_lengths.append(int(info["episode"]["l"]))
+        episode_starts = dones
+        obs = next_obs
+    assert buffer is not None
+    return buffer, stats
+
+
+def _broadcast(mask: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    return mask.reshape(-1, *([1] * (actions.ndim - 1)))
+
+
+def _explore(actions: np.ndarray, mapper: Any, rng: np.random.Generator, epsilon: float, noise: float) -> np.ndarray:
+    if mapper.discrete:
+        if epsilon > 0:
+            random_mask = rng.random(len(actions)) < epsilon
+            actions = np.where(random_mask, mapper.random(len(actions), rng), actions)
+        return actions
+    if noise > 0:
+        half_range = (mapper.high - mapper.low) / 2.0
+        actions = actions + rng.standard_normal(actions.shape).astype(np.float32) * noise * half_range
+        actions = np.clip(actions, mapper.low, mapper.high)
+    return actions

@@ -1,0 +1,79 @@
+"""Play a policy for N episodes with fixed seeds and summarise: mean, std, 95 % CI, % of teacher,
+and per-step action latency."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from policykd.envs import EnvRecipe, make_vec_env
+
+ActFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReturnStats:
+    mean: float
+    std: float
+    ci95: tuple[float, float]  # Student-t interval of the mean
+    n_episodes: int
+    returns: tuple[float, ...]
+
+    @classmethod
+    def of(cls, returns: np.ndarray | list[float]) -> ReturnStats:
+        r = np.asarray(returns, dtype=np.float64)
+        mean = float(r.mean())
+        std = float(r.std(ddof=1)) if len(r) > 1 else 0.0
+        half = float(scipy_stats.t.ppf(0.975, len(r) - 1) * std / np.sqrt(len(r))) if len(r) > 1 and std > 0 else 0.0
+        return cls(mean, std, (mean - half, mean + half), len(r), tuple(float(x) for x in r))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "ci95": list(self.ci95), "n_episodes": self.n_episodes}
+
+
+def episode_returns(act: ActFn, recipe: EnvRecipe, n_episodes: int, *, seed: int, n_envs: int = 8) -> np.ndarray:
+    """Returns of ``n_episodes`` full episodes (Monitor's, so Atari life losses don't cut them).
+
+    Env i is seeded ``seed + i``; each env plays a fixed share of the episodes, as SB3's
+    evaluate_policy does, so short episodes are not over-represented."""
+    n_envs = max(1, min(n_envs, n_episodes))
+    venv = make_vec_env(recipe, n_envs, seed)
+    targets = np.array([(n_episodes + i) // n_envs for i in range(n_envs)])
+    counts = np.zeros(n_envs, dtype=int)
+    returns: list[float] = []
+    obs = venv.reset()
+    try:
+        while (counts < targets).any():
+            obs, _, _, infos = venv.step(act(obs))
+            for i, info in enumerate(infos):
+                if "episode" in info and counts[i] < targets[i]:
+                    returns.append(float(info["episode"]["r"]))
+                    counts[i] += 1
+    finally:
+        venv.close()
+    return np.asarray(returns)
+
+
+def pct_of(student_mean: float, teacher_mean: float, random_mean: float | None = None) -> float:
+    """Student return as a % of the teacher's; with ``random_mean``, normalised so random = 0 %."""
+    base = 0.0 if random_mean is None else random_mean
+    denom = teacher_mean - base
+    return float("nan") if denom == 0 else 100.0 * (student_mean - base) / denom
+
+
+def action_latency_ms(act: ActFn, observation: np.ndarray, n_calls: int = 200) -> float:
+    """Median wall time of one batch-1 action, in milliseconds."""
+    batch = observation[None]
+    for _ in range(10):
+        act(batch)
+    times = []
+    for _ in range(n_calls):
+        start = time.perf_counter()
+        act(batch)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))

@@ -1,0 +1,248 @@
+"""Distillation losses: small frozen dataclasses called as ``loss(student, target) -> LossOutput``.
+
+Every loss computes one value per sample, summed over actions (discrete) or action dimensions
+(continuous), then applies ``reduction`` over the batch: ``"mean"`` (default), ``"sum"`` or
+``"none"`` (the (B,) per-sample tensor). ``metrics["losses/distill"]`` is always the mean over the
+batch, whatever the reduction. The target is treated as a constant: no gradient reaches it.
+
+Pure: nothing here touches an optimizer, env, file or logger.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from policykd.errors import PolicyKDError
+from policykd.targets import check_temperature, student_kind_for
+from policykd.types import DistillTarget, LossOutput, StudentOutput
+
+LOSSES: tuple[str, ...] = ("kl", "nll", "mse")
+REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+DIRECTIONS: tuple[str, ...] = ("forward", "reverse")
+TEMPERATURE_ON: tuple[str, ...] = ("teacher", "both")
+
+Reduction = Literal["mean", "sum", "none"]
+KLDirection = Literal["forward", "reverse"]
+TemperatureOn = Literal["teacher", "both"]
+
+_LOG_2PI = math.log(2 * math.pi)
+KL_DETERMINISTIC = "kl needs a stochastic teacher; use --loss mse for TD3/DDPG teachers"
+NLL_DETERMINISTIC = "nll needs a stochastic student; use --loss mse for TD3/DDPG teachers"
+MSE_NO_Q = "mse needs Q-values (DQN/QR-DQN) or continuous actions; use --loss kl or nll"
+
+
+class LossFn(Protocol):
+    def __call__(self, student: StudentOutput, target: DistillTarget) -> LossOutput: ...
+
+
+def categorical_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per sample from log-probabilities (B, A) -> (B,).
+
+    Actions where p is exactly 0 contribute 0 (the limit of p log p), so a probability that
+    underflowed, or a -inf log-probability, gives no NaN.
+    """
+    p = log_p.exp()
+    terms = p * (log_p - log_q)
+    return torch.where(p > 0, terms, torch.zeros_like(terms)).sum(dim=-1)
+
+
+def diag_gaussian_kl(
+    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
+) -> torch.Tensor:
+    """KL(p || q) between diagonal Gaussians, summed over dimensions: (B, D) each -> (B,)."""
+    var_ratio = torch.exp(2 * (log_std_p - log_std_q))
+    mahalanobis = ((mean_p - mean_q) * torch.exp(-log_std_q)) ** 2
+    return (log_std_q - log_std_p + 0.5 * (var_ratio + mahalanobis - 1)).sum(dim=-1)
+
+
+def diag_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, exp(log_std)^2), summed over dimensions: (B, D) each -> (B,)."""
+    z = (x - mean) * torch.exp(-log_std)
+    return (-0.5 * z**2 - log_std - 0.5 * _LOG_2PI).sum(dim=-1)
+
+
+@dataclass(frozen=True)
+class KLLoss:
+    """KL divergence between the softened teacher and the student.
+
+    ``target`` arrives already softened by ``soften(out, temperature)``; ``temperature`` here is
+    the same tau, used for the student side (``temperature_on="both"``: logits / tau, or std * tau)
+    and for ``tau2_scaling`` (multiply by tau**2, as Hinton et al. do to keep gradient scale).
+
+    ``direction="forward"``: KL(teacher || student), mean-seeking / mode-covering. It is the
+    maximum-likelihood direction and is unbiased on data the teacher generated (torchrl's
+    "forward" also needs the teacher's, i.e. the behaviour policy's, state distribution).
+    ``direction="reverse"``: KL(student || teacher), mode-seeking; the natural choice on states the
+    student visits itself (on-policy distillation, DAgger-style collection).
+
+    For squashed_gaussian teachers the KL is taken between the pre-tanh Gaussians; tanh is
+    invertible, so it equals the KL between the squashed action distributions.
+    """
+
+    temperature: float = 1.0
+    temperature_on: TemperatureOn = "teacher"
+    direction: KLDirection = "forward"
+    tau2_scaling: bool = False
+    reduction: Reduction = "mean"
+
+    def __post_init__(self) -> None:
+        check_temperature(self.temperature)
+        _check_choice("temperature_on", self.temperature_on, TEMPERATURE_ON)
+        _check_choice("direction", self.direction, DIRECTIONS)
+        _check_choice("reduction", self.reduction, REDUCTIONS)
+
+    def __call__(self, student: StudentOutput, target: DistillTarget) -> LossOutput:
+        if "deterministic" in (student.kind, target.kind):
+            raise PolicyKDError(f"{KL_DETERMINISTIC} (got a {target.kind} target and a {student.kind} student)")
+        _check_same_kind(student, target)
+        tau_s = self.temperature if self.temperature_on == "both" else 1.0  # student-side temperature
+        if target.kind == "discrete":
+            teacher = _field(target, "log_probs").detach()
+            student_lp = torch.log_softmax(_field(student, "logits") / tau_s, dim=-1)
+            if self.direction == "forward":
+                per_sample = categorical_kl(teacher, student_lp)
+            else:
+                per_sample = categorical_kl(student_lp, teacher)
+        else:
+            t_mean, t_log_std = _field(target, "mean").detach(), _field(target, "log_std").detach()
+            s_mean, s_log_std = _field(student, "mean"), _field(student, "log_std") + math.log(tau_s)
+            if self.direction == "forward":
+                per_sample = diag_gaussian_kl(t_mean, t_log_std, s_mean, s_log_std)
+            else:
+                per_sample = diag_gaussian_kl(s_mean, s_log_std, t_mean, t_log_std)
+        if self.tau2_scaling:
+            per_sample = per_sample * self.temperature**2
+        return _output(per_sample, self.reduction)
+
+
+@dataclass(frozen=True)
+class NLLLoss:
+    """Hard-label imitation (behaviour cloning as the imitation library does it).
+
+    Discrete: cross-entropy of the student's logits to the teacher's argmax action. Continuous:
+    negative log-likelihood of ``target.action`` under the student's diagonal Gaussian, summed over
+    dimensions. Temperature does not change either (argmax and the greedy action ignore tau).
+    """
+
+    reduction: Reduction = "mean"
+
+    def __post_init__(self) -> None:
+        _check_choice("reduction", self.reduction, REDUCTIONS)
+
+    def __call__(self, student: StudentOutput, target: DistillTarget) -> LossOutput:
+        if student.kind == "deterministic":
+            raise PolicyKDError(f"{NLL_DETERMINISTIC} (got a deterministic student)")
+        _check_same_family(student, target)
+        if target.kind == "discrete":
+            labels = _field(target, "log_probs").detach().argmax(dim=-1)
+            per_sample = F.cross_entropy(_field(student, "logits"), labels, reduction="none")
+        else:
+            action = _field(target, "action").detach()
+            per_sample = -diag_gaussian_log_prob(action, _field(student, "mean"), _field(student, "log_std"))
+        return _output(per_sample, self.reduction)
+
+
+@dataclass(frozen=True)
+class MSELoss:
+    """Squared error, summed over actions or dimensions.
+
+    Discrete: the student's logits, read as Q-values, against the teacher's raw Q-values (DQN /
+    QR-DQN only). Continuous: the student's greedy action (gaussian: its mean; deterministic: its
+    action) against ``target.action``.
+    """
+
+    reduction: Reduction = "mean"
+
+    def __post_init__(self) -> None:
+        _check_choice("reduction", self.reduction, REDUCTIONS)
+
+    def __call__(self, student: StudentOutput, target: DistillTarget) -> LossOutput:
+        _check_same_family(student, target)
+        if target.kind == "discrete":
+            if target.q_values is None:
+                raise PolicyKDError(f"{MSE_NO_Q} (got a discrete target without Q-values, e.g. from PPO/A2C)")
+            prediction, goal = _field(student, "logits"), target.q_values
+        else:
+            prediction = _field(student, "mean" if student.kind == "gaussian" else "action")
+            goal = _field(target, "action")
+        per_sample = ((prediction - goal.detach()) ** 2).sum(dim=-1)
+        return _output(per_sample, self.reduction)
+
+
+def make_loss(
+    name: str,
+    teacher_kind: str,
+    *,
+    temperature: float = 1.0,
+    temperature_on: str = "teacher",
+    direction: str = "forward",
+    tau2_scaling: bool = False,
+    reduction: str = "mean",
+) -> KLLoss | NLLLoss | MSELoss:
+    """Build loss ``name`` for a teacher of ``teacher_kind``, refusing combinations that make no
+    sense. ``temperature``, ``temperature_on``, ``direction`` and ``tau2_scaling`` only affect
+    ``kl`` but are validated for every loss, so a typo never passes silently."""
+    if name not in LOSSES:
+        raise PolicyKDError(f"unknown loss {name!r}; use one of {', '.join(LOSSES)}")
+    student_kind = student_kind_for(teacher_kind)
+    check_temperature(temperature)
+    _check_choice("temperature_on", temperature_on, TEMPERATURE_ON)
+    _check_choice("direction", direction, DIRECTIONS)
+    _check_choice("reduction", reduction, REDUCTIONS)
+    if name == "kl":
+        if student_kind == "deterministic":
+            raise PolicyKDError(f"{KL_DETERMINISTIC} (got teacher kind {teacher_kind!r})")
+        return KLLoss(temperature, temperature_on, direction, tau2_scaling, reduction)  # type: ignore[arg-type]
+    if name == "nll":
+        if student_kind == "deterministic":
+            # A deterministic teacher gets a deterministic student, which has no likelihood.
+            raise PolicyKDError(f"{NLL_DETERMINISTIC} (got teacher kind {teacher_kind!r})")
+        return NLLLoss(reduction)  # type: ignore[arg-type]
+    if teacher_kind == "categorical":
+        raise PolicyKDError(f"{MSE_NO_Q} (got teacher kind {teacher_kind!r}, which has logits only)")
+    return MSELoss(reduction)  # type: ignore[arg-type]
+
+
+def reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Reduce a (B,) per-sample loss: ``mean`` and ``sum`` give a scalar, ``none`` returns it."""
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+def _output(per_sample: torch.Tensor, reduction: str) -> LossOutput:
+    metrics = {"losses/distill": per_sample.detach().mean().item()}
+    return LossOutput(loss=reduce(per_sample, reduction), metrics=metrics)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise PolicyKDError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_same_kind(student: StudentOutput, target: DistillTarget) -> None:
+    if student.kind != target.kind:
+        raise PolicyKDError(
+            f"a {student.kind} student cannot learn from a {target.kind} target; "
+            "build the student head with student_kind_for(teacher_kind)"
+        )
+
+
+def _check_same_family(student: StudentOutput, target: DistillTarget) -> None:
+    """Discrete with discrete; any continuous student with any continuous target."""
+    if (student.kind == "discrete") != (target.kind == "discrete"):
+        _check_same_kind(student, target)
+
+
+def _field(data: StudentOutput | DistillTarget, name: str) -> torch.Tensor:
+    value = getattr(data, name)
+    if value is None:
+        raise PolicyKDError(f"a {data.kind} {type(data).__name__} has no {name!r}; the loss needs it set")
+    return value

@@ -1,0 +1,253 @@
+"""The end-to-end jobs behind the CLI: collect a labelled buffer, distil a student, evaluate.
+
+Each job takes a frozen config, returns plain data, and writes its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from policykd.buffers import LabelledBuffer
+from policykd.collect import CollectStats, check_spaces, collect_rollouts
+from policykd.envs import EnvRecipe, make_vec_env
+from policykd.errors import PolicyKDError
+from policykd.evaluation import ReturnStats, action_latency_ms, episode_returns, pct_of
+from policykd.fileio import write_json_atomic
+from policykd.logging import TensorBoardLogger
+from policykd.losses import make_loss
+from policykd.presets import DEFAULT_ENV_ID, default_expert, load_preset
+from policykd.students import Student, make_student
+from policykd.teachers import Teacher, load_teacher
+from policykd.trainer import Trainer, TrainerConfig
+
+EVAL_SEED_OFFSET = 10_000  # evaluation episodes never reuse the collection seeds
+RECIPE_FILE = "recipe.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectConfig:
+    teacher: str | None = None
+    """Teacher source: rl-zoo folder, SB3 .zip or hub id (default: the env preset's expert)."""
+    env_id: str | None = None
+    """Env id (default: the teacher's, or CartPole-v1)."""
+    n_transitions: int | None = None
+    """Labelled transitions to collect (default: the preset's)."""
+    n_envs: int | None = None
+    epsilon: float | None = None
+    """Epsilon-greedy exploration for discrete actions."""
+    action_noise: float | None = None
+    """Gaussian action noise for continuous actions, as a fraction of the half range."""
+    seed: int = 0
+    teacher_check: bool = True
+    """Play the teacher first and refuse it if it is far below its recorded score."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig(CollectConfig):
+    buffer: str | None = None
+    """Train from this saved buffer instead of collecting."""
+    loss: str = "kl"
+    temperature: float = 1.0
+    temperature_on: str = "teacher"
+    kl_direction: str = "forward"
+    tau2_scaling: bool = False
+    hidden_sizes: tuple[int, ...] | None = None
+    cnn_width: float | None = None
+    n_updates: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    n_eval_episodes: int | None = None
+    eval_every: int = 0
+    out_dir: str | None = None
+    progress_bar: bool = True
+
+
+def _pick(value: Any, preset: dict[str, Any], key: str) -> Any:
+    return preset[key] if value is None else value
+
+
+def resolve_teacher(source: str | None, env_id: str | None) -> Teacher:
+    if source is None:
+        source = str(default_expert(env_id or DEFAULT_ENV_ID))
+    return load_teacher(source, env_id=env_id)
+
+
+def evaluate_teacher(teacher: Teacher, n_episodes: int, seed: int, deterministic: bool = True) -> ReturnStats:
+    rng = np.random.default_rng(seed)
+    return ReturnStats.of(
+        episode_returns(lambda obs: teacher.act(obs, deterministic, rng), teacher.recipe, n_episodes, seed=seed)
+    )
+
+
+def check_teacher_score(teacher: Teacher, measured: ReturnStats) -> None:
+    """Refuse a teacher that plays far below the score its zoo folder records: the env recipe is
+    almost surely wrong (missing VecNormalize statistics, other wrappers, no frame stack)."""
+    recorded = teacher.score
+    if not recorded:
+        return
+    tolerance = max(3.0 * recorded["std"], 0.2 * abs(recorded["mean"]), 1.0)
+    if measured.mean < recorded["mean"] - tolerance:
+        raise PolicyKDError(
+            f"teacher {teacher.source} scored {measured.mean:.1f} over {measured.n_episodes} episodes but its recorded "
+            f"score is {recorded['mean']:.1f} ± {recorded['std']:.1f}: its env recipe is likely wrong "
+            f"(a missing vecnormalize.pkl, other wrappers or frame stack than it was trained with)"
+        )
+
+
+def collect(config: CollectConfig, teacher: Teacher | None = None) -> tuple[LabelledBuffer, CollectStats, Teacher]:
+    teacher = teacher or resolve_teacher(config.teacher, config.env_id)
+    preset = load_preset(teacher.recipe.env_id)
+    n_envs = _pick(config.n_envs, preset, "n_envs")
+    n_transitions = _pick(config.n_transitions, preset, "n_transitions")
+    epsilon, action_noise = _pick(config.epsilon, preset, "epsilon"), _pick(config.action_noise, preset, "action_noise")
+    if n_transitions <= 0 or n_envs <= 0:
+        raise PolicyKDError(f"--n-transitions and --n-envs must be positive, got {n_transitions} and {n_envs}")
+    venv = make_vec_env(teacher.recipe, n_envs, config.seed)
+    try:
+        check_spaces(teacher, venv)
+        meta = {
+            "env_id": teacher.recipe.env_id,
+            "recipe": teacher.recipe.to_json(),
+            "teachers": [{"source": teacher.source, "algo": teacher.algo, "kind": teacher.kind}],
+            "seed": config.seed,
+            "epsilon": epsilon,
+            "action_noise": action_noise,
+            "driver": "teacher",
+        }
+        buffer, stats = collect_rollouts(
+            venv, [teacher], n_transitions, rng=np.random.default_rng(config.seed),
+            epsilon=epsilon, action_noise=action_noise, meta=meta,
+        )  # fmt: skip
+    finally:
+        venv.close()
+    buffer.meta["collect_stats"] = {
+        "n_transitions": stats.n_transitions,
+        "episode_returns": stats.episode_returns,
+    }
+    return buffer, stats, teacher
+
+
+def _out_dir(config: DistillConfig, env_id: str) -> Path:
+    if config.out_dir is not None:
+        return Path(config.out_dir)
+    base = Path("runs") / env_id / f"{config.loss}-tau{config.temperature:g}-seed{config.seed}"
+    candidate, n = base, 1
+    while candidate.exists():  # never overwrite an earlier run
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def distill(config: DistillConfig) -> dict[str, Any]:
+    """Collect (or load) a labelled buffer, train a student, evaluate both; write the run folder.
+
+    Returns the summary that is also written to ``<out_dir>/summary.json``."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    if config.buffer is not None:
+        buffer = LabelledBuffer.load(config.buffer)
+        source = config.teacher or buffer.meta["teachers"][0]["source"]
+        teacher = resolve_teacher(source, config.env_id or buffer.meta.get("env_id"))
+        if buffer.teacher_kinds[0] != teacher.kind:
+            raise PolicyKDError(f"buffer {config.buffer} holds {buffer.teacher_kinds[0]} labels, not {teacher.kind}")
+    else:
+        teacher = resolve_teacher(config.teacher, config.env_id)
+    env_id = teacher.recipe.env_id
+    preset = load_preset(env_id)
+    # Validate the loss before spending minutes on collection.
+    loss_fn = make_loss(
+        config.loss, teacher.kind, temperature=config.temperature, temperature_on=config.temperature_on,
+        direction=config.kl_direction, tau2_scaling=config.tau2_scaling,
+    )  # fmt: skip
+    n_eval = _pick(config.n_eval_episodes, preset, "n_eval_episodes")
+    deterministic = bool(preset["deterministic_eval"])
+    eval_seed = config.seed + EVAL_SEED_OFFSET
+    out_dir = _out_dir(config, env_id)
+    teacher_stats = evaluate_teacher(teacher, n_eval, eval_seed, deterministic)
+    if config.teacher_check:
+        check_teacher_score(teacher, teacher_stats)
+    if config.buffer is None:
+        buffer, _, _ = collect(config, teacher)
+
+    student = make_student(
+        teacher.kind, teacher.observation_space, teacher.action_space,
+        hidden_sizes=tuple(_pick(config.hidden_sizes, preset, "hidden_sizes")),
+        cnn_width=_pick(config.cnn_width, preset, "cnn_width"),
+        obs_mean=None if teacher.normalizer is None else teacher.normalizer.mean,
+        obs_std=None if teacher.normalizer is None else np.sqrt(teacher.normalizer.var + teacher.normalizer.epsilon),
+    )  # fmt: skip
+    rng = np.random.default_rng(eval_seed)
+
+    def student_returns(s: Student) -> ReturnStats:
+        return ReturnStats.of(episode_returns(lambda obs: s.act(obs, deterministic, rng), teacher.recipe, n_eval, seed=eval_seed))
+
+    def evaluate(s: Student) -> dict[str, float]:
+        r = student_returns(s)
+        return {"eval/student_return": r.mean, "eval/pct_of_teacher": pct_of(r.mean, teacher_stats.mean)}
+
+    trainer_config = TrainerConfig(
+        n_updates=_pick(config.n_updates, preset, "n_updates"),
+        batch_size=_pick(config.batch_size, preset, "batch_size"),
+        learning_rate=_pick(config.learning_rate, preset, "learning_rate"),
+        temperature=config.temperature,
+        eval_every=config.eval_every,
+        seed=config.seed,
+        progress_bar=config.progress_bar,
+    )
+    logger = TensorBoardLogger(out_dir / "tb")
+    logger.log_hparams({**dataclasses.asdict(config), **dataclasses.asdict(trainer_config)})
+    trainer = Trainer(student, loss_fn, buffer, config=trainer_config, logger=logger, checkpoint_dir=out_dir / "student")
+    train_metrics = trainer.train()
+    student_stats = student_returns(student)
+    logger.log({"eval/student_return": student_stats.mean, "eval/pct_of_teacher": pct_of(student_stats.mean, teacher_stats.mean)}, trainer.n_updates_done)
+    logger.close()
+    write_json_atomic(out_dir / "student" / RECIPE_FILE, teacher.recipe.to_json())
+
+    example_obs = buffer.batch_at(np.arange(1)).observations.numpy()[0]
+    summary = {
+        "env_id": env_id,
+        "teacher": teacher.source,
+        "teacher_algo": teacher.algo,
+        "teacher_kind": teacher.kind,
+        "loss": config.loss,
+        "temperature": config.temperature,
+        "temperature_on": config.temperature_on,
+        "kl_direction": config.kl_direction,
+        "teacher_return_mean": teacher_stats.mean,
+        "teacher_return_std": teacher_stats.std,
+        "teacher_return_ci95": list(teacher_stats.ci95),
+        "student_return_mean": student_stats.mean,
+        "student_return_std": student_stats.std,
+        "student_return_ci95": list(student_stats.ci95),
+        "pct_of_teacher": pct_of(student_stats.mean, teacher_stats.mean),
+        "n_eval_episodes": n_eval,
+        "teacher_params": teacher.n_params,
+        "student_params": student.n_params,
+        "param_fraction": student.n_params / teacher.n_params,
+        "teacher_latency_ms": action_latency_ms(lambda o: teacher.act(o), example_obs),
+        "student_latency_ms": action_latency_ms(lambda o: student.act(o), example_obs),
+        "n_teacher_transitions": len(buffer),
+        "n_updates": trainer.n_updates_done,
+        "hidden_sizes": list(student.config.hidden_sizes),
+        "final_train_metrics": {k: v for k, v in train_metrics.items() if not k.startswith("eval/")},
+        "wall_time_s": time.perf_counter() - started,
+        "seed": config.seed,
+        "out_dir": str(out_dir),
+    }
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary
+
+
+def load_recipe(student_dir: str | Path) -> EnvRecipe:
+    from policykd.fileio import read_json
+
+    path = Path(student_dir) / RECIPE_FILE
+    if not path.is_file():
+        raise PolicyKDError(f"{student_dir} has no {RECIPE_FILE}; pass --env to evaluate this student")
+    return EnvRecipe(**read_json(path))

@@ -1,0 +1,85 @@
+"""Temperature, defined once: a raw ``TeacherOutput`` becomes the ``DistillTarget`` a student
+trains towards.
+
+- Discrete (categorical, q_values, quantiles): ``log_probs = log_softmax(x / tau)`` with x the
+  logits or the Q-values (for QR-DQN, the mean over quantiles).
+- Gaussian (gaussian, squashed_gaussian): the mean is kept, the standard deviation is multiplied
+  by tau (``log_std + log(tau)``).
+- Deterministic (TD3 / DDPG): the action is the target; tau does not apply.
+
+Pure functions: nothing here touches an optimizer, env, file or logger.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from policykd.errors import PolicyKDError
+from policykd.types import DISCRETE_KINDS, GAUSSIAN_KINDS, KIND_FIELDS, TEACHER_KINDS, DistillTarget, TeacherOutput
+
+TARGET_KINDS: tuple[str, ...] = ("discrete", "gaussian", "deterministic")
+
+
+def check_temperature(temperature: float) -> float:
+    """Return ``temperature`` as a float; raise PolicyKDError unless it is finite and > 0."""
+    try:
+        tau = float(temperature)
+    except (TypeError, ValueError):
+        tau = math.nan
+    if not math.isfinite(tau) or tau <= 0:
+        raise PolicyKDError(f"temperature must be > 0, got {temperature!r}; pass a finite positive number such as 1.0")
+    return tau
+
+
+def student_kind_for(teacher_kind: str) -> str:
+    """The student head that learns from a teacher of ``teacher_kind``: ``discrete``, ``gaussian``
+    or ``deterministic``."""
+    if teacher_kind in DISCRETE_KINDS:
+        return "discrete"
+    if teacher_kind in GAUSSIAN_KINDS:
+        return "gaussian"
+    if teacher_kind == "deterministic":
+        return "deterministic"
+    raise PolicyKDError(f"unknown teacher kind {teacher_kind!r}; expected one of {', '.join(TEACHER_KINDS)}")
+
+
+def soften(out: TeacherOutput, temperature: float) -> DistillTarget:
+    """Apply temperature ``tau`` to one teacher's raw output.
+
+    Discrete kinds give ``log_probs`` (B, A) = log_softmax(x / tau) and, for Q-value kinds, the raw
+    ``q_values`` (B, A). Gaussian kinds give ``mean`` (B, D), ``log_std + log(tau)`` (B, D) and
+    ``action = mean``, the greedy action in the Gaussian's own space (pre-tanh for
+    squashed_gaussian). Deterministic gives ``action`` (B, D) for any tau > 0.
+    """
+    tau = check_temperature(temperature)
+    kind = student_kind_for(out.kind)
+    if kind == "discrete":
+        scores = _discrete_scores(out)
+        q_values = None if out.kind == "categorical" else scores
+        return DistillTarget("discrete", log_probs=torch.log_softmax(scores / tau, dim=-1), q_values=q_values)
+    if kind == "gaussian":
+        mean = _field(out, "mean")
+        return DistillTarget("gaussian", mean=mean, log_std=_field(out, "log_std") + math.log(tau), action=mean)
+    return DistillTarget("deterministic", action=_field(out, "action"))
+
+
+def _discrete_scores(out: TeacherOutput) -> torch.Tensor:
+    """The (B, A) scores a discrete teacher's softmax is taken over: logits or Q-values."""
+    if out.kind == "categorical":
+        return _field(out, "logits")
+    if out.kind == "quantiles" and out.q_values is None:
+        # Q(s, a) is the mean over the N quantiles; quantiles are (B, N, A).
+        return _field(out, "quantiles").mean(dim=1)
+    return _field(out, "q_values")
+
+
+def _field(out: TeacherOutput, name: str) -> torch.Tensor:
+    value = getattr(out, name)
+    if value is None:
+        needed = ", ".join(KIND_FIELDS[out.kind])
+        raise PolicyKDError(
+            f"a {out.kind!r} teacher output has no {name!r}; the teacher or buffer that produced it must set {needed}"
+        )
+    return value

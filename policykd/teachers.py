@@ -1,0 +1,253 @@
+"""Load an SB3 expert (a ``.zip``, an rl-zoo folder or a hub id) as a Teacher.
+
+A Teacher maps a batch of raw observations to a ``TeacherOutput`` of plain tensors. Only the
+policy is rebuilt from the zip (no algorithm, no env, no replay buffer), so every SB3 /
+sb3-contrib algorithm loads the same way, and SB3's reused ``Distribution`` object never leaves
+this module: its tensors are copied out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from policykd.actions import ActionMapper
+from policykd.envs import EnvRecipe, read_zoo_yaml, recipe_from_zoo_config
+from policykd.errors import PolicyKDError
+from policykd.types import TeacherOutput
+
+# Schedules are cloudpickled closures in SB3 zips; inference needs none of them.
+_CUSTOM_OBJECTS = {
+    "learning_rate": 0.0,
+    "lr_schedule": lambda _: 0.0,
+    "clip_range": lambda _: 0.0,
+    "clip_range_vf": None,
+    "exploration_schedule": lambda _: 0.0,
+}
+_VALUE_ONLY_PREFIXES = ("value_net.", "mlp_extractor.value_net.", "vf_features_extractor.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObsNormalizer:
+    """VecNormalize's observation statistics, copied out of ``vecnormalize.pkl``."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    clip: float
+    epsilon: float
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
+
+    @classmethod
+    def from_vecnormalize(cls, path: Path) -> ObsNormalizer:
+        # vecnormalize.pkl is SB3's own pickle that users bring; we only read it, never write our state so.
+        try:
+            with open(path, "rb") as f:
+                vec_normalize = pickle.load(f)  # noqa: S301
+            rms = vec_normalize.obs_rms
+        except Exception as err:  # noqa: BLE001 - any unreadable pickle is the same user error
+            raise PolicyKDError(f"cannot read VecNormalize statistics {path}: {err}") from None
+        if not getattr(vec_normalize, "norm_obs", True):
+            return cls(np.zeros_like(rms.mean), np.ones_like(rms.var) - 1e-8, np.inf, 1e-8)
+        return cls(rms.mean.astype(np.float32), rms.var.astype(np.float32), float(vec_normalize.clip_obs), float(vec_normalize.epsilon))
+
+
+class Teacher:
+    """An SB3 policy in evaluation mode. ``teacher(obs)`` labels a batch; ``act`` drives an env."""
+
+    def __init__(
+        self,
+        policy: Any,
+        *,
+        algo: str,
+        source: str,
+        recipe: EnvRecipe,
+        normalizer: ObsNormalizer | None = None,
+        score: dict[str, Any] | None = None,
+    ) -> None:
+        from sb3_contrib.qrdqn.policies import QRDQNPolicy
+        from stable_baselines3.common.policies import ActorCriticPolicy
+        from stable_baselines3.dqn.policies import DQNPolicy
+        from stable_baselines3.sac.policies import SACPolicy
+        from stable_baselines3.td3.policies import TD3Policy
+
+        self.policy = policy.eval()
+        self.algo, self.source, self.recipe, self.normalizer = algo, source, recipe, normalizer
+        self.score = score  # recorded in the zoo's expert.json, if any
+        self.observation_space: gym.spaces.Space = policy.observation_space
+        self.action_space: gym.spaces.Space = policy.action_space
+        if isinstance(policy, ActorCriticPolicy):
+            self.kind = "categorical" if isinstance(self.action_space, gym.spaces.Discrete) else "gaussian"
+            self._label = self._actor_critic
+        elif isinstance(policy, QRDQNPolicy):
+            self.kind, self._label = "quantiles", self._quantiles
+        elif isinstance(policy, DQNPolicy):
+            self.kind, self._label = "q_values", self._q_values
+        elif isinstance(policy, SACPolicy):
+            self.kind, self._label = "squashed_gaussian", self._sac
+        elif isinstance(policy, TD3Policy):
+            self.kind, self._label = "deterministic", self._td3
+        else:
+            raise PolicyKDError(f"{source}: policy class {type(policy).__name__} is not supported as a teacher")
+        if not isinstance(self.action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+            raise PolicyKDError(f"{source}: action space {self.action_space} is not supported (Discrete or Box only)")
+        self.mapper = ActionMapper(self.action_space, squash=self.kind == "squashed_gaussian")
+
+    # -- labelling -------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, observations: np.ndarray) -> TeacherOutput:
+        """Label raw observations ``(B, *obs_shape)``: returns tensors of leading dim B."""
+        obs = np.asarray(observations)
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
+        obs_tensor, _ = self.policy.obs_to_tensor(obs)
+        return self._label(obs_tensor)
+
+    def _actor_critic(self, obs: torch.Tensor) -> TeacherOutput:
+        dist = self.policy.get_distribution(obs).distribution
+        value = self.policy.predict_values(obs).flatten().clone()
+        if self.kind == "categorical":
+            return TeacherOutput("categorical", logits=dist.logits.clone(), value=value)
+        return TeacherOutput("gaussian", mean=dist.mean.clone(), log_std=dist.stddev.log().clone(), value=value)
+
+    def _q_values(self, obs: torch.Tensor) -> TeacherOutput:
+        q = self.policy.q_net(obs)
+        return TeacherOutput("q_values", q_values=q.clone(), value=q.max(dim=1).values)
+
+    def _quantiles(self, obs: torch.Tensor) -> TeacherOutput:
+        quantiles = self.policy.quantile_net(obs)  # (B, N, A)
+        q = quantiles.mean(dim=1)
+        return TeacherOutput("quantiles", q_values=q, quantiles=quantiles.clone(), value=q.max(dim=1).values)
+
+    def _sac(self, obs: torch.Tensor) -> TeacherOutput:
+        mean, log_std, _ = self.policy.actor.get_action_dist_params(obs)
+        value = torch.cat(self.policy.critic(obs, torch.tanh(mean)), dim=1).min(dim=1).values
+        return TeacherOutput("squashed_gaussian", mean=mean.clone(), log_std=log_std.clone(), value=value)
+
+    def _td3(self, obs: torch.Tensor) -> TeacherOutput:
+        action = self.policy.actor(obs)
+        value = torch.cat(self.policy.critic(obs, action), dim=1).min(dim=1).values
+        return TeacherOutput("deterministic", action=action.clone(), value=value)
+
+    # -- acting ------------------------------------------------------------------------------
+    def act(self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Env actions ``(B,)`` or ``(B, D)`` for raw observations."""
+        return self.mapper.from_teacher(self(observations), deterministic=deterministic, rng=rng)
+
+    # -- sizes ---------------------------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        """Parameters used to act (the value / critic branches are left out)."""
+        if self.kind in ("squashed_gaussian", "deterministic"):
+            return sum(p.numel() for p in self.policy.actor.parameters())
+        if self.kind == "q_values":
+            return sum(p.numel() for p in self.policy.q_net.parameters())
+        if self.kind == "quantiles":
+            return sum(p.numel() for p in self.policy.quantile_net.parameters())
+        return sum(p.numel() for n, p in self.policy.named_parameters() if not n.startswith(_VALUE_ONLY_PREFIXES))
+
+    def describe(self) -> str:
+        return f"{self.algo} {self.kind} teacher on {self.recipe.env_id} ({self.n_params:,} params) from {self.source}"
+
+
+def _algo_from_zip(data: dict[str, Any]) -> str:
+    name = data["policy_class"].__name__ if isinstance(data.get("policy_class"), type) else str(data.get("policy_class"))
+    if "QRDQN" in name:
+        return "qrdqn"
+    if "DQN" in name:
+        return "dqn"
+    if "SAC" in name:
+        return "sac"
+    if "TD3" in name:
+        return "td3" if data.get("policy_delay", 2) > 1 else "ddpg"
+    return "ppo" if "clip_range" in data else "a2c"
+
+
+def _load_policy(zip_path: Path) -> tuple[Any, str]:
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    if not zip_path.is_file():
+        raise PolicyKDError(f"teacher file {zip_path} does not exist; pass an SB3 .zip, an rl-zoo folder or a hub id")
+    try:
+        data, params, _ = load_from_zip_file(zip_path, device="cpu", custom_objects=_CUSTOM_OBJECTS)
+        policy_class = data["policy_class"]
+        policy = policy_class(data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {}))
+        policy.load_state_dict(params["policy"])
+    except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError, EOFError, TypeError, AttributeError) as err:
+        raise PolicyKDError(
+            f"{zip_path} is not a readable SB3 model ({type(err).__name__}: {err}); pass a .zip saved by model.save()"
+        ) from None
+    return policy, _algo_from_zip(data)
+
+
+def _zoo_model_file(run_dir: Path) -> tuple[Path, str]:
+    """``<algo>/<EnvId>_<n>/<EnvId>.zip`` -> (zip, env id)."""
+    env_id = run_dir.name.rsplit("_", 1)[0] if run_dir.name.rsplit("_", 1)[-1].isdigit() else run_dir.name
+    for candidate in (run_dir / f"{env_id}.zip", run_dir / "best_model.zip"):
+        if candidate.is_file():
+            return candidate, env_id
+    zips = sorted(run_dir.glob("*.zip"))
+    if len(zips) == 1:
+        return zips[0], env_id
+    raise PolicyKDError(f"{run_dir} holds no {env_id}.zip; an rl-zoo folder looks like <algo>/<EnvId>_1/<EnvId>.zip")
+
+
+def load_teacher(source: str | Path, *, env_id: str | None = None, recipe: EnvRecipe | None = None) -> Teacher:
+    """Load a teacher from an rl-zoo folder, a bare ``.zip`` or a hub id (``org/algo-EnvId``).
+
+    A zoo folder brings its env recipe (wrappers, frame stack, VecNormalize statistics). A bare
+    zip needs ``env_id`` (or ``recipe``); its recipe then comes from the env's preset.
+    """
+    from policykd.hub import is_hub_id, resolve_hub_id
+
+    source_str = str(source)
+    if is_hub_id(source_str) and not Path(source_str).exists():
+        source = resolve_hub_id(source_str)
+    path = Path(source)
+    score = None
+    if path.is_dir():
+        zip_path, folder_env_id = _zoo_model_file(path)
+        params_dir = path / folder_env_id
+        config = read_zoo_yaml(params_dir / "config.yml") if (params_dir / "config.yml").is_file() else {}
+        args = read_zoo_yaml(params_dir / "args.yml") if (params_dir / "args.yml").is_file() else {}
+        if env_id is not None and env_id != folder_env_id:
+            raise PolicyKDError(f"{path} is an expert for {folder_env_id}, not {env_id}; pick the matching --env or teacher")
+        recipe = recipe or recipe_from_zoo_config(folder_env_id, config, args)
+        vecnorm_path = params_dir / "vecnormalize.pkl"
+        normalizer = ObsNormalizer.from_vecnormalize(vecnorm_path) if vecnorm_path.is_file() else None
+        policy, algo = _load_policy(zip_path)
+        if path.parent.name and path.parent.name != path.name and path.parent.name.isidentifier():
+            algo = path.parent.name if path.parent.name in _KNOWN_ALGOS else algo
+        record = path / "expert.json"
+        if record.is_file():
+            from policykd.fileio import read_json
+
+            score = read_json(record).get("score")
+        if recipe.normalize and normalizer is None:
+            raise PolicyKDError(
+                f"{path}: the expert was trained with VecNormalize but {vecnorm_path} is missing; restore it from the zoo"
+            )
+    else:
+        if recipe is None:
+            if env_id is None:
+                raise PolicyKDError(f"{path}: a bare .zip does not say its env; pass --env ENV_ID (or use an rl-zoo folder)")
+            from policykd.presets import load_preset
+
+            preset = load_preset(env_id)
+            recipe = EnvRecipe(env_id, env_wrapper=preset.get("env_wrapper"), frame_stack=preset.get("frame_stack"))
+        policy, algo = _load_policy(path)
+        normalizer = None
+    if recipe.frame_stack and normalizer is not None:
+        raise PolicyKDError(f"{path}: VecNormalize together with frame stacking is not supported yet")
+    return Teacher(policy, algo=algo, source=source_str, recipe=recipe, normalizer=normalizer, score=score)
+
+
+_KNOWN_ALGOS = ("a2c", "ppo", "dqn", "qrdqn", "sac", "td3", "ddpg", "tqc", "trpo")

@@ -1,0 +1,126 @@
+"""The one owner of the optimizer and the step counter. A training step reads top to bottom:
+sample -> soften each teacher at tau -> merge -> student forward -> loss -> Adam step."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from policykd.buffers import LabelledBuffer
+from policykd.logging import MetricLogger, NullLogger
+from policykd.merging import single_teacher
+from policykd.metrics import distill_metrics
+from policykd.students import Student
+from policykd.targets import soften
+from policykd.types import DistillBatch, DistillTarget, LossOutput, StudentOutput
+
+LossFn = Callable[[StudentOutput, DistillTarget], LossOutput]
+MergeFn = Callable[[Sequence[DistillTarget]], DistillTarget]
+EvalFn = Callable[[Student], dict[str, float]]  # e.g. {"eval/student_return": ..., "eval/pct_of_teacher": ...}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    n_updates: int = 2_000
+    """Gradient steps."""
+    batch_size: int = 256
+    """Transitions per gradient step, sampled uniformly with replacement."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    temperature: float = 1.0
+    """Applied to each teacher's raw output before merging (see targets.soften)."""
+    max_grad_norm: float | None = 10.0
+    """Gradient clipping; None to disable."""
+    log_every: int = 100
+    """Updates between metric logs."""
+    eval_every: int = 0
+    """Updates between evaluations (0: only after the last update)."""
+    seed: int = 0
+    """Seeds the sampling generator and torch."""
+    progress_bar: bool = True
+
+
+class Trainer:
+    def __init__(
+        self,
+        student: Student,
+        loss_fn: LossFn,
+        buffer: LabelledBuffer,
+        *,
+        config: TrainerConfig,
+        merge: MergeFn = single_teacher,
+        logger: MetricLogger | None = None,
+        evaluate: EvalFn | None = None,
+        checkpoint_dir: str | Path | None = None,
+    ) -> None:
+        self.student, self.loss_fn, self.buffer, self.config = student, loss_fn, buffer, config
+        self.merge, self.logger, self.evaluate = merge, logger or NullLogger(), evaluate
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.optimizer = torch.optim.Adam(student.parameters(), lr=config.learning_rate)
+        self.rng = np.random.default_rng(config.seed)
+        self.n_updates_done = 0
+        self.last_eval: dict[str, float] = {}
+
+    def step(self) -> tuple[LossOutput, StudentOutput, DistillTarget, DistillBatch]:
+        """One gradient step. Returns the loss, the student output, the target and the batch."""
+        batch = self.buffer.sample(self.config.batch_size, self.rng)
+        target = self.merge([soften(out, self.config.temperature) for out in batch.teacher_outputs])
+        student_out = self.student(batch.observations)
+        loss_out = self.loss_fn(student_out, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_out.loss.backward()
+        if self.config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.n_updates_done += 1
+        return loss_out, student_out, target, batch
+
+    def train(self) -> dict[str, float]:
+        """Run ``n_updates`` steps with periodic logging, evaluation and checkpoints.
+        Returns the last logged metrics merged with the last evaluation."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.student.train()
+        metrics: dict[str, float] = {}
+        started, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
+        bar = tqdm(total=cfg.n_updates, desc="distil", disable=not cfg.progress_bar, leave=False)
+        for update in range(1, cfg.n_updates + 1):
+            loss_out, student_out, target, batch = self.step()
+            window_steps += 1
+            if update % cfg.log_every == 0 or update == cfg.n_updates:
+                sps = window_steps * cfg.batch_size / max(time.perf_counter() - window_start, 1e-9)
+                reference = self.merge([soften(out, 1.0) for out in batch.teacher_outputs])  # the teacher at tau = 1
+                metrics = {**loss_out.metrics, **distill_metrics(student_out, target, reference), "charts/SPS": sps}
+                self.logger.log(metrics, update)
+                bar.set_postfix(loss=f"{metrics['losses/distill']:.4f}")
+                window_start, window_steps = time.perf_counter(), 0
+            if self.evaluate is not None and (
+                update == cfg.n_updates or (cfg.eval_every > 0 and update % cfg.eval_every == 0)
+            ):
+                self.run_evaluation(update)
+            bar.update(1)
+        bar.close()
+        self.student.eval()
+        if self.checkpoint_dir is not None:
+            self.student.save(self.checkpoint_dir)
+        metrics["train/wall_time_s"] = time.perf_counter() - started
+        return {**metrics, **self.last_eval}
+
+    def run_evaluation(self, update: int) -> None:
+        assert self.evaluate is not None
+        self.student.eval()
+        self.last_eval = self.evaluate(self.student)
+        self.student.train()
+        self.logger.log(self.last_eval, update)
+        if self.checkpoint_dir is not None:
+            self.student.save(self.checkpoint_dir)
+
+    def hparams(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)

@@ -1,0 +1,33 @@
+"""The shipped expert zoo: what ``agents/`` holds, with recorded scores next to rl-zoo's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from policykd.experts import RECORD_FILE, RESUME_DIR
+from policykd.fileio import read_json
+from policykd.presets import ZOO_DIR, load_preset
+
+
+def list_experts(zoo_dir: Path = ZOO_DIR) -> list[dict[str, Any]]:
+    """One row per ``<algo>/<EnvId>_<n>`` folder, finished or still training."""
+    rows = []
+    for run_dir in sorted(p for p in zoo_dir.glob("*/*_*") if p.is_dir()):
+        algo, env_id = run_dir.parent.name, run_dir.name.rsplit("_", 1)[0]
+        record = read_json(run_dir / RECORD_FILE) if (run_dir / RECORD_FILE).is_file() else {}
+        progress_file = run_dir / RESUME_DIR / "progress.json"
+        progress = read_json(progress_file) if progress_file.is_file() else {}
+        score = record.get("score")
+        model = run_dir / f"{env_id}.zip"
+        rows.append({
+            "algo": algo,
+            "env_id": env_id,
+            "path": str(run_dir),
+            "score": f"{score['mean']:.1f} ± {score['std']:.1f} (n={score['n_episodes']})" if score else "-",
+            "reference": load_preset(env_id)["references"].get(algo, "-"),
+            "timesteps": f"{record.get('n_timesteps', progress.get('num_timesteps', 0)):,}",
+            "size": f"{model.stat().st_size / 1e6:.1f} MB" if model.is_file() else "-",
+            "status": record.get("status") or ("training" if progress else "empty"),
+        })  # fmt: skip
+    return rows

@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-timesteps", type=int, help="default: rl-zoo's budget")
     p.add_argument("--checkpoint-every", type=int, default=50_000)
+    p.add_argument("--run-id", type=int, default=1, help="run folder <algo>/<EnvId>_<run-id> (default 1)")
     p.add_argument("--zoo-dir", default=None, help="default: the repository's agents/")
     return parser
 
@@ -127,17 +128,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
     from policykd.evaluation import ReturnStats, episode_returns
     from policykd.fileio import read_json, write_json_atomic
-    from policykd.pipeline import load_recipe
-    from policykd.students import Student, is_student_dir
-    from policykd.teachers import load_teacher
+    from policykd.pipeline import resolve_student, resolve_teacher
+    from policykd.students import is_student_dir
 
+    record = Path(args.source) / "expert.json"
+    if args.record and not record.is_file():  # refused before playing, not after
+        raise PolicyKDError(f"--record needs a zoo folder with expert.json; {args.source} has none")
     rng = np.random.default_rng(args.seed)
+    policy: Any
     if is_student_dir(args.source):
-        policy: Any = Student.load(args.source)
-        recipe = load_recipe(args.source)
+        policy, recipe = resolve_student(args.source, args.env_id)
         what = f"student ({policy.n_params:,} params)"
     else:
-        policy = load_teacher(args.source, env_id=args.env_id)
+        policy = resolve_teacher(args.source, args.env_id)
         recipe, what = policy.recipe, policy.describe()
     stats = ReturnStats.of(
         episode_returns(lambda o: policy.act(o, not args.stochastic, rng), recipe, args.episodes, seed=args.seed)
@@ -145,9 +148,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"{what}: return {stats.mean:.2f} ± {stats.std:.2f}, 95 % CI [{stats.ci95[0]:.2f}, {stats.ci95[1]:.2f}] "
           f"over {stats.n_episodes} episodes (seed {args.seed})")  # fmt: skip
     if args.record:
-        record = Path(args.source) / "expert.json"
-        if not record.is_file():
-            raise PolicyKDError(f"--record needs a zoo folder with expert.json; {args.source} has none")
         data = read_json(record)
         data["score"] = {**stats.to_json(), "seed": args.seed, "deterministic": not args.stochastic}
         write_json_atomic(record, data)
@@ -170,7 +170,7 @@ def _cmd_train_expert(args: argparse.Namespace) -> None:
 
     run_dir = train_expert(
         args.algo, args.env_id, zoo_dir=args.zoo_dir or ZOO_DIR, seed=args.seed,
-        n_timesteps=args.n_timesteps, checkpoint_every=args.checkpoint_every,
+        n_timesteps=args.n_timesteps, checkpoint_every=args.checkpoint_every, run_id=args.run_id,
     )  # fmt: skip
     print(f"expert written to {run_dir}; measure it with: policykd evaluate {run_dir} --episodes 30 --record")
 
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         COMMANDS[args.command](args)
     except PolicyKDError as err:
-        print(f"policykd {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line, whatever the library put in the message
+        print(f"policykd {args.command}: error: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -34,17 +34,34 @@ class CollectStats:
 
 def check_spaces(teacher: Teacher, venv: Any) -> None:
     """Refuse a teacher whose spaces are not the env's, before anything is collected."""
+    check_policy_spaces(
+        f"teacher {teacher.source}", teacher.observation_space, teacher.action_space, teacher.recipe.env_id, venv,
+        hint="pick the teacher trained on this env (and its zoo folder, which brings its wrappers)",
+    )  # fmt: skip
+
+
+def check_policy_spaces(
+    name: str, observation_space: Any, action_space: Any, env_id: str, venv: Any, *, hint: str
+) -> None:
+    """Raise PolicyKDError unless ``venv``'s spaces have the kind and shape (and ``n``) the policy
+    called ``name`` was built for."""
     for what, mine, env in (
-        ("observation", teacher.observation_space, venv.observation_space),
-        ("action", teacher.action_space, venv.action_space),
+        ("observation", observation_space, venv.observation_space),
+        ("action", action_space, venv.action_space),
     ):
         if type(mine) is not type(env) or getattr(mine, "shape", None) != getattr(env, "shape", None) or getattr(
             mine, "n", None
         ) != getattr(env, "n", None):
             raise PolicyKDError(
-                f"teacher {teacher.source} expects {what} space {mine}, but {teacher.recipe.env_id} has {env}; "
-                "pick the teacher trained on this env (and its zoo folder, which brings its wrappers)"
+                f"{name} expects {what} space {_describe(mine)}, but {env_id} has {_describe(env)}; {hint}"
             )
+
+
+def _describe(space: Any) -> str:
+    """``Discrete(2)`` or ``Box(shape=(4,))``: short enough for a one-line error."""
+    if hasattr(space, "n"):
+        return f"{type(space).__name__}({space.n})"
+    return f"{type(space).__name__}(shape={getattr(space, 'shape', None)})"
 
 
 def collect_rollouts(
@@ -69,11 +86,15 @@ def collect_rollouts(
     - ``action_noise``: Gaussian noise on continuous actions, as a fraction of the half range.
     Returns the buffer (created on the first step when None) and the collection statistics.
     """
+    if not teachers:
+        raise PolicyKDError("collect_rollouts needs at least one teacher to label the transitions")
+    if isinstance(n_transitions, bool) or not isinstance(n_transitions, (int, np.integer)) or n_transitions < 1:
+        raise PolicyKDError(f"n_transitions must be a positive integer, got {n_transitions!r}")
     if not 0.0 <= beta <= 1.0:
         raise PolicyKDError(f"beta must be in [0, 1], got {beta}")
     if beta < 1.0 and student_act is None:
         raise PolicyKDError("a student must be given when it drives (beta < 1)")
-    if not 0.0 <= epsilon <= 1.0 or action_noise < 0:
+    if not 0.0 <= epsilon <= 1.0 or not action_noise >= 0:  # `not >=` also refuses NaN
         raise PolicyKDError(f"epsilon must be in [0, 1] and action noise >= 0, got {epsilon} and {action_noise}")
     driver, n_envs = teachers[0], venv.num_envs
     mapper = driver.mapper

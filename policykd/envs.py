@@ -10,6 +10,7 @@ normalise however they like.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ def _ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
 
 
 _ZooConfigLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", _ordered_dict)
+_ZooConfigLoader.add_constructor(  # yaml.dump writes tuples (e.g. in env_kwargs) with this tag
+    "tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node, deep=True))
+)
 
 
 def read_zoo_yaml(path: str | Path) -> dict[str, Any]:
@@ -52,13 +56,24 @@ def read_zoo_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, yaml.YAMLError) as err:
         raise PolicyKDError(f"cannot read {path}: {err}") from None
     if isinstance(data, list):  # very old rl-zoo dumps: a list of [key, value] pairs
-        data = dict(data)
-    return data or {}
+        try:
+            data = dict(data)
+        except (TypeError, ValueError):
+            pass
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PolicyKDError(f"{path} holds a {type(data).__name__}, not an rl-zoo mapping of settings; restore it from the zoo")
+    return data
 
 
 def _parse_normalize(value: Any) -> bool:
-    if isinstance(value, str):  # e.g. "dict(norm_obs=True, norm_reward=False)"
-        return "norm_obs=False" not in value.replace(" ", "")
+    """Whether observations were normalised. rl-zoo takes ``normalize`` as a bool, a mapping of
+    VecNormalize kwargs, or a string it evals: ``"dict(norm_obs=True, norm_reward=False)"``."""
+    if isinstance(value, dict):
+        return bool(value.get("norm_obs", True))
+    if isinstance(value, str):
+        return re.search(r"norm_obs['\"]?\s*[=:]\s*False", value) is None
     return bool(value)
 
 

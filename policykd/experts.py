@@ -221,9 +221,10 @@ def _train_expert(
     write_text_atomic(Path(exp.params_path) / "config.yml", yaml.safe_dump(dict(saved_hyperparams)))
     write_text_atomic(Path(exp.params_path) / "args.yml", yaml.safe_dump(vars(args)))
 
+    remaining = int(exp.n_timesteps) - int(model.num_timesteps)
     if continuing:
         progress["resumes"].append(int(model.num_timesteps))
-        if hasattr(model, "replay_buffer"):
+        if hasattr(model, "replay_buffer") and remaining > 0:
             refill = max(int(saved_hyperparams.get("learning_starts", 0)), 1000)
             model.learning_starts = model.num_timesteps + refill
             progress["notes"].append(
@@ -245,7 +246,6 @@ def _train_expert(
     checkpoint = _ResumableCheckpoint.make(
         resume_dir=resume_dir, env_id=env_id, every=checkpoint_every, progress=progress, eval_fn=eval_fn
     )
-    remaining = int(exp.n_timesteps) - int(model.num_timesteps)
     if remaining > 0:
         model.learn(
             total_timesteps=remaining,
@@ -253,6 +253,11 @@ def _train_expert(
             callback=[*exp.callbacks, checkpoint],
             progress_bar=progress_bar,
         )
+    else:
+        # Stopped after the last checkpoint but before the expert was shipped: nothing left to learn,
+        # but the callback still needs its model (learn() would have given it) for the final save.
+        checkpoint.init_callback(model)
+    checkpoint.num_timesteps = int(model.num_timesteps)
     checkpoint.save()
     model.env.close()
 

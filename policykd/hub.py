@@ -23,8 +23,8 @@ def is_hub_id(source: str) -> bool:
     return bool(_HUB_ID.match(source)) and not source.endswith(".zip")
 
 
-def _env_id_from_repo(env_part: str) -> str:
-    """The hub writes ``ALE/Pong-v5`` as ``ALE-Pong-v5`` (huggingface_sb3.EnvironmentName)."""
+def env_id_from_name(env_part: str) -> str:
+    """The hub and rl-zoo write ``ALE/Pong-v5`` as ``ALE-Pong-v5`` (huggingface_sb3.EnvironmentName)."""
     return "ALE/" + env_part[4:] if env_part.startswith("ALE-") else env_part
 
 
@@ -39,7 +39,7 @@ def resolve_hub_id(repo_id: str, *, hub_dir: Path | None = None) -> Path:
     except ImportError:
         raise PolicyKDError("loading from the hub needs huggingface_hub: pip install 'policykd[zoo]'") from None
     algo, env_part = match["algo"], match["env"]
-    env_id = _env_id_from_repo(env_part)
+    env_id = env_id_from_name(env_part)
     model_name = f"{algo}-{env_part}"
 
     def fetch(filename: str, required: bool) -> Path | None:
@@ -58,14 +58,18 @@ def resolve_hub_id(repo_id: str, *, hub_dir: Path | None = None) -> Path:
             return None
 
     model_zip = fetch(f"{model_name}.zip", required=True)
-    config = fetch("config.yml", required=False)
-    vecnormalize = fetch("vec_normalize.pkl", required=False)
-    run_dir = (hub_dir or DEFAULT_HUB_DIR) / repo_id.split("/")[0] / algo / f"{env_id.replace('/', '-')}_1"
-    params_dir = run_dir / env_id.replace("/", "-")
+    env_name = env_id.replace("/", "-")
+    run_dir = (hub_dir or DEFAULT_HUB_DIR) / repo_id.split("/")[0] / algo / f"{env_name}_1"
+    params_dir = run_dir / env_name
     params_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_zip, run_dir / f"{env_id.replace('/', '-')}.zip")
-    if config is not None:
-        shutil.copyfile(config, params_dir / "config.yml")
-    if vecnormalize is not None:
-        shutil.copyfile(vecnormalize, params_dir / "vecnormalize.pkl")
+    shutil.copyfile(model_zip, run_dir / f"{env_name}.zip")
+    # hub file -> where rl_zoo3.load_from_hub puts it. A file the repo lacks is removed here, so an
+    # earlier resolution (another revision) leaves nothing stale behind.
+    optional_files = {"config.yml": "config.yml", "env_kwargs.yml": "env_kwargs.yml", "vec_normalize.pkl": "vecnormalize.pkl"}
+    for hub_name, local_name in optional_files.items():
+        downloaded = fetch(hub_name, required=False)
+        if downloaded is None:
+            (params_dir / local_name).unlink(missing_ok=True)
+        else:
+            shutil.copyfile(downloaded, params_dir / local_name)
     return run_dir

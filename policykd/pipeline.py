@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from policykd.buffers import LabelledBuffer
-from policykd.collect import CollectStats, check_spaces, collect_rollouts
+from policykd.collect import CollectStats, check_policy_spaces, check_spaces, collect_rollouts
 from policykd.envs import EnvRecipe, make_vec_env
 from policykd.errors import PolicyKDError
 from policykd.evaluation import ReturnStats, action_latency_ms, episode_returns, pct_of
@@ -73,9 +74,48 @@ def _pick(value: Any, preset: dict[str, Any], key: str) -> Any:
 
 
 def resolve_teacher(source: str | None, env_id: str | None) -> Teacher:
+    """Load the teacher (default: the env preset's expert) and refuse it at once if its spaces are
+    not its env's (e.g. a bare CartPole zip with ``--env Acrobot-v1``), before any file is written."""
     if source is None:
         source = str(default_expert(env_id or DEFAULT_ENV_ID))
-    return load_teacher(source, env_id=env_id)
+    teacher = load_teacher(source, env_id=env_id)
+    check_teacher_env(teacher)
+    return teacher
+
+
+def check_teacher_env(teacher: Teacher) -> None:
+    """Build one copy of the teacher's env and compare spaces (raises PolicyKDError)."""
+    venv = make_vec_env(teacher.recipe, 1, 0)
+    try:
+        check_spaces(teacher, venv)
+    finally:
+        venv.close()
+
+
+def resolve_student(source: str | Path, env_id: str | None = None) -> tuple[Student, EnvRecipe]:
+    """Load a saved student and the env recipe to play it in: its ``recipe.json``, or with
+    ``env_id`` (which must then agree with it) the env's preset. Refuses an env whose spaces
+    are not the student's."""
+    student = Student.load(source)
+    path = Path(source) / RECIPE_FILE
+    if path.is_file():
+        recipe = load_recipe(source)
+        if env_id is not None and env_id != recipe.env_id:
+            raise PolicyKDError(f"{source} is a student for {recipe.env_id}, not {env_id}; drop --env or pick its env")
+    elif env_id is not None:
+        preset = load_preset(env_id)
+        recipe = EnvRecipe(env_id, env_wrapper=preset.get("env_wrapper"), frame_stack=preset.get("frame_stack"))
+    else:
+        raise PolicyKDError(f"{source} has no {RECIPE_FILE}; pass --env to evaluate this student")
+    venv = make_vec_env(recipe, 1, 0)
+    try:
+        check_policy_spaces(
+            f"student {source}", gym.spaces.Box(-np.inf, np.inf, student.config.observation_shape),
+            student.config.action_space, recipe.env_id, venv, hint="evaluate it on the env it was distilled on",
+        )  # fmt: skip
+    finally:
+        venv.close()
+    return student, recipe
 
 
 def evaluate_teacher(teacher: Teacher, n_episodes: int, seed: int, deterministic: bool = True) -> ReturnStats:
@@ -133,64 +173,65 @@ def collect(config: CollectConfig, teacher: Teacher | None = None) -> tuple[Labe
     return buffer, stats, teacher
 
 
-def _out_dir(config: DistillConfig, env_id: str) -> Path:
+def _make_out_dir(config: DistillConfig, env_id: str) -> Path:
+    """Create and return the run folder. ``--out`` is used as given; the default
+    ``runs/<env>/<loss>-tau<t>-seed<s>`` gets a ``-2``, ``-3`` ... suffix so an earlier run is never
+    overwritten (``mkdir`` without ``exist_ok`` claims a name atomically, even against a concurrent run)."""
     if config.out_dir is not None:
-        return Path(config.out_dir)
+        out_dir = Path(config.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return out_dir
     base = Path("runs") / env_id / f"{config.loss}-tau{config.temperature:g}-seed{config.seed}"
+    base.parent.mkdir(parents=True, exist_ok=True)
     candidate, n = base, 1
-    while candidate.exists():  # never overwrite an earlier run
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
+
+
+def _check_buffer_fits(buffer: LabelledBuffer, teacher: Teacher, path: str) -> None:
+    """A saved buffer must hold this teacher's kind of labels on this teacher's spaces."""
+    if buffer.teacher_kinds[0] != teacher.kind:
+        raise PolicyKDError(f"buffer {path} holds {buffer.teacher_kinds[0]} labels, not {teacher.kind}; "
+                            "collect it with this teacher or pass the teacher that labelled it")  # fmt: skip
+    obs_shape = tuple(teacher.observation_space.shape)
+    act_shape = () if isinstance(teacher.action_space, gym.spaces.Discrete) else tuple(teacher.action_space.shape)
+    if buffer.observation_shape != obs_shape or buffer.action_shape != act_shape:
+        raise PolicyKDError(
+            f"buffer {path} holds observations {buffer.observation_shape} and actions {buffer.action_shape}, but "
+            f"teacher {teacher.source} uses {obs_shape} and {act_shape}; pass the teacher and env it was collected with"
+        )
 
 
 def distill(config: DistillConfig) -> dict[str, Any]:
     """Collect (or load) a labelled buffer, train a student, evaluate both; write the run folder.
 
-    Returns the summary that is also written to ``<out_dir>/summary.json``."""
+    Every user error (bad teacher, env, loss, number or buffer) is raised before anything is
+    written. Returns the summary that is also written to ``<out_dir>/summary.json``."""
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
     if config.buffer is not None:
         buffer = LabelledBuffer.load(config.buffer)
-        source = config.teacher or buffer.meta["teachers"][0]["source"]
+        source = config.teacher
+        if source is None:
+            teachers = buffer.meta.get("teachers") or []
+            if not teachers or not isinstance(teachers[0], dict) or "source" not in teachers[0]:
+                raise PolicyKDError(f"buffer {config.buffer} does not record its teacher; pass --teacher")
+            source = teachers[0]["source"]
         teacher = resolve_teacher(source, config.env_id or buffer.meta.get("env_id"))
-        if buffer.teacher_kinds[0] != teacher.kind:
-            raise PolicyKDError(f"buffer {config.buffer} holds {buffer.teacher_kinds[0]} labels, not {teacher.kind}")
+        _check_buffer_fits(buffer, teacher, config.buffer)
     else:
         teacher = resolve_teacher(config.teacher, config.env_id)
     env_id = teacher.recipe.env_id
     preset = load_preset(env_id)
-    # Validate the loss before spending minutes on collection.
+    # Validate the loss and every budget before spending minutes on evaluation and collection.
     loss_fn = make_loss(
         config.loss, teacher.kind, temperature=config.temperature, temperature_on=config.temperature_on,
         direction=config.kl_direction, tau2_scaling=config.tau2_scaling,
     )  # fmt: skip
-    n_eval = _pick(config.n_eval_episodes, preset, "n_eval_episodes")
-    deterministic = bool(preset["deterministic_eval"])
-    eval_seed = config.seed + EVAL_SEED_OFFSET
-    out_dir = _out_dir(config, env_id)
-    teacher_stats = evaluate_teacher(teacher, n_eval, eval_seed, deterministic)
-    if config.teacher_check:
-        check_teacher_score(teacher, teacher_stats)
-    if config.buffer is None:
-        buffer, _, _ = collect(config, teacher)
-
-    student = make_student(
-        teacher.kind, teacher.observation_space, teacher.action_space,
-        hidden_sizes=tuple(_pick(config.hidden_sizes, preset, "hidden_sizes")),
-        cnn_width=_pick(config.cnn_width, preset, "cnn_width"),
-        obs_mean=None if teacher.normalizer is None else teacher.normalizer.mean,
-        obs_std=None if teacher.normalizer is None else np.sqrt(teacher.normalizer.var + teacher.normalizer.epsilon),
-    )  # fmt: skip
-    rng = np.random.default_rng(eval_seed)
-
-    def student_returns(s: Student) -> ReturnStats:
-        return ReturnStats.of(episode_returns(lambda obs: s.act(obs, deterministic, rng), teacher.recipe, n_eval, seed=eval_seed))
-
-    def evaluate(s: Student) -> dict[str, float]:
-        r = student_returns(s)
-        return {"eval/student_return": r.mean, "eval/pct_of_teacher": pct_of(r.mean, teacher_stats.mean)}
-
     trainer_config = TrainerConfig(
         n_updates=_pick(config.n_updates, preset, "n_updates"),
         batch_size=_pick(config.batch_size, preset, "batch_size"),
@@ -200,13 +241,56 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         seed=config.seed,
         progress_bar=config.progress_bar,
     )
+    n_eval = _pick(config.n_eval_episodes, preset, "n_eval_episodes")
+    if isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 1:
+        raise PolicyKDError(f"--eval-episodes must be a positive integer, got {n_eval!r}")
+    if config.buffer is None:
+        n_transitions = _pick(config.n_transitions, preset, "n_transitions")
+        n_envs = _pick(config.n_envs, preset, "n_envs")
+        if n_transitions <= 0 or n_envs <= 0:
+            raise PolicyKDError(f"--n-transitions and --n-envs must be positive, got {n_transitions} and {n_envs}")
+    hidden_sizes = tuple(_pick(config.hidden_sizes, preset, "hidden_sizes"))
+    cnn_width = _pick(config.cnn_width, preset, "cnn_width")
+    if any(h <= 0 for h in hidden_sizes) or cnn_width <= 0:
+        raise PolicyKDError(
+            f"--hidden sizes and --cnn-width must be positive, got {list(hidden_sizes)} and {cnn_width}"
+        )
+    if config.out_dir is not None and Path(config.out_dir).exists() and not Path(config.out_dir).is_dir():
+        raise PolicyKDError(f"--out {config.out_dir} is a file; pass a folder for the run")
+
+    deterministic = bool(preset["deterministic_eval"])
+    eval_seed = config.seed + EVAL_SEED_OFFSET  # teacher and student play the same episodes
+    teacher_stats = evaluate_teacher(teacher, n_eval, eval_seed, deterministic)
+    if config.teacher_check:
+        check_teacher_score(teacher, teacher_stats)
+    if config.buffer is None:
+        buffer, _, _ = collect(config, teacher)
+
+    torch.manual_seed(config.seed)  # the student's initial weights depend on the seed only
+    student = make_student(
+        teacher.kind, teacher.observation_space, teacher.action_space, hidden_sizes=hidden_sizes, cnn_width=cnn_width,
+        obs_mean=None if teacher.normalizer is None else teacher.normalizer.mean,
+        obs_std=None if teacher.normalizer is None else np.sqrt(teacher.normalizer.var + teacher.normalizer.epsilon),
+    )  # fmt: skip
+    evaluations: list[ReturnStats] = []
+
+    def evaluate(s: Student) -> dict[str, float]:
+        rng = np.random.default_rng(eval_seed)  # a fresh generator: every evaluation plays the same episodes
+        returns = episode_returns(lambda obs: s.act(obs, deterministic, rng), teacher.recipe, n_eval, seed=eval_seed)
+        r = ReturnStats.of(returns)
+        evaluations.append(r)
+        return {"eval/student_return": r.mean, "eval/pct_of_teacher": pct_of(r.mean, teacher_stats.mean)}
+
+    out_dir = _make_out_dir(config, env_id)
     logger = TensorBoardLogger(out_dir / "tb")
-    logger.log_hparams({**dataclasses.asdict(config), **dataclasses.asdict(trainer_config)})
-    trainer = Trainer(student, loss_fn, buffer, config=trainer_config, logger=logger, checkpoint_dir=out_dir / "student")
-    train_metrics = trainer.train()
-    student_stats = student_returns(student)
-    logger.log({"eval/student_return": student_stats.mean, "eval/pct_of_teacher": pct_of(student_stats.mean, teacher_stats.mean)}, trainer.n_updates_done)
-    logger.close()
+    try:
+        logger.log_hparams({**dataclasses.asdict(config), **dataclasses.asdict(trainer_config)})
+        trainer = Trainer(student, loss_fn, buffer, config=trainer_config, logger=logger, evaluate=evaluate,
+                          checkpoint_dir=out_dir / "student")  # fmt: skip
+        train_metrics = trainer.train()  # evaluates every eval_every updates and after the last one
+    finally:
+        logger.close()
+    student_stats = evaluations[-1]
     write_json_atomic(out_dir / "student" / RECIPE_FILE, teacher.recipe.to_json())
 
     example_obs = buffer.batch_at(np.arange(1)).observations.numpy()[0]

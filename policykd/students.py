@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,12 @@ class Student(nn.Module):
             config = StudentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
             student = cls(config)
             student.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
-        except (OSError, ValueError, TypeError, RuntimeError) as err:
-            raise PolicyKDError(f"{directory} is not a policykd student ({type(err).__name__}: {err})") from None
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, EOFError,
+                pickle.UnpicklingError) as err:
+            reason = " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span several lines
+            raise PolicyKDError(
+                f"{directory} is not a policykd student ({reason}); distil one with `policykd distill`"
+            ) from None
         return student.eval()
 
 

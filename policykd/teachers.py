@@ -47,17 +47,21 @@ class ObsNormalizer:
         return np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
 
     @classmethod
-    def from_vecnormalize(cls, path: Path) -> ObsNormalizer:
+    def from_vecnormalize(cls, path: Path) -> ObsNormalizer | None:
+        """The observation statistics in ``path``; None when it normalised rewards only
+        (``norm_obs=False``: SB3 then keeps no ``obs_rms`` at all)."""
         # vecnormalize.pkl is SB3's own pickle that users bring; we only read it, never write our state so.
         try:
             with open(path, "rb") as f:
                 vec_normalize = pickle.load(f)  # noqa: S301
+            if not vec_normalize.norm_obs:
+                return None
             rms = vec_normalize.obs_rms
+            mean, var = rms.mean.astype(np.float32), rms.var.astype(np.float32)
+            return cls(mean, var, float(vec_normalize.clip_obs), float(vec_normalize.epsilon))
         except Exception as err:  # noqa: BLE001 - any unreadable pickle is the same user error
-            raise PolicyKDError(f"cannot read VecNormalize statistics {path}: {err}") from None
-        if not getattr(vec_normalize, "norm_obs", True):
-            return cls(np.zeros_like(rms.mean), np.ones_like(rms.var) - 1e-8, np.inf, 1e-8)
-        return cls(rms.mean.astype(np.float32), rms.var.astype(np.float32), float(vec_normalize.clip_obs), float(vec_normalize.epsilon))
+            reason = " ".join(f"{type(err).__name__}: {err}".split())
+            raise PolicyKDError(f"cannot read VecNormalize statistics {path} ({reason}); restore the zoo's file") from None
 
 
 class Teacher:
@@ -73,6 +77,7 @@ class Teacher:
         normalizer: ObsNormalizer | None = None,
         score: dict[str, Any] | None = None,
     ) -> None:
+        from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
         from sb3_contrib.qrdqn.policies import QRDQNPolicy
         from stable_baselines3.common.policies import ActorCriticPolicy
         from stable_baselines3.dqn.policies import DQNPolicy
@@ -84,6 +89,8 @@ class Teacher:
         self.score = score  # recorded in the zoo's expert.json, if any
         self.observation_space: gym.spaces.Space = policy.observation_space
         self.action_space: gym.spaces.Space = policy.action_space
+        if isinstance(policy, RecurrentActorCriticPolicy):
+            raise PolicyKDError(f"{source}: recurrent policies (RecurrentPPO) are not supported as teachers yet")
         if isinstance(policy, ActorCriticPolicy):
             self.kind = "categorical" if isinstance(self.action_space, gym.spaces.Discrete) else "gaussian"
             self._label = self._actor_critic
@@ -168,10 +175,13 @@ def _algo_from_zip(data: dict[str, Any]) -> str:
         return "sac"
     if "TD3" in name:
         return "td3" if data.get("policy_delay", 2) > 1 else "ddpg"
+    if "cg_max_steps" in data:
+        return "trpo"
     return "ppo" if "clip_range" in data else "a2c"
 
 
 def _load_policy(zip_path: Path) -> tuple[Any, str]:
+    from stable_baselines3.common.policies import ActorCriticPolicy
     from stable_baselines3.common.save_util import load_from_zip_file
 
     if not zip_path.is_file():
@@ -179,12 +189,17 @@ def _load_policy(zip_path: Path) -> tuple[Any, str]:
     try:
         data, params, _ = load_from_zip_file(zip_path, device="cpu", custom_objects=_CUSTOM_OBJECTS)
         policy_class = data["policy_class"]
-        policy = policy_class(data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {}))
+        policy_kwargs = dict(data.get("policy_kwargs") or {})
+        if issubclass(policy_class, ActorCriticPolicy):
+            # On-policy algorithms pass use_sde to the policy apart from policy_kwargs (gSDE's log_std
+            # is a (latent, D) matrix), so it has to be put back here.
+            policy_kwargs.setdefault("use_sde", bool(data.get("use_sde", False)))
+            policy_kwargs["ortho_init"] = False  # load_state_dict overwrites every weight; QR inits are slow
+        policy = policy_class(data["observation_space"], data["action_space"], lambda _: 0.0, **policy_kwargs)
         policy.load_state_dict(params["policy"])
     except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError, EOFError, TypeError, AttributeError) as err:
-        raise PolicyKDError(
-            f"{zip_path} is not a readable SB3 model ({type(err).__name__}: {err}); pass a .zip saved by model.save()"
-        ) from None
+        reason = " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span several lines
+        raise PolicyKDError(f"{zip_path} is not a readable SB3 model ({reason}); pass a zip saved by model.save()") from None
     return policy, _algo_from_zip(data)
 
 
@@ -206,7 +221,7 @@ def load_teacher(source: str | Path, *, env_id: str | None = None, recipe: EnvRe
     A zoo folder brings its env recipe (wrappers, frame stack, VecNormalize statistics). A bare
     zip needs ``env_id`` (or ``recipe``); its recipe then comes from the env's preset.
     """
-    from policykd.hub import is_hub_id, resolve_hub_id
+    from policykd.hub import env_id_from_name, is_hub_id, resolve_hub_id
 
     source_str = str(source)
     if is_hub_id(source_str) and not Path(source_str).exists():
@@ -214,12 +229,17 @@ def load_teacher(source: str | Path, *, env_id: str | None = None, recipe: EnvRe
     path = Path(source)
     score = None
     if path.is_dir():
-        zip_path, folder_env_id = _zoo_model_file(path)
-        params_dir = path / folder_env_id
+        zip_path, env_name = _zoo_model_file(path)
+        params_dir = path / env_name
         config = read_zoo_yaml(params_dir / "config.yml") if (params_dir / "config.yml").is_file() else {}
         args = read_zoo_yaml(params_dir / "args.yml") if (params_dir / "args.yml").is_file() else {}
+        # rl-zoo names files after the env with "/" written as "-" (ALE/Pong-v5 -> ALE-Pong-v5).
+        folder_env_id = args["env"] if isinstance(args.get("env"), str) else env_id_from_name(env_name)
         if env_id is not None and env_id != folder_env_id:
             raise PolicyKDError(f"{path} is an expert for {folder_env_id}, not {env_id}; pick the matching --env or teacher")
+        if (params_dir / "env_kwargs.yml").is_file():  # what rl_zoo3.load_from_hub adds next to args.yml
+            env_kwargs = read_zoo_yaml(params_dir / "env_kwargs.yml")
+            args = dict(args, env_kwargs={**env_kwargs, **(args.get("env_kwargs") or {})})
         recipe = recipe or recipe_from_zoo_config(folder_env_id, config, args)
         vecnorm_path = params_dir / "vecnormalize.pkl"
         normalizer = ObsNormalizer.from_vecnormalize(vecnorm_path) if vecnorm_path.is_file() else None
@@ -231,7 +251,7 @@ def load_teacher(source: str | Path, *, env_id: str | None = None, recipe: EnvRe
             from policykd.fileio import read_json
 
             score = read_json(record).get("score")
-        if recipe.normalize and normalizer is None:
+        if recipe.normalize and not vecnorm_path.is_file():
             raise PolicyKDError(
                 f"{path}: the expert was trained with VecNormalize but {vecnorm_path} is missing; restore it from the zoo"
             )

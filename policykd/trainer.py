@@ -4,6 +4,7 @@ sample -> soften each teacher at tau -> merge -> student forward -> loss -> Adam
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,11 +15,12 @@ import torch
 from tqdm.auto import tqdm
 
 from policykd.buffers import LabelledBuffer
+from policykd.errors import PolicyKDError
 from policykd.logging import MetricLogger, NullLogger
 from policykd.merging import single_teacher
 from policykd.metrics import distill_metrics
 from policykd.students import Student
-from policykd.targets import soften
+from policykd.targets import check_temperature, soften
 from policykd.types import DistillBatch, DistillTarget, LossOutput, StudentOutput
 
 LossFn = Callable[[StudentOutput, DistillTarget], LossOutput]
@@ -45,6 +47,18 @@ class TrainerConfig:
     seed: int = 0
     """Seeds the sampling generator and torch."""
     progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("n_updates", 1), ("batch_size", 1), ("log_every", 1), ("eval_every", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                raise PolicyKDError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise PolicyKDError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise PolicyKDError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
+        check_temperature(self.temperature)
 
 
 class Trainer:

@@ -1,0 +1,87 @@
+"""Re-check every shipped expert and regenerate the zoo table in agents/README.md.
+
+    python benchmarks/check_zoo.py             # re-evaluate each expert, compare with its recorded score
+    python benchmarks/check_zoo.py --record    # (re)measure and record scores first (after training)
+
+Each expert is played for its recorded number of episodes with the recorded seed, through
+`load_teacher` on its zoo folder (so with its env recipe: wrappers, frame stack, VecNormalize).
+A check passes when the new mean lies inside the recorded 95 % confidence interval. Exits
+non-zero when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from policykd.experts import RECORD_FILE
+from policykd.fileio import read_json, write_json_atomic, write_text_atomic
+from policykd.pipeline import evaluate_teacher
+from policykd.presets import ZOO_DIR, load_preset
+from policykd.teachers import load_teacher
+
+N_EPISODES = 30
+SEED = 0
+
+
+def _fmt_score(score: dict) -> str:
+    return f"{score['mean']:.1f} ± {score['std']:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--record", action="store_true", help="measure and record scores, then check")
+    parser.add_argument("--only", default="", help="only experts whose path contains this")
+    args = parser.parse_args()
+
+    rows, failures = [], 0
+    for record_path in sorted(ZOO_DIR.glob(f"*/*_*/{RECORD_FILE}")):
+        run_dir = record_path.parent
+        record = read_json(record_path)
+        if record.get("status") != "finished" or args.only not in str(run_dir):
+            continue
+        teacher = load_teacher(run_dir)
+        preset = load_preset(record["env_id"])
+        deterministic = bool(preset["deterministic_eval"])
+        if args.record or not record.get("score"):
+            stats = evaluate_teacher(teacher, N_EPISODES, SEED, deterministic)
+            record["score"] = {**stats.to_json(), "seed": SEED, "deterministic": deterministic}
+            write_json_atomic(record_path, record)
+        score = record["score"]
+        stats = evaluate_teacher(teacher, score["n_episodes"], score["seed"], score["deterministic"])
+        low, high = score["ci95"]
+        ok = low - 1e-6 <= stats.mean <= high + 1e-6
+        failures += not ok
+        reference = preset["references"].get(record["algo"])
+        if reference is None:
+            target = "-"
+        else:  # target: at least 90 % of rl-zoo's reference, or within the expert's own std of it
+            met = score["mean"] >= reference - max(0.1 * abs(reference), score["std"])
+            target = "met" if met else "**below**"
+        size_mb = (run_dir / f"{record['env_id']}.zip").stat().st_size / 1e6
+        rows.append(
+            f"| {record['algo']} | {record['env_id']} | {_fmt_score(score)} (n={score['n_episodes']}) "
+            f"| {'-' if reference is None else reference} | {target} | {record['n_timesteps']:,} "
+            f"| {record['wall_time_s'] / 60:.0f} min | {size_mb:.2f} MB | {stats.mean:.1f} {'ok' if ok else 'FAIL'} |"
+        )
+        print(rows[-1], flush=True)
+
+    table = "\n".join(
+        [
+            "| algo | env | recorded score (mean ± std) | rl-zoo reference | target | timesteps | train time | size | re-check |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+    readme = ZOO_DIR / "README.md"
+    text = readme.read_text() if readme.is_file() else ""
+    start, end = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
+    if start in text and end in text:
+        text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end) :]
+        write_text_atomic(readme, text)
+    print(f"\n{len(rows)} experts checked, {failures} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""train_expert: the rl-zoo layout, a stripped optimiser, resuming after an interruption, the
+per-run lock and refusing to retrain a finished expert. Tiny budgets: these check plumbing, not
+scores."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import policykd.experts as experts
+from policykd.errors import PolicyKDError
+from policykd.experts import RECORD_FILE, RESUME_DIR, train_expert
+from policykd.fileio import read_json
+from policykd.presets import ZOO_DIR
+
+TINY = dict(n_timesteps=2_000, checkpoint_every=512, n_eval_episodes=1, progress_bar=False)
+
+
+class Interrupted(Exception):
+    """Stands in for a kill: raised from inside a training call."""
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_expert("ppo", "CartPole-v1", zoo_dir=tmp_path_factory.mktemp("zoo"), **TINY)
+
+
+@pytest.fixture
+def captured_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The ResumableCheckpoint callbacks train_expert builds, each with ``start_timesteps``: the
+    step count training (re)started from."""
+    callbacks: list = []
+    make = experts._ResumableCheckpoint.make
+
+    def capturing_make(**kwargs):
+        callback = make(**kwargs)
+        on_start = callback._on_training_start
+
+        def record_start() -> None:
+            callback.start_timesteps = callback.num_timesteps  # set from the model just before this hook
+            on_start()
+
+        callback._on_training_start = record_start
+        callbacks.append(callback)
+        return callback
+
+    monkeypatch.setattr(experts._ResumableCheckpoint, "make", staticmethod(capturing_make))
+    return callbacks
+
+
+def test_rl_zoo_layout(ppo_run):
+    assert ppo_run.name == "CartPole-v1_1" and ppo_run.parent.name == "ppo"
+    assert (ppo_run / "CartPole-v1.zip").is_file()
+    config = yaml.safe_load((ppo_run / "CartPole-v1" / "config.yml").read_text())
+    args = yaml.safe_load((ppo_run / "CartPole-v1" / "args.yml").read_text())
+    assert isinstance(config, dict) and config["policy"] == "MlpPolicy" and config["n_envs"] == 8
+    assert args["algo"] == "ppo" and args["env"] == "CartPole-v1" and args["n_timesteps"] == 2_000
+    record = read_json(ppo_run / RECORD_FILE)
+    assert record["status"] == "finished" and record["algo"] == "ppo" and record["env_id"] == "CartPole-v1"
+    assert record["n_timesteps"] >= 2_000
+    assert {"torch", "stable_baselines3", "gymnasium", "python"} <= set(record["versions"])
+    assert record["hyperparams"]["n_steps"] == 32
+    assert record["wall_time_s"] >= 0 and record["eval_history"]
+    assert record["resumed_at"] == [] and record["notes"] == []
+    assert not (ppo_run / RESUME_DIR).exists(), "the resume checkpoint is removed once the expert is shipped"
+
+
+@pytest.mark.parametrize("which", ["trained here", "shipped"])
+def test_optimizer_state_is_stripped_and_the_model_still_loads(ppo_run, which):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    run_dir = ppo_run if which == "trained here" else ZOO_DIR / "ppo" / "CartPole-v1_1"
+    zip_path = run_dir / "CartPole-v1.zip"
+    if not zip_path.is_file():
+        pytest.skip(f"{zip_path} is missing")
+    _, params, _ = load_from_zip_file(zip_path, device="cpu")
+    assert params["policy.optimizer"]["state"] == {}
+    assert params["policy.optimizer"]["param_groups"], "param groups are kept so the zip still loads"
+    model = PPO.load(zip_path, device="cpu")
+    action, _ = model.predict(np.zeros((3, 4), np.float32), deterministic=True)
+    assert action.shape == (3,) and set(action.tolist()) <= {0, 1}
+
+
+def test_a_finished_expert_is_not_retrained(ppo_run):
+    with pytest.raises(PolicyKDError, match="already holds a finished expert"):
+        train_expert("ppo", "CartPole-v1", zoo_dir=ppo_run.parent.parent, **TINY)
+
+
+def test_a_second_process_on_the_same_run_is_refused(tmp_path):
+    run_dir = tmp_path / "ppo" / "CartPole-v1_1"
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time\n"
+         f"f = open({str(run_dir / '.train.lock')!r}, 'w'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(PolicyKDError, match="being trained by another process"):
+            train_expert("ppo", "CartPole-v1", zoo_dir=tmp_path, **TINY)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (run_dir / RECORD_FILE).exists()
+
+
+@pytest.mark.expensive
+def test_an_interrupted_dqn_run_resumes(tmp_path, monkeypatch, captured_checkpoints):
+    """Killed right after its first checkpoint, a DQN run resumes from it: the step count
+    continues, learning waits for the emptied replay buffer to refill, expert.json says so."""
+    kwargs = dict(zoo_dir=tmp_path, n_timesteps=1_600, checkpoint_every=500, n_eval_episodes=1, progress_bar=False,
+                  hyperparams={"gradient_steps": 8})  # fmt: skip
+    write_json = experts.write_json_atomic
+
+    def write_then_die(path, data):
+        write_json(path, data)
+        if Path(path).name == "progress.json":
+            raise Interrupted
+
+    monkeypatch.setattr(experts, "write_json_atomic", write_then_die)
+    with pytest.raises(Interrupted):
+        train_expert("dqn", "CartPole-v1", **kwargs)
+    run_dir = tmp_path / "dqn" / "CartPole-v1_1"
+    assert (run_dir / RESUME_DIR / "model.zip").is_file()
+    assert read_json(run_dir / RESUME_DIR / "progress.json")["num_timesteps"] == 500
+    assert not (run_dir / RECORD_FILE).exists()
+
+    monkeypatch.setattr(experts, "write_json_atomic", write_json)
+    train_expert("dqn", "CartPole-v1", **kwargs)
+    resumed = captured_checkpoints[-1]
+    assert resumed.start_timesteps == 500, "num_timesteps continues from the checkpoint"
+    assert resumed.model.learning_starts == 500 + 1_000  # rl-zoo's learning_starts for DQN CartPole
+    assert resumed.model.num_timesteps >= 1_600
+    record = read_json(run_dir / RECORD_FILE)
+    assert record["status"] == "finished" and record["resumed_at"] == [500]
+    assert record["n_timesteps"] == resumed.model.num_timesteps
+    assert any("emptied replay buffer" in note for note in record["notes"])
+    assert [step for step, _ in record["eval_history"]][0] == 500
+    assert not (run_dir / RESUME_DIR).exists()
+
+
+@pytest.mark.expensive
+def test_a_run_stopped_after_its_last_checkpoint_still_ships(tmp_path, monkeypatch, captured_checkpoints):
+    """Stopped between the final checkpoint and shipping, the rerun has nothing left to learn
+    and ships the checkpoint (it used to fail: its callback had never been given the model)."""
+    kwargs = dict(zoo_dir=tmp_path, n_timesteps=512, checkpoint_every=256, n_eval_episodes=1, progress_bar=False)
+
+    def die(model):
+        raise Interrupted
+
+    monkeypatch.setattr(experts, "strip_optimizer_state", die)
+    with pytest.raises(Interrupted):
+        train_expert("ppo", "CartPole-v1", **kwargs)
+    run_dir = tmp_path / "ppo" / "CartPole-v1_1"
+    assert read_json(run_dir / RESUME_DIR / "progress.json")["num_timesteps"] == 512
+
+    monkeypatch.undo()
+    train_expert("ppo", "CartPole-v1", **kwargs)
+    record = read_json(run_dir / RECORD_FILE)
+    assert record["status"] == "finished" and record["n_timesteps"] == 512 and record["resumed_at"] == [512]
+    assert record["notes"] == []
+    assert (run_dir / "CartPole-v1.zip").is_file() and not (run_dir / RESUME_DIR).exists()
+
+
+def test_train_expert_cli_errors_are_one_line(ppo_run, capsys):
+    from policykd.cli import main
+
+    zoo_dir = str(ppo_run.parent.parent)
+    for argv, fragment in (
+        (["--algo", "ppo", "--env", "CartPole-v1"], "already holds a finished expert; pass another --run-id"),
+        (["--algo", "nope", "--env", "CartPole-v1"], "unknown algo 'nope'"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(["train-expert", *argv, "--zoo-dir", zoo_dir, "--n-timesteps", "2000"])
+        assert exit_.value.code != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("policykd train-expert: error: ") and fragment in err[0], err
+    assert not (ppo_run.parent.parent / "nope").exists()

@@ -1,0 +1,152 @@
+"""Trainer on a synthetic buffer: random observations labelled by a fixed random categorical
+teacher. The KL goes down, the logger gets the fixed tag vocabulary, a seed fixes the weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from policykd.buffers import LabelledBuffer
+from policykd.errors import PolicyKDError
+from policykd.losses import KLLoss, categorical_kl
+from policykd.students import Student, make_student
+from policykd.targets import soften
+from policykd.trainer import Trainer, TrainerConfig
+from policykd.types import TeacherOutput
+
+OBS_DIM, N_ACTIONS, N_TRANSITIONS = 6, 4, 2_048
+OBSERVATION_SPACE = spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
+ACTION_SPACE = spaces.Discrete(N_ACTIONS)
+TRAIN_TAGS = {"losses/distill", "teacher/entropy", "student/entropy", "distill/kl_teacher_student",
+              "distill/action_agreement", "charts/SPS"}  # fmt: skip
+EVAL_TAGS = {"eval/student_return", "eval/pct_of_teacher"}
+
+
+class RecordingLogger:
+    def __init__(self) -> None:
+        self.records: list[tuple[int, dict[str, float]]] = []
+        self.closed = False
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.records.append((step, dict(metrics)))
+
+    def log_hparams(self, hparams: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def steps_with(self, tag: str) -> list[int]:
+        return [step for step, metrics in self.records if tag in metrics]
+
+
+def random_teacher(observations: np.ndarray) -> TeacherOutput:
+    """A fixed random linear categorical teacher: logits = 2 * obs @ W."""
+    weights = torch.randn(OBS_DIM, N_ACTIONS, generator=torch.Generator().manual_seed(1234))
+    logits = 2.0 * torch.as_tensor(observations) @ weights
+    return TeacherOutput("categorical", logits=logits, value=logits.max(dim=1).values)
+
+
+@pytest.fixture(scope="module")
+def synthetic_buffer() -> LabelledBuffer:
+    rng = np.random.default_rng(0)
+    observations = rng.standard_normal((N_TRANSITIONS, OBS_DIM)).astype(np.float32)
+    labels = random_teacher(observations)
+    buffer = LabelledBuffer.for_teachers(N_TRANSITIONS, OBSERVATION_SPACE, ACTION_SPACE, [labels])
+    n = N_TRANSITIONS
+    buffer.add(observations, labels.logits.argmax(dim=1).numpy(), np.zeros(n, np.float32), np.zeros(n, bool),
+               np.zeros(n, bool), np.zeros(n, bool), 0, [labels])  # fmt: skip
+    return buffer
+
+
+def fresh_student(seed: int = 0) -> Student:
+    torch.manual_seed(seed)
+    return make_student("categorical", OBSERVATION_SPACE, ACTION_SPACE, hidden_sizes=(32, 32))
+
+
+def config(**overrides) -> TrainerConfig:
+    return TrainerConfig(**{"n_updates": 300, "batch_size": 128, "learning_rate": 3e-3, "log_every": 100,
+                            "progress_bar": False, **overrides})  # fmt: skip
+
+
+@torch.no_grad()
+def buffer_kl_and_agreement(student: Student, buffer: LabelledBuffer) -> tuple[float, float]:
+    """Mean KL(teacher || student) and argmax agreement over the whole buffer."""
+    batch = buffer.batch_at(np.arange(len(buffer)))
+    target = soften(batch.teacher_outputs[0], 1.0)
+    logits = student(batch.observations).logits
+    kl = categorical_kl(target.log_probs, torch.log_softmax(logits, dim=-1)).mean().item()
+    agreement = (logits.argmax(dim=1) == target.log_probs.argmax(dim=1)).float().mean().item()
+    return kl, agreement
+
+
+def test_training_drives_the_kl_down(synthetic_buffer):
+    student = fresh_student()
+    kl_before, _ = buffer_kl_and_agreement(student, synthetic_buffer)
+    logger = RecordingLogger()
+    metrics = Trainer(student, KLLoss(), synthetic_buffer, config=config(), logger=logger).train()
+    kl_after, agreement = buffer_kl_and_agreement(student, synthetic_buffer)
+    assert kl_after < 0.05 * kl_before
+    assert agreement > 0.95
+    logged_kl = [metrics["distill/kl_teacher_student"] for _, metrics in logger.records]
+    assert len(logged_kl) == 3 and logged_kl[-1] < logged_kl[0]
+    assert metrics["losses/distill"] == pytest.approx(metrics["distill/kl_teacher_student"])  # tau = 1, forward
+    assert not student.training, "the student is left in eval mode"
+
+
+def test_logger_gets_the_tag_vocabulary_on_schedule(synthetic_buffer, tmp_path):
+    logger = RecordingLogger()
+    calls: list[int] = []
+
+    def evaluate(student: Student) -> dict[str, float]:
+        assert not student.training, "evaluation runs in eval mode"
+        calls.append(1)
+        return {"eval/student_return": float(len(calls)), "eval/pct_of_teacher": 50.0}
+
+    trainer = Trainer(fresh_student(), KLLoss(), synthetic_buffer, config=config(n_updates=250, eval_every=120),
+                      logger=logger, evaluate=evaluate, checkpoint_dir=tmp_path / "student")  # fmt: skip
+    metrics = trainer.train()
+    assert {tag for _, m in logger.records for tag in m} == TRAIN_TAGS | EVAL_TAGS
+    assert logger.steps_with("losses/distill") == [100, 200, 250]
+    assert logger.steps_with("eval/student_return") == [120, 240, 250]
+    for _, logged in logger.records:
+        assert set(logged) in (TRAIN_TAGS, EVAL_TAGS)
+        assert all(isinstance(value, float) for value in logged.values())
+    assert trainer.n_updates_done == 250
+    assert metrics["eval/student_return"] == 3.0 and "train/wall_time_s" in metrics
+    saved = Student.load(tmp_path / "student")
+    assert all(torch.equal(saved.state_dict()[k], v) for k, v in trainer.student.state_dict().items())
+
+
+def test_same_seed_same_weights(synthetic_buffer):
+    def trained(seed: int) -> dict[str, torch.Tensor]:
+        student = fresh_student(0)
+        Trainer(student, KLLoss(), synthetic_buffer, config=config(n_updates=50, seed=seed)).train()
+        return student.state_dict()
+
+    first, again, other = trained(7), trained(7), trained(8)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert any(not torch.equal(first[name], other[name]) for name in first)
+
+
+def test_temperature_softens_the_logged_teacher_entropy(synthetic_buffer):
+    entropies = {}
+    for tau in (1.0, 3.0):
+        logger = RecordingLogger()
+        cfg = config(n_updates=1, temperature=tau)
+        Trainer(fresh_student(), KLLoss(temperature=tau), synthetic_buffer, config=cfg, logger=logger).train()
+        entropies[tau] = logger.records[0][1]["teacher/entropy"]
+    assert entropies[3.0] > entropies[1.0]
+    assert entropies[3.0] <= np.log(N_ACTIONS)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"n_updates": 0}, {"batch_size": 0}, {"log_every": 0}, {"eval_every": -1}, {"learning_rate": 0.0},
+     {"learning_rate": float("nan")}, {"temperature": 0.0}, {"temperature": -1.0}, {"max_grad_norm": 0.0}],
+)  # fmt: skip
+def test_bad_trainer_config_is_a_user_error(bad):
+    with pytest.raises(PolicyKDError):
+        config(**bad)

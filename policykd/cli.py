@@ -31,6 +31,8 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="policykd", description="Distil Stable-Baselines3 experts into small students.")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: small MLPs run fastest on one; raise it for CNNs)")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collect", help="teacher-driven rollouts -> labelled buffer (.npz)")
@@ -46,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature-on", default="teacher", help="teacher | both (default teacher)")
     p.add_argument("--kl-direction", default="forward", help="forward = KL(teacher||student) | reverse")
     p.add_argument("--tau2-scaling", action="store_true", help="multiply the KL by tau^2 (Hinton)")
+    p.add_argument("--no-q-center", dest="center_q", action="store_false",
+                   help="mse on raw Q-values instead of Q minus its mean over actions")  # fmt: skip
     p.add_argument("--hidden", dest="hidden_sizes", type=int, nargs="+", help="student MLP hidden sizes")
     p.add_argument("--cnn-width", type=float, help="NatureCNN width multiplier for image observations")
     p.add_argument("--n-updates", type=int, help="gradient steps (default: preset)")
@@ -108,6 +112,8 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         ],  # fmt: skip
         ["policy", "return (mean ± std)", "95 % CI", "% of teacher", "params", "latency (ms)"],
     )
+    print(f"% of teacher: (student - random) / (teacher - random), random policy {s['random_return_mean']:.1f}; "
+          f"raw student / teacher {s['pct_of_teacher_raw']:.1f} %")
     print(f"run folder: {s['out_dir']} (summary.json, student/, tb/), {s['wall_time_s']:.0f} s")
 
 
@@ -187,6 +193,11 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
+        if args.threads < 1:
+            raise PolicyKDError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
         COMMANDS[args.command](args)
     except PolicyKDError as err:
         message = " ".join(str(err).split())  # one line, whatever the library put in the message

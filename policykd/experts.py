@@ -258,7 +258,8 @@ def _train_expert(
         # but the callback still needs its model (learn() would have given it) for the final save.
         checkpoint.init_callback(model)
     checkpoint.num_timesteps = int(model.num_timesteps)
-    checkpoint.save()
+    if progress["num_timesteps"] != int(model.num_timesteps):  # else the last checkpoint holds the final weights
+        checkpoint.save()
     model.env.close()
 
     best = progress.get("best_eval")

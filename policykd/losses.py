@@ -152,11 +152,15 @@ class MSELoss:
     """Squared error, summed over actions or dimensions.
 
     Discrete: the student's logits, read as Q-values, against the teacher's raw Q-values (DQN /
-    QR-DQN only). Continuous: the student's greedy action (gaussian: its mean; deterministic: its
-    action) against ``target.action``.
+    QR-DQN only). With ``center_q`` (the default) both sides first lose their mean over actions:
+    a per-state constant never changes which action is best, and on tasks where Q is large next to
+    its action gaps (CartPole: Q ~ 99, median gap 0.04) fitting that constant swamps the gaps.
+    Continuous: the student's greedy action (gaussian: its mean; deterministic: its action)
+    against ``target.action``.
     """
 
     reduction: Reduction = "mean"
+    center_q: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("reduction", self.reduction, REDUCTIONS)
@@ -167,6 +171,9 @@ class MSELoss:
             if target.q_values is None:
                 raise PolicyKDError(f"{MSE_NO_Q} (got a discrete target without Q-values, e.g. from PPO/A2C)")
             prediction, goal = _field(student, "logits"), target.q_values
+            if self.center_q:
+                prediction = prediction - prediction.mean(dim=-1, keepdim=True)
+                goal = goal - goal.mean(dim=-1, keepdim=True)
         else:
             prediction = _field(student, "mean" if student.kind == "gaussian" else "action")
             goal = _field(target, "action")
@@ -183,6 +190,7 @@ def make_loss(
     direction: str = "forward",
     tau2_scaling: bool = False,
     reduction: str = "mean",
+    center_q: bool = True,
 ) -> KLLoss | NLLLoss | MSELoss:
     """Build loss ``name`` for a teacher of ``teacher_kind``, refusing combinations that make no
     sense. ``temperature``, ``temperature_on``, ``direction`` and ``tau2_scaling`` only affect
@@ -205,7 +213,7 @@ def make_loss(
         return NLLLoss(reduction)  # type: ignore[arg-type]
     if teacher_kind == "categorical":
         raise PolicyKDError(f"{MSE_NO_Q} (got teacher kind {teacher_kind!r}, which has logits only)")
-    return MSELoss(reduction)  # type: ignore[arg-type]
+    return MSELoss(reduction, center_q)  # type: ignore[arg-type]
 
 
 def reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:

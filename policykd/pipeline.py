@@ -58,6 +58,8 @@ class DistillConfig(CollectConfig):
     temperature_on: str = "teacher"
     kl_direction: str = "forward"
     tau2_scaling: bool = False
+    center_q: bool = True
+    """Q-value MSE on Q minus its mean over actions (see losses.MSELoss)."""
     hidden_sizes: tuple[int, ...] | None = None
     cnn_width: float | None = None
     n_updates: int | None = None
@@ -122,6 +124,14 @@ def evaluate_teacher(teacher: Teacher, n_episodes: int, seed: int, deterministic
     rng = np.random.default_rng(seed)
     return ReturnStats.of(
         episode_returns(lambda obs: teacher.act(obs, deterministic, rng), teacher.recipe, n_episodes, seed=seed)
+    )
+
+
+def evaluate_random(teacher: Teacher, n_episodes: int, seed: int) -> ReturnStats:
+    """A uniformly random policy on the teacher's env and episodes: the 0 % of "% of teacher"."""
+    rng = np.random.default_rng(seed)
+    return ReturnStats.of(
+        episode_returns(lambda obs: teacher.mapper.random(len(obs), rng), teacher.recipe, n_episodes, seed=seed)
     )
 
 
@@ -230,7 +240,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     # Validate the loss and every budget before spending minutes on evaluation and collection.
     loss_fn = make_loss(
         config.loss, teacher.kind, temperature=config.temperature, temperature_on=config.temperature_on,
-        direction=config.kl_direction, tau2_scaling=config.tau2_scaling,
+        direction=config.kl_direction, tau2_scaling=config.tau2_scaling, center_q=config.center_q,
     )  # fmt: skip
     trainer_config = TrainerConfig(
         n_updates=_pick(config.n_updates, preset, "n_updates"),
@@ -263,6 +273,8 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     teacher_stats = evaluate_teacher(teacher, n_eval, eval_seed, deterministic)
     if config.teacher_check:
         check_teacher_score(teacher, teacher_stats)
+    # % of teacher is normalised so that a uniformly random policy scores 0 % (returns can be negative)
+    random_stats = evaluate_random(teacher, n_eval, eval_seed)
     if config.buffer is None:
         buffer, _, _ = collect(config, teacher)
 
@@ -279,7 +291,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         returns = episode_returns(lambda obs: s.act(obs, deterministic, rng), teacher.recipe, n_eval, seed=eval_seed)
         r = ReturnStats.of(returns)
         evaluations.append(r)
-        return {"eval/student_return": r.mean, "eval/pct_of_teacher": pct_of(r.mean, teacher_stats.mean)}
+        return {"eval/student_return": r.mean, "eval/pct_of_teacher": pct_of(r.mean, teacher_stats.mean, random_stats.mean)}
 
     out_dir = _make_out_dir(config, env_id)
     logger = TensorBoardLogger(out_dir / "tb")
@@ -309,7 +321,9 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         "student_return_mean": student_stats.mean,
         "student_return_std": student_stats.std,
         "student_return_ci95": list(student_stats.ci95),
-        "pct_of_teacher": pct_of(student_stats.mean, teacher_stats.mean),
+        "random_return_mean": random_stats.mean,
+        "pct_of_teacher": pct_of(student_stats.mean, teacher_stats.mean, random_stats.mean),
+        "pct_of_teacher_raw": pct_of(student_stats.mean, teacher_stats.mean),
         "n_eval_episodes": n_eval,
         "teacher_params": teacher.n_params,
         "student_params": student.n_params,

@@ -36,8 +36,9 @@ class TrainerConfig:
     """Transitions per gradient step, sampled uniformly with replacement."""
     learning_rate: float = 1e-3
     """Adam step size."""
-    temperature: float = 1.0
-    """Applied to each teacher's raw output before merging (see targets.soften)."""
+    temperature: float | None = None
+    """Applied to each teacher's raw output before merging (see targets.soften). None: the
+    loss's own temperature (KLLoss), else 1. Set both and they must agree."""
     max_grad_norm: float | None = 10.0
     """Gradient clipping; None to disable."""
     log_every: int = 100
@@ -58,7 +59,8 @@ class TrainerConfig:
             raise PolicyKDError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise PolicyKDError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
-        check_temperature(self.temperature)
+        if self.temperature is not None:
+            check_temperature(self.temperature)
 
 
 class Trainer:
@@ -81,11 +83,12 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.n_updates_done = 0
         self.last_eval: dict[str, float] = {}
+        self.temperature = _resolve_temperature(config.temperature, getattr(loss_fn, "temperature", None))
 
     def step(self) -> tuple[LossOutput, StudentOutput, DistillTarget, DistillBatch]:
         """One gradient step. Returns the loss, the student output, the target and the batch."""
         batch = self.buffer.sample(self.config.batch_size, self.rng)
-        target = self.merge([soften(out, self.config.temperature) for out in batch.teacher_outputs])
+        target = self.merge([soften(out, self.temperature) for out in batch.teacher_outputs])
         student_out = self.student(batch.observations)
         loss_out = self.loss_fn(student_out, target)
         self.optimizer.zero_grad(set_to_none=True)
@@ -138,3 +141,12 @@ class Trainer:
 
     def hparams(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+
+def _resolve_temperature(configured: float | None, loss_temperature: float | None) -> float:
+    """One temperature for softening the teachers: the loss's (KL applies it to the student too)."""
+    if configured is not None and loss_temperature is not None and configured != loss_temperature:
+        raise PolicyKDError(
+            f"TrainerConfig.temperature {configured} differs from the loss's {loss_temperature}; set it in one place"
+        )
+    return configured if configured is not None else (loss_temperature if loss_temperature is not None else 1.0)

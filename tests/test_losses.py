@@ -142,9 +142,20 @@ def test_nll_gaussian_is_log_likelihood_of_teacher_action(reduction: str) -> Non
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_mse_discrete_matches_q_values(kind: str, reduction: str) -> None:
     teacher, student = _discrete(seed=7, kind=kind)
-    out = MSELoss(reduction)(student, soften(teacher, 0.1))  # raw Q, not softened
+    out = MSELoss(reduction, center_q=False)(student, soften(teacher, 0.1))  # raw Q, not softened
     per_sample = ((student.logits - teacher.q_values) ** 2).sum(-1)
     torch.testing.assert_close(out.loss, _reduce(per_sample, reduction))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_mse_centered_q_ignores_a_per_state_constant(reduction: str) -> None:
+    teacher, student = _discrete(seed=7, kind="q_values")
+    out = MSELoss(reduction)(student, soften(teacher, 1.0))
+    s = student.logits - student.logits.mean(-1, keepdim=True)
+    t = teacher.q_values - teacher.q_values.mean(-1, keepdim=True)
+    torch.testing.assert_close(out.loss, _reduce(((s - t) ** 2).sum(-1), reduction))
+    shifted = teacher._replace(q_values=teacher.q_values + 100.0 * torch.randn(len(teacher.q_values), 1))
+    torch.testing.assert_close(MSELoss(reduction)(student, soften(shifted, 1.0)).loss, out.loss)
 
 
 @pytest.mark.parametrize("student_kind", ["gaussian", "deterministic"])

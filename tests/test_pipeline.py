@@ -74,8 +74,12 @@ def test_summary_has_every_required_key(cartpole_distill_run):
     assert on_disk["wall_time_s"] > 0
     low, high = on_disk["student_return_ci95"]
     assert low <= on_disk["student_return_mean"] <= high
-    pct = 100 * on_disk["student_return_mean"] / on_disk["teacher_return_mean"]
+    random_mean = on_disk["random_return_mean"]
+    assert 5 < random_mean < 60  # CartPole's random policy lasts ~22 steps
+    pct = 100 * (on_disk["student_return_mean"] - random_mean) / (on_disk["teacher_return_mean"] - random_mean)
     assert on_disk["pct_of_teacher"] == pytest.approx(pct)
+    raw = 100 * on_disk["student_return_mean"] / on_disk["teacher_return_mean"]
+    assert on_disk["pct_of_teacher_raw"] == pytest.approx(raw)
     assert all(math.isfinite(on_disk[key]) for key in REQUIRED_KEYS if isinstance(on_disk[key], float))
 
 

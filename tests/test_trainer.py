@@ -150,3 +150,10 @@ def test_temperature_softens_the_logged_teacher_entropy(synthetic_buffer):
 def test_bad_trainer_config_is_a_user_error(bad):
     with pytest.raises(PolicyKDError):
         config(**bad)
+
+
+def test_temperature_comes_from_the_loss_and_must_agree(synthetic_buffer):
+    assert Trainer(fresh_student(), KLLoss(temperature=3.0), synthetic_buffer, config=config()).temperature == 3.0
+    assert Trainer(fresh_student(), KLLoss(), synthetic_buffer, config=config(temperature=1.0)).temperature == 1.0
+    with pytest.raises(PolicyKDError, match="set it in one place"):
+        Trainer(fresh_student(), KLLoss(temperature=3.0), synthetic_buffer, config=config(temperature=2.0))

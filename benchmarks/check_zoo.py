@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common import replace_between_markers
 from policykd.experts import RECORD_FILE
-from policykd.fileio import read_json, write_json_atomic, write_text_atomic
+from policykd.fileio import read_json, write_json_atomic
 from policykd.pipeline import evaluate_teacher
 from policykd.presets import ZOO_DIR, load_preset
 from policykd.teachers import load_teacher
@@ -73,12 +74,7 @@ def main() -> None:
             *rows,
         ]
     )
-    readme = ZOO_DIR / "README.md"
-    text = readme.read_text() if readme.is_file() else ""
-    start, end = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
-    if start in text and end in text:
-        text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end) :]
-        write_text_atomic(readme, text)
+    replace_between_markers(ZOO_DIR / "README.md", "zoo-table", table)
     print(f"\n{len(rows)} experts checked, {failures} failed")
     sys.exit(1 if failures else 0)
 

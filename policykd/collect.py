@@ -32,6 +32,17 @@ class CollectStats:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass
+class RolloutCursor:
+    """Where a vectorised env's episodes stand between two ``collect_rollouts`` calls. Pass the
+    same cursor to every call to continue the running episodes instead of resetting the env (the
+    online loop alternates collection and training rounds, and a reset per round would cut every
+    episode at the round length). Empty, the next call resets the env."""
+
+    observations: np.ndarray | None = None  # (n_envs, *obs_shape): the next observations to act on
+    episode_starts: np.ndarray | None = None  # (n_envs,) bool: whether each is an episode's first
+
+
 def check_spaces(teacher: Teacher, venv: Any) -> None:
     """Refuse a teacher whose spaces are not the env's, before anything is collected."""
     check_policy_spaces(
@@ -77,6 +88,7 @@ def collect_rollouts(
     action_noise: float = 0.0,
     deterministic: bool = True,
     meta: dict[str, Any] | None = None,
+    cursor: RolloutCursor | None = None,
 ) -> tuple[LabelledBuffer, CollectStats]:
     """Step ``venv`` until ``n_transitions`` transitions are labelled (rounded up to whole vector steps).
 
@@ -84,6 +96,8 @@ def collect_rollouts(
       (``student_act``) acts otherwise. ``beta=1`` is teacher-driven, ``beta=0`` on-policy.
     - ``epsilon``: discrete actions are replaced by uniform random ones with this probability.
     - ``action_noise``: Gaussian noise on continuous actions, as a fraction of the half range.
+    - ``cursor``: continue from where the last call with this cursor stopped (and update it);
+      None or an empty cursor resets the env.
     Returns the buffer (created on the first step when None) and the collection statistics.
     """
     if not teachers:
@@ -99,8 +113,10 @@ def collect_rollouts(
     driver, n_envs = teachers[0], venv.num_envs
     mapper = driver.mapper
     stats = CollectStats()
-    obs = venv.reset()
-    episode_starts = np.ones(n_envs, dtype=bool)
+    if cursor is not None and cursor.observations is not None and cursor.episode_starts is not None:
+        obs, episode_starts = cursor.observations, cursor.episode_starts
+    else:
+        obs, episode_starts = venv.reset(), np.ones(n_envs, dtype=bool)
     while stats.n_transitions < n_transitions:
         outputs = [teacher(obs) for teacher in teachers]  # one batched forward pass per teacher
         teacher_drives = rng.random(n_envs) < beta
@@ -126,6 +142,8 @@ def collect_rollouts(
                 stats.episode_lengths.append(int(info["episode"]["l"]))
         episode_starts = dones
         obs = next_obs
+    if cursor is not None:
+        cursor.observations, cursor.episode_starts = obs, episode_starts
     assert buffer is not None
     return buffer, stats
 

@@ -42,7 +42,7 @@ class TrainerConfig:
     max_grad_norm: float | None = 10.0
     """Gradient clipping; None to disable."""
     log_every: int = 100
-    """Updates between metric logs."""
+    """Updates between metric logs (losses, entropies and their gap, the buffer's driver shares)."""
     eval_every: int = 0
     """Updates between evaluations (0: only after the last update)."""
     seed: int = 0
@@ -101,27 +101,33 @@ class Trainer:
 
     def train(self) -> dict[str, float]:
         """Run ``n_updates`` steps with periodic logging, evaluation and checkpoints.
-        Returns the last logged metrics merged with the last evaluation."""
+        Returns the last logged metrics merged with the last evaluation.
+
+        Calling it again continues training (the online loop does, once per round): the optimizer
+        state carries over and metrics are logged at the global update count ``n_updates_done``."""
         cfg = self.config
-        torch.manual_seed(cfg.seed)
+        if self.n_updates_done == 0:
+            torch.manual_seed(cfg.seed)
         self.student.train()
         metrics: dict[str, float] = {}
         started, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
         bar = tqdm(total=cfg.n_updates, desc="distil", disable=not cfg.progress_bar, leave=False)
         for update in range(1, cfg.n_updates + 1):
             loss_out, student_out, target, batch = self.step()
+            step = self.n_updates_done  # global: counts the updates of earlier train() calls too
             window_steps += 1
             if update % cfg.log_every == 0 or update == cfg.n_updates:
                 sps = window_steps * cfg.batch_size / max(time.perf_counter() - window_start, 1e-9)
                 reference = self.merge([soften(out, 1.0) for out in batch.teacher_outputs])  # the teacher at tau = 1
-                metrics = {**loss_out.metrics, **distill_metrics(student_out, target, reference), "charts/SPS": sps}
-                self.logger.log(metrics, update)
+                metrics = {**loss_out.metrics, **with_entropy_gap(distill_metrics(student_out, target, reference)),
+                           **self._tracking_metrics(), "charts/SPS": sps}  # fmt: skip
+                self.logger.log(metrics, step)
                 bar.set_postfix(loss=f"{metrics['losses/distill']:.4f}")
                 window_start, window_steps = time.perf_counter(), 0
             if self.evaluate is not None and (
                 update == cfg.n_updates or (cfg.eval_every > 0 and update % cfg.eval_every == 0)
             ):
-                self.run_evaluation(update)
+                self.run_evaluation(step)
             bar.update(1)
         bar.close()
         self.student.eval()
@@ -129,6 +135,10 @@ class Trainer:
             self.student.save(self.checkpoint_dir)
         metrics["train/wall_time_s"] = time.perf_counter() - started
         return {**metrics, **self.last_eval}
+
+    def _tracking_metrics(self) -> dict[str, float]:
+        """Each driver's share of the buffer: ``buffer/share_teacher``, ``buffer/share_student``."""
+        return {f"buffer/share_{name}": share for name, share in self.buffer.driver_shares().items()}
 
     def run_evaluation(self, update: int) -> None:
         assert self.evaluate is not None
@@ -141,6 +151,15 @@ class Trainer:
 
     def hparams(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+
+def with_entropy_gap(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` plus ``distill/entropy_gap`` = ``student/entropy`` (as it acts, tau = 1) minus
+    ``teacher/entropy`` (the target at tau), in nats, when both are there (not for deterministic
+    policies). Positive: the student is more random than the target it is trained towards."""
+    if "student/entropy" in metrics and "teacher/entropy" in metrics:
+        return {**metrics, "distill/entropy_gap": metrics["student/entropy"] - metrics["teacher/entropy"]}
+    return metrics
 
 
 def _resolve_temperature(configured: float | None, loss_temperature: float | None) -> float:

@@ -20,7 +20,8 @@ OBS_DIM, N_ACTIONS, N_TRANSITIONS = 6, 4, 2_048
 OBSERVATION_SPACE = spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
 ACTION_SPACE = spaces.Discrete(N_ACTIONS)
 TRAIN_TAGS = {"losses/distill", "teacher/entropy", "student/entropy", "distill/kl_teacher_student",
-              "distill/action_agreement", "charts/SPS"}  # fmt: skip
+              "distill/action_agreement", "distill/entropy_gap", "buffer/share_teacher", "buffer/share_student",
+              "charts/SPS"}  # fmt: skip
 EVAL_TAGS = {"eval/student_return", "eval/pct_of_teacher"}
 
 

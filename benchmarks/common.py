@@ -1,0 +1,47 @@
+"""Shared by the benchmark scripts: the provenance block every results file starts with, and
+per-run result caching so an interrupted sweep resumes where it stopped."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from policykd.experts import package_versions
+from policykd.fileio import write_json_atomic, write_text_atomic
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def provenance(command: str) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    return (
+        f"- date: {datetime.date.today().isoformat()}\n"
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, no GPU used\n"
+        f"- packages: {versions}\n"
+        f"- command: `{command}`\n"
+    )
+
+
+def cached_run(cache_dir: Path, name: str, run: Callable[[], dict[str, Any]], force: bool = False) -> dict[str, Any]:
+    """``run()``'s result, read from ``cache_dir/name.json`` when an earlier invocation wrote it."""
+    path = cache_dir / f"{name}.json"
+    if path.is_file() and not force:
+        return json.loads(path.read_text())
+    result = run()
+    write_json_atomic(path, result)
+    return result
+
+
+def replace_between_markers(path: Path, name: str, content: str) -> None:
+    """Regenerate the part of a Markdown file between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{path} has no {start} ... {end} markers")
+    text = text[: text.index(start) + len(start)] + "\n" + content + "\n" + text[text.index(end) :]
+    write_text_atomic(path, text)

@@ -1,0 +1,82 @@
+"""Every shipped expert loads with its recipe and steps; the classic-control ones still play at
+their recorded level; an Atari zoo folder rebuilds its wrappers and feeds a CNN student."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from policykd.buffers import LabelledBuffer
+from policykd.collect import collect_rollouts
+from policykd.envs import is_atari, make_vec_env
+from policykd.evaluation import episode_returns
+from policykd.losses import make_loss
+from policykd.presets import ZOO_DIR
+from policykd.students import make_student
+from policykd.teachers import load_teacher
+from policykd.trainer import Trainer, TrainerConfig
+
+FINISHED = sorted(
+    p.parent for p in ZOO_DIR.glob("*/*_*/expert.json") if json.loads(p.read_text()).get("status") == "finished"
+)
+CLASSIC = ("CartPole", "Acrobot", "Pendulum", "LunarLander", "MountainCar")
+
+
+def _record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "expert.json").read_text())
+
+
+@pytest.mark.parametrize("run_dir", FINISHED, ids=lambda p: f"{p.parent.name}-{p.name}")
+def test_every_shipped_expert_loads_and_steps(run_dir: Path) -> None:
+    record = _record(run_dir)
+    teacher = load_teacher(run_dir)
+    assert teacher.recipe.env_id == record["env_id"]
+    venv = make_vec_env(teacher.recipe, 2, seed=0)
+    obs = venv.reset()
+    out = teacher(obs)
+    assert out.kind == teacher.kind and out.value is not None and out.value.shape == (2,)
+    venv.step(teacher.act(obs))
+    venv.close()
+    assert record["score"] is not None, f"{run_dir}: measure it with benchmarks/check_zoo.py --record"
+
+
+@pytest.mark.parametrize(
+    "run_dir", [p for p in FINISHED if p.name.startswith(CLASSIC)], ids=lambda p: f"{p.parent.name}-{p.name}"
+)
+def test_classic_experts_still_play_at_their_recorded_level(run_dir: Path) -> None:
+    score = _record(run_dir)["score"]
+    teacher = load_teacher(run_dir)
+    returns = episode_returns(lambda o: teacher.act(o), teacher.recipe, 3, seed=123)
+    # three episodes, so a wide margin: this catches a broken recipe, not a statistical wobble
+    assert returns.mean() >= score["mean"] - max(3 * score["std"], 0.2 * abs(score["mean"]), 1.0)
+
+
+@pytest.mark.expensive
+def test_atari_zoo_folder_rebuilds_wrappers_and_trains_a_cnn_student(zoo_run_dir, tmp_path) -> None:
+    from stable_baselines3 import PPO
+
+    from policykd.envs import EnvRecipe
+
+    config = {"env_wrapper": ["stable_baselines3.common.atari_wrappers.AtariWrapper"], "frame_stack": 4}
+    train_env = make_vec_env(EnvRecipe("PongNoFrameskip-v4", **config), 1, seed=0)  # what rl-zoo trains on
+    PPO("CnnPolicy", train_env, n_steps=16, batch_size=16, seed=0, device="cpu").save(tmp_path / "pong.zip")
+    train_env.close()
+    run_dir = zoo_run_dir(tmp_path / "zoo", "ppo", "PongNoFrameskip-v4", tmp_path / "pong.zip",
+                          config={**config, "policy": "CnnPolicy"})  # fmt: skip
+    teacher = load_teacher(run_dir)
+    assert teacher.recipe.frame_stack == 4 and teacher.kind == "categorical"
+    venv = make_vec_env(teacher.recipe, 2, seed=0)
+    assert venv.observation_space.shape == (4, 84, 84) and venv.observation_space.dtype == np.uint8
+    buffer, _ = collect_rollouts(venv, [teacher], 32, rng=np.random.default_rng(0))
+    venv.close()
+    assert isinstance(buffer, LabelledBuffer) and buffer.batch_at(np.arange(4)).observations.dtype.is_floating_point is False
+    student = make_student(teacher.kind, teacher.observation_space, teacher.action_space, cnn_width=0.25)
+    assert student.config.image and student.n_params < teacher.n_params
+    before = Trainer(student, make_loss("kl", teacher.kind), buffer,
+                     config=TrainerConfig(n_updates=1, batch_size=8, progress_bar=False)).train()  # fmt: skip
+    after = Trainer(student, make_loss("kl", teacher.kind), buffer,
+                    config=TrainerConfig(n_updates=30, batch_size=8, learning_rate=3e-3, progress_bar=False)).train()  # fmt: skip
+    assert after["distill/kl_teacher_student"] < before["distill/kl_teacher_student"]

@@ -19,6 +19,7 @@ import torch
 from policykd.errors import PolicyKDError
 from policykd.experts import RECORD_FILE, run_dir_for, train_expert
 from policykd.fileio import read_json
+from policykd.zoo import measure_expert
 
 ZOO_DIR = Path(__file__).resolve().parent
 
@@ -32,8 +33,10 @@ EXPERTS: list[tuple[str, str, int, int | None, int, int]] = [
     ("dqn", "Acrobot-v1", 0, None, 20_000, 10),
     ("dqn", "LunarLander-v3", 0, None, 20_000, 10),
     ("ppo", "LunarLander-v3", 0, None, 100_000, 10),
+    ("qrdqn", "LunarLander-v3", 0, None, 20_000, 10),  # third LunarLander teacher, for ensembles
     ("ppo", "HalfCheetah-v5", 0, None, 100_000, 5),
     ("ppo", "PongNoFrameskip-v4", 0, 3_000_000, 100_000, 3),
+    ("td3", "Hopper-v5", 0, None, 50_000, 5),
 ]
 
 
@@ -52,10 +55,12 @@ def main() -> None:
             continue
         print(f"train {algo} {env_id}", flush=True)
         try:
-            train_expert(
+            run_dir = train_expert(
                 algo, env_id, zoo_dir=ZOO_DIR, seed=seed, n_timesteps=n_timesteps,
                 checkpoint_every=every, n_eval_episodes=n_eval, progress_bar=False,
             )
+            score = measure_expert(run_dir)  # 30 episodes, seed 0, recorded in expert.json
+            print(f"{algo} {env_id}: {score['mean']:.1f} ± {score['std']:.1f}", flush=True)
         except PolicyKDError as err:
             print(f"error: {err}", file=sys.stderr)
 

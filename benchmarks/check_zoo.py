@@ -16,14 +16,11 @@ import sys
 
 from common import replace_between_markers
 from policykd.experts import RECORD_FILE
-from policykd.fileio import read_json, write_json_atomic
+from policykd.fileio import read_json
 from policykd.pipeline import evaluate_teacher
 from policykd.presets import ZOO_DIR, load_preset
 from policykd.teachers import load_teacher
-
-N_EPISODES = 30
-SEED = 0
-
+from policykd.zoo import measure_expert
 
 def _fmt_score(score: dict) -> str:
     return f"{score['mean']:.1f} ± {score['std']:.1f}"
@@ -43,11 +40,8 @@ def main() -> None:
             continue
         teacher = load_teacher(run_dir)
         preset = load_preset(record["env_id"])
-        deterministic = bool(preset["deterministic_eval"])
         if args.record or not record.get("score"):
-            stats = evaluate_teacher(teacher, N_EPISODES, SEED, deterministic)
-            record["score"] = {**stats.to_json(), "seed": SEED, "deterministic": deterministic}
-            write_json_atomic(record_path, record)
+            record["score"] = measure_expert(run_dir)
         score = record["score"]
         stats = evaluate_teacher(teacher, score["n_episodes"], score["seed"], score["deterministic"])
         low, high = score["ci95"]

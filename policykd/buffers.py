@@ -4,6 +4,12 @@ Layout follows SB3's ``common/buffers.py`` (one preallocated array per field, a 
 ``pos`` and a ``full`` flag), with a teacher axis: each TeacherOutput field is stored as
 ``(capacity, K, *shape)`` float32, NaN where teacher ``k``'s kind does not set that field.
 Sampling always takes an explicit ``np.random.Generator``; nothing here reads global state.
+
+Frame-stacked image observations (Atari) can be stored deduplicated, as DQN replay buffers do:
+with ``frame_stack=S`` only each transition's newest frame is kept and the stack is rebuilt at
+sampling time from the same env's previous transitions (``n_envs`` rows apart, since vectorised
+steps are added together), zero-filled before an episode start exactly as SB3's VecFrameStack
+does. A 1M-transition Pong buffer then takes ~7 GB instead of ~28 GB.
 """
 
 from __future__ import annotations
@@ -76,6 +82,8 @@ class LabelledBuffer:
         teacher_kinds: Sequence[str],
         teacher_field_shapes: Mapping[str, Sequence[int]],
         meta: dict[str, Any] | None = None,
+        frame_stack: int = 1,
+        n_envs: int = 1,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
             raise PolicyKDError(f"buffer capacity must be a positive integer, got {capacity!r}")
@@ -89,8 +97,18 @@ class LabelledBuffer:
         self._meta = self._check_meta(meta)
         self._pos = 0
         self._full = False
+        self.frame_stack, self.n_envs = int(frame_stack), int(n_envs)
+        if self.frame_stack < 1 or self.n_envs < 1:
+            raise PolicyKDError(f"frame_stack and n_envs must be >= 1, got {frame_stack} and {n_envs}")
+        if self.frame_stack > 1 and (len(self.observation_shape) != 3 or self.observation_shape[0] % self.frame_stack):
+            raise PolicyKDError(
+                f"frame_stack={frame_stack} needs channel-first stacked images (S*C, H, W), got {self.observation_shape}"
+            )
+        # observations hold whole observations, or only the newest frame (C, H, W) when deduplicating
+        stored_obs_shape = (self.observation_shape[0] // self.frame_stack, *self.observation_shape[1:]) \
+            if self.frame_stack > 1 else self.observation_shape
         self._data: dict[str, np.ndarray] = {
-            "observations": np.zeros((self._capacity, *self.observation_shape), self.observation_dtype),
+            "observations": np.zeros((self._capacity, *stored_obs_shape), self.observation_dtype),
             "actions": np.zeros((self._capacity, *self.action_shape), self.action_dtype),
             **{name: np.zeros(self._capacity, dtype) for name, dtype in _TRANSITION_DTYPES.items()},
         }
@@ -106,9 +124,13 @@ class LabelledBuffer:
         action_space: spaces.Space,
         teacher_outputs_example: Sequence[TeacherOutput],
         meta: dict[str, Any] | None = None,
+        frame_stack: int = 1,
+        n_envs: int = 1,
     ) -> LabelledBuffer:
         """A buffer whose layout fits these spaces and one example batch of K teacher outputs
-        (each field's per-transition shape is its tensor's ``shape[1:]``)."""
+        (each field's per-transition shape is its tensor's ``shape[1:]``). ``frame_stack > 1``
+        stores image stacks deduplicated (see the module docstring); ``n_envs`` is the number of
+        transitions each ``add`` call brings."""
         obs_shape, obs_dtype = _space_layout(observation_space, "observation")
         act_shape, act_dtype = _space_layout(action_space, "action")
         field_shapes: dict[str, tuple[int, ...]] = {}
@@ -125,7 +147,8 @@ class LabelledBuffer:
                     )
         kinds = [out.kind for out in teacher_outputs_example]
         return cls(capacity, observation_shape=obs_shape, observation_dtype=obs_dtype, action_shape=act_shape,
-                   action_dtype=act_dtype, teacher_kinds=kinds, teacher_field_shapes=field_shapes, meta=meta)
+                   action_dtype=act_dtype, teacher_kinds=kinds, teacher_field_shapes=field_shapes, meta=meta,
+                   frame_stack=frame_stack, n_envs=n_envs)
 
 
     @staticmethod
@@ -195,7 +218,13 @@ class LabelledBuffer:
         return {"observation_shape": list(self.observation_shape), "observation_dtype": self.observation_dtype.name,
                 "action_shape": list(self.action_shape), "action_dtype": self.action_dtype.name,
                 "teacher_kinds": list(self._kinds),
-                "teacher_field_shapes": {f: list(s) for f, s in self.teacher_field_shapes.items()}}
+                "teacher_field_shapes": {f: list(s) for f, s in self.teacher_field_shapes.items()},
+                "frame_stack": self.frame_stack, "n_envs": self.n_envs}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the stored arrays (all ``capacity`` rows, as allocated)."""
+        return sum(array.nbytes for array in self._data.values())
 
     def driver_shares(self) -> dict[str, float]:
         """Fraction of stored transitions driven by each driver, e.g. ``{"teacher": 0.7, "student": 0.3}``."""
@@ -220,8 +249,9 @@ class LabelledBuffer:
         observations = np.asarray(observations)
         n = observations.shape[0] if observations.ndim else 0
         rows = {
-            "observations": self._check_array("observations", observations, (n, *self.observation_shape),
-                                               self.observation_dtype),
+            "observations": self._newest_frames(
+                self._check_array("observations", observations, (n, *self.observation_shape), self.observation_dtype)
+            ),
             "actions": self._check_actions(np.asarray(actions), n),
             **self._check_columns(n, rewards=rewards, terminated=terminated, truncated=truncated,
                                   episode_starts=episode_starts,
@@ -229,6 +259,30 @@ class LabelledBuffer:
             **self._teacher_rows(teacher_outputs, n),
         }
         self._write(rows, n)
+
+    def _newest_frames(self, observations: np.ndarray) -> np.ndarray:
+        if self.frame_stack == 1:
+            return observations
+        if len(observations) != self.n_envs:
+            raise PolicyKDError(f"a frame-deduplicated buffer takes one row per env ({self.n_envs}), got {len(observations)}")
+        return observations[:, -self.observation_shape[0] // self.frame_stack :]
+
+    def _stacked_observations(self, indices: np.ndarray) -> np.ndarray:
+        """Rebuild ``(B, S*C, H, W)`` stacks from stored newest frames: the frame ``s`` steps back is
+        ``s * n_envs`` rows earlier, and zero once an episode start lies in between."""
+        frames, starts = self._data["observations"], self._data["episode_starts"]
+        stack = np.zeros((len(indices), self.frame_stack, *frames.shape[1:]), frames.dtype)
+        valid = np.ones(len(indices), dtype=bool)
+        for back in range(self.frame_stack):
+            rows = (indices - back * self.n_envs) % self._capacity
+            stack[valid, self.frame_stack - 1 - back] = frames[rows[valid]]
+            valid &= ~starts[rows]
+            valid &= self._age(indices) >= (back + 1) * self.n_envs  # older frames were never kept
+        return stack.reshape(len(indices), *self.observation_shape)
+
+    def _age(self, indices: np.ndarray) -> np.ndarray:
+        """Chronological position of storage ``indices``: 0 = the oldest stored transition."""
+        return (indices - self._pos) % self._capacity if self._full else indices
 
     def _check_array(self, name: str, array: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         if array.shape != shape:
@@ -308,6 +362,10 @@ class LabelledBuffer:
             raise PolicyKDError("cannot sample from an empty buffer; collect transitions first")
         if batch_size < 1:
             raise PolicyKDError(f"batch_size must be positive, got {batch_size}")
+        if self.frame_stack > 1 and self._full:  # the oldest rows' earlier frames were overwritten
+            skip = (self.frame_stack - 1) * self.n_envs
+            ages = rng.integers(skip, self._capacity, size=batch_size)
+            return self.batch_at((self._pos + ages) % self._capacity, device=device)
         return self.batch_at(rng.integers(0, len(self), size=batch_size), device=device)
 
     def batch_at(self, indices: np.ndarray | Sequence[int], device: str | torch.device = "cpu") -> DistillBatch:
@@ -324,8 +382,12 @@ class LabelledBuffer:
             TeacherOutput(kind, **{f: tensor(self._data[_teacher_key(f)][:, k]) for f in KIND_FIELDS[kind]})
             for k, kind in enumerate(self._kinds)
         )
-        return DistillBatch(tensor(self._data["observations"]), tensor(self._data["actions"]),
-                            tensor(self._data["rewards"]), outputs)
+        observations = (
+            torch.as_tensor(self._stacked_observations(indices), device=device)
+            if self.frame_stack > 1
+            else tensor(self._data["observations"])
+        )
+        return DistillBatch(observations, tensor(self._data["actions"]), tensor(self._data["rewards"]), outputs)
 
     def column(self, name: str) -> np.ndarray:
         """Read-only view ``(len, ...)`` of one stored array in storage order (``terminated``,
@@ -356,7 +418,8 @@ class LabelledBuffer:
                 if header["version"] > FORMAT_VERSION:
                     raise ValueError(f"format version {header['version']} is newer than {FORMAT_VERSION}; "
                                      "upgrade policykd")
-                buffer = cls(header["capacity"], meta=header["meta"], **{
+                buffer = cls(header["capacity"], meta=header["meta"], frame_stack=header.get("frame_stack", 1),
+                             n_envs=header.get("n_envs", 1), **{
                     key: header[key] for key in ("observation_shape", "observation_dtype", "action_shape",
                                                  "action_dtype", "teacher_kinds", "teacher_field_shapes")})
                 buffer._restore(data, header)

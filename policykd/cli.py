@@ -18,7 +18,14 @@ DISTILL_EXAMPLES = """examples:
 
 
 def _add_collect_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", help="rl-zoo folder, SB3 .zip or hub id (default: the env preset's expert)")
+    p.add_argument("--teacher", dest="teachers", action="append", default=[],
+                   help="rl-zoo folder, SB3 .zip or hub id (default: the env preset's expert); "
+                        "repeat it for an ensemble of teachers on one task")  # fmt: skip
+    p.add_argument("--merge", help="how an ensemble's targets combine: mean-probs | mean-logits | entropy-weighted "
+                                   "| most-confident (default mean-probs)")  # fmt: skip
+    p.add_argument("--teacher-weights", type=float, nargs="+", help="one weight per --teacher, for the merge")
+    p.add_argument("--teacher-drive", default="merged",
+                   help="who acts among several teachers: merged | round-robin (per episode) | random | first")  # fmt: skip
     p.add_argument("--env", dest="env_id", help="env id (default: the teacher's, else CartPole-v1)")
     p.add_argument("--n-transitions", type=int, help="labelled transitions to collect (default: preset)")
     p.add_argument("--n-envs", type=int, help="vectorised envs while collecting (default: preset)")
@@ -26,6 +33,46 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--action-noise", type=float, help="Gaussian action noise, fraction of the half action range")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-teacher-check", dest="teacher_check", action="store_false",
+                   help="skip refusing a teacher that plays far below its recorded score")  # fmt: skip
+
+
+SWEEP_EXAMPLES = """examples:
+  policykd sweep --teacher agents/ppo/CartPole-v1_1 --temperatures 0.01 0.1 0.5 1 2 5 --seeds 3
+  policykd sweep --env Pendulum-v1 --temperatures 0.5 1 2 --n-updates 2000 --out runs/sweep-pendulum
+  policykd sweep --config sweep.yml            # keys as the options: teacher, env, temperatures, seeds, ...
+
+temperature: discrete teachers give softmax(logits / tau) (or softmax(Q / tau)); Gaussian teachers
+(PPO on Box, SAC) keep their mean and have their standard deviation multiplied by tau.
+"""
+COMPARE_EXAMPLES = """examples:
+  policykd compare-drivers --teacher agents/ppo/LunarLander-v3_1 --seeds 3
+  policykd compare-drivers --env CartPole-v1 --drivers student dagger --dagger-schedule exponential:0.5
+
+drivers: teacher (beta = 1), student (beta = 0: on-policy, the teacher only labels), dagger (the teacher
+acts with probability beta per step; schedules constant:B, linear:N, exponential:D).
+"""
+# Options whose CLI name differs from the config field (also the keys a --config file may use).
+SWEEP_ALIASES = {"env": "env_id", "seeds": "n_seeds", "hidden": "hidden_sizes", "lr": "learning_rate",
+                 "eval_episodes": "n_eval_episodes", "bins": "n_bins", "out": "out_dir"}  # fmt: skip
+COMPARE_ALIASES = {**SWEEP_ALIASES, "rounds": "n_rounds", "round_transitions": "n_transitions_per_round",
+                   "round_updates": "n_updates_per_round"}  # fmt: skip
+
+
+def _add_experiment_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by sweep and compare-drivers; every default is None so that a --config file
+    fills what the command line leaves out."""
+    p.add_argument("--config", help="YAML file with any of these options as keys (the command line wins)")
+    p.add_argument("--teacher", help="rl-zoo folder, SB3 .zip or hub id (default: the env preset's expert)")
+    p.add_argument("--env", dest="env_id", help="env id (default: the teacher's, else CartPole-v1)")
+    p.add_argument("--seeds", dest="n_seeds", type=int, help="students per setting, for the CIs (default 3)")
+    p.add_argument("--n-envs", type=int, help="vectorised envs while collecting (default: preset)")
+    p.add_argument("--hidden", dest="hidden_sizes", type=int, nargs="+", help="student MLP hidden sizes")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", dest="learning_rate", type=float)
+    p.add_argument("--eval-episodes", dest="n_eval_episodes", type=int, help="episodes per evaluation (default 10)")
+    p.add_argument("--seed", type=int, help="first seed (default 0)")
+    p.add_argument("--out", dest="out_dir", help="output folder for tables, plots and TensorBoard runs")
+    p.add_argument("--no-teacher-check", dest="teacher_check", action="store_const", const=False,
                    help="skip refusing a teacher that plays far below its recorded score")  # fmt: skip
 
 
@@ -43,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     _add_collect_args(p)
     p.add_argument("--buffer", help="train from this saved buffer instead of collecting")
+    p.add_argument("--task", dest="tasks", action="append", default=[],
+                   help="ENV=TEACHER (or ENV for its preset expert); repeat for one student of several tasks")
+    p.add_argument("--task-weights", type=float, nargs="+", help="share of each batch per --task (default equal)")
     p.add_argument("--loss", default="kl", help="kl | nll | mse (default kl)")
     p.add_argument("--temperature", type=float, default=1.0, help="tau: softmax(x/tau) or std*tau (default 1)")
     p.add_argument("--temperature-on", default="teacher", help="teacher | both (default teacher)")
@@ -67,6 +117,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
     p.add_argument("--record", action="store_true", help="write the score into the zoo folder's expert.json")
+
+    p = sub.add_parser("sweep", help="distil one student per (temperature, seed) from one buffer; table + plots",
+                       epilog=SWEEP_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _add_experiment_args(p)
+    p.add_argument("--temperatures", type=float, nargs="*", help="taus to sweep (default 0.01 0.1 0.5 1 2 5)")
+    p.add_argument("--n-transitions", type=int, help="transitions in the one buffer (default: preset)")
+    p.add_argument("--epsilon", type=float, help="epsilon-greedy exploration while collecting (discrete)")
+    p.add_argument("--action-noise", type=float, help="Gaussian action noise while collecting (continuous)")
+    p.add_argument("--temperature-on", help="teacher | both (default teacher)")
+    p.add_argument("--kl-direction", help="forward = KL(teacher||student) | reverse")
+    p.add_argument("--n-updates", type=int, help="gradient steps per student (default: preset)")
+    p.add_argument("--bins", dest="n_bins", type=int, help="bins per dimension for state-visitation entropy (default 8)")
+
+    p = sub.add_parser("compare-drivers", help="student return vs teacher labels for teacher / student / DAgger drivers",
+                       epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _add_experiment_args(p)
+    p.add_argument("--drivers", nargs="+", help="any of teacher student dagger (default: all three)")
+    p.add_argument("--dagger-schedule", help="beta schedule of the dagger driver (default linear:<rounds/2>)")
+    p.add_argument("--rounds", dest="n_rounds", type=int, help="collection + training rounds (default 10)")
+    p.add_argument("--round-transitions", dest="n_transitions_per_round", type=int,
+                   help="teacher labels per round (default 5000)")  # fmt: skip
+    p.add_argument("--round-updates", dest="n_updates_per_round", type=int, help="updates per round (default 500)")
+    p.add_argument("--capacity", type=int, help="ring buffer size (default: keep every label)")
+    p.add_argument("--loss", help="kl | nll | mse (default kl; mse for TD3/DDPG)")
+    p.add_argument("--temperature", type=float, help="tau of the targets (default 1)")
+    p.add_argument("--stochastic-drivers", dest="deterministic_drivers", action="store_const", const=False,
+                   help="drivers sample their actions instead of acting greedily")  # fmt: skip
 
     sub.add_parser("zoo", help="list the shipped experts and their recorded scores")
 
@@ -94,12 +171,25 @@ def _fmt_return(mean: float, std: float, ci: list[float]) -> list[str]:
     return [f"{mean:.1f} ± {std:.1f}", f"[{ci[0]:.1f}, {ci[1]:.1f}]"]
 
 
+def _config_fields(args: argparse.Namespace, config_class: Any) -> dict[str, Any]:
+    """The parsed options a config dataclass takes; repeated / list options become tuples."""
+    fields = set(config_class.__dataclass_fields__)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in fields}
+    return values
+
+
 def _cmd_distill(args: argparse.Namespace) -> None:
     from policykd.pipeline import DistillConfig, distill
 
-    fields = {f for f in DistillConfig.__dataclass_fields__}
-    config = DistillConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if args.tasks:
+        return _cmd_distill_tasks(args)
+    config = DistillConfig(**_config_fields(args, DistillConfig))
     s = distill(config)
+    if len(s["teachers"]) > 1:
+        print(f"\nensemble of {len(s['teachers'])} teachers, merge {s['merge']}:")
+        for t in s["teachers"]:
+            print(f"  {t['algo']:>6} {t['source']}: {t['mean']:.1f} ± {t['std']:.1f} ({t['params']:,} params)")
+        print("the student is compared with the best of them; params: the sum of the teachers'")
     print(f"\n{s['env_id']}: {s['teacher_algo']} teacher -> student, loss {s['loss']}, tau {s['temperature']:g}, "
           f"{s['n_teacher_transitions']:,} teacher transitions, {s['n_updates']:,} updates, {s['n_eval_episodes']} eval episodes")  # fmt: skip
     _print_table(
@@ -117,11 +207,28 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     print(f"run folder: {s['out_dir']} (summary.json, student/, tb/), {s['wall_time_s']:.0f} s")
 
 
+def _cmd_distill_tasks(args: argparse.Namespace) -> None:
+    from policykd.pipeline_tasks import TasksConfig, distill_tasks, parse_task
+
+    if args.teachers or args.buffer:
+        raise PolicyKDError("--task names each task's teacher (ENV=TEACHER); drop --teacher / --buffer")
+    options = {k: v for k, v in _config_fields(args, TasksConfig).items() if v is not None}
+    s = distill_tasks(TasksConfig(**{**options, "tasks": tuple(parse_task(t) for t in args.tasks)}))
+    rows = [
+        [env_id, f"{r['teacher']['mean']:.1f} ± {r['teacher']['std']:.1f}", f"{r['student']['mean']:.1f} ± "
+         f"{r['student']['std']:.1f}", f"{r['pct_of_teacher']:.1f}", f"{r['teacher_params']:,}"]
+        for env_id, r in s["tasks"].items()
+    ]  # fmt: skip
+    print()
+    _print_table(rows, ["task", "teacher return", "student return", "% of teacher", "teacher params"])
+    print(f"one student of {s['student_params']:,} params for {len(rows)} tasks (teachers: {s['sum_teacher_params']:,} "
+          f"in all); mean % of teacher {s['overall_pct_of_teacher']:.1f}; run folder {s['out_dir']}")  # fmt: skip
+
+
 def _cmd_collect(args: argparse.Namespace) -> None:
     from policykd.pipeline import CollectConfig, collect
 
-    fields = {f for f in CollectConfig.__dataclass_fields__}
-    config = CollectConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    config = CollectConfig(**_config_fields(args, CollectConfig))
     buffer, stats, teacher = collect(config)
     buffer.save(args.out)
     returns = stats.episode_returns
@@ -160,6 +267,40 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"recorded in {record}")
 
 
+def _experiment_config(args: argparse.Namespace, config_cls: type, aliases: dict[str, str]) -> Any:
+    """``config_cls`` from the --config file (if any) overridden by the options given."""
+    from policykd.sweep import read_config_file
+
+    values = read_config_file(args.config, config_cls, aliases) if args.config else {}
+    fields = set(config_cls.__dataclass_fields__)
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in fields and v is not None}
+    return config_cls(**{**values, **given})
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    import time
+
+    from policykd.sweep import SweepConfig, run_sweep, sweep_markdown
+
+    started = time.perf_counter()
+    summary = run_sweep(_experiment_config(args, SweepConfig, SWEEP_ALIASES))
+    print(sweep_markdown(summary))
+    print(f"wrote sweep.md, sweep.csv, runs.csv, sweep.png and tb/ into {summary['out_dir']} "
+          f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
+
+
+def _cmd_compare_drivers(args: argparse.Namespace) -> None:
+    import time
+
+    from policykd.online import DriversConfig, compare_drivers, drivers_markdown
+
+    started = time.perf_counter()
+    summary = compare_drivers(_experiment_config(args, DriversConfig, COMPARE_ALIASES))
+    print(drivers_markdown(summary))
+    print(f"wrote drivers.md, drivers.csv, drivers.png and tb/ into {summary['out_dir']} "
+          f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
+
+
 def _cmd_zoo(_: argparse.Namespace) -> None:
     from policykd.zoo import list_experts
 
@@ -185,6 +326,8 @@ COMMANDS = {
     "distill": _cmd_distill,
     "collect": _cmd_collect,
     "evaluate": _cmd_evaluate,
+    "sweep": _cmd_sweep,
+    "compare-drivers": _cmd_compare_drivers,
     "zoo": _cmd_zoo,
     "train-expert": _cmd_train_expert,
 }

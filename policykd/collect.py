@@ -16,7 +16,10 @@ import numpy as np
 
 from policykd.buffers import DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
 from policykd.errors import PolicyKDError
+from policykd.merging import as_student_output
+from policykd.targets import soften
 from policykd.teachers import Teacher
+from policykd.types import DistillTarget
 
 ActFn = Callable[[np.ndarray], np.ndarray]  # raw observations (n, ...) -> env actions (n, ...)
 
@@ -89,6 +92,8 @@ def collect_rollouts(
     deterministic: bool = True,
     meta: dict[str, Any] | None = None,
     cursor: RolloutCursor | None = None,
+    teacher_drive: str = "first",
+    merge: Callable[[Sequence[DistillTarget]], DistillTarget] | None = None,
 ) -> tuple[LabelledBuffer, CollectStats]:
     """Step ``venv`` until ``n_transitions`` transitions are labelled (rounded up to whole vector steps).
 
@@ -98,6 +103,10 @@ def collect_rollouts(
     - ``action_noise``: Gaussian noise on continuous actions, as a fraction of the half range.
     - ``cursor``: continue from where the last call with this cursor stopped (and update it);
       None or an empty cursor resets the env.
+    - ``teacher_drive``, when the teacher acts and there are several: ``first`` (teachers[0]),
+      ``merged`` (the greedy action of ``merge`` over the teachers at tau 1), ``round-robin``
+      (each env moves to the next teacher at every episode end) or ``random`` (each env draws a
+      teacher at every episode start). Every teacher labels every transition whoever drives.
     Returns the buffer (created on the first step when None) and the collection statistics.
     """
     if not teachers:
@@ -110,8 +119,13 @@ def collect_rollouts(
         raise PolicyKDError("a student must be given when it drives (beta < 1)")
     if not 0.0 <= epsilon <= 1.0 or not action_noise >= 0:  # `not >=` also refuses NaN
         raise PolicyKDError(f"epsilon must be in [0, 1] and action noise >= 0, got {epsilon} and {action_noise}")
+    if teacher_drive not in TEACHER_DRIVES:
+        raise PolicyKDError(f"unknown teacher drive {teacher_drive!r}; use one of {', '.join(TEACHER_DRIVES)}")
+    if teacher_drive == "merged" and merge is None:
+        raise PolicyKDError("teacher_drive='merged' needs a merge function (see merging.make_merge)")
     driver, n_envs = teachers[0], venv.num_envs
     mapper = driver.mapper
+    which = np.arange(n_envs) % len(teachers)  # per env: the teacher that acts (round-robin / random)
     stats = CollectStats()
     if cursor is not None and cursor.observations is not None and cursor.episode_starts is not None:
         obs, episode_starts = cursor.observations, cursor.episode_starts
@@ -120,7 +134,9 @@ def collect_rollouts(
     while stats.n_transitions < n_transitions:
         outputs = [teacher(obs) for teacher in teachers]  # one batched forward pass per teacher
         teacher_drives = rng.random(n_envs) < beta
-        actions = mapper.from_teacher(outputs[0], deterministic=deterministic, rng=rng)
+        if teacher_drive == "random":
+            which = np.where(episode_starts, rng.integers(0, len(teachers), n_envs), which)
+        actions = _teacher_actions(teachers, outputs, teacher_drive, which, merge, deterministic, rng)
         if not teacher_drives.all():
             actions = np.where(_broadcast(teacher_drives, actions), actions, student_act(obs))
         actions = _explore(actions, mapper, rng, epsilon, action_noise)
@@ -128,7 +144,8 @@ def collect_rollouts(
         truncated = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
         if buffer is None:
             buffer = LabelledBuffer.for_teachers(
-                -(-n_transitions // n_envs) * n_envs, venv.observation_space, venv.action_space, outputs, meta=meta
+                -(-n_transitions // n_envs) * n_envs, venv.observation_space, venv.action_space, outputs, meta=meta,
+                frame_stack=_dedup_frames(driver, venv.observation_space), n_envs=n_envs,
             )
         buffer.add(
             obs, actions, rewards, dones & ~truncated, truncated, episode_starts,
@@ -140,12 +157,39 @@ def collect_rollouts(
             if "episode" in info:  # Monitor: the true episode, across Atari life losses
                 stats.episode_returns.append(float(info["episode"]["r"]))
                 stats.episode_lengths.append(int(info["episode"]["l"]))
+        if teacher_drive == "round-robin":
+            which = np.where(dones, (which + 1) % len(teachers), which)
         episode_starts = dones
         obs = next_obs
     if cursor is not None:
         cursor.observations, cursor.episode_starts = obs, episode_starts
     assert buffer is not None
     return buffer, stats
+
+
+TEACHER_DRIVES = ("first", "merged", "round-robin", "random")
+
+
+def _teacher_actions(
+    teachers: Sequence[Teacher], outputs: Sequence[Any], drive: str, which: np.ndarray, merge: Any,
+    deterministic: bool, rng: np.random.Generator,
+) -> np.ndarray:
+    """The teachers' env actions ``(n, ...)`` under the chosen drive."""
+    if len(teachers) == 1 or drive == "first":
+        return teachers[0].mapper.from_teacher(outputs[0], deterministic=deterministic, rng=rng)
+    if drive == "merged":
+        target = merge([soften(out, 1.0) for out in outputs])
+        return teachers[0].mapper.from_student(as_student_output(target), deterministic=deterministic, rng=rng)
+    per_teacher = np.stack([t.mapper.from_teacher(o, deterministic=deterministic, rng=rng) for t, o in zip(teachers, outputs)])
+    return per_teacher[which, np.arange(per_teacher.shape[1])]
+
+
+def _dedup_frames(teacher: Teacher, observation_space: Any) -> int:
+    """Frame-stacked images are stored one frame per transition (see buffers.LabelledBuffer)."""
+    stack = int(teacher.recipe.frame_stack or 1)
+    shape = getattr(observation_space, "shape", ())
+    is_stacked_image = len(shape) == 3 and getattr(observation_space, "dtype", None) == np.uint8 and shape[0] % stack == 0
+    return stack if stack > 1 and is_stacked_image else 1
 
 
 def _broadcast(mask: np.ndarray, actions: np.ndarray) -> np.ndarray:

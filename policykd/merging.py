@@ -44,6 +44,7 @@ import torch
 from policykd.errors import PolicyKDError
 from policykd.losses import categorical_kl, diag_gaussian_kl
 from policykd.metrics import categorical_entropy, gaussian_entropy
+from policykd.targets import TARGET_KINDS
 from policykd.types import DISCRETE_KINDS, TEACHER_KINDS, DistillTarget, StudentOutput
 
 MergeFn = Callable[[Sequence[DistillTarget]], DistillTarget]
@@ -70,9 +71,12 @@ def check_weights(weights: Weights, n_teachers: int | None = None) -> tuple[floa
     if weights is None:
         return None
     try:
-        values = tuple(float(w) for w in np.asarray(weights, dtype=np.float64).reshape(-1))
+        array = np.asarray(weights, dtype=np.float64)
     except (TypeError, ValueError):
         raise PolicyKDError(f"teacher weights must be numbers, got {weights!r}") from None
+    if array.ndim != 1:
+        raise PolicyKDError(f"teacher weights must be a flat list of numbers, got {weights!r}")
+    values = tuple(float(w) for w in array)
     if n_teachers is not None and len(values) != n_teachers:
         raise PolicyKDError(
             f"got {len(values)} teacher weight(s) for {n_teachers} teacher(s); pass one weight per teacher"
@@ -109,7 +113,7 @@ def mean_probs(targets: Sequence[DistillTarget], weights: Weights = None) -> Dis
     moment-matched mixture, ``mu = sum w mu_k``, ``var = sum w (s_k^2 + (mu_k - mu)^2)`` (the same
     as ``sum w (s_k^2 + mu_k^2) - mu^2``, without the cancellation). Deterministic: mean action."""
     kind, w = _prepare(targets, weights)
-    per_state = w[:, None].expand(len(targets), _batch_size(targets[0]))
+    per_state = w[:, None].expand(len(targets), _any_tensor(targets[0]).shape[0])
     if kind == "discrete":
         return _discrete_mixture(targets, per_state)
     if kind == "gaussian":
@@ -261,6 +265,8 @@ def _prepare(targets: Sequence[DistillTarget], weights: Weights) -> tuple[str, t
     if len(targets) == 0:
         raise PolicyKDError("no teacher targets to merge; give at least one teacher")
     kind = targets[0].kind
+    if kind not in TARGET_KINDS:
+        raise PolicyKDError(f"unknown target kind {kind!r}; soften each teacher output (kinds {TARGET_KINDS})")
     for k, target in enumerate(targets):
         if target.kind != kind:
             raise PolicyKDError(
@@ -274,7 +280,7 @@ def _prepare(targets: Sequence[DistillTarget], weights: Weights) -> tuple[str, t
                     f"teachers disagree on the shape of {field}: {tuple(first.shape)} (teacher 0) vs "
                     f"{tuple(this.shape)} (teacher {k}); an ensemble must share one env and action space"
                 )
-    like = _stack(targets, {"discrete": "log_probs", "gaussian": "mean"}.get(kind, "action"))
+    like = _any_tensor(targets[0])
     values = check_weights(weights, len(targets)) or (1.0,) * len(targets)
     w = torch.tensor(values, dtype=like.dtype, device=like.device)
     return kind, w / w.sum()
@@ -287,8 +293,11 @@ def _stack(targets: Sequence[DistillTarget], field: str) -> torch.Tensor:
     return torch.stack(tensors)  # (K, B, ...)
 
 
-def _batch_size(target: DistillTarget) -> int:
-    return next(getattr(target, f) for f in _FIELDS if getattr(target, f) is not None).shape[0]
+def _any_tensor(target: DistillTarget) -> torch.Tensor:
+    tensor = next((getattr(target, f) for f in _FIELDS if getattr(target, f) is not None), None)
+    if tensor is None:
+        raise PolicyKDError(f"a {target.kind} target holds no tensors; soften each teacher output first")
+    return tensor
 
 
 def _confidence(kind: str, targets: Sequence[DistillTarget], w: torch.Tensor) -> torch.Tensor:

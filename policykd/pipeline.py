@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from policykd.evaluation import ReturnStats, action_latency_ms, episode_returns,
 from policykd.fileio import write_json_atomic
 from policykd.logging import TensorBoardLogger
 from policykd.losses import make_loss
+from policykd.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
 from policykd.presets import DEFAULT_ENV_ID, default_expert, load_preset
 from policykd.students import Student, make_student
 from policykd.teachers import Teacher, load_teacher
@@ -47,6 +49,14 @@ class CollectConfig:
     seed: int = 0
     teacher_check: bool = True
     """Play the teacher first and refuse it if it is far below its recorded score."""
+    teachers: tuple[str, ...] = ()
+    """Several teachers of one env (an ensemble); overrides ``teacher``."""
+    merge: str | None = None
+    """How several teachers' targets combine (merging.MERGE_NAMES; default mean-probs)."""
+    teacher_weights: tuple[float, ...] | None = None
+    """Per-teacher weights for the merge (default equal)."""
+    teacher_drive: str = "merged"
+    """Who acts among several teachers while collecting: merged | round-robin | random | first."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +93,34 @@ def resolve_teacher(source: str | None, env_id: str | None) -> Teacher:
     teacher = load_teacher(source, env_id=env_id)
     check_teacher_env(teacher)
     return teacher
+
+
+def resolve_teachers(config: CollectConfig) -> list[Teacher]:
+    """Every teacher of the run; several must share the first one's env and spaces."""
+    sources = list(config.teachers) or [config.teacher]
+    if len(sources) > 1 and None in sources:
+        raise PolicyKDError("with several teachers, name each one with --teacher")
+    teachers = [resolve_teacher(sources[0], config.env_id)]
+    for source in sources[1:]:
+        other = resolve_teacher(source, config.env_id or teachers[0].recipe.env_id)
+        if other.recipe.env_id != teachers[0].recipe.env_id or other.observation_space != teachers[0].observation_space \
+                or other.action_space != teachers[0].action_space:  # fmt: skip
+            raise PolicyKDError(
+                f"teachers {teachers[0].source} and {source} do not share one env and its spaces "
+                f"({teachers[0].recipe.env_id} vs {other.recipe.env_id}); an ensemble needs teachers of the same task"
+            )
+        teachers.append(other)
+    check_weights(config.teacher_weights, len(teachers))
+    ensemble_teacher_kind([t.kind for t in teachers])  # refuses mixes such as PPO-Gaussian + SAC
+    return teachers
+
+
+def make_run_merge(config: CollectConfig, n_teachers: int) -> Any:
+    if n_teachers == 1:
+        if config.merge is not None or config.teacher_weights is not None:
+            raise PolicyKDError("--merge and --teacher-weights need several --teacher")
+        return single_teacher
+    return make_merge(config.merge or "mean-probs", config.teacher_weights)
 
 
 def check_teacher_env(teacher: Teacher) -> None:
@@ -150,8 +188,13 @@ def check_teacher_score(teacher: Teacher, measured: ReturnStats) -> None:
         )
 
 
-def collect(config: CollectConfig, teacher: Teacher | None = None) -> tuple[LabelledBuffer, CollectStats, Teacher]:
-    teacher = teacher or resolve_teacher(config.teacher, config.env_id)
+def collect(
+    config: CollectConfig, teachers: Sequence[Teacher] | None = None
+) -> tuple[LabelledBuffer, CollectStats, Teacher]:
+    """Collect with the run's teachers (resolved from ``config`` when not given); returns the
+    buffer, the statistics and the first teacher."""
+    teachers = list(teachers or resolve_teachers(config))
+    teacher = teachers[0]
     preset = load_preset(teacher.recipe.env_id)
     n_envs = _pick(config.n_envs, preset, "n_envs")
     n_transitions = _pick(config.n_transitions, preset, "n_transitions")
@@ -160,19 +203,23 @@ def collect(config: CollectConfig, teacher: Teacher | None = None) -> tuple[Labe
         raise PolicyKDError(f"--n-transitions and --n-envs must be positive, got {n_transitions} and {n_envs}")
     venv = make_vec_env(teacher.recipe, n_envs, config.seed)
     try:
-        check_spaces(teacher, venv)
+        for t in teachers:
+            check_spaces(t, venv)
         meta = {
             "env_id": teacher.recipe.env_id,
             "recipe": teacher.recipe.to_json(),
-            "teachers": [{"source": teacher.source, "algo": teacher.algo, "kind": teacher.kind}],
+            "teachers": [{"source": t.source, "algo": t.algo, "kind": t.kind} for t in teachers],
+            "teacher_drive": config.teacher_drive if len(teachers) > 1 else "first",
             "seed": config.seed,
             "epsilon": epsilon,
             "action_noise": action_noise,
             "driver": "teacher",
         }
         buffer, stats = collect_rollouts(
-            venv, [teacher], n_transitions, rng=np.random.default_rng(config.seed),
+            venv, teachers, n_transitions, rng=np.random.default_rng(config.seed),
             epsilon=epsilon, action_noise=action_noise, meta=meta,
+            teacher_drive=config.teacher_drive if len(teachers) > 1 else "first",
+            merge=make_run_merge(config, len(teachers)),
         )  # fmt: skip
     finally:
         venv.close()
@@ -203,11 +250,13 @@ def _make_out_dir(config: DistillConfig, env_id: str) -> Path:
             candidate = base.with_name(f"{base.name}-{n}")
 
 
-def _check_buffer_fits(buffer: LabelledBuffer, teacher: Teacher, path: str) -> None:
-    """A saved buffer must hold this teacher's kind of labels on this teacher's spaces."""
-    if buffer.teacher_kinds[0] != teacher.kind:
-        raise PolicyKDError(f"buffer {path} holds {buffer.teacher_kinds[0]} labels, not {teacher.kind}; "
-                            "collect it with this teacher or pass the teacher that labelled it")  # fmt: skip
+def _check_buffer_fits(buffer: LabelledBuffer, teachers: Sequence[Teacher], path: str) -> None:
+    """A saved buffer must hold these teachers' kinds of labels on their spaces."""
+    kinds = tuple(t.kind for t in teachers)
+    if buffer.teacher_kinds != kinds:
+        raise PolicyKDError(f"buffer {path} holds {list(buffer.teacher_kinds)} labels, not {list(kinds)}; "
+                            "collect it with these teachers or pass the teachers that labelled it")  # fmt: skip
+    teacher = teachers[0]
     obs_shape = tuple(teacher.observation_space.shape)
     act_shape = () if isinstance(teacher.action_space, gym.spaces.Discrete) else tuple(teacher.action_space.shape)
     if buffer.observation_shape != obs_shape or buffer.action_shape != act_shape:
@@ -225,21 +274,24 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     started = time.perf_counter()
     if config.buffer is not None:
         buffer = LabelledBuffer.load(config.buffer)
-        source = config.teacher
-        if source is None:
-            teachers = buffer.meta.get("teachers") or []
-            if not teachers or not isinstance(teachers[0], dict) or "source" not in teachers[0]:
+        if config.teacher is None and not config.teachers:
+            recorded = buffer.meta.get("teachers") or []
+            if not recorded or not all(isinstance(t, dict) and "source" in t for t in recorded):
                 raise PolicyKDError(f"buffer {config.buffer} does not record its teacher; pass --teacher")
-            source = teachers[0]["source"]
-        teacher = resolve_teacher(source, config.env_id or buffer.meta.get("env_id"))
-        _check_buffer_fits(buffer, teacher, config.buffer)
+            config = dataclasses.replace(config, teachers=tuple(t["source"] for t in recorded),
+                                         env_id=config.env_id or buffer.meta.get("env_id"))  # fmt: skip
+        teachers = resolve_teachers(config)
+        _check_buffer_fits(buffer, teachers, config.buffer)
     else:
-        teacher = resolve_teacher(config.teacher, config.env_id)
+        teachers = resolve_teachers(config)
+    teacher = teachers[0]  # the reference for env, recipe, spaces and input normalisation
+    kind = ensemble_teacher_kind([t.kind for t in teachers])
+    merge = make_run_merge(config, len(teachers))
     env_id = teacher.recipe.env_id
     preset = load_preset(env_id)
     # Validate the loss and every budget before spending minutes on evaluation and collection.
     loss_fn = make_loss(
-        config.loss, teacher.kind, temperature=config.temperature, temperature_on=config.temperature_on,
+        config.loss, kind, temperature=config.temperature, temperature_on=config.temperature_on,
         direction=config.kl_direction, tau2_scaling=config.tau2_scaling, center_q=config.center_q,
     )  # fmt: skip
     trainer_config = TrainerConfig(
@@ -270,17 +322,20 @@ def distill(config: DistillConfig) -> dict[str, Any]:
 
     deterministic = bool(preset["deterministic_eval"])
     eval_seed = config.seed + EVAL_SEED_OFFSET  # teacher and student play the same episodes
-    teacher_stats = evaluate_teacher(teacher, n_eval, eval_seed, deterministic)
+    each_teacher = [evaluate_teacher(t, n_eval, eval_seed, deterministic) for t in teachers]
     if config.teacher_check:
-        check_teacher_score(teacher, teacher_stats)
+        for t, stats in zip(teachers, each_teacher):
+            check_teacher_score(t, stats)
+    best = int(np.argmax([stats.mean for stats in each_teacher]))
+    teacher_stats = each_teacher[best]  # with several teachers, the student is measured against the best one
     # % of teacher is normalised so that a uniformly random policy scores 0 % (returns can be negative)
     random_stats = evaluate_random(teacher, n_eval, eval_seed)
     if config.buffer is None:
-        buffer, _, _ = collect(config, teacher)
+        buffer, _, _ = collect(config, teachers)
 
     torch.manual_seed(config.seed)  # the student's initial weights depend on the seed only
     student = make_student(
-        teacher.kind, teacher.observation_space, teacher.action_space, hidden_sizes=hidden_sizes, cnn_width=cnn_width,
+        kind, teacher.observation_space, teacher.action_space, hidden_sizes=hidden_sizes, cnn_width=cnn_width,
         obs_mean=None if teacher.normalizer is None else teacher.normalizer.mean,
         obs_std=None if teacher.normalizer is None else np.sqrt(teacher.normalizer.var + teacher.normalizer.epsilon),
     )  # fmt: skip
@@ -297,7 +352,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     logger = TensorBoardLogger(out_dir / "tb")
     try:
         logger.log_hparams({**dataclasses.asdict(config), **dataclasses.asdict(trainer_config)})
-        trainer = Trainer(student, loss_fn, buffer, config=trainer_config, logger=logger, evaluate=evaluate,
+        trainer = Trainer(student, loss_fn, buffer, config=trainer_config, logger=logger, evaluate=evaluate, merge=merge,
                           checkpoint_dir=out_dir / "student")  # fmt: skip
         train_metrics = trainer.train()  # evaluates every eval_every updates and after the last one
     finally:
@@ -308,9 +363,15 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     example_obs = buffer.batch_at(np.arange(1)).observations.numpy()[0]
     summary = {
         "env_id": env_id,
-        "teacher": teacher.source,
-        "teacher_algo": teacher.algo,
-        "teacher_kind": teacher.kind,
+        "teacher": teachers[best].source,
+        "teacher_algo": teachers[best].algo,
+        "teacher_kind": kind,
+        "teachers": [
+            {"source": t.source, "algo": t.algo, "kind": t.kind, "params": t.n_params, **stats.to_json()}
+            for t, stats in zip(teachers, each_teacher)
+        ],
+        "merge": None if len(teachers) == 1 else (config.merge or "mean-probs"),
+        "teacher_weights": list(config.teacher_weights) if config.teacher_weights else None,
         "loss": config.loss,
         "temperature": config.temperature,
         "temperature_on": config.temperature_on,
@@ -325,9 +386,9 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         "pct_of_teacher": pct_of(student_stats.mean, teacher_stats.mean, random_stats.mean),
         "pct_of_teacher_raw": pct_of(student_stats.mean, teacher_stats.mean),
         "n_eval_episodes": n_eval,
-        "teacher_params": teacher.n_params,
+        "teacher_params": sum(t.n_params for t in teachers),
         "student_params": student.n_params,
-        "param_fraction": student.n_params / teacher.n_params,
+        "param_fraction": student.n_params / sum(t.n_params for t in teachers),
         "teacher_latency_ms": action_latency_ms(lambda o: teacher.act(o), example_obs),
         "student_latency_ms": action_latency_ms(lambda o: student.act(o), example_obs),
         "n_teacher_transitions": len(buffer),

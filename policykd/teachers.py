@@ -109,7 +109,7 @@ class Teacher:
         self.mapper = ActionMapper(self.action_space, squash=self.kind == "squashed_gaussian")
 
     # -- labelling -------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, observations: np.ndarray) -> TeacherOutput:
         """Label raw observations ``(B, *obs_shape)``: returns tensors of leading dim B."""
         obs = np.asarray(observations)
@@ -119,11 +119,29 @@ class Teacher:
         return self._label(obs_tensor)
 
     def _actor_critic(self, obs: torch.Tensor) -> TeacherOutput:
+        if not self.policy.use_sde:
+            return self._actor_critic_fused(obs)
         dist = self.policy.get_distribution(obs).distribution
         value = self.policy.predict_values(obs).flatten().clone()
         if self.kind == "categorical":
             return TeacherOutput("categorical", logits=dist.logits.clone(), value=value)
         return TeacherOutput("gaussian", mean=dist.mean.clone(), log_std=dist.stddev.log().clone(), value=value)
+
+    def _actor_critic_fused(self, obs: torch.Tensor) -> TeacherOutput:
+        """One pass through the shared layers for both heads, and no Distribution object: what
+        ``get_distribution`` + ``predict_values`` compute, at about half the cost per call."""
+        policy = self.policy
+        features = policy.extract_features(obs)
+        if policy.share_features_extractor:
+            latent_pi, latent_vf = policy.mlp_extractor(features)
+        else:
+            latent_pi = policy.mlp_extractor.forward_actor(features[0])
+            latent_vf = policy.mlp_extractor.forward_critic(features[1])
+        value = policy.value_net(latent_vf).flatten()
+        out = policy.action_net(latent_pi)
+        if self.kind == "categorical":  # torch's Categorical stores logits normalised the same way
+            return TeacherOutput("categorical", logits=out - out.logsumexp(dim=-1, keepdim=True), value=value)
+        return TeacherOutput("gaussian", mean=out, log_std=policy.log_std.expand_as(out).clone(), value=value)
 
     def _q_values(self, obs: torch.Tensor) -> TeacherOutput:
         q = self.policy.q_net(obs)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from policykd.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
 from policykd.logging import MetricLogger, NullLogger
-from policykd.merging import single_teacher
+from policykd.merging import per_teacher_kl, single_teacher, teacher_disagreement
 from policykd.metrics import distill_metrics
 from policykd.students import Student
 from policykd.targets import check_temperature, soften
@@ -118,9 +118,12 @@ class Trainer:
             window_steps += 1
             if update % cfg.log_every == 0 or update == cfg.n_updates:
                 sps = window_steps * cfg.batch_size / max(time.perf_counter() - window_start, 1e-9)
-                reference = self.merge([soften(out, 1.0) for out in batch.teacher_outputs])  # the teacher at tau = 1
+                references = [soften(out, 1.0) for out in batch.teacher_outputs]  # the teachers at tau = 1
+                reference = self.merge(references)
                 metrics = {**loss_out.metrics, **with_entropy_gap(distill_metrics(student_out, target, reference)),
                            **self._tracking_metrics(), "charts/SPS": sps}  # fmt: skip
+                if len(references) > 1:  # ensembles: how far the student is from each teacher, and theirs apart
+                    metrics.update(per_teacher_kl(student_out, references), **teacher_disagreement(references))
                 self.logger.log(metrics, step)
                 bar.set_postfix(loss=f"{metrics['losses/distill']:.4f}")
                 window_start, window_steps = time.perf_counter(), 0

@@ -31,3 +31,22 @@ def list_experts(zoo_dir: Path = ZOO_DIR) -> list[dict[str, Any]]:
             "status": record.get("status") or ("training" if progress else "empty"),
         })  # fmt: skip
     return rows
+
+
+SCORE_EPISODES, SCORE_SEED = 30, 0
+
+
+def measure_expert(run_dir: Path, n_episodes: int = SCORE_EPISODES, seed: int = SCORE_SEED) -> dict[str, Any]:
+    """Play a finished expert through its zoo folder (so with its env recipe) and record the score
+    in its ``expert.json``. Atari experts act stochastically, as rl-zoo evaluates them."""
+    from policykd.fileio import write_json_atomic
+    from policykd.pipeline import evaluate_teacher
+    from policykd.teachers import load_teacher
+
+    record_path = Path(run_dir) / RECORD_FILE
+    record = read_json(record_path)
+    deterministic = bool(load_preset(record["env_id"])["deterministic_eval"])
+    stats = evaluate_teacher(load_teacher(run_dir), n_episodes, seed, deterministic)
+    record["score"] = {**stats.to_json(), "seed": seed, "deterministic": deterministic}
+    write_json_atomic(record_path, record)
+    return record["score"]

@@ -278,3 +278,73 @@ def test_discrete_actions_of_shape_n_by_1_are_accepted() -> None:
     buf.add(obs, np.array([[1], [2]]), np.zeros(2), np.zeros(2, bool), np.zeros(2, bool), np.ones(2, bool),
             DRIVER_STUDENT, [categorical(2, 0.0)])
     assert buf.column("actions").tolist() == [1, 2] and buf.driver_shares()["student"] == 1.0
+
+
+# -- frame-deduplicated storage of stacked images (Atari) --------------------------------------------
+
+@pytest.mark.expensive
+def test_deduplicated_frames_rebuild_exactly_what_vecframestack_gave():
+    """Collect Breakout (its life losses end AtariWrapper episodes often) with and without deduplication: every stored observation is identical, the
+    deduplicated buffer holds a quarter of the bytes, and a save/load round trip keeps it so."""
+    import tempfile
+
+    from stable_baselines3 import PPO
+
+    from policykd.collect import collect_rollouts
+    from policykd.envs import EnvRecipe, make_vec_env
+    from policykd.teachers import Teacher
+
+    recipe = EnvRecipe("BreakoutNoFrameskip-v4", env_wrapper=["stable_baselines3.common.atari_wrappers.AtariWrapper"],
+                       frame_stack=4)  # fmt: skip
+    venv = make_vec_env(recipe, 3, seed=0)
+    policy = PPO("CnnPolicy", venv, n_steps=8, batch_size=8, seed=0, device="cpu").policy
+    teacher = Teacher(policy, algo="ppo", source="test", recipe=recipe)
+    # a random-ish driver (epsilon) ends episodes at life losses, so stacks cross episode starts
+    dedup, _ = collect_rollouts(venv, [teacher], 450, rng=np.random.default_rng(0), epsilon=0.5)
+    assert dedup.frame_stack == 4 and dedup.column("observations").shape[1:] == (1, 84, 84)
+    full = LabelledBuffer.for_teachers(len(dedup), venv.observation_space, venv.action_space,
+                                       dedup.batch_at(np.arange(1)).teacher_outputs)  # fmt: skip
+    venv2 = make_vec_env(recipe, 3, seed=0)
+    full, _ = collect_rollouts(venv2, [_StackKeeping(teacher)], 450, rng=np.random.default_rng(0), epsilon=0.5,
+                               buffer=full)  # fmt: skip
+    assert bool(dedup.column("episode_starts")[3:].any()), "the test needs an episode start inside the data"
+    everything = np.arange(len(dedup))
+    np.testing.assert_array_equal(dedup.batch_at(everything).observations.numpy(),
+                                  full.batch_at(everything).observations.numpy())  # fmt: skip
+    assert dedup.column("observations").nbytes * 4 == full.column("observations").nbytes
+    with tempfile.TemporaryDirectory() as tmp:
+        dedup.save(f"{tmp}/b.npz")
+        loaded = LabelledBuffer.load(f"{tmp}/b.npz")
+    np.testing.assert_array_equal(loaded.batch_at(everything).observations.numpy(),
+                                  full.batch_at(everything).observations.numpy())  # fmt: skip
+
+
+class _StackKeeping:
+    """The same teacher, with a recipe that turns deduplication off (frame_stack unset)."""
+
+    def __init__(self, teacher):
+        import dataclasses
+
+        self._teacher = teacher
+        self.recipe = dataclasses.replace(teacher.recipe, frame_stack=None)
+        self.mapper, self.kind = teacher.mapper, teacher.kind
+
+    def __call__(self, obs):
+        return self._teacher(obs)
+
+
+def test_full_deduplicated_ring_never_samples_a_stack_it_cannot_rebuild():
+    buffer = LabelledBuffer(10, observation_shape=(4, 2, 2), observation_dtype=np.uint8, action_shape=(),
+                            action_dtype=np.int64, teacher_kinds=["categorical"],
+                            teacher_field_shapes={"logits": (2,), "value": ()}, frame_stack=4, n_envs=2)  # fmt: skip
+    out = TeacherOutput("categorical", logits=torch.zeros(2, 2), value=torch.zeros(2))
+    for step in range(8):  # 16 rows into a ring of 10: the oldest rows' earlier frames are gone
+        frame = np.full((2, 1, 2, 2), step, np.uint8)
+        obs = np.concatenate([np.maximum(frame - k, 0) for k in (3, 2, 1, 0)], axis=1)
+        buffer.add(obs, np.zeros(2, np.int64), np.zeros(2), np.zeros(2, bool), np.zeros(2, bool),
+                   np.full(2, step == 0), 0, [out])  # fmt: skip
+    batch = buffer.sample(200, np.random.default_rng(0))
+    newest = batch.observations[:, -1, 0, 0].numpy().astype(int)
+    for back in range(4):  # every sampled stack is the true one: step, step-1, step-2, step-3
+        np.testing.assert_array_equal(batch.observations[:, 3 - back, 0, 0].numpy(), np.maximum(newest - back, 0))
+    assert newest.min() >= 5  # rows of steps 3 and 4 (ages 0..5) would need overwritten frames

@@ -110,12 +110,16 @@ def test_outputs_are_copies_of_sb3_distribution(sb3_expert, algo, env_id, kwargs
     teacher = load_teacher(path, env_id=env_id)
     out = teacher(_observations(env_id))
     stored = {f: getattr(out, f).clone() for f in KIND_FIELDS[out.kind]}
+    with torch.no_grad():  # the fused path never touches SB3's distribution: make SB3 fill it
+        teacher.policy.get_distribution(teacher.policy.obs_to_tensor(_observations(env_id))[0])
     dist = teacher.policy.action_dist.distribution  # the object SB3 keeps and reuses
     with torch.no_grad():
         for tensor in (getattr(dist, "logits", None), getattr(dist, "loc", None), getattr(dist, "scale", None)):
             if tensor is not None:
                 tensor.add_(100.0)
-    teacher(_observations(env_id, seed=1))  # SB3 builds a new distribution into the same object
+    teacher(_observations(env_id, seed=1))  # SB3 builds a new distribution into the same object (gSDE path)
+    with torch.no_grad():
+        teacher.policy.get_distribution(teacher.policy.obs_to_tensor(_observations(env_id, seed=1))[0])
     for field, tensor in stored.items():
         torch.testing.assert_close(getattr(out, field), tensor, rtol=0, atol=0)
 

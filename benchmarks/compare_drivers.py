@@ -1,0 +1,120 @@
+"""Who should drive while the teacher labels? Student return against teacher labels used for the
+teacher / student (on-policy) / DAgger drivers, 3 seeds each, written to
+results/compare_drivers.md (+ one PNG and CSV per task).
+
+    python benchmarks/compare_drivers.py                      # every task whose expert is finished; resumes
+    python benchmarks/compare_drivers.py --only LunarLander   # one task (the others: from their cache)
+    python benchmarks/compare_drivers.py --force              # rerun everything
+
+Each task is exactly one `policykd compare-drivers` command (printed in the results). Each
+(driver, seed) run is cached as JSON under results/compare_drivers/<env>/, so an interrupted run
+resumes where it stopped; TensorBoard runs go to runs/benchmarks/compare_drivers/<env>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common import RESULTS_DIR, cached_run, provenance
+from policykd.fileio import read_json, write_json_atomic, write_text_atomic
+from policykd.online import DriversConfig, compare_drivers, drivers_markdown
+from policykd.presets import ZOO_DIR
+
+# (env id, teacher, budgets): each task is `policykd compare-drivers --teacher <teacher> <budgets> --seeds 3`.
+TASKS: list[tuple[str, str, dict[str, Any]]] = [
+    ("LunarLander-v3", "agents/ppo/LunarLander-v3_1",
+     {"n_rounds": 10, "n_transitions_per_round": 5_000, "n_updates_per_round": 500}),
+    ("HalfCheetah-v5", "agents/ppo/HalfCheetah-v5_1",
+     {"n_rounds": 10, "n_transitions_per_round": 10_000, "n_updates_per_round": 1_000}),
+    ("CartPole-v1", "agents/ppo/CartPole-v1_1",
+     {"n_rounds": 10, "n_transitions_per_round": 1_000, "n_updates_per_round": 200}),
+    ("Pendulum-v1", "agents/sac/Pendulum-v1_1",
+     {"n_rounds": 10, "n_transitions_per_round": 2_000, "n_updates_per_round": 500}),
+]  # fmt: skip
+CLI_FLAGS = {"n_rounds": "--rounds", "n_transitions_per_round": "--round-transitions",
+             "n_updates_per_round": "--round-updates"}  # fmt: skip
+N_SEEDS, N_EVAL_EPISODES = 3, 10
+
+
+def run_task(env_id: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, force: bool) -> dict[str, Any]:
+    """Run (or resume) one task; its summary gains ``command``, ``wall_time_s`` and ``resumed``."""
+    out_dir = f"runs/benchmarks/compare_drivers/{env_id}"
+    flags = " ".join(f"{CLI_FLAGS[k]} {v}" for k, v in budgets.items())
+    command = (f"policykd compare-drivers --teacher {teacher} {flags} --seeds {N_SEEDS} "
+               f"--eval-episodes {N_EVAL_EPISODES} --out {out_dir}")  # fmt: skip
+    print(f"{env_id}: {command}", flush=True)
+    config = DriversConfig(teacher=teacher, n_seeds=N_SEEDS, n_eval_episodes=N_EVAL_EPISODES, out_dir=out_dir,
+                           **budgets)  # fmt: skip
+    n_cached = 0
+
+    def cache(name: str, run: Any) -> dict[str, Any]:
+        nonlocal n_cached
+        n_cached += (cache_dir / f"{name}.json").is_file() and not force
+        started = time.perf_counter()
+        result = cached_run(cache_dir, name, run, force=force)
+        print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
+        return result
+
+    started = time.perf_counter()
+    summary = compare_drivers(config, cache=cache)
+    summary.update(command=command, wall_time_s=time.perf_counter() - started, resumed=n_cached > 0)
+    previous = cache_dir / "summary.json"
+    if n_cached == 1 + len(summary["curves"]) * N_SEEDS and previous.is_file():  # nothing ran: keep its timing
+        summary.update({k: read_json(previous)[k] for k in ("wall_time_s", "resumed")})
+    print(f"{env_id}: {summary['wall_time_s']:.0f} s{' (resumed)' if n_cached else ''}", flush=True)
+    shutil.copyfile(f"{out_dir}/drivers.png", cache_dir.parent / f"{env_id}.png")
+    shutil.copyfile(f"{out_dir}/drivers.csv", cache_dir.parent / f"{env_id}.csv")
+    write_json_atomic(cache_dir / "summary.json", {k: v for k, v in summary.items() if k != "runs"})
+    return summary
+
+
+def section(env_id: str, summary: dict[str, Any]) -> str:
+    when = "resumed from cached runs; last invocation" if summary["resumed"] else "wall time"
+    return (f"## {env_id}\n\n`{summary['command']}`\n\n{when}: {summary['wall_time_s']:.0f} s.\n\n"
+            f"{drivers_markdown(summary)}\n![{env_id} drivers](compare_drivers/{env_id}.png)\n")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--force", action="store_true", help="rerun runs that are cached")
+    parser.add_argument("--only", default="", help="run only tasks whose env id contains this (others: from cache)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.chdir(ZOO_DIR.parent)  # teacher paths and run folders are relative to the repository root
+    sections = []
+    for env_id, teacher, budgets in TASKS:
+        cache_dir = RESULTS_DIR / "compare_drivers" / env_id
+        record = ZOO_DIR.parent / teacher / "expert.json"
+        finished = record.is_file() and read_json(record).get("status") == "finished"
+        if args.only in env_id and finished:
+            sections.append(section(env_id, run_task(env_id, teacher, budgets, cache_dir, args.force)))
+        elif (cache_dir / "summary.json").is_file():
+            sections.append(section(env_id, read_json(cache_dir / "summary.json")))
+        else:
+            reason = "not selected by --only" if finished else f"the expert `{teacher}` was not finished"
+            print(f"skip {env_id}: {reason}", flush=True)
+            sections.append(f"## {env_id}\n\nNot run yet: {reason}.\n")
+    text = (
+        "# Drivers comparison: teacher labels needed\n\nGenerated by `benchmarks/compare_drivers.py`; do not edit by "
+        "hand.\n\n" + provenance("python benchmarks/compare_drivers.py")
+        + "\nEach round collects the same number of teacher-labelled transitions, whoever drives (teacher: β = 1; "
+        "student: β = 0, the teacher only labels; dagger: the teacher acts with probability β per step, β falling "
+        "linearly from 1 to 0 over the first half of the rounds), then trains the same student (forward KL at τ = 1, "
+        "Adam, optimizer state kept across rounds) on every label so far, then evaluates it greedily on the same "
+        "episodes for every driver and seed. Drivers act greedily. Times on 1 torch thread while other jobs shared "
+        "the 2 cores.\n\n" + "\n".join(sections)
+    )  # fmt: skip
+    write_text_atomic(RESULTS_DIR / "compare_drivers.md", text)
+    print(f"wrote {RESULTS_DIR / 'compare_drivers.md'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Temperature sweeps on CartPole-v1, LunarLander-v3 and Pendulum-v1: one buffer per task, one
+student per (tau, seed), written to results/temperature_sweep.md (+ one PNG and CSV per task).
+
+    python benchmarks/temperature_sweep.py                  # every task whose expert is finished; resumes
+    python benchmarks/temperature_sweep.py --only Pendulum  # one task
+    python benchmarks/temperature_sweep.py --force          # rerun everything
+
+Each task is exactly one `policykd sweep` command (printed in the results); the budgets are sized
+so a task finishes in under 15 minutes on the 2-core CPU box. Each (tau, seed) result is cached
+as JSON under results/temperature_sweep/<env>/, so an interrupted run resumes where it stopped on
+the same buffer (kept under runs/benchmarks/temperature_sweep/<env>/ with the TensorBoard runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common import RESULTS_DIR, cached_run, provenance
+from policykd.fileio import read_json, write_json_atomic, write_text_atomic
+from policykd.presets import ZOO_DIR
+from policykd.sweep import SweepConfig, run_sweep, sweep_markdown
+
+TEMPERATURES = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
+# (env id, teacher, budgets): each task is `policykd sweep --teacher <teacher> <budgets>`.
+TASKS: list[tuple[str, str, dict[str, Any]]] = [
+    ("CartPole-v1", "agents/ppo/CartPole-v1_1", {"n_transitions": 20_000, "n_updates": 2_000}),
+    ("LunarLander-v3", "agents/ppo/LunarLander-v3_1", {"n_transitions": 50_000, "n_updates": 3_000}),
+    ("Pendulum-v1", "agents/sac/Pendulum-v1_1", {"n_transitions": 30_000, "n_updates": 3_000}),
+]
+CLI_FLAGS = {"n_transitions": "--n-transitions", "n_updates": "--n-updates", "n_eval_episodes": "--eval-episodes"}
+N_SEEDS, N_EVAL_EPISODES = 3, 10
+
+
+def cli_command(teacher: str, budgets: dict[str, Any], out_dir: str) -> str:
+    flags = " ".join(f"{CLI_FLAGS[k]} {v}" for k, v in budgets.items())
+    taus = " ".join(f"{t:g}" for t in TEMPERATURES)
+    return (f"policykd sweep --teacher {teacher} --temperatures {taus} --seeds {N_SEEDS} {flags} "
+            f"--eval-episodes {N_EVAL_EPISODES} --out {out_dir}")  # fmt: skip
+
+
+def run_task(env_id: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, force: bool) -> dict[str, Any]:
+    """Run (or resume) one task's sweep; its summary gains ``command``, ``wall_time_s`` and ``resumed``."""
+    out_dir = f"runs/benchmarks/temperature_sweep/{env_id}"
+    command = cli_command(teacher, budgets, out_dir)
+    print(f"{env_id}: {command}", flush=True)
+    config = SweepConfig(teacher=teacher, temperatures=TEMPERATURES, n_seeds=N_SEEDS, n_eval_episodes=N_EVAL_EPISODES,
+                         out_dir=out_dir, **budgets)  # fmt: skip
+    n_cached = 0
+
+    def cache(name: str, run: Any) -> dict[str, Any]:
+        nonlocal n_cached
+        n_cached += (cache_dir / f"{name}.json").is_file() and not force
+        return cached_run(cache_dir, name, run, force=force)
+
+    started = time.perf_counter()
+    summary = run_sweep(config, cache=cache)
+    summary.update(command=command, wall_time_s=time.perf_counter() - started, resumed=n_cached > 0)
+    previous = cache_dir / "summary.json"
+    if n_cached == 1 + len(TEMPERATURES) * N_SEEDS and previous.is_file():  # nothing ran: keep its timing
+        summary.update({k: read_json(previous)[k] for k in ("wall_time_s", "resumed")})
+    print(f"{env_id}: {summary['wall_time_s']:.0f} s{' (resumed)' if n_cached else ''}", flush=True)
+    shutil.copyfile(f"{out_dir}/sweep.png", cache_dir.parent / f"{env_id}.png")
+    shutil.copyfile(f"{out_dir}/sweep.csv", cache_dir.parent / f"{env_id}.csv")
+    write_json_atomic(cache_dir / "summary.json", summary)
+    return summary
+
+
+def section(env_id: str, summary: dict[str, Any]) -> str:
+    run_time = sum(r["wall_time_s"] for r in summary["runs"])
+    if summary["resumed"]:
+        timing = (f"resumed from cached runs ({summary['wall_time_s']:.0f} s in the last invocation); the "
+                  f"{len(summary['runs'])} students' training and evaluation took {run_time:.0f} s in all")
+    else:
+        timing = (f"wall time {summary['wall_time_s']:.0f} s for the whole command (baselines, collection, "
+                  f"{len(summary['runs'])} students; the students alone {run_time:.0f} s)")
+    return (f"## {env_id}\n\n`{summary['command']}`\n\n{timing}.\n\n{sweep_markdown(summary)}\n"
+            f"![{env_id} sweep](temperature_sweep/{env_id}.png)\n")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--force", action="store_true", help="rerun runs that are cached")
+    parser.add_argument("--only", default="", help="run only tasks whose env id contains this (others: from cache)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.chdir(ZOO_DIR.parent)  # teacher paths and run folders are relative to the repository root
+    sections = []
+    for env_id, teacher, budgets in TASKS:
+        cache_dir = RESULTS_DIR / "temperature_sweep" / env_id
+        record = ZOO_DIR.parent / teacher / "expert.json"
+        finished = record.is_file() and read_json(record).get("status") == "finished"
+        if args.only in env_id and finished:
+            sections.append(section(env_id, run_task(env_id, teacher, budgets, cache_dir, args.force)))
+        elif (cache_dir / "summary.json").is_file():
+            sections.append(section(env_id, read_json(cache_dir / "summary.json")))
+        else:
+            reason = "not selected by --only" if finished else f"the expert `{teacher}` was not finished"
+            print(f"skip {env_id}: {reason}", flush=True)
+            sections.append(f"## {env_id}\n\nNot run yet: {reason}.\n")
+    text = (
+        "# Temperature sweeps\n\nGenerated by `benchmarks/temperature_sweep.py`; do not edit by hand.\n\n"
+        + provenance("python benchmarks/temperature_sweep.py")
+        + "\nOne teacher-driven buffer per task; every (τ, seed) student learns from that same buffer with the "
+        "forward KL at temperature τ on the teacher side (the student acts at τ = 1). Seeds change the student's "
+        "initial weights and minibatches, not the buffer. Times on 1 torch thread while other jobs (expert "
+        "training, other benchmarks) shared the 2 cores.\n\n"
+        + "\n".join(sections)
+    )  # fmt: skip
+    write_text_atomic(RESULTS_DIR / "temperature_sweep.md", text)
+    print(f"wrote {RESULTS_DIR / 'temperature_sweep.md'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Throughput and latency against the hardware limit, each as a ratio measured in one run.
+
+    python benchmarks/throughput.py            # writes benchmarks/results/throughput.md (+ .json)
+
+1. labelled collection steps/s  ÷  raw vectorised env steps/s (random actions, same env count)   target ≥ 0.8
+2. distillation samples/s       ÷  a bare forward+backward+Adam loop on the same tensors/student  target ≥ 0.5
+3. wall time of `policykd distill` (whole CLI job, interpreter start included)
+                                ÷  benchmarks/minimal_distill.py doing the same work, same budgets target ≤ 2
+4. batch-1 action latency of each student size ÷ the teacher's
+5. buffer bytes per transition for Pong (frame-deduplicated), and 1M transitions in GiB          target < 8 GiB
+
+All timings on 1 torch thread. Other jobs may share the machine: each ratio's two sides are
+measured back to back, so they see the same load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import RESULTS_DIR, provenance
+from policykd.buffers import LabelledBuffer
+from policykd.collect import collect_rollouts
+from policykd.envs import EnvRecipe, make_vec_env
+from policykd.evaluation import action_latency_ms
+from policykd.fileio import write_json_atomic, write_text_atomic
+from policykd.losses import make_loss
+from policykd.presets import ZOO_DIR
+from policykd.students import make_student
+from policykd.teachers import Teacher, load_teacher
+from policykd.trainer import Trainer, TrainerConfig
+
+REPO = ZOO_DIR.parent
+CARTPOLE = REPO / "agents/ppo/CartPole-v1_1"
+
+
+def raw_env_steps_per_s(recipe: EnvRecipe, n_envs: int, n_steps: int) -> float:
+    venv = make_vec_env(recipe, n_envs, seed=0)
+    rng = np.random.default_rng(0)
+    venv.reset()
+    actions = [np.array([venv.action_space.sample() for _ in range(n_envs)]) for _ in range(64)]
+    del rng
+    start = time.perf_counter()
+    for i in range(n_steps):
+        venv.step(actions[i % 64])
+    elapsed = time.perf_counter() - start
+    venv.close()
+    return n_steps * n_envs / elapsed
+
+
+def collection_steps_per_s(teacher: Teacher, n_envs: int, n_steps: int) -> float:
+    venv = make_vec_env(teacher.recipe, n_envs, seed=0)
+    start = time.perf_counter()
+    collect_rollouts(venv, [teacher], n_steps * n_envs, rng=np.random.default_rng(0))
+    elapsed = time.perf_counter() - start
+    venv.close()
+    return n_steps * n_envs / elapsed
+
+
+def distill_samples_per_s(teacher: Teacher, buffer: LabelledBuffer, n_updates: int, batch_size: int) -> tuple[float, float]:
+    """(policykd Trainer samples/s, bare loop samples/s) on the same student shape and data."""
+    loss = make_loss("kl", teacher.kind)
+    student = make_student(teacher.kind, teacher.observation_space, teacher.action_space, hidden_sizes=(24, 24))
+    config = TrainerConfig(n_updates=n_updates, batch_size=batch_size, progress_bar=False, log_every=100)
+    trainer = Trainer(student, loss, buffer, config=config)
+    start = time.perf_counter()
+    trainer.train()
+    ours = n_updates * batch_size / (time.perf_counter() - start)
+
+    # The limit: the same student on pre-sampled tensors, plain log-softmax KL, Adam, nothing else.
+    bare = make_student(teacher.kind, teacher.observation_space, teacher.action_space, hidden_sizes=(24, 24))
+    optimizer = torch.optim.Adam(bare.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    batches = [buffer.sample(batch_size, rng) for _ in range(64)]
+    obs = [b.observations.float() for b in batches]
+    targets = [torch.log_softmax(b.teacher_outputs[0].logits, dim=-1) for b in batches]
+    start = time.perf_counter()
+    for i in range(n_updates):
+        logits = bare.head(bare.trunk((obs[i % 64] - bare.obs_mean) / bare.obs_std))
+        log_q = torch.log_softmax(logits, dim=-1)
+        loss_value = (targets[i % 64].exp() * (targets[i % 64] - log_q)).sum(-1).mean()
+        optimizer.zero_grad()
+        loss_value.backward()
+        optimizer.step()
+    limit = n_updates * batch_size / (time.perf_counter() - start)
+    return ours, limit
+
+
+def wall_time(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=REPO, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return time.perf_counter() - start
+
+
+def pong_bytes_per_transition() -> float:
+    recipe = EnvRecipe("PongNoFrameskip-v4", env_wrapper=["stable_baselines3.common.atari_wrappers.AtariWrapper"],
+                       frame_stack=4)  # fmt: skip
+    venv = make_vec_env(recipe, 8, seed=0)
+    from stable_baselines3 import PPO
+
+    teacher = Teacher(PPO("CnnPolicy", venv, n_steps=8, batch_size=8, device="cpu").policy, algo="ppo",
+                      source="untrained", recipe=recipe)  # fmt: skip
+    buffer, _ = collect_rollouts(venv, [teacher], 64, rng=np.random.default_rng(0))
+    venv.close()
+    return buffer.nbytes / buffer.capacity
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    os.chdir(REPO)
+    teacher = load_teacher(CARTPOLE)
+    results: dict[str, float] = {}
+
+    raw = raw_env_steps_per_s(teacher.recipe, 8, 2_000)
+    collected = collection_steps_per_s(teacher, 8, 2_000)
+    results.update(raw_env_steps_per_s=raw, collection_steps_per_s=collected, collection_ratio=collected / raw)
+
+    venv = make_vec_env(teacher.recipe, 8, seed=0)
+    buffer, _ = collect_rollouts(venv, [teacher], 20_000, rng=np.random.default_rng(0))
+    venv.close()
+    ours, limit = distill_samples_per_s(teacher, buffer, 2_000, 256)
+    results.update(distill_samples_per_s=ours, bare_loop_samples_per_s=limit, distill_ratio=ours / limit)
+
+    cli = wall_time([sys.executable, "-m", "policykd.cli", "distill", "--no-progress", "--out", "runs/benchmarks/throughput-cli"])
+    minimal = wall_time([sys.executable, "benchmarks/minimal_distill.py"])
+    results.update(cli_wall_s=cli, minimal_wall_s=minimal, wall_ratio=cli / minimal)
+
+    obs = buffer.batch_at(np.arange(1)).observations.numpy()[0]
+    teacher_ms = action_latency_ms(lambda o: teacher.act(o), obs)
+    results["teacher_latency_ms"] = teacher_ms
+    for hidden in ((64, 64), (24, 24), (8, 8)):
+        student = make_student(teacher.kind, teacher.observation_space, teacher.action_space, hidden_sizes=hidden)
+        results[f"student_{hidden[0]}x{hidden[1]}_latency_ratio"] = action_latency_ms(lambda o: student.act(o), obs) / teacher_ms
+        results[f"student_{hidden[0]}x{hidden[1]}_params"] = student.n_params
+
+    per_transition = pong_bytes_per_transition()
+    results.update(pong_bytes_per_transition=per_transition, pong_1m_gib=per_transition * 1e6 / 2**30)
+
+    write_json_atomic(RESULTS_DIR / "throughput.json", results)
+    rows = [
+        ("labelled collection ÷ raw env steps (CartPole, 8 envs)",
+         f"{results['collection_steps_per_s']:,.0f} / {results['raw_env_steps_per_s']:,.0f} steps/s",
+         results["collection_ratio"], "≥ 0.8"),
+        ("distillation ÷ bare Adam loop (CartPole, 24×24 student, batch 256)",
+         f"{results['distill_samples_per_s']:,.0f} / {results['bare_loop_samples_per_s']:,.0f} samples/s",
+         results["distill_ratio"], "≥ 0.5"),
+        ("`policykd distill` ÷ benchmarks/minimal_distill.py (whole job)",
+         f"{results['cli_wall_s']:.1f} s / {results['minimal_wall_s']:.1f} s", results["wall_ratio"], "≤ 2"),
+        *[(f"batch-1 latency, student {h} ÷ teacher", f"teacher {teacher_ms:.3f} ms, student {results[f'student_{h}_params']:,} params",
+           results[f"student_{h}_latency_ratio"], "-") for h in ("64x64", "24x24", "8x8")],
+        ("Pong buffer, 1M transitions (frame-deduplicated)",
+         f"{results['pong_bytes_per_transition']:,.0f} bytes/transition", results["pong_1m_gib"], "< 8 GiB"),
+    ]  # fmt: skip
+    table = "\n".join(
+        ["| measure | measured | ratio | target |", "|---|---|---|---|"]
+        + [f"| {name} | {detail} | {ratio:.2f} | {target} |" for name, detail, ratio, target in rows]
+    )
+    text = ("# Throughput and latency\n\nGenerated by `benchmarks/throughput.py`; do not edit by hand.\n\n"
+            + provenance("python benchmarks/throughput.py") + "\n" + table + "\n")  # fmt: skip
+    write_text_atomic(RESULTS_DIR / "throughput.md", text)
+    print(table)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

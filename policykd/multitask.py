@@ -1,0 +1,464 @@
+"""Several tasks into one student: a shared trunk, with a small input layer and a head per task.
+
+- Vector tasks (Box observations of any shapes): per task, ``Flatten -> Linear(obs_dim,
+  input_width) -> ReLU`` (after the task's own input normalisation), then the shared MLP trunk
+  ``[input_width, *hidden_sizes]``, then the task's head. Every vector task has its own input
+  layer, even two of one shape: their coordinates need not mean the same things.
+- Image tasks: all must have one ``(C, H, W)``; they share a NatureCNN trunk on ``obs / 255``
+  and have no input layer. Images mixed with vectors, or of several shapes, are refused.
+- Heads follow each task's teacher kind (``student_kind_for``) and action space, as in
+  ``students.Student``.
+
+Saved as ``multitask.pt`` (a state dict, loaded with ``weights_only=True``) next to
+``multitask.json`` (the config): no pickle. Training draws every step's batch from all tasks'
+buffers in proportion to the task weights (:class:`MultiTaskSampler`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from policykd.actions import ActionMapper
+from policykd.buffers import LabelledBuffer
+from policykd.errors import PolicyKDError
+from policykd.fileio import atomic_path, write_json_atomic
+from policykd.logging import MetricLogger, NullLogger
+from policykd.losses import LossFn
+from policykd.merging import MergeFn, ensemble_teacher_kind, per_teacher_kl, single_teacher, teacher_disagreement
+from policykd.metrics import distill_metrics
+from policykd.students import LOG_STD_MAX, LOG_STD_MIN, _mlp, _nature_cnn
+from policykd.targets import TARGET_KINDS, soften, student_kind_for
+from policykd.trainer import TrainerConfig
+from policykd.types import DistillBatch, DistillTarget, StudentOutput
+
+CONFIG_FILE, WEIGHTS_FILE = "multitask.json", "multitask.pt"
+FORMAT, FORMAT_VERSION = "policykd.multitask_student", 1
+T = TypeVar("T")
+
+
+class TaskSpace(NamedTuple):
+    """What :func:`make_multitask_student` needs to know about one task."""
+
+    teacher_kind: str
+    observation_space: gym.spaces.Space
+    action_space: gym.spaces.Space
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    observation_shape: tuple[int, ...]
+    head: str  # "discrete" | "gaussian" | "deterministic"
+    action_dim: int  # number of discrete actions, or Box dimensions
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
+    squash: bool = False
+
+    @property
+    def action_space(self) -> gym.spaces.Space:
+        if self.head == "discrete":
+            return gym.spaces.Discrete(self.action_dim)
+        return gym.spaces.Box(np.array(self.action_low, np.float32), np.array(self.action_high, np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiTaskConfig:
+    tasks: tuple[TaskSpec, ...]
+    hidden_sizes: tuple[int, ...] = (64, 64)  # the shared MLP trunk (vector tasks)
+    input_width: int = 64  # width of every vector task's input layer
+    cnn_width: float = 1.0  # NatureCNN multiplier (image tasks)
+    image: bool = False
+
+
+class _TaskModules(nn.Module):
+    """One task's input normalisation, input layer (vector tasks) and head."""
+
+    def __init__(self, spec: TaskSpec, config: MultiTaskConfig, n_features: int) -> None:
+        super().__init__()
+        self.register_buffer("obs_mean", torch.zeros(spec.observation_shape))
+        self.register_buffer("obs_std", torch.ones(spec.observation_shape))
+        obs_dim = int(np.prod(spec.observation_shape))
+        self.encoder = nn.Identity() if config.image else nn.Sequential(
+            nn.Flatten(), nn.Linear(obs_dim, config.input_width), nn.ReLU())  # fmt: skip
+        self.head = nn.Linear(n_features, spec.action_dim * (2 if spec.head == "gaussian" else 1))
+        self.mapper = ActionMapper(spec.action_space, squash=spec.squash)
+
+
+class MultiTaskStudent(nn.Module):
+    def __init__(self, config: MultiTaskConfig) -> None:
+        super().__init__()
+        _check_config(config)
+        self.config = config
+        self._index = {spec.name: i for i, spec in enumerate(config.tasks)}
+        if config.image:
+            shape = config.tasks[0].observation_shape
+            self.trunk, n_features = _nature_cnn(shape[0], config.cnn_width, shape)
+        else:
+            self.trunk = _mlp([config.input_width, *config.hidden_sizes])
+            n_features = config.hidden_sizes[-1] if config.hidden_sizes else config.input_width
+        # ModuleDict keys are positions, so any task name (``ALE/Pong-v5``) is allowed.
+        self.task_modules = nn.ModuleDict({f"task{i}": _TaskModules(s, config, n_features)
+                                           for i, s in enumerate(config.tasks)})  # fmt: skip
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self._index)
+
+    def spec(self, task: str) -> TaskSpec:
+        return self.config.tasks[self._task_index(task)]
+
+    def _task_index(self, task: str) -> int:
+        if task not in self._index:
+            raise PolicyKDError(f"unknown task {task!r}; this student knows {', '.join(self._index)}")
+        return self._index[task]
+
+    def _modules_of(self, task: str) -> _TaskModules:
+        return self.task_modules[f"task{self._task_index(task)}"]  # type: ignore[return-value]
+
+    def set_input_normalization(self, task: str, mean: np.ndarray, std: np.ndarray) -> None:
+        """Task ``task``'s observation mean and std (its teacher's VecNormalize statistics)."""
+        modules = self._modules_of(task)
+        mean_t, std_t = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (mean, std))
+        if mean_t.shape != modules.obs_mean.shape or std_t.shape != modules.obs_std.shape:
+            raise PolicyKDError(f"task {task!r} normalisation statistics have shapes {tuple(mean_t.shape)} and "
+                                f"{tuple(std_t.shape)}, expected {tuple(modules.obs_mean.shape)}")  # fmt: skip
+        modules.obs_mean.copy_(mean_t)
+        modules.obs_std.copy_(std_t)
+
+    def forward(self, observations: torch.Tensor, task: str) -> StudentOutput:
+        """Raw observations ``(B, *obs_shape)`` of ``task`` -> its head's StudentOutput: logits
+        ``(B, A)``, mean and log-std ``(B, D)``, or action ``(B, D)`` in [-1, 1]."""
+        spec, modules = self.spec(task), self._modules_of(task)
+        if tuple(observations.shape[1:]) != spec.observation_shape:
+            raise PolicyKDError(f"task {task!r} takes observations of shape {spec.observation_shape}, got "
+                                f"{tuple(observations.shape[1:])}; pass that task's env observations")  # fmt: skip
+        x = observations.float()
+        x = x / 255.0 if self.config.image else (x - modules.obs_mean) / modules.obs_std
+        out = modules.head(self.trunk(modules.encoder(x)))
+        if spec.head == "discrete":
+            return StudentOutput("discrete", logits=out)
+        if spec.head == "deterministic":
+            return StudentOutput("deterministic", action=torch.tanh(out))
+        mean, log_std = out.chunk(2, dim=-1)
+        return StudentOutput("gaussian", mean=mean, log_std=log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
+
+    @torch.no_grad()
+    def act(
+        self, observations: np.ndarray, task: str, deterministic: bool = True, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        """Env actions of ``task`` for raw observations ``(B, *obs_shape)``."""
+        out = self(torch.as_tensor(np.asarray(observations)), task)
+        return self._modules_of(task).mapper.from_student(out, deterministic, rng)
+
+    def task_policy(self, task: str) -> TaskPolicy:
+        """A one-task view that acts like a ``Student`` (``policy(obs)``, ``policy.act(obs, ...)``)
+        for evaluation and collection code written for single-task students."""
+        self._task_index(task)
+        return TaskPolicy(self, task)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            torch.save(self.state_dict(), tmp)
+        write_json_atomic(directory / CONFIG_FILE,
+                          {"format": FORMAT, "version": FORMAT_VERSION, **dataclasses.asdict(self.config)})  # fmt: skip
+
+    @classmethod
+    def load(cls, directory: str | Path) -> MultiTaskStudent:
+        directory = Path(directory)
+        try:
+            raw: dict[str, Any] = json.loads((directory / CONFIG_FILE).read_text())
+            if raw.pop("format", None) != FORMAT or raw.pop("version", None) != FORMAT_VERSION:
+                raise ValueError(f"{CONFIG_FILE} is not a version-{FORMAT_VERSION} {FORMAT}")
+            tasks = tuple(TaskSpec(**_tuples(task)) for task in raw.pop("tasks"))
+            student = cls(MultiTaskConfig(tasks=tasks, **_tuples(raw)))
+            student.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, EOFError,
+                pickle.UnpicklingError, PolicyKDError) as err:
+            reason = " ".join(f"{type(err).__name__}: {err}".split())
+            raise PolicyKDError(f"{directory} is not a policykd multi-task student ({reason}); "
+                                "distil one with several --task") from None  # fmt: skip
+        return student.eval()
+
+
+class TaskPolicy:
+    """One task of a MultiTaskStudent, with the ``Student`` calling convention."""
+
+    def __init__(self, student: MultiTaskStudent, task: str) -> None:
+        self.student, self.task = student, task
+
+    def __call__(self, observations: torch.Tensor) -> StudentOutput:
+        return self.student(observations, self.task)
+
+    def act(
+        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        return self.student.act(observations, self.task, deterministic, rng)
+
+
+def make_multitask_student(
+    tasks: Mapping[str, TaskSpace] | Sequence[tuple[str, TaskSpace]],
+    *,
+    hidden_sizes: tuple[int, ...] = (64, 64),
+    input_width: int = 64,
+    cnn_width: float = 1.0,
+    obs_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> MultiTaskStudent:
+    """A student with one head per task, in the given order. ``obs_stats``: per task ``(mean,
+    std)`` of raw observations (the teacher's VecNormalize statistics; vector tasks only)."""
+    from stable_baselines3.common.preprocessing import is_image_space
+
+    specs, images = [], []
+    for name, (teacher_kind, obs_space, action_space) in named_items(tasks, "task"):
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise PolicyKDError(f"task {name!r}: observation space {obs_space} is not supported (Box only)")
+        if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+            raise PolicyKDError(f"task {name!r}: action space {action_space} is not supported (Discrete or Box)")
+        discrete = isinstance(action_space, gym.spaces.Discrete)
+        specs.append(TaskSpec(
+            name, tuple(int(n) for n in obs_space.shape), student_kind_for(teacher_kind),
+            int(action_space.n) if discrete else int(np.prod(action_space.shape)),
+            () if discrete else tuple(float(x) for x in action_space.low),
+            () if discrete else tuple(float(x) for x in action_space.high),
+            squash=teacher_kind == "squashed_gaussian"))  # fmt: skip
+        images.append(is_image_space(obs_space, check_channels=False))
+    if len(set(images)) > 1:
+        names = [s.name for s, image in zip(specs, images) if image]
+        raise PolicyKDError(f"cannot mix image tasks ({', '.join(names)}) with vector tasks in one student; "
+                            "distil them into separate students")  # fmt: skip
+    config = MultiTaskConfig(tuple(specs), tuple(int(h) for h in hidden_sizes), int(input_width), float(cnn_width),
+                             image=bool(images and images[0]))  # fmt: skip
+    student = MultiTaskStudent(config)
+    for name, (mean, std) in (obs_stats or {}).items():
+        if not config.image:
+            student.set_input_normalization(name, mean, std)
+    return student
+
+
+class MultiTaskSampler:
+    """Draws each step's batch from several tasks' buffers, split in proportion to task weights.
+
+    Task t gets ``floor(B w_t)`` rows plus, for the ``B - sum floor(B w)`` rows left over, one
+    more with probability equal to the fractional part of ``B w_t`` (systematic sampling with one
+    uniform draw from ``rng``). So every step holds every task of weight >= 1/B, and the expected
+    count is exactly ``B w_t``. Rows within a task are uniform with replacement, as
+    ``LabelledBuffer.sample``. Weights (mapping by task, or a sequence in task order; None =
+    equal) are finite, >= 0, not all 0, and normalised to sum 1.
+    """
+
+    def __init__(
+        self,
+        buffers: Mapping[str, LabelledBuffer] | Sequence[tuple[str, LabelledBuffer]],
+        task_weights: Mapping[str, float] | Sequence[float] | None = None,
+    ) -> None:
+        self.buffers = dict(named_items(buffers, "task"))
+        for task, buffer in self.buffers.items():
+            if len(buffer) == 0:
+                raise PolicyKDError(f"the buffer of task {task!r} is empty; collect transitions for it first")
+        self.weights = _check_task_weights(task_weights, self.tasks)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.buffers)
+
+    def counts(self, batch_size: int, rng: np.random.Generator) -> dict[str, int]:
+        """Rows per task for one batch, summing to ``batch_size``."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise PolicyKDError(f"batch_size must be a positive integer, got {batch_size!r}")
+        expected = batch_size * self.weights
+        base = np.floor(expected)
+        edges = np.concatenate(([0.0], np.cumsum(expected - base)))
+        edges = np.clip(edges, 0.0, batch_size - base.sum())  # ends at the number of leftover rows, exactly
+        edges[-1] = batch_size - base.sum()
+        extra = np.diff(np.ceil(edges - rng.random()))  # points u, u + 1, ... falling in each task's interval
+        return {task: int(n) for task, n in zip(self.tasks, base + extra)}
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, device: str | torch.device = "cpu"
+    ) -> dict[str, DistillBatch]:
+        """One batch per task that got rows this step (tasks with 0 rows are left out)."""
+        return {task: self.buffers[task].sample(n, rng, device)
+                for task, n in self.counts(batch_size, rng).items() if n > 0}  # fmt: skip
+
+
+def train_multitask(
+    student: MultiTaskStudent,
+    buffers: Mapping[str, LabelledBuffer],
+    loss_fns: Mapping[str, LossFn],
+    *,
+    n_updates: int,
+    batch_size: int,
+    learning_rate: float,
+    task_weights: Mapping[str, float] | Sequence[float] | None = None,
+    seed: int = 0,
+    merges: Mapping[str, MergeFn] | None = None,
+    temperature: float | None = None,
+    max_grad_norm: float | None = 10.0,
+    logger: MetricLogger | None = None,
+    log_every: int = 100,
+) -> dict[str, float]:
+    """Train ``student`` on every task at once with its own Adam optimizer; returns the last
+    logged metrics plus ``train/wall_time_s``.
+
+    Each step draws ``batch_size`` rows across tasks (:class:`MultiTaskSampler`), softens each
+    task's teachers at its temperature (``temperature``, else the loss's, else 1), merges them
+    (``merges[task]``, default ``single_teacher``), and minimises ``sum_t (n_t / B) loss_t``: the
+    mean over all rows of the batch, so task weights act through the row counts. Losses must use
+    ``reduction="mean"``. Logged every ``log_every`` updates: ``losses/distill`` (the total),
+    ``charts/SPS``, and per task ``tasks/<task>/losses/distill``, ``tasks/<task>/<distill_metrics
+    key>`` and, with several teachers, ``tasks/<task>/teachers/...`` (disagreement, per-teacher KL).
+    """
+    # TrainerConfig validates the numbers exactly as the single-task Trainer does
+    TrainerConfig(n_updates=n_updates, batch_size=batch_size, learning_rate=learning_rate, temperature=temperature,
+                  max_grad_norm=max_grad_norm, log_every=log_every, seed=seed, progress_bar=False)  # fmt: skip
+    sampler = MultiTaskSampler(buffers, task_weights)
+    merges = dict(merges or {})
+    taus = _check_training(student, sampler, loss_fns, merges, temperature)
+    logger = logger or NullLogger()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.Adam(student.parameters(), lr=learning_rate)
+    student.train()
+    metrics: dict[str, float] = {}
+    started = window_start = time.perf_counter()
+    window_steps = 0
+    for update in range(1, n_updates + 1):
+        steps = {}
+        total = torch.zeros(())
+        for task, batch in sampler.sample(batch_size, rng).items():
+            target = merges.get(task, single_teacher)([soften(out, taus[task]) for out in batch.teacher_outputs])
+            student_out = student(batch.observations, task)
+            loss_out = loss_fns[task](student_out, target)
+            total = total + loss_out.loss * (len(batch.observations) / batch_size)
+            steps[task] = (loss_out, student_out, target, batch)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)
+        optimizer.step()
+        window_steps += 1
+        if update % log_every == 0 or update == n_updates:
+            sps = window_steps * batch_size / max(time.perf_counter() - window_start, 1e-9)
+            metrics = {"losses/distill": total.item(), "charts/SPS": sps}
+            for task, (loss_out, student_out, target, batch) in steps.items():
+                metrics.update({f"tasks/{task}/{key}": value for key, value in
+                                _task_metrics(loss_out.metrics, student_out, target, batch, merges.get(task)).items()})
+            logger.log(metrics, update)
+            window_start, window_steps = time.perf_counter(), 0
+    student.eval()
+    return {**metrics, "train/wall_time_s": time.perf_counter() - started}
+
+
+def named_items(items: Mapping[str, T] | Sequence[tuple[str, T]], what: str) -> list[tuple[str, T]]:
+    """``(name, item)`` pairs from a mapping or a sequence of pairs; refuses none, an empty name
+    and a name given twice (which a mapping cannot even hold)."""
+    pairs = list(items.items()) if isinstance(items, Mapping) else [tuple(pair) for pair in items]
+    names = [name for name, _ in pairs]
+    if not pairs:
+        raise PolicyKDError(f"no {what}s given; give at least one")
+    if any(not isinstance(name, str) or not name for name in names):
+        raise PolicyKDError(f"{what} names must be non-empty strings, got {names}")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise PolicyKDError(f"{what} {', '.join(map(repr, twice))} is listed twice; list each {what} once")
+    return pairs  # type: ignore[return-value]
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _task_metrics(
+    loss_metrics: dict[str, float], student_out: StudentOutput, target: DistillTarget, batch: DistillBatch,
+    merge: MergeFn | None,
+) -> dict[str, float]:
+    """One task's detached metrics, against its teachers at tau = 1 (as the Trainer logs them)."""
+    references = [soften(out, 1.0) for out in batch.teacher_outputs]
+    metrics = {**loss_metrics, **distill_metrics(student_out, target, (merge or single_teacher)(references))}
+    if len(references) > 1:
+        metrics.update({**teacher_disagreement(references), **per_teacher_kl(student_out, references)})
+    return metrics
+
+
+def _check_config(config: MultiTaskConfig) -> None:
+    named_items([(spec.name, spec) for spec in config.tasks], "task")
+    if any(h <= 0 for h in config.hidden_sizes) or config.input_width <= 0 or not config.cnn_width > 0:
+        raise PolicyKDError(f"hidden sizes, input width and cnn width must be positive, got "
+                            f"{config.hidden_sizes}, {config.input_width} and {config.cnn_width}")  # fmt: skip
+    for spec in config.tasks:
+        if spec.head not in TARGET_KINDS or spec.action_dim < 1:
+            raise PolicyKDError(f"task {spec.name!r} has head {spec.head!r} with {spec.action_dim} actions; "
+                                f"use one of {', '.join(TARGET_KINDS)} and at least one action")  # fmt: skip
+    shapes = {spec.observation_shape for spec in config.tasks}
+    if config.image and len(shapes) > 1:
+        raise PolicyKDError(f"image tasks share one CNN and must have one observation shape, got {sorted(shapes)}; "
+                            "use the same wrappers (e.g. AtariWrapper, frame stack 4) for every task")  # fmt: skip
+
+
+def _check_task_weights(weights: Mapping[str, float] | Sequence[float] | None, tasks: tuple[str, ...]) -> np.ndarray:
+    if weights is None:
+        return np.full(len(tasks), 1.0 / len(tasks))
+    if isinstance(weights, Mapping):
+        if set(weights) != set(tasks):
+            raise PolicyKDError(f"task weights are for {sorted(weights)} but the tasks are {sorted(tasks)}; "
+                                "give one weight per task")  # fmt: skip
+        weights = [weights[task] for task in tasks]
+    try:
+        values = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PolicyKDError(f"task weights must be numbers, got {weights!r}") from None
+    if values.shape != (len(tasks),):
+        raise PolicyKDError(f"got {values.size} task weight(s) for {len(tasks)} task(s); give one weight per task")
+    if not np.isfinite(values).all() or (values < 0).any() or not (values > 0).any():
+        raise PolicyKDError(f"task weights must be finite, non-negative and not all zero, got {values.tolist()}")
+    return values / values.sum()
+
+
+def _check_training(student: MultiTaskStudent, sampler: MultiTaskSampler, loss_fns: Mapping[str, LossFn],
+                    merges: Mapping[str, MergeFn], temperature: float | None) -> dict[str, float]:  # fmt: skip
+    """Refuse buffers, losses and merges that do not fit the student; return each task's tau."""
+    tasks = set(sampler.tasks)
+    for what, names in (("student", set(student.tasks)), ("losses", set(loss_fns))):
+        if names != tasks:
+            raise PolicyKDError(f"the {what} cover tasks {sorted(names)} but the buffers cover {sorted(tasks)}; "
+                                "give each task a buffer, a loss and a head")  # fmt: skip
+    if not set(merges) <= tasks:
+        raise PolicyKDError(f"merges given for unknown tasks {sorted(set(merges) - tasks)}")
+    taus = {}
+    for task, buffer in sampler.buffers.items():
+        spec = student.spec(task)
+        head = student_kind_for(ensemble_teacher_kind(buffer.teacher_kinds))
+        field = next(f for f in ("logits", "q_values", "mean", "action") if f in buffer.teacher_field_shapes)
+        layout, expected = (buffer.observation_shape, head, buffer.teacher_field_shapes[field][0]), (
+            spec.observation_shape, spec.head, spec.action_dim)  # fmt: skip
+        if layout != expected:
+            raise PolicyKDError(f"task {task!r}: the buffer holds observations, teacher head and action count "
+                                f"{layout}, the student expects {expected}; "
+                                "collect the buffer with that task's env and teacher")  # fmt: skip
+        loss = loss_fns[task]
+        if getattr(loss, "reduction", "mean") != "mean":
+            raise PolicyKDError(f"task {task!r}: multi-task training needs losses with reduction='mean'")
+        loss_tau = getattr(loss, "temperature", None)
+        if temperature is not None and loss_tau is not None and temperature != loss_tau:
+            raise PolicyKDError(f"temperature {temperature} differs from task {task!r}'s loss ({loss_tau}); "
+                                "set it in one place")  # fmt: skip
+        taus[task] = temperature if temperature is not None else (loss_tau if loss_tau is not None else 1.0)
+    return taus
+
+
+def _tuples(raw: dict[str, Any]) -> dict[str, Any]:
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}

@@ -1,0 +1,386 @@
+"""The temperature sweep: collect ONE teacher-labelled buffer, distil one student per (tau, seed)
+from it (the buffer stores raw teacher outputs, so tau is applied at training time), and write a
+table (Markdown + CSV) with one row per tau, PNG plots against tau, and one TensorBoard run per
+(tau, seed).
+
+Temperature (targets.soften): discrete teachers give softmax(logits / tau) (or softmax(Q / tau));
+Gaussian teachers (PPO on Box, SAC) keep their mean and have their standard deviation multiplied
+by tau. Deterministic teachers (TD3 / DDPG) have no temperature and are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from policykd.buffers import LabelledBuffer
+from policykd.errors import PolicyKDError
+from policykd.evaluation import ReturnStats, episode_returns
+from policykd.fileio import write_json_atomic, write_text_atomic
+from policykd.logging import TensorBoardLogger
+from policykd.losses import make_loss
+from policykd.metrics import distill_metrics
+from policykd.pipeline import EVAL_SEED_OFFSET, CollectConfig, check_teacher_score, collect, resolve_teacher
+from policykd.presets import load_preset
+from policykd.students import Student, make_student
+from policykd.targets import check_temperature, soften, student_kind_for
+from policykd.teachers import Teacher
+from policykd.trainer import Trainer, TrainerConfig
+
+DEFAULT_TEMPERATURES: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
+RunCache = Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]  # (name, run) -> run() or a stored result
+
+
+# -- shared by the sweep and the drivers comparison (online.compare_drivers) -------------------------
+
+
+def no_cache(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The default RunCache: always run."""
+    return run()
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """``(mean, ci_low, ci_high)``: Student-t 95 % interval of the mean over seeds (a point for one)."""
+    stats = ReturnStats.of(np.asarray(values, dtype=np.float64))
+    return stats.mean, stats.ci95[0], stats.ci95[1]
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``rows`` (same keys, plain values) as CSV, atomically."""
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
+
+
+def read_config_file(path: str | Path, config_cls: type, aliases: dict[str, str]) -> dict[str, Any]:
+    """The fields of ``config_cls`` set by a YAML file. Keys are the CLI's long options (``seeds``,
+    ``env``, ``n-transitions`` ...; ``aliases`` maps them to fields) or the field names; lists
+    become tuples. An unknown key or a file that is not a mapping raises PolicyKDError."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise PolicyKDError(f"cannot read config file {path}: {' '.join(str(err).split())}") from None
+    if not isinstance(data, dict):
+        raise PolicyKDError(f"config file {path} must be a mapping of option: value, e.g. 'seeds: 3'")
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = aliases.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
+        if name not in fields:
+            known = sorted({alias for alias, field in aliases.items() if field in fields} | fields)
+            raise PolicyKDError(f"config file {path}: unknown key {key!r}; use one of {', '.join(known)}")
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise PolicyKDError(f"--out {out_dir} is a file; pass a folder for the results")
+
+
+def check_positive_int(flag: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise PolicyKDError(f"{flag} must be an integer >= {minimum}, got {value!r}")
+
+
+def teacher_baselines(teacher: Teacher, n_episodes: int, seed: int) -> dict[str, Any]:
+    """Mean returns of the teacher (greedy and sampled) and of a uniform random policy on the
+    evaluation episodes (the 100 % and 0 % of "% of teacher"), plus the greedy returns."""
+    returns = {}
+    for name, deterministic in (("teacher_greedy", True), ("teacher_sampled", False)):
+        rng = np.random.default_rng(seed)
+        returns[name] = episode_returns(lambda o: teacher.act(o, deterministic, rng), teacher.recipe, n_episodes,
+                                        seed=seed)  # fmt: skip
+    rng = np.random.default_rng(seed)
+    randoms = episode_returns(lambda o: teacher.mapper.random(len(o), rng), teacher.recipe, n_episodes, seed=seed)
+    return {"teacher_greedy": float(returns["teacher_greedy"].mean()),
+            "teacher_sampled": float(returns["teacher_sampled"].mean()), "random": float(randoms.mean()),
+            "teacher_greedy_returns": returns["teacher_greedy"].tolist()}  # fmt: skip
+
+
+def student_for(teacher: Teacher, hidden_sizes: Sequence[int], seed: int) -> Student:
+    """A fresh MLP student for ``teacher`` (input normalisation copied from its VecNormalize
+    statistics), its initial weights fixed by ``seed``."""
+    torch.manual_seed(seed)
+    norm = teacher.normalizer
+    return make_student(teacher.kind, teacher.observation_space, teacher.action_space,
+                        hidden_sizes=tuple(hidden_sizes), obs_mean=None if norm is None else norm.mean,
+                        obs_std=None if norm is None else np.sqrt(norm.var + norm.epsilon))  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    teacher: str | None = None
+    """Teacher source (default: the env preset's expert)."""
+    env_id: str | None = None
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+    n_seeds: int = 3
+    """Students per temperature (seeds ``seed, seed + 1, ...``); all learn from the same buffer."""
+    n_transitions: int | None = None
+    n_envs: int | None = None
+    epsilon: float | None = None
+    action_noise: float | None = None
+    temperature_on: str = "teacher"
+    kl_direction: str = "forward"
+    hidden_sizes: tuple[int, ...] | None = None
+    n_updates: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    n_eval_episodes: int = 10
+    """Episodes per evaluation (greedy and sampled), on seeds collection never used."""
+    n_bins: int = 8
+    """Bins per observation dimension for the state-visitation entropy."""
+    max_grid_dims: int = 4
+    """Observations with more dimensions use the episode-return spread instead."""
+    n_metric_states: int = 10_000
+    """Buffer states that entropies, KL and agreement are measured on."""
+    seed: int = 0
+    out_dir: str = "runs/sweep"
+    teacher_check: bool = True
+
+
+def check_sweep_config(config: SweepConfig) -> tuple[float, ...]:
+    """Refuse bad input before anything runs; returns the temperatures as floats."""
+    if not isinstance(config.temperatures, (tuple, list)):
+        raise PolicyKDError(f"temperatures must be a list of numbers, got {config.temperatures!r}")
+    if not config.temperatures:
+        raise PolicyKDError("the temperature list is empty; pass at least one, e.g. --temperatures 0.1 1 5")
+    temperatures = tuple(check_temperature(tau) for tau in config.temperatures)
+    if len(set(temperatures)) != len(temperatures):
+        raise PolicyKDError(f"temperatures {list(config.temperatures)} repeat a value; list each tau once")
+    for flag, value, minimum in (("--seeds", config.n_seeds, 1), ("--eval-episodes", config.n_eval_episodes, 1),
+                                 ("--bins", config.n_bins, 2), ("max_grid_dims", config.max_grid_dims, 0),
+                                 ("n_metric_states", config.n_metric_states, 1)):  # fmt: skip
+        check_positive_int(flag, value, minimum)
+    check_out_dir(config.out_dir)
+    return temperatures
+
+
+# -- exploration --------------------------------------------------------------------------------
+
+
+def grid_bounds(observations: np.ndarray, quantile: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension ``(low, high)`` ``(D,)`` of a grid over observations ``(N, *obs_shape)``:
+    their ``quantile`` and ``1 - quantile`` quantiles (so a few outliers don't stretch the grid)."""
+    flat = np.asarray(observations, dtype=np.float64).reshape(len(observations), -1)
+    low, high = np.quantile(flat, [quantile, 1.0 - quantile], axis=0)
+    return low, np.where(high > low, high, low + 1e-6)
+
+
+def visitation_entropy(states: np.ndarray, low: np.ndarray, high: np.ndarray, n_bins: int) -> float:
+    """Plug-in entropy (nats) of the visit histogram of ``states (N, *obs_shape)`` over ``n_bins``
+    equal bins per dimension between ``low`` and ``high`` ``(D,)``; values outside fall into the
+    edge bins. 0 when every state is in one cell, at most ``D * log(n_bins)``."""
+    flat = np.asarray(states, dtype=np.float64).reshape(len(states), -1)
+    if len(flat) == 0:
+        raise PolicyKDError("no visited states to measure; play at least one episode")
+    cells = np.floor((flat - low) / (high - low) * n_bins).astype(np.int64).clip(0, n_bins - 1)
+    counts = np.unique(cells, axis=0, return_counts=True)[1]
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+# -- one student ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def buffer_metrics(student: Student, observations: torch.Tensor, raw: Any, temperature: float) -> dict[str, float]:
+    """On buffer states ``(B, *obs_shape)`` with the teacher's raw output there: student entropy
+    (as it acts), target entropy at tau, KL(teacher at tau = 1 || student), and top-1 agreement
+    (discrete) or mean L2 gap of greedy actions (continuous)."""
+    m = distill_metrics(student(observations), soften(raw, temperature), soften(raw, 1.0))
+    return {"student_entropy": m["student/entropy"], "target_entropy": m["teacher/entropy"],
+            "kl_teacher": m["distill/kl_teacher_student"], "agreement": m["distill/action_agreement"]}  # fmt: skip
+
+
+def _distil_one(teacher: Teacher, buffer: LabelledBuffer, tau: float, seed: int, config: SweepConfig,
+                budgets: dict[str, Any], probe: tuple[torch.Tensor, Any], grid: tuple[np.ndarray, np.ndarray] | None,
+                out: Path) -> dict[str, Any]:  # fmt: skip
+    """Distil one student at ``tau`` from ``buffer`` and measure it; JSON-able result."""
+    started = time.perf_counter()
+    loss_fn = make_loss("kl", teacher.kind, temperature=tau, temperature_on=config.temperature_on,
+                        direction=config.kl_direction)  # fmt: skip
+    trainer_config = TrainerConfig(n_updates=budgets["n_updates"], batch_size=budgets["batch_size"],
+                                   learning_rate=budgets["learning_rate"], temperature=tau, seed=seed,
+                                   progress_bar=False)  # fmt: skip
+    tb_dir = out / "tb" / f"tau{tau:g}-seed{seed}"
+    shutil.rmtree(tb_dir, ignore_errors=True)  # a rerun replaces its run, never appends to it
+    logger = TensorBoardLogger(tb_dir)
+    try:
+        logger.log_hparams({"temperature": tau, "seed": seed, **dataclasses.asdict(trainer_config),
+                            "temperature_on": config.temperature_on, "kl_direction": config.kl_direction})  # fmt: skip
+        student = student_for(teacher, budgets["hidden_sizes"], seed)
+        Trainer(student, loss_fn, buffer, config=trainer_config, logger=logger).train()
+        result = {"tau": tau, "seed": seed, **buffer_metrics(student, probe[0], probe[1], tau)}
+        eval_seed = config.seed + EVAL_SEED_OFFSET
+        rng = np.random.default_rng(eval_seed)
+        greedy = episode_returns(lambda o: student.act(o, True, rng), teacher.recipe, config.n_eval_episodes,
+                                 seed=eval_seed)  # fmt: skip
+        visited: list[np.ndarray] = []
+
+        def sample_and_record(obs: np.ndarray) -> np.ndarray:
+            visited.append(np.array(obs, copy=True))
+            return student.act(obs, False, rng)
+
+        sampled = episode_returns(sample_and_record, teacher.recipe, config.n_eval_episodes, seed=eval_seed)
+        if grid is not None:
+            exploration = visitation_entropy(np.concatenate(visited), grid[0], grid[1], config.n_bins)
+        else:
+            exploration = ReturnStats.of(sampled).std
+        result.update(return_greedy=float(greedy.mean()), return_sampled=float(sampled.mean()),
+                      exploration=exploration, n_visited_states=int(sum(len(v) for v in visited)),
+                      wall_time_s=time.perf_counter() - started)  # fmt: skip
+        logger.log({"eval/student_return": result["return_greedy"], "eval/student_return_sampled": result[
+            "return_sampled"], "eval/exploration": exploration}, budgets["n_updates"])  # fmt: skip
+    finally:
+        logger.close()
+    return result
+
+
+# -- the sweep ----------------------------------------------------------------------------------
+
+METRICS: tuple[str, ...] = ("return_greedy", "return_sampled", "student_entropy", "target_entropy", "kl_teacher",
+                            "agreement", "exploration")  # fmt: skip
+
+
+def metric_labels(discrete: bool, grid: bool, n_bins: int) -> dict[str, str]:
+    """Column titles of the sweep table, in METRICS order."""
+    return {
+        "return_greedy": "student return (greedy)",
+        "return_sampled": "student return (sampled)",
+        "student_entropy": "student entropy (nats)",
+        "target_entropy": "target entropy at τ (nats)",
+        "kl_teacher": "KL(teacher at τ=1 ‖ student)",
+        "agreement": "top-1 agreement" if discrete else "greedy action gap (L2)",
+        "exploration": f"state-visitation entropy, {n_bins} bins/dim (nats)" if grid else "sampled return std",
+    }
+
+
+def _sweep_buffer(config: SweepConfig, teacher: Teacher, n_transitions: int, out: Path) -> LabelledBuffer:
+    """Collect the one buffer, or reuse ``out/buffer.npz`` if an earlier run with the same
+    collection settings wrote it (an interrupted sweep resumes on the same data)."""
+    settings = {"teacher": teacher.source, "env_id": teacher.recipe.env_id, "n_transitions": n_transitions,
+                "n_envs": config.n_envs, "epsilon": config.epsilon, "action_noise": config.action_noise,
+                "seed": config.seed}  # fmt: skip
+    path = out / "buffer.npz"
+    if path.is_file():
+        buffer = LabelledBuffer.load(path)
+        if buffer.meta.get("sweep_collect") == settings:
+            return buffer
+    collect_config = CollectConfig(teacher=teacher.source, env_id=teacher.recipe.env_id, n_transitions=n_transitions,
+                                   n_envs=config.n_envs, epsilon=config.epsilon, action_noise=config.action_noise,
+                                   seed=config.seed)  # fmt: skip
+    buffer, _, _ = collect(collect_config, [teacher])
+    buffer.meta["sweep_collect"] = settings
+    buffer.save(path)
+    return buffer
+
+
+def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str, Any]:
+    """Run the sweep and write ``sweep.md``, ``sweep.csv``, ``runs.csv``, ``summary.json``,
+    ``sweep.png`` (one panel per metric) and ``tb/tau<t>-seed<s>/`` into
+    ``config.out_dir``. ``cache(name, run)`` may return a stored result of ``run()`` (resume).
+    Returns the summary (also in ``summary.json``)."""
+    from policykd.plots import plot_sweep
+
+    temperatures = check_sweep_config(config)
+    cache = cache or no_cache
+    teacher = resolve_teacher(config.teacher, config.env_id)
+    if student_kind_for(teacher.kind) == "deterministic":
+        raise PolicyKDError(f"{teacher.source} is a deterministic ({teacher.algo}) teacher: it has no temperature to "
+                            "sweep; pick a PPO, A2C, DQN, QR-DQN or SAC expert")  # fmt: skip
+    preset = load_preset(teacher.recipe.env_id)
+    budgets = {key: getattr(config, key) if getattr(config, key) is not None else preset[key]
+               for key in ("n_transitions", "n_updates", "batch_size", "learning_rate", "hidden_sizes")}  # fmt: skip
+    TrainerConfig(n_updates=budgets["n_updates"], batch_size=budgets["batch_size"],
+                  learning_rate=budgets["learning_rate"])  # validates them before minutes are spent  # fmt: skip
+    make_loss("kl", teacher.kind, temperature_on=config.temperature_on, direction=config.kl_direction)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    baselines = cache("teacher", functools.partial(teacher_baselines, teacher, config.n_eval_episodes,
+                                                   config.seed + EVAL_SEED_OFFSET))  # fmt: skip
+    if config.teacher_check:
+        check_teacher_score(teacher, ReturnStats.of(baselines["teacher_greedy_returns"]))
+    buffer = _sweep_buffer(config, teacher, budgets["n_transitions"], out)
+    indices = np.sort(np.random.default_rng(config.seed).permutation(len(buffer))[: config.n_metric_states])
+    probe_batch = buffer.batch_at(indices)
+    probe = (probe_batch.observations, probe_batch.teacher_outputs[0])
+    observations = buffer.column("observations")
+    use_grid = len(buffer.observation_shape) == 1 and buffer.observation_shape[0] <= config.max_grid_dims
+    grid = grid_bounds(observations) if use_grid else None
+    runs = []
+    for tau in temperatures:
+        for seed in range(config.seed, config.seed + config.n_seeds):
+            run = functools.partial(_distil_one, teacher, buffer, tau, seed, config, budgets, probe, grid, out)
+            runs.append(cache(f"tau{tau:g}-seed{seed}", run))
+    rows = []
+    for tau in temperatures:
+        cell = [r for r in runs if r["tau"] == tau]
+        rows.append({"tau": tau, "n_seeds": len(cell),
+                     **{key: mean_ci([r[key] for r in cell]) for key in METRICS}})  # fmt: skip
+    discrete = student_kind_for(teacher.kind) == "discrete"
+    summary = {
+        "env_id": teacher.recipe.env_id, "teacher": teacher.source, "teacher_algo": teacher.algo,
+        "teacher_kind": teacher.kind, **{k: v for k, v in baselines.items() if not k.endswith("_returns")},
+        "temperatures": list(temperatures), "n_seeds": config.n_seeds, "n_transitions": len(buffer),
+        "n_updates": budgets["n_updates"], "batch_size": budgets["batch_size"],
+        "hidden_sizes": list(budgets["hidden_sizes"]), "n_eval_episodes": config.n_eval_episodes,
+        "temperature_on": config.temperature_on, "kl_direction": config.kl_direction,
+        "labels": metric_labels(discrete, grid is not None, config.n_bins), "rows": rows, "runs": runs,
+        "out_dir": str(out),
+    }  # fmt: skip
+    write_json_atomic(out / "summary.json", summary)
+    write_csv(out / "sweep.csv", [{"tau": r["tau"], "n_seeds": r["n_seeds"], **{
+        f"{key}_{part}": value for key in METRICS for part, value in zip(("mean", "ci_low", "ci_high"), r[key])}}
+        for r in rows])  # fmt: skip
+    write_csv(out / "runs.csv", runs)
+    write_text_atomic(out / "sweep.md", sweep_markdown(summary))
+    plot_sweep(summary, out / "sweep.png")
+    return summary
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def sweep_markdown(summary: dict[str, Any]) -> str:
+    """The sweep table with the definitions a reader needs, as Markdown."""
+    labels = summary["labels"]
+    gaussian = summary["teacher_kind"] in ("gaussian", "squashed_gaussian")
+    tau_text = ("τ multiplies the teacher's standard deviation (the mean is kept); entropies and the action gap "
+                + ("are those of the pre-tanh Gaussian" if summary["teacher_kind"] == "squashed_gaussian" else
+                   "are in action units")) if gaussian else "target = softmax(teacher scores / τ)"  # fmt: skip
+    header = ["τ", *labels.values()]
+    lines = [
+        f"{summary['env_id']}: {summary['teacher_algo']} teacher ({summary['teacher_kind']}) `{summary['teacher']}`, "
+        f"one buffer of {summary['n_transitions']:,} teacher-driven transitions; per (τ, seed) a student "
+        f"{summary['hidden_sizes']} trained {summary['n_updates']:,} updates × batch {summary['batch_size']} with "
+        f"KL({'teacher' if summary['kl_direction'] == 'forward' else 'student'} ‖ …), τ on {summary['temperature_on']}.",
+        "",
+        f"Temperature: {tau_text}. Cells: mean [95 % CI] over {summary['n_seeds']} seeds (Student t). Returns over "
+        f"{summary['n_eval_episodes']} episodes; teacher greedy {summary['teacher_greedy']:.1f}, teacher sampled "
+        f"{summary['teacher_sampled']:.1f}, uniform random {summary['random']:.1f}. Entropies, KL and agreement on "
+        "buffer states; exploration from the sampled episodes' visited states.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]  # fmt: skip
+    for row in summary["rows"]:
+        cells = [f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]" for m, lo, hi in (row[key] for key in labels)]
+        lines.append(f"| {row['tau']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -239,53 +239,56 @@ def load_teacher(source: str | Path, *, env_id: str | None = None, recipe: EnvRe
     A zoo folder brings its env recipe (wrappers, frame stack, VecNormalize statistics). A bare
     zip needs ``env_id`` (or ``recipe``); its recipe then comes from the env's preset.
     """
-    from policykd.hub import env_id_from_name, is_hub_id, resolve_hub_id
+    from policykd.hub import is_hub_id, resolve_hub_id
 
     source_str = str(source)
-    if is_hub_id(source_str) and not Path(source_str).exists():
-        source = resolve_hub_id(source_str)
-    path = Path(source)
-    score = None
-    if path.is_dir():
-        zip_path, env_name = _zoo_model_file(path)
-        params_dir = path / env_name
-        config = read_zoo_yaml(params_dir / "config.yml") if (params_dir / "config.yml").is_file() else {}
-        args = read_zoo_yaml(params_dir / "args.yml") if (params_dir / "args.yml").is_file() else {}
-        # rl-zoo names files after the env with "/" written as "-" (ALE/Pong-v5 -> ALE-Pong-v5).
-        folder_env_id = args["env"] if isinstance(args.get("env"), str) else env_id_from_name(env_name)
-        if env_id is not None and env_id != folder_env_id:
-            raise PolicyKDError(f"{path} is an expert for {folder_env_id}, not {env_id}; pick the matching --env or teacher")
-        if (params_dir / "env_kwargs.yml").is_file():  # what rl_zoo3.load_from_hub adds next to args.yml
-            env_kwargs = read_zoo_yaml(params_dir / "env_kwargs.yml")
-            args = dict(args, env_kwargs={**env_kwargs, **(args.get("env_kwargs") or {})})
-        recipe = recipe or recipe_from_zoo_config(folder_env_id, config, args)
-        vecnorm_path = params_dir / "vecnormalize.pkl"
-        normalizer = ObsNormalizer.from_vecnormalize(vecnorm_path) if vecnorm_path.is_file() else None
-        policy, algo = _load_policy(zip_path)
-        if path.parent.name and path.parent.name != path.name and path.parent.name.isidentifier():
-            algo = path.parent.name if path.parent.name in _KNOWN_ALGOS else algo
-        record = path / "expert.json"
-        if record.is_file():
-            from policykd.fileio import read_json
-
-            score = read_json(record).get("score")
-        if recipe.normalize and not vecnorm_path.is_file():
-            raise PolicyKDError(
-                f"{path}: the expert was trained with VecNormalize but {vecnorm_path} is missing; restore it from the zoo"
-            )
-    else:
-        if recipe is None:
-            if env_id is None:
-                raise PolicyKDError(f"{path}: a bare .zip does not say its env; pass --env ENV_ID (or use an rl-zoo folder)")
-            from policykd.presets import load_preset
-
-            preset = load_preset(env_id)
-            recipe = EnvRecipe(env_id, env_wrapper=preset.get("env_wrapper"), frame_stack=preset.get("frame_stack"))
-        policy, algo = _load_policy(path)
-        normalizer = None
-    if recipe.frame_stack and normalizer is not None:
+    path = resolve_hub_id(source_str) if is_hub_id(source_str) and not Path(source_str).exists() else Path(source)
+    teacher = _load_zoo_folder(path, env_id, recipe) if path.is_dir() else _load_bare_zip(path, env_id, recipe)
+    teacher.source = source_str
+    if teacher.recipe.frame_stack and teacher.normalizer is not None:
         raise PolicyKDError(f"{path}: VecNormalize together with frame stacking is not supported yet")
-    return Teacher(policy, algo=algo, source=source_str, recipe=recipe, normalizer=normalizer, score=score)
+    return teacher
+
+
+def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None) -> Teacher:
+    from policykd.fileio import read_json
+    from policykd.hub import env_id_from_name
+
+    zip_path, env_name = _zoo_model_file(path)
+    params_dir = path / env_name
+    config = read_zoo_yaml(params_dir / "config.yml") if (params_dir / "config.yml").is_file() else {}
+    args = read_zoo_yaml(params_dir / "args.yml") if (params_dir / "args.yml").is_file() else {}
+    # rl-zoo names files after the env with "/" written as "-" (ALE/Pong-v5 -> ALE-Pong-v5).
+    folder_env_id = args["env"] if isinstance(args.get("env"), str) else env_id_from_name(env_name)
+    if env_id is not None and env_id != folder_env_id:
+        raise PolicyKDError(f"{path} is an expert for {folder_env_id}, not {env_id}; pick the matching --env or teacher")
+    if (params_dir / "env_kwargs.yml").is_file():  # what rl_zoo3.load_from_hub adds next to args.yml
+        env_kwargs = read_zoo_yaml(params_dir / "env_kwargs.yml")
+        args = dict(args, env_kwargs={**env_kwargs, **(args.get("env_kwargs") or {})})
+    recipe = recipe or recipe_from_zoo_config(folder_env_id, config, args)
+    vecnorm_path = params_dir / "vecnormalize.pkl"
+    if recipe.normalize and not vecnorm_path.is_file():
+        raise PolicyKDError(
+            f"{path}: the expert was trained with VecNormalize but {vecnorm_path} is missing; restore it from the zoo"
+        )
+    normalizer = ObsNormalizer.from_vecnormalize(vecnorm_path) if vecnorm_path.is_file() else None
+    policy, algo = _load_policy(zip_path)
+    if path.parent.name in _KNOWN_ALGOS:  # the zoo's <algo>/ folder names it better than the zip can
+        algo = path.parent.name
+    score = read_json(path / "expert.json").get("score") if (path / "expert.json").is_file() else None
+    return Teacher(policy, algo=algo, source=str(path), recipe=recipe, normalizer=normalizer, score=score)
+
+
+def _load_bare_zip(path: Path, env_id: str | None, recipe: EnvRecipe | None) -> Teacher:
+    if recipe is None:
+        if env_id is None:
+            raise PolicyKDError(f"{path}: a bare .zip does not say its env; pass --env ENV_ID (or use an rl-zoo folder)")
+        from policykd.presets import load_preset
+
+        preset = load_preset(env_id)
+        recipe = EnvRecipe(env_id, env_wrapper=preset.get("env_wrapper"), frame_stack=preset.get("frame_stack"))
+    policy, algo = _load_policy(path)
+    return Teacher(policy, algo=algo, source=str(path), recipe=recipe)
 
 
 _KNOWN_ALGOS = ("a2c", "ppo", "dqn", "qrdqn", "sac", "td3", "ddpg", "tqc", "trpo")

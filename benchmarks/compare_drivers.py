@@ -3,7 +3,7 @@ teacher / student (on-policy) / DAgger drivers, 3 seeds each, written to
 results/compare_drivers.md (+ one PNG and CSV per task).
 
     python benchmarks/compare_drivers.py                      # every task whose expert is finished; resumes
-    python benchmarks/compare_drivers.py --only LunarLander   # one task (the others: from their cache)
+    python benchmarks/compare_drivers.py --only LunarLander   # tasks whose name has this (others: from cache)
     python benchmarks/compare_drivers.py --force              # rerun everything
 
 Each task is exactly one `policykd compare-drivers` command (printed in the results). Each
@@ -28,10 +28,13 @@ from policykd.fileio import read_json, write_json_atomic, write_text_atomic
 from policykd.online import DriversConfig, compare_drivers, drivers_markdown
 from policykd.presets import ZOO_DIR
 
-# (env id, teacher, budgets): each task is `policykd compare-drivers --teacher <teacher> <budgets> --seeds 3`.
+# (name, teacher, budgets): each task is `policykd compare-drivers --teacher <teacher> <budgets> --seeds 3`;
+# the name is the env id, with a suffix for a second budget on the same env.
 TASKS: list[tuple[str, str, dict[str, Any]]] = [
     ("LunarLander-v3", "agents/ppo/LunarLander-v3_1",
      {"n_rounds": 10, "n_transitions_per_round": 5_000, "n_updates_per_round": 500}),
+    ("LunarLander-v3-fine", "agents/ppo/LunarLander-v3_1",
+     {"n_rounds": 10, "n_transitions_per_round": 1_000, "n_updates_per_round": 300}),
     ("HalfCheetah-v5", "agents/ppo/HalfCheetah-v5_1",
      {"n_rounds": 10, "n_transitions_per_round": 10_000, "n_updates_per_round": 1_000}),
     ("CartPole-v1", "agents/ppo/CartPole-v1_1",
@@ -44,13 +47,16 @@ CLI_FLAGS = {"n_rounds": "--rounds", "n_transitions_per_round": "--round-transit
 N_SEEDS, N_EVAL_EPISODES = 3, 10
 
 
-def run_task(env_id: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, force: bool) -> dict[str, Any]:
+def run_task(name: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, force: bool) -> dict[str, Any]:
     """Run (or resume) one task; its summary gains ``command``, ``wall_time_s`` and ``resumed``."""
-    out_dir = f"runs/benchmarks/compare_drivers/{env_id}"
+    out_dir = f"runs/benchmarks/compare_drivers/{name}"
     flags = " ".join(f"{CLI_FLAGS[k]} {v}" for k, v in budgets.items())
     command = (f"policykd compare-drivers --teacher {teacher} {flags} --seeds {N_SEEDS} "
                f"--eval-episodes {N_EVAL_EPISODES} --out {out_dir}")  # fmt: skip
-    print(f"{env_id}: {command}", flush=True)
+    print(f"{name}: {command}", flush=True)
+    previous = cache_dir / "summary.json"
+    if previous.is_file() and read_json(previous)["command"] != command and not force:
+        sys.exit(f"{name}: the cached runs in {cache_dir} were made by another command; rerun with --force")
     config = DriversConfig(teacher=teacher, n_seeds=N_SEEDS, n_eval_episodes=N_EVAL_EPISODES, out_dir=out_dir,
                            **budgets)  # fmt: skip
     n_cached = 0
@@ -66,20 +72,19 @@ def run_task(env_id: str, teacher: str, budgets: dict[str, Any], cache_dir: Path
     started = time.perf_counter()
     summary = compare_drivers(config, cache=cache)
     summary.update(command=command, wall_time_s=time.perf_counter() - started, resumed=n_cached > 0)
-    previous = cache_dir / "summary.json"
     if n_cached == 1 + len(summary["curves"]) * N_SEEDS and previous.is_file():  # nothing ran: keep its timing
         summary.update({k: read_json(previous)[k] for k in ("wall_time_s", "resumed")})
-    print(f"{env_id}: {summary['wall_time_s']:.0f} s{' (resumed)' if n_cached else ''}", flush=True)
-    shutil.copyfile(f"{out_dir}/drivers.png", cache_dir.parent / f"{env_id}.png")
-    shutil.copyfile(f"{out_dir}/drivers.csv", cache_dir.parent / f"{env_id}.csv")
+    print(f"{name}: {summary['wall_time_s']:.0f} s{' (resumed)' if n_cached else ''}", flush=True)
+    shutil.copyfile(f"{out_dir}/drivers.png", cache_dir.parent / f"{name}.png")
+    shutil.copyfile(f"{out_dir}/drivers.csv", cache_dir.parent / f"{name}.csv")
     write_json_atomic(cache_dir / "summary.json", {k: v for k, v in summary.items() if k != "runs"})
     return summary
 
 
-def section(env_id: str, summary: dict[str, Any]) -> str:
+def section(name: str, summary: dict[str, Any]) -> str:
     when = "resumed from cached runs; last invocation" if summary["resumed"] else "wall time"
-    return (f"## {env_id}\n\n`{summary['command']}`\n\n{when}: {summary['wall_time_s']:.0f} s.\n\n"
-            f"{drivers_markdown(summary)}\n![{env_id} drivers](compare_drivers/{env_id}.png)\n")  # fmt: skip
+    return (f"## {name}\n\n`{summary['command']}`\n\n{when}: {summary['wall_time_s']:.0f} s.\n\n"
+            f"{drivers_markdown(summary)}\n![{name} drivers](compare_drivers/{name}.png)\n")  # fmt: skip
 
 
 def main() -> None:
@@ -90,18 +95,18 @@ def main() -> None:
     torch.set_num_threads(1)
     os.chdir(ZOO_DIR.parent)  # teacher paths and run folders are relative to the repository root
     sections = []
-    for env_id, teacher, budgets in TASKS:
-        cache_dir = RESULTS_DIR / "compare_drivers" / env_id
+    for name, teacher, budgets in TASKS:
+        cache_dir = RESULTS_DIR / "compare_drivers" / name
         record = ZOO_DIR.parent / teacher / "expert.json"
         finished = record.is_file() and read_json(record).get("status") == "finished"
-        if args.only in env_id and finished:
-            sections.append(section(env_id, run_task(env_id, teacher, budgets, cache_dir, args.force)))
+        if args.only in name and finished:
+            sections.append(section(name, run_task(name, teacher, budgets, cache_dir, args.force)))
         elif (cache_dir / "summary.json").is_file():
-            sections.append(section(env_id, read_json(cache_dir / "summary.json")))
+            sections.append(section(name, read_json(cache_dir / "summary.json")))
         else:
             reason = "not selected by --only" if finished else f"the expert `{teacher}` was not finished"
-            print(f"skip {env_id}: {reason}", flush=True)
-            sections.append(f"## {env_id}\n\nNot run yet: {reason}.\n")
+            print(f"skip {name}: {reason}", flush=True)
+            sections.append(f"## {name}\n\nNot run yet: {reason}.\n")
     text = (
         "# Drivers comparison: teacher labels needed\n\nGenerated by `benchmarks/compare_drivers.py`; do not edit by "
         "hand.\n\n" + provenance("python benchmarks/compare_drivers.py")

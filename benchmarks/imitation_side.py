@@ -131,8 +131,17 @@ def run_bc(job: dict[str, Any]) -> dict[str, Any]:
     train_time = time.perf_counter() - started
     if job.get("out"):
         export_policy(policy, job["out"], obs[: min(n, 256)])
-    return {"train_time_s": train_time, "samples_per_s": job["n_updates"] * job["batch_size"] / train_time,
-            "n_updates": int(job["n_updates"]), "n_transitions": n}  # fmt: skip
+    result = {"train_time_s": train_time, "samples_per_s": job["n_updates"] * job["batch_size"] / train_time,
+              "n_updates": int(job["n_updates"]), "n_transitions": n}  # fmt: skip
+    if job.get("time_loader"):  # the same number of batches from BC's data loader alone, no training
+        started, n_batches = time.perf_counter(), 0
+        while n_batches < job["n_updates"]:
+            for _ in trainer._demo_data_loader:
+                n_batches += 1
+                if n_batches == job["n_updates"]:
+                    break
+        result["loader_time_s"] = time.perf_counter() - started
+    return result
 
 
 def _unpickle(value: Any) -> Any:

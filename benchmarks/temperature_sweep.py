@@ -51,6 +51,9 @@ def run_task(env_id: str, teacher: str, budgets: dict[str, Any], cache_dir: Path
     out_dir = f"runs/benchmarks/temperature_sweep/{env_id}"
     command = cli_command(teacher, budgets, out_dir)
     print(f"{env_id}: {command}", flush=True)
+    previous = cache_dir / "summary.json"
+    if previous.is_file() and read_json(previous)["command"] != command and not force:
+        sys.exit(f"{env_id}: the cached runs in {cache_dir} were made by another command; rerun with --force")
     config = SweepConfig(teacher=teacher, temperatures=TEMPERATURES, n_seeds=N_SEEDS, n_eval_episodes=N_EVAL_EPISODES,
                          out_dir=out_dir, **budgets)  # fmt: skip
     n_cached = 0
@@ -63,7 +66,6 @@ def run_task(env_id: str, teacher: str, budgets: dict[str, Any], cache_dir: Path
     started = time.perf_counter()
     summary = run_sweep(config, cache=cache)
     summary.update(command=command, wall_time_s=time.perf_counter() - started, resumed=n_cached > 0)
-    previous = cache_dir / "summary.json"
     if n_cached == 1 + len(TEMPERATURES) * N_SEEDS and previous.is_file():  # nothing ran: keep its timing
         summary.update({k: read_json(previous)[k] for k in ("wall_time_s", "resumed")})
     print(f"{env_id}: {summary['wall_time_s']:.0f} s{' (resumed)' if n_cached else ''}", flush=True)

@@ -80,15 +80,20 @@ class Plan:
     dagger_round_labels: int
     dagger_round_updates: int
 
-    def reduced(self) -> Plan:  # --quick
-        return dataclasses.replace(self, budgets=self.budgets[::2], dagger_rounds=max(self.dagger_rounds * 3 // 4, 2))
+    def reduced(self) -> Plan:
+        """--quick: the smallest and the middle budget, half the gradient steps, half the DAgger rounds and
+        half their gradient steps."""
+        return dataclasses.replace(self, budgets=(self.budgets[0], self.budgets[len(self.budgets) // 2]),
+                                   n_updates=self.n_updates // 2, dagger_rounds=max(self.dagger_rounds // 2, 2),
+                                   dagger_round_updates=self.dagger_round_updates // 2)  # fmt: skip
 
 
 PLANS: dict[str, Plan] = {
-    "agents/ppo/CartPole-v1_1": Plan((1_000, 2_000, 5_000, 10_000, 20_000), 2_000, 8, 1_000, 500),
-    "agents/ppo/LunarLander-v3_1": Plan((5_000, 10_000, 20_000, 50_000, 100_000), 10_000, 10, 5_000, 1_000),
+    # Every CartPole student reaches 500 from 1,000 transitions: its curve has to start lower.
+    "agents/ppo/CartPole-v1_1": Plan((300, 500, 1_000, 2_000, 5_000), 2_000, 8, 500, 500),
+    "agents/ppo/LunarLander-v3_1": Plan((1_000, 2_000, 5_000, 10_000, 20_000), 5_000, 8, 2_000, 1_000),
     "agents/dqn/Acrobot-v1_1": Plan((1_000, 2_000, 5_000, 10_000, 20_000), 3_000, 8, 1_000, 500),
-    "agents/ppo/HalfCheetah-v5_1": Plan((10_000, 20_000, 50_000, 100_000, 200_000), 20_000, 10, 10_000, 2_000),
+    "agents/ppo/HalfCheetah-v5_1": Plan((5_000, 10_000, 20_000, 50_000, 100_000), 10_000, 8, 5_000, 1_000),
 }
 # (task, candidate experts in order of preference: the first whose expert.json says finished is used)
 TASKS: list[tuple[str, tuple[str, ...]]] = [
@@ -127,7 +132,8 @@ def run_imitation_side(python: Path, jobs: dict[str, dict[str, Any]], tag: str) 
     SCRATCH.mkdir(parents=True, exist_ok=True)
     jobs_path, results_path = SCRATCH / f"jobs-{tag}.json", SCRATCH / f"results-{tag}.json"
     jobs_path.write_text(json.dumps(jobs))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+               HF_DATASETS_DISABLE_PROGRESS_BARS="1")  # DAgger saves every demo through `datasets`
     env.pop("PYTHONPATH", None)
     subprocess.run([str(python), str(BENCH_DIR / "imitation_side.py"), str(jobs_path), str(results_path)],
                    check=True, env=env, cwd=REPO)  # fmt: skip
@@ -186,6 +192,7 @@ class Task:
     n_eval: int
     eval_seed: int
     kl_temperature: float
+    repeats: int  # of the throughput measurement, per side
 
     @property
     def key(self) -> str:
@@ -250,8 +257,9 @@ def resolve_task(name: str, candidates: tuple[str, ...], quick: bool) -> Task | 
             teacher.source = source  # repository-relative in the results
             preset = load_preset(teacher.recipe.env_id)
             plan = PLANS[source].reduced() if quick else PLANS[source]
-            return Task(name, source, teacher, plan, preset, int(preset["n_eval_episodes"]),
-                        EVAL_SEED_OFFSET, 0.1 if teacher.kind in ("q_values", "quantiles") else 1.0)  # fmt: skip
+            n_eval = int(preset["n_eval_episodes"]) // (2 if quick else 1)
+            return Task(name, source, teacher, plan, preset, n_eval, EVAL_SEED_OFFSET,
+                        0.1 if teacher.kind in ("q_values", "quantiles") else 1.0, 1 if quick else 3)  # fmt: skip
     states = []
     for source in candidates:
         record = ZOO_DIR.parent / source / "expert.json"
@@ -302,8 +310,13 @@ def cell_result(task: Task, stats: ReturnStats, train_time: float, **extra: Any)
 def run_task(task: Task, python: Path, seeds: list[int], cache: Path, force: bool) -> dict[str, Any]:
     """Every cell of one task (each cached on its own), then the task's summary."""
     cache = cache / task.key
-    done = lambda name: (cache / f"{name}.json").is_file() and not force  # noqa: E731
-    store = lambda name, fn: cached_run(cache, name, fn, force=force)  # noqa: E731
+    plan, e = task.plan, f"e{task.n_eval}"
+    # A cell's file name carries the settings it depends on, so a changed plan never reads a stale cell.
+    settings = {"bc": f"u{plan.n_updates}-{e}", "dagger": f"r{plan.dagger_rounds}x{plan.dagger_round_labels}x"
+                f"{plan.dagger_round_updates}-{e}", "throughput": f"u{plan.n_updates}-x{task.repeats}", "baselines": e}
+    tagged = lambda name: f"{name}-{settings[name.split('-')[0]]}"  # noqa: E731
+    done = lambda name: (cache / f"{tagged(name)}.json").is_file() and not force  # noqa: E731
+    store = lambda name, fn: cached_run(cache, tagged(name), fn, force=force)  # noqa: E731
     baselines = store("baselines", lambda: {
         "teacher": stats_json(evaluate_teacher(task.teacher, task.n_eval, task.eval_seed,
                                                bool(task.preset["deterministic_eval"]))),
@@ -346,16 +359,24 @@ def run_task(task: Task, python: Path, seeds: list[int], cache: Path, force: boo
         buffer, path = data[seeds[0]]
         n = min(20_000, len(buffer))
         small = head_of(buffer, n)
-        reps = 3
+        reps, rng = task.repeats, np.random.default_rng(0)
         ours = {m: [train_ours(task, small, m, seeds[0])[1] for _ in range(reps)] for m in ("nll", "kl")}
         job = {**task.imitation_job(seeds[0]), "kind": "bc", "data": str(path), "n_transitions": n,
-               "n_updates": task.plan.n_updates, "out": None}  # fmt: skip
+               "n_updates": task.plan.n_updates, "out": None, "time_loader": True}  # fmt: skip
         theirs = run_imitation_side(python, {f"rep{i}": job for i in range(reps)}, f"{task.key}-throughput")
         ours = {m: ours[m] + [train_ours(task, small, m, seeds[0])[1] for _ in range(reps)] for m in ours}
-        sps = lambda t: task.plan.n_updates * task.preset["batch_size"] / float(np.median(t))  # noqa: E731
+        started = time.perf_counter()  # policykd's batches alone: buffer.sample, as Trainer.step draws them
+        for _ in range(task.plan.n_updates):
+            small.sample(task.preset["batch_size"], rng)
+        sample_time = time.perf_counter() - started
+        median = lambda xs: float(np.median(xs))  # noqa: E731
+        sps = lambda t: task.plan.n_updates * task.preset["batch_size"] / median(t)  # noqa: E731
+        imitation_times = [r["train_time_s"] for r in theirs.values()]
         return {"n_transitions": n, "n_updates": task.plan.n_updates, "repeats": reps,
-                "imitation": sps([r["train_time_s"] for r in theirs.values()]),
-                **{m: sps(t) for m, t in ours.items()}}  # fmt: skip
+                "imitation": sps(imitation_times), **{m: sps(t) for m, t in ours.items()},
+                "imitation_train_time_s": median(imitation_times), "nll_train_time_s": median(ours["nll"]),
+                "imitation_loader_time_s": median([r["loader_time_s"] for r in theirs.values()]),
+                "policykd_sample_time_s": sample_time}  # fmt: skip
 
     result_throughput = store("throughput", throughput)
     print(f"{task.key} throughput (samples/s): {result_throughput}", flush=True)
@@ -366,7 +387,7 @@ def run_task(task: Task, python: Path, seeds: list[int], cache: Path, force: boo
             "batch_size": task.preset["batch_size"], "learning_rate": task.preset["learning_rate"],
             "n_envs": int(task.preset["n_envs"]), "kl_temperature": task.kl_temperature,
             "imitation_env_id": IMITATION_ENV.get(task.key, task.key), "baselines": baselines,
-            "bc": {name: json.loads((cache / f"{name}.json").read_text()) for name in bc_names},
+            "bc": {name: store(name, None) for name in bc_names},
             "throughput": result_throughput, "dagger": dagger}  # fmt: skip
 
 
@@ -414,7 +435,7 @@ def run_dagger(task: Task, python: Path, seeds: list[int], cache: Path, done: An
         result = train_online(task.teacher, task.new_student(seed), loss, LinearBeta(rampdown), config=config,
                               evaluate=evaluate)  # fmt: skip
         return {"rounds": [{"round": r.round, "beta": r.beta, "n_labels": r.n_labels, "n_dataset": r.buffer_size,
-                            "return": stats_json(e)} for r, e in zip(result.rounds, evaluations)]}  # fmt: skip
+                            "driver_return": r.driver_return, "return": stats_json(e)} for r, e in zip(result.rounds, evaluations)]}  # fmt: skip
 
     out = {}
     for seed in seeds:
@@ -525,8 +546,12 @@ def task_markdown(t: dict[str, Any], s: dict[str, Any]) -> list[str]:
     for i in range(p["dagger_rounds"]):
         lines.append(f"| {i} | " + " | ".join(f"{m[k]['dagger_labels'][i]:,.0f} | {m[k]['dagger_curve'][i]:.1f}"
                                                for k in METHODS) + " |")  # fmt: skip
-    lines += ["", "| method | DAgger labels to 95 % (seed mean; per seed) | final return | % of teacher |",
-              "|---|---|---|---|"]
+    expert_there = [t["dagger"]["runs"][f"dagger-imitation-seed{seed}"]["rounds"][0]["driver_return"] for seed in t["seeds"]]
+    lines += ["", f"The expert loaded in imitation's venv scored {np.mean(expert_there):.1f} in {t['imitation_env_id']} "
+              "(its round-0 episodes, β = 1), against "
+              f"{s['teacher']:.1f} in {t['env_id']} through policykd.", "",
+              "| method | DAgger labels to 95 % (seed mean; per seed) | final return | % of teacher |",
+              "|---|---|---|---|"]  # fmt: skip
     for k in METHODS:
         x = m[k]
         lines.append(f"| {LABEL[k]} | {fmt_n(x['dagger_to_95'])}; {', '.join(fmt_n(n) for n in x['dagger_to_95_per_seed'])} | "
@@ -578,6 +603,20 @@ def write_report(tasks: dict[str, Any], out: Path, command: str, wall_time: floa
         "| task | policykd loss | BC return | training samples/s | BC transitions to 95 % | DAgger return | DAgger labels to 95 % |",
         "|---|---|---|---|---|---|---|", *rows, "",
     ]  # fmt: skip
+    text += ["## Where the training time goes", "",
+             "Medians over back-to-back repeats on the same ≤ 20,000 transitions (imitation's between policykd's; 3 per "
+             "side, 1 with `--quick`); \"batches alone\" draws the same "
+             "number of batches without training (imitation: iterating BC's `DataLoader`, which indexes `Transitions` "
+             "one sample at a time and collates them; policykd: `LabelledBuffer.sample`, one vectorised gather).", "",
+             "| task | gradient steps × batch | imitation BC s | its batches alone | policykd nll s | its batches alone |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for t in done.values():
+        th = t["throughput"]
+        share = lambda part, whole: f"{part:.1f} s ({100 * part / whole:.0f} %)"  # noqa: E731
+        text.append(f"| {t['env_id']} | {th['n_updates']:,} × {t['batch_size']} | {th['imitation_train_time_s']:.1f} | "
+                    f"{share(th['imitation_loader_time_s'], th['imitation_train_time_s'])} | {th['nll_train_time_s']:.1f} | "
+                    f"{share(th['policykd_sample_time_s'], th['nll_train_time_s'])} |")  # fmt: skip
+    text.append("")
     for name, t in tasks.items():
         if not isinstance(t, dict):
             text += [f"### {name}", "", t, ""]
@@ -599,7 +638,8 @@ def write_report(tasks: dict[str, Any], out: Path, command: str, wall_time: floa
         "`Student` (checked against the policy's own outputs) and played by `policykd.evaluation` on the same "
         "episodes (seeds 10000+) as every other policy, greedily.",
         "- Samples/s: gradient steps × batch size over the wall time of the training call alone (`BC.train`, "
-        "`Trainer.train`), median of 3 repeats per side, run back to back on the same ≤ 20,000 transitions.",
+        "`Trainer.train`), medians over the repeats of the throughput measurement (next section); the per-cell "
+        "figures in the JSON are single runs under whatever load the machine had.",
         "- DAgger labels: every state the expert is asked to label, whoever drove (imitation: counted at the "
         "expert's `predict`; policykd: `collect_rollouts`).", "",
     ]  # fmt: skip
@@ -610,7 +650,8 @@ def write_report(tasks: dict[str, Any], out: Path, command: str, wall_time: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 seeds, every other data budget, 3/4 of the DAgger rounds")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 data budgets, half the gradient steps, "
+                        "DAgger rounds and evaluation episodes, no MuJoCo")  # fmt: skip
     parser.add_argument("--force", action="store_true", help="recompute cached cells")
     parser.add_argument("--only", default="", help="only tasks whose env id contains this")
     args = parser.parse_args()
@@ -619,11 +660,11 @@ def main() -> None:
     started = time.perf_counter()
     python = ensure_imitation_venv()
     tag = "vs_imitation-quick" if args.quick else "vs_imitation"
-    seeds = [0, 1] if args.quick else [0, 1, 2]
+    seeds = [0] if args.quick else [0, 1, 2]
     tasks = {}
     for name, candidates in TASKS:
         if args.quick and name == "MuJoCo":
-            tasks[name] = "left out of --quick (20,000 updates of a 128×128 student per cell); see the full run"
+            tasks[name] = "left out of `--quick` (a 128×128 student, 10,000 gradient steps per cell); see the full run"
             continue
         task = resolve_task(name, candidates, args.quick)
         if isinstance(task, str) or args.only not in task.key:

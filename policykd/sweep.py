@@ -338,6 +338,7 @@ def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str
         "env_id": teacher.recipe.env_id, "teacher": teacher.source, "teacher_algo": teacher.algo,
         "teacher_kind": teacher.kind, **{k: v for k, v in baselines.items() if not k.endswith("_returns")},
         "temperatures": list(temperatures), "n_seeds": config.n_seeds, "n_transitions": len(buffer),
+        "epsilon": buffer.meta.get("epsilon") or 0.0, "action_noise": buffer.meta.get("action_noise") or 0.0,
         "n_updates": budgets["n_updates"], "batch_size": budgets["batch_size"],
         "hidden_sizes": list(budgets["hidden_sizes"]), "n_eval_episodes": config.n_eval_episodes,
         "temperature_on": config.temperature_on, "kl_direction": config.kl_direction,
@@ -366,13 +367,17 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
                 + ("are those of the pre-tanh Gaussian" if summary["teacher_kind"] == "squashed_gaussian" else
                    "are in action units")) if gaussian else "target = softmax(teacher scores / τ)"  # fmt: skip
     header = ["τ", *labels.values()]
+    noise = (f" with ε-greedy ε = {summary['epsilon']:g}" if summary.get("epsilon") else "") + (
+        f" with Gaussian action noise {summary['action_noise']:g} × half range" if summary.get("action_noise") else "")
     lines = [
         f"{summary['env_id']}: {summary['teacher_algo']} teacher ({summary['teacher_kind']}) `{summary['teacher']}`, "
-        f"one buffer of {summary['n_transitions']:,} teacher-driven transitions; per (τ, seed) a student "
-        f"{summary['hidden_sizes']} trained {summary['n_updates']:,} updates × batch {summary['batch_size']} with "
-        f"KL({'teacher' if summary['kl_direction'] == 'forward' else 'student'} ‖ …), τ on {summary['temperature_on']}.",
+        f"one buffer of {summary['n_transitions']:,} transitions driven by the greedy teacher{noise}; per (τ, seed) "
+        f"a student {summary['hidden_sizes']} trained {summary['n_updates']:,} updates × batch {summary['batch_size']} with "
+        f"KL({'teacher' if summary['kl_direction'] == 'forward' else 'student'} ‖ …), "
+        f"τ on {summary['temperature_on']}.",
         "",
-        f"Temperature: {tau_text}. Cells: mean [95 % CI] over {summary['n_seeds']} seeds (Student t). Returns over "
+        f"Temperature: {tau_text}. Cells: mean [95 % CI] over {summary['n_seeds']} seeds (Student t: wide for few "
+        f"seeds, and it can leave a metric's range). Returns over "
         f"{summary['n_eval_episodes']} episodes; teacher greedy {summary['teacher_greedy']:.1f}, teacher sampled "
         f"{summary['teacher_sampled']:.1f}, uniform random {summary['random']:.1f}. Entropies, KL and agreement on "
         "buffer states; exploration from the sampled episodes' visited states.",

@@ -156,10 +156,7 @@ def train_expert(
 
     Rerunning the same call after an interruption resumes from ``resume/``. Returns the run folder.
     """
-    from rl_zoo3.exp_manager import ExperimentManager
     from rl_zoo3.utils import ALGOS
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.vec_env import sync_envs_normalization
 
     if algo not in ALGOS:
         raise PolicyKDError(f"unknown algo {algo!r}: choose one of {', '.join(sorted(ALGOS))}")
@@ -237,11 +234,13 @@ def _train_expert(
     if n_eval_episodes > 0:
         eval_env = exp.create_envs(1, eval_env=True)
 
-        def eval_fn(m: Any) -> float:
+        def evaluate(m: Any) -> float:
             if m.get_vec_normalize_env() is not None:
                 sync_envs_normalization(m.get_env(), eval_env)
             mean, _ = evaluate_policy(m, eval_env, n_eval_episodes=n_eval_episodes, deterministic=exp.deterministic_eval)
             return mean
+
+        eval_fn = evaluate
 
     checkpoint = _ResumableCheckpoint.make(
         resume_dir=resume_dir, env_id=env_id, every=checkpoint_every, progress=progress, eval_fn=eval_fn

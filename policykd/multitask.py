@@ -32,12 +32,12 @@ from torch import nn
 from policykd.actions import ActionMapper
 from policykd.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
-from policykd.fileio import atomic_path, write_json_atomic
+
 from policykd.logging import MetricLogger, NullLogger
 from policykd.losses import LossFn
 from policykd.merging import MergeFn, ensemble_teacher_kind, per_teacher_kl, single_teacher, teacher_disagreement
 from policykd.metrics import distill_metrics
-from policykd.students import LOG_STD_MAX, LOG_STD_MIN, _mlp, _nature_cnn
+from policykd.students import LOG_STD_MAX, LOG_STD_MIN, _mlp, _nature_cnn, save_without_pickle
 from policykd.targets import TARGET_KINDS, soften, student_kind_for
 from policykd.trainer import TrainerConfig
 from policykd.types import DistillBatch, DistillTarget, StudentOutput
@@ -172,11 +172,8 @@ class MultiTaskStudent(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            torch.save(self.state_dict(), tmp)
-        write_json_atomic(directory / CONFIG_FILE,
-                          {"format": FORMAT, "version": FORMAT_VERSION, **dataclasses.asdict(self.config)})  # fmt: skip
+        config = {"format": FORMAT, "version": FORMAT_VERSION, **dataclasses.asdict(self.config)}
+        save_without_pickle(self, Path(directory), config, WEIGHTS_FILE, CONFIG_FILE)
 
     @classmethod
     def load(cls, directory: str | Path) -> MultiTaskStudent:

@@ -111,10 +111,7 @@ class Student(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            torch.save(self.state_dict(), tmp)
-        write_json_atomic(directory / CONFIG_FILE, dataclasses.asdict(self.config))
+        save_without_pickle(self, Path(directory), dataclasses.asdict(self.config), WEIGHTS_FILE, CONFIG_FILE)
 
     @classmethod
     def load(cls, directory: str | Path) -> Student:
@@ -131,6 +128,13 @@ class Student(nn.Module):
                 f"{directory} is not a policykd student ({reason}); distil one with `policykd distill`"
             ) from None
         return student.eval()
+
+
+def save_without_pickle(module: nn.Module, directory: Path, config: dict[str, Any], weights: str, config_file: str) -> None:
+    """A state dict (read back with ``weights_only=True``) next to a JSON config, both atomic."""
+    with atomic_path(directory / weights) as tmp:
+        torch.save(module.state_dict(), tmp)
+    write_json_atomic(directory / config_file, config)
 
 
 def is_student_dir(path: str | Path) -> bool:

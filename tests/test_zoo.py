@@ -11,7 +11,7 @@ import pytest
 
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
-from policykd.envs import is_atari, make_vec_env
+from policykd.envs import make_vec_env
 from policykd.evaluation import episode_returns
 from policykd.losses import make_loss
 from policykd.presets import ZOO_DIR

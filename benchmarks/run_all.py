@@ -26,6 +26,7 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("vs_imitation.py", True, "vs_imitation.md"),
     ("temperature_sweep.py", False, "temperature_sweep.md"),
     ("compare_drivers.py", False, "compare_drivers.md"),
+    ("fidelity_compression.py", True, "fidelity_compression.md"),
     ("merge_strategies.py", True, "merge_strategies.md"),
     ("multitask.py", False, "multitask.md"),
 ]

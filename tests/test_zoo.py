@@ -80,3 +80,28 @@ def test_atari_zoo_folder_rebuilds_wrappers_and_trains_a_cnn_student(zoo_run_dir
     after = Trainer(student, make_loss("kl", teacher.kind), buffer,
                     config=TrainerConfig(n_updates=30, batch_size=8, learning_rate=3e-3, progress_bar=False)).train()  # fmt: skip
     assert after["distill/kl_teacher_student"] < before["distill/kl_teacher_student"]
+
+
+HALFCHEETAH = ZOO_DIR / "ppo" / "HalfCheetah-v5_1"
+
+
+@pytest.mark.expensive
+@pytest.mark.skipif(not (HALFCHEETAH / "expert.json").is_file(), reason="the HalfCheetah expert is not shipped yet")
+def test_vecnormalize_expert_is_refused_without_its_statistics(tmp_path) -> None:
+    """The zoo's VecNormalize expert: without vecnormalize.pkl loading is refused; with a config that
+    hides the normalisation, the teacher check catches the collapse and names the likely cause."""
+    import shutil
+
+    from policykd.errors import PolicyKDError
+    from policykd.pipeline import check_teacher_score, evaluate_teacher
+
+    copy = tmp_path / "ppo" / "HalfCheetah-v5_1"
+    shutil.copytree(HALFCHEETAH, copy, ignore=shutil.ignore_patterns("train_logs", "resume"))
+    (copy / "HalfCheetah-v5" / "vecnormalize.pkl").unlink()
+    with pytest.raises(PolicyKDError, match="vecnormalize.pkl is missing"):
+        load_teacher(copy)
+    config = copy / "HalfCheetah-v5" / "config.yml"
+    config.write_text(config.read_text().replace("normalize: true", "normalize: false"))
+    teacher = load_teacher(copy)
+    with pytest.raises(PolicyKDError, match="missing vecnormalize.pkl"):
+        check_teacher_score(teacher, evaluate_teacher(teacher, 2, seed=0))

@@ -1,0 +1,152 @@
+"""Fidelity vs compression: students at ~25 %, 7 % and 4 % of each zoo expert's acting parameters.
+
+    python benchmarks/fidelity_compression.py            # every finished classic-control expert, 3 seeds
+    python benchmarks/fidelity_compression.py --quick    # 1 seed, smaller budgets
+
+The anchor is Rusu et al. 2016 (KL students at 25 / 7 / 4 % of a DQN kept 108.3 / 101.7 / 83.9 %
+of its score). Each student is a two-hidden-layer MLP whose width is chosen so that its parameter
+count is closest to the fraction, trained with the loss that suits the teacher kind (KL at τ = 1 for
+policy-gradient teachers, KL at τ = 0.1 for Q-value teachers, action MSE for TD3). Reports the mean %
+of teacher (random = 0 %) with a bootstrap 95 % CI over seeds, and the interquartile mean (IQM)
+across tasks with a bootstrap CI over (task, seed) runs, as rliable computes it. Resumable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+
+from common import RESULTS_DIR, cached_run, provenance
+from policykd.fileio import write_text_atomic
+from policykd.pipeline import DistillConfig, distill
+from policykd.presets import ZOO_DIR, load_preset
+from policykd.teachers import load_teacher
+
+FRACTIONS = (0.25, 0.07, 0.04)
+CLASSIC = ("CartPole", "Acrobot", "LunarLander", "Pendulum")
+
+
+def loss_for(kind: str) -> dict:
+    if kind == "deterministic":
+        return {"loss": "mse"}
+    if kind in ("q_values", "quantiles"):
+        return {"loss": "kl", "temperature": 0.1}
+    return {"loss": "kl"}
+
+
+def width_for(fraction: float, teacher_params: int, obs_dim: int, out_dim: int) -> int:
+    """Width h of an (h, h) MLP whose parameter count is closest to ``fraction`` of the teacher's."""
+    target = fraction * teacher_params
+    counts = {h: obs_dim * h + h + h * h + h + h * out_dim + out_dim for h in range(2, 1025)}
+    return min(counts, key=lambda h: abs(counts[h] - target))
+
+
+def s0_fraction(summaries: list[dict]) -> float:
+    return float(summaries[0]["param_fraction"])
+
+
+def plot(curves: dict[str, list[tuple[float, float]]], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in curves.items():
+        xs, ys = zip(*sorted(points))
+        ax.plot([100 * x for x in xs], ys, marker="o", label=label)
+    ax.axhline(100, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("student params, % of teacher's")
+    ax.set_ylabel("% of teacher return (random = 0)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def iqm(values: np.ndarray) -> float:
+    v = np.sort(values)
+    n = len(v)
+    return float(v[n // 4 : n - n // 4].mean()) if n >= 4 else float(v.mean())
+
+
+def bootstrap_ci(values: np.ndarray, stat, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
+    samples = [stat(rng.choice(values, size=len(values), replace=True)) for _ in range(n)]
+    return float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.chdir(ZOO_DIR.parent)
+    seeds = (0,) if args.quick else (0, 1, 2)
+    experts = sorted(
+        p.parent for p in ZOO_DIR.glob("*/*_*/expert.json")
+        if json.loads(p.read_text()).get("status") == "finished" and p.parent.name.startswith(CLASSIC)
+    )  # fmt: skip
+    cache = RESULTS_DIR / "fidelity_compression" / ("quick" if args.quick else "full")
+    rows, curves, per_fraction = [], {}, {f: [] for f in FRACTIONS}
+    for run_dir in experts:
+        teacher = load_teacher(run_dir)
+        preset = load_preset(teacher.recipe.env_id)
+        obs_dim = int(np.prod(teacher.observation_space.shape))
+        out_dim = int(getattr(teacher.action_space, "n", 0) or np.prod(teacher.action_space.shape))
+        out_dim *= 2 if teacher.kind in ("gaussian", "squashed_gaussian") else 1
+        budget = {"n_transitions": preset["n_transitions"] // (2 if args.quick else 1),
+                  "n_updates": preset["n_updates"] // (2 if args.quick else 1),
+                  "n_eval_episodes": 10 if args.quick else 20}  # fmt: skip
+        for fraction in FRACTIONS:
+            width = width_for(fraction, teacher.n_params, obs_dim, out_dim)
+            summaries = []
+            for seed in seeds:
+                name = f"{run_dir.parent.name}-{run_dir.name}-f{fraction}-seed{seed}"
+                config = DistillConfig(teacher=str(run_dir.relative_to(ZOO_DIR.parent)), hidden_sizes=(width, width),
+                                       seed=seed, out_dir=f"runs/benchmarks/fidelity/{name}", progress_bar=False,
+                                       **loss_for(teacher.kind), **budget)  # fmt: skip
+                print(name, flush=True)
+                summaries.append(cached_run(cache, name, lambda config=config: distill(config)))
+            pcts = np.array([s["pct_of_teacher"] for s in summaries])
+            per_fraction[fraction] += list(pcts)
+            curves.setdefault(f"{teacher.recipe.env_id} {teacher.algo}", []).append((s0_fraction(summaries), pcts.mean()))
+            low, high = bootstrap_ci(pcts, np.mean, np.random.default_rng(0)) if len(pcts) > 1 else (pcts[0], pcts[0])
+            s0 = summaries[0]
+            rows.append(f"| {teacher.recipe.env_id} | {teacher.algo} | {fraction:.0%} | {width}×{width} | "
+                        f"{s0['student_params']:,} / {s0['teacher_params']:,} ({100 * s0['param_fraction']:.1f} %) | "
+                        f"{s0['loss']} τ={s0['temperature']:g} | {pcts.mean():.1f} [{low:.1f}, {high:.1f}] |")  # fmt: skip
+    rng = np.random.default_rng(0)
+    iqm_rows = []
+    for fraction, values in per_fraction.items():
+        v = np.array(values)
+        low, high = bootstrap_ci(v, iqm, rng)
+        iqm_rows.append(f"| {fraction:.0%} | {iqm(v):.1f} | [{low:.1f}, {high:.1f}] | {len(v)} |")
+    table = "\n".join([
+        f"Seeds {list(seeds)}; % of teacher with a uniformly random policy at 0 %, on 10000+ evaluation seeds.",
+        "",
+        "| env | teacher | target size | student MLP | params student / teacher | loss | % of teacher, mean [bootstrap 95 % CI over seeds] |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "IQM across tasks (Rusu et al. 2016, geometric mean over 10 Atari games: 108.3 / 101.7 / 83.9 % at 25 / 7 / 4 %):",
+        "",
+        "| target size | IQM % of teacher | bootstrap 95 % CI | runs |",
+        "|---|---|---|---|",
+        *iqm_rows,
+    ])  # fmt: skip
+    plot(curves, RESULTS_DIR / "fidelity_compression.png")
+    table += "\n\n![fidelity vs compression](fidelity_compression.png)"
+    command = "python benchmarks/fidelity_compression.py" + (" --quick" if args.quick else "")
+    write_text_atomic(RESULTS_DIR / "fidelity_compression.md",
+                      "# Fidelity vs compression\n\nGenerated by `benchmarks/fidelity_compression.py`; do not edit by "
+                      "hand.\n\n" + provenance(command) + "\n" + table + "\n")  # fmt: skip
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

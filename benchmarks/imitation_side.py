@@ -72,7 +72,8 @@ def make_spaces(job: dict[str, Any]) -> tuple[gym.spaces.Box, gym.spaces.Space]:
     return observation_space, gym.spaces.Box(np.asarray(act["low"], np.float32), np.asarray(act["high"], np.float32))
 
 
-def make_policy(job: dict[str, Any], observation_space: gym.spaces.Space, action_space: gym.spaces.Space) -> ActorCriticPolicy:
+def make_policy(job: dict[str, Any], observation_space: gym.spaces.Space,
+                action_space: gym.spaces.Space) -> ActorCriticPolicy:  # fmt: skip
     th.manual_seed(job["seed"])
     return ActorCriticPolicy(
         observation_space=observation_space,

@@ -26,8 +26,9 @@ HalfCheetah PPO when its expert exists, else reported as pending):
   schedule, round budget and updates per round.
 - every policy, imitation's included (its weights are exported and loaded into policykd's
   `Student`, checked output for output), is evaluated by `policykd.evaluation` on the same episodes.
-Results: `results/vs_imitation.md` and `.json` (`vs_imitation-quick.*` with `--quick`), one cached
-JSON per cell under `results/vs_imitation[-quick]/`; scratch files under `runs/benchmarks/`.
+Results: `results/vs_imitation.md` and `.json` (either mode: the command in the file says which; only
+a full run refreshes the ratio table in `benchmarks/README.md`), one cached JSON per cell under
+`results/vs_imitation/{full,quick}/`; scratch files (data, exported weights) under `runs/benchmarks/`.
 """
 
 from __future__ import annotations
@@ -40,18 +41,18 @@ import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from common import RESULTS_DIR, cached_run, provenance
+from common import RESULTS_DIR, cached_run
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import make_vec_env
-from policykd.evaluation import ReturnStats, episode_returns, pct_of
-from policykd.fileio import write_json_atomic, write_text_atomic
+from policykd.evaluation import ReturnStats, episode_returns
 from policykd.losses import make_loss
 from policykd.online import LinearBeta, OnlineConfig, train_online
 from policykd.pipeline import EVAL_SEED_OFFSET, evaluate_random, evaluate_teacher
@@ -59,6 +60,7 @@ from policykd.presets import ZOO_DIR, load_preset
 from policykd.students import Student, make_student
 from policykd.teachers import Teacher, load_teacher
 from policykd.trainer import Trainer, TrainerConfig
+from vs_imitation_report import METHODS, write_report
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -67,7 +69,6 @@ REQUIREMENTS = BENCH_DIR / "imitation-requirements.txt"
 SCRATCH = REPO / "runs" / "benchmarks" / "vs_imitation"
 # imitation's gymnasium 0.29 predates these ids; its DAgger runs in the closest one (BC needs no env).
 IMITATION_ENV = {"LunarLander-v3": "LunarLander-v2", "HalfCheetah-v5": "HalfCheetah-v4"}
-METHODS = ("imitation", "nll", "kl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,13 +214,13 @@ class Task:
 
     def imitation_job(self, seed: int) -> dict[str, Any]:
         """What imitation_side needs to build the same student."""
-        s = self.new_student(seed)
-        space = self.teacher.action_space
-        action = {"n": int(space.n)} if hasattr(space, "n") else {"low": space.low.tolist(), "high": space.high.tolist()}
-        obs_space = self.teacher.observation_space
-        return {"seed": seed, "hidden_sizes": list(self.preset["hidden_sizes"]), "batch_size": self.preset["batch_size"],
-                "learning_rate": self.preset["learning_rate"], "obs_mean": s.obs_mean.flatten().tolist(),
-                "obs_std": s.obs_std.flatten().tolist(), "action_space": action,
+        s, space, obs_space = self.new_student(seed), self.teacher.action_space, self.teacher.observation_space
+        box = {"low": getattr(space, "low", np.zeros(0)).tolist(), "high": getattr(space, "high", np.zeros(0)).tolist()}
+        action = {"n": int(space.n)} if hasattr(space, "n") else box
+        return {"seed": seed, "hidden_sizes": list(self.preset["hidden_sizes"]),
+                "batch_size": self.preset["batch_size"], "learning_rate": self.preset["learning_rate"],
+                "obs_mean": s.obs_mean.flatten().tolist(), "obs_std": s.obs_std.flatten().tolist(),
+                "action_space": action,
                 "observation_space": {"low": obs_space.low.tolist(), "high": obs_space.high.tolist()}}  # fmt: skip
 
     def student_from_imitation(self, weights: str | Path) -> Student:
@@ -336,23 +337,28 @@ def run_task(task: Task, python: Path, seeds: list[int], cache: Path, force: boo
         for n in task.plan.budgets:
             name = f"bc-imitation-n{n}-seed{seed}"
             if not done(name):
-                jobs[name] = {**task.imitation_job(seed), "kind": "bc", "data": str(data[seed][1]), "n_transitions": n,
-                              "n_updates": task.plan.n_updates, "out": str(SCRATCH / task.key / f"{name}.npz")}  # fmt: skip
+                jobs[name] = {**task.imitation_job(seed), "kind": "bc", "data": str(data[seed][1]),
+                              "n_transitions": n, "n_updates": task.plan.n_updates,
+                              "out": str(SCRATCH / task.key / f"{name}.npz")}  # fmt: skip
     imitation = run_imitation_side(python, jobs, f"{task.key}-bc")
+
+    def imitation_cell(name: str) -> dict[str, Any]:
+        student = task.student_from_imitation(jobs[name]["out"])
+        return cell_result(task, task.evaluate(student), imitation[name]["train_time_s"])
+
+    def ours_cell(method: str, seed: int, n: int) -> dict[str, Any]:
+        student, train_time = train_ours(task, head_of(data[seed][0], n), method, seed)
+        return cell_result(task, task.evaluate(student), train_time)
+
+    bc = {}
     for seed in seeds:
         for n in task.plan.budgets:
             for method in METHODS:
                 name = f"bc-{method}-n{n}-seed{seed}"
-                if method == "imitation":
-                    r = imitation.get(name, {})
-                    fn = lambda r=r, name=name: cell_result(
-                        task, task.evaluate(task.student_from_imitation(jobs[name]["out"])), r["train_time_s"])
-                else:
-                    fn = lambda method=method, seed=seed, n=n: (lambda s, t: cell_result(task, task.evaluate(s), t))(
-                        *train_ours(task, head_of(data[seed][0], n), method, seed))
-                result = store(name, fn)
-                print(f"{task.key} {name}: return {result['return']['mean']:.1f}, "
-                      f"{result['samples_per_s']:,.0f} samples/s", flush=True)  # fmt: skip
+                run = partial(imitation_cell, name) if method == "imitation" else partial(ours_cell, method, seed, n)
+                bc[name] = store(name, run)
+                print(f"{task.key} {name}: return {bc[name]['return']['mean']:.1f}, "
+                      f"{bc[name]['samples_per_s']:,.0f} samples/s", flush=True)  # fmt: skip
 
     # Throughput: both tools on the same 20k-or-largest buffer, back to back, so load from other jobs hits both alike.
     def throughput() -> dict[str, Any]:
@@ -387,7 +393,7 @@ def run_task(task: Task, python: Path, seeds: list[int], cache: Path, force: boo
             "batch_size": task.preset["batch_size"], "learning_rate": task.preset["learning_rate"],
             "n_envs": int(task.preset["n_envs"]), "kl_temperature": task.kl_temperature,
             "imitation_env_id": IMITATION_ENV.get(task.key, task.key), "baselines": baselines,
-            "bc": {name: store(name, None) for name in bc_names},
+            "bc": bc,
             "throughput": result_throughput, "dagger": dagger}  # fmt: skip
 
 
@@ -416,7 +422,8 @@ def run_dagger(task: Task, python: Path, seeds: list[int], cache: Path, done: An
         rounds = []
         for r in theirs[f"dagger-imitation-seed{seed}"]["rounds"]:
             stats = task.evaluate(task.student_from_imitation(r["weights"]))
-            rounds.append({k: r[k] for k in ("round", "beta", "n_labels", "n_dataset", "driver_return")} | {"return": stats_json(stats)})
+            kept = {k: r[k] for k in ("round", "beta", "n_labels", "n_dataset", "driver_return")}
+            rounds.append({**kept, "return": stats_json(stats)})
         return {"rounds": rounds}
 
     def ours_cell(loss_name: str, seed: int) -> dict[str, Any]:
@@ -426,226 +433,34 @@ def run_dagger(task: Task, python: Path, seeds: list[int], cache: Path, done: An
             evaluations.append(task.evaluate(student))
             return evaluations[-1].mean
 
+        n_envs = int(task.preset["n_envs"])
+        per_round = -(-plan.dagger_round_labels // n_envs) * n_envs  # collect_rollouts takes whole vector steps
         config = OnlineConfig(n_rounds=plan.dagger_rounds, n_transitions_per_round=plan.dagger_round_labels,
-                              n_updates_per_round=plan.dagger_round_updates,
-                              capacity=plan.dagger_rounds * plan.dagger_round_labels, n_envs=int(task.preset["n_envs"]),
-                              batch_size=task.preset["batch_size"], learning_rate=task.preset["learning_rate"],
-                              seed=seed)  # fmt: skip
+                              n_updates_per_round=plan.dagger_round_updates, capacity=plan.dagger_rounds * per_round,
+                              n_envs=n_envs, batch_size=task.preset["batch_size"],
+                              learning_rate=task.preset["learning_rate"], seed=seed)  # fmt: skip
         loss = make_loss(loss_name, task.teacher.kind, temperature=task.kl_temperature if loss_name == "kl" else 1.0)
         result = train_online(task.teacher, task.new_student(seed), loss, LinearBeta(rampdown), config=config,
                               evaluate=evaluate)  # fmt: skip
         return {"rounds": [{"round": r.round, "beta": r.beta, "n_labels": r.n_labels, "n_dataset": r.buffer_size,
-                            "driver_return": r.driver_return, "return": stats_json(e)} for r, e in zip(result.rounds, evaluations)]}  # fmt: skip
+                            "driver_return": r.driver_return, "return": stats_json(e)}
+                           for r, e in zip(result.rounds, evaluations)]}  # fmt: skip
 
     out = {}
     for seed in seeds:
         for method in METHODS:
             name = f"dagger-{method}-seed{seed}"
-            fn = (lambda seed=seed: imitation_cell(seed)) if method == "imitation" else (
-                lambda method=method, seed=seed: ours_cell(method, seed))
-            out[name] = store(name, fn)
+            run = partial(imitation_cell, seed) if method == "imitation" else partial(ours_cell, method, seed)
+            out[name] = store(name, run)
             last = out[name]["rounds"][-1]
             print(f"{task.key} {name}: {last['n_labels']:,} labels, return {last['return']['mean']:.1f}", flush=True)
     return {"rampdown_rounds": rampdown, "runs": out}
-
-
-# -- the report ------------------------------------------------------------------------------------
-
-
-def pooled(cells: list[dict[str, Any]]) -> ReturnStats:
-    """Every evaluation episode of ``cells`` (one per seed) as one sample."""
-    return ReturnStats.of([x for c in cells for x in c["return"]["returns"]])
-
-
-def seed_mean_ci(values: list[float]) -> tuple[float, float, float]:
-    s = ReturnStats.of(values)
-    return s.mean, s.ci95[0], s.ci95[1]
-
-
-def reach(xs: list[float], returns: list[float], threshold: float) -> float | None:
-    """The first x whose return is >= threshold (None: never)."""
-    return next((x for x, r in zip(xs, returns) if r >= threshold), None)
-
-
-def fmt_n(n: float | None) -> str:
-    return "not reached" if n is None else f"{n:,.0f}"
-
-
-def ratio(ours: float | None, theirs: float | None, digits: int = 2) -> str:
-    if ours is None or theirs is None or theirs == 0:
-        return "n/a"
-    return f"{ours / theirs:.{digits}f}"
-
-
-def fmt_ret(s: ReturnStats) -> str:
-    return f"{s.mean:.1f} ± {(s.ci95[1] - s.ci95[0]) / 2:.1f}"
-
-
-LABEL = {"imitation": "imitation", "nll": "policykd nll", "kl": "policykd kl"}
-
-
-def summarise(t: dict[str, Any]) -> dict[str, Any]:
-    """Per method: final return, samples/s, transitions (BC) and labels (DAgger) to 95 %."""
-    teacher, random = t["baselines"]["teacher"]["mean"], t["baselines"]["random"]["mean"]
-    threshold = random + 0.95 * (teacher - random)
-    budgets, seeds = t["plan"]["budgets"], t["seeds"]
-    out: dict[str, Any] = {"threshold": threshold, "teacher": teacher, "random": random, "methods": {}}
-    for m in METHODS:
-        bc = {(n, s): t["bc"][f"bc-{m}-n{n}-seed{s}"] for n in budgets for s in seeds}
-        curve = [seed_mean_ci([bc[n, s]["return"]["mean"] for s in seeds]) for n in budgets]
-        final = pooled([bc[budgets[-1], s] for s in seeds])
-        runs = [t["dagger"]["runs"][f"dagger-{m}-seed{s}"]["rounds"] for s in seeds]
-        d_labels = [float(np.mean([r[i]["n_labels"] for r in runs])) for i in range(len(runs[0]))]
-        d_curve = [float(np.mean([r[i]["return"]["mean"] for r in runs])) for i in range(len(runs[0]))]
-        d_final = ReturnStats.of([x for r in runs for x in r[-1]["return"]["returns"]])
-        out["methods"][m] = {
-            "bc_curve": curve, "bc_final": final.to_json(),
-            "bc_final_pct_of_teacher": pct_of(final.mean, teacher, random),
-            "bc_to_95": reach(budgets, [c[0] for c in curve], threshold),
-            "bc_to_95_per_seed": [reach(budgets, [bc[n, s]["return"]["mean"] for n in budgets], threshold) for s in seeds],
-            "samples_per_s": t["throughput"][m],
-            "dagger_labels": d_labels, "dagger_curve": d_curve, "dagger_final": d_final.to_json(),
-            "dagger_final_pct_of_teacher": pct_of(d_final.mean, teacher, random),
-            "dagger_to_95": reach(d_labels, d_curve, threshold),
-            "dagger_to_95_per_seed": [reach([x["n_labels"] for x in r], [x["return"]["mean"] for x in r], threshold)
-                                      for r in runs],
-        }  # fmt: skip
-    return out
-
-
-def task_markdown(t: dict[str, Any], s: dict[str, Any]) -> list[str]:
-    m, p, imit = s["methods"], t["plan"], s["methods"]["imitation"]
-    lines = [
-        f"### {t['name']}: {t['env_id']}, {t['teacher_algo']} teacher `{t['teacher']}`", "",
-        f"Teacher {s['teacher']:.1f}, uniform random {s['random']:.1f} on the {t['n_eval_episodes']} evaluation "
-        f"episodes; 95 % of the teacher (random = 0 %) is a return ≥ {s['threshold']:.1f}. Student: MLP "
-        f"{'×'.join(map(str, t['hidden_sizes']))}, ReLU; batch {t['batch_size']}, Adam lr {t['learning_rate']:g}, "
-        f"{p['n_updates']:,} gradient steps at every budget; kl at τ = {t['kl_temperature']:g}; seeds {t['seeds']}.", "",
-        f"BC, final return at {p['budgets'][-1]:,} transitions (mean ± 95 % CI over all "
-        f"{len(t['seeds']) * t['n_eval_episodes']} evaluation episodes of all seeds) and transitions needed:", "",
-        "| method | return | % of teacher | transitions to 95 % (seed mean; per seed) | samples/s |",
-        "|---|---|---|---|---|",
-    ]  # fmt: skip
-    for k in METHODS:
-        x = m[k]
-        lines.append(f"| {LABEL[k]} | {fmt_ret(ReturnStats.of(t_returns(t, k)))} | {x['bc_final_pct_of_teacher']:.1f} | "
-                     f"{fmt_n(x['bc_to_95'])}; {', '.join(fmt_n(n) for n in x['bc_to_95_per_seed'])} | "
-                     f"{x['samples_per_s']:,.0f} |")  # fmt: skip
-    lines += ["", "BC learning curve: return after training on the first n transitions, mean [95 % CI] over seeds:", "",
-              "| transitions | " + " | ".join(LABEL[k] for k in METHODS) + " |", "|---|" + "---|" * len(METHODS)]
-    for i, n in enumerate(p["budgets"]):
-        lines.append(f"| {n:,} | " + " | ".join(
-            "{:.1f} [{:.1f}, {:.1f}]".format(*m[k]["bc_curve"][i]) for k in METHODS) + " |")
-    lines += ["", f"DAgger: {p['dagger_rounds']} rounds, β from 1 to 0 over {t['dagger']['rampdown_rounds']} rounds "
-              f"(linear), ≥ {p['dagger_round_labels']:,} labels and {p['dagger_round_updates']:,} gradient steps per "
-              f"round. imitation: 1 env in {t['imitation_env_id']}, whole episodes per round; policykd: "
-              f"{t['n_envs']} envs in {t['env_id']}, episodes continue across rounds. Return after each round, "
-              "mean over seeds (labels: mean over seeds):", "",
-              "| round | " + " | ".join(f"{LABEL[k]} labels | return" for k in METHODS) + " |",
-              "|---|" + "---|---|" * len(METHODS)]  # fmt: skip
-    for i in range(p["dagger_rounds"]):
-        lines.append(f"| {i} | " + " | ".join(f"{m[k]['dagger_labels'][i]:,.0f} | {m[k]['dagger_curve'][i]:.1f}"
-                                               for k in METHODS) + " |")  # fmt: skip
-    expert_there = [t["dagger"]["runs"][f"dagger-imitation-seed{seed}"]["rounds"][0]["driver_return"] for seed in t["seeds"]]
-    lines += ["", f"The expert loaded in imitation's venv scored {np.mean(expert_there):.1f} in {t['imitation_env_id']} "
-              "(its round-0 episodes, β = 1), against "
-              f"{s['teacher']:.1f} in {t['env_id']} through policykd.", "",
-              "| method | DAgger labels to 95 % (seed mean; per seed) | final return | % of teacher |",
-              "|---|---|---|---|"]  # fmt: skip
-    for k in METHODS:
-        x = m[k]
-        lines.append(f"| {LABEL[k]} | {fmt_n(x['dagger_to_95'])}; {', '.join(fmt_n(n) for n in x['dagger_to_95_per_seed'])} | "
-                     f"{fmt_ret(ReturnStats.of(x['dagger_final_returns']))} | {x['dagger_final_pct_of_teacher']:.1f} |")  # fmt: skip
-    return lines + [""]
-
-
-def t_returns(t: dict[str, Any], method: str) -> list[float]:
-    n = t["plan"]["budgets"][-1]
-    return [x for s in t["seeds"] for x in t["bc"][f"bc-{method}-n{n}-seed{s}"]["return"]["returns"]]
 
 
 def imitation_versions(python: Path) -> str:
     code = ("import importlib.metadata as m, platform; print(', '.join(['python ' + platform.python_version()] + "
             "[f'{p} {m.version(p)}' for p in ('imitation', 'stable_baselines3', 'gymnasium', 'torch', 'numpy')]))")
     return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def write_report(tasks: dict[str, Any], out: Path, command: str, wall_time: float, python: Path) -> None:
-    done = {name: t for name, t in tasks.items() if isinstance(t, dict)}
-    summaries = {name: summarise(t) for name, t in done.items()}
-    for name, s in summaries.items():
-        for k in METHODS:
-            s["methods"][k]["dagger_final_returns"] = [
-                x for seed in done[name]["seeds"]
-                for x in done[name]["dagger"]["runs"][f"dagger-{k}-seed{seed}"]["rounds"][-1]["return"]["returns"]]
-    rows = []
-    for name, t in done.items():
-        m = summaries[name]["methods"]
-        rnd = summaries[name]["random"]
-        norm = lambda x: x - rnd  # noqa: E731  (returns on the scale where random = 0)
-        for k in ("nll", "kl"):
-            rows.append(
-                f"| {t['env_id']} | {k} | {ratio(norm(m[k]['bc_final']['mean']), norm(m['imitation']['bc_final']['mean']))} | "
-                f"{ratio(m[k]['samples_per_s'], m['imitation']['samples_per_s'], 1)} | "
-                f"{ratio(m[k]['bc_to_95'], m['imitation']['bc_to_95'])} | "
-                f"{ratio(norm(m[k]['dagger_final']['mean']), norm(m['imitation']['dagger_final']['mean']))} | "
-                f"{ratio(m[k]['dagger_to_95'], m['imitation']['dagger_to_95'])} |")  # fmt: skip
-    text = [
-        "# policykd vs the imitation library (BC and DAgger)", "",
-        "Generated by `benchmarks/vs_imitation.py`; do not edit by hand.", "",
-        provenance(command).rstrip(), f"- imitation's venv (`benchmarks/.venv-imitation`): {imitation_versions(python)}",
-        f"- wall time of this invocation: {wall_time / 60:.1f} min (cells cached by earlier invocations are read, not rerun); "
-        "1 torch thread on both sides, on 2 cores shared with expert trainings", "",
-        "## Ratios (policykd / imitation)", "",
-        "Returns are compared on the scale where a uniformly random policy scores 0 (return − random), so a ratio"
-        " of 1.00 is a tie on negative-return tasks too. Above 1 is better for policykd for return and samples/s;"
-        " below 1 is better for the transitions and labels needed to reach 95 % of the teacher.", "",
-        "| task | policykd loss | BC return | training samples/s | BC transitions to 95 % | DAgger return | DAgger labels to 95 % |",
-        "|---|---|---|---|---|---|---|", *rows, "",
-    ]  # fmt: skip
-    text += ["## Where the training time goes", "",
-             "Medians over back-to-back repeats on the same ≤ 20,000 transitions (imitation's between policykd's; 3 per "
-             "side, 1 with `--quick`); \"batches alone\" draws the same "
-             "number of batches without training (imitation: iterating BC's `DataLoader`, which indexes `Transitions` "
-             "one sample at a time and collates them; policykd: `LabelledBuffer.sample`, one vectorised gather).", "",
-             "| task | gradient steps × batch | imitation BC s | its batches alone | policykd nll s | its batches alone |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    for t in done.values():
-        th = t["throughput"]
-        share = lambda part, whole: f"{part:.1f} s ({100 * part / whole:.0f} %)"  # noqa: E731
-        text.append(f"| {t['env_id']} | {th['n_updates']:,} × {t['batch_size']} | {th['imitation_train_time_s']:.1f} | "
-                    f"{share(th['imitation_loader_time_s'], th['imitation_train_time_s'])} | {th['nll_train_time_s']:.1f} | "
-                    f"{share(th['policykd_sample_time_s'], th['nll_train_time_s'])} |")  # fmt: skip
-    text.append("")
-    for name, t in tasks.items():
-        if not isinstance(t, dict):
-            text += [f"### {name}", "", t, ""]
-        else:
-            text += task_markdown(t, summaries[name])
-    text += [
-        "## How the two sides are made the same", "",
-        "- Same expert, same data: for each seed one buffer of teacher-driven transitions is collected by policykd's "
-        "`collect_rollouts` (the preset's exploration) and exported as `obs, acts, next_obs, dones`; imitation reads "
-        "it as `Transitions`. A budget of n transitions is the first n rows for both. Labels: the teacher's greedy "
-        "action (argmax of logits / Q-values, or the Gaussian mean): what policykd's `nll` fits.",
-        "- Same student: MLP trunk with the same hidden sizes and ReLU, the same input normalisation (the teacher's "
-        "VecNormalize mean and std, or none); imitation's `ActorCriticPolicy` keeps SB3's orthogonal initialisation, a "
-        "state-independent log-std for Box actions and a one-layer value head it computes but BC never trains. Each "
-        "tool keeps its own loss details: imitation's BC adds its default entropy bonus (1e-3) and does not clip "
-        "gradients; policykd clips the gradient norm at 10.",
-        "- Same optimisation: Adam with the same learning rate, batch size and number of gradient steps.",
-        "- Same evaluation: imitation's trained weights are exported as a plain `.npz`, loaded into policykd's "
-        "`Student` (checked against the policy's own outputs) and played by `policykd.evaluation` on the same "
-        "episodes (seeds 10000+) as every other policy, greedily.",
-        "- Samples/s: gradient steps × batch size over the wall time of the training call alone (`BC.train`, "
-        "`Trainer.train`), medians over the repeats of the throughput measurement (next section); the per-cell "
-        "figures in the JSON are single runs under whatever load the machine had.",
-        "- DAgger labels: every state the expert is asked to label, whoever drove (imitation: counted at the "
-        "expert's `predict`; policykd: `collect_rollouts`).", "",
-    ]  # fmt: skip
-    write_text_atomic(out.with_suffix(".md"), "\n".join(text))
-    write_json_atomic(out.with_suffix(".json"), {"command": command, "wall_time_s": wall_time, "tasks": tasks,
-                                                  "summaries": summaries})  # fmt: skip
 
 
 def main() -> None:
@@ -659,7 +474,7 @@ def main() -> None:
     os.chdir(REPO)
     started = time.perf_counter()
     python = ensure_imitation_venv()
-    tag = "vs_imitation-quick" if args.quick else "vs_imitation"
+    cache = RESULTS_DIR / "vs_imitation" / ("quick" if args.quick else "full")
     seeds = [0] if args.quick else [0, 1, 2]
     tasks = {}
     for name, candidates in TASKS:
@@ -671,10 +486,12 @@ def main() -> None:
             tasks[name] = task if isinstance(task, str) else "not selected (--only)"
             continue
         print(f"== {name}: {task.source}", flush=True)
-        tasks[name] = run_task(task, python, seeds, RESULTS_DIR / tag, args.force)
+        tasks[name] = run_task(task, python, seeds, cache, args.force)
     command = "python benchmarks/vs_imitation.py" + (" --quick" if args.quick else "")
-    write_report(tasks, RESULTS_DIR / tag, command, time.perf_counter() - started, python)
-    print(f"wrote {RESULTS_DIR / tag}.md and .json in {time.perf_counter() - started:.0f} s")
+    out = RESULTS_DIR / "vs_imitation"
+    write_report(tasks, out, command, time.perf_counter() - started, imitation_versions(python),
+                 None if args.quick else BENCH_DIR / "README.md")
+    print(f"wrote {out}.md and .json in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from policykd.experts import package_versions
-from policykd.fileio import write_json_atomic, write_text_atomic
+from policykd.fileio import read_json, write_json_atomic, write_text_atomic
+from policykd.presets import ZOO_DIR
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -45,3 +46,28 @@ def replace_between_markers(path: Path, name: str, content: str) -> None:
         raise SystemExit(f"{path} has no {start} ... {end} markers")
     text = text[: text.index(start) + len(start)] + "\n" + content + "\n" + text[text.index(end) :]
     write_text_atomic(path, text)
+
+
+def task_sections(
+    tasks: list[tuple[str, str, Any]],
+    results_name: str,
+    only: str,
+    run: Callable[[str, str, Any, Path], dict[str, Any]],
+    section: Callable[[str, dict[str, Any]], str],
+) -> list[str]:
+    """One Markdown section per ``(name, teacher, budgets)`` task: run it (when selected by
+    ``only`` and its expert is finished), else reuse its cached ``summary.json``, else say why not."""
+    sections = []
+    for name, teacher, budgets in tasks:
+        cache_dir = RESULTS_DIR / results_name / name
+        record = ZOO_DIR.parent / teacher / "expert.json"
+        finished = record.is_file() and read_json(record).get("status") == "finished"
+        if only in name and finished:
+            sections.append(section(name, run(name, teacher, budgets, cache_dir)))
+        elif (cache_dir / "summary.json").is_file():
+            sections.append(section(name, read_json(cache_dir / "summary.json")))
+        else:
+            reason = "not selected by --only" if finished else f"the expert `{teacher}` was not finished"
+            print(f"skip {name}: {reason}", flush=True)
+            sections.append(f"## {name}\n\nNot run yet: {reason}.\n")
+    return sections

@@ -1,5 +1,6 @@
-"""Shared by the benchmark scripts: the provenance block every results file starts with, and
-per-run result caching so an interrupted sweep resumes where it stopped."""
+"""Shared by the benchmark scripts: the provenance block every results file starts with,
+per-run result caching so an interrupted sweep resumes where it stopped, and the first-n-transitions
+view of a buffer that data-budget curves train on."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from policykd.buffers import LabelledBuffer
 from policykd.experts import package_versions
 from policykd.fileio import read_json, write_json_atomic, write_text_atomic
 from policykd.presets import ZOO_DIR
@@ -36,6 +40,16 @@ def cached_run(cache_dir: Path, name: str, run: Callable[[], dict[str, Any]], fo
     result = run()
     write_json_atomic(path, result)
     return result
+
+
+def head_of(buffer: LabelledBuffer, n: int) -> LabelledBuffer:
+    """A buffer holding the first ``n`` transitions of ``buffer`` (collected in order, never wrapped)."""
+    out = LabelledBuffer(n, meta=buffer.meta, **buffer.layout())
+    batch = buffer.batch_at(np.arange(n))
+    out.add(batch.observations.numpy(), batch.actions.numpy(), batch.rewards.numpy(),
+            *(buffer.column(c)[:n] for c in ("terminated", "truncated", "episode_starts", "drivers")),
+            batch.teacher_outputs)  # fmt: skip
+    return out
 
 
 def replace_between_markers(path: Path, name: str, content: str) -> None:

@@ -24,6 +24,7 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("distill_checks.py", False, "distill_checks.md"),
     ("throughput.py", False, "throughput.md"),
     ("vs_imitation.py", True, "vs_imitation.md"),
+    ("soft_vs_hard.py", True, "soft_vs_hard.md"),
     ("temperature_sweep.py", False, "temperature_sweep.md"),
     ("compare_drivers.py", False, "compare_drivers.md"),
     ("fidelity_compression.py", True, "fidelity_compression.md"),

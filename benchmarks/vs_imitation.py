@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import RESULTS_DIR, cached_run
+from common import RESULTS_DIR, cached_run, head_of
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import make_vec_env
@@ -168,16 +168,6 @@ def export_transitions(teacher: Teacher, buffer: LabelledBuffer, n_envs: int, pa
     next_obs[:-n_envs][follows] = obs[n_envs:][follows]
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, obs=obs, acts=labels_of(teacher, buffer), next_obs=next_obs, dones=dones)
-
-
-def head_of(buffer: LabelledBuffer, n: int) -> LabelledBuffer:
-    """A buffer holding the first ``n`` transitions of ``buffer`` (collected in order, never wrapped)."""
-    out = LabelledBuffer(n, meta=buffer.meta, **buffer.layout())
-    batch = buffer.batch_at(np.arange(n))
-    out.add(batch.observations.numpy(), batch.actions.numpy(), batch.rewards.numpy(),
-            *(buffer.column(c)[:n] for c in ("terminated", "truncated", "episode_starts", "drivers")),
-            batch.teacher_outputs)  # fmt: skip
-    return out
 
 
 # -- students ---------------------------------------------------------------------------------------

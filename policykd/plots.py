@@ -1,4 +1,5 @@
-"""PNG plots of the sweep and the drivers comparison: a mean line with its 95 % CI band over seeds.
+"""PNG plots of the sweep, the drivers comparison and other learning curves: a mean line with its
+95 % CI band over seeds.
 
 matplotlib (the ``plots`` extra) is imported lazily with the Agg backend, so nothing here needs a
 display and the rest of policykd runs without it.
@@ -71,19 +72,44 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_drivers(summary: dict[str, Any], path: Path) -> None:
-    """Student return against teacher labels used, one line and CI band per driver, with the
-    teacher's return and the 95 % threshold as horizontal lines."""
+def plot_curves(
+    curves: dict[str, tuple[Sequence[float], Band]],
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    hlines: Sequence[tuple[float, str, str]] = (),
+    log_x: bool = False,
+) -> None:
+    """One line and 95 % CI band per ``label: (xs, band)``, with horizontal reference lines
+    ``(y, label, linestyle)`` in grey."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for driver, curve in summary["curves"].items():
-        _band(ax, curve["n_labels"], curve["return"], label=driver)
-    ax.axhline(summary["teacher_return"], color="grey", linestyle="--", label="teacher's return")
-    ax.axhline(summary["threshold"], color="grey", linestyle=":", label="95 % of teacher (random = 0 %)")
-    ax.set_xlabel("teacher labels used")
-    ax.set_ylabel("student return")
-    ax.set_title(f"{summary['env_id']} {summary['teacher_algo']} teacher: {summary['n_seeds']} seeds, 95 % CI")
+    for label, (xs, band) in curves.items():
+        _band(ax, xs, band, label=label)
+    for y, label, style in hlines:
+        ax.axhline(y, color="grey", linestyle=style, label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_drivers(summary: dict[str, Any], path: Path) -> None:
+    """Student return against teacher labels used, one line and CI band per driver, with the
+    teacher's return and the 95 % threshold as horizontal lines."""
+    plot_curves(
+        {driver: (curve["n_labels"], curve["return"]) for driver, curve in summary["curves"].items()},
+        path,
+        xlabel="teacher labels used",
+        ylabel="student return",
+        title=f"{summary['env_id']} {summary['teacher_algo']} teacher: {summary['n_seeds']} seeds, 95 % CI",
+        hlines=[(summary["teacher_return"], "teacher's return", "--"),
+                (summary["threshold"], "95 % of teacher (random = 0 %)", ":")],  # fmt: skip
+    )

@@ -57,7 +57,8 @@ def main() -> None:
             target = "met" if met else "**below**"
         size_mb = (run_dir / f"{record['env_id']}.zip").stat().st_size / 1e6
         rows.append(
-            f"| {record['algo']} | {record['env_id']} | {_fmt_score(score)} (n={score['n_episodes']}) "
+            f"| {record['algo']} | {record['env_id']} | {run_dir.name.rsplit('_', 1)[1]} ({record['seed']}) "
+            f"| {_fmt_score(score)} (n={score['n_episodes']}) "
             f"| {'-' if reference is None else reference} | {target} | {record['n_timesteps']:,} "
             f"| {record['wall_time_s'] / 60:.0f} min | {size_mb:.2f} MB | {recheck} |"
         )
@@ -65,8 +66,9 @@ def main() -> None:
 
     table = "\n".join(
         [
-            "| algo | env | recorded score (mean ± std) | rl-zoo reference | target | timesteps | train time | size | re-check |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| algo | env | run (seed) | recorded score (mean ± std) | rl-zoo reference | target | timesteps | train time "
+            "| size | re-check |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *rows,
         ]
     )

@@ -1,7 +1,7 @@
 """Fidelity vs compression: students at ~25 %, 7 % and 4 % of each zoo expert's acting parameters.
 
-    python benchmarks/fidelity_compression.py            # every finished classic-control expert, 3 seeds
-    python benchmarks/fidelity_compression.py --quick    # 1 seed, smaller budgets
+    python benchmarks/fidelity_compression.py            # every finished MLP expert (not Atari), 3 seeds
+    python benchmarks/fidelity_compression.py --quick    # classic control only, 1 seed, half the budgets
 
 The anchor is Rusu et al. 2016 (KL students at 25 / 7 / 4 % of a DQN kept 108.3 / 101.7 / 83.9 %
 of its score). Each student is a two-hidden-layer MLP whose width is chosen so that its parameter
@@ -27,7 +27,8 @@ from policykd.presets import ZOO_DIR, load_preset
 from policykd.teachers import load_teacher
 
 FRACTIONS = (0.25, 0.07, 0.04)
-CLASSIC = ("CartPole", "Acrobot", "LunarLander", "Pendulum")
+CLASSIC = ("CartPole", "Acrobot", "LunarLander", "Pendulum")  # --quick; the full run adds MuJoCo
+IMAGE_ENVS = ("NoFrameskip",)  # CNN teachers: an (h, h) MLP student does not apply
 
 
 def loss_for(kind: str) -> dict:
@@ -89,12 +90,15 @@ def main() -> None:
     seeds = (0,) if args.quick else (0, 1, 2)
     experts = sorted(
         p.parent for p in ZOO_DIR.glob("*/*_*/expert.json")
-        if json.loads(p.read_text()).get("status") == "finished" and p.parent.name.startswith(CLASSIC)
+        if json.loads(p.read_text()).get("status") == "finished"
+        and (p.parent.name.startswith(CLASSIC) or not args.quick) and not any(e in p.parent.name for e in IMAGE_ENVS)
     )  # fmt: skip
     cache = RESULTS_DIR / "fidelity_compression" / ("quick" if args.quick else "full")
     rows, curves, per_fraction = [], {}, {f: [] for f in FRACTIONS}
     for run_dir in experts:
         teacher = load_teacher(run_dir)
+        run = run_dir.name.rsplit("_", 1)[1]
+        name_of_teacher = teacher.algo + ("" if run == "1" else f" (run {run})")
         preset = load_preset(teacher.recipe.env_id)
         obs_dim = int(np.prod(teacher.observation_space.shape))
         out_dim = int(getattr(teacher.action_space, "n", 0) or np.prod(teacher.action_space.shape))
@@ -114,10 +118,10 @@ def main() -> None:
                 summaries.append(cached_run(cache, name, lambda config=config: distill(config)))
             pcts = np.array([s["pct_of_teacher"] for s in summaries])
             per_fraction[fraction] += list(pcts)
-            curves.setdefault(f"{teacher.recipe.env_id} {teacher.algo}", []).append((s0_fraction(summaries), pcts.mean()))
+            curves.setdefault(f"{teacher.recipe.env_id} {name_of_teacher}", []).append((s0_fraction(summaries), pcts.mean()))
             low, high = bootstrap_ci(pcts, np.mean, np.random.default_rng(0)) if len(pcts) > 1 else (pcts[0], pcts[0])
             s0 = summaries[0]
-            rows.append(f"| {teacher.recipe.env_id} | {teacher.algo} | {fraction:.0%} | {width}×{width} | "
+            rows.append(f"| {teacher.recipe.env_id} | {name_of_teacher} | {fraction:.0%} | {width}×{width} | "
                         f"{s0['student_params']:,} / {s0['teacher_params']:,} ({100 * s0['param_fraction']:.1f} %) | "
                         f"{s0['loss']} τ={s0['temperature']:g} | {pcts.mean():.1f} [{low:.1f}, {high:.1f}] |")  # fmt: skip
     rng = np.random.default_rng(0)

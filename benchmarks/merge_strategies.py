@@ -1,6 +1,6 @@
 """Merge strategies for an ensemble of experts of different algorithms on one task.
 
-    python benchmarks/merge_strategies.py              # LunarLander-v3, PPO + DQN + QR-DQN teachers, 3 seeds
+    python benchmarks/merge_strategies.py              # LunarLander-v3, two PPO seeds + DQN (+ QR-DQN once trained), 3 seeds
     python benchmarks/merge_strategies.py --quick      # 1 seed, smaller budgets
 
 For each strategy (and each teacher alone, as the baseline) one student per seed is distilled
@@ -24,9 +24,16 @@ from policykd.fileio import read_json, write_text_atomic
 from policykd.pipeline import DistillConfig, distill
 from policykd.presets import ZOO_DIR
 
-TEACHERS = ("agents/ppo/LunarLander-v3_1", "agents/dqn/LunarLander-v3_1", "agents/qrdqn/LunarLander-v3_1")
+# those whose training has finished take part
+TEACHERS = ("agents/ppo/LunarLander-v3_1", "agents/ppo/LunarLander-v3_2", "agents/dqn/LunarLander-v3_1",
+            "agents/qrdqn/LunarLander-v3_1")
 STRATEGIES = ("mean-probs", "mean-logits", "entropy-weighted", "most-confident")
 TEMPERATURE = 0.1  # Q-value teachers are near-uniform at tau = 1; 0.1 makes all three comparably sharp
+
+
+def label(teacher: str) -> str:
+    """``agents/ppo/LunarLander-v3_2`` -> ``ppo_2``: the algo and the zoo run."""
+    return f"{teacher.split('/')[1]}_{teacher.rsplit('_', 1)[1]}"
 
 
 def _finished(run_dir: Path) -> bool:
@@ -46,10 +53,10 @@ def main() -> None:
                   n_eval_episodes=10 if args.quick else 20, temperature=TEMPERATURE, progress_bar=False)  # fmt: skip
     cache = RESULTS_DIR / "merge_strategies" / ("quick" if args.quick else "full")
     runs: dict[str, list[dict]] = {}
-    for name in [*(f"alone:{t.split('/')[1]}" for t in teachers), *STRATEGIES]:
+    for name in [*(f"alone:{label(t)}" for t in teachers), *STRATEGIES]:
         for seed in seeds:
             if name.startswith("alone:"):
-                config = DistillConfig(teacher=next(t for t in teachers if t.split("/")[1] == name[6:]), seed=seed, **budget)
+                config = DistillConfig(teacher=next(t for t in teachers if label(t) == name[6:]), seed=seed, **budget)
             else:
                 config = DistillConfig(teachers=teachers, merge=name, seed=seed, **budget)
             config = DistillConfig(**{**config.__dict__, "out_dir": f"runs/benchmarks/merge/{name}-seed{seed}"})
@@ -72,13 +79,14 @@ def main() -> None:
             f"{pct_of(per_seed.mean, best_teacher['mean'], random_mean):.1f} | {reaches} | "
             f"{np.mean([m['teacher/entropy'] for m in metrics]):.3f} | {kls} |"
         )
-    teacher_line = ", ".join(f"{t['algo']} {t['mean']:.1f} ± {t['std']:.1f}" for t in runs[STRATEGIES[0]][0]["teachers"])
+    scores = runs[STRATEGIES[0]][0]["teachers"]  # in the order of ``teachers``
+    teacher_line = ", ".join(f"{label(t)} {s['mean']:.1f} ± {s['std']:.1f}" for t, s in zip(teachers, scores))
     table = "\n".join([
         f"Teachers (return on the evaluation episodes): {teacher_line}. τ = {TEMPERATURE}, seeds {list(seeds)}, "
         f"{budget['n_transitions']:,} transitions, {budget['n_updates']:,} updates, {budget['n_eval_episodes']} episodes.",
         "",
         f"| strategy | student return | 95 % CI (over seeds) | % of best teacher | reaches best teacher | "
-        f"merged-target entropy | KL per teacher ({' / '.join(t.split('/')[1] for t in teachers)}) |",
+        f"merged-target entropy | KL per teacher ({' / '.join(label(t) for t in teachers)}) |",
         "|---|---|---|---|---|---|---|",
         *rows,
     ])  # fmt: skip

@@ -39,6 +39,8 @@ def write_results_md() -> None:
         if not result:
             continue
         path = RESULTS_DIR / result
+        if not path.is_file():  # until a full run finishes, its --quick run's file (it says so in its command)
+            path = path.with_name(path.stem + "-quick.md")
         if path.is_file():
             # demote the file's headings one level and point its relative links at results/
             text = path.read_text().replace("](", "](results/").replace("](results/http", "](http")

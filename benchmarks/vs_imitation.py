@@ -480,7 +480,7 @@ def main() -> None:
     command = "python benchmarks/vs_imitation.py" + (" --quick" if args.quick else "")
     out = RESULTS_DIR / "vs_imitation"
     write_report(tasks, out, command, time.perf_counter() - started, imitation_versions(python),
-                 None if args.quick else BENCH_DIR / "README.md")
+                 None if args.quick else REPO / "README.md")
     print(f"wrote {out}.md and .json in {time.perf_counter() - started:.0f} s")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -305,10 +306,12 @@ def _cmd_zoo(_: argparse.Namespace) -> None:
     from policykd.zoo import list_experts
 
     rows = [
-        [e["algo"], e["env_id"], e["score"], e["reference"], e["timesteps"], e["size"], e["status"]]
+        [e["algo"], e["env_id"], e["score"], e["reference"], e["timesteps"], e["size"], e["status"],
+         os.path.relpath(e["path"])]  # what --teacher takes, from here
         for e in list_experts()
     ]  # fmt: skip
-    _print_table(rows, ["algo", "env", "score (mean ± std)", "rl-zoo reference", "timesteps", "size", "status"])
+    _print_table(rows, ["algo", "env", "score (mean ± std)", "rl-zoo reference", "timesteps", "size", "status",
+                        "--teacher"])  # fmt: skip
 
 
 def _cmd_train_expert(args: argparse.Namespace) -> None:

@@ -157,3 +157,6 @@ def test_zoo_lists_the_shipped_ppo_cartpole(capsys):
     assert code == 0, err
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines()[2:]]
     assert any(row[0] == "ppo" and row[1] == "CartPole-v1" for row in rows), out
+    # the last column is what --teacher takes: a path to the zoo folder, from the current directory
+    cartpole = next(row for row in rows if row[0] == "ppo" and row[1] == "CartPole-v1")
+    assert Path(cartpole[-1]).resolve() == (Path(__file__).parents[1] / "agents/ppo/CartPole-v1_1").resolve()

@@ -17,30 +17,30 @@ from pathlib import Path
 import torch
 
 from policykd.errors import PolicyKDError
-from policykd.experts import RECORD_FILE, run_dir_for, train_expert
-from policykd.fileio import read_json
+from policykd.experts import is_finished, run_dir_for, train_expert
 from policykd.zoo import measure_expert
 
 ZOO_DIR = Path(__file__).resolve().parent
 
-# (algo, env id, seed, timesteps or None for rl-zoo's budget, checkpoint every, eval episodes[, run id])
-EXPERTS: list[tuple[str, str, int, int | None, int, int] | tuple[str, str, int, int | None, int, int, int]] = [
-    ("ppo", "CartPole-v1", 0, None, 20_000, 10),
-    ("dqn", "CartPole-v1", 1, None, 2_500, 10),  # seed 0 peaked at 354 and collapsed
-    ("qrdqn", "CartPole-v1", 0, None, 10_000, 10),
-    ("sac", "Pendulum-v1", 0, None, 5_000, 10),
-    ("td3", "Pendulum-v1", 0, None, 5_000, 10),
-    ("dqn", "Acrobot-v1", 0, None, 20_000, 10),
-    ("dqn", "LunarLander-v3", 0, None, 20_000, 10),
-    ("ppo", "LunarLander-v3", 0, None, 100_000, 10),
+# (algo, env id, seed, timesteps or None for rl-zoo's budget, checkpoint every, eval episodes, run id:
+# the folder is <algo>/<env id>_<run id>)
+EXPERTS: list[tuple[str, str, int, int | None, int, int, int]] = [
+    ("ppo", "CartPole-v1", 0, None, 20_000, 10, 1),
+    ("dqn", "CartPole-v1", 1, None, 2_500, 10, 1),  # seed 0 peaked at 354 and collapsed
+    ("qrdqn", "CartPole-v1", 0, None, 10_000, 10, 1),
+    ("sac", "Pendulum-v1", 0, None, 5_000, 10, 1),
+    ("td3", "Pendulum-v1", 0, None, 5_000, 10, 1),
+    ("dqn", "Acrobot-v1", 0, None, 20_000, 10, 1),
+    ("dqn", "LunarLander-v3", 0, None, 20_000, 10, 1),
+    ("ppo", "LunarLander-v3", 0, None, 100_000, 10, 1),
     ("ppo", "LunarLander-v3", 1, None, 100_000, 10, 2),  # a second seed (run 2), for ensembles
     # More LunarLander teachers for ensembles. QR-DQN (256 gradient steps per 256 env steps) ran at
     # ~20 steps/s while other jobs shared the cores; rl-zoo's A2C recipe scored 18 ± 128 (seed 0) and
     # -62 ± 116 (seed 1) here and is not shipped.
-    ("qrdqn", "LunarLander-v3", 0, None, 20_000, 10),
-    ("ppo", "HalfCheetah-v5", 0, None, 100_000, 5),
-    ("ppo", "PongNoFrameskip-v4", 0, 3_000_000, 100_000, 3),
-    ("td3", "Hopper-v5", 0, None, 50_000, 5),
+    ("qrdqn", "LunarLander-v3", 0, None, 20_000, 10, 1),
+    ("ppo", "HalfCheetah-v5", 0, None, 100_000, 5, 1),
+    ("ppo", "PongNoFrameskip-v4", 0, 3_000_000, 100_000, 3, 1),
+    ("td3", "Hopper-v5", 0, None, 50_000, 5, 1),
 ]
 
 
@@ -50,13 +50,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for algo, env_id, seed, n_timesteps, every, n_eval, *run in EXPERTS:
-        run_id = run[0] if run else 1
+    for algo, env_id, seed, n_timesteps, every, n_eval, run_id in EXPERTS:
         name = f"{algo} {env_id}" + (f"_{run_id}" if run_id != 1 else "")
         if args.only and args.only not in name:
             continue
-        record = run_dir_for(ZOO_DIR, algo, env_id, run_id) / RECORD_FILE
-        if record.is_file() and read_json(record).get("status") == "finished":
+        if is_finished(run_dir_for(ZOO_DIR, algo, env_id, run_id)):
             print(f"skip {name}: finished")
             continue
         print(f"train {name}", flush=True)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from policykd.buffers import LabelledBuffer
-from policykd.experts import package_versions
+from policykd.experts import is_finished, package_versions
 from policykd.fileio import read_json, write_json_atomic, write_text_atomic
 from policykd.presets import ZOO_DIR
 
@@ -74,8 +74,7 @@ def task_sections(
     sections = []
     for name, teacher, budgets in tasks:
         cache_dir = RESULTS_DIR / results_name / name
-        record = ZOO_DIR.parent / teacher / "expert.json"
-        finished = record.is_file() and read_json(record).get("status") == "finished"
+        finished = is_finished(ZOO_DIR.parent / teacher)
         if only in name and finished:
             sections.append(section(name, run(name, teacher, budgets, cache_dir)))
         elif (cache_dir / "summary.json").is_file():

@@ -14,13 +14,13 @@ across tasks with a bootstrap CI over (task, seed) runs, as rliable computes it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
 import torch
 
 from common import RESULTS_DIR, cached_run, provenance
+from policykd.experts import is_finished
 from policykd.fileio import write_text_atomic
 from policykd.pipeline import DistillConfig, distill
 from policykd.presets import ZOO_DIR, load_preset
@@ -90,7 +90,7 @@ def main() -> None:
     seeds = (0,) if args.quick else (0, 1, 2)
     experts = sorted(
         p.parent for p in ZOO_DIR.glob("*/*_*/expert.json")
-        if json.loads(p.read_text()).get("status") == "finished"
+        if is_finished(p.parent)
         and (p.parent.name.startswith(CLASSIC) or not args.quick) and not any(e in p.parent.name for e in IMAGE_ENVS)
     )  # fmt: skip
     cache = RESULTS_DIR / "fidelity_compression" / ("quick" if args.quick else "full")

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from common import RESULTS_DIR, cached_run, provenance, replace_between_markers
 from policykd.evaluation import ReturnStats, pct_of
-from policykd.fileio import read_json, write_text_atomic
+from policykd.experts import is_finished
+from policykd.fileio import write_text_atomic
 from policykd.pipeline import DistillConfig, distill
 from policykd.presets import ZOO_DIR
 
@@ -36,18 +36,13 @@ def label(teacher: str) -> str:
     return f"{teacher.split('/')[1]}_{teacher.rsplit('_', 1)[1]}"
 
 
-def _finished(run_dir: Path) -> bool:
-    record = run_dir / "expert.json"
-    return record.is_file() and read_json(record).get("status") == "finished"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.chdir(ZOO_DIR.parent)
-    teachers = tuple(t for t in TEACHERS if _finished(ZOO_DIR.parent / t))
+    teachers = tuple(t for t in TEACHERS if is_finished(ZOO_DIR.parent / t))
     seeds = (0,) if args.quick else (0, 1, 2)
     budget = dict(n_transitions=30_000 if args.quick else 60_000, n_updates=3_000 if args.quick else 6_000,
                   n_eval_episodes=10 if args.quick else 20, temperature=TEMPERATURE, progress_bar=False)  # fmt: skip

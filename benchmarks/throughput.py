@@ -59,7 +59,7 @@ def collection_vs_env(teacher: Teacher, n_envs: int, n_steps: int) -> dict[str, 
       LunarLander hovers with its engines on, which costs Box2D more than a random crash), so this
       is the ratio that isolates what policykd adds: labelling, buffer writes, bookkeeping."""
     venv = make_vec_env(teacher.recipe, n_envs, seed=0)
-    rng = np.random.default_rng(0)
+    venv.action_space.seed(0)
     random_actions = np.array([[venv.action_space.sample() for _ in range(n_envs)] for _ in range(n_steps)])
     random_s = _timed_steps(venv, random_actions)
     venv.close()
@@ -67,7 +67,7 @@ def collection_vs_env(teacher: Teacher, n_envs: int, n_steps: int) -> dict[str, 
     venv = make_vec_env(teacher.recipe, n_envs, seed=0)
     cursor = RolloutCursor(venv.reset(), np.ones(n_envs, dtype=bool))  # the reset is not timed on either side
     start = time.perf_counter()
-    buffer, _ = collect_rollouts(venv, [teacher], n_steps * n_envs, rng=rng, cursor=cursor)
+    buffer, _ = collect_rollouts(venv, [teacher], n_steps * n_envs, rng=np.random.default_rng(0), cursor=cursor)
     collect_s = time.perf_counter() - start
     venv.close()
 
@@ -100,16 +100,19 @@ def collection_breakdown(teacher: Teacher, buffer: LabelledBuffer, n_envs: int, 
     return {f"share_{name}": value / collect_s for name, value in shares.items()}
 
 
-def untrained_pong_teacher(n_envs: int) -> tuple[Teacher, Any]:
-    """A CNN PPO teacher on Pong (the zoo's Pong expert is still training; an untrained network
-    costs the same to run) and its vectorised env."""
+def untrained_pong_teacher() -> Teacher:
+    """A CNN PPO teacher on Pong with the zoo's recipe (the zoo's Pong expert is still training; an
+    untrained network costs the same to run)."""
     from stable_baselines3 import PPO
 
     recipe = EnvRecipe("PongNoFrameskip-v4", env_wrapper=["stable_baselines3.common.atari_wrappers.AtariWrapper"],
                        frame_stack=4)  # fmt: skip
-    venv = make_vec_env(recipe, n_envs, seed=0)
-    policy = PPO("CnnPolicy", venv, n_steps=8, batch_size=8, device="cpu", seed=0).policy
-    return Teacher(policy, algo="ppo", source="untrained CNN", recipe=recipe), venv
+    venv = make_vec_env(recipe, 1, seed=0)  # only to give the policy its spaces
+    try:
+        policy = PPO("CnnPolicy", venv, n_steps=8, batch_size=8, device="cpu", seed=0).policy
+    finally:
+        venv.close()
+    return Teacher(policy, algo="ppo", source="untrained CNN", recipe=recipe)
 
 
 # (label, teacher source or "pong", env count, vector steps): each env at its preset's env count,
@@ -160,7 +163,8 @@ def wall_time(command: list[str]) -> float:
 
 
 def pong_bytes_per_transition() -> float:
-    teacher, venv = untrained_pong_teacher(8)
+    teacher = untrained_pong_teacher()
+    venv = make_vec_env(teacher.recipe, 8, seed=0)
     buffer, _ = collect_rollouts(venv, [teacher], 64, rng=np.random.default_rng(0))
     venv.close()
     return buffer.nbytes / buffer.capacity
@@ -174,7 +178,7 @@ def main() -> None:
 
     collection = []
     for label, source, n_envs, n_steps in COLLECTION_CASES:
-        case_teacher = untrained_pong_teacher(1)[0] if source == "pong" else load_teacher(REPO / source)
+        case_teacher = untrained_pong_teacher() if source == "pong" else load_teacher(REPO / source)
         print(f"collection: {label}, {n_envs} envs", flush=True)
         collection.append({"label": label, "n_envs": n_envs, **collection_vs_env(case_teacher, n_envs, n_steps)})
     results["collection"] = collection

@@ -53,6 +53,7 @@ from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import make_vec_env
 from policykd.evaluation import ReturnStats, episode_returns
+from policykd.experts import is_finished
 from policykd.losses import make_loss
 from policykd.online import LinearBeta, OnlineConfig, train_online
 from policykd.pipeline import EVAL_SEED_OFFSET, evaluate_random, evaluate_teacher
@@ -242,8 +243,7 @@ class Task:
 def resolve_task(name: str, candidates: tuple[str, ...], quick: bool) -> Task | str:
     """The task's first finished expert, or a line saying why the task is pending."""
     for source in candidates:
-        record = ZOO_DIR.parent / source / "expert.json"
-        if record.is_file() and json.loads(record.read_text()).get("status") == "finished":
+        if is_finished(ZOO_DIR.parent / source):
             teacher = load_teacher(ZOO_DIR.parent / source)
             teacher.source = source  # repository-relative in the results
             preset = load_preset(teacher.recipe.env_id)

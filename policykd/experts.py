@@ -53,6 +53,12 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a finished expert (its expert.json says so)."""
+    record = Path(run_dir) / RECORD_FILE
+    return record.is_file() and read_json(record).get("status") == "finished"
+
+
 def run_dir_for(zoo_dir: str | Path, algo: str, env_id: str, run_id: int = 1) -> Path:
     return Path(zoo_dir) / algo / f"{env_id}_{run_id}"
 
@@ -183,7 +189,7 @@ def _train_expert(
     from stable_baselines3.common.vec_env import sync_envs_normalization
 
     record_path = run_dir / RECORD_FILE
-    if record_path.is_file() and read_json(record_path).get("status") == "finished":
+    if is_finished(run_dir):
         raise PolicyKDError(f"{run_dir} already holds a finished expert; pass another --run-id to train a new one")
     resume_dir = run_dir / RESUME_DIR
     resume_model = resume_dir / "model.zip"

@@ -56,7 +56,7 @@ def plot(curves: dict[str, list[tuple[float, float]]], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     for label, points in curves.items():
         xs, ys = zip(*sorted(points))
         ax.plot([100 * x for x in xs], ys, marker="o", label=label)
@@ -64,7 +64,7 @@ def plot(curves: dict[str, list[tuple[float, float]]], path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("student params, % of teacher's")
     ax.set_ylabel("% of teacher return (random = 0)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: the lines fill the axes
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

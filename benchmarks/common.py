@@ -4,6 +4,7 @@ view of a buffer that data-budget curves train on."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -30,6 +31,21 @@ def provenance(command: str) -> str:
         f"- packages: {versions}\n"
         f"- command: `{command}`\n"
     )
+
+
+def parse_sweep_args(doc: str, quick_help: str, only_help: str) -> argparse.Namespace:
+    """The flags of a resumable benchmark sweep (--quick, --force, --only); also pins torch to one
+    thread and runs from the repository root, as every benchmark does."""
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--force", action="store_true", help="recompute cached cells")
+    parser.add_argument("--only", default="", help=only_help)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.chdir(ZOO_DIR.parent)
+    return args
 
 
 def cached_run(cache_dir: Path, name: str, run: Callable[[], dict[str, Any]], force: bool = False) -> dict[str, Any]:

@@ -31,18 +31,15 @@ one PNG per task, and one cached JSON per cell under `results/soft_vs_hard[-quic
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from common import RESULTS_DIR, cached_run, head_of, provenance, task_sections
+from common import RESULTS_DIR, cached_run, head_of, parse_sweep_args, provenance, task_sections
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import make_vec_env
@@ -270,14 +267,9 @@ Times on 1 torch thread, on 2 CPU cores shared with expert trainings and other j
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CartPole PPO/DQN and Pendulum SAC only; every other "
-                        "budget, half the gradient steps and evaluation episodes")  # fmt: skip
-    parser.add_argument("--force", action="store_true", help="recompute cached cells")
-    parser.add_argument("--only", default="", help="run only tasks whose name contains this (others: from cache)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    os.chdir(ZOO_DIR.parent)
+    args = parse_sweep_args(__doc__, "CartPole PPO/DQN and Pendulum SAC only; every other budget, half the "
+                            "gradient steps and evaluation episodes",
+                            "run only tasks whose name contains this (others: from cache)")  # fmt: skip
     started = time.perf_counter()
     results_name = "soft_vs_hard-quick" if args.quick else "soft_vs_hard"
     tasks = [(name, source, plan) for name, source, plan in TASKS if plan.in_quick or not args.quick]

@@ -33,7 +33,6 @@ a full run refreshes the ratio table in `benchmarks/README.md`), one cached JSON
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -48,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import RESULTS_DIR, cached_run, head_of
+from common import RESULTS_DIR, cached_run, head_of, parse_sweep_args
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import make_vec_env
@@ -454,14 +453,8 @@ def imitation_versions(python: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 seed, 2 data budgets, half the gradient steps, "
-                        "DAgger rounds and evaluation episodes, no MuJoCo")  # fmt: skip
-    parser.add_argument("--force", action="store_true", help="recompute cached cells")
-    parser.add_argument("--only", default="", help="only tasks whose env id contains this")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    os.chdir(REPO)
+    args = parse_sweep_args(__doc__, "1 seed, 2 data budgets, half the gradient steps, DAgger rounds and "
+                            "evaluation episodes, no MuJoCo", "only tasks whose env id contains this")  # fmt: skip
     started = time.perf_counter()
     python = ensure_imitation_venv()
     cache = RESULTS_DIR / "vs_imitation" / ("quick" if args.quick else "full")

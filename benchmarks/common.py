@@ -33,15 +33,16 @@ def provenance(command: str) -> str:
     )
 
 
-def parse_sweep_args(doc: str, quick_help: str, only_help: str) -> argparse.Namespace:
-    """The flags of a resumable benchmark sweep (--quick, --force, --only); also pins torch to one
-    thread and runs from the repository root, as every benchmark does."""
+def parse_quick_args(doc: str, quick_help: str | None = None, *, only_help: str | None = None) -> argparse.Namespace:
+    """A benchmark's flags: --quick, and for a resumable sweep (``only_help`` given) --force and
+    --only. Also pins torch to one thread and runs from the repository root, as every benchmark does."""
     import torch
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--force", action="store_true", help="recompute cached cells")
-    parser.add_argument("--only", default="", help=only_help)
+    if only_help is not None:
+        parser.add_argument("--force", action="store_true", help="recompute cached cells")
+        parser.add_argument("--only", default="", help=only_help)
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.chdir(ZOO_DIR.parent)

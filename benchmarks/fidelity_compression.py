@@ -13,13 +13,9 @@ across tasks with a bootstrap CI over (task, seed) runs, as rliable computes it.
 
 from __future__ import annotations
 
-import argparse
-import os
-
 import numpy as np
-import torch
 
-from common import RESULTS_DIR, cached_run, provenance
+from common import RESULTS_DIR, cached_run, parse_quick_args, provenance
 from policykd.experts import is_finished
 from policykd.fileio import write_text_atomic
 from policykd.pipeline import DistillConfig, distill
@@ -82,11 +78,7 @@ def bootstrap_ci(values: np.ndarray, stat, rng: np.random.Generator, n: int = 20
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    os.chdir(ZOO_DIR.parent)
+    args = parse_quick_args(__doc__)
     seeds = (0,) if args.quick else (0, 1, 2)
     experts = sorted(
         p.parent for p in ZOO_DIR.glob("*/*_*/expert.json")

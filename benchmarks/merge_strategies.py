@@ -11,13 +11,9 @@ the student, all as measured. Resumes: finished runs are cached under results/me
 
 from __future__ import annotations
 
-import argparse
-import os
-
 import numpy as np
-import torch
 
-from common import RESULTS_DIR, cached_run, provenance, replace_between_markers
+from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, replace_between_markers
 from policykd.evaluation import ReturnStats, pct_of
 from policykd.experts import is_finished
 from policykd.fileio import write_text_atomic
@@ -37,11 +33,7 @@ def label(teacher: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    os.chdir(ZOO_DIR.parent)
+    args = parse_quick_args(__doc__)
     teachers = tuple(t for t in TEACHERS if is_finished(ZOO_DIR.parent / t))
     seeds = (0,) if args.quick else (0, 1, 2)
     budget = dict(n_transitions=30_000 if args.quick else 60_000, n_updates=3_000 if args.quick else 6_000,

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from common import RESULTS_DIR, cached_run, head_of, parse_sweep_args, provenance, task_sections
+from common import RESULTS_DIR, cached_run, head_of, parse_quick_args, provenance, task_sections
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import make_vec_env
@@ -267,9 +267,9 @@ Times on 1 torch thread, on 2 CPU cores shared with expert trainings and other j
 
 
 def main() -> None:
-    args = parse_sweep_args(__doc__, "CartPole PPO/DQN and Pendulum SAC only; every other budget, half the "
+    args = parse_quick_args(__doc__, "CartPole PPO/DQN and Pendulum SAC only; every other budget, half the "
                             "gradient steps and evaluation episodes",
-                            "run only tasks whose name contains this (others: from cache)")  # fmt: skip
+                            only_help="run only tasks whose name contains this (others: from cache)")  # fmt: skip
     started = time.perf_counter()
     results_name = "soft_vs_hard-quick" if args.quick else "soft_vs_hard"
     tasks = [(name, source, plan) for name, source, plan in TASKS if plan.in_quick or not args.quick]

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import RESULTS_DIR, cached_run, head_of, parse_sweep_args
+from common import RESULTS_DIR, cached_run, head_of, parse_quick_args
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import make_vec_env
@@ -453,8 +453,8 @@ def imitation_versions(python: Path) -> str:
 
 
 def main() -> None:
-    args = parse_sweep_args(__doc__, "1 seed, 2 data budgets, half the gradient steps, DAgger rounds and "
-                            "evaluation episodes, no MuJoCo", "only tasks whose env id contains this")  # fmt: skip
+    args = parse_quick_args(__doc__, "1 seed, 2 data budgets, half the gradient steps, DAgger rounds and "
+                            "evaluation episodes, no MuJoCo", only_help="only tasks whose env id contains this")  # fmt: skip
     started = time.perf_counter()
     python = ensure_imitation_venv()
     cache = RESULTS_DIR / "vs_imitation" / ("quick" if args.quick else "full")

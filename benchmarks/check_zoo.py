@@ -2,6 +2,7 @@
 
     python benchmarks/check_zoo.py             # re-evaluate each expert, compare with its recorded score
     python benchmarks/check_zoo.py --record    # (re)measure and record scores first (after training)
+    python benchmarks/check_zoo.py --quick     # classic-control and Box2D experts only; prints, README untouched
 
 Each expert is played for its recorded number of episodes with the recorded seed, through
 `load_teacher` on its zoo folder (so with its env recipe: wrappers, frame stack, VecNormalize).
@@ -14,13 +15,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common import replace_between_markers
+from common import CLASSIC_ENVS, replace_between_markers
 from policykd.experts import RECORD_FILE
 from policykd.fileio import read_json
 from policykd.pipeline import evaluate_teacher
 from policykd.presets import ZOO_DIR, load_preset
 from policykd.teachers import load_teacher
 from policykd.zoo import measure_expert
+
 
 def _fmt_score(score: dict) -> str:
     return f"{score['mean']:.1f} ± {score['std']:.1f}"
@@ -30,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--record", action="store_true", help="measure and record scores, then check")
     parser.add_argument("--only", default="", help="only experts whose path contains this")
+    parser.add_argument("--quick", action="store_true", help="re-check classic-control and Box2D experts only")
     args = parser.parse_args()
 
     rows, failures = [], 0
@@ -39,6 +42,8 @@ def main() -> None:
         if record.get("status") != "finished":
             continue
         preset = load_preset(record["env_id"])
+        if args.quick and not record["env_id"].startswith(CLASSIC_ENVS):
+            continue
         if args.only in str(run_dir):  # measured / re-checked now; the others keep their row from the record
             if args.record or not record.get("score"):
                 record["score"] = measure_expert(run_dir)
@@ -72,7 +77,10 @@ def main() -> None:
             *rows,
         ]
     )
-    replace_between_markers(ZOO_DIR / "README.md", "zoo-table", table)
+    if args.quick:  # a partial table: the README keeps the full one
+        print(table)
+    else:
+        replace_between_markers(ZOO_DIR / "README.md", "zoo-table", table)
     print(f"\n{len(rows)} experts checked, {failures} failed")
     sys.exit(1 if failures else 0)
 

@@ -21,6 +21,9 @@ from policykd.fileio import read_json, write_json_atomic, write_text_atomic
 from policykd.presets import ZOO_DIR
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+README = ZOO_DIR.parent / "README.md"
+# env ids (prefixes) a --quick run keeps: seconds per episode; MuJoCo and Atari are left to the full run
+CLASSIC_ENVS = ("CartPole", "Acrobot", "LunarLander", "Pendulum")
 
 
 def provenance(command: str) -> str:
@@ -47,6 +50,23 @@ def parse_quick_args(doc: str, quick_help: str | None = None, *, only_help: str 
     torch.set_num_threads(1)
     os.chdir(ZOO_DIR.parent)
     return args
+
+
+def results_name(name: str, quick: bool) -> str:
+    """The stem of a script's results: ``name`` for a full run, ``name-quick`` for ``--quick``, so a
+    quick run never overwrites the full run's files or cache."""
+    return f"{name}-quick" if quick else name
+
+
+def publish(name: str, text: str, *, quick: bool, readme_marker: str = "", readme_text: str = "") -> Path:
+    """Write ``results/<name>[-quick].md``. A full run also regenerates the README section between
+    ``readme_marker``'s markers; a quick run leaves the README quoting the full run."""
+    path = RESULTS_DIR / f"{results_name(name, quick)}.md"
+    write_text_atomic(path, text)
+    if readme_marker and not quick:
+        replace_between_markers(README, readme_marker, readme_text)
+    print(f"wrote {path}" + (" and the README section" if readme_marker and not quick else ""), flush=True)
+    return path
 
 
 def cached_run(cache_dir: Path, name: str, run: Callable[[], dict[str, Any]], force: bool = False) -> dict[str, Any]:

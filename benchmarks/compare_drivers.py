@@ -5,28 +5,24 @@ results/compare_drivers.md (+ one PNG and CSV per task).
     python benchmarks/compare_drivers.py                      # every task whose expert is finished; resumes
     python benchmarks/compare_drivers.py --only LunarLander   # tasks whose name has this (others: from cache)
     python benchmarks/compare_drivers.py --force              # rerun everything
+    python benchmarks/compare_drivers.py --quick              # CartPole and Pendulum, 1 seed: ~1.5 min
 
 Each task is exactly one `policykd compare-drivers` command (printed in the results). Each
-(driver, seed) run is cached as JSON under results/compare_drivers/<env>/, so an interrupted run
+(driver, seed) run is cached as JSON under results/compare_drivers[-quick]/<env>/, so an interrupted run
 resumes where it stopped; TensorBoard runs go to runs/benchmarks/compare_drivers/<env>/.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from common import RESULTS_DIR, cached_run, provenance, task_sections
-from policykd.fileio import read_json, write_json_atomic, write_text_atomic
+from common import cached_run, parse_quick_args, provenance, publish, results_name, task_sections
+from policykd.fileio import read_json, write_json_atomic
 from policykd.online import DriversConfig, compare_drivers, drivers_markdown
-from policykd.presets import ZOO_DIR
 
 # (name, teacher, budgets): each task is `policykd compare-drivers --teacher <teacher> <budgets> --seeds 3`;
 # the name is the env id, with a suffix for a second budget on the same env.
@@ -45,19 +41,21 @@ TASKS: list[tuple[str, str, dict[str, Any]]] = [
 CLI_FLAGS = {"n_rounds": "--rounds", "n_transitions_per_round": "--round-transitions",
              "n_updates_per_round": "--round-updates"}  # fmt: skip
 N_SEEDS, N_EVAL_EPISODES = 3, 10
+QUICK_TASKS, QUICK_SEEDS = ("CartPole-v1", "Pendulum-v1"), 1  # --quick: the two fast tasks, one seed
 
 
-def run_task(name: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, force: bool) -> dict[str, Any]:
+def run_task(name: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, force: bool, n_seeds: int,
+             ) -> dict[str, Any]:  # fmt: skip
     """Run (or resume) one task; its summary gains ``command``, ``wall_time_s`` and ``resumed``."""
-    out_dir = f"runs/benchmarks/compare_drivers/{name}"
+    out_dir = f"runs/benchmarks/{cache_dir.parent.name}/{name}"
     flags = " ".join(f"{CLI_FLAGS[k]} {v}" for k, v in budgets.items())
-    command = (f"policykd compare-drivers --teacher {teacher} {flags} --seeds {N_SEEDS} "
+    command = (f"policykd compare-drivers --teacher {teacher} {flags} --seeds {n_seeds} "
                f"--eval-episodes {N_EVAL_EPISODES} --out {out_dir}")  # fmt: skip
     print(f"{name}: {command}", flush=True)
     previous = cache_dir / "summary.json"
     if previous.is_file() and read_json(previous)["command"] != command and not force:
         sys.exit(f"{name}: the cached runs in {cache_dir} were made by another command; rerun with --force")
-    config = DriversConfig(teacher=teacher, n_seeds=N_SEEDS, n_eval_episodes=N_EVAL_EPISODES, out_dir=out_dir,
+    config = DriversConfig(teacher=teacher, n_seeds=n_seeds, n_eval_episodes=N_EVAL_EPISODES, out_dir=out_dir,
                            **budgets)  # fmt: skip
     n_cached = 0
 
@@ -72,7 +70,7 @@ def run_task(name: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, 
     started = time.perf_counter()
     summary = compare_drivers(config, cache=cache)
     summary.update(command=command, wall_time_s=time.perf_counter() - started, resumed=n_cached > 0)
-    if n_cached == 1 + len(summary["curves"]) * N_SEEDS and previous.is_file():  # nothing ran: keep its timing
+    if n_cached == 1 + len(summary["curves"]) * n_seeds and previous.is_file():  # nothing ran: keep its timing
         summary.update({k: read_json(previous)[k] for k in ("wall_time_s", "resumed")})
     print(f"{name}: {summary['wall_time_s']:.0f} s{' (resumed)' if n_cached else ''}", flush=True)
     shutil.copyfile(f"{out_dir}/drivers.png", cache_dir.parent / f"{name}.png")
@@ -81,24 +79,23 @@ def run_task(name: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, 
     return summary
 
 
-def section(name: str, summary: dict[str, Any]) -> str:
+def section(name: str, summary: dict[str, Any], stem: str) -> str:
     when = "resumed from cached runs; last invocation" if summary["resumed"] else "wall time"
     return (f"## {name}\n\n`{summary['command']}`\n\n{when}: {summary['wall_time_s']:.0f} s.\n\n"
-            f"{drivers_markdown(summary)}\n![{name} drivers](compare_drivers/{name}.png)\n")  # fmt: skip
+            f"{drivers_markdown(summary)}\n![{name} drivers]({stem}/{name}.png)\n")  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--force", action="store_true", help="rerun runs that are cached")
-    parser.add_argument("--only", default="", help="run only tasks whose env id contains this (others: from cache)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    os.chdir(ZOO_DIR.parent)  # teacher paths and run folders are relative to the repository root
-    sections = task_sections(TASKS, "compare_drivers", args.only,
-                             lambda n, t, b, c: run_task(n, t, b, c, args.force), section)
+    args = parse_quick_args(__doc__, "CartPole and Pendulum, 1 seed",
+                            only_help="run only tasks whose name contains this (others: from cache)")  # fmt: skip
+    stem = results_name("compare_drivers", args.quick)
+    n_seeds = QUICK_SEEDS if args.quick else N_SEEDS
+    tasks = [task for task in TASKS if task[0] in QUICK_TASKS or not args.quick]
+    sections = task_sections(tasks, stem, args.only, lambda n, t, b, c: run_task(n, t, b, c, args.force, n_seeds),
+                             lambda n, s: section(n, s, stem))  # fmt: skip
     text = (
         "# Drivers comparison: teacher labels needed\n\nGenerated by `benchmarks/compare_drivers.py`; do not edit by "
-        "hand.\n\n" + provenance("python benchmarks/compare_drivers.py")
+        "hand.\n\n" + provenance("python benchmarks/compare_drivers.py" + (" --quick" if args.quick else ""))
         + "\nEach round collects the same number of teacher-labelled transitions, whoever drives (teacher: β = 1; "
         "student: β = 0, the teacher only labels; dagger: the teacher acts with probability β per step, β falling "
         "linearly from 1 to 0 over the first half of the rounds), then trains the same student (forward KL at τ = 1, "
@@ -106,8 +103,7 @@ def main() -> None:
         "episodes for every driver and seed. Drivers act greedily. Times on 1 torch thread while other jobs shared "
         "the 2 cores.\n\n" + "\n".join(sections)
     )  # fmt: skip
-    write_text_atomic(RESULTS_DIR / "compare_drivers.md", text)
-    print(f"wrote {RESULTS_DIR / 'compare_drivers.md'}")
+    publish("compare_drivers", text, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from common import RESULTS_DIR, cached_run, head_of, parse_quick_args, provenance, task_sections
+from common import RESULTS_DIR, cached_run, head_of, parse_quick_args, provenance, results_name, task_sections
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import make_vec_env
@@ -271,7 +271,7 @@ def main() -> None:
                             "gradient steps and evaluation episodes",
                             only_help="run only tasks whose name contains this (others: from cache)")  # fmt: skip
     started = time.perf_counter()
-    results_name = "soft_vs_hard-quick" if args.quick else "soft_vs_hard"
+    stem = results_name("soft_vs_hard", args.quick)
     tasks = [(name, source, plan) for name, source, plan in TASKS if plan.in_quick or not args.quick]
     summaries: dict[str, dict[str, Any]] = {}
 
@@ -280,9 +280,9 @@ def main() -> None:
 
     def task_section(name: str, summary: dict[str, Any]) -> str:
         summaries[name] = summary
-        return section(name, summary, results_name)
+        return section(name, summary, stem)
 
-    sections = task_sections(tasks, results_name, args.only, run, task_section)
+    sections = task_sections(tasks, stem, args.only, run, task_section)
     left_out = [name for name, _, plan in TASKS if args.quick and not plan.in_quick]
     command = "python benchmarks/soft_vs_hard.py" + (" --quick" if args.quick else "")
     wall = time.perf_counter() - started
@@ -292,7 +292,7 @@ def main() -> None:
         + (f"\nLeft out of `--quick`: {', '.join(left_out)} (see the full run).\n" if left_out else "")
         + "\n" + "\n".join(sections)
     )  # fmt: skip
-    out = RESULTS_DIR / results_name
+    out = RESULTS_DIR / stem
     write_text_atomic(out.with_suffix(".md"), text)
     write_json_atomic(out.with_suffix(".json"), {"command": command, "wall_time_s": wall, "tasks": summaries})
     print(f"wrote {out}.md and .json in {wall:.0f} s")

@@ -4,28 +4,24 @@ student per (tau, seed), written to results/temperature_sweep.md (+ one PNG and 
     python benchmarks/temperature_sweep.py                  # every task whose expert is finished; resumes
     python benchmarks/temperature_sweep.py --only Pendulum  # one task
     python benchmarks/temperature_sweep.py --force          # rerun everything
+    python benchmarks/temperature_sweep.py --quick          # CartPole and Pendulum, 1 seed: ~1.5 min
 
 Each task is exactly one `policykd sweep` command (printed in the results); the budgets are sized
 so a task finishes in under 15 minutes on the 2-core CPU box. Each (tau, seed) result is cached
-as JSON under results/temperature_sweep/<env>/, so an interrupted run resumes where it stopped on
+as JSON under results/temperature_sweep[-quick]/<env>/, so an interrupted run resumes where it stopped on
 the same buffer (kept under runs/benchmarks/temperature_sweep/<env>/ with the TensorBoard runs).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from common import RESULTS_DIR, cached_run, provenance, task_sections
-from policykd.fileio import read_json, write_json_atomic, write_text_atomic
-from policykd.presets import ZOO_DIR
+from common import cached_run, parse_quick_args, provenance, publish, results_name, task_sections
+from policykd.fileio import read_json, write_json_atomic
 from policykd.sweep import SweepConfig, run_sweep, sweep_markdown
 
 TEMPERATURES = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
@@ -37,24 +33,26 @@ TASKS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 CLI_FLAGS = {"n_transitions": "--n-transitions", "n_updates": "--n-updates", "n_eval_episodes": "--eval-episodes"}
 N_SEEDS, N_EVAL_EPISODES = 3, 10
+QUICK_TASKS, QUICK_SEEDS = ("CartPole-v1", "Pendulum-v1"), 1  # --quick: the two fast tasks, one seed
 
 
-def cli_command(teacher: str, budgets: dict[str, Any], out_dir: str) -> str:
+def cli_command(teacher: str, budgets: dict[str, Any], out_dir: str, n_seeds: int) -> str:
     flags = " ".join(f"{CLI_FLAGS[k]} {v}" for k, v in budgets.items())
     taus = " ".join(f"{t:g}" for t in TEMPERATURES)
-    return (f"policykd sweep --teacher {teacher} --temperatures {taus} --seeds {N_SEEDS} {flags} "
+    return (f"policykd sweep --teacher {teacher} --temperatures {taus} --seeds {n_seeds} {flags} "
             f"--eval-episodes {N_EVAL_EPISODES} --out {out_dir}")  # fmt: skip
 
 
-def run_task(env_id: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, force: bool) -> dict[str, Any]:
+def run_task(env_id: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, force: bool, n_seeds: int,
+             ) -> dict[str, Any]:  # fmt: skip
     """Run (or resume) one task's sweep; its summary gains ``command``, ``wall_time_s`` and ``resumed``."""
-    out_dir = f"runs/benchmarks/temperature_sweep/{env_id}"
-    command = cli_command(teacher, budgets, out_dir)
+    out_dir = f"runs/benchmarks/{cache_dir.parent.name}/{env_id}"
+    command = cli_command(teacher, budgets, out_dir, n_seeds)
     print(f"{env_id}: {command}", flush=True)
     previous = cache_dir / "summary.json"
     if previous.is_file() and read_json(previous)["command"] != command and not force:
         sys.exit(f"{env_id}: the cached runs in {cache_dir} were made by another command; rerun with --force")
-    config = SweepConfig(teacher=teacher, temperatures=TEMPERATURES, n_seeds=N_SEEDS, n_eval_episodes=N_EVAL_EPISODES,
+    config = SweepConfig(teacher=teacher, temperatures=TEMPERATURES, n_seeds=n_seeds, n_eval_episodes=N_EVAL_EPISODES,
                          out_dir=out_dir, **budgets)  # fmt: skip
     n_cached = 0
 
@@ -66,7 +64,7 @@ def run_task(env_id: str, teacher: str, budgets: dict[str, Any], cache_dir: Path
     started = time.perf_counter()
     summary = run_sweep(config, cache=cache)
     summary.update(command=command, wall_time_s=time.perf_counter() - started, resumed=n_cached > 0)
-    if n_cached == 1 + len(TEMPERATURES) * N_SEEDS and previous.is_file():  # nothing ran: keep its timing
+    if n_cached == 1 + len(TEMPERATURES) * n_seeds and previous.is_file():  # nothing ran: keep its timing
         summary.update({k: read_json(previous)[k] for k in ("wall_time_s", "resumed")})
     print(f"{env_id}: {summary['wall_time_s']:.0f} s{' (resumed)' if n_cached else ''}", flush=True)
     shutil.copyfile(f"{out_dir}/sweep.png", cache_dir.parent / f"{env_id}.png")
@@ -75,7 +73,7 @@ def run_task(env_id: str, teacher: str, budgets: dict[str, Any], cache_dir: Path
     return summary
 
 
-def section(env_id: str, summary: dict[str, Any]) -> str:
+def section(env_id: str, summary: dict[str, Any], stem: str) -> str:
     run_time = sum(r["wall_time_s"] for r in summary["runs"])
     if summary["resumed"]:
         timing = (f"resumed from cached runs ({summary['wall_time_s']:.0f} s in the last invocation); the "
@@ -84,29 +82,27 @@ def section(env_id: str, summary: dict[str, Any]) -> str:
         timing = (f"wall time {summary['wall_time_s']:.0f} s for the whole command (baselines, collection, "
                   f"{len(summary['runs'])} students; the students alone {run_time:.0f} s)")
     return (f"## {env_id}\n\n`{summary['command']}`\n\n{timing}.\n\n{sweep_markdown(summary)}\n"
-            f"![{env_id} sweep](temperature_sweep/{env_id}.png)\n")  # fmt: skip
+            f"![{env_id} sweep]({stem}/{env_id}.png)\n")  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--force", action="store_true", help="rerun runs that are cached")
-    parser.add_argument("--only", default="", help="run only tasks whose env id contains this (others: from cache)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    os.chdir(ZOO_DIR.parent)  # teacher paths and run folders are relative to the repository root
-    sections = task_sections(TASKS, "temperature_sweep", args.only,
-                             lambda n, t, b, c: run_task(n, t, b, c, args.force), section)
+    args = parse_quick_args(__doc__, "CartPole and Pendulum, 1 seed",
+                            only_help="run only tasks whose env id contains this (others: from cache)")  # fmt: skip
+    stem = results_name("temperature_sweep", args.quick)
+    n_seeds = QUICK_SEEDS if args.quick else N_SEEDS
+    tasks = [task for task in TASKS if task[0] in QUICK_TASKS or not args.quick]
+    sections = task_sections(tasks, stem, args.only, lambda n, t, b, c: run_task(n, t, b, c, args.force, n_seeds),
+                             lambda n, s: section(n, s, stem))  # fmt: skip
     text = (
         "# Temperature sweeps\n\nGenerated by `benchmarks/temperature_sweep.py`; do not edit by hand.\n\n"
-        + provenance("python benchmarks/temperature_sweep.py")
+        + provenance("python benchmarks/temperature_sweep.py" + (" --quick" if args.quick else ""))
         + "\nOne teacher-driven buffer per task; every (τ, seed) student learns from that same buffer with the "
         "forward KL at temperature τ on the teacher side (the student acts at τ = 1). Seeds change the student's "
         "initial weights and minibatches, not the buffer. Times on 1 torch thread while other jobs (expert "
         "training, other benchmarks) shared the 2 cores.\n\n"
         + "\n".join(sections)
     )  # fmt: skip
-    write_text_atomic(RESULTS_DIR / "temperature_sweep.md", text)
-    print(f"wrote {RESULTS_DIR / 'temperature_sweep.md'}")
+    publish("temperature_sweep", text, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import RESULTS_DIR, cached_run, head_of, parse_quick_args
+from common import RESULTS_DIR, cached_run, head_of, parse_quick_args, results_name
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import make_vec_env
@@ -471,7 +471,7 @@ def main() -> None:
         print(f"== {name}: {task.source}", flush=True)
         tasks[name] = run_task(task, python, seeds, cache, args.force)
     command = "python benchmarks/vs_imitation.py" + (" --quick" if args.quick else "")
-    out = RESULTS_DIR / "vs_imitation"
+    out = RESULTS_DIR / results_name("vs_imitation", args.quick)
     write_report(tasks, out, command, time.perf_counter() - started, imitation_versions(python),
                  None if args.quick else REPO / "README.md")
     print(f"wrote {out}.md and .json in {time.perf_counter() - started:.0f} s")

@@ -2,7 +2,7 @@
 
     python benchmarks/check_zoo.py             # re-evaluate each expert, compare with its recorded score
     python benchmarks/check_zoo.py --record    # (re)measure and record scores first (after training)
-    python benchmarks/check_zoo.py --quick     # classic-control and Box2D experts only; prints, README untouched
+    python benchmarks/check_zoo.py --quick     # classic-control experts only; prints, README untouched
 
 Each expert is played for its recorded number of episodes with the recorded seed, through
 `load_teacher` on its zoo folder (so with its env recipe: wrappers, frame stack, VecNormalize).
@@ -32,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--record", action="store_true", help="measure and record scores, then check")
     parser.add_argument("--only", default="", help="only experts whose path contains this")
-    parser.add_argument("--quick", action="store_true", help="re-check classic-control and Box2D experts only")
+    parser.add_argument("--quick", action="store_true", help="re-check classic-control experts only (not Box2D, MuJoCo, Atari)")
     args = parser.parse_args()
 
     rows, failures = [], 0

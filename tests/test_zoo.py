@@ -54,8 +54,11 @@ def test_classic_experts_still_play_at_their_recorded_level(run_dir: Path) -> No
     assert returns.mean() >= score["mean"] - max(3 * score["std"], 0.2 * abs(score["mean"]), 1.0)
 
 
-@pytest.mark.expensive
-def test_atari_zoo_folder_rebuilds_wrappers_and_trains_a_cnn_student(zoo_run_dir, tmp_path) -> None:
+PONG = ZOO_DIR / "ppo" / "PongNoFrameskip-v4_1"
+
+
+def _untrained_pong_folder(zoo_run_dir, tmp_path: Path) -> Path:
+    """An rl-zoo folder holding an untrained CNN PPO, with the zoo's Atari config."""
     from stable_baselines3 import PPO
 
     from policykd.envs import EnvRecipe
@@ -64,8 +67,16 @@ def test_atari_zoo_folder_rebuilds_wrappers_and_trains_a_cnn_student(zoo_run_dir
     train_env = make_vec_env(EnvRecipe("PongNoFrameskip-v4", **config), 1, seed=0)  # what rl-zoo trains on
     PPO("CnnPolicy", train_env, n_steps=16, batch_size=16, seed=0, device="cpu").save(tmp_path / "pong.zip")
     train_env.close()
-    run_dir = zoo_run_dir(tmp_path / "zoo", "ppo", "PongNoFrameskip-v4", tmp_path / "pong.zip",
-                          config={**config, "policy": "CnnPolicy"})  # fmt: skip
+    return zoo_run_dir(tmp_path / "zoo", "ppo", "PongNoFrameskip-v4", tmp_path / "pong.zip",
+                       config={**config, "policy": "CnnPolicy"})  # fmt: skip
+
+
+@pytest.mark.expensive
+@pytest.mark.parametrize("source", ["untrained", "shipped"])
+def test_atari_zoo_folder_rebuilds_wrappers_and_trains_a_cnn_student(source, zoo_run_dir, tmp_path) -> None:
+    if source == "shipped" and not (PONG / "expert.json").is_file():
+        pytest.skip("the zoo's Pong expert is not shipped yet")
+    run_dir = _untrained_pong_folder(zoo_run_dir, tmp_path) if source == "untrained" else PONG
     teacher = load_teacher(run_dir)
     assert teacher.recipe.frame_stack == 4 and teacher.kind == "categorical"
     venv = make_vec_env(teacher.recipe, 2, seed=0)

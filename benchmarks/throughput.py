@@ -31,6 +31,7 @@ from policykd.buffers import LabelledBuffer
 from policykd.collect import RolloutCursor, collect_rollouts
 from policykd.envs import EnvRecipe, make_vec_env
 from policykd.evaluation import action_latency_ms
+from policykd.experts import is_finished
 from policykd.fileio import write_json_atomic, write_text_atomic
 from policykd.losses import make_loss
 from policykd.presets import ZOO_DIR
@@ -100,11 +101,16 @@ def collection_breakdown(teacher: Teacher, buffer: LabelledBuffer, n_envs: int, 
     return {f"share_{name}": value / collect_s for name, value in shares.items()}
 
 
-def untrained_pong_teacher() -> Teacher:
-    """A CNN PPO teacher on Pong with the zoo's recipe (the zoo's Pong expert is still training; an
-    untrained network costs the same to run)."""
+PONG = REPO / "agents/ppo/PongNoFrameskip-v4_1"
+
+
+def pong_teacher() -> Teacher:
+    """The zoo's CNN PPO Pong expert; while it is unfinished, an untrained CNN PPO with the zoo's
+    recipe (it costs the same to run, though its trajectories differ)."""
     from stable_baselines3 import PPO
 
+    if is_finished(PONG):
+        return load_teacher(PONG)
     recipe = EnvRecipe("PongNoFrameskip-v4", env_wrapper=["stable_baselines3.common.atari_wrappers.AtariWrapper"],
                        frame_stack=4)  # fmt: skip
     venv = make_vec_env(recipe, 1, seed=0)  # only to give the policy its spaces
@@ -123,7 +129,7 @@ COLLECTION_CASES: list[tuple[str, str, int, int]] = [
     ("LunarLander-v3 PPO", "agents/ppo/LunarLander-v3_1", 8, 500),
     ("Pendulum-v1 SAC", "agents/sac/Pendulum-v1_1", 8, 1_000),
     ("HalfCheetah-v5 PPO", "agents/ppo/HalfCheetah-v5_1", 4, 500),
-    ("PongNoFrameskip-v4 CNN", "pong", 8, 150),
+    ("PongNoFrameskip-v4 PPO (CNN)", "pong", 8, 150),
 ]
 
 
@@ -163,7 +169,7 @@ def wall_time(command: list[str]) -> float:
 
 
 def pong_bytes_per_transition() -> float:
-    teacher = untrained_pong_teacher()
+    teacher = pong_teacher()
     venv = make_vec_env(teacher.recipe, 8, seed=0)
     buffer, _ = collect_rollouts(venv, [teacher], 64, rng=np.random.default_rng(0))
     venv.close()
@@ -178,7 +184,7 @@ def main() -> None:
 
     collection = []
     for label, source, n_envs, n_steps in COLLECTION_CASES:
-        case_teacher = untrained_pong_teacher() if source == "pong" else load_teacher(REPO / source)
+        case_teacher = pong_teacher() if source == "pong" else load_teacher(REPO / source)
         print(f"collection: {label}, {n_envs} envs", flush=True)
         collection.append({"label": label, "n_envs": n_envs, **collection_vs_env(case_teacher, n_envs, n_steps)})
     results["collection"] = collection

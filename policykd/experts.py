@@ -270,6 +270,9 @@ def _train_expert(
     best = progress.get("best_eval")
     final = progress["eval_history"][-1][1] if progress["eval_history"] else None
     source = resume_dir / "best" if best is not None and final is not None and best > final else resume_dir
+    if not (source / "model.zip").is_file():  # a committed resume may leave best/ out to keep the repo light
+        progress["notes"].append(f"best checkpoint (evaluation {best:.3g}) was not kept; shipped the final one")
+        source = resume_dir
     shipped = ALGOS[algo].load(source / "model.zip", device="cpu")
     strip_optimizer_state(shipped)
     with atomic_path(run_dir / f"{env_id}.zip", suffix=".zip") as tmp:

@@ -4,6 +4,7 @@ scores."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 import policykd.experts as experts
 from policykd.errors import PolicyKDError
 from policykd.experts import RECORD_FILE, RESUME_DIR, train_expert
-from policykd.fileio import read_json
+from policykd.fileio import read_json, write_json_atomic
 from policykd.presets import ZOO_DIR
 
 TINY = dict(n_timesteps=2_000, checkpoint_every=512, n_eval_episodes=1, progress_bar=False)
@@ -167,6 +168,26 @@ def test_a_run_stopped_after_its_last_checkpoint_still_ships(tmp_path, monkeypat
     assert record["status"] == "finished" and record["n_timesteps"] == 512 and record["resumed_at"] == [512]
     assert record["notes"] == []
     assert (run_dir / "CartPole-v1.zip").is_file() and not (run_dir / RESUME_DIR).exists()
+
+
+def test_a_resume_without_its_best_checkpoint_ships_the_final_one(tmp_path, monkeypatch):
+    """A resume committed without best/ (to keep the repository light) still ships, says so, and
+    ships the final weights even though the lost best evaluation was higher."""
+    kwargs = dict(zoo_dir=tmp_path, n_timesteps=512, checkpoint_every=256, n_eval_episodes=1, progress_bar=False)
+    def die(model):
+        raise Interrupted
+
+    monkeypatch.setattr(experts, "strip_optimizer_state", die)  # stop after the last checkpoint
+    with pytest.raises(Interrupted):
+        train_expert("ppo", "CartPole-v1", **kwargs)
+    monkeypatch.undo()
+    resume = tmp_path / "ppo" / "CartPole-v1_1" / RESUME_DIR
+    progress = read_json(resume / "progress.json")
+    write_json_atomic(resume / "progress.json", {**progress, "best_eval": 1e9, "best_timesteps": 256})
+    shutil.rmtree(resume / "best", ignore_errors=True)
+    record = read_json(train_expert("ppo", "CartPole-v1", **kwargs) / RECORD_FILE)
+    assert record["shipped_checkpoint"] == "final" and record["shipped_timesteps"] == 512
+    assert any("best checkpoint" in note and "not kept" in note for note in record["notes"])
 
 
 def test_train_expert_cli_errors_are_one_line(ppo_run, capsys):

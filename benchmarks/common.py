@@ -122,3 +122,24 @@ def task_sections(
             print(f"skip {name}: {reason}", flush=True)
             sections.append(f"## {name}\n\nNot run yet: {reason}.\n")
     return sections
+
+
+QUICK_SWEEP_TASKS = ("CartPole-v1", "Pendulum-v1")  # what a sweep's --quick keeps: the two fast tasks, 1 seed
+
+
+def sweep_sections(
+    args: argparse.Namespace,
+    name: str,
+    tasks: list[tuple[str, str, Any]],
+    n_seeds: int,
+    run_task: Callable[[str, str, Any, Path, bool, int], dict[str, Any]],
+    section: Callable[[str, dict[str, Any], str], str],
+) -> list[str]:
+    """``task_sections`` for the resumable per-task sweeps (temperatures, drivers): --quick keeps
+    QUICK_SWEEP_TASKS with one seed and caches under ``<name>-quick``. ``run_task(name, teacher,
+    budgets, cache_dir, force, n_seeds)``; ``section(name, summary, results stem)``."""
+    stem = results_name(name, args.quick)
+    n_seeds = 1 if args.quick else n_seeds
+    selected = [task for task in tasks if task[0] in QUICK_SWEEP_TASKS or not args.quick]
+    return task_sections(selected, stem, args.only, lambda n, t, b, c: run_task(n, t, b, c, args.force, n_seeds),
+                         lambda n, summary: section(n, summary, stem))  # fmt: skip

@@ -5,7 +5,9 @@ view of a buffer that data-budget curves train on."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -25,6 +27,10 @@ README = ZOO_DIR.parent / "README.md"
 # env ids (prefixes) check_zoo --quick re-checks: classic control, a second or less per episode
 # (LunarLander's DQN hovers up to 1,000 steps an episode; MuJoCo and Atari are slower still)
 CLASSIC_ENVS = ("CartPole", "Acrobot", "Pendulum")
+LIBRARY_DIR = ZOO_DIR.parent / "policykd"
+CACHE_STAMP = "_cache"  # the key a cached cell keeps its fingerprints under
+# cells this process read from cache that an older (or unrecorded) version of the library computed
+STALE_CELLS: list[str] = []
 
 
 def provenance(command: str) -> str:
@@ -60,24 +66,66 @@ def results_name(name: str, quick: bool) -> str:
 
 
 def publish(name: str, text: str, *, quick: bool, readme_marker: str = "", readme_text: str = "") -> Path:
-    """Write ``results/<name>[-quick].md``. A full run also regenerates the README section between
-    ``readme_marker``'s markers; a quick run leaves the README quoting the full run."""
+    """Write ``results/<name>[-quick].md`` (with ``stale_note()`` appended). A full run also
+    regenerates the README section between ``readme_marker``'s markers; a quick run leaves the
+    README quoting the full run."""
     path = RESULTS_DIR / f"{results_name(name, quick)}.md"
-    write_text_atomic(path, text)
+    write_text_atomic(path, text + stale_note())
     if readme_marker and not quick:
         replace_between_markers(README, readme_marker, readme_text)
     print(f"wrote {path}" + (" and the README section" if readme_marker and not quick else ""), flush=True)
     return path
 
 
-def cached_run(cache_dir: Path, name: str, run: Callable[[], dict[str, Any]], force: bool = False) -> dict[str, Any]:
-    """``run()``'s result, read from ``cache_dir/name.json`` when an earlier invocation wrote it."""
+def library_fingerprint() -> str:
+    """A short hash of the library's source: a cached cell records the code that computed it."""
+    digest = hashlib.sha256()
+    for path in sorted(LIBRARY_DIR.rglob("*.py")):
+        digest.update(path.relative_to(LIBRARY_DIR).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def config_fingerprint(config: Any) -> str:
+    """A short hash of a run's configuration (a dataclass or a JSON-able dict)."""
+    fields = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cached_run(
+    cache_dir: Path, name: str, run: Callable[[], dict[str, Any]], force: bool = False, config: Any = None
+) -> dict[str, Any]:
+    """``run()``'s result, read from ``cache_dir/name.json`` when an earlier invocation wrote it.
+
+    Each cell records fingerprints of the library source and of ``config``. A cell whose recorded
+    config differs from ``config`` is recomputed (it answers another question). A cell computed by
+    other library code is reused, since recomputing a sweep takes hours, but it is listed in
+    ``STALE_CELLS`` and ``publish`` says so in the results file; ``--force`` recomputes."""
     path = cache_dir / f"{name}.json"
+    stamp = {"library": library_fingerprint()}
+    if config is not None:
+        stamp["config"] = config_fingerprint(config)
     if path.is_file() and not force:
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
+        recorded = result.pop(CACHE_STAMP, {})
+        if "config" in stamp and recorded.get("config", stamp["config"]) != stamp["config"]:
+            print(f"recomputing {path.name}: its configuration changed", flush=True)
+        else:
+            if recorded.get("library") != stamp["library"]:
+                STALE_CELLS.append(f"{cache_dir.name}/{name}")
+                print(f"warning: {path} was computed by another version of policykd (--force recomputes it)", flush=True)
+            return result
     result = run()
-    write_json_atomic(path, result)
+    write_json_atomic(path, {**result, CACHE_STAMP: stamp})
     return result
+
+
+def stale_note() -> str:
+    """The results file's note on cells reused from another library version (empty when none)."""
+    if not STALE_CELLS:
+        return ""
+    cells = ", ".join(f"`{c}`" for c in STALE_CELLS[:10]) + (f" and {len(STALE_CELLS) - 10} more" if len(STALE_CELLS) > 10 else "")
+    return (f"\n> **Cached results from another library version:** {len(STALE_CELLS)} cell(s) were computed by "
+            f"policykd source other than the current one ({cells}). Rerun with `--force` to refresh them.\n")  # fmt: skip
 
 
 def head_of(buffer: LabelledBuffer, n: int) -> LabelledBuffer:

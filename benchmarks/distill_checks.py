@@ -61,7 +61,7 @@ def main() -> None:
             continue  # --only reruns the selected checks and keeps the others' cached rows in the table
         config = DistillConfig(**overrides, out_dir=f"runs/benchmarks/distill_checks/{name}", progress_bar=False)
         print(f"{name}: {cli_command(overrides)}", flush=True)
-        s = cached_run(cache, name, lambda: distill(config), force=args.force)
+        s = cached_run(cache, name, lambda: distill(config), force=args.force, config=config)
         rows.append(
             f"| {s['env_id']} | {s['teacher_algo']} | {s['loss']} | {s['temperature']:g} | "
             f"{s['teacher_return_mean']:.1f} ± {s['teacher_return_std']:.1f} | "

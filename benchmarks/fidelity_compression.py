@@ -109,7 +109,7 @@ def main() -> None:
                                        seed=seed, out_dir=f"runs/benchmarks/fidelity/{name}", progress_bar=False,
                                        **loss_for(teacher.kind), **budget)  # fmt: skip
                 print(name, flush=True)
-                summaries.append(cached_run(cache, name, lambda config=config: distill(config)))
+                summaries.append(cached_run(cache, name, lambda config=config: distill(config), config=config))
             pcts = np.array([s["pct_of_teacher"] for s in summaries])
             per_fraction[fraction] += list(pcts)
             curves.setdefault(f"{teacher.recipe.env_id} {name_of_teacher}", []).append((s0_fraction(summaries), pcts.mean()))

@@ -47,7 +47,7 @@ def main() -> None:
                 config = DistillConfig(teachers=teachers, merge=name, seed=seed, **budget)
             config = DistillConfig(**{**config.__dict__, "out_dir": f"runs/benchmarks/merge/{name}-seed{seed}"})
             print(f"{name} seed {seed}", flush=True)
-            runs.setdefault(name, []).append(cached_run(cache, f"{name.replace(':', '-')}-seed{seed}", lambda: distill(config)))
+            runs.setdefault(name, []).append(cached_run(cache, f"{name.replace(':', '-')}-seed{seed}", lambda: distill(config), config=config))
 
     best_teacher = max((t for s in runs[STRATEGIES[0]] for t in s["teachers"]), key=lambda t: t["mean"])
     rows = []

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from common import RESULTS_DIR, cached_run, head_of, parse_quick_args, provenance, results_name, task_sections
+from common import RESULTS_DIR, cached_run, head_of, parse_quick_args, provenance, results_name, stale_note, task_sections
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import make_vec_env
@@ -293,7 +293,7 @@ def main() -> None:
         + "\n" + "\n".join(sections)
     )  # fmt: skip
     out = RESULTS_DIR / stem
-    write_text_atomic(out.with_suffix(".md"), text)
+    write_text_atomic(out.with_suffix(".md"), text + stale_note())
     write_json_atomic(out.with_suffix(".json"), {"command": command, "wall_time_s": wall, "tasks": summaries})
     print(f"wrote {out}.md and .json in {wall:.0f} s")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from common import provenance, replace_between_markers
+from common import provenance, replace_between_markers, stale_note
 from policykd.evaluation import ReturnStats, pct_of
 from policykd.fileio import write_json_atomic, write_text_atomic
 
@@ -201,7 +201,7 @@ def write_report(tasks: dict[str, Any], out: Path, command: str, wall_time: floa
     ]  # fmt: skip
     for name, t in tasks.items():
         text += task_markdown(t, summaries[name]) if isinstance(t, dict) else [f"### {name}", "", t, ""]
-    write_text_atomic(out.with_suffix(".md"), "\n".join(text + NOTES))
+    write_text_atomic(out.with_suffix(".md"), "\n".join(text + NOTES) + stale_note())
     write_json_atomic(out.with_suffix(".json"), {"command": command, "wall_time_s": wall_time,
                                                   "summaries": summaries, "tasks": tasks})  # fmt: skip
     if readme is not None and readme.is_file() and "<!-- vs-imitation:start -->" in readme.read_text():

@@ -1,5 +1,5 @@
 """The benchmarks' shared plumbing: a --quick run never overwrites the full run's results or the
-README sections that quote them."""
+README sections that quote them, and a cached cell says which code and config computed it."""
 
 from __future__ import annotations
 
@@ -38,3 +38,55 @@ def test_publish_without_markers_fails_loudly(scratch):
     (scratch / "README.md").write_text("no markers\n")
     with pytest.raises(SystemExit, match="markers"):
         common.publish("bench", "text", quick=False, readme_marker="table", readme_text="x")
+
+
+def counting_run(value):
+    calls = []
+
+    def run():
+        calls.append(1)
+        return {"value": value}
+
+    return run, calls
+
+
+@pytest.fixture
+def fresh_stale_list(monkeypatch):
+    monkeypatch.setattr(common, "STALE_CELLS", [])
+
+
+def test_cached_run_reuses_a_cell_and_hides_its_stamp(tmp_path, fresh_stale_list):
+    run, calls = counting_run(1)
+    assert common.cached_run(tmp_path, "cell", run, config={"lr": 1}) == {"value": 1}
+    assert common.cached_run(tmp_path, "cell", run, config={"lr": 1}) == {"value": 1}
+    assert len(calls) == 1 and common.STALE_CELLS == [] and common.stale_note() == ""
+    assert common.CACHE_STAMP in common.read_json(tmp_path / "cell.json")
+
+
+def test_cached_run_recomputes_when_the_config_changed(tmp_path, fresh_stale_list):
+    common.cached_run(tmp_path, "cell", counting_run(1)[0], config={"lr": 1})
+    run, calls = counting_run(2)
+    assert common.cached_run(tmp_path, "cell", run, config={"lr": 2}) == {"value": 2}
+    assert len(calls) == 1
+
+
+def test_cells_from_other_library_code_are_reused_but_flagged(tmp_path, scratch, fresh_stale_list, monkeypatch):
+    common.cached_run(tmp_path, "cell", counting_run(1)[0])
+    (tmp_path / "legacy.json").write_text('{"value": 0}')  # written before cells carried a stamp
+    monkeypatch.setattr(common, "library_fingerprint", lambda: "other-code")
+    run, calls = counting_run(2)
+    assert common.cached_run(tmp_path, "cell", run) == {"value": 1}
+    assert common.cached_run(tmp_path, "legacy", run) == {"value": 0}
+    assert calls == [] and len(common.STALE_CELLS) == 2
+    path = common.publish("bench", "text", quick=True)
+    assert "2 cell(s)" in path.read_text() and "--force" in path.read_text()
+    assert common.cached_run(tmp_path, "cell", run, force=True) == {"value": 2}
+
+
+def test_library_fingerprint_follows_the_source(tmp_path, monkeypatch):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(common, "LIBRARY_DIR", tmp_path)
+    before = common.library_fingerprint()
+    assert common.library_fingerprint() == before
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert common.library_fingerprint() != before

@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tau2-scaling", action="store_true", help="multiply the KL by tau^2 (Hinton)")
     p.add_argument("--no-q-center", dest="center_q", action="store_false",
                    help="mse on raw Q-values instead of Q minus its mean over actions")  # fmt: skip
+    p.add_argument("--nll-min-std", type=float, default=0.1,
+                   help="floor on the student's std in continuous nll (default 0.1; 0 disables)")
     p.add_argument("--hidden", dest="hidden_sizes", type=int, nargs="+", help="student MLP hidden sizes")
     p.add_argument("--cnn-width", type=float, help="NatureCNN width multiplier for image observations")
     p.add_argument("--n-updates", type=int, help="gradient steps (default: preset)")

@@ -127,12 +127,21 @@ class NLLLoss:
     Discrete: cross-entropy of the student's logits to the teacher's argmax action. Continuous:
     negative log-likelihood of ``target.action`` under the student's diagonal Gaussian, summed over
     dimensions. Temperature does not change either (argmax and the greedy action ignore tau).
+
+    ``min_std`` floors the student's std inside the continuous loss (in the Gaussian's own units;
+    pre-tanh for SAC). A single greedy label per state lets the likelihood grow without bound as
+    the std shrinks, and since each sample is weighted by 1/std^2, a few states where the student
+    became confident early dominate the fit of the mean. On Pendulum SAC, 1 seed of 3 stalled at
+    49-78 % of the teacher without the floor and reached 99 % with 0.1 (5k and 20k transitions).
+    0 disables it.
     """
 
     reduction: Reduction = "mean"
+    min_std: float = 0.1
 
     def __post_init__(self) -> None:
         _check_choice("reduction", self.reduction, REDUCTIONS)
+        check_min_std(self.min_std)
 
     def __call__(self, student: StudentOutput, target: DistillTarget) -> LossOutput:
         if student.kind == "deterministic":
@@ -143,7 +152,10 @@ class NLLLoss:
             per_sample = F.cross_entropy(_field(student, "logits"), labels, reduction="none")
         else:
             action = _field(target, "action").detach()
-            per_sample = -diag_gaussian_log_prob(action, _field(student, "mean"), _field(student, "log_std"))
+            log_std = _field(student, "log_std")
+            if self.min_std > 0:  # clamp, not softplus: below the floor the std gets no gradient at all
+                log_std = log_std.clamp(min=math.log(self.min_std))
+            per_sample = -diag_gaussian_log_prob(action, _field(student, "mean"), log_std)
         return _output(per_sample, self.reduction)
 
 
@@ -191,6 +203,7 @@ def make_loss(
     tau2_scaling: bool = False,
     reduction: str = "mean",
     center_q: bool = True,
+    nll_min_std: float = 0.1,
 ) -> KLLoss | NLLLoss | MSELoss:
     """Build loss ``name`` for a teacher of ``teacher_kind``, refusing combinations that make no
     sense. ``temperature``, ``temperature_on``, ``direction`` and ``tau2_scaling`` only affect
@@ -202,6 +215,7 @@ def make_loss(
     _check_choice("temperature_on", temperature_on, TEMPERATURE_ON)
     _check_choice("direction", direction, DIRECTIONS)
     _check_choice("reduction", reduction, REDUCTIONS)
+    check_min_std(nll_min_std)
     if name == "kl":
         if student_kind == "deterministic":
             raise PolicyKDError(f"{KL_DETERMINISTIC} (got teacher kind {teacher_kind!r})")
@@ -210,7 +224,7 @@ def make_loss(
         if student_kind == "deterministic":
             # A deterministic teacher gets a deterministic student, which has no likelihood.
             raise PolicyKDError(f"{NLL_DETERMINISTIC} (got teacher kind {teacher_kind!r})")
-        return NLLLoss(reduction)  # type: ignore[arg-type]
+        return NLLLoss(reduction, nll_min_std)  # type: ignore[arg-type]
     if teacher_kind == "categorical":
         raise PolicyKDError(f"{MSE_NO_Q} (got teacher kind {teacher_kind!r}, which has logits only)")
     return MSELoss(reduction, center_q)  # type: ignore[arg-type]
@@ -228,6 +242,11 @@ def reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
 def _output(per_sample: torch.Tensor, reduction: str) -> LossOutput:
     metrics = {"losses/distill": per_sample.detach().mean().item()}
     return LossOutput(loss=reduce(per_sample, reduction), metrics=metrics)
+
+
+def check_min_std(min_std: float) -> None:
+    if not (min_std >= 0 and math.isfinite(min_std)):
+        raise PolicyKDError(f"nll's minimum std must be a finite number >= 0 (0 disables the floor), got {min_std}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

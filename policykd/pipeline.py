@@ -70,6 +70,8 @@ class DistillConfig(CollectConfig):
     tau2_scaling: bool = False
     center_q: bool = True
     """Q-value MSE on Q minus its mean over actions (see losses.MSELoss)."""
+    nll_min_std: float = 0.1
+    """Floor on the student's std in the continuous nll loss (see losses.NLLLoss); 0 disables it."""
     hidden_sizes: tuple[int, ...] | None = None
     cnn_width: float | None = None
     n_updates: int | None = None
@@ -293,6 +295,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     loss_fn = make_loss(
         config.loss, kind, temperature=config.temperature, temperature_on=config.temperature_on,
         direction=config.kl_direction, tau2_scaling=config.tau2_scaling, center_q=config.center_q,
+        nll_min_std=config.nll_min_std,
     )  # fmt: skip
     trainer_config = TrainerConfig(
         n_updates=_pick(config.n_updates, preset, "n_updates"),

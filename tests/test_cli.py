@@ -57,6 +57,7 @@ DISTILL_ERRORS = {
     "temperature 0": (["--temperature", "0"], "temperature must be > 0"),
     "temperature -1": (["--temperature", "-1"], "temperature must be > 0"),
     "unknown loss": (["--loss", "foo"], "unknown loss 'foo'"),
+    "negative nll floor": (["--loss", "nll", "--nll-min-std", "-1"], "minimum std must be a finite number >= 0"),
     "mse on a categorical teacher": (["--loss", "mse"], "mse needs Q-values"),
     "corrupt buffer": (["--buffer", "{corrupt_buffer}"], "not a policykd buffer"),
     "zero eval episodes": (["--eval-episodes", "0"], "--eval-episodes"),

@@ -111,21 +111,41 @@ def cached_run(
             print(f"recomputing {path.name}: its configuration changed", flush=True)
         else:
             if recorded.get("library") != stamp["library"]:
-                STALE_CELLS.append(f"{cache_dir.name}/{name}")
-                print(f"warning: {path} was computed by another version of policykd (--force recomputes it)", flush=True)
+                STALE_CELLS.append(_shown(path))
             return result
     result = run()
     write_json_atomic(path, {**result, CACHE_STAMP: stamp})
     return result
 
 
+def flag_stale_cells(cache_dir: Path) -> None:
+    """List in ``STALE_CELLS`` the cells of ``cache_dir`` (a task reused whole from its summary)
+    that another library version computed."""
+    current = library_fingerprint()
+    for path in sorted(cache_dir.glob("*.json")):
+        if path.name != "summary.json" and read_json(path).get(CACHE_STAMP, {}).get("library") != current:
+            STALE_CELLS.append(_shown(path))
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(RESULTS_DIR)) if path.is_relative_to(RESULTS_DIR) else str(path)
+
+
 def stale_note() -> str:
-    """The results file's note on cells reused from another library version (empty when none)."""
+    """The results file's note on cells reused from another library version, one line per cache
+    folder (empty when none); also printed."""
     if not STALE_CELLS:
         return ""
-    cells = ", ".join(f"`{c}`" for c in STALE_CELLS[:10]) + (f" and {len(STALE_CELLS) - 10} more" if len(STALE_CELLS) > 10 else "")
-    return (f"\n> **Cached results from another library version:** {len(STALE_CELLS)} cell(s) were computed by "
-            f"policykd source other than the current one ({cells}). Rerun with `--force` to refresh them.\n")  # fmt: skip
+    per_folder: dict[str, int] = {}
+    for cell in STALE_CELLS:
+        folder = str(Path(cell).parent)
+        per_folder[folder] = per_folder.get(folder, 0) + 1
+    lines = [f"> - `{folder}/`: {n} cell(s)" for folder, n in per_folder.items()]
+    note = (f"\n> **Cached results from another library version:** {len(STALE_CELLS)} cached cell(s) were computed "
+            "by policykd source other than the current one. Rerun with `--force` to refresh them.\n>\n"
+            + "\n".join(lines) + "\n")  # fmt: skip
+    print(note, flush=True)
+    return note
 
 
 def head_of(buffer: LabelledBuffer, n: int) -> LabelledBuffer:
@@ -164,6 +184,7 @@ def task_sections(
         if only in name and finished:
             sections.append(section(name, run(name, teacher, budgets, cache_dir)))
         elif (cache_dir / "summary.json").is_file():
+            flag_stale_cells(cache_dir)
             sections.append(section(name, read_json(cache_dir / "summary.json")))
         else:
             reason = "not selected by --only" if finished else f"the expert `{teacher}` was not finished"

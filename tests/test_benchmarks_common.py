@@ -79,7 +79,7 @@ def test_cells_from_other_library_code_are_reused_but_flagged(tmp_path, scratch,
     assert common.cached_run(tmp_path, "legacy", run) == {"value": 0}
     assert calls == [] and len(common.STALE_CELLS) == 2
     path = common.publish("bench", "text", quick=True)
-    assert "2 cell(s)" in path.read_text() and "--force" in path.read_text()
+    assert "2 cached cell(s)" in path.read_text() and f"`{tmp_path}/`: 2 cell(s)" in path.read_text()
     assert common.cached_run(tmp_path, "cell", run, force=True) == {"value": 2}
 
 
@@ -90,3 +90,14 @@ def test_library_fingerprint_follows_the_source(tmp_path, monkeypatch):
     assert common.library_fingerprint() == before
     (tmp_path / "a.py").write_text("x = 2\n")
     assert common.library_fingerprint() != before
+
+
+def test_a_task_reused_from_its_summary_flags_its_stale_cells(tmp_path, scratch, fresh_stale_list, monkeypatch):
+    cache = common.RESULTS_DIR / "sweep" / "task"
+    common.cached_run(cache, "fresh", counting_run(1)[0])
+    (cache / "legacy.json").write_text('{"value": 0}')
+    common.write_json_atomic(cache / "summary.json", {"mean": 1})
+    monkeypatch.setattr(common, "is_finished", lambda path: True)
+    sections = common.task_sections([("task", "agents/x", None)], "sweep", "not this one",
+                                    run=None, section=lambda name, summary: f"{name}: {summary['mean']}")
+    assert sections == ["task: 1"] and common.STALE_CELLS == ["sweep/task/legacy.json"]

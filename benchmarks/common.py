@@ -7,10 +7,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import os
 import platform
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,7 @@ def publish(name: str, text: str, *, quick: bool, readme_marker: str = "", readm
     return path
 
 
+@functools.cache  # the source does not change while a benchmark runs; hash it once, not per cell
 def library_fingerprint() -> str:
     """A short hash of the library's source: a cached cell records the code that computed it."""
     digest = hashlib.sha256()
@@ -136,10 +139,7 @@ def stale_note() -> str:
     folder (empty when none); also printed."""
     if not STALE_CELLS:
         return ""
-    per_folder: dict[str, int] = {}
-    for cell in STALE_CELLS:
-        folder = str(Path(cell).parent)
-        per_folder[folder] = per_folder.get(folder, 0) + 1
+    per_folder = Counter(str(Path(cell).parent) for cell in STALE_CELLS)
     lines = [f"> - `{folder}/`: {n} cell(s)" for folder, n in per_folder.items()]
     note = (f"\n> **Cached results from another library version:** {len(STALE_CELLS)} cached cell(s) were computed "
             "by policykd source other than the current one. Rerun with `--force` to refresh them.\n>\n"

@@ -190,14 +190,14 @@ class Teacher:
 
 
 def _algo_from_zip(data: dict[str, Any]) -> str:
-    name = data["policy_class"].__name__ if isinstance(data.get("policy_class"), type) else str(data.get("policy_class"))
-    if "QRDQN" in name:
-        return "qrdqn"
-    if "DQN" in name:
-        return "dqn"
-    if "SAC" in name:
-        return "sac"
-    if "TD3" in name:
+    # Policy aliases share names across algorithms (QR-DQN's and DQN's are both "CnnPolicy"), so
+    # the module that defines the class (``sb3_contrib.qrdqn.policies``) is what tells them apart.
+    cls = data.get("policy_class")
+    name = f"{cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else str(cls)
+    for module, algo in (("qrdqn", "qrdqn"), ("tqc", "tqc"), ("dqn", "dqn"), ("sac", "sac")):
+        if f".{module}." in name:
+            return algo
+    if ".td3." in name:  # DDPG is TD3 without delayed policy updates
         return "td3" if data.get("policy_delay", 2) > 1 else "ddpg"
     if "cg_max_steps" in data:
         return "trpo"

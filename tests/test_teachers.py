@@ -213,10 +213,23 @@ def test_bare_zip_needs_env_id(sb3_expert) -> None:
     assert load_teacher(str(path), env_id="CartPole-v1").recipe == EnvRecipe("CartPole-v1")
 
 
-def test_bare_zip_algo_from_zip(sb3_expert) -> None:
-    _, path = sb3_expert("trpo", "CartPole-v1")
-    teacher = load_teacher(path, env_id="CartPole-v1")
-    assert (teacher.algo, teacher.kind) == ("trpo", "categorical")
+@pytest.mark.parametrize(
+    ("algo", "env_id", "policy"),
+    [
+        ("trpo", "CartPole-v1", "MlpPolicy"),
+        ("a2c", "CartPole-v1", "MlpPolicy"),
+        ("ppo", "CartPole-v1", "MlpPolicy"),
+        ("dqn", "CartPole-v1", "MlpPolicy"),
+        ("qrdqn", "CartPole-v1", "MlpPolicy"),
+        ("sac", "Pendulum-v1", "MlpPolicy"),
+        ("td3", "Pendulum-v1", "MlpPolicy"),
+        ("ddpg", "Pendulum-v1", "MlpPolicy"),
+    ],
+)
+def test_bare_zip_algo_from_zip(sb3_expert, algo, env_id, policy) -> None:
+    """A bare zip (outside the zoo's <algo>/ folders) still says which algorithm trained it."""
+    _, path = sb3_expert(algo, env_id, policy=policy)
+    assert load_teacher(path, env_id=env_id).algo == algo
 
 
 def test_zoo_folder(sb3_expert, zoo_run_dir, tmp_path) -> None:
@@ -364,3 +377,16 @@ def test_repo_zoo_expert_loads() -> None:
     teacher = load_teacher(run_dir)
     assert (teacher.algo, teacher.kind, teacher.recipe.env_id) == ("ppo", "categorical", "CartPole-v1")
     assert teacher.act(_observations("CartPole-v1")).shape == (B,)
+
+
+def test_algo_from_zip_tells_same_named_cnn_policies_apart() -> None:
+    """DQN's and QR-DQN's Atari policies are both called ``CnnPolicy``; the class name alone said "a2c"."""
+    from sb3_contrib.qrdqn.policies import CnnPolicy as QRDQNCnn
+    from stable_baselines3.dqn.policies import CnnPolicy as DQNCnn
+    from stable_baselines3.ppo import CnnPolicy as PPOCnn
+
+    from policykd.teachers import _algo_from_zip
+
+    assert _algo_from_zip({"policy_class": QRDQNCnn}) == "qrdqn"
+    assert _algo_from_zip({"policy_class": DQNCnn}) == "dqn"
+    assert _algo_from_zip({"policy_class": PPOCnn, "clip_range": 0.1}) == "ppo"

@@ -50,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="train only experts whose '<algo> <env id>' contains this")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda or auto (a GPU pays off for Atari)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for algo, env_id, seed, n_timesteps, every, n_eval, run_id in EXPERTS:
@@ -64,6 +65,7 @@ def main() -> None:
             run_dir = train_expert(
                 algo, env_id, zoo_dir=ZOO_DIR, seed=seed, n_timesteps=n_timesteps,
                 checkpoint_every=every, n_eval_episodes=n_eval, run_id=run_id, progress_bar=False,
+                device=args.device,
             )
             score = measure_expert(run_dir)  # 30 episodes, seed 0, recorded in expert.json
             print(f"{name}: {score['mean']:.1f} ± {score['std']:.1f}", flush=True)

@@ -158,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50_000)
     p.add_argument("--run-id", type=int, default=1, help="run folder <algo>/<EnvId>_<run-id> (default 1)")
     p.add_argument("--zoo-dir", default=None, help="default: the repository's agents/")
+    p.add_argument("--device", default="cpu", help="torch device: cpu (default; fastest for MLPs), cuda or auto")
     return parser
 
 
@@ -323,6 +324,7 @@ def _cmd_train_expert(args: argparse.Namespace) -> None:
     run_dir = train_expert(
         args.algo, args.env_id, zoo_dir=args.zoo_dir or ZOO_DIR, seed=args.seed,
         n_timesteps=args.n_timesteps, checkpoint_every=args.checkpoint_every, run_id=args.run_id,
+        device=args.device,
     )  # fmt: skip
     print(f"expert written to {run_dir}; measure it with: policykd evaluate {run_dir} --episodes 30 --record")
 

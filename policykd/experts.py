@@ -157,18 +157,25 @@ def train_expert(
     run_id: int = 1,
     hyperparams: dict[str, Any] | None = None,
     progress_bar: bool = True,
+    device: str = "cpu",
 ) -> Path:
     """Train (or resume training) ``algo`` on ``env_id`` into ``<zoo_dir>/<algo>/<env_id>_<run_id>``.
 
     Rerunning the same call after an interruption resumes from ``resume/``. Returns the run folder.
+    ``device`` is torch's ("cpu", "cuda", "auto"): CPU is faster for MLP policies, a GPU pays off
+    for Atari's CNNs. A resume may change it.
     """
     from rl_zoo3.utils import ALGOS
 
     if algo not in ALGOS:
         raise PolicyKDError(f"unknown algo {algo!r}: choose one of {', '.join(sorted(ALGOS))}")
+    try:
+        th.device("cpu" if device == "auto" else device)
+    except RuntimeError:
+        raise PolicyKDError(f"unknown device {device!r}: pass cpu, cuda, cuda:<index> or auto") from None
     run_dir = run_dir_for(zoo_dir, algo, env_id, run_id)
     with _exclusive(run_dir):
-        return _train_expert(algo, env_id, run_dir, seed, n_timesteps, checkpoint_every, n_eval_episodes, run_id, hyperparams, progress_bar)
+        return _train_expert(algo, env_id, run_dir, seed, n_timesteps, checkpoint_every, n_eval_episodes, run_id, hyperparams, progress_bar, device)
 
 
 def _train_expert(
@@ -182,6 +189,7 @@ def _train_expert(
     run_id: int,
     hyperparams: dict[str, Any] | None,
     progress_bar: bool,
+    device: str,
 ) -> Path:
     from rl_zoo3.exp_manager import ExperimentManager
     from rl_zoo3.utils import ALGOS
@@ -213,7 +221,7 @@ def _train_expert(
         trained_agent=str(resume_model) if continuing else "",
         seed=seed,
         verbose=0,
-        device="cpu",
+        device=device,
         config=hyperparams_file(algo, env_id),
     )
     # Our layout, not rl_zoo3's auto-numbered one; monitor logs go to a git-ignored folder.
@@ -296,7 +304,7 @@ def _train_expert(
         "command": f"policykd train-expert --algo {algo} --env {env_id} --seed {seed}"
         + (f" --n-timesteps {n_timesteps}" if n_timesteps else ""),
         "versions": package_versions(),
-        "machine": f"{platform.machine()}, {th.get_num_threads()} torch threads, cpu",
+        "machine": f"{platform.machine()}, {th.get_num_threads()} torch threads, {model.device}",
         "resumed_at": progress["resumes"],
         "eval_history": progress["eval_history"],
         "notes": progress["notes"],

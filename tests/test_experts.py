@@ -68,6 +68,7 @@ def test_rl_zoo_layout(ppo_run):
     assert record["hyperparams"]["n_steps"] == 32
     assert record["wall_time_s"] >= 0 and record["eval_history"]
     assert record["resumed_at"] == [] and record["notes"] == []
+    assert record["machine"].endswith("torch threads, cpu"), "the default device, and the record says so"
     assert not (ppo_run / RESUME_DIR).exists(), "the resume checkpoint is removed once the expert is shipped"
 
 
@@ -197,6 +198,7 @@ def test_train_expert_cli_errors_are_one_line(ppo_run, capsys):
     for argv, fragment in (
         (["--algo", "ppo", "--env", "CartPole-v1"], "already holds a finished expert; pass another --run-id"),
         (["--algo", "nope", "--env", "CartPole-v1"], "unknown algo 'nope'"),
+        (["--algo", "ppo", "--env", "CartPole-v1", "--run-id", "2", "--device", "gpu"], "unknown device 'gpu'"),
     ):
         with pytest.raises(SystemExit) as exit_:
             main(["train-expert", *argv, "--zoo-dir", zoo_dir, "--n-timesteps", "2000"])

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +120,40 @@ def cached_run(
     result = run()
     write_json_atomic(path, {**result, CACHE_STAMP: stamp})
     return result
+
+
+class TaskCache:
+    """``cached_run`` for the cells of one task, counting the cells this invocation computed, so
+    that an invocation which only read the cache keeps the task's timing from the one that ran it.
+
+    Called as ``cache(name, run, config=None)``: it fits wherever a ``RunCache`` is taken."""
+
+    def __init__(self, cache_dir: Path, force: bool = False) -> None:
+        self.cache_dir, self.force = cache_dir, force
+        self.n_calls = self.n_computed = 0
+        self.started = time.perf_counter()
+
+    def __call__(self, name: str, run: Callable[[], dict[str, Any]], config: Any = None) -> dict[str, Any]:
+        def counted() -> dict[str, Any]:
+            self.n_computed += 1
+            return run()
+
+        self.n_calls += 1
+        return cached_run(self.cache_dir, name, counted, force=self.force, config=config)
+
+    @property
+    def resumed(self) -> bool:
+        """Whether some cell came from the cache."""
+        return self.n_computed < self.n_calls
+
+    def timing(self, previous_summary: Path) -> dict[str, Any]:
+        """``wall_time_s`` and ``resumed`` for the task's summary: this invocation's, or, when it
+        computed nothing, those ``previous_summary`` recorded."""
+        if self.n_computed == 0 and previous_summary.is_file():
+            previous = read_json(previous_summary)
+            if "wall_time_s" in previous:
+                return {"wall_time_s": previous["wall_time_s"], "resumed": bool(previous.get("resumed", False))}
+        return {"wall_time_s": time.perf_counter() - self.started, "resumed": self.resumed}
 
 
 def flag_stale_cells(cache_dir: Path) -> None:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import cached_run, parse_quick_args, provenance, publish, sweep_sections
+from common import TaskCache, parse_quick_args, provenance, publish, sweep_sections
 from policykd.fileio import read_json, write_json_atomic
 from policykd.online import DriversConfig, compare_drivers, drivers_markdown
 
@@ -56,22 +56,17 @@ def run_task(name: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, 
         sys.exit(f"{name}: the cached runs in {cache_dir} were made by another command; rerun with --force")
     config = DriversConfig(teacher=teacher, n_seeds=n_seeds, n_eval_episodes=N_EVAL_EPISODES, out_dir=out_dir,
                            **budgets)  # fmt: skip
-    n_cached = 0
+    task_cache = TaskCache(cache_dir, force)
 
     def cache(name: str, run: Any) -> dict[str, Any]:
-        nonlocal n_cached
-        n_cached += (cache_dir / f"{name}.json").is_file() and not force
         started = time.perf_counter()
-        result = cached_run(cache_dir, name, run, force=force)
+        result = task_cache(name, run)
         print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
         return result
 
-    started = time.perf_counter()
     summary = compare_drivers(config, cache=cache)
-    summary.update(command=command, wall_time_s=time.perf_counter() - started, resumed=n_cached > 0)
-    if n_cached == 1 + len(summary["curves"]) * n_seeds and previous.is_file():  # nothing ran: keep its timing
-        summary.update({k: read_json(previous)[k] for k in ("wall_time_s", "resumed")})
-    print(f"{name}: {summary['wall_time_s']:.0f} s{' (resumed)' if n_cached else ''}", flush=True)
+    summary.update(command=command, **task_cache.timing(previous))
+    print(f"{name}: {summary['wall_time_s']:.0f} s{' (resumed)' if task_cache.resumed else ''}", flush=True)
     shutil.copyfile(f"{out_dir}/drivers.png", cache_dir.parent / f"{name}.png")
     shutil.copyfile(f"{out_dir}/drivers.csv", cache_dir.parent / f"{name}.csv")
     write_json_atomic(cache_dir / "summary.json", {k: v for k, v in summary.items() if k != "runs"})

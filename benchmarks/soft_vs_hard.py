@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from common import RESULTS_DIR, cached_run, head_of, parse_quick_args, provenance, results_name, stale_note, task_sections
+from common import RESULTS_DIR, TaskCache, head_of, parse_quick_args, provenance, results_name, stale_note, task_sections
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import make_vec_env
 from policykd.evaluation import ReturnStats, episode_returns, pct_of
-from policykd.fileio import read_json, write_json_atomic, write_text_atomic
+from policykd.fileio import write_json_atomic, write_text_atomic
 from policykd.losses import make_loss
 from policykd.pipeline import EVAL_SEED_OFFSET, check_teacher_score, evaluate_random, evaluate_teacher
 from policykd.plots import plot_curves
@@ -128,7 +128,6 @@ def train_and_evaluate(teacher: Teacher, preset: dict[str, Any], plan: Plan, buf
 def run_task(name: str, source: str, plan: Plan, cache: Path, *, quick: bool, force: bool) -> dict[str, Any]:
     """Every cell of one task (each cached on its own), then its summary (also ``cache/summary.json``)
     and its plot."""
-    started = time.perf_counter()
     teacher = load_teacher(ZOO_DIR.parent / source)
     preset = load_preset(teacher.recipe.env_id)
     plan = plan.reduced() if quick else plan
@@ -140,13 +139,7 @@ def run_task(name: str, source: str, plan: Plan, cache: Path, *, quick: bool, fo
         check_teacher_score(teacher, measured)  # refuses a teacher whose env recipe is wrong
         return {"teacher": measured.to_json(), "random": evaluate_random(teacher, n_eval, EVAL_SEED_OFFSET).to_json()}
 
-    n_computed = 0
-
-    def cache_cell(cell_name: str, run: Any) -> dict[str, Any]:
-        nonlocal n_computed
-        n_computed += force or not (cache / f"{cell_name}.json").is_file()
-        return cached_run(cache, cell_name, run, force=force)
-
+    cache_cell = TaskCache(cache, force)
     base = cache_cell(f"baselines-e{n_eval}", baselines)
     # A cell's file name carries the settings it depends on, so a changed plan never reads a stale cell.
     tag = lambda loss, n, seed: (f"{loss}{plan.temperature(loss):g}-n{n}-seed{seed}"  # noqa: E731
@@ -165,10 +158,7 @@ def run_task(name: str, source: str, plan: Plan, cache: Path, *, quick: bool, fo
             cells[loss, n, seed] = cache_cell(tag(loss, n, seed), cell)
             print(f"{name} seed {seed} {loss} n={n:,}: return {cells[loss, n, seed]['return']['mean']:.1f}", flush=True)
     summary = summarise(name, source, teacher, preset, plan, n_eval, base, cells)
-    previous = cache / "summary.json"
-    # An invocation that only read cached cells keeps the timing of the one that computed them.
-    keep = n_computed == 0 and previous.is_file() and "wall_time_s" in read_json(previous)
-    summary["wall_time_s"] = read_json(previous)["wall_time_s"] if keep else time.perf_counter() - started
+    summary["wall_time_s"] = cache_cell.timing(cache / "summary.json")["wall_time_s"]
     write_json_atomic(cache / "summary.json", summary)
     plot_task(summary, png_path(cache))
     return summary

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from common import cached_run, parse_quick_args, provenance, publish, sweep_sections
+from common import TaskCache, parse_quick_args, provenance, publish, sweep_sections
 from policykd.fileio import read_json, write_json_atomic
 from policykd.sweep import SweepConfig, run_sweep, sweep_markdown
 
@@ -53,19 +52,10 @@ def run_task(env_id: str, teacher: str, budgets: dict[str, Any], cache_dir: Path
         sys.exit(f"{env_id}: the cached runs in {cache_dir} were made by another command; rerun with --force")
     config = SweepConfig(teacher=teacher, temperatures=TEMPERATURES, n_seeds=n_seeds, n_eval_episodes=N_EVAL_EPISODES,
                          out_dir=out_dir, **budgets)  # fmt: skip
-    n_cached = 0
-
-    def cache(name: str, run: Any) -> dict[str, Any]:
-        nonlocal n_cached
-        n_cached += (cache_dir / f"{name}.json").is_file() and not force
-        return cached_run(cache_dir, name, run, force=force)
-
-    started = time.perf_counter()
+    cache = TaskCache(cache_dir, force)
     summary = run_sweep(config, cache=cache)
-    summary.update(command=command, wall_time_s=time.perf_counter() - started, resumed=n_cached > 0)
-    if n_cached == 1 + len(TEMPERATURES) * n_seeds and previous.is_file():  # nothing ran: keep its timing
-        summary.update({k: read_json(previous)[k] for k in ("wall_time_s", "resumed")})
-    print(f"{env_id}: {summary['wall_time_s']:.0f} s{' (resumed)' if n_cached else ''}", flush=True)
+    summary.update(command=command, **cache.timing(previous))
+    print(f"{env_id}: {summary['wall_time_s']:.0f} s{' (resumed)' if cache.resumed else ''}", flush=True)
     shutil.copyfile(f"{out_dir}/sweep.png", cache_dir.parent / f"{env_id}.png")
     shutil.copyfile(f"{out_dir}/sweep.csv", cache_dir.parent / f"{env_id}.csv")
     write_json_atomic(cache_dir / "summary.json", summary)

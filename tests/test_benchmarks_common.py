@@ -103,3 +103,25 @@ def test_a_task_reused_from_its_summary_flags_its_stale_cells(tmp_path, scratch,
     sections = common.task_sections([("task", "agents/x", None)], "sweep", "not this one",
                                     run=None, section=lambda name, summary: f"{name}: {summary['mean']}")
     assert sections == ["task: 1"] and common.STALE_CELLS == ["sweep/task/legacy.json"]
+
+
+def test_task_cache_keeps_the_timing_of_the_invocation_that_computed(tmp_path, fresh_stale_list):
+    """A rerun that only reads cached cells must not record its own near-zero wall time."""
+    summary = tmp_path / "summary.json"
+    first = common.TaskCache(tmp_path)
+    assert first("a", lambda: {"x": 1}) == {"x": 1} and first("b", lambda: {"x": 2}) == {"x": 2}
+    assert (first.n_computed, first.resumed) == (2, False)
+    summary.write_text('{"wall_time_s": 123.0, "resumed": false}')
+
+    cache_only = common.TaskCache(tmp_path)
+    assert cache_only("a", lambda: pytest.fail("cached")) == {"x": 1}
+    assert cache_only.timing(summary) == {"wall_time_s": 123.0, "resumed": False}
+
+    partial = common.TaskCache(tmp_path)
+    partial("a", lambda: pytest.fail("cached"))
+    partial("c", lambda: {"x": 3})
+    timing = partial.timing(summary)
+    assert timing["resumed"] is True and timing["wall_time_s"] < 123.0, "it computed a cell: its own timing"
+
+    forced = common.TaskCache(tmp_path, force=True)
+    assert forced("a", lambda: {"x": 10}) == {"x": 10} and not forced.resumed

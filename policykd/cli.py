@@ -118,7 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--env", dest="env_id")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
+    p.add_argument("--stochastic", action="store_true",
+                   help="sample actions instead of acting greedily (a DQN / QR-DQN acts epsilon-greedily with "
+                        "its saved exploration rate, as SB3's predict does)")  # fmt: skip
     p.add_argument("--record", action="store_true", help="write the score into the zoo folder's expert.json")
 
     p = sub.add_parser("sweep", help="distil one student per (temperature, seed) from one buffer; table + plots",

@@ -76,6 +76,7 @@ class Teacher:
         recipe: EnvRecipe,
         normalizer: ObsNormalizer | None = None,
         score: dict[str, Any] | None = None,
+        exploration_rate: float = 0.0,
     ) -> None:
         from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
         from sb3_contrib.qrdqn.policies import QRDQNPolicy
@@ -87,6 +88,7 @@ class Teacher:
         self.policy = policy.eval()
         self.algo, self.source, self.recipe, self.normalizer = algo, source, recipe, normalizer
         self.score = score  # recorded in the zoo's expert.json, if any
+        self.exploration_rate = float(exploration_rate)  # a Q-learner's epsilon when it acts stochastically
         self.observation_space: gym.spaces.Space = policy.observation_space
         self.action_space: gym.spaces.Space = policy.action_space
         if isinstance(policy, RecurrentActorCriticPolicy):
@@ -170,8 +172,17 @@ class Teacher:
 
     # -- acting ------------------------------------------------------------------------------
     def act(self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Env actions ``(B,)`` or ``(B, D)`` for raw observations."""
-        return self.mapper.from_teacher(self(observations), deterministic=deterministic, rng=rng)
+        """Env actions ``(B,)`` or ``(B, D)`` for raw observations.
+
+        ``deterministic=False`` acts as SB3's ``predict`` does: actor-critics sample their policy, and
+        a Q-learner acts epsilon-greedily with the exploration rate it was saved with (rl-zoo scores
+        Atari experts this way; a greedy Q-learner can repeat one losing rally forever)."""
+        actions = self.mapper.from_teacher(self(observations), deterministic=deterministic, rng=rng)
+        if not deterministic and self.kind in ("q_values", "quantiles") and self.exploration_rate > 0:
+            rng = rng or np.random.default_rng()
+            explore = rng.random(len(actions)) < self.exploration_rate
+            actions = np.where(explore, self.mapper.random(len(actions), rng), actions)
+        return actions
 
     # -- sizes ---------------------------------------------------------------------------------
     @property
@@ -204,7 +215,8 @@ def _algo_from_zip(data: dict[str, Any]) -> str:
     return "ppo" if "clip_range" in data else "a2c"
 
 
-def _load_policy(zip_path: Path) -> tuple[Any, str]:
+def _load_policy(zip_path: Path) -> tuple[Any, str, float]:
+    """The zip's policy, its algorithm and its exploration rate (0 for all but the DQN family)."""
     from stable_baselines3.common.policies import ActorCriticPolicy
     from stable_baselines3.common.save_util import load_from_zip_file
 
@@ -224,7 +236,7 @@ def _load_policy(zip_path: Path) -> tuple[Any, str]:
     except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError, EOFError, TypeError, AttributeError) as err:
         reason = " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span several lines
         raise PolicyKDError(f"{zip_path} is not a readable SB3 model ({reason}); pass a zip saved by model.save()") from None
-    return policy, _algo_from_zip(data)
+    return policy, _algo_from_zip(data), float(data.get("exploration_rate") or 0.0)
 
 
 def _zoo_model_file(run_dir: Path) -> tuple[Path, str]:
@@ -278,11 +290,12 @@ def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None) -
             f"{path}: the expert was trained with VecNormalize but {vecnorm_path} is missing; restore it from the zoo"
         )
     normalizer = ObsNormalizer.from_vecnormalize(vecnorm_path) if vecnorm_path.is_file() else None
-    policy, algo = _load_policy(zip_path)
+    policy, algo, exploration_rate = _load_policy(zip_path)
     if path.parent.name in _KNOWN_ALGOS:  # the zoo's <algo>/ folder names it better than the zip can
         algo = path.parent.name
     score = read_json(path / "expert.json").get("score") if (path / "expert.json").is_file() else None
-    return Teacher(policy, algo=algo, source=str(path), recipe=recipe, normalizer=normalizer, score=score)
+    return Teacher(policy, algo=algo, source=str(path), recipe=recipe, normalizer=normalizer, score=score,
+                   exploration_rate=exploration_rate)  # fmt: skip
 
 
 def _load_bare_zip(path: Path, env_id: str | None, recipe: EnvRecipe | None) -> Teacher:
@@ -293,8 +306,8 @@ def _load_bare_zip(path: Path, env_id: str | None, recipe: EnvRecipe | None) -> 
 
         preset = load_preset(env_id)
         recipe = EnvRecipe(env_id, env_wrapper=preset.get("env_wrapper"), frame_stack=preset.get("frame_stack"))
-    policy, algo = _load_policy(path)
-    return Teacher(policy, algo=algo, source=str(path), recipe=recipe)
+    policy, algo, exploration_rate = _load_policy(path)
+    return Teacher(policy, algo=algo, source=str(path), recipe=recipe, exploration_rate=exploration_rate)
 
 
 _KNOWN_ALGOS = ("a2c", "ppo", "dqn", "qrdqn", "sac", "td3", "ddpg", "tqc", "trpo")

@@ -390,3 +390,21 @@ def test_algo_from_zip_tells_same_named_cnn_policies_apart() -> None:
     assert _algo_from_zip({"policy_class": QRDQNCnn}) == "qrdqn"
     assert _algo_from_zip({"policy_class": DQNCnn}) == "dqn"
     assert _algo_from_zip({"policy_class": PPOCnn, "clip_range": 0.1}) == "ppo"
+
+
+def test_a_q_learner_acts_epsilon_greedily_when_stochastic(sb3_expert) -> None:
+    """As SB3's DQN.predict(deterministic=False), and so as rl-zoo scores Atari experts: the
+    exploration rate comes from the zip; greedy when deterministic, and for labels."""
+    model, path = sb3_expert("qrdqn", "CartPole-v1")
+    teacher = load_teacher(path, env_id="CartPole-v1")
+    assert teacher.exploration_rate == pytest.approx(model.exploration_rate)
+    obs = _observations("CartPole-v1", n=2_000)
+    greedy = teacher.act(obs, deterministic=True)
+    teacher.exploration_rate = 0.5
+    rng = np.random.default_rng(0)
+    acted = teacher.act(obs, deterministic=False, rng=rng)
+    # half the actions are random, and half of those happen to agree with the greedy one
+    assert 0.2 < np.mean(acted != greedy) < 0.3
+    assert np.array_equal(teacher.act(obs, deterministic=False, rng=np.random.default_rng(0)), acted)
+    teacher.exploration_rate = 0.0
+    assert np.array_equal(teacher.act(obs, deterministic=False), greedy)

@@ -69,3 +69,8 @@ class ActionMapper:
         if self.discrete:
             return rng.integers(0, self.n_actions, size=n)
         return rng.uniform(self.low, self.high, size=(n, *self.low.shape)).astype(np.float32)
+
+    def epsilon_greedy(self, actions: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+        """``actions`` with each replaced by a uniform random one with probability ``epsilon``."""
+        random_mask = rng.random(len(actions)) < epsilon
+        return np.where(random_mask, self.random(len(actions), rng), actions)

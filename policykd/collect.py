@@ -199,8 +199,7 @@ def _broadcast(mask: np.ndarray, actions: np.ndarray) -> np.ndarray:
 def _explore(actions: np.ndarray, mapper: Any, rng: np.random.Generator, epsilon: float, noise: float) -> np.ndarray:
     if mapper.discrete:
         if epsilon > 0:
-            random_mask = rng.random(len(actions)) < epsilon
-            actions = np.where(random_mask, mapper.random(len(actions), rng), actions)
+            actions = mapper.epsilon_greedy(actions, epsilon, rng)
         return actions
     if noise > 0:
         half_range = (mapper.high - mapper.low) / 2.0

@@ -179,9 +179,7 @@ class Teacher:
         Atari experts this way; a greedy Q-learner can repeat one losing rally forever)."""
         actions = self.mapper.from_teacher(self(observations), deterministic=deterministic, rng=rng)
         if not deterministic and self.kind in ("q_values", "quantiles") and self.exploration_rate > 0:
-            rng = rng or np.random.default_rng()
-            explore = rng.random(len(actions)) < self.exploration_rate
-            actions = np.where(explore, self.mapper.random(len(actions), rng), actions)
+            actions = self.mapper.epsilon_greedy(actions, self.exploration_rate, rng or np.random.default_rng())
         return actions
 
     # -- sizes ---------------------------------------------------------------------------------
@@ -205,8 +203,8 @@ def _algo_from_zip(data: dict[str, Any]) -> str:
     # the module that defines the class (``sb3_contrib.qrdqn.policies``) is what tells them apart.
     cls = data.get("policy_class")
     name = f"{cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else str(cls)
-    for module, algo in (("qrdqn", "qrdqn"), ("tqc", "tqc"), ("dqn", "dqn"), ("sac", "sac")):
-        if f".{module}." in name:
+    for algo in ("qrdqn", "tqc", "dqn", "sac"):
+        if f".{algo}." in name:
             return algo
     if ".td3." in name:  # DDPG is TD3 without delayed policy updates
         return "td3" if data.get("policy_delay", 2) > 1 else "ddpg"

@@ -161,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", type=int, default=1, help="run folder <algo>/<EnvId>_<run-id> (default 1)")
     p.add_argument("--zoo-dir", default=None, help="default: the repository's agents/")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default; fastest for MLPs), cuda or auto")
+    p.add_argument("--selection-episodes", type=int, default=None,
+                   help="episodes that score the best and the final checkpoint before one ships "
+                        "(default 30, the zoo's protocol; 0: trust the in-training evaluations)")  # fmt: skip
     return parser
 
 
@@ -326,7 +329,7 @@ def _cmd_train_expert(args: argparse.Namespace) -> None:
     run_dir = train_expert(
         args.algo, args.env_id, zoo_dir=args.zoo_dir or ZOO_DIR, seed=args.seed,
         n_timesteps=args.n_timesteps, checkpoint_every=args.checkpoint_every, run_id=args.run_id,
-        device=args.device,
+        device=args.device, selection_episodes=args.selection_episodes,
     )  # fmt: skip
     print(f"expert written to {run_dir}; measure it with: policykd evaluate {run_dir} --episodes 30 --record")
 

@@ -7,7 +7,9 @@ sessions needs on top of it:
 - a resume checkpoint (weights + optimiser + VecNormalize) written atomically every
   ``checkpoint_every`` steps under ``<run>/resume/``, so a rerun of the same command continues
   where the last one stopped, with learning-rate and exploration schedules intact;
-- a periodic evaluation that keeps the best checkpoint;
+- a periodic evaluation that keeps the best checkpoint. Those evaluations are short and noisy,
+  so before shipping, the best and the final checkpoint are both scored the way the zoo scores
+  experts (30 episodes, fixed seeds) and the higher one ships, with that score recorded;
 - at the end, the rl-zoo layout a user expects (``<run>/<EnvId>.zip``, ``<run>/<EnvId>/config.yml``,
   ``args.yml``, ``vecnormalize.pkl``) with the optimiser state stripped, and ``expert.json``
   recording how it was trained.
@@ -158,12 +160,15 @@ def train_expert(
     hyperparams: dict[str, Any] | None = None,
     progress_bar: bool = True,
     device: str = "cpu",
+    selection_episodes: int | None = None,
 ) -> Path:
     """Train (or resume training) ``algo`` on ``env_id`` into ``<zoo_dir>/<algo>/<env_id>_<run_id>``.
 
     Rerunning the same call after an interruption resumes from ``resume/``. Returns the run folder.
     ``device`` is torch's ("cpu", "cuda", "auto"): CPU is faster for MLP policies, a GPU pays off
-    for Atari's CNNs. A resume may change it.
+    for Atari's CNNs. A resume may change it. ``selection_episodes`` (default: the zoo's scoring
+    protocol, 30) is how many episodes the best and final checkpoints get when they differ; 0
+    decides by the last in-training evaluations instead.
     """
     from rl_zoo3.utils import ALGOS
 
@@ -173,9 +178,14 @@ def train_expert(
         th.device("cpu" if device == "auto" else device)
     except RuntimeError:
         raise PolicyKDError(f"unknown device {device!r}: pass cpu, cuda, cuda:<index> or auto") from None
+    if selection_episodes is not None and selection_episodes < 0:
+        raise PolicyKDError(f"selection episodes must be >= 0 (0 skips re-scoring), got {selection_episodes}")
     run_dir = run_dir_for(zoo_dir, algo, env_id, run_id)
     with _exclusive(run_dir):
-        return _train_expert(algo, env_id, run_dir, seed, n_timesteps, checkpoint_every, n_eval_episodes, run_id, hyperparams, progress_bar, device)
+        return _train_expert(
+            algo, env_id, run_dir, seed, n_timesteps, checkpoint_every, n_eval_episodes, run_id, hyperparams,
+            progress_bar, device, selection_episodes,
+        )  # fmt: skip
 
 
 def _train_expert(
@@ -190,6 +200,7 @@ def _train_expert(
     hyperparams: dict[str, Any] | None,
     progress_bar: bool,
     device: str,
+    selection_episodes: int | None,
 ) -> Path:
     from rl_zoo3.exp_manager import ExperimentManager
     from rl_zoo3.utils import ALGOS
@@ -275,12 +286,8 @@ def _train_expert(
         checkpoint.save()
     model.env.close()
 
-    best = progress.get("best_eval")
-    final = progress["eval_history"][-1][1] if progress["eval_history"] else None
-    source = resume_dir / "best" if best is not None and final is not None and best > final else resume_dir
-    if not (source / "model.zip").is_file():  # a committed resume may leave best/ out to keep the repo light
-        progress["notes"].append(f"best checkpoint (evaluation {best:.3g}) was not kept; shipped the final one")
-        source = resume_dir
+    source, selection = _select_checkpoint(algo, env_id, run_dir, resume_dir, progress, selection_episodes)
+    shipped_name = "best" if source.name == "best" else "final"
     shipped = ALGOS[algo].load(source / "model.zip", device="cpu")
     strip_optimizer_state(shipped)
     with atomic_path(run_dir / f"{env_id}.zip", suffix=".zip") as tmp:
@@ -295,9 +302,9 @@ def _train_expert(
         "seed": seed,
         "status": "finished",
         "n_timesteps": int(progress["num_timesteps"]),
-        "shipped_checkpoint": "best" if source.name == "best" else "final",
+        "shipped_checkpoint": shipped_name,
         "shipped_timesteps": int(progress.get("best_timesteps", progress["num_timesteps"]))
-        if source.name == "best"
+        if shipped_name == "best"
         else int(progress["num_timesteps"]),
         "wall_time_s": round(progress["wall_time_s"], 1),
         "hyperparams": {k: _plain(v) for k, v in saved_hyperparams.items()},
@@ -308,11 +315,55 @@ def _train_expert(
         "resumed_at": progress["resumes"],
         "eval_history": progress["eval_history"],
         "notes": progress["notes"],
-        "score": old.get("score"),
+        "checkpoint_selection": selection or None,
+        # a checkpoint re-scored during selection was scored as the zoo scores experts: keep that score
+        "score": selection[shipped_name]["score"] if selection else old.get("score"),
     }
     write_json_atomic(record_path, record)
     shutil.rmtree(resume_dir)
     return run_dir
+
+
+def _select_checkpoint(
+    algo: str, env_id: str, run_dir: Path, resume_dir: Path, progress: dict[str, Any], selection_episodes: int | None
+) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """Which checkpoint ships: ``resume/`` (the final weights) or ``resume/best/``.
+
+    In-training evaluations are a few episodes each (3 for Atari), and the best of many noisy
+    evaluations is biased upwards: QR-DQN Pong's "best" scored +16 at 800k steps over 3 episodes
+    and −6 over 20. So when both exist and differ, each is scored by the zoo's protocol and the
+    higher mean ships. Returns the folder and ``{"best"|"final": {"timesteps", "score"}}`` (empty
+    when nothing was re-scored)."""
+    from policykd.zoo import SCORE_EPISODES, SCORE_SEED, score_checkpoint
+
+    best, history = progress.get("best_eval"), progress["eval_history"]
+    final = history[-1][1] if history else None
+    best_dir = resume_dir / "best"
+    if best is None or progress.get("best_timesteps") == progress["num_timesteps"]:
+        return resume_dir, {}
+    if not (best_dir / "model.zip").is_file():  # a committed resume may leave best/ out to keep the repo light
+        if final is not None and best > final:
+            progress["notes"].append(f"best checkpoint (evaluation {best:.3g}) was not kept; shipped the final one")
+        return resume_dir, {}
+    n_episodes = SCORE_EPISODES if selection_episodes is None else selection_episodes
+    if n_episodes <= 0:
+        return (best_dir if final is not None and best > final else resume_dir), {}
+    selection = {
+        name: {"timesteps": int(steps), "score": score_checkpoint(algo, env_id, run_dir, folder, n_episodes, SCORE_SEED)}
+        for name, folder, steps in (
+            ("best", best_dir, progress["best_timesteps"]),
+            ("final", resume_dir, progress["num_timesteps"]),
+        )
+    }
+    winner = max(selection, key=lambda name: selection[name]["score"]["mean"])
+    progress["notes"].append(
+        "shipped the {} checkpoint: re-scored over {} episodes, best ({:,} steps) {:.3g}, final ({:,} steps) {:.3g}".format(
+            winner, n_episodes,
+            selection["best"]["timesteps"], selection["best"]["score"]["mean"],
+            selection["final"]["timesteps"], selection["final"]["score"]["mean"],
+        )
+    )  # fmt: skip
+    return (best_dir if winner == "best" else resume_dir), selection
 
 
 def _plain(value: Any) -> Any:

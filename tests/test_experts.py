@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import policykd.experts as experts
@@ -67,7 +68,8 @@ def test_rl_zoo_layout(ppo_run):
     assert {"torch", "stable_baselines3", "gymnasium", "python"} <= set(record["versions"])
     assert record["hyperparams"]["n_steps"] == 32
     assert record["wall_time_s"] >= 0 and record["eval_history"]
-    assert record["resumed_at"] == [] and record["notes"] == []
+    assert record["resumed_at"] == []
+    assert all(note.startswith("shipped the ") for note in record["notes"]), "only a checkpoint selection, no resume"
     assert record["machine"].endswith("torch threads, cpu"), "the default device, and the record says so"
     assert not (ppo_run / RESUME_DIR).exists(), "the resume checkpoint is removed once the expert is shipped"
 
@@ -167,7 +169,7 @@ def test_a_run_stopped_after_its_last_checkpoint_still_ships(tmp_path, monkeypat
     train_expert("ppo", "CartPole-v1", **kwargs)
     record = read_json(run_dir / RECORD_FILE)
     assert record["status"] == "finished" and record["n_timesteps"] == 512 and record["resumed_at"] == [512]
-    assert record["notes"] == []
+    assert all(note.startswith("shipped the ") for note in record["notes"]), "no refill note: PPO has no buffer"
     assert (run_dir / "CartPole-v1.zip").is_file() and not (run_dir / RESUME_DIR).exists()
 
 
@@ -191,6 +193,60 @@ def test_a_resume_without_its_best_checkpoint_ships_the_final_one(tmp_path, monk
     assert any("best checkpoint" in note and "not kept" in note for note in record["notes"])
 
 
+def test_best_and_final_checkpoints_are_rescored_before_one_ships(tmp_path, monkeypatch):
+    """A noisy in-training evaluation does not pick the shipped checkpoint: both are re-scored by
+    the zoo's protocol, the higher ships, and its score is the one recorded (and reproducible)."""
+    from policykd.zoo import measure_expert
+
+    kwargs = dict(zoo_dir=tmp_path, n_timesteps=512, checkpoint_every=256, n_eval_episodes=1, progress_bar=False)
+
+    def die(model):
+        raise Interrupted
+
+    monkeypatch.setattr(experts, "strip_optimizer_state", die)  # stop after the last checkpoint
+    with pytest.raises(Interrupted):
+        train_expert("ppo", "CartPole-v1", **kwargs)
+    monkeypatch.undo()
+    resume = tmp_path / "ppo" / "CartPole-v1_1" / RESUME_DIR
+    # best/ claims a huge in-training evaluation but always pushes left (CartPole falls in ~10 steps);
+    # the final weights balance the pole with the textbook rule "push towards where it leans".
+    _cartpole_rule(resume / "model.zip", "always_left").save(resume / "best" / "model.zip")
+    _cartpole_rule(resume / "model.zip", "balance").save(resume / "model.zip")
+    progress = read_json(resume / "progress.json")
+    write_json_atomic(resume / "progress.json", {**progress, "best_eval": 1e9, "best_timesteps": 256})
+
+    run_dir = train_expert("ppo", "CartPole-v1", selection_episodes=5, **kwargs)
+    record = read_json(run_dir / RECORD_FILE)
+    selection = record["checkpoint_selection"]
+    assert selection["best"]["timesteps"] == 256 and selection["final"]["timesteps"] == 512
+    assert selection["best"]["score"]["mean"] < 12 and selection["final"]["score"]["mean"] > 100
+    assert record["shipped_checkpoint"] == "final" and record["shipped_timesteps"] == 512
+    assert record["score"] == selection["final"]["score"] and record["score"]["n_episodes"] == 5
+    assert any("re-scored over 5 episodes" in note for note in record["notes"])
+    assert measure_expert(run_dir, n_episodes=5, seed=record["score"]["seed"]) == record["score"]
+
+
+def _cartpole_rule(zip_path: Path, rule: str):
+    """A PPO CartPole policy set by hand: ``always_left``, or ``balance`` (push right when
+    pole angle + angular velocity > 0; tanh keeps the sign through the hidden layers)."""
+    from stable_baselines3 import PPO
+
+    model = PPO.load(zip_path, device="cpu")
+    first, second = model.policy.mlp_extractor.policy_net[0], model.policy.mlp_extractor.policy_net[2]
+    head = model.policy.action_net
+    with torch.no_grad():
+        for layer in (first, second, head):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        if rule == "always_left":
+            head.bias.copy_(torch.tensor([100.0, -100.0]))
+        else:
+            first.weight[0, 2:] = 10.0  # angle and angular velocity
+            second.weight[0, 0] = 10.0
+            head.weight[:, 0] = torch.tensor([-100.0, 100.0])
+    return model
+
+
 def test_train_expert_cli_errors_are_one_line(ppo_run, capsys):
     from policykd.cli import main
 
@@ -199,6 +255,8 @@ def test_train_expert_cli_errors_are_one_line(ppo_run, capsys):
         (["--algo", "ppo", "--env", "CartPole-v1"], "already holds a finished expert; pass another --run-id"),
         (["--algo", "nope", "--env", "CartPole-v1"], "unknown algo 'nope'"),
         (["--algo", "ppo", "--env", "CartPole-v1", "--run-id", "2", "--device", "gpu"], "unknown device 'gpu'"),
+        (["--algo", "ppo", "--env", "CartPole-v1", "--run-id", "2", "--selection-episodes", "-1"],
+         "selection episodes must be >= 0"),
     ):
         with pytest.raises(SystemExit) as exit_:
             main(["train-expert", *argv, "--zoo-dir", zoo_dir, "--n-timesteps", "2000"])

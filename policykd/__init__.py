@@ -1,13 +1,14 @@
 """policykd: distil Stable-Baselines3 experts into smaller, faster or merged student policies.
 
 The data flow (see the README): load_teacher -> collect_rollouts -> LabelledBuffer -> Trainer
-(soften -> merge -> loss) -> Student -> evaluation.
+(soften -> merge -> loss) -> Student -> evaluation, and export_onnx to deploy it.
 """
 
 from policykd.buffers import LabelledBuffer
 from policykd.collect import collect_rollouts
 from policykd.envs import EnvRecipe, make_vec_env
 from policykd.errors import PolicyKDError
+from policykd.export import export_onnx
 from policykd.losses import KLLoss, MSELoss, NLLLoss, make_loss
 from policykd.pipeline import CollectConfig, DistillConfig, collect, distill
 from policykd.students import Student, make_student
@@ -21,6 +22,6 @@ __version__ = "0.1.0"
 __all__ = [
     "CollectConfig", "DistillBatch", "DistillConfig", "DistillTarget", "EnvRecipe", "KLLoss", "LabelledBuffer",
     "LossOutput", "MSELoss", "NLLLoss", "PolicyKDError", "Student", "StudentOutput", "Teacher", "TeacherOutput",
-    "Trainer", "TrainerConfig", "collect", "collect_rollouts", "distill", "load_teacher", "make_loss",
+    "Trainer", "TrainerConfig", "collect", "collect_rollouts", "distill", "export_onnx", "load_teacher", "make_loss",
     "make_student", "make_vec_env", "soften",
 ]  # fmt: skip

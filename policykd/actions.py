@@ -26,9 +26,23 @@ class ActionMapper:
             self.low = np.asarray(action_space.low, dtype=np.float32)
             self.high = np.asarray(action_space.high, dtype=np.float32)
 
-    def rescale(self, unit_action: np.ndarray) -> np.ndarray:
-        """[-1, 1] -> [low, high]."""
-        return self.low + (np.clip(unit_action, -1.0, 1.0) + 1.0) * 0.5 * (self.high - self.low)
+    def to_env(self, action: torch.Tensor, deterministic_kind: bool = False) -> torch.Tensor:
+        """A continuous policy's action in its own space -> env units, as the module docstring
+        lists (``deterministic_kind``: a TD3 / DDPG action, already in [-1, 1]). Torch ops only,
+        so an exported student (``policykd export``) computes exactly what ``act`` does."""
+        low, high = torch.as_tensor(self.low), torch.as_tensor(self.high)
+        if not (deterministic_kind or self.squash):
+            return torch.clamp(action, low, high)
+        unit = action if deterministic_kind else torch.tanh(action)
+        return low + (torch.clamp(unit, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
+
+    def greedy(self, out: StudentOutput) -> torch.Tensor:
+        """A student's greedy env action, as a tensor: argmax, or the mean mapped by ``to_env``."""
+        if out.kind == "discrete":
+            return out.logits.argmax(dim=-1)
+        if out.kind == "deterministic":
+            return self.to_env(out.action, deterministic_kind=True)
+        return self.to_env(out.mean)
 
     def _discrete(self, logits: torch.Tensor, deterministic: bool, rng: np.random.Generator | None) -> np.ndarray:
         if deterministic:
@@ -40,13 +54,14 @@ class ActionMapper:
     def _gaussian(
         self, mean: torch.Tensor, log_std: torch.Tensor, deterministic: bool, rng: np.random.Generator | None
     ) -> np.ndarray:
-        action = mean.cpu().numpy()
+        action = mean.detach().cpu().float()
         if not deterministic:
-            noise = (rng or np.random.default_rng()).standard_normal(action.shape).astype(np.float32)
-            action = action + noise * log_std.exp().cpu().numpy()
-        if self.squash:
-            return self.rescale(np.tanh(action))
-        return np.clip(action, self.low, self.high)
+            noise = (rng or np.random.default_rng()).standard_normal(tuple(action.shape)).astype(np.float32)
+            action = action + torch.from_numpy(noise) * log_std.detach().cpu().exp()
+        return self.to_env(action).numpy()
+
+    def _deterministic(self, action: torch.Tensor) -> np.ndarray:
+        return self.to_env(action.detach().cpu().float(), deterministic_kind=True).numpy()
 
     def from_teacher(self, out: TeacherOutput, deterministic: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
         if out.kind == "categorical":
@@ -54,14 +69,14 @@ class ActionMapper:
         if out.kind in ("q_values", "quantiles"):
             return self._discrete(out.q_values, True, rng)  # a Q-learner acts greedily
         if out.kind == "deterministic":
-            return self.rescale(out.action.cpu().numpy())
+            return self._deterministic(out.action)
         return self._gaussian(out.mean, out.log_std, deterministic, rng)
 
     def from_student(self, out: StudentOutput, deterministic: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
         if out.kind == "discrete":
             return self._discrete(out.logits, deterministic, rng)
         if out.kind == "deterministic":
-            return self.rescale(out.action.cpu().numpy())
+            return self._deterministic(out.action)
         return self._gaussian(out.mean, out.log_std, deterministic, rng)
 
     def random(self, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -150,6 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stochastic-drivers", dest="deterministic_drivers", action="store_const", const=False,
                    help="drivers sample their actions instead of acting greedily")  # fmt: skip
 
+    p = sub.add_parser("export", help="write a student as one ONNX file (observations in, env actions out), checked")
+    p.add_argument("student", help="student folder (…/student, with student.json and student.pt)")
+    p.add_argument("--out", help="the .onnx file to write (default: <student>/policy.onnx)")
+
     sub.add_parser("zoo", help="list the shipped experts and their recorded scores")
 
     p = sub.add_parser("train-expert", help="train (or resume) an rl-zoo expert into agents/")
@@ -276,6 +280,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"recorded in {record}")
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from policykd.export import export_onnx
+
+    report = export_onnx(args.student, args.out or Path(args.student) / "policy.onnx")
+    check = "identical actions" if report.max_abs_diff == 0 else f"actions within {report.max_abs_diff:.1g}"
+    print(f"wrote {report.path} ({report.size_bytes / 1e3:.1f} kB, {report.n_params:,} params); "
+          f"onnxruntime and the student agree on {report.n_checked} random observations ({check}); "
+          f"batch-1 latency {report.latency_ms_onnx:.3f} ms onnxruntime vs {report.latency_ms_torch:.3f} ms torch")  # fmt: skip
+
+
 def _experiment_config(args: argparse.Namespace, config_cls: type, aliases: dict[str, str]) -> Any:
     """``config_cls`` from the --config file (if any) overridden by the options given."""
     from policykd.sweep import read_config_file
@@ -340,6 +354,7 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "sweep": _cmd_sweep,
     "compare-drivers": _cmd_compare_drivers,
+    "export": _cmd_export,
     "zoo": _cmd_zoo,
     "train-expert": _cmd_train_expert,
 }

@@ -1,0 +1,96 @@
+"""policykd export: the ONNX file acts as the student does, for every head, and refuses clearly."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from policykd.errors import PolicyKDError
+from policykd.export import check_onnx, export_onnx
+from policykd.students import Student, make_student
+
+BOX_OBS = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
+BOX_ACTIONS = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
+HEADS = {
+    "categorical": (BOX_OBS, gym.spaces.Discrete(4)),
+    "gaussian": (BOX_OBS, BOX_ACTIONS),  # clipped to the bounds
+    "squashed_gaussian": (BOX_OBS, BOX_ACTIONS),  # tanh, rescaled
+    "deterministic": (BOX_OBS, BOX_ACTIONS),
+}
+
+
+def _student(tmp_path, teacher_kind, observation_space, action_space, **kwargs) -> Student:
+    torch.manual_seed(0)
+    student = make_student(
+        teacher_kind, observation_space, action_space, obs_mean=np.arange(5.0), obs_std=np.full(5, 2.0), **kwargs
+    )
+    with torch.no_grad():  # actions beyond the bounds, so clipping and squashing are exercised
+        student.head.bias.mul_(0).add_(torch.linspace(-3, 3, student.head.bias.numel()))
+    student.save(tmp_path / "student")
+    return student
+
+
+@pytest.mark.parametrize("teacher_kind", list(HEADS))
+def test_the_onnx_file_acts_as_the_student(tmp_path, teacher_kind):
+    student = _student(tmp_path, teacher_kind, *HEADS[teacher_kind], hidden_sizes=(16,))
+    report = export_onnx(tmp_path / "student", tmp_path / "policy.onnx")
+    assert report.n_checked == 256 and report.max_abs_diff <= 1e-4 and report.size_bytes > 0
+
+    # batch sizes other than the traced one, observations around the normalisation
+    session = ort.InferenceSession(str(tmp_path / "policy.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 7):
+        obs = np.random.default_rng(batch).normal(2.0, 6.0, (batch, 5)).astype(np.float32)
+        exported = session.run(["actions"], {"observations": obs})[0]
+        expected = student.act(obs)
+        assert exported.shape == expected.shape
+        if teacher_kind == "categorical":
+            assert exported.dtype == np.int64 and (exported == expected).all()
+        else:
+            assert np.allclose(exported, expected, atol=1e-5)
+            assert (exported >= BOX_ACTIONS.low - 1e-6).all() and (exported <= BOX_ACTIONS.high + 1e-6).all()
+
+
+@pytest.mark.expensive
+def test_an_image_student_exports_with_uint8_input(tmp_path):
+    obs_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    torch.manual_seed(0)
+    make_student("q_values", obs_space, gym.spaces.Discrete(6), cnn_width=0.25).save(tmp_path / "student")
+    report = export_onnx(tmp_path / "student", tmp_path / "policy.onnx", n_check=32)
+    assert report.n_checked == 32 and report.max_abs_diff == 0.0
+    session = ort.InferenceSession(str(tmp_path / "policy.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+
+
+def test_a_file_that_acts_otherwise_is_refused(tmp_path):
+    _student(tmp_path, "categorical", *HEADS["categorical"], hidden_sizes=(16,))
+    export_onnx(tmp_path / "student", tmp_path / "policy.onnx")
+    torch.manual_seed(1)
+    other = make_student("categorical", *HEADS["categorical"], hidden_sizes=(16,))
+    with pytest.raises(PolicyKDError, match="picks other actions than the student"):
+        check_onnx(tmp_path / "policy.onnx", other)
+
+
+def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    from policykd.cli import main
+
+    _student(tmp_path, "categorical", *HEADS["categorical"], hidden_sizes=(16,))
+    cases = [
+        ([str(tmp_path)], "is not a policykd student"),
+        ([str(tmp_path / "student"), "--out", str(tmp_path / "policy.pt")], "must end in .onnx"),
+    ]
+    for argv, fragment in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main(["export", *argv])
+        assert exit_.value.code != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], err
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    with pytest.raises(PolicyKDError, match=r"needs onnxruntime: pip install 'policykd\[onnx\]'"):
+        export_onnx(tmp_path / "student", tmp_path / "policy.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]

@@ -28,6 +28,7 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("check_zoo.py", True, ""),
     ("distill_checks.py", True, "distill_checks.md"),
     ("throughput.py", False, "throughput.md"),
+    ("export_latency.py", True, "export_latency.md"),
     ("vs_imitation.py", True, "vs_imitation.md"),
     ("soft_vs_hard.py", True, "soft_vs_hard.md"),
     ("temperature_sweep.py", True, "temperature_sweep.md"),

@@ -66,7 +66,7 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int =
     if out_path.suffix != ".onnx":
         raise PolicyKDError(f"{out_path}: the output file must end in .onnx")
     policy = GreedyPolicy(student).eval()
-    example = torch.as_tensor(_random_observations(student, 2, np.random.default_rng(seed)))
+    example = torch.as_tensor(random_observations(student, 2, np.random.default_rng(seed)))
     with atomic_path(out_path, suffix=".onnx") as tmp, _quiet_exporter():
         program = torch.onnx.export(
             policy,
@@ -79,8 +79,8 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int =
         )
         program.save(str(tmp))  # weights embedded: one self-contained file
     n_checked, max_diff = check_onnx(out_path, student, n_check, seed)
-    session = _session(out_path)
-    observation = _random_observations(student, 1, np.random.default_rng(seed))[0]
+    session = onnx_session(out_path)
+    observation = random_observations(student, 1, np.random.default_rng(seed))[0]
     torch_ms = action_latency_ms(lambda obs: student.act(obs), observation)
     onnx_ms = action_latency_ms(lambda obs: session.run([OUTPUT_NAME], {INPUT_NAME: obs})[0], observation)
     return ExportReport(out_path, student.n_params, out_path.stat().st_size, n_checked, max_diff, torch_ms, onnx_ms)
@@ -89,8 +89,8 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int =
 def check_onnx(path: str | Path, student: Student, n_check: int = 256, seed: int = 0) -> tuple[int, float]:
     """Run the ONNX file and the student on the same random observations; raise PolicyKDError
     unless they give the same actions. Returns (observations checked, max abs difference)."""
-    observations = _random_observations(student, n_check, np.random.default_rng(seed))
-    exported = _session(path).run([OUTPUT_NAME], {INPUT_NAME: observations})[0]
+    observations = random_observations(student, n_check, np.random.default_rng(seed))
+    exported = onnx_session(path).run([OUTPUT_NAME], {INPUT_NAME: observations})[0]
     expected = student.act(observations, deterministic=True)
     if student.config.head == "discrete":
         mismatches = int((exported != expected).sum())
@@ -105,7 +105,7 @@ def check_onnx(path: str | Path, student: Student, n_check: int = 256, seed: int
     return n_check, max_diff
 
 
-def _session(path: str | Path) -> Any:
+def onnx_session(path: str | Path) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -127,7 +127,7 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _random_observations(student: Student, n: int, rng: np.random.Generator) -> np.ndarray:
+def random_observations(student: Student, n: int, rng: np.random.Generator) -> np.ndarray:
     """Observations the student could meet: uniform bytes for images, else around its input
     normalisation (mean ± 3 std, so saturated and clipped actions are exercised too)."""
     shape = (n, *student.config.observation_shape)

@@ -114,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress_bar", action="store_false")
 
     p = sub.add_parser("evaluate", help="play a teacher or a student and report its return")
-    p.add_argument("source", help="student run folder (…/student), rl-zoo folder, SB3 .zip or hub id")
+    p.add_argument("source", help="student run folder (…/student), exported student (.onnx), rl-zoo folder, "
+                                  "SB3 .zip or hub id")  # fmt: skip
     p.add_argument("--env", dest="env_id")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
@@ -262,7 +263,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise PolicyKDError(f"--record needs a zoo folder with expert.json; {args.source} has none")
     rng = np.random.default_rng(args.seed)
     policy: Any
-    if is_student_dir(args.source):
+    if args.source.endswith(".onnx"):
+        from policykd.export import OnnxPolicy
+        from policykd.pipeline import playing_recipe
+
+        if args.stochastic:
+            raise PolicyKDError("an exported student acts greedily only; drop --stochastic")
+        policy = OnnxPolicy(args.source)
+        recipe = playing_recipe(policy.recipe, args.env_id, f"exported student {args.source}", policy.config)
+        what = "exported student (onnxruntime)"
+    elif is_student_dir(args.source):
         policy, recipe = resolve_student(args.source, args.env_id)
         what = f"student ({policy.n_params:,} params)"
     else:

@@ -6,12 +6,16 @@ clipped or squashed to the action bounds). Input normalisation and the action ma
 student's own (``Student.forward`` and ``ActionMapper.greedy``), so the file acts exactly as
 ``policykd evaluate`` plays the student. After writing, the file is run with onnxruntime on
 random observations and compared with the student; a mismatch is an error, not a warning.
+
+The file carries the student's config and env recipe as ONNX metadata (``policykd.student``,
+``policykd.recipe``), so ``policykd evaluate policy.onnx`` plays it with nothing else at hand.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -28,6 +32,7 @@ from policykd.fileio import atomic_path
 from policykd.students import Student
 
 INPUT_NAME, OUTPUT_NAME = "observations", "actions"
+CONFIG_KEY, RECIPE_KEY = "policykd.student", "policykd.recipe"
 # float32 kernels may differ in the last bits between torch and onnxruntime
 CONTINUOUS_TOLERANCE = 1e-4
 INSTALL_HINT = "pip install 'policykd[onnx]' (onnx, onnxscript and onnxruntime)"
@@ -78,12 +83,38 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int =
             verbose=False,
         )
         program.save(str(tmp))  # weights embedded: one self-contained file
+        _add_metadata(tmp, student, Path(student_dir))
     n_checked, max_diff = check_onnx(out_path, student, n_check, seed)
     session = onnx_session(out_path)
     observation = random_observations(student, 1, np.random.default_rng(seed))[0]
     torch_ms = action_latency_ms(lambda obs: student.act(obs), observation)
     onnx_ms = action_latency_ms(lambda obs: session.run([OUTPUT_NAME], {INPUT_NAME: obs})[0], observation)
     return ExportReport(out_path, student.n_params, out_path.stat().st_size, n_checked, max_diff, torch_ms, onnx_ms)
+
+
+class OnnxPolicy:
+    """An exported student, played through onnxruntime: ``act`` as ``Student.act`` (greedy only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        from policykd.envs import EnvRecipe
+        from policykd.students import StudentConfig
+
+        _require("onnxruntime")
+        try:
+            self.session = onnx_session(path)
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise PolicyKDError(f"{path} is not a readable ONNX file ({' '.join(str(err).split())[:200]})") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if CONFIG_KEY not in metadata:
+            raise PolicyKDError(f"{path} was not written by `policykd export` (no {CONFIG_KEY} metadata); export it again")
+        self.config = StudentConfig.from_json(json.loads(metadata[CONFIG_KEY]))
+        self.recipe = EnvRecipe(**json.loads(metadata[RECIPE_KEY])) if RECIPE_KEY in metadata else None
+
+    def act(self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
+        if not deterministic:
+            raise PolicyKDError("an exported student acts greedily only; drop --stochastic")
+        dtype = np.uint8 if self.config.image else np.float32
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(observations, dtype=dtype)})[0]
 
 
 def check_onnx(path: str | Path, student: Student, n_check: int = 256, seed: int = 0) -> tuple[int, float]:
@@ -103,6 +134,21 @@ def check_onnx(path: str | Path, student: Student, n_check: int = 256, seed: int
         raise PolicyKDError(f"{path}: the exported actions differ from the student's by up to {max_diff:.3g}; "
                             "please report this with the student folder")  # fmt: skip
     return n_check, max_diff
+
+
+def _add_metadata(path: Path, student: Student, student_dir: Path) -> None:
+    """Record the student's config and (when its folder has one) env recipe in the ONNX file."""
+    import onnx
+
+    from policykd.pipeline import RECIPE_FILE
+
+    model = onnx.load(str(path))
+    entries = {CONFIG_KEY: json.dumps(dataclasses.asdict(student.config))}
+    if (student_dir / RECIPE_FILE).is_file():
+        entries[RECIPE_KEY] = (student_dir / RECIPE_FILE).read_text()
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
 
 
 def onnx_session(path: str | Path) -> Any:

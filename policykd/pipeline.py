@@ -25,7 +25,7 @@ from policykd.logging import TensorBoardLogger
 from policykd.losses import make_loss
 from policykd.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
 from policykd.presets import DEFAULT_ENV_ID, default_expert, load_preset
-from policykd.students import Student, make_student
+from policykd.students import Student, StudentConfig, make_student
 from policykd.teachers import Teacher, load_teacher
 from policykd.trainer import Trainer, TrainerConfig
 
@@ -139,25 +139,32 @@ def resolve_student(source: str | Path, env_id: str | None = None) -> tuple[Stud
     ``env_id`` (which must then agree with it) the env's preset. Refuses an env whose spaces
     are not the student's."""
     student = Student.load(source)
-    path = Path(source) / RECIPE_FILE
-    if path.is_file():
-        recipe = load_recipe(source)
-        if env_id is not None and env_id != recipe.env_id:
-            raise PolicyKDError(f"{source} is a student for {recipe.env_id}, not {env_id}; drop --env or pick its env")
+    recorded = load_recipe(source) if (Path(source) / RECIPE_FILE).is_file() else None
+    return student, playing_recipe(recorded, env_id, f"student {source}", student.config)
+
+
+def playing_recipe(recorded: EnvRecipe | None, env_id: str | None, name: str, config: StudentConfig) -> EnvRecipe:
+    """The env recipe a student (or its export) called ``name`` plays in: the one recorded with it,
+    or with ``env_id`` (which must then agree with it) the env's preset. Refuses an env whose
+    spaces are not the ones ``config`` describes."""
+    if recorded is not None:
+        if env_id is not None and env_id != recorded.env_id:
+            raise PolicyKDError(f"{name} is for {recorded.env_id}, not {env_id}; drop --env or pick its env")
+        recipe = recorded
     elif env_id is not None:
         preset = load_preset(env_id)
         recipe = EnvRecipe(env_id, env_wrapper=preset.get("env_wrapper"), frame_stack=preset.get("frame_stack"))
     else:
-        raise PolicyKDError(f"{source} has no {RECIPE_FILE}; pass --env to evaluate this student")
+        raise PolicyKDError(f"{name} records no env recipe ({RECIPE_FILE}); pass --env to evaluate it")
     venv = make_vec_env(recipe, 1, 0)
     try:
         check_policy_spaces(
-            f"student {source}", gym.spaces.Box(-np.inf, np.inf, student.config.observation_shape),
-            student.config.action_space, recipe.env_id, venv, hint="evaluate it on the env it was distilled on",
+            name, gym.spaces.Box(-np.inf, np.inf, config.observation_shape),
+            config.action_space, recipe.env_id, venv, hint="evaluate it on the env it was distilled on",
         )  # fmt: skip
     finally:
         venv.close()
-    return student, recipe
+    return recipe
 
 
 def evaluate_teacher(teacher: Teacher, n_episodes: int, seed: int, deterministic: bool = True) -> ReturnStats:

@@ -41,6 +41,11 @@ class StudentConfig:
     cnn_width: float = 1.0  # NatureCNN channel / unit multiplier, for image observations
     image: bool = False
 
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StudentConfig:
+        """The config from its JSON form (``student.json``; lists become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
     @property
     def action_space(self) -> gym.spaces.Space:
         if self.head == "discrete":
@@ -117,9 +122,7 @@ class Student(nn.Module):
     def load(cls, directory: str | Path) -> Student:
         directory = Path(directory)
         try:
-            raw: dict[str, Any] = json.loads((directory / CONFIG_FILE).read_text())
-            config = StudentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-            student = cls(config)
+            student = cls(StudentConfig.from_json(json.loads((directory / CONFIG_FILE).read_text())))
             student.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
         except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, EOFError,
                 pickle.UnpicklingError) as err:

@@ -94,3 +94,36 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys, monkeypa
     with pytest.raises(PolicyKDError, match=r"needs onnxruntime: pip install 'policykd\[onnx\]'"):
         export_onnx(tmp_path / "student", tmp_path / "policy.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]
+
+
+def test_policykd_evaluate_plays_the_onnx_file_as_the_student(tmp_path, capsys):
+    """The file carries the student's config and env recipe: `policykd evaluate policy.onnx` needs
+    nothing else, and on the same seed it scores exactly what the student folder scores."""
+    from policykd.cli import main
+    from policykd.envs import EnvRecipe
+    from policykd.fileio import write_json_atomic
+
+    cartpole = gym.make("CartPole-v1")
+    torch.manual_seed(0)
+    student = make_student("categorical", cartpole.observation_space, cartpole.action_space, hidden_sizes=(8,))
+    student.save(tmp_path / "student")
+    write_json_atomic(tmp_path / "student" / "recipe.json", EnvRecipe("CartPole-v1").to_json())
+    export_onnx(tmp_path / "student", tmp_path / "elsewhere" / "policy.onnx")
+    (tmp_path / "student" / "recipe.json").unlink()  # the file alone must be enough
+
+    scores = []
+    for source, extra in ((tmp_path / "elsewhere" / "policy.onnx", []), (tmp_path / "student", ["--env", "CartPole-v1"])):
+        main(["evaluate", str(source), "--episodes", "3", "--seed", "5", *extra])
+        scores.append(capsys.readouterr().out.split(": return ")[1].split(" over")[0])
+    assert scores[0] == scores[1]
+
+    for argv, fragment in (
+        ([str(tmp_path / "elsewhere" / "policy.onnx"), "--stochastic"], "acts greedily only; drop --stochastic"),
+        ([str(tmp_path / "elsewhere" / "policy.onnx"), "--env", "Acrobot-v1"], "is for CartPole-v1, not Acrobot-v1"),
+        ([str(tmp_path / "missing.onnx")], "is not a readable ONNX file"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(["evaluate", *argv])
+        assert exit_.value.code != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], err

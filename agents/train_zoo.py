@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from policykd.errors import PolicyKDError
-from policykd.experts import is_finished, run_dir_for, train_expert
+from policykd.experts import RECORD_FILE, is_finished, run_dir_for, train_expert
+from policykd.fileio import read_json
 from policykd.zoo import measure_expert
 
 ZOO_DIR = Path(__file__).resolve().parent
@@ -67,7 +68,9 @@ def main() -> None:
                 checkpoint_every=every, n_eval_episodes=n_eval, run_id=run_id, progress_bar=False,
                 device=args.device,
             )
-            score = measure_expert(run_dir)  # 30 episodes, seed 0, recorded in expert.json
+            # scored while choosing between the best and final checkpoints, else measured now
+            # (30 episodes, seed 0); either way recorded in expert.json
+            score = read_json(run_dir / RECORD_FILE).get("score") or measure_expert(run_dir)
             print(f"{name}: {score['mean']:.1f} ± {score['std']:.1f}", flush=True)
         except PolicyKDError as err:
             print(f"error: {err}", file=sys.stderr)

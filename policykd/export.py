@@ -65,7 +65,11 @@ class ExportReport:
 
 def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int = 256, seed: int = 0) -> ExportReport:
     """Write ``student_dir``'s student to ``out_path`` as ONNX (dynamic batch size), then check it."""
+    from policykd.multitask import CONFIG_FILE as MULTITASK_CONFIG
+
     _require("onnxscript", "onnx", "onnxruntime")
+    if (Path(student_dir) / MULTITASK_CONFIG).is_file():
+        raise PolicyKDError(f"{student_dir} is a multi-task student; `policykd export` writes single-task students only")
     student = Student.load(student_dir)
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":

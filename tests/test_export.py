@@ -79,8 +79,11 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys, monkeypa
     from policykd.cli import main
 
     _student(tmp_path, "categorical", *HEADS["categorical"], hidden_sizes=(16,))
+    (tmp_path / "multi").mkdir()
+    (tmp_path / "multi" / "multitask.json").write_text("{}")
     cases = [
         ([str(tmp_path)], "is not a policykd student"),
+        ([str(tmp_path / "multi")], "is a multi-task student; `policykd export` writes single-task students only"),
         ([str(tmp_path / "student"), "--out", str(tmp_path / "policy.pt")], "must end in .onnx"),
     ]
     for argv, fragment in cases:
@@ -93,7 +96,7 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys, monkeypa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
     with pytest.raises(PolicyKDError, match=r"needs onnxruntime: pip install 'policykd\[onnx\]'"):
         export_onnx(tmp_path / "student", tmp_path / "policy.onnx")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multi", "student"]
 
 
 def test_policykd_evaluate_plays_the_onnx_file_as_the_student(tmp_path, capsys):

@@ -330,9 +330,9 @@ def _select_checkpoint(
     """Which checkpoint ships: ``resume/`` (the final weights) or ``resume/best/``.
 
     In-training evaluations are a few episodes each (3 for Atari), and the best of many noisy
-    evaluations is biased upwards: QR-DQN Pong's "best" scored +16 at 800k steps over 3 episodes
-    and −6 over 20. So when both exist and differ, each is scored by the zoo's protocol and the
-    higher mean ships. Returns the folder and ``{"best"|"final": {"timesteps", "score"}}`` (empty
+    evaluations is biased upwards: QR-DQN Pong's "best" scored +16.3 at 800k steps over 3 episodes
+    and −6.9 over 30. So when both exist and differ, each is scored by the zoo's protocol and the
+    higher mean ships (the final one on a tie). Returns the folder and ``{"best"|"final": {"timesteps", "score"}}`` (empty
     when nothing was re-scored)."""
     from policykd.zoo import SCORE_EPISODES, SCORE_SEED, score_checkpoint
 
@@ -355,7 +355,7 @@ def _select_checkpoint(
             ("final", resume_dir, progress["num_timesteps"]),
         )
     }
-    winner = max(selection, key=lambda name: selection[name]["score"]["mean"])
+    winner = max(("final", "best"), key=lambda name: selection[name]["score"]["mean"])  # first wins ties
     progress["notes"].append(
         "shipped the {} checkpoint: re-scored over {} episodes, best ({:,} steps) {:.3g}, final ({:,} steps) {:.3g}".format(
             winner, n_episodes,

@@ -86,13 +86,13 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int =
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             verbose=False,
         )
+        program.model.metadata_props.update(_metadata(student, Path(student_dir)))
         program.save(str(tmp))  # weights embedded: one self-contained file
-        _add_metadata(tmp, student, Path(student_dir))
-    n_checked, max_diff = check_onnx(out_path, student, n_check, seed)
-    session = onnx_session(out_path)
+    exported = OnnxPolicy(out_path)
+    n_checked, max_diff = _compare(exported, student, n_check, seed)
     observation = random_observations(student, 1, np.random.default_rng(seed))[0]
     torch_ms = action_latency_ms(lambda obs: student.act(obs), observation)
-    onnx_ms = action_latency_ms(lambda obs: session.run([OUTPUT_NAME], {INPUT_NAME: obs})[0], observation)
+    onnx_ms = action_latency_ms(lambda obs: exported.session.run([OUTPUT_NAME], {INPUT_NAME: obs})[0], observation)
     return ExportReport(out_path, student.n_params, out_path.stat().st_size, n_checked, max_diff, torch_ms, onnx_ms)
 
 
@@ -104,6 +104,7 @@ class OnnxPolicy:
         from policykd.students import StudentConfig
 
         _require("onnxruntime")
+        self.path = path
         try:
             self.session = onnx_session(path)
         except Exception as err:  # onnxruntime raises its own exception types
@@ -124,35 +125,34 @@ class OnnxPolicy:
 def check_onnx(path: str | Path, student: Student, n_check: int = 256, seed: int = 0) -> tuple[int, float]:
     """Run the ONNX file and the student on the same random observations; raise PolicyKDError
     unless they give the same actions. Returns (observations checked, max abs difference)."""
+    return _compare(OnnxPolicy(path), student, n_check, seed)
+
+
+def _compare(exported: OnnxPolicy, student: Student, n_check: int, seed: int) -> tuple[int, float]:
     observations = random_observations(student, n_check, np.random.default_rng(seed))
-    exported = onnx_session(path).run([OUTPUT_NAME], {INPUT_NAME: observations})[0]
+    actions = exported.act(observations)
     expected = student.act(observations, deterministic=True)
     if student.config.head == "discrete":
-        mismatches = int((exported != expected).sum())
+        mismatches = int((actions != expected).sum())
         if mismatches:
-            raise PolicyKDError(f"{path}: the exported policy picks other actions than the student on "
+            raise PolicyKDError(f"{exported.path}: the exported policy picks other actions than the student on "
                                 f"{mismatches}/{n_check} observations; please report this with the student folder")  # fmt: skip
         return n_check, 0.0
-    max_diff = float(np.abs(exported - expected).max())
+    max_diff = float(np.abs(actions - expected).max())
     if not max_diff <= CONTINUOUS_TOLERANCE:
-        raise PolicyKDError(f"{path}: the exported actions differ from the student's by up to {max_diff:.3g}; "
+        raise PolicyKDError(f"{exported.path}: the exported actions differ from the student's by up to {max_diff:.3g}; "
                             "please report this with the student folder")  # fmt: skip
     return n_check, max_diff
 
 
-def _add_metadata(path: Path, student: Student, student_dir: Path) -> None:
-    """Record the student's config and (when its folder has one) env recipe in the ONNX file."""
-    import onnx
-
+def _metadata(student: Student, student_dir: Path) -> dict[str, str]:
+    """What the ONNX file records: the student's config and (when its folder has one) env recipe."""
     from policykd.pipeline import RECIPE_FILE
 
-    model = onnx.load(str(path))
     entries = {CONFIG_KEY: json.dumps(dataclasses.asdict(student.config))}
     if (student_dir / RECIPE_FILE).is_file():
         entries[RECIPE_KEY] = (student_dir / RECIPE_FILE).read_text()
-    for key, value in entries.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
+    return entries
 
 
 def onnx_session(path: str | Path) -> Any:

@@ -15,7 +15,6 @@ so the students are freshly initialised: no training is timed. The teacher's bat
 from __future__ import annotations
 
 import tempfile
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from common import RESULTS_DIR, parse_quick_args, provenance, results_name
-from policykd.evaluation import action_latency_ms
+from policykd.evaluation import action_latency_ms, call_latency_ms
 from policykd.export import random_observations, onnx_session, export_onnx
 from policykd.fileio import write_json_atomic, write_text_atomic
 from policykd.presets import load_preset
@@ -34,18 +33,6 @@ from policykd.teachers import load_teacher
 ENVS = ("CartPole-v1", "LunarLander-v3", "Pendulum-v1", "HalfCheetah-v5", "PongNoFrameskip-v4")
 QUICK_ENVS = ("CartPole-v1", "Pendulum-v1")
 BATCH = 256
-
-
-def batch_ms(act: Any, observations: np.ndarray, n_calls: int = 30) -> float:
-    """Median wall time of one call on the whole batch, in milliseconds."""
-    for _ in range(3):
-        act(observations)
-    times = []
-    for _ in range(n_calls):
-        start = time.perf_counter()
-        act(observations)
-        times.append(time.perf_counter() - start)
-    return 1000.0 * float(np.median(times))
 
 
 def measure(env_id: str, workdir: Path) -> dict[str, Any]:
@@ -76,8 +63,8 @@ def measure(env_id: str, workdir: Path) -> dict[str, Any]:
         "teacher_ms": action_latency_ms(lambda obs: teacher.act(obs), single),
         "torch_ms": action_latency_ms(lambda obs: student.act(obs), single),
         "onnx_ms": action_latency_ms(onnx_act, single),
-        "torch_batch_ms": batch_ms(lambda obs: student.act(obs), batch),
-        "onnx_batch_ms": batch_ms(onnx_act, batch),
+        "torch_batch_ms": call_latency_ms(lambda obs: student.act(obs), batch, n_calls=30, n_warmup=3),
+        "onnx_batch_ms": call_latency_ms(onnx_act, batch, n_calls=30, n_warmup=3),
     }
 
 

@@ -71,12 +71,16 @@ def pct_of(student_mean: float, teacher_mean: float, random_mean: float | None =
 
 def action_latency_ms(act: ActFn, observation: np.ndarray, n_calls: int = 200) -> float:
     """Median wall time of one batch-1 action, in milliseconds."""
-    batch = observation[None]
-    for _ in range(10):
-        act(batch)
+    return call_latency_ms(act, observation[None], n_calls)
+
+
+def call_latency_ms(call: ActFn, inputs: np.ndarray, n_calls: int = 200, n_warmup: int = 10) -> float:
+    """Median wall time of ``call(inputs)`` after ``n_warmup`` untimed calls, in milliseconds."""
+    for _ in range(n_warmup):
+        call(inputs)
     times = []
     for _ in range(n_calls):
         start = time.perf_counter()
-        act(batch)
+        call(inputs)
         times.append(time.perf_counter() - start)
     return 1000.0 * float(np.median(times))

@@ -26,8 +26,8 @@ from common import RESULTS_DIR, parse_quick_args, provenance, results_name
 from policykd.evaluation import action_latency_ms, call_latency_ms
 from policykd.export import random_observations, onnx_session, export_onnx
 from policykd.fileio import write_json_atomic, write_text_atomic
+from policykd.pipeline import make_student_for
 from policykd.presets import load_preset
-from policykd.students import make_student
 from policykd.teachers import load_teacher
 
 ENVS = ("CartPole-v1", "LunarLander-v3", "Pendulum-v1", "HalfCheetah-v5", "PongNoFrameskip-v4")
@@ -39,12 +39,7 @@ def measure(env_id: str, workdir: Path) -> dict[str, Any]:
     preset = load_preset(env_id)
     teacher = load_teacher(preset["default_expert"])
     torch.manual_seed(0)
-    student = make_student(
-        teacher.kind, teacher.observation_space, teacher.action_space,
-        hidden_sizes=tuple(preset["hidden_sizes"]), cnn_width=float(preset["cnn_width"]),
-        obs_mean=None if teacher.normalizer is None else teacher.normalizer.mean,
-        obs_std=None if teacher.normalizer is None else np.sqrt(teacher.normalizer.var + teacher.normalizer.epsilon),
-    )  # fmt: skip
+    student = make_student_for(teacher, teacher.kind, tuple(preset["hidden_sizes"]), float(preset["cnn_width"]))
     student.save(workdir / env_id / "student")
     report = export_onnx(workdir / env_id / "student", workdir / env_id / "policy.onnx")
     session = onnx_session(report.path)

@@ -55,9 +55,9 @@ from policykd.evaluation import ReturnStats, episode_returns
 from policykd.experts import is_finished
 from policykd.losses import make_loss
 from policykd.online import LinearBeta, OnlineConfig, train_online
-from policykd.pipeline import EVAL_SEED_OFFSET, evaluate_random, evaluate_teacher
+from policykd.pipeline import EVAL_SEED_OFFSET, evaluate_random, evaluate_teacher, make_student_for
 from policykd.presets import ZOO_DIR, load_preset
-from policykd.students import Student, make_student
+from policykd.students import Student
 from policykd.teachers import Teacher, load_teacher
 from policykd.trainer import Trainer, TrainerConfig
 from vs_imitation_report import METHODS, write_report
@@ -191,11 +191,7 @@ class Task:
 
     def new_student(self, seed: int) -> Student:
         torch.manual_seed(seed)
-        norm = self.teacher.normalizer
-        return make_student(self.teacher.kind, self.teacher.observation_space, self.teacher.action_space,
-                            hidden_sizes=tuple(self.preset["hidden_sizes"]),
-                            obs_mean=None if norm is None else norm.mean,
-                            obs_std=None if norm is None else np.sqrt(norm.var + norm.epsilon))  # fmt: skip
+        return make_student_for(self.teacher, self.teacher.kind, tuple(self.preset["hidden_sizes"]))
 
     def evaluate(self, student: Student) -> ReturnStats:
         rng, deterministic = np.random.default_rng(self.eval_seed), bool(self.preset["deterministic_eval"])

@@ -167,6 +167,16 @@ def playing_recipe(recorded: EnvRecipe | None, env_id: str | None, name: str, co
     return recipe
 
 
+def make_student_for(teacher: Teacher, kind: str, hidden_sizes: tuple[int, ...], cnn_width: float = 1.0) -> Student:
+    """A fresh student with a ``kind`` head for ``teacher``'s env: its spaces, and its VecNormalize
+    statistics copied in so the student acts on raw observations."""
+    normalizer = teacher.normalizer
+    return make_student(
+        kind, teacher.observation_space, teacher.action_space, hidden_sizes=hidden_sizes, cnn_width=cnn_width,
+        obs_mean=None if normalizer is None else normalizer.mean, obs_std=None if normalizer is None else normalizer.std,
+    )  # fmt: skip
+
+
 def evaluate_teacher(teacher: Teacher, n_episodes: int, seed: int, deterministic: bool = True) -> ReturnStats:
     rng = np.random.default_rng(seed)
     return ReturnStats.of(
@@ -344,11 +354,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         buffer, _, _ = collect(config, teachers)
 
     torch.manual_seed(config.seed)  # the student's initial weights depend on the seed only
-    student = make_student(
-        kind, teacher.observation_space, teacher.action_space, hidden_sizes=hidden_sizes, cnn_width=cnn_width,
-        obs_mean=None if teacher.normalizer is None else teacher.normalizer.mean,
-        obs_std=None if teacher.normalizer is None else np.sqrt(teacher.normalizer.var + teacher.normalizer.epsilon),
-    )  # fmt: skip
+    student = make_student_for(teacher, kind, hidden_sizes, cnn_width)
     evaluations: list[ReturnStats] = []
 
     def evaluate(s: Student) -> dict[str, float]:

@@ -82,7 +82,7 @@ def distill_tasks(config: TasksConfig) -> dict[str, Any]:
         hidden_sizes=config.hidden_sizes,
         input_width=config.input_width,
         obs_stats={
-            env_id: (t.normalizer.mean, np.sqrt(t.normalizer.var + t.normalizer.epsilon))
+            env_id: (t.normalizer.mean, t.normalizer.std)
             for env_id, t in teachers.items()
             if t.normalizer is not None
         },

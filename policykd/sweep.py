@@ -28,9 +28,10 @@ from policykd.fileio import write_json_atomic, write_text_atomic
 from policykd.logging import TensorBoardLogger
 from policykd.losses import make_loss
 from policykd.metrics import distill_metrics
-from policykd.pipeline import EVAL_SEED_OFFSET, CollectConfig, check_teacher_score, collect, resolve_teacher
+from policykd.pipeline import (EVAL_SEED_OFFSET, CollectConfig, check_teacher_score, collect, make_student_for,
+                               resolve_teacher)  # fmt: skip
 from policykd.presets import load_preset
-from policykd.students import Student, make_student
+from policykd.students import Student
 from policykd.targets import check_temperature, soften, student_kind_for
 from policykd.teachers import Teacher
 from policykd.trainer import Trainer, TrainerConfig
@@ -117,10 +118,7 @@ def student_for(teacher: Teacher, hidden_sizes: Sequence[int], seed: int) -> Stu
     """A fresh MLP student for ``teacher`` (input normalisation copied from its VecNormalize
     statistics), its initial weights fixed by ``seed``."""
     torch.manual_seed(seed)
-    norm = teacher.normalizer
-    return make_student(teacher.kind, teacher.observation_space, teacher.action_space,
-                        hidden_sizes=tuple(hidden_sizes), obs_mean=None if norm is None else norm.mean,
-                        obs_std=None if norm is None else np.sqrt(norm.var + norm.epsilon))  # fmt: skip
+    return make_student_for(teacher, teacher.kind, tuple(hidden_sizes))
 
 
 @dataclasses.dataclass(frozen=True)

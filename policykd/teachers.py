@@ -43,8 +43,13 @@ class ObsNormalizer:
     clip: float
     epsilon: float
 
+    @property
+    def std(self) -> np.ndarray:
+        """The scale VecNormalize divides by: sqrt(var + epsilon)."""
+        return np.sqrt(self.var + self.epsilon)
+
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
+        return np.clip((obs - self.mean) / self.std, -self.clip, self.clip).astype(np.float32)
 
     @classmethod
     def from_vecnormalize(cls, path: Path) -> ObsNormalizer | None:

@@ -150,23 +150,31 @@ def test_an_interrupted_dqn_run_resumes(tmp_path, monkeypatch, captured_checkpoi
     assert not (run_dir / RESUME_DIR).exists()
 
 
-@pytest.mark.expensive
-def test_a_run_stopped_after_its_last_checkpoint_still_ships(tmp_path, monkeypatch, captured_checkpoints):
-    """Stopped between the final checkpoint and shipping, the rerun has nothing left to learn
-    and ships the checkpoint (it used to fail: its callback had never been given the model)."""
-    kwargs = dict(zoo_dir=tmp_path, n_timesteps=512, checkpoint_every=256, n_eval_episodes=1, progress_bar=False)
+STOPPED_RUN = dict(n_timesteps=512, checkpoint_every=256, n_eval_episodes=1, progress_bar=False)
+
+
+def _stop_after_last_checkpoint(zoo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Train a 512-step PPO CartPole into ``zoo_dir`` and kill it between its last checkpoint
+    (256 and 512 steps) and shipping; returns its ``resume/`` folder."""
 
     def die(model):
         raise Interrupted
 
-    monkeypatch.setattr(experts, "strip_optimizer_state", die)
-    with pytest.raises(Interrupted):
-        train_expert("ppo", "CartPole-v1", **kwargs)
-    run_dir = tmp_path / "ppo" / "CartPole-v1_1"
+    with monkeypatch.context() as patch:
+        patch.setattr(experts, "strip_optimizer_state", die)
+        with pytest.raises(Interrupted):
+            train_expert("ppo", "CartPole-v1", zoo_dir=zoo_dir, **STOPPED_RUN)
+    return zoo_dir / "ppo" / "CartPole-v1_1" / RESUME_DIR
+
+
+@pytest.mark.expensive
+def test_a_run_stopped_after_its_last_checkpoint_still_ships(tmp_path, monkeypatch, captured_checkpoints):
+    """Stopped between the final checkpoint and shipping, the rerun has nothing left to learn
+    and ships the checkpoint (it used to fail: its callback had never been given the model)."""
+    run_dir = _stop_after_last_checkpoint(tmp_path, monkeypatch).parent
     assert read_json(run_dir / RESUME_DIR / "progress.json")["num_timesteps"] == 512
 
-    monkeypatch.undo()
-    train_expert("ppo", "CartPole-v1", **kwargs)
+    train_expert("ppo", "CartPole-v1", zoo_dir=tmp_path, **STOPPED_RUN)
     record = read_json(run_dir / RECORD_FILE)
     assert record["status"] == "finished" and record["n_timesteps"] == 512 and record["resumed_at"] == [512]
     assert all(note.startswith("shipped the ") for note in record["notes"]), "no refill note: PPO has no buffer"
@@ -176,19 +184,11 @@ def test_a_run_stopped_after_its_last_checkpoint_still_ships(tmp_path, monkeypat
 def test_a_resume_without_its_best_checkpoint_ships_the_final_one(tmp_path, monkeypatch):
     """A resume committed without best/ (to keep the repository light) still ships, says so, and
     ships the final weights even though the lost best evaluation was higher."""
-    kwargs = dict(zoo_dir=tmp_path, n_timesteps=512, checkpoint_every=256, n_eval_episodes=1, progress_bar=False)
-    def die(model):
-        raise Interrupted
-
-    monkeypatch.setattr(experts, "strip_optimizer_state", die)  # stop after the last checkpoint
-    with pytest.raises(Interrupted):
-        train_expert("ppo", "CartPole-v1", **kwargs)
-    monkeypatch.undo()
-    resume = tmp_path / "ppo" / "CartPole-v1_1" / RESUME_DIR
+    resume = _stop_after_last_checkpoint(tmp_path, monkeypatch)
     progress = read_json(resume / "progress.json")
     write_json_atomic(resume / "progress.json", {**progress, "best_eval": 1e9, "best_timesteps": 256})
     shutil.rmtree(resume / "best", ignore_errors=True)
-    record = read_json(train_expert("ppo", "CartPole-v1", **kwargs) / RECORD_FILE)
+    record = read_json(train_expert("ppo", "CartPole-v1", zoo_dir=tmp_path, **STOPPED_RUN) / RECORD_FILE)
     assert record["shipped_checkpoint"] == "final" and record["shipped_timesteps"] == 512
     assert any("best checkpoint" in note and "not kept" in note for note in record["notes"])
 
@@ -198,16 +198,7 @@ def test_best_and_final_checkpoints_are_rescored_before_one_ships(tmp_path, monk
     the zoo's protocol, the higher ships, and its score is the one recorded (and reproducible)."""
     from policykd.zoo import measure_expert
 
-    kwargs = dict(zoo_dir=tmp_path, n_timesteps=512, checkpoint_every=256, n_eval_episodes=1, progress_bar=False)
-
-    def die(model):
-        raise Interrupted
-
-    monkeypatch.setattr(experts, "strip_optimizer_state", die)  # stop after the last checkpoint
-    with pytest.raises(Interrupted):
-        train_expert("ppo", "CartPole-v1", **kwargs)
-    monkeypatch.undo()
-    resume = tmp_path / "ppo" / "CartPole-v1_1" / RESUME_DIR
+    resume = _stop_after_last_checkpoint(tmp_path, monkeypatch)
     # best/ claims a huge in-training evaluation but always pushes left (CartPole falls in ~10 steps);
     # the final weights balance the pole with the textbook rule "push towards where it leans".
     _cartpole_rule(resume / "model.zip", "always_left").save(resume / "best" / "model.zip")
@@ -215,7 +206,7 @@ def test_best_and_final_checkpoints_are_rescored_before_one_ships(tmp_path, monk
     progress = read_json(resume / "progress.json")
     write_json_atomic(resume / "progress.json", {**progress, "best_eval": 1e9, "best_timesteps": 256})
 
-    run_dir = train_expert("ppo", "CartPole-v1", selection_episodes=5, **kwargs)
+    run_dir = train_expert("ppo", "CartPole-v1", zoo_dir=tmp_path, selection_episodes=5, **STOPPED_RUN)
     record = read_json(run_dir / RECORD_FILE)
     selection = record["checkpoint_selection"]
     assert selection["best"]["timesteps"] == 256 and selection["final"]["timesteps"] == 512

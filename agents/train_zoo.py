@@ -3,7 +3,7 @@
     python agents/train_zoo.py                 # all experts, one after another
     python agents/train_zoo.py --only Pong     # those whose env id contains "Pong"
 
-Each expert trains with `policykd.experts.train_expert` (rl_zoo3 hyperparameters, resume
+Each expert trains with `policykd.zoo.experts.train_expert` (rl_zoo3 hyperparameters, resume
 checkpoints under <run>/resume/). Finished experts are skipped. Run it in the background; after a
 session ends, run the same command again to continue.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from policykd.errors import PolicyKDError
-from policykd.experts import RECORD_FILE, is_finished, run_dir_for, train_expert
+from policykd.zoo.experts import RECORD_FILE, is_finished, run_dir_for, train_expert
 from policykd.fileio import read_json
-from policykd.zoo import measure_expert
+from policykd.zoo.catalog import measure_expert
 
 ZOO_DIR = Path(__file__).resolve().parent
 

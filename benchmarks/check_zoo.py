@@ -16,12 +16,12 @@ import argparse
 import sys
 
 from common import CLASSIC_ENVS, replace_between_markers
-from policykd.experts import RECORD_FILE
+from policykd.zoo.experts import RECORD_FILE
 from policykd.fileio import read_json
-from policykd.pipeline import evaluate_teacher
-from policykd.presets import ZOO_DIR, load_preset
-from policykd.teachers import load_teacher
-from policykd.zoo import measure_expert
+from policykd.jobs.distill import evaluate_teacher
+from policykd.zoo.presets import ZOO_DIR, load_preset
+from policykd.data.teachers import load_teacher
+from policykd.zoo.catalog import measure_expert
 
 
 def _fmt_score(score: dict) -> str:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import sys
 
 from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish
-from policykd.pipeline import DistillConfig, distill
-from policykd.presets import ZOO_DIR
+from policykd.jobs.distill import DistillConfig, distill
+from policykd.zoo.presets import ZOO_DIR
 
 # (name, CLI arguments) — each is run exactly as `policykd distill <args>` would run it.
 CHECKS: list[tuple[str, dict]] = [

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from common import RESULTS_DIR
-from policykd.experts import package_versions
+from policykd.zoo.experts import package_versions
 from policykd.fileio import read_json, write_json_atomic, write_text_atomic
 
 WARMUP_STEPS = 2_000

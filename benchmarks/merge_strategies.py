@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish
-from policykd.evaluation import ReturnStats, pct_of
-from policykd.experts import is_finished
-from policykd.pipeline import DistillConfig, distill
-from policykd.presets import ZOO_DIR
+from policykd.jobs.evaluate import ReturnStats, pct_of
+from policykd.zoo.experts import is_finished
+from policykd.jobs.distill import DistillConfig, distill
+from policykd.zoo.presets import ZOO_DIR
 
 # those whose training has finished take part
 TEACHERS = ("agents/ppo/LunarLander-v3_1", "agents/ppo/LunarLander-v3_2", "agents/dqn/LunarLander-v3_1",

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish
-from policykd.evaluation import ReturnStats
-from policykd.pipeline_tasks import TasksConfig, distill_tasks
+from policykd.jobs.evaluate import ReturnStats
+from policykd.jobs.distill_tasks import TasksConfig, distill_tasks
 
 TASKS = (("CartPole-v1", "agents/ppo/CartPole-v1_1"), ("Acrobot-v1", "agents/dqn/Acrobot-v1_1"),
          ("Pendulum-v1", "agents/sac/Pendulum-v1_1"))  # fmt: skip

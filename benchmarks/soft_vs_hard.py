@@ -7,7 +7,7 @@ reach 95 % of the teacher's return, as a learning curve against the data budget.
     python benchmarks/soft_vs_hard.py --only Pendulum   # run one task; the others come from their cache
     python benchmarks/soft_vs_hard.py --force    # recompute cached cells
 
-Losses compared, per teacher kind (`policykd.losses.make_loss`):
+Losses compared, per teacher kind (`policykd.learn.losses.make_loss`):
 - categorical (PPO on CartPole, LunarLander): `kl`, the forward KL to softmax(logits) at τ = 1
   (soft), against `nll`, cross-entropy to the teacher's argmax action (hard).
 - q_values (DQN on CartPole): `kl` to softmax(Q / 0.1), `nll` to argmax Q, and `mse` on the
@@ -23,7 +23,7 @@ Per (task, seed): one buffer of `max(budgets)` teacher-driven transitions from `
 n, each loss trains the same student (the preset's MLP, batch size and learning rate; the same
 number of gradient steps at every budget; initial weights and minibatches seeded by the seed) on
 the first n transitions of that buffer, so every loss sees exactly the same data. Each student plays
-the same evaluation episodes (seeds from `policykd.pipeline.EVAL_SEED_OFFSET`) as the teacher and a
+the same evaluation episodes (seeds from `policykd.jobs.distill.EVAL_SEED_OFFSET`) as the teacher and a
 uniformly random policy, which define 100 % and 0 %.
 Results: `results/soft_vs_hard.md` and `.json` (`--quick`: `soft_vs_hard-quick.md` and `.json`),
 one PNG per task, and one cached JSON per cell under `results/soft_vs_hard[-quick]/<env>/<algo>/`.
@@ -40,18 +40,18 @@ from typing import Any
 import numpy as np
 
 from common import RESULTS_DIR, TaskCache, head_of, parse_quick_args, provenance, results_name, stale_note, task_sections
-from policykd.buffers import LabelledBuffer
-from policykd.collect import collect_rollouts
-from policykd.envs import make_vec_env
-from policykd.evaluation import ReturnStats, episode_returns, pct_of
+from policykd.data.buffers import LabelledBuffer
+from policykd.data.collect import collect_rollouts
+from policykd.data.envs import make_vec_env
+from policykd.jobs.evaluate import ReturnStats, episode_returns, pct_of
 from policykd.fileio import write_json_atomic, write_text_atomic
-from policykd.losses import make_loss
-from policykd.pipeline import EVAL_SEED_OFFSET, check_teacher_score, evaluate_random, evaluate_teacher
-from policykd.plots import plot_curves
-from policykd.presets import ZOO_DIR, load_preset
-from policykd.sweep import student_for
-from policykd.teachers import Teacher, load_teacher
-from policykd.trainer import Trainer, TrainerConfig
+from policykd.learn.losses import make_loss
+from policykd.jobs.distill import EVAL_SEED_OFFSET, check_teacher_score, evaluate_random, evaluate_teacher
+from policykd.jobs.plots import plot_curves
+from policykd.zoo.presets import ZOO_DIR, load_preset
+from policykd.jobs.sweep import student_for
+from policykd.data.teachers import Teacher, load_teacher
+from policykd.learn.trainer import Trainer, TrainerConfig
 from vs_imitation_report import reach
 
 SEEDS = (0, 1, 2)

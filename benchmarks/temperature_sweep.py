@@ -21,7 +21,7 @@ from typing import Any
 
 from common import TaskCache, parse_quick_args, provenance, publish, sweep_sections
 from policykd.fileio import read_json, write_json_atomic
-from policykd.sweep import SweepConfig, run_sweep, sweep_markdown
+from policykd.jobs.sweep import SweepConfig, run_sweep, sweep_markdown
 
 TEMPERATURES = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
 # (env id, teacher, budgets): each task is `policykd sweep --teacher <teacher> <budgets>`.

@@ -27,17 +27,17 @@ import numpy as np
 import torch
 
 from common import RESULTS_DIR, provenance
-from policykd.buffers import LabelledBuffer
-from policykd.collect import RolloutCursor, collect_rollouts
-from policykd.envs import EnvRecipe, make_vec_env
-from policykd.evaluation import action_latency_ms
-from policykd.experts import is_finished
+from policykd.data.buffers import LabelledBuffer
+from policykd.data.collect import RolloutCursor, collect_rollouts
+from policykd.data.envs import EnvRecipe, make_vec_env
+from policykd.jobs.evaluate import action_latency_ms
+from policykd.zoo.experts import is_finished
 from policykd.fileio import write_json_atomic, write_text_atomic
-from policykd.losses import make_loss
-from policykd.presets import ZOO_DIR
-from policykd.students import make_student
-from policykd.teachers import Teacher, load_teacher
-from policykd.trainer import Trainer, TrainerConfig
+from policykd.learn.losses import make_loss
+from policykd.zoo.presets import ZOO_DIR
+from policykd.learn.students import make_student
+from policykd.data.teachers import Teacher, load_teacher
+from policykd.learn.trainer import Trainer, TrainerConfig
 
 REPO = ZOO_DIR.parent
 CARTPOLE = REPO / "agents/ppo/CartPole-v1_1"

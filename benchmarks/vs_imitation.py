@@ -22,10 +22,10 @@ HalfCheetah PPO when its expert exists, else reported as pending):
   (soft targets); same MLP (hidden sizes, ReLU), same input normalisation, batch size, learning
   rate and number of gradient steps, at every data budget and seed.
 - DAgger: imitation's `SimpleDAggerTrainer` (the SB3 expert loaded in imitation's venv) against
-  policykd's online loop (`policykd.online.train_online`, β-mixture collection), same linear β
+  policykd's online loop (`policykd.jobs.online.train_online`, β-mixture collection), same linear β
   schedule, round budget and updates per round.
 - every policy, imitation's included (its weights are exported and loaded into policykd's
-  `Student`, checked output for output), is evaluated by `policykd.evaluation` on the same episodes.
+  `Student`, checked output for output), is evaluated by `policykd.jobs.evaluate` on the same episodes.
 Results: `results/vs_imitation.md` and `.json` (either mode: the command in the file says which; only
 a full run refreshes the ratio table in `benchmarks/README.md`), one cached JSON per cell under
 `results/vs_imitation/{full,quick}/`; scratch files (data, exported weights) under `runs/benchmarks/`.
@@ -48,18 +48,18 @@ import numpy as np
 import torch
 
 from common import RESULTS_DIR, cached_run, head_of, parse_quick_args, results_name
-from policykd.buffers import LabelledBuffer
-from policykd.collect import collect_rollouts
-from policykd.envs import make_vec_env
-from policykd.evaluation import ReturnStats, episode_returns
-from policykd.experts import is_finished
-from policykd.losses import make_loss
-from policykd.online import LinearBeta, OnlineConfig, train_online
-from policykd.pipeline import EVAL_SEED_OFFSET, evaluate_random, evaluate_teacher, make_student_for
-from policykd.presets import ZOO_DIR, load_preset
-from policykd.students import Student
-from policykd.teachers import Teacher, load_teacher
-from policykd.trainer import Trainer, TrainerConfig
+from policykd.data.buffers import LabelledBuffer
+from policykd.data.collect import collect_rollouts
+from policykd.data.envs import make_vec_env
+from policykd.jobs.evaluate import ReturnStats, episode_returns
+from policykd.zoo.experts import is_finished
+from policykd.learn.losses import make_loss
+from policykd.jobs.online import LinearBeta, OnlineConfig, train_online
+from policykd.jobs.distill import EVAL_SEED_OFFSET, evaluate_random, evaluate_teacher, make_student_for
+from policykd.zoo.presets import ZOO_DIR, load_preset
+from policykd.learn.students import Student
+from policykd.data.teachers import Teacher, load_teacher
+from policykd.learn.trainer import Trainer, TrainerConfig
 from vs_imitation_report import METHODS, write_report
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from common import provenance, replace_between_markers, stale_note
-from policykd.evaluation import ReturnStats, pct_of
+from policykd.jobs.evaluate import ReturnStats, pct_of
 from policykd.fileio import write_json_atomic, write_text_atomic
 
 METHODS = ("imitation", "nll", "kl")
@@ -160,7 +160,7 @@ NOTES = [
     "- Same optimisation: Adam with the same learning rate, batch size and number of gradient steps (imitation walks "
     "shuffled epochs; policykd samples with replacement).",
     "- Same evaluation: imitation's trained weights are exported as a plain `.npz`, loaded into policykd's `Student` "
-    "(checked against the policy's own outputs on 256 observations) and played greedily by `policykd.evaluation` on "
+    "(checked against the policy's own outputs on 256 observations) and played greedily by `policykd.jobs.evaluate` on "
     "the same episodes (seeds 10000+) as every other policy.",
     "- Samples/s: gradient steps × batch size over the wall time of the training call alone (`BC.train`, "
     "`Trainer.train`); the table values are medians over the throughput repeats (previous section). Neither side "

@@ -4,17 +4,17 @@ The data flow (see the README): load_teacher -> collect_rollouts -> LabelledBuff
 (soften -> merge -> loss) -> Student -> evaluation, and export_onnx to deploy it.
 """
 
-from policykd.buffers import LabelledBuffer
-from policykd.collect import collect_rollouts
-from policykd.envs import EnvRecipe, make_vec_env
+from policykd.data.buffers import LabelledBuffer
+from policykd.data.collect import collect_rollouts
+from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.errors import PolicyKDError
-from policykd.export import export_onnx
-from policykd.losses import KLLoss, MSELoss, NLLLoss, make_loss
-from policykd.pipeline import CollectConfig, DistillConfig, collect, distill
-from policykd.students import Student, make_student
-from policykd.targets import soften
-from policykd.teachers import Teacher, load_teacher
-from policykd.trainer import Trainer, TrainerConfig
+from policykd.jobs.export import export_onnx
+from policykd.learn.losses import KLLoss, MSELoss, NLLLoss, make_loss
+from policykd.jobs.distill import CollectConfig, DistillConfig, collect, distill
+from policykd.learn.students import Student, make_student
+from policykd.learn.targets import soften
+from policykd.data.teachers import Teacher, load_teacher
+from policykd.learn.trainer import Trainer, TrainerConfig
 from policykd.types import DistillBatch, DistillTarget, LossOutput, StudentOutput, TeacherOutput
 
 __version__ = "0.1.0"

@@ -193,7 +193,7 @@ def _config_fields(args: argparse.Namespace, config_class: Any) -> dict[str, Any
 
 
 def _cmd_distill(args: argparse.Namespace) -> None:
-    from policykd.pipeline import DistillConfig, distill
+    from policykd.jobs.distill import DistillConfig, distill
 
     if args.tasks:
         return _cmd_distill_tasks(args)
@@ -222,7 +222,7 @@ def _cmd_distill(args: argparse.Namespace) -> None:
 
 
 def _cmd_distill_tasks(args: argparse.Namespace) -> None:
-    from policykd.pipeline_tasks import TasksConfig, distill_tasks, parse_task
+    from policykd.jobs.distill_tasks import TasksConfig, distill_tasks, parse_task
 
     if args.teachers or args.buffer:
         raise PolicyKDError("--task names each task's teacher (ENV=TEACHER); drop --teacher / --buffer")
@@ -240,7 +240,7 @@ def _cmd_distill_tasks(args: argparse.Namespace) -> None:
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
-    from policykd.pipeline import CollectConfig, collect
+    from policykd.jobs.distill import CollectConfig, collect
 
     config = CollectConfig(**_config_fields(args, CollectConfig))
     buffer, stats, teacher = collect(config)
@@ -253,10 +253,10 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from policykd.evaluation import ReturnStats, episode_returns
+    from policykd.jobs.evaluate import ReturnStats, episode_returns
     from policykd.fileio import read_json, write_json_atomic
-    from policykd.pipeline import resolve_student, resolve_teacher
-    from policykd.students import is_student_dir
+    from policykd.jobs.distill import resolve_student, resolve_teacher
+    from policykd.learn.students import is_student_dir
 
     record = Path(args.source) / "expert.json"
     if args.record and not record.is_file():  # refused before playing, not after
@@ -264,8 +264,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     policy: Any
     if args.source.endswith(".onnx"):
-        from policykd.export import OnnxPolicy
-        from policykd.pipeline import playing_recipe
+        from policykd.jobs.export import OnnxPolicy
+        from policykd.jobs.distill import playing_recipe
 
         if args.stochastic:
             raise PolicyKDError("an exported student acts greedily only; drop --stochastic")
@@ -291,7 +291,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from policykd.export import export_onnx
+    from policykd.jobs.export import export_onnx
 
     report = export_onnx(args.student, args.out or Path(args.student) / "policy.onnx")
     check = "identical actions" if report.max_abs_diff == 0 else f"actions within {report.max_abs_diff:.1g}"
@@ -302,7 +302,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 def _experiment_config(args: argparse.Namespace, config_cls: type, aliases: dict[str, str]) -> Any:
     """``config_cls`` from the --config file (if any) overridden by the options given."""
-    from policykd.sweep import read_config_file
+    from policykd.jobs.sweep import read_config_file
 
     values = read_config_file(args.config, config_cls, aliases) if args.config else {}
     fields = set(config_cls.__dataclass_fields__)
@@ -313,7 +313,7 @@ def _experiment_config(args: argparse.Namespace, config_cls: type, aliases: dict
 def _cmd_sweep(args: argparse.Namespace) -> None:
     import time
 
-    from policykd.sweep import SweepConfig, run_sweep, sweep_markdown
+    from policykd.jobs.sweep import SweepConfig, run_sweep, sweep_markdown
 
     started = time.perf_counter()
     summary = run_sweep(_experiment_config(args, SweepConfig, SWEEP_ALIASES))
@@ -325,7 +325,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 def _cmd_compare_drivers(args: argparse.Namespace) -> None:
     import time
 
-    from policykd.online import DriversConfig, compare_drivers, drivers_markdown
+    from policykd.jobs.online import DriversConfig, compare_drivers, drivers_markdown
 
     started = time.perf_counter()
     summary = compare_drivers(_experiment_config(args, DriversConfig, COMPARE_ALIASES))
@@ -335,7 +335,7 @@ def _cmd_compare_drivers(args: argparse.Namespace) -> None:
 
 
 def _cmd_zoo(_: argparse.Namespace) -> None:
-    from policykd.zoo import list_experts
+    from policykd.zoo.catalog import list_experts
 
     rows = [
         [e["algo"], e["env_id"], e["score"], e["reference"], e["timesteps"], e["size"], e["status"],
@@ -347,8 +347,8 @@ def _cmd_zoo(_: argparse.Namespace) -> None:
 
 
 def _cmd_train_expert(args: argparse.Namespace) -> None:
-    from policykd.experts import train_expert
-    from policykd.presets import ZOO_DIR
+    from policykd.zoo.experts import train_expert
+    from policykd.zoo.presets import ZOO_DIR
 
     run_dir = train_expert(
         args.algo, args.env_id, zoo_dir=args.zoo_dir or ZOO_DIR, seed=args.seed,

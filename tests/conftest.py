@@ -93,7 +93,7 @@ def single_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def cartpole_expert_dir() -> Path:
     """The shipped rl-zoo folder ``agents/ppo/CartPole-v1_1`` (PPO, scores 500)."""
-    from policykd.presets import ZOO_DIR
+    from policykd.zoo.presets import ZOO_DIR
 
     run_dir = ZOO_DIR / "ppo" / "CartPole-v1_1"
     if not (run_dir / "CartPole-v1.zip").is_file():
@@ -104,7 +104,7 @@ def cartpole_expert_dir() -> Path:
 @pytest.fixture(scope="session")
 def cartpole_teacher(cartpole_expert_dir: Path) -> Any:
     """The shipped CartPole PPO expert loaded as a categorical Teacher."""
-    from policykd.teachers import load_teacher
+    from policykd.data.teachers import load_teacher
 
     return load_teacher(cartpole_expert_dir)
 
@@ -113,7 +113,7 @@ def cartpole_teacher(cartpole_expert_dir: Path) -> Any:
 def cartpole_distill_run(tmp_path_factory: pytest.TempPathFactory, cartpole_expert_dir: Path) -> tuple[dict, Path]:
     """``(summary, out_dir)`` of one ``distill`` of the shipped expert with a moderate budget
     (5,000 transitions, 500 updates, evaluations after updates 250 and 500 over 3 episodes)."""
-    from policykd.pipeline import DistillConfig, distill
+    from policykd.jobs.distill import DistillConfig, distill
 
     out_dir = tmp_path_factory.mktemp("distill") / "run"
     config = DistillConfig(teacher=str(cartpole_expert_dir), n_transitions=5_000, n_updates=500, n_eval_episodes=3,

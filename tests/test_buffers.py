@@ -11,7 +11,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from policykd.buffers import DRIVER_NAMES, DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
+from policykd.data.buffers import DRIVER_NAMES, DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
 from policykd.errors import PolicyKDError
 from policykd.types import KIND_FIELDS, TEACHER_FIELDS, TeacherOutput
 
@@ -290,9 +290,9 @@ def test_deduplicated_frames_rebuild_exactly_what_vecframestack_gave():
 
     from stable_baselines3 import PPO
 
-    from policykd.collect import collect_rollouts
-    from policykd.envs import EnvRecipe, make_vec_env
-    from policykd.teachers import Teacher
+    from policykd.data.collect import collect_rollouts
+    from policykd.data.envs import EnvRecipe, make_vec_env
+    from policykd.data.teachers import Teacher
 
     recipe = EnvRecipe("BreakoutNoFrameskip-v4", env_wrapper=["stable_baselines3.common.atari_wrappers.AtariWrapper"],
                        frame_stack=4)  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from policykd.buffers import LabelledBuffer
+from policykd.data.buffers import LabelledBuffer
 from policykd.cli import main
 
 # Budgets small enough that a case which wrongly succeeds still fails fast.

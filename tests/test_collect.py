@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from policykd.buffers import DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
-from policykd.collect import CollectStats, check_spaces, collect_rollouts
-from policykd.envs import EnvRecipe, make_vec_env
+from policykd.data.buffers import DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
+from policykd.data.collect import CollectStats, check_spaces, collect_rollouts
+from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.errors import PolicyKDError
 
 N_ENVS = 4

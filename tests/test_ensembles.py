@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policykd.collect import collect_rollouts
-from policykd.envs import make_vec_env
+from policykd.data.collect import collect_rollouts
+from policykd.data.envs import make_vec_env
 from policykd.errors import PolicyKDError
-from policykd.merging import make_merge
-from policykd.pipeline import DistillConfig, distill, resolve_teachers
-from policykd.pipeline_tasks import TasksConfig, distill_tasks, parse_task
-from policykd.teachers import load_teacher
+from policykd.learn.merging import make_merge
+from policykd.jobs.distill import DistillConfig, distill, resolve_teachers
+from policykd.jobs.distill_tasks import TasksConfig, distill_tasks, parse_task
+from policykd.data.teachers import load_teacher
 
 CARTPOLE = ("agents/ppo/CartPole-v1_1", "agents/dqn/CartPole-v1_1", "agents/qrdqn/CartPole-v1_1")
 
@@ -38,7 +38,7 @@ def test_every_teacher_labels_every_transition_whoever_drives(cartpole_teachers,
 
 def test_round_robin_moves_each_env_to_the_next_teacher_at_episode_end():
     """Scripted teachers that always push one way: which one acted is visible in the actions."""
-    from policykd.actions import ActionMapper
+    from policykd.data.actions import ActionMapper
     from policykd.types import TeacherOutput
 
     class Always:
@@ -55,7 +55,7 @@ def test_round_robin_moves_each_env_to_the_next_teacher_at_episode_end():
             logits[:, self.action] = 0.0
             return TeacherOutput("categorical", logits=logits, value=self.torch.zeros(len(obs)))
 
-    from policykd.envs import EnvRecipe
+    from policykd.data.envs import EnvRecipe
 
     recipe = EnvRecipe("CartPole-v1")
     venv = make_vec_env(recipe, 2, seed=0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from policykd.envs import EnvRecipe, check_env_id, make_vec_env, read_zoo_yaml, recipe_from_zoo_config
+from policykd.data.envs import EnvRecipe, check_env_id, make_vec_env, read_zoo_yaml, recipe_from_zoo_config
 from policykd.errors import PolicyKDError
 
 PONG_CONFIG = {  # agents/ppo/PongNoFrameskip-v4_1/PongNoFrameskip-v4/config.yml, as rl_zoo3 writes it

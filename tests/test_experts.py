@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
-import policykd.experts as experts
+import policykd.zoo.experts as experts
 from policykd.errors import PolicyKDError
-from policykd.experts import RECORD_FILE, RESUME_DIR, train_expert
+from policykd.zoo.experts import RECORD_FILE, RESUME_DIR, train_expert
 from policykd.fileio import read_json, write_json_atomic
-from policykd.presets import ZOO_DIR
+from policykd.zoo.presets import ZOO_DIR
 
 TINY = dict(n_timesteps=2_000, checkpoint_every=512, n_eval_episodes=1, progress_bar=False)
 
@@ -196,7 +196,7 @@ def test_a_resume_without_its_best_checkpoint_ships_the_final_one(tmp_path, monk
 def test_best_and_final_checkpoints_are_rescored_before_one_ships(tmp_path, monkeypatch):
     """A noisy in-training evaluation does not pick the shipped checkpoint: both are re-scored by
     the zoo's protocol, the higher ships, and its score is the one recorded (and reproducible)."""
-    from policykd.zoo import measure_expert
+    from policykd.zoo.catalog import measure_expert
 
     resume = _stop_after_last_checkpoint(tmp_path, monkeypatch)
     # best/ claims a huge in-training evaluation but always pushes left (CartPole falls in ~10 steps);

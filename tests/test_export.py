@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from policykd.errors import PolicyKDError
-from policykd.export import check_onnx, export_onnx
-from policykd.students import Student, make_student
+from policykd.jobs.export import check_onnx, export_onnx
+from policykd.learn.students import Student, make_student
 
 BOX_OBS = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
 BOX_ACTIONS = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
@@ -103,7 +103,7 @@ def test_policykd_evaluate_plays_the_onnx_file_as_the_student(tmp_path, capsys):
     """The file carries the student's config and env recipe: `policykd evaluate policy.onnx` needs
     nothing else, and on the same seed it scores exactly what the student folder scores."""
     from policykd.cli import main
-    from policykd.envs import EnvRecipe
+    from policykd.data.envs import EnvRecipe
     from policykd.fileio import write_json_atomic
 
     cartpole = gym.make("CartPole-v1")

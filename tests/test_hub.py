@@ -13,11 +13,11 @@ import pytest
 import torch
 import yaml
 
-import policykd.hub
-from policykd.envs import EnvRecipe
+import policykd.data.hub
+from policykd.data.envs import EnvRecipe
 from policykd.errors import PolicyKDError
-from policykd.hub import is_hub_id, resolve_hub_id
-from policykd.teachers import load_teacher
+from policykd.data.hub import is_hub_id, resolve_hub_id
+from policykd.data.teachers import load_teacher
 
 CARTPOLE_CONFIG = OrderedDict([("n_envs", 8), ("normalize", False), ("policy", "MlpPolicy")])
 
@@ -55,7 +55,7 @@ def offline_hf_cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(policykd.hub, "DEFAULT_HUB_DIR", tmp_path / "policykd-hub")
+    monkeypatch.setattr(policykd.data.hub, "DEFAULT_HUB_DIR", tmp_path / "policykd-hub")
 
     def no_network(*args, **kwargs):
         raise AssertionError("the hub tests must not open a connection")
@@ -190,7 +190,7 @@ def test_existing_path_wins_over_hub_id(sb3_expert, zoo_run_dir, tmp_path, monke
     def no_hub(*args, **kwargs):
         raise AssertionError("an existing path must not be resolved on the hub")
 
-    monkeypatch.setattr(policykd.hub, "resolve_hub_id", no_hub)
+    monkeypatch.setattr(policykd.data.hub, "resolve_hub_id", no_hub)
     assert is_hub_id("ppo/cartpole-v1_1") and os.path.isdir("ppo/cartpole-v1_1")
     teacher = load_teacher("ppo/cartpole-v1_1")
     assert (teacher.algo, teacher.recipe.env_id, teacher.source) == ("ppo", "cartpole-v1", "ppo/cartpole-v1_1")

@@ -10,8 +10,8 @@ import torch
 from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
 from policykd.errors import PolicyKDError
-from policykd.losses import LOSSES, KLLoss, MSELoss, NLLLoss, make_loss
-from policykd.targets import soften
+from policykd.learn.losses import LOSSES, KLLoss, MSELoss, NLLLoss, make_loss
+from policykd.learn.targets import soften
 from policykd.types import DistillTarget, StudentOutput, TeacherOutput
 
 B, A, D = 6, 4, 3

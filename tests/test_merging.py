@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from policykd.errors import PolicyKDError
-from policykd.merging import (
+from policykd.learn.merging import (
     MERGE_NAMES,
     as_student_output,
     check_weights,
@@ -24,7 +24,7 @@ from policykd.merging import (
     single_teacher,
     teacher_disagreement,
 )
-from policykd.targets import soften
+from policykd.learn.targets import soften
 from policykd.types import DistillTarget, StudentOutput, TeacherOutput
 
 INF = math.inf
@@ -247,7 +247,7 @@ def test_per_teacher_kl_matches_torch_distributions():
 def test_merged_target_acts_through_the_action_mapper():
     from gymnasium import spaces
 
-    from policykd.actions import ActionMapper
+    from policykd.data.actions import ActionMapper
 
     merged = mean_probs([DISCRETE_A, DISCRETE_B])
     np.testing.assert_array_equal(ActionMapper(spaces.Discrete(3)).from_student(as_student_output(merged)), [0, 2])
@@ -258,10 +258,10 @@ def test_merged_target_acts_through_the_action_mapper():
 def test_trainer_takes_a_merge():
     from gymnasium import spaces
 
-    from policykd.buffers import LabelledBuffer
-    from policykd.losses import KLLoss
-    from policykd.students import make_student
-    from policykd.trainer import Trainer, TrainerConfig
+    from policykd.data.buffers import LabelledBuffer
+    from policykd.learn.losses import KLLoss
+    from policykd.learn.students import make_student
+    from policykd.learn.trainer import Trainer, TrainerConfig
 
     rng = np.random.default_rng(0)
     obs = rng.standard_normal((64, 4)).astype(np.float32)

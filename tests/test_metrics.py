@@ -7,8 +7,8 @@ import torch
 from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
 from policykd.errors import PolicyKDError
-from policykd.metrics import distill_metrics, student_entropy, target_entropy
-from policykd.targets import soften
+from policykd.learn.metrics import distill_metrics, student_entropy, target_entropy
+from policykd.learn.targets import soften
 from policykd.types import DistillTarget, StudentOutput, TeacherOutput
 
 B, A, D = 8, 5, 3

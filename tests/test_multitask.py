@@ -10,11 +10,11 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from policykd.buffers import LabelledBuffer
+from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
-from policykd.losses import KLLoss, MSELoss, NLLLoss, make_loss
-from policykd.merging import make_merge
-from policykd.multitask import (
+from policykd.learn.losses import KLLoss, MSELoss, NLLLoss, make_loss
+from policykd.learn.merging import make_merge
+from policykd.learn.multitask import (
     CONFIG_FILE,
     MultiTaskSampler,
     MultiTaskStudent,
@@ -23,7 +23,7 @@ from policykd.multitask import (
     named_items,
     train_multitask,
 )
-from policykd.targets import soften
+from policykd.learn.targets import soften
 from policykd.types import TeacherOutput
 
 PENDULUM_ACTIONS = spaces.Box(-2.0, 2.0, (1,), np.float32)

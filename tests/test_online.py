@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from policykd.buffers import DRIVER_STUDENT, DRIVER_TEACHER
+from policykd.data.buffers import DRIVER_STUDENT, DRIVER_TEACHER
 from policykd.errors import PolicyKDError
-from policykd.losses import KLLoss
-from policykd.online import (ConstantBeta, DriversConfig, ExponentialBeta, LinearBeta, OnlineConfig, check_beta,
+from policykd.learn.losses import KLLoss
+from policykd.jobs.online import (ConstantBeta, DriversConfig, ExponentialBeta, LinearBeta, OnlineConfig, check_beta,
                              compare_drivers, labels_to_reach, parse_schedule, train_online)  # fmt: skip
-from policykd.sweep import student_for
-from policykd.trainer import with_entropy_gap
+from policykd.jobs.sweep import student_for
+from policykd.learn.trainer import with_entropy_gap
 
 N_ENVS = 4
 

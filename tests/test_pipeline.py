@@ -12,11 +12,11 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from policykd import pipeline
-from policykd.buffers import LabelledBuffer
+from policykd.jobs import distill as pipeline
+from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
-from policykd.pipeline import CollectConfig, DistillConfig, collect, distill
-from policykd.students import Student
+from policykd.jobs.distill import CollectConfig, DistillConfig, collect, distill
+from policykd.learn.students import Student
 from policykd.types import TeacherOutput
 
 REQUIRED_KEYS = (

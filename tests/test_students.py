@@ -11,7 +11,7 @@ import torch
 from gymnasium import spaces
 
 from policykd.errors import PolicyKDError
-from policykd.students import Student, make_student
+from policykd.learn.students import Student, make_student
 
 VECTOR_OBS = spaces.Box(-np.inf, np.inf, (4,), np.float32)
 IMAGE_OBS = spaces.Box(0, 255, (4, 84, 84), np.uint8)

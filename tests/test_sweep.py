@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-import policykd.sweep as sweep_module
+import policykd.jobs.sweep as sweep_module
 from policykd.cli import main
 from policykd.errors import PolicyKDError
-from policykd.sweep import SweepConfig, grid_bounds, read_config_file, run_sweep, visitation_entropy
+from policykd.jobs.sweep import SweepConfig, grid_bounds, read_config_file, run_sweep, visitation_entropy
 
 # -- the exploration measure ------------------------------------------------------------------------
 

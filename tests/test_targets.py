@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from policykd.errors import PolicyKDError
-from policykd.targets import check_temperature, soften, student_kind_for
+from policykd.learn.targets import check_temperature, soften, student_kind_for
 from policykd.types import TEACHER_KINDS, TeacherOutput
 
 B, A, D, N = 5, 4, 3, 7

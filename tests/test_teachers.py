@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from policykd.envs import EnvRecipe
+from policykd.data.envs import EnvRecipe
 from policykd.errors import PolicyKDError
-from policykd.teachers import Teacher, load_teacher
+from policykd.data.teachers import Teacher, load_teacher
 from policykd.types import KIND_FIELDS, TEACHER_FIELDS
 
 B = 16
@@ -385,7 +385,7 @@ def test_algo_from_zip_tells_same_named_cnn_policies_apart() -> None:
     from stable_baselines3.dqn.policies import CnnPolicy as DQNCnn
     from stable_baselines3.ppo import CnnPolicy as PPOCnn
 
-    from policykd.teachers import _algo_from_zip
+    from policykd.data.teachers import _algo_from_zip
 
     assert _algo_from_zip({"policy_class": QRDQNCnn}) == "qrdqn"
     assert _algo_from_zip({"policy_class": DQNCnn}) == "dqn"

@@ -8,12 +8,12 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from policykd.buffers import LabelledBuffer
+from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
-from policykd.losses import KLLoss, categorical_kl
-from policykd.students import Student, make_student
-from policykd.targets import soften
-from policykd.trainer import Trainer, TrainerConfig
+from policykd.learn.losses import KLLoss, categorical_kl
+from policykd.learn.students import Student, make_student
+from policykd.learn.targets import soften
+from policykd.learn.trainer import Trainer, TrainerConfig
 from policykd.types import TeacherOutput
 
 OBS_DIM, N_ACTIONS, N_TRANSITIONS = 6, 4, 2_048

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policykd.buffers import LabelledBuffer
-from policykd.collect import collect_rollouts
-from policykd.envs import make_vec_env
-from policykd.evaluation import episode_returns
-from policykd.losses import make_loss
-from policykd.presets import ZOO_DIR
-from policykd.students import make_student
-from policykd.teachers import load_teacher
-from policykd.trainer import Trainer, TrainerConfig
+from policykd.data.buffers import LabelledBuffer
+from policykd.data.collect import collect_rollouts
+from policykd.data.envs import make_vec_env
+from policykd.jobs.evaluate import episode_returns
+from policykd.learn.losses import make_loss
+from policykd.zoo.presets import ZOO_DIR
+from policykd.learn.students import make_student
+from policykd.data.teachers import load_teacher
+from policykd.learn.trainer import Trainer, TrainerConfig
 
 FINISHED = sorted(
     p.parent for p in ZOO_DIR.glob("*/*_*/expert.json") if json.loads(p.read_text()).get("status") == "finished"
@@ -61,7 +61,7 @@ def _untrained_pong_folder(zoo_run_dir, tmp_path: Path) -> Path:
     """An rl-zoo folder holding an untrained CNN PPO, with the zoo's Atari config."""
     from stable_baselines3 import PPO
 
-    from policykd.envs import EnvRecipe
+    from policykd.data.envs import EnvRecipe
 
     config = {"env_wrapper": ["stable_baselines3.common.atari_wrappers.AtariWrapper"], "frame_stack": 4}
     train_env = make_vec_env(EnvRecipe("PongNoFrameskip-v4", **config), 1, seed=0)  # what rl-zoo trains on
@@ -104,7 +104,7 @@ def test_vecnormalize_expert_is_refused_without_its_statistics(tmp_path) -> None
     import shutil
 
     from policykd.errors import PolicyKDError
-    from policykd.pipeline import check_teacher_score, evaluate_teacher
+    from policykd.jobs.distill import check_teacher_score, evaluate_teacher
 
     copy = tmp_path / "ppo" / "HalfCheetah-v5_1"
     shutil.copytree(HALFCHEETAH, copy, ignore=shutil.ignore_patterns("train_logs", "resume"))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from policykd.errors import PolicyKDError
-from policykd.targets import check_temperature, student_kind_for
+from policykd.learn.targets import check_temperature, student_kind_for
 from policykd.types import DistillTarget, LossOutput, StudentOutput
 
 LOSSES: tuple[str, ...] = ("kl", "nll", "mse")

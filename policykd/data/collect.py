@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from policykd.buffers import DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
+from policykd.data.buffers import DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
 from policykd.errors import PolicyKDError
-from policykd.merging import as_student_output
-from policykd.targets import soften
-from policykd.teachers import Teacher
+from policykd.learn.merging import as_student_output
+from policykd.learn.targets import soften
+from policykd.data.teachers import Teacher
 from policykd.types import DistillTarget
 
 ActFn = Callable[[np.ndarray], np.ndarray]  # raw observations (n, ...) -> env actions (n, ...)

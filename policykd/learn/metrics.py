@@ -13,7 +13,7 @@ import math
 import torch
 
 from policykd.errors import PolicyKDError
-from policykd.losses import categorical_kl, diag_gaussian_kl
+from policykd.learn.losses import categorical_kl, diag_gaussian_kl
 from policykd.types import DistillTarget, StudentOutput
 
 # Entropy of a unit-variance 1-D Gaussian: 0.5 * log(2 * pi * e).

@@ -21,20 +21,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from policykd.buffers import LabelledBuffer
+from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
-from policykd.evaluation import ReturnStats, episode_returns
+from policykd.jobs.evaluate import ReturnStats, episode_returns
 from policykd.fileio import write_json_atomic, write_text_atomic
-from policykd.logging import TensorBoardLogger
-from policykd.losses import make_loss
-from policykd.metrics import distill_metrics
-from policykd.pipeline import (EVAL_SEED_OFFSET, CollectConfig, check_teacher_score, collect, make_student_for,
+from policykd.learn.logging import TensorBoardLogger
+from policykd.learn.losses import make_loss
+from policykd.learn.metrics import distill_metrics
+from policykd.jobs.distill import (EVAL_SEED_OFFSET, CollectConfig, check_teacher_score, collect, make_student_for,
                                resolve_teacher)  # fmt: skip
-from policykd.presets import load_preset
-from policykd.students import Student
-from policykd.targets import check_temperature, soften, student_kind_for
-from policykd.teachers import Teacher
-from policykd.trainer import Trainer, TrainerConfig
+from policykd.zoo.presets import load_preset
+from policykd.learn.students import Student
+from policykd.learn.targets import check_temperature, soften, student_kind_for
+from policykd.data.teachers import Teacher
+from policykd.learn.trainer import Trainer, TrainerConfig
 
 DEFAULT_TEMPERATURES: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
 RunCache = Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]  # (name, run) -> run() or a stored result
@@ -294,7 +294,7 @@ def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str
     ``sweep.png`` (one panel per metric) and ``tb/tau<t>-seed<s>/`` into
     ``config.out_dir``. ``cache(name, run)`` may return a stored result of ``run()`` (resume).
     Returns the summary (also in ``summary.json``)."""
-    from policykd.plots import plot_sweep
+    from policykd.jobs.plots import plot_sweep
 
     temperatures = check_sweep_config(config)
     cache = cache or no_cache

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from policykd.envs import EnvRecipe, make_vec_env
+from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.errors import PolicyKDError
 
 ActFn = Callable[[np.ndarray], np.ndarray]

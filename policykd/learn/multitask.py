@@ -29,17 +29,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from policykd.actions import ActionMapper
-from policykd.buffers import LabelledBuffer
+from policykd.data.actions import ActionMapper
+from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
 
-from policykd.logging import MetricLogger, NullLogger
-from policykd.losses import LossFn
-from policykd.merging import MergeFn, ensemble_teacher_kind, per_teacher_kl, single_teacher, teacher_disagreement
-from policykd.metrics import distill_metrics
-from policykd.students import LOG_STD_MAX, LOG_STD_MIN, _mlp, _nature_cnn, save_without_pickle
-from policykd.targets import TARGET_KINDS, soften, student_kind_for
-from policykd.trainer import TrainerConfig
+from policykd.learn.logging import MetricLogger, NullLogger
+from policykd.learn.losses import LossFn
+from policykd.learn.merging import MergeFn, ensemble_teacher_kind, per_teacher_kl, single_teacher, teacher_disagreement
+from policykd.learn.metrics import distill_metrics
+from policykd.learn.students import LOG_STD_MAX, LOG_STD_MIN, _mlp, _nature_cnn, save_without_pickle
+from policykd.learn.targets import TARGET_KINDS, soften, student_kind_for
+from policykd.learn.trainer import TrainerConfig
 from policykd.types import DistillBatch, DistillTarget, StudentOutput
 
 CONFIG_FILE, WEIGHTS_FILE = "multitask.json", "multitask.pt"

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from policykd.errors import PolicyKDError
-from policykd.evaluation import action_latency_ms
+from policykd.jobs.evaluate import action_latency_ms
 from policykd.fileio import atomic_path
-from policykd.students import Student
+from policykd.learn.students import Student
 
 INPUT_NAME, OUTPUT_NAME = "observations", "actions"
 CONFIG_KEY, RECIPE_KEY = "policykd.student", "policykd.recipe"
@@ -65,7 +65,7 @@ class ExportReport:
 
 def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int = 256, seed: int = 0) -> ExportReport:
     """Write ``student_dir``'s student to ``out_path`` as ONNX (dynamic batch size), then check it."""
-    from policykd.multitask import CONFIG_FILE as MULTITASK_CONFIG
+    from policykd.learn.multitask import CONFIG_FILE as MULTITASK_CONFIG
 
     _require("onnxscript", "onnx", "onnxruntime")
     if (Path(student_dir) / MULTITASK_CONFIG).is_file():
@@ -100,8 +100,8 @@ class OnnxPolicy:
     """An exported student, played through onnxruntime: ``act`` as ``Student.act`` (greedy only)."""
 
     def __init__(self, path: str | Path) -> None:
-        from policykd.envs import EnvRecipe
-        from policykd.students import StudentConfig
+        from policykd.data.envs import EnvRecipe
+        from policykd.learn.students import StudentConfig
 
         _require("onnxruntime")
         self.path = path
@@ -147,7 +147,7 @@ def _compare(exported: OnnxPolicy, student: Student, n_check: int, seed: int) ->
 
 def _metadata(student: Student, student_dir: Path) -> dict[str, str]:
     """What the ONNX file records: the student's config and (when its folder has one) env recipe."""
-    from policykd.pipeline import RECIPE_FILE
+    from policykd.jobs.distill import RECIPE_FILE
 
     entries = {CONFIG_KEY: json.dumps(dataclasses.asdict(student.config))}
     if (student_dir / RECIPE_FILE).is_file():

@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 from policykd.errors import PolicyKDError
-from policykd.losses import categorical_kl, diag_gaussian_kl
-from policykd.metrics import categorical_entropy, gaussian_entropy
-from policykd.targets import TARGET_KINDS
+from policykd.learn.losses import categorical_kl, diag_gaussian_kl
+from policykd.learn.metrics import categorical_entropy, gaussian_entropy
+from policykd.learn.targets import TARGET_KINDS
 from policykd.types import DISCRETE_KINDS, TEACHER_KINDS, DistillTarget, StudentOutput
 
 MergeFn = Callable[[Sequence[DistillTarget]], DistillTarget]

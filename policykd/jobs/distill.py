@@ -15,19 +15,19 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from policykd.buffers import LabelledBuffer
-from policykd.collect import CollectStats, check_policy_spaces, check_spaces, collect_rollouts
-from policykd.envs import EnvRecipe, make_vec_env
+from policykd.data.buffers import LabelledBuffer
+from policykd.data.collect import CollectStats, check_policy_spaces, check_spaces, collect_rollouts
+from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.errors import PolicyKDError
-from policykd.evaluation import ReturnStats, action_latency_ms, episode_returns, pct_of
+from policykd.jobs.evaluate import ReturnStats, action_latency_ms, episode_returns, pct_of
 from policykd.fileio import write_json_atomic
-from policykd.logging import TensorBoardLogger
-from policykd.losses import make_loss
-from policykd.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
-from policykd.presets import DEFAULT_ENV_ID, default_expert, load_preset
-from policykd.students import Student, StudentConfig, make_student
-from policykd.teachers import Teacher, load_teacher
-from policykd.trainer import Trainer, TrainerConfig
+from policykd.learn.logging import TensorBoardLogger
+from policykd.learn.losses import make_loss
+from policykd.learn.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
+from policykd.zoo.presets import DEFAULT_ENV_ID, default_expert, load_preset
+from policykd.learn.students import Student, StudentConfig, make_student
+from policykd.data.teachers import Teacher, load_teacher
+from policykd.learn.trainer import Trainer, TrainerConfig
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never reuse the collection seeds
 RECIPE_FILE = "recipe.json"

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from policykd.actions import ActionMapper
+from policykd.data.actions import ActionMapper
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, write_json_atomic
-from policykd.targets import student_kind_for
+from policykd.learn.targets import student_kind_for
 from policykd.types import StudentOutput
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from policykd.buffers import LabelledBuffer
+from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
-from policykd.logging import MetricLogger, NullLogger
-from policykd.merging import per_teacher_kl, single_teacher, teacher_disagreement
-from policykd.metrics import distill_metrics
-from policykd.students import Student
-from policykd.targets import check_temperature, soften
+from policykd.learn.logging import MetricLogger, NullLogger
+from policykd.learn.merging import per_teacher_kl, single_teacher, teacher_disagreement
+from policykd.learn.metrics import distill_metrics
+from policykd.learn.students import Student
+from policykd.learn.targets import check_temperature, soften
 from policykd.types import DistillBatch, DistillTarget, LossOutput, StudentOutput
 
 LossFn = Callable[[StudentOutput, DistillTarget], LossOutput]

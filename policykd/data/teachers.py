@@ -18,8 +18,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from policykd.actions import ActionMapper
-from policykd.envs import EnvRecipe, read_zoo_yaml, recipe_from_zoo_config
+from policykd.data.actions import ActionMapper
+from policykd.data.envs import EnvRecipe, read_zoo_yaml, recipe_from_zoo_config
 from policykd.errors import PolicyKDError
 from policykd.types import TeacherOutput
 
@@ -260,7 +260,7 @@ def load_teacher(source: str | Path, *, env_id: str | None = None, recipe: EnvRe
     A zoo folder brings its env recipe (wrappers, frame stack, VecNormalize statistics). A bare
     zip needs ``env_id`` (or ``recipe``); its recipe then comes from the env's preset.
     """
-    from policykd.hub import is_hub_id, resolve_hub_id
+    from policykd.data.hub import is_hub_id, resolve_hub_id
 
     source_str = str(source)
     path = resolve_hub_id(source_str) if is_hub_id(source_str) and not Path(source_str).exists() else Path(source)
@@ -273,7 +273,7 @@ def load_teacher(source: str | Path, *, env_id: str | None = None, recipe: EnvRe
 
 def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None) -> Teacher:
     from policykd.fileio import read_json
-    from policykd.hub import env_id_from_name
+    from policykd.data.hub import env_id_from_name
 
     zip_path, env_name = _zoo_model_file(path)
     params_dir = path / env_name
@@ -305,7 +305,7 @@ def _load_bare_zip(path: Path, env_id: str | None, recipe: EnvRecipe | None) -> 
     if recipe is None:
         if env_id is None:
             raise PolicyKDError(f"{path}: a bare .zip does not say its env; pass --env ENV_ID (or use an rl-zoo folder)")
-        from policykd.presets import load_preset
+        from policykd.zoo.presets import load_preset
 
         preset = load_preset(env_id)
         recipe = EnvRecipe(env_id, env_wrapper=preset.get("env_wrapper"), frame_stack=preset.get("frame_stack"))

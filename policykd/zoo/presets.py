@@ -13,7 +13,7 @@ import yaml
 
 from policykd.errors import PolicyKDError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESETS_DIR = REPO_ROOT / "envs"
 ZOO_DIR = REPO_ROOT / "agents"
 DEFAULT_ENV_ID = "CartPole-v1"

@@ -23,21 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from policykd.buffers import LabelledBuffer
-from policykd.collect import RolloutCursor, collect_rollouts
-from policykd.envs import EnvRecipe, make_vec_env
+from policykd.data.buffers import LabelledBuffer
+from policykd.data.collect import RolloutCursor, collect_rollouts
+from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.errors import PolicyKDError
-from policykd.evaluation import ReturnStats, episode_returns
+from policykd.jobs.evaluate import ReturnStats, episode_returns
 from policykd.fileio import write_json_atomic, write_text_atomic
-from policykd.logging import MetricLogger, NullLogger, TensorBoardLogger
-from policykd.losses import make_loss
-from policykd.pipeline import EVAL_SEED_OFFSET, check_teacher_score, resolve_teacher
-from policykd.presets import load_preset
-from policykd.students import Student
-from policykd.sweep import (RunCache, check_out_dir, check_positive_int, mean_ci, no_cache, student_for,
+from policykd.learn.logging import MetricLogger, NullLogger, TensorBoardLogger
+from policykd.learn.losses import make_loss
+from policykd.jobs.distill import EVAL_SEED_OFFSET, check_teacher_score, resolve_teacher
+from policykd.zoo.presets import load_preset
+from policykd.learn.students import Student
+from policykd.jobs.sweep import (RunCache, check_out_dir, check_positive_int, mean_ci, no_cache, student_for,
                             teacher_baselines, write_csv)  # fmt: skip
-from policykd.teachers import Teacher
-from policykd.trainer import LossFn, Trainer, TrainerConfig
+from policykd.data.teachers import Teacher
+from policykd.learn.trainer import LossFn, Trainer, TrainerConfig
 
 BetaSchedule = Callable[[int], float]  # round index (0, 1, ...) -> probability that the teacher acts
 DRIVERS: tuple[str, ...] = ("teacher", "student", "dagger")
@@ -330,7 +330,7 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     ``drivers.md``, ``drivers.csv``, ``drivers.png``, ``summary.json`` and ``tb/<driver>-seed<s>/``
     into ``config.out_dir``. The threshold is 95 % of the teacher, normalised so that a uniform
     random policy is 0 %: ``random + 0.95 * (teacher - random)``. Returns the summary."""
-    from policykd.plots import plot_drivers  # matplotlib is an optional dependency
+    from policykd.jobs.plots import plot_drivers  # matplotlib is an optional dependency
 
     unknown = [d for d in config.drivers if d not in DRIVERS]
     if not config.drivers or unknown:

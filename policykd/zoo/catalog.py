@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from policykd.experts import RECORD_FILE, RESUME_DIR
+from policykd.zoo.experts import RECORD_FILE, RESUME_DIR
 from policykd.fileio import read_json
-from policykd.presets import ZOO_DIR, load_preset
+from policykd.zoo.presets import ZOO_DIR, load_preset
 
 
 def list_experts(zoo_dir: Path = ZOO_DIR) -> list[dict[str, Any]]:
@@ -53,8 +53,8 @@ def measure_expert(run_dir: Path, n_episodes: int = SCORE_EPISODES, seed: int = 
 def score_folder(folder: Path, env_id: str, n_episodes: int, seed: int) -> dict[str, Any]:
     """The zoo's score of the expert in rl-zoo folder ``folder``: mean, std, 95 % CI, episodes,
     seed and whether it acted deterministically (the env preset decides)."""
-    from policykd.pipeline import evaluate_teacher
-    from policykd.teachers import load_teacher
+    from policykd.jobs.distill import evaluate_teacher
+    from policykd.data.teachers import load_teacher
 
     deterministic = bool(load_preset(env_id)["deterministic_eval"])
     stats = evaluate_teacher(load_teacher(folder), n_episodes, seed, deterministic)

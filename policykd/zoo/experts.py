@@ -41,7 +41,7 @@ from policykd.fileio import atomic_path, read_json, write_json_atomic, write_tex
 RESUME_DIR = "resume"
 RECORD_FILE = "expert.json"
 # Our own hyperparameters (e.g. MuJoCo -v5 entries rl_zoo3 lacks) override rl_zoo3's defaults.
-OUR_HYPERPARAMS_DIR = Path(__file__).resolve().parents[1] / "envs" / "hyperparams"
+OUR_HYPERPARAMS_DIR = Path(__file__).resolve().parents[2] / "envs" / "hyperparams"
 VERSIONED_PACKAGES = ("torch", "stable_baselines3", "sb3_contrib", "rl_zoo3", "gymnasium", "ale_py", "mujoco", "numpy")
 
 
@@ -334,7 +334,7 @@ def _select_checkpoint(
     and −6.9 over 30. So when both exist and differ, each is scored by the zoo's protocol and the
     higher mean ships (the final one on a tie). Returns the folder and ``{"best"|"final": {"timesteps", "score"}}`` (empty
     when nothing was re-scored)."""
-    from policykd.zoo import SCORE_EPISODES, SCORE_SEED, score_checkpoint
+    from policykd.zoo.catalog import SCORE_EPISODES, SCORE_SEED, score_checkpoint
 
     best, history = progress.get("best_eval"), progress["eval_history"]
     final = history[-1][1] if history else None

@@ -51,7 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="train only experts whose '<algo> <env id>' contains this")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1)")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda or auto (a GPU pays off for Atari)")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device: cpu (default), cuda or auto (a GPU pays off for Atari)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for algo, env_id, seed, n_timesteps, every, n_eval, run_id in EXPERTS:
@@ -64,8 +66,15 @@ def main() -> None:
         print(f"train {name}", flush=True)
         try:
             run_dir = train_expert(
-                algo, env_id, zoo_dir=ZOO_DIR, seed=seed, n_timesteps=n_timesteps,
-                checkpoint_every=every, n_eval_episodes=n_eval, run_id=run_id, progress_bar=False,
+                algo,
+                env_id,
+                zoo_dir=ZOO_DIR,
+                seed=seed,
+                n_timesteps=n_timesteps,
+                checkpoint_every=every,
+                n_eval_episodes=n_eval,
+                run_id=run_id,
+                progress_bar=False,
                 device=args.device,
             )
             # scored while choosing between the best and final checkpoints, else measured now

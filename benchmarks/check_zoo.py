@@ -32,8 +32,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--record", action="store_true", help="measure and record scores, then check")
     parser.add_argument("--only", default="", help="only experts whose path contains this")
-    parser.add_argument("--quick", action="store_true",
-                        help="re-check classic-control experts only (not Box2D, MuJoCo, Atari)")
+    parser.add_argument(
+        "--quick", action="store_true", help="re-check classic-control experts only (not Box2D, MuJoCo, Atari)"
+    )
     args = parser.parse_args()
 
     rows, failures = [], 0

@@ -176,9 +176,12 @@ def stale_note() -> str:
         return ""
     per_folder = Counter(str(Path(cell).parent) for cell in STALE_CELLS)
     lines = [f"> - `{folder}/`: {n} cell(s)" for folder, n in per_folder.items()]
-    note = (f"\n> **Cached results from another library version:** {len(STALE_CELLS)} cached cell(s) were computed "
-            "by policykd source other than the current one. Rerun with `--force` to refresh them.\n>\n"
-            + "\n".join(lines) + "\n")  # fmt: skip
+    note = (
+        f"\n> **Cached results from another library version:** {len(STALE_CELLS)} cached cell(s) were computed "
+        "by policykd source other than the current one. Rerun with `--force` to refresh them.\n>\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     print(note, flush=True)
     return note
 
@@ -187,9 +190,13 @@ def head_of(buffer: LabelledBuffer, n: int) -> LabelledBuffer:
     """A buffer holding the first ``n`` transitions of ``buffer`` (collected in order, never wrapped)."""
     out = LabelledBuffer(n, meta=buffer.meta, **buffer.layout())
     batch = buffer.batch_at(np.arange(n))
-    out.add(batch.observations.numpy(), batch.actions.numpy(), batch.rewards.numpy(),
-            *(buffer.column(c)[:n] for c in ("terminated", "truncated", "episode_starts", "drivers")),
-            batch.teacher_outputs)  # fmt: skip
+    out.add(
+        batch.observations.numpy(),
+        batch.actions.numpy(),
+        batch.rewards.numpy(),
+        *(buffer.column(c)[:n] for c in ("terminated", "truncated", "episode_starts", "drivers")),
+        batch.teacher_outputs,
+    )
     return out
 
 
@@ -245,5 +252,10 @@ def sweep_sections(
     stem = results_name(name, args.quick)
     n_seeds = 1 if args.quick else n_seeds
     selected = [task for task in tasks if task[0] in QUICK_SWEEP_TASKS or not args.quick]
-    return task_sections(selected, stem, args.only, lambda n, t, b, c: run_task(n, t, b, c, args.force, n_seeds),
-                         lambda n, summary: section(n, summary, stem))  # fmt: skip
+    return task_sections(
+        selected,
+        stem,
+        args.only,
+        lambda n, t, b, c: run_task(n, t, b, c, args.force, n_seeds),
+        lambda n, summary: section(n, summary, stem),
+    )

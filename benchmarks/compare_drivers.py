@@ -27,35 +27,62 @@ from policykd.jobs.online import DriversConfig, compare_drivers, drivers_markdow
 # (name, teacher, budgets): each task is `policykd compare-drivers --teacher <teacher> <budgets> --seeds 3`;
 # the name is the env id, with a suffix for a second budget on the same env.
 TASKS: list[tuple[str, str, dict[str, Any]]] = [
-    ("LunarLander-v3", "agents/ppo/LunarLander-v3_1",
-     {"n_rounds": 10, "n_transitions_per_round": 5_000, "n_updates_per_round": 500}),
-    ("LunarLander-v3-fine", "agents/ppo/LunarLander-v3_1",
-     {"n_rounds": 10, "n_transitions_per_round": 1_000, "n_updates_per_round": 300}),
-    ("HalfCheetah-v5", "agents/ppo/HalfCheetah-v5_1",
-     {"n_rounds": 10, "n_transitions_per_round": 10_000, "n_updates_per_round": 1_000}),
-    ("CartPole-v1", "agents/ppo/CartPole-v1_1",
-     {"n_rounds": 10, "n_transitions_per_round": 1_000, "n_updates_per_round": 200}),
-    ("Pendulum-v1", "agents/sac/Pendulum-v1_1",
-     {"n_rounds": 10, "n_transitions_per_round": 2_000, "n_updates_per_round": 500}),
-]  # fmt: skip
-CLI_FLAGS = {"n_rounds": "--rounds", "n_transitions_per_round": "--round-transitions",
-             "n_updates_per_round": "--round-updates"}  # fmt: skip
+    (
+        "LunarLander-v3",
+        "agents/ppo/LunarLander-v3_1",
+        {"n_rounds": 10, "n_transitions_per_round": 5_000, "n_updates_per_round": 500},
+    ),
+    (
+        "LunarLander-v3-fine",
+        "agents/ppo/LunarLander-v3_1",
+        {"n_rounds": 10, "n_transitions_per_round": 1_000, "n_updates_per_round": 300},
+    ),
+    (
+        "HalfCheetah-v5",
+        "agents/ppo/HalfCheetah-v5_1",
+        {"n_rounds": 10, "n_transitions_per_round": 10_000, "n_updates_per_round": 1_000},
+    ),
+    (
+        "CartPole-v1",
+        "agents/ppo/CartPole-v1_1",
+        {"n_rounds": 10, "n_transitions_per_round": 1_000, "n_updates_per_round": 200},
+    ),
+    (
+        "Pendulum-v1",
+        "agents/sac/Pendulum-v1_1",
+        {"n_rounds": 10, "n_transitions_per_round": 2_000, "n_updates_per_round": 500},
+    ),
+]
+CLI_FLAGS = {
+    "n_rounds": "--rounds",
+    "n_transitions_per_round": "--round-transitions",
+    "n_updates_per_round": "--round-updates",
+}
 N_SEEDS, N_EVAL_EPISODES = 3, 10
 
 
-def run_task(name: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, force: bool, n_seeds: int,
-             ) -> dict[str, Any]:  # fmt: skip
+def run_task(
+    name: str,
+    teacher: str,
+    budgets: dict[str, Any],
+    cache_dir: Path,
+    force: bool,
+    n_seeds: int,
+) -> dict[str, Any]:
     """Run (or resume) one task; its summary gains ``command``, ``wall_time_s`` and ``resumed``."""
     out_dir = f"runs/benchmarks/{cache_dir.parent.name}/{name}"
     flags = " ".join(f"{CLI_FLAGS[k]} {v}" for k, v in budgets.items())
-    command = (f"policykd compare-drivers --teacher {teacher} {flags} --seeds {n_seeds} "
-               f"--eval-episodes {N_EVAL_EPISODES} --out {out_dir}")  # fmt: skip
+    command = (
+        f"policykd compare-drivers --teacher {teacher} {flags} --seeds {n_seeds} "
+        f"--eval-episodes {N_EVAL_EPISODES} --out {out_dir}"
+    )
     print(f"{name}: {command}", flush=True)
     previous = cache_dir / "summary.json"
     if previous.is_file() and read_json(previous)["command"] != command and not force:
         sys.exit(f"{name}: the cached runs in {cache_dir} were made by another command; rerun with --force")
-    config = DriversConfig(teacher=teacher, n_seeds=n_seeds, n_eval_episodes=N_EVAL_EPISODES, out_dir=out_dir,
-                           **budgets)  # fmt: skip
+    config = DriversConfig(
+        teacher=teacher, n_seeds=n_seeds, n_eval_episodes=N_EVAL_EPISODES, out_dir=out_dir, **budgets
+    )
     task_cache = TaskCache(cache_dir, force)
 
     def cache(name: str, run: Any) -> dict[str, Any]:
@@ -75,24 +102,30 @@ def run_task(name: str, teacher: str, budgets: dict[str, Any], cache_dir: Path, 
 
 def section(name: str, summary: dict[str, Any], stem: str) -> str:
     when = "resumed from cached runs; last invocation" if summary["resumed"] else "wall time"
-    return (f"## {name}\n\n`{summary['command']}`\n\n{when}: {summary['wall_time_s']:.0f} s.\n\n"
-            f"{drivers_markdown(summary)}\n![{name} drivers]({stem}/{name}.png)\n")  # fmt: skip
+    return (
+        f"## {name}\n\n`{summary['command']}`\n\n{when}: {summary['wall_time_s']:.0f} s.\n\n"
+        f"{drivers_markdown(summary)}\n![{name} drivers]({stem}/{name}.png)\n"
+    )
 
 
 def main() -> None:
-    args = parse_quick_args(__doc__, "CartPole and Pendulum, 1 seed",
-                            only_help="run only tasks whose name contains this (others: from cache)")  # fmt: skip
+    args = parse_quick_args(
+        __doc__,
+        "CartPole and Pendulum, 1 seed",
+        only_help="run only tasks whose name contains this (others: from cache)",
+    )
     sections = sweep_sections(args, "compare_drivers", TASKS, N_SEEDS, run_task, section)
     text = (
         "# Drivers comparison: teacher labels needed\n\nGenerated by `benchmarks/compare_drivers.py`; do not edit by "
-        "hand.\n\n" + provenance("python benchmarks/compare_drivers.py" + (" --quick" if args.quick else ""))
+        "hand.\n\n"
+        + provenance("python benchmarks/compare_drivers.py" + (" --quick" if args.quick else ""))
         + "\nEach round collects the same number of teacher-labelled transitions, whoever drives (teacher: β = 1; "
         "student: β = 0, the teacher only labels; dagger: the teacher acts with probability β per step, β falling "
         "linearly from 1 to 0 over the first half of the rounds), then trains the same student (forward KL at τ = 1, "
         "Adam, optimizer state kept across rounds) on every label so far, then evaluates it greedily on the same "
         "episodes for every driver and seed. Drivers act greedily. Times on 1 torch thread while other jobs shared "
         "the 2 cores.\n\n" + "\n".join(sections)
-    )  # fmt: skip
+    )
     publish("compare_drivers", text, quick=args.quick)
 
 

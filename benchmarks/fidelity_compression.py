@@ -82,11 +82,12 @@ def main() -> None:
     args = parse_quick_args(__doc__)
     seeds = (0,) if args.quick else (0, 1, 2)
     experts = sorted(
-        p.parent for p in ZOO_DIR.glob("*/*_*/expert.json")
+        p.parent
+        for p in ZOO_DIR.glob("*/*_*/expert.json")
         if is_finished(p.parent)
         and (f"{p.parent.parent.name}/{p.parent.name}" in QUICK_EXPERTS or not args.quick)
         and not any(e in p.parent.name for e in IMAGE_ENVS)
-    )  # fmt: skip
+    )
     cache = RESULTS_DIR / "fidelity_compression" / ("quick" if args.quick else "full")
     rows, curves, per_fraction = [], {}, {f: [] for f in FRACTIONS}
     for run_dir in experts:
@@ -97,52 +98,70 @@ def main() -> None:
         obs_dim = int(np.prod(teacher.observation_space.shape))
         out_dim = int(getattr(teacher.action_space, "n", 0) or np.prod(teacher.action_space.shape))
         out_dim *= 2 if teacher.kind in ("gaussian", "squashed_gaussian") else 1
-        budget = {"n_transitions": preset["n_transitions"] // (2 if args.quick else 1),
-                  "n_updates": preset["n_updates"] // (2 if args.quick else 1),
-                  "n_eval_episodes": 10 if args.quick else 20}  # fmt: skip
+        budget = {
+            "n_transitions": preset["n_transitions"] // (2 if args.quick else 1),
+            "n_updates": preset["n_updates"] // (2 if args.quick else 1),
+            "n_eval_episodes": 10 if args.quick else 20,
+        }
         for fraction in FRACTIONS:
             width = width_for(fraction, teacher.n_params, obs_dim, out_dim)
             summaries = []
             for seed in seeds:
                 name = f"{run_dir.parent.name}-{run_dir.name}-f{fraction}-seed{seed}"
-                config = DistillConfig(teacher=str(run_dir.relative_to(ZOO_DIR.parent)), hidden_sizes=(width, width),
-                                       seed=seed, out_dir=f"runs/benchmarks/fidelity/{name}", progress_bar=False,
-                                       **loss_for(teacher.kind), **budget)  # fmt: skip
+                config = DistillConfig(
+                    teacher=str(run_dir.relative_to(ZOO_DIR.parent)),
+                    hidden_sizes=(width, width),
+                    seed=seed,
+                    out_dir=f"runs/benchmarks/fidelity/{name}",
+                    progress_bar=False,
+                    **loss_for(teacher.kind),
+                    **budget,
+                )
                 print(name, flush=True)
                 summaries.append(cached_run(cache, name, lambda config=config: distill(config), config=config))
             pcts = np.array([s["pct_of_teacher"] for s in summaries])
             per_fraction[fraction] += list(pcts)
-            curves.setdefault(f"{teacher.recipe.env_id} {name_of_teacher}", []).append((s0_fraction(summaries), pcts.mean()))
+            curves.setdefault(f"{teacher.recipe.env_id} {name_of_teacher}", []).append(
+                (s0_fraction(summaries), pcts.mean())
+            )
             low, high = bootstrap_ci(pcts, np.mean, np.random.default_rng(0)) if len(pcts) > 1 else (pcts[0], pcts[0])
             s0 = summaries[0]
-            rows.append(f"| {teacher.recipe.env_id} | {name_of_teacher} | {fraction:.0%} | {width}×{width} | "
-                        f"{s0['student_params']:,} / {s0['teacher_params']:,} ({100 * s0['param_fraction']:.1f} %) | "
-                        f"{s0['loss']} τ={s0['temperature']:g} | {pcts.mean():.1f} [{low:.1f}, {high:.1f}] |")  # fmt: skip
+            rows.append(
+                f"| {teacher.recipe.env_id} | {name_of_teacher} | {fraction:.0%} | {width}×{width} | "
+                f"{s0['student_params']:,} / {s0['teacher_params']:,} ({100 * s0['param_fraction']:.1f} %) | "
+                f"{s0['loss']} τ={s0['temperature']:g} | {pcts.mean():.1f} [{low:.1f}, {high:.1f}] |"
+            )
     rng = np.random.default_rng(0)
     iqm_rows = []
     for fraction, values in per_fraction.items():
         v = np.array(values)
         low, high = bootstrap_ci(v, iqm, rng)
         iqm_rows.append(f"| {fraction:.0%} | {iqm(v):.1f} | [{low:.1f}, {high:.1f}] | {len(v)} |")
-    table = "\n".join([
-        f"Seeds {list(seeds)}; % of teacher with a uniformly random policy at 0 %, on 10000+ evaluation seeds.",
-        "",
-        "| env | teacher | target size | student MLP | params student / teacher | loss | % of teacher, mean [bootstrap 95 % CI over seeds] |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        "IQM across tasks (Rusu et al. 2016, geometric mean over 10 Atari games: 108.3 / 101.7 / 83.9 % at 25 / 7 / 4 %):",
-        "",
-        "| target size | IQM % of teacher | bootstrap 95 % CI | runs |",
-        "|---|---|---|---|",
-        *iqm_rows,
-    ])  # fmt: skip
+    table = "\n".join(
+        [
+            f"Seeds {list(seeds)}; % of teacher with a uniformly random policy at 0 %, on 10000+ evaluation seeds.",
+            "",
+            "| env | teacher | target size | student MLP | params student / teacher | loss | % of teacher, mean [bootstrap 95 % CI over seeds] |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "IQM across tasks (Rusu et al. 2016, geometric mean over 10 Atari games: 108.3 / 101.7 / 83.9 % at 25 / 7 / 4 %):",
+            "",
+            "| target size | IQM % of teacher | bootstrap 95 % CI | runs |",
+            "|---|---|---|---|",
+            *iqm_rows,
+        ]
+    )
     png = f"{results_name('fidelity_compression', args.quick)}.png"
     plot(curves, RESULTS_DIR / png)
     table += f"\n\n![fidelity vs compression]({png})"
     command = "python benchmarks/fidelity_compression.py" + (" --quick" if args.quick else "")
-    publish("fidelity_compression", "# Fidelity vs compression\n\nGenerated by `benchmarks/fidelity_compression.py`; "
-            "do not edit by hand.\n\n" + provenance(command) + "\n" + table + "\n", quick=args.quick)  # fmt: skip
+    publish(
+        "fidelity_compression",
+        "# Fidelity vs compression\n\nGenerated by `benchmarks/fidelity_compression.py`; "
+        "do not edit by hand.\n\n" + provenance(command) + "\n" + table + "\n",
+        quick=args.quick,
+    )
     print(table)
 
 

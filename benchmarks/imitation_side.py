@@ -37,6 +37,7 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
+
 class NormalizedFlatten(BaseFeaturesExtractor):
     """``(obs - mean) / std``, flattened: the same input normalisation as policykd's student."""
 
@@ -72,8 +73,9 @@ def make_spaces(job: dict[str, Any]) -> tuple[gym.spaces.Box, gym.spaces.Space]:
     return observation_space, gym.spaces.Box(np.asarray(act["low"], np.float32), np.asarray(act["high"], np.float32))
 
 
-def make_policy(job: dict[str, Any], observation_space: gym.spaces.Space,
-                action_space: gym.spaces.Space) -> ActorCriticPolicy:  # fmt: skip
+def make_policy(
+    job: dict[str, Any], observation_space: gym.spaces.Space, action_space: gym.spaces.Space
+) -> ActorCriticPolicy:
     th.manual_seed(job["seed"])
     return ActorCriticPolicy(
         observation_space=observation_space,
@@ -132,8 +134,12 @@ def run_bc(job: dict[str, Any]) -> dict[str, Any]:
     train_time = time.perf_counter() - started
     if job.get("out"):
         export_policy(policy, job["out"], obs[: min(n, 256)])
-    result = {"train_time_s": train_time, "samples_per_s": job["n_updates"] * job["batch_size"] / train_time,
-              "n_updates": int(job["n_updates"]), "n_transitions": n}  # fmt: skip
+    result = {
+        "train_time_s": train_time,
+        "samples_per_s": job["n_updates"] * job["batch_size"] / train_time,
+        "n_updates": int(job["n_updates"]),
+        "n_transitions": n,
+    }
     if job.get("time_loader"):  # the same number of batches from BC's data loader alone, no training
         started, n_batches = time.perf_counter(), 0
         while n_batches < job["n_updates"]:
@@ -190,8 +196,9 @@ def run_dagger(job: dict[str, Any]) -> dict[str, Any]:
     from imitation.util.util import make_vec_env
 
     rng = np.random.default_rng(job["seed"])
-    venv = make_vec_env(job["env_id"], rng=rng, n_envs=int(job["n_envs"]),
-                        post_wrappers=[lambda env, _: RolloutInfoWrapper(env)])  # fmt: skip
+    venv = make_vec_env(
+        job["env_id"], rng=rng, n_envs=int(job["n_envs"]), post_wrappers=[lambda env, _: RolloutInfoWrapper(env)]
+    )
     expert = load_expert(job["expert"], venv.observation_space, venv.action_space)
     n_queries = 0
     predict = expert.predict
@@ -207,9 +214,14 @@ def run_dagger(job: dict[str, Any]) -> dict[str, Any]:
     rounds = []
     with tempfile.TemporaryDirectory(prefix="dagger-") as scratch:
         trainer = dagger.SimpleDAggerTrainer(
-            venv=venv, scratch_dir=scratch, expert_policy=expert, rng=rng, bc_trainer=bc_trainer,
-            beta_schedule=dagger.LinearBetaSchedule(int(job["rampdown_rounds"])), custom_logger=bc_trainer.logger,
-        )  # fmt: skip
+            venv=venv,
+            scratch_dir=scratch,
+            expert_policy=expert,
+            rng=rng,
+            bc_trainer=bc_trainer,
+            beta_schedule=dagger.LinearBetaSchedule(int(job["rampdown_rounds"])),
+            custom_logger=bc_trainer.logger,
+        )
         train_time = 0.0
         for round_num in range(int(job["n_rounds"])):
             # One round of SimpleDAggerTrainer.train(), written out so the policy can be exported after it.
@@ -219,8 +231,9 @@ def run_dagger(job: dict[str, Any]) -> dict[str, Any]:
                 min_timesteps=max(int(job["round_min_timesteps"]), trainer.batch_size),
                 min_episodes=int(job["round_min_episodes"]),
             )
-            trajectories = rollout.generate_trajectories(policy=expert, venv=collector, sample_until=sample_until,
-                                                         deterministic_policy=True, rng=collector.rng)  # fmt: skip
+            trajectories = rollout.generate_trajectories(
+                policy=expert, venv=collector, sample_until=sample_until, deterministic_policy=True, rng=collector.rng
+            )
             started = time.perf_counter()
             trainer.extend_and_update(
                 {"n_batches": int(job["n_updates_per_round"]), "log_rollouts_venv": None, "progress_bar": False}
@@ -231,8 +244,16 @@ def run_dagger(job: dict[str, Any]) -> dict[str, Any]:
             export_policy(policy, out, np.asarray(trainer._all_demos[0].obs[:256]))
             # With beta = 1 (round 0) this is the expert's own return in imitation's env: a check of its port.
             driver_return = float(np.mean([np.sum(t.rews) for t in trajectories]))
-            rounds.append({"round": round_num, "beta": beta, "n_labels": n_queries, "n_dataset": n_dataset,
-                           "driver_return": driver_return, "weights": out})  # fmt: skip
+            rounds.append(
+                {
+                    "round": round_num,
+                    "beta": beta,
+                    "n_labels": n_queries,
+                    "n_dataset": n_dataset,
+                    "driver_return": driver_return,
+                    "weights": out,
+                }
+            )
     venv.close()
     return {"rounds": rounds, "train_time_s": train_time}
 

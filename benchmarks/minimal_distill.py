@@ -40,8 +40,9 @@ for _ in range(20_000 // 8):
 observations = torch.as_tensor(np.concatenate(observations))
 targets = torch.log_softmax(torch.as_tensor(np.concatenate(logits)), -1)
 
-student = torch.nn.Sequential(torch.nn.Linear(4, 24), torch.nn.ReLU(), torch.nn.Linear(24, 24), torch.nn.ReLU(),
-                              torch.nn.Linear(24, 2))
+student = torch.nn.Sequential(
+    torch.nn.Linear(4, 24), torch.nn.ReLU(), torch.nn.Linear(24, 24), torch.nn.ReLU(), torch.nn.Linear(24, 2)
+)
 optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
 for _ in range(2_000):
     idx = torch.as_tensor(rng.integers(0, len(observations), 256))
@@ -54,5 +55,7 @@ for _ in range(2_000):
 with torch.no_grad():
     student_return = play(lambda obs: student(torch.as_tensor(obs)).argmax(-1).numpy())
 torch.save(student.state_dict(), "/tmp/minimal_distill_student.pt")
-print(f"teacher {teacher_return:.1f} random {random_return:.1f} student {student_return:.1f} "
-      f"in {time.perf_counter() - started:.1f} s")
+print(
+    f"teacher {teacher_return:.1f} random {random_return:.1f} student {student_return:.1f} "
+    f"in {time.perf_counter() - started:.1f} s"
+)

@@ -39,7 +39,16 @@ from typing import Any
 
 import numpy as np
 
-from common import RESULTS_DIR, TaskCache, head_of, parse_quick_args, provenance, results_name, stale_note, task_sections
+from common import (
+    RESULTS_DIR,
+    TaskCache,
+    head_of,
+    parse_quick_args,
+    provenance,
+    results_name,
+    stale_note,
+    task_sections,
+)
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.collect import collect_rollouts
 from policykd.data.envs import make_vec_env
@@ -80,19 +89,33 @@ class Plan:
 # (task name = "<env>/<algo>", the cache folder under results/soft_vs_hard/; zoo folder; plan)
 TASKS: list[tuple[str, str, Plan]] = [
     # A CartPole PPO student reaches 500 from 50 transitions (the first 6 steps of 8 episodes): start lower.
-    ("CartPole-v1/ppo", "agents/ppo/CartPole-v1_1",
-     Plan(("kl", "nll"), (10, 20, 50, 100, 200, 500, 1_000, 2_000), 2_000, in_quick=True)),
-    ("CartPole-v1/dqn", "agents/dqn/CartPole-v1_1",
-     Plan(("kl", "nll", "mse"), (10, 20, 50, 100, 200, 500, 1_000, 2_000), 2_000, kl_temperature=0.1,
-          in_quick=True)),
+    (
+        "CartPole-v1/ppo",
+        "agents/ppo/CartPole-v1_1",
+        Plan(("kl", "nll"), (10, 20, 50, 100, 200, 500, 1_000, 2_000), 2_000, in_quick=True),
+    ),
+    (
+        "CartPole-v1/dqn",
+        "agents/dqn/CartPole-v1_1",
+        Plan(("kl", "nll", "mse"), (10, 20, 50, 100, 200, 500, 1_000, 2_000), 2_000, kl_temperature=0.1, in_quick=True),
+    ),
     # 8 envs x 200 steps: the first full episode per env ends at 1,600 transitions.
-    ("Pendulum-v1/sac", "agents/sac/Pendulum-v1_1",
-     Plan(("kl", "nll", "mse"), (100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000), 4_000, in_quick=True)),
-    ("LunarLander-v3/ppo", "agents/ppo/LunarLander-v3_1",
-     Plan(("kl", "nll"), (100, 250, 500, 1_000, 2_000, 5_000, 10_000, 20_000), 5_000)),
-    ("HalfCheetah-v5/ppo", "agents/ppo/HalfCheetah-v5_1",
-     Plan(("kl", "mse"), (1_000, 2_000, 5_000, 10_000, 20_000, 50_000), 10_000)),
-]  # fmt: skip
+    (
+        "Pendulum-v1/sac",
+        "agents/sac/Pendulum-v1_1",
+        Plan(("kl", "nll", "mse"), (100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000), 4_000, in_quick=True),
+    ),
+    (
+        "LunarLander-v3/ppo",
+        "agents/ppo/LunarLander-v3_1",
+        Plan(("kl", "nll"), (100, 250, 500, 1_000, 2_000, 5_000, 10_000, 20_000), 5_000),
+    ),
+    (
+        "HalfCheetah-v5/ppo",
+        "agents/ppo/HalfCheetah-v5_1",
+        Plan(("kl", "mse"), (1_000, 2_000, 5_000, 10_000, 20_000, 50_000), 10_000),
+    ),
+]
 
 
 # -- cells --------------------------------------------------------------------------------------------
@@ -102,27 +125,45 @@ def collect_buffer(teacher: Teacher, preset: dict[str, Any], n: int, seed: int) 
     """``n`` teacher-driven transitions (rounded up to whole vector steps), seeded by ``seed``."""
     venv = make_vec_env(teacher.recipe, int(preset["n_envs"]), seed)
     try:
-        buffer, _ = collect_rollouts(venv, [teacher], n, rng=np.random.default_rng(seed),
-                                     epsilon=float(preset["epsilon"]), action_noise=float(preset["action_noise"]))  # fmt: skip
+        buffer, _ = collect_rollouts(
+            venv,
+            [teacher],
+            n,
+            rng=np.random.default_rng(seed),
+            epsilon=float(preset["epsilon"]),
+            action_noise=float(preset["action_noise"]),
+        )
     finally:
         venv.close()
     return buffer
 
 
-def train_and_evaluate(teacher: Teacher, preset: dict[str, Any], plan: Plan, buffer: LabelledBuffer, loss: str,
-                       seed: int, n_eval: int) -> dict[str, Any]:  # fmt: skip
+def train_and_evaluate(
+    teacher: Teacher, preset: dict[str, Any], plan: Plan, buffer: LabelledBuffer, loss: str, seed: int, n_eval: int
+) -> dict[str, Any]:
     """One cell: a fresh student trained with ``loss`` on ``buffer``, then its evaluation returns."""
     student = student_for(teacher, preset["hidden_sizes"], seed)
     loss_fn = make_loss(loss, teacher.kind, temperature=plan.temperature(loss))
-    config = TrainerConfig(n_updates=plan.n_updates, batch_size=int(preset["batch_size"]),
-                           learning_rate=float(preset["learning_rate"]), seed=seed, progress_bar=False)  # fmt: skip
+    config = TrainerConfig(
+        n_updates=plan.n_updates,
+        batch_size=int(preset["batch_size"]),
+        learning_rate=float(preset["learning_rate"]),
+        seed=seed,
+        progress_bar=False,
+    )
     metrics = Trainer(student, loss_fn, buffer, config=config).train()
     rng, deterministic = np.random.default_rng(EVAL_SEED_OFFSET), bool(preset["deterministic_eval"])
-    returns = episode_returns(lambda obs: student.act(obs, deterministic, rng), teacher.recipe, n_eval,
-                              seed=EVAL_SEED_OFFSET)  # fmt: skip
+    returns = episode_returns(
+        lambda obs: student.act(obs, deterministic, rng), teacher.recipe, n_eval, seed=EVAL_SEED_OFFSET
+    )
     stats = ReturnStats.of(returns)
-    return {"loss": loss, "n_transitions": len(buffer), "seed": seed, "return": {**stats.to_json(),
-            "returns": list(stats.returns)}, "train_metrics": metrics}  # fmt: skip
+    return {
+        "loss": loss,
+        "n_transitions": len(buffer),
+        "seed": seed,
+        "return": {**stats.to_json(), "returns": list(stats.returns)},
+        "train_metrics": metrics,
+    }
 
 
 def run_task(name: str, source: str, plan: Plan, cache: Path, *, quick: bool, force: bool) -> dict[str, Any]:
@@ -142,8 +183,10 @@ def run_task(name: str, source: str, plan: Plan, cache: Path, *, quick: bool, fo
     cache_cell = TaskCache(cache, force)
     base = cache_cell(f"baselines-e{n_eval}", baselines)
     # A cell's file name carries the settings it depends on, so a changed plan never reads a stale cell.
-    tag = lambda loss, n, seed: (f"{loss}{plan.temperature(loss):g}-n{n}-seed{seed}"  # noqa: E731
-                                 f"-u{plan.n_updates}-e{n_eval}")  # fmt: skip
+    tag = lambda loss, n, seed: (
+        f"{loss}{plan.temperature(loss):g}-n{n}-seed{seed}"  # noqa: E731
+        f"-u{plan.n_updates}-e{n_eval}"
+    )
     cells: dict[tuple[str, int, int], dict[str, Any]] = {}
     for seed in SEEDS:
         keys = [(loss, n, seed) for n in plan.budgets for loss in plan.losses]
@@ -182,8 +225,16 @@ def stays_from(budgets: list[int], pcts: list[float], target: float = TARGET_PCT
     return next((b for i, b in enumerate(budgets) if all(p >= target for p in pcts[i:])), None)
 
 
-def summarise(name: str, source: str, teacher: Teacher, preset: dict[str, Any], plan: Plan, n_eval: int,
-              base: dict[str, Any], cells: dict[tuple[str, int, int], dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+def summarise(
+    name: str,
+    source: str,
+    teacher: Teacher,
+    preset: dict[str, Any],
+    plan: Plan,
+    n_eval: int,
+    base: dict[str, Any],
+    cells: dict[tuple[str, int, int], dict[str, Any]],
+) -> dict[str, Any]:
     """Per loss: % of teacher per (budget, seed) with random = 0 %, its mean and Student-t 95 % CI
     over seeds per budget, and the transitions needed to reach 95 % (seed mean and per seed)."""
     teacher_mean, random_mean = base["teacher"]["mean"], base["random"]["mean"]
@@ -202,21 +253,41 @@ def summarise(name: str, source: str, teacher: Teacher, preset: dict[str, Any], 
             "stays_from": stays_from(budgets, [c.mean for c in curve]),
             "to_target_per_seed": [transitions_to(budgets, [p[i] for p in pct]) for i in range(len(SEEDS))],
         }
-    return {"name": name, "env_id": teacher.recipe.env_id, "teacher": source, "teacher_algo": teacher.algo,
-            "teacher_kind": teacher.kind, "budgets": budgets, "n_updates": plan.n_updates, "seeds": list(SEEDS),
-            "n_eval_episodes": n_eval, "hidden_sizes": list(preset["hidden_sizes"]),
-            "batch_size": int(preset["batch_size"]), "learning_rate": float(preset["learning_rate"]),
-            "n_envs": int(preset["n_envs"]), "epsilon": float(preset["epsilon"]),
-            "action_noise": float(preset["action_noise"]), "baselines": base, "losses": losses}  # fmt: skip
+    return {
+        "name": name,
+        "env_id": teacher.recipe.env_id,
+        "teacher": source,
+        "teacher_algo": teacher.algo,
+        "teacher_kind": teacher.kind,
+        "budgets": budgets,
+        "n_updates": plan.n_updates,
+        "seeds": list(SEEDS),
+        "n_eval_episodes": n_eval,
+        "hidden_sizes": list(preset["hidden_sizes"]),
+        "batch_size": int(preset["batch_size"]),
+        "learning_rate": float(preset["learning_rate"]),
+        "n_envs": int(preset["n_envs"]),
+        "epsilon": float(preset["epsilon"]),
+        "action_noise": float(preset["action_noise"]),
+        "baselines": base,
+        "losses": losses,
+    }
 
 
 def plot_task(s: dict[str, Any], path: Path) -> None:
-    curves = {f"{LABEL[loss]}, τ = {x['temperature']:g}" if loss == "kl" else LABEL[loss]: (s["budgets"], x["curve"])
-              for loss, x in s["losses"].items()}  # fmt: skip
-    plot_curves(curves, path, xlabel="teacher transitions (first n of one buffer per seed)",
-                ylabel="% of teacher return (random = 0 %)", log_x=True,
-                title=f"{s['env_id']} {s['teacher_algo']} teacher: {len(s['seeds'])} seeds, Student-t 95 % CI",
-                hlines=[(100.0, "teacher", "--"), (TARGET_PCT, f"{TARGET_PCT:g} % of teacher", ":")])  # fmt: skip
+    curves = {
+        f"{LABEL[loss]}, τ = {x['temperature']:g}" if loss == "kl" else LABEL[loss]: (s["budgets"], x["curve"])
+        for loss, x in s["losses"].items()
+    }
+    plot_curves(
+        curves,
+        path,
+        xlabel="teacher transitions (first n of one buffer per seed)",
+        ylabel="% of teacher return (random = 0 %)",
+        log_x=True,
+        title=f"{s['env_id']} {s['teacher_algo']} teacher: {len(s['seeds'])} seeds, Student-t 95 % CI",
+        hlines=[(100.0, "teacher", "--"), (TARGET_PCT, f"{TARGET_PCT:g} % of teacher", ":")],
+    )
 
 
 def fmt_reach(n: int | None, budgets: list[int], short: bool = False) -> str:
@@ -229,27 +300,38 @@ def section(name: str, s: dict[str, Any], results_name: str) -> str:
     base, budgets = s["baselines"], s["budgets"]
     kl_tau = s["losses"].get("kl", {}).get("temperature", 1.0)
     lines = [
-        f"## {s['env_id']}, {s['teacher_algo']} teacher (`{s['teacher']}`, {s['teacher_kind']})", "",
+        f"## {s['env_id']}, {s['teacher_algo']} teacher (`{s['teacher']}`, {s['teacher_kind']})",
+        "",
         f"Teacher {base['teacher']['mean']:.1f}, uniform random {base['random']['mean']:.1f} on the "
         f"{s['n_eval_episodes']} evaluation episodes (100 % and 0 %). Student MLP "
         f"{'×'.join(map(str, s['hidden_sizes']))}, batch {s['batch_size']}, Adam lr {s['learning_rate']:g}, "
         f"{s['n_updates']:,} gradient steps at every budget; kl at τ = {kl_tau:g}. Data: per seed one buffer from "
         f"{s['n_envs']} envs (epsilon {s['epsilon']:g}, action noise {s['action_noise']:g}); seeds {s['seeds']}; "
         f"wall time {s['wall_time_s'] / 60:.1f} min in the invocation that wrote it (cached cells are read, not rerun).",
-        "", "| loss | transitions to 95 % of teacher (seed mean; per seed) | ≥ 95 % at every larger budget from | "
-        f"% of teacher at {budgets[-1]:,} [95 % CI] |", "|---|---|---|---|",
-    ]  # fmt: skip
+        "",
+        "| loss | transitions to 95 % of teacher (seed mean; per seed) | ≥ 95 % at every larger budget from | "
+        f"% of teacher at {budgets[-1]:,} [95 % CI] |",
+        "|---|---|---|---|",
+    ]
     for loss, x in s["losses"].items():
         per_seed = ", ".join(fmt_reach(n, budgets, short=True) for n in x["to_target_per_seed"])
-        lines.append(f"| {LABEL[loss]} | {fmt_reach(x['to_target'], budgets)}; {per_seed} | "
-                     f"{fmt_reach(x['stays_from'], budgets)} | "
-                     "{:.1f} [{:.1f}, {:.1f}] |".format(*x["curve"][-1]))  # fmt: skip
-    lines += ["", "| loss | transitions | % of teacher, mean [95 % CI] over seeds | return, mean over seeds |",
-              "|---|---|---|---|"]  # fmt: skip
+        lines.append(
+            f"| {LABEL[loss]} | {fmt_reach(x['to_target'], budgets)}; {per_seed} | "
+            f"{fmt_reach(x['stays_from'], budgets)} | "
+            "{:.1f} [{:.1f}, {:.1f}] |".format(*x["curve"][-1])
+        )
+    lines += [
+        "",
+        "| loss | transitions | % of teacher, mean [95 % CI] over seeds | return, mean over seeds |",
+        "|---|---|---|---|",
+    ]
     for loss, x in s["losses"].items():
         for i, n in enumerate(budgets):
-            lines.append(f"| {LABEL[loss]} | {n:,} | " + "{:.1f} [{:.1f}, {:.1f}]".format(*x["curve"][i])
-                         + f" | {np.mean(x['return_per_seed'][i]):.1f} |")  # fmt: skip
+            lines.append(
+                f"| {LABEL[loss]} | {n:,} | "
+                + "{:.1f} [{:.1f}, {:.1f}]".format(*x["curve"][i])
+                + f" | {np.mean(x['return_per_seed'][i]):.1f} |"
+            )
     png = png_path(RESULTS_DIR / results_name / name).name
     return "\n".join(lines + ["", f"![{name}]({results_name}/{png})", ""])
 
@@ -267,9 +349,11 @@ Times on 1 torch thread, on 2 CPU cores shared with expert trainings and other j
 
 
 def main() -> None:
-    args = parse_quick_args(__doc__, "CartPole PPO/DQN and Pendulum SAC only; every other budget, half the "
-                            "gradient steps and evaluation episodes",
-                            only_help="run only tasks whose name contains this (others: from cache)")  # fmt: skip
+    args = parse_quick_args(
+        __doc__,
+        "CartPole PPO/DQN and Pendulum SAC only; every other budget, half the gradient steps and evaluation episodes",
+        only_help="run only tasks whose name contains this (others: from cache)",
+    )
     started = time.perf_counter()
     stem = results_name("soft_vs_hard", args.quick)
     tasks = [(name, source, plan) for name, source, plan in TASKS if plan.in_quick or not args.quick]
@@ -288,10 +372,13 @@ def main() -> None:
     wall = time.perf_counter() - started
     text = (
         "# Soft vs hard targets\n\nGenerated by `benchmarks/soft_vs_hard.py`; do not edit by hand.\n\n"
-        + provenance(command) + f"- wall time of this invocation: {wall / 60:.1f} min\n\n" + NOTES
+        + provenance(command)
+        + f"- wall time of this invocation: {wall / 60:.1f} min\n\n"
+        + NOTES
         + (f"\nLeft out of `--quick`: {', '.join(left_out)} (see the full run).\n" if left_out else "")
-        + "\n" + "\n".join(sections)
-    )  # fmt: skip
+        + "\n"
+        + "\n".join(sections)
+    )
     out = RESULTS_DIR / stem
     write_text_atomic(out.with_suffix(".md"), text + stale_note())
     write_json_atomic(out.with_suffix(".json"), {"command": command, "wall_time_s": wall, "tasks": summaries})

@@ -76,17 +76,25 @@ def collection_vs_env(teacher: Teacher, n_envs: int, n_steps: int) -> dict[str, 
     replay_s = _timed_steps(venv, buffer.column("actions").reshape(n_steps, n_envs, *buffer.action_shape))
     venv.close()
     steps = n_steps * n_envs
-    return {"collect": steps / collect_s, "random": steps / random_s, "replay": steps / replay_s,
-            "ratio_random": random_s / collect_s, "ratio_replay": replay_s / collect_s,
-            **collection_breakdown(teacher, buffer, n_envs, collect_s, replay_s)}
+    return {
+        "collect": steps / collect_s,
+        "random": steps / random_s,
+        "replay": steps / replay_s,
+        "ratio_random": random_s / collect_s,
+        "ratio_replay": replay_s / collect_s,
+        **collection_breakdown(teacher, buffer, n_envs, collect_s, replay_s),
+    }
 
 
-def collection_breakdown(teacher: Teacher, buffer: LabelledBuffer, n_envs: int, collect_s: float,
-                         env_s: float) -> dict[str, float]:
+def collection_breakdown(
+    teacher: Teacher, buffer: LabelledBuffer, n_envs: int, collect_s: float, env_s: float
+) -> dict[str, float]:
     """Where collection's time goes, as shares of ``collect_s``: the env (its replay time), the
     teacher labelling each step's observations, the buffer writes, and the rest (actions, loop)."""
     n_steps = len(buffer) // n_envs
-    observations = [buffer.batch_at(np.arange(i * n_envs, (i + 1) * n_envs)).observations.numpy() for i in range(n_steps)]
+    observations = [
+        buffer.batch_at(np.arange(i * n_envs, (i + 1) * n_envs)).observations.numpy() for i in range(n_steps)
+    ]
     start = time.perf_counter()
     outputs = [teacher(obs) for obs in observations]
     teacher_s = time.perf_counter() - start
@@ -111,8 +119,9 @@ def pong_teacher() -> Teacher:
 
     if is_finished(PONG):
         return load_teacher(PONG)
-    recipe = EnvRecipe("PongNoFrameskip-v4", env_wrapper=["stable_baselines3.common.atari_wrappers.AtariWrapper"],
-                       frame_stack=4)  # fmt: skip
+    recipe = EnvRecipe(
+        "PongNoFrameskip-v4", env_wrapper=["stable_baselines3.common.atari_wrappers.AtariWrapper"], frame_stack=4
+    )
     venv = make_vec_env(recipe, 1, seed=0)  # only to give the policy its spaces
     try:
         policy = PPO("CnnPolicy", venv, n_steps=8, batch_size=8, device="cpu", seed=0).policy
@@ -133,7 +142,9 @@ COLLECTION_CASES: list[tuple[str, str, int, int]] = [
 ]
 
 
-def distill_samples_per_s(teacher: Teacher, buffer: LabelledBuffer, n_updates: int, batch_size: int) -> tuple[float, float]:
+def distill_samples_per_s(
+    teacher: Teacher, buffer: LabelledBuffer, n_updates: int, batch_size: int
+) -> tuple[float, float]:
     """(policykd Trainer samples/s, bare loop samples/s) on the same student shape and data."""
     loss = make_loss("kl", teacher.kind)
     student = make_student(teacher.kind, teacher.observation_space, teacher.action_space, hidden_sizes=(24, 24))
@@ -196,7 +207,9 @@ def main() -> None:
     ours, limit = distill_samples_per_s(teacher, buffer, 2_000, 256)
     results.update(distill_samples_per_s=ours, bare_loop_samples_per_s=limit, distill_ratio=ours / limit)
 
-    cli = wall_time([sys.executable, "-m", "policykd.cli", "distill", "--no-progress", "--out", "runs/benchmarks/throughput-cli"])
+    cli = wall_time(
+        [sys.executable, "-m", "policykd.cli", "distill", "--no-progress", "--out", "runs/benchmarks/throughput-cli"]
+    )
     minimal = wall_time([sys.executable, "benchmarks/minimal_distill.py"])
     results.update(cli_wall_s=cli, minimal_wall_s=minimal, wall_ratio=cli / minimal)
 
@@ -205,7 +218,9 @@ def main() -> None:
     results["teacher_latency_ms"] = teacher_ms
     for hidden in ((64, 64), (24, 24), (8, 8)):
         student = make_student(teacher.kind, teacher.observation_space, teacher.action_space, hidden_sizes=hidden)
-        results[f"student_{hidden[0]}x{hidden[1]}_latency_ratio"] = action_latency_ms(lambda o: student.act(o), obs) / teacher_ms
+        results[f"student_{hidden[0]}x{hidden[1]}_latency_ratio"] = (
+            action_latency_ms(lambda o: student.act(o), obs) / teacher_ms
+        )
         results[f"student_{hidden[0]}x{hidden[1]}_params"] = student.n_params
 
     per_transition = pong_bytes_per_transition()
@@ -213,27 +228,56 @@ def main() -> None:
 
     write_json_atomic(RESULTS_DIR / "throughput.json", results)
     rows = [
-        *[(f"labelled collection ÷ random-action env steps ({c['label']}, {c['n_envs']} envs)",
-           f"{c['collect']:,.0f} / {c['random']:,.0f} steps/s (same trajectories replayed: {c['replay']:,.0f}, "
-           f"ratio {c['ratio_replay']:.2f}); time: env {c['share_env']:.0%}, teacher {c['share_teacher']:.0%}, "
-           f"buffer {c['share_buffer']:.0%}, other {c['share_other']:.0%}", c["ratio_random"], "≥ 0.8")
-          for c in collection],
-        ("distillation ÷ bare Adam loop (CartPole, 24×24 student, batch 256)",
-         f"{results['distill_samples_per_s']:,.0f} / {results['bare_loop_samples_per_s']:,.0f} samples/s",
-         results["distill_ratio"], "≥ 0.5"),
-        ("`policykd distill` ÷ benchmarks/minimal_distill.py (whole job)",
-         f"{results['cli_wall_s']:.1f} s / {results['minimal_wall_s']:.1f} s", results["wall_ratio"], "≤ 2"),
-        *[(f"batch-1 latency, student {h} ÷ teacher", f"teacher {teacher_ms:.3f} ms, student {results[f'student_{h}_params']:,} params",
-           results[f"student_{h}_latency_ratio"], "-") for h in ("64x64", "24x24", "8x8")],
-        ("Pong buffer, 1M transitions (frame-deduplicated)",
-         f"{results['pong_bytes_per_transition']:,.0f} bytes/transition", results["pong_1m_gib"], "< 8 GiB"),
-    ]  # fmt: skip
+        *[
+            (
+                f"labelled collection ÷ random-action env steps ({c['label']}, {c['n_envs']} envs)",
+                f"{c['collect']:,.0f} / {c['random']:,.0f} steps/s (same trajectories replayed: {c['replay']:,.0f}, "
+                f"ratio {c['ratio_replay']:.2f}); time: env {c['share_env']:.0%}, teacher {c['share_teacher']:.0%}, "
+                f"buffer {c['share_buffer']:.0%}, other {c['share_other']:.0%}",
+                c["ratio_random"],
+                "≥ 0.8",
+            )
+            for c in collection
+        ],
+        (
+            "distillation ÷ bare Adam loop (CartPole, 24×24 student, batch 256)",
+            f"{results['distill_samples_per_s']:,.0f} / {results['bare_loop_samples_per_s']:,.0f} samples/s",
+            results["distill_ratio"],
+            "≥ 0.5",
+        ),
+        (
+            "`policykd distill` ÷ benchmarks/minimal_distill.py (whole job)",
+            f"{results['cli_wall_s']:.1f} s / {results['minimal_wall_s']:.1f} s",
+            results["wall_ratio"],
+            "≤ 2",
+        ),
+        *[
+            (
+                f"batch-1 latency, student {h} ÷ teacher",
+                f"teacher {teacher_ms:.3f} ms, student {results[f'student_{h}_params']:,} params",
+                results[f"student_{h}_latency_ratio"],
+                "-",
+            )
+            for h in ("64x64", "24x24", "8x8")
+        ],
+        (
+            "Pong buffer, 1M transitions (frame-deduplicated)",
+            f"{results['pong_bytes_per_transition']:,.0f} bytes/transition",
+            results["pong_1m_gib"],
+            "< 8 GiB",
+        ),
+    ]
     table = "\n".join(
         ["| measure | measured | ratio | target |", "|---|---|---|---|"]
         + [f"| {name} | {detail} | {ratio:.2f} | {target} |" for name, detail, ratio, target in rows]
     )
-    text = ("# Throughput and latency\n\nGenerated by `benchmarks/throughput.py`; do not edit by hand.\n\n"
-            + provenance("python benchmarks/throughput.py") + "\n" + table + "\n")  # fmt: skip
+    text = (
+        "# Throughput and latency\n\nGenerated by `benchmarks/throughput.py`; do not edit by hand.\n\n"
+        + provenance("python benchmarks/throughput.py")
+        + "\n"
+        + table
+        + "\n"
+    )
     write_text_atomic(RESULTS_DIR / "throughput.md", text)
     print(table)
     print(json.dumps(results, indent=1))

@@ -84,9 +84,13 @@ class Plan:
     def reduced(self) -> Plan:
         """--quick: the smallest and the middle budget, half the gradient steps, half the DAgger rounds and
         half their gradient steps."""
-        return dataclasses.replace(self, budgets=(self.budgets[0], self.budgets[len(self.budgets) // 2]),
-                                   n_updates=self.n_updates // 2, dagger_rounds=max(self.dagger_rounds // 2, 2),
-                                   dagger_round_updates=self.dagger_round_updates // 2)  # fmt: skip
+        return dataclasses.replace(
+            self,
+            budgets=(self.budgets[0], self.budgets[len(self.budgets) // 2]),
+            n_updates=self.n_updates // 2,
+            dagger_rounds=max(self.dagger_rounds // 2, 2),
+            dagger_round_updates=self.dagger_round_updates // 2,
+        )
 
 
 PLANS: dict[str, Plan] = {
@@ -133,11 +137,20 @@ def run_imitation_side(python: Path, jobs: dict[str, dict[str, Any]], tag: str) 
     SCRATCH.mkdir(parents=True, exist_ok=True)
     jobs_path, results_path = SCRATCH / f"jobs-{tag}.json", SCRATCH / f"results-{tag}.json"
     jobs_path.write_text(json.dumps(jobs))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore",
-               HF_DATASETS_DISABLE_PROGRESS_BARS="1")  # DAgger saves every demo through `datasets`
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONWARNINGS="ignore",
+        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+    )  # DAgger saves every demo through `datasets`
     env.pop("PYTHONPATH", None)
-    subprocess.run([str(python), str(BENCH_DIR / "imitation_side.py"), str(jobs_path), str(results_path)],
-                   check=True, env=env, cwd=REPO)  # fmt: skip
+    subprocess.run(
+        [str(python), str(BENCH_DIR / "imitation_side.py"), str(jobs_path), str(results_path)],
+        check=True,
+        env=env,
+        cwd=REPO,
+    )
     return json.loads(results_path.read_text())
 
 
@@ -203,11 +216,16 @@ class Task:
         s, space, obs_space = self.new_student(seed), self.teacher.action_space, self.teacher.observation_space
         box = {"low": getattr(space, "low", np.zeros(0)).tolist(), "high": getattr(space, "high", np.zeros(0)).tolist()}
         action = {"n": int(space.n)} if hasattr(space, "n") else box
-        return {"seed": seed, "hidden_sizes": list(self.preset["hidden_sizes"]),
-                "batch_size": self.preset["batch_size"], "learning_rate": self.preset["learning_rate"],
-                "obs_mean": s.obs_mean.flatten().tolist(), "obs_std": s.obs_std.flatten().tolist(),
-                "action_space": action,
-                "observation_space": {"low": obs_space.low.tolist(), "high": obs_space.high.tolist()}}  # fmt: skip
+        return {
+            "seed": seed,
+            "hidden_sizes": list(self.preset["hidden_sizes"]),
+            "batch_size": self.preset["batch_size"],
+            "learning_rate": self.preset["learning_rate"],
+            "obs_mean": s.obs_mean.flatten().tolist(),
+            "obs_std": s.obs_std.flatten().tolist(),
+            "action_space": action,
+            "observation_space": {"low": obs_space.low.tolist(), "high": obs_space.high.tolist()},
+        }
 
     def student_from_imitation(self, weights: str | Path) -> Student:
         """imitation's ActorCriticPolicy weights in policykd's Student (the same function: MLP trunk,
@@ -244,8 +262,17 @@ def resolve_task(name: str, candidates: tuple[str, ...], quick: bool) -> Task | 
             preset = load_preset(teacher.recipe.env_id)
             plan = PLANS[source].reduced() if quick else PLANS[source]
             n_eval = int(preset["n_eval_episodes"]) // (2 if quick else 1)
-            return Task(name, source, teacher, plan, preset, n_eval, EVAL_SEED_OFFSET,
-                        0.1 if teacher.kind in ("q_values", "quantiles") else 1.0, 1 if quick else 3)  # fmt: skip
+            return Task(
+                name,
+                source,
+                teacher,
+                plan,
+                preset,
+                n_eval,
+                EVAL_SEED_OFFSET,
+                0.1 if teacher.kind in ("q_values", "quantiles") else 1.0,
+                1 if quick else 3,
+            )
     states = []
     for source in candidates:
         record = ZOO_DIR.parent / source / "expert.json"
@@ -262,9 +289,14 @@ def collect_data(task: Task, seed: int) -> tuple[LabelledBuffer, Path]:
     n_envs, n = int(task.preset["n_envs"]), max(task.plan.budgets)
     venv = make_vec_env(task.teacher.recipe, n_envs, seed)
     try:
-        buffer, _ = collect_rollouts(venv, [task.teacher], n, rng=np.random.default_rng(seed),
-                                     epsilon=float(task.preset["epsilon"]),
-                                     action_noise=float(task.preset["action_noise"]))  # fmt: skip
+        buffer, _ = collect_rollouts(
+            venv,
+            [task.teacher],
+            n,
+            rng=np.random.default_rng(seed),
+            epsilon=float(task.preset["epsilon"]),
+            action_noise=float(task.preset["action_noise"]),
+        )
     finally:
         venv.close()
     path = SCRATCH / task.key / f"data-seed{seed}.npz"
@@ -276,8 +308,13 @@ def train_ours(task: Task, buffer: LabelledBuffer, loss_name: str, seed: int) ->
     """A policykd student trained on ``buffer``; returns it and the time of ``Trainer.train``."""
     student = task.new_student(seed)
     loss = make_loss(loss_name, task.teacher.kind, temperature=task.kl_temperature if loss_name == "kl" else 1.0)
-    config = TrainerConfig(n_updates=task.plan.n_updates, batch_size=task.preset["batch_size"],
-                           learning_rate=task.preset["learning_rate"], seed=seed, progress_bar=False)  # fmt: skip
+    config = TrainerConfig(
+        n_updates=task.plan.n_updates,
+        batch_size=task.preset["batch_size"],
+        learning_rate=task.preset["learning_rate"],
+        seed=seed,
+        progress_bar=False,
+    )
     trainer = Trainer(student, loss, buffer, config=config)
     started = time.perf_counter()
     trainer.train()
@@ -298,15 +335,24 @@ def run_task(task: Task, python: Path, seeds: list[int], cache: Path, force: boo
     cache = cache / task.key
     plan, e = task.plan, f"e{task.n_eval}"
     # A cell's file name carries the settings it depends on, so a changed plan never reads a stale cell.
-    settings = {"bc": f"u{plan.n_updates}-{e}", "dagger": f"r{plan.dagger_rounds}x{plan.dagger_round_labels}x"
-                f"{plan.dagger_round_updates}-{e}", "throughput": f"u{plan.n_updates}-x{task.repeats}", "baselines": e}
+    settings = {
+        "bc": f"u{plan.n_updates}-{e}",
+        "dagger": f"r{plan.dagger_rounds}x{plan.dagger_round_labels}x{plan.dagger_round_updates}-{e}",
+        "throughput": f"u{plan.n_updates}-x{task.repeats}",
+        "baselines": e,
+    }
     tagged = lambda name: f"{name}-{settings[name.split('-')[0]]}"  # noqa: E731
     done = lambda name: (cache / f"{tagged(name)}.json").is_file() and not force  # noqa: E731
     store = lambda name, fn: cached_run(cache, tagged(name), fn, force=force)  # noqa: E731
-    baselines = store("baselines", lambda: {
-        "teacher": stats_json(evaluate_teacher(task.teacher, task.n_eval, task.eval_seed,
-                                               bool(task.preset["deterministic_eval"]))),
-        "random": stats_json(evaluate_random(task.teacher, task.n_eval, task.eval_seed))})  # fmt: skip
+    baselines = store(
+        "baselines",
+        lambda: {
+            "teacher": stats_json(
+                evaluate_teacher(task.teacher, task.n_eval, task.eval_seed, bool(task.preset["deterministic_eval"]))
+            ),
+            "random": stats_json(evaluate_random(task.teacher, task.n_eval, task.eval_seed)),
+        },
+    )
     bc_names = [f"bc-{m}-n{n}-seed{s}" for s in seeds for n in task.plan.budgets for m in METHODS]
     data: dict[int, tuple[LabelledBuffer, Path]] = {}
     for seed in seeds:
@@ -322,9 +368,14 @@ def run_task(task: Task, python: Path, seeds: list[int], cache: Path, force: boo
         for n in task.plan.budgets:
             name = f"bc-imitation-n{n}-seed{seed}"
             if not done(name):
-                jobs[name] = {**task.imitation_job(seed), "kind": "bc", "data": str(data[seed][1]),
-                              "n_transitions": n, "n_updates": task.plan.n_updates,
-                              "out": str(SCRATCH / task.key / f"{name}.npz")}  # fmt: skip
+                jobs[name] = {
+                    **task.imitation_job(seed),
+                    "kind": "bc",
+                    "data": str(data[seed][1]),
+                    "n_transitions": n,
+                    "n_updates": task.plan.n_updates,
+                    "out": str(SCRATCH / task.key / f"{name}.npz"),
+                }
     imitation = run_imitation_side(python, jobs, f"{task.key}-bc")
 
     def imitation_cell(name: str) -> dict[str, Any]:
@@ -342,8 +393,11 @@ def run_task(task: Task, python: Path, seeds: list[int], cache: Path, force: boo
                 name = f"bc-{method}-n{n}-seed{seed}"
                 run = partial(imitation_cell, name) if method == "imitation" else partial(ours_cell, method, seed, n)
                 bc[name] = store(name, run)
-                print(f"{task.key} {name}: return {bc[name]['return']['mean']:.1f}, "
-                      f"{bc[name]['samples_per_s']:,.0f} samples/s", flush=True)  # fmt: skip
+                print(
+                    f"{task.key} {name}: return {bc[name]['return']['mean']:.1f}, "
+                    f"{bc[name]['samples_per_s']:,.0f} samples/s",
+                    flush=True,
+                )
 
     # Throughput: both tools on the same 20k-or-largest buffer, back to back, so load from other jobs hits both alike.
     def throughput() -> dict[str, Any]:
@@ -352,8 +406,15 @@ def run_task(task: Task, python: Path, seeds: list[int], cache: Path, force: boo
         small = head_of(buffer, n)
         reps, rng = task.repeats, np.random.default_rng(0)
         ours = {m: [train_ours(task, small, m, seeds[0])[1] for _ in range(reps)] for m in ("nll", "kl")}
-        job = {**task.imitation_job(seeds[0]), "kind": "bc", "data": str(path), "n_transitions": n,
-               "n_updates": task.plan.n_updates, "out": None, "time_loader": True}  # fmt: skip
+        job = {
+            **task.imitation_job(seeds[0]),
+            "kind": "bc",
+            "data": str(path),
+            "n_transitions": n,
+            "n_updates": task.plan.n_updates,
+            "out": None,
+            "time_loader": True,
+        }
         theirs = run_imitation_side(python, {f"rep{i}": job for i in range(reps)}, f"{task.key}-throughput")
         ours = {m: ours[m] + [train_ours(task, small, m, seeds[0])[1] for _ in range(reps)] for m in ours}
         started = time.perf_counter()  # policykd's batches alone: buffer.sample, as Trainer.step draws them
@@ -363,23 +424,41 @@ def run_task(task: Task, python: Path, seeds: list[int], cache: Path, force: boo
         median = lambda xs: float(np.median(xs))  # noqa: E731
         sps = lambda t: task.plan.n_updates * task.preset["batch_size"] / median(t)  # noqa: E731
         imitation_times = [r["train_time_s"] for r in theirs.values()]
-        return {"n_transitions": n, "n_updates": task.plan.n_updates, "repeats": reps,
-                "imitation": sps(imitation_times), **{m: sps(t) for m, t in ours.items()},
-                "imitation_train_time_s": median(imitation_times), "nll_train_time_s": median(ours["nll"]),
-                "imitation_loader_time_s": median([r["loader_time_s"] for r in theirs.values()]),
-                "policykd_sample_time_s": sample_time}  # fmt: skip
+        return {
+            "n_transitions": n,
+            "n_updates": task.plan.n_updates,
+            "repeats": reps,
+            "imitation": sps(imitation_times),
+            **{m: sps(t) for m, t in ours.items()},
+            "imitation_train_time_s": median(imitation_times),
+            "nll_train_time_s": median(ours["nll"]),
+            "imitation_loader_time_s": median([r["loader_time_s"] for r in theirs.values()]),
+            "policykd_sample_time_s": sample_time,
+        }
 
     result_throughput = store("throughput", throughput)
     print(f"{task.key} throughput (samples/s): {result_throughput}", flush=True)
     dagger = run_dagger(task, python, seeds, cache, done, store)
-    return {"name": task.name, "env_id": task.key, "teacher": task.source, "teacher_algo": task.teacher.algo,
-            "teacher_kind": task.teacher.kind, "plan": dataclasses.asdict(task.plan), "seeds": seeds,
-            "n_eval_episodes": task.n_eval, "hidden_sizes": list(task.preset["hidden_sizes"]),
-            "batch_size": task.preset["batch_size"], "learning_rate": task.preset["learning_rate"],
-            "n_envs": int(task.preset["n_envs"]), "kl_temperature": task.kl_temperature,
-            "imitation_env_id": IMITATION_ENV.get(task.key, task.key), "baselines": baselines,
-            "bc": bc,
-            "throughput": result_throughput, "dagger": dagger}  # fmt: skip
+    return {
+        "name": task.name,
+        "env_id": task.key,
+        "teacher": task.source,
+        "teacher_algo": task.teacher.algo,
+        "teacher_kind": task.teacher.kind,
+        "plan": dataclasses.asdict(task.plan),
+        "seeds": seeds,
+        "n_eval_episodes": task.n_eval,
+        "hidden_sizes": list(task.preset["hidden_sizes"]),
+        "batch_size": task.preset["batch_size"],
+        "learning_rate": task.preset["learning_rate"],
+        "n_envs": int(task.preset["n_envs"]),
+        "kl_temperature": task.kl_temperature,
+        "imitation_env_id": IMITATION_ENV.get(task.key, task.key),
+        "baselines": baselines,
+        "bc": bc,
+        "throughput": result_throughput,
+        "dagger": dagger,
+    }
 
 
 def run_dagger(task: Task, python: Path, seeds: list[int], cache: Path, done: Any, store: Any) -> dict[str, Any]:
@@ -392,15 +471,31 @@ def run_dagger(task: Task, python: Path, seeds: list[int], cache: Path, done: An
         if not done(name):
             expert_zip = ZOO_DIR.parent / task.source / f"{task.key}.zip"
             norm = task.teacher.normalizer
-            jobs[name] = {**task.imitation_job(seed), "kind": "dagger", "env_id": IMITATION_ENV.get(task.key, task.key),
-                          "expert": {"zip": str(expert_zip), "normalizer": None if norm is None else {
-                              "mean": norm.mean.tolist(), "var": norm.var.tolist(), "clip": norm.clip,
-                              "epsilon": norm.epsilon}},
-                          # One env: each round ends at the first episode end past the label budget (with
-                          # n envs imitation would finish n whole episodes per round, e.g. 4,000 CartPole labels).
-                          "n_envs": 1, "n_rounds": plan.dagger_rounds, "round_min_timesteps": plan.dagger_round_labels,
-                          "round_min_episodes": 1, "n_updates_per_round": plan.dagger_round_updates,
-                          "rampdown_rounds": rampdown, "out_dir": str(SCRATCH / task.key / name)}  # fmt: skip
+            jobs[name] = {
+                **task.imitation_job(seed),
+                "kind": "dagger",
+                "env_id": IMITATION_ENV.get(task.key, task.key),
+                "expert": {
+                    "zip": str(expert_zip),
+                    "normalizer": None
+                    if norm is None
+                    else {
+                        "mean": norm.mean.tolist(),
+                        "var": norm.var.tolist(),
+                        "clip": norm.clip,
+                        "epsilon": norm.epsilon,
+                    },
+                },
+                # One env: each round ends at the first episode end past the label budget (with
+                # n envs imitation would finish n whole episodes per round, e.g. 4,000 CartPole labels).
+                "n_envs": 1,
+                "n_rounds": plan.dagger_rounds,
+                "round_min_timesteps": plan.dagger_round_labels,
+                "round_min_episodes": 1,
+                "n_updates_per_round": plan.dagger_round_updates,
+                "rampdown_rounds": rampdown,
+                "out_dir": str(SCRATCH / task.key / name),
+            }
     theirs = run_imitation_side(python, jobs, f"{task.key}-dagger")
 
     def imitation_cell(seed: int) -> dict[str, Any]:
@@ -420,16 +515,33 @@ def run_dagger(task: Task, python: Path, seeds: list[int], cache: Path, done: An
 
         n_envs = int(task.preset["n_envs"])
         per_round = -(-plan.dagger_round_labels // n_envs) * n_envs  # collect_rollouts takes whole vector steps
-        config = OnlineConfig(n_rounds=plan.dagger_rounds, n_transitions_per_round=plan.dagger_round_labels,
-                              n_updates_per_round=plan.dagger_round_updates, capacity=plan.dagger_rounds * per_round,
-                              n_envs=n_envs, batch_size=task.preset["batch_size"],
-                              learning_rate=task.preset["learning_rate"], seed=seed)  # fmt: skip
+        config = OnlineConfig(
+            n_rounds=plan.dagger_rounds,
+            n_transitions_per_round=plan.dagger_round_labels,
+            n_updates_per_round=plan.dagger_round_updates,
+            capacity=plan.dagger_rounds * per_round,
+            n_envs=n_envs,
+            batch_size=task.preset["batch_size"],
+            learning_rate=task.preset["learning_rate"],
+            seed=seed,
+        )
         loss = make_loss(loss_name, task.teacher.kind, temperature=task.kl_temperature if loss_name == "kl" else 1.0)
-        result = train_online(task.teacher, task.new_student(seed), loss, LinearBeta(rampdown), config=config,
-                              evaluate=evaluate)  # fmt: skip
-        return {"rounds": [{"round": r.round, "beta": r.beta, "n_labels": r.n_labels, "n_dataset": r.buffer_size,
-                            "driver_return": r.driver_return, "return": stats_json(e)}
-                           for r, e in zip(result.rounds, evaluations)]}  # fmt: skip
+        result = train_online(
+            task.teacher, task.new_student(seed), loss, LinearBeta(rampdown), config=config, evaluate=evaluate
+        )
+        return {
+            "rounds": [
+                {
+                    "round": r.round,
+                    "beta": r.beta,
+                    "n_labels": r.n_labels,
+                    "n_dataset": r.buffer_size,
+                    "driver_return": r.driver_return,
+                    "return": stats_json(e),
+                }
+                for r, e in zip(result.rounds, evaluations)
+            ]
+        }
 
     out = {}
     for seed in seeds:
@@ -443,14 +555,19 @@ def run_dagger(task: Task, python: Path, seeds: list[int], cache: Path, done: An
 
 
 def imitation_versions(python: Path) -> str:
-    code = ("import importlib.metadata as m, platform; print(', '.join(['python ' + platform.python_version()] + "
-            "[f'{p} {m.version(p)}' for p in ('imitation', 'stable_baselines3', 'gymnasium', 'torch', 'numpy')]))")
+    code = (
+        "import importlib.metadata as m, platform; print(', '.join(['python ' + platform.python_version()] + "
+        "[f'{p} {m.version(p)}' for p in ('imitation', 'stable_baselines3', 'gymnasium', 'torch', 'numpy')]))"
+    )
     return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def main() -> None:
-    args = parse_quick_args(__doc__, "1 seed, 2 data budgets, half the gradient steps, DAgger rounds and "
-                            "evaluation episodes, no MuJoCo", only_help="only tasks whose env id contains this")  # fmt: skip
+    args = parse_quick_args(
+        __doc__,
+        "1 seed, 2 data budgets, half the gradient steps, DAgger rounds and evaluation episodes, no MuJoCo",
+        only_help="only tasks whose env id contains this",
+    )
     started = time.perf_counter()
     python = ensure_imitation_venv()
     cache = RESULTS_DIR / "vs_imitation" / ("quick" if args.quick else "full")
@@ -468,8 +585,14 @@ def main() -> None:
         tasks[name] = run_task(task, python, seeds, cache, args.force)
     command = "python benchmarks/vs_imitation.py" + (" --quick" if args.quick else "")
     out = RESULTS_DIR / results_name("vs_imitation", args.quick)
-    write_report(tasks, out, command, time.perf_counter() - started, imitation_versions(python),
-                 None if args.quick else REPO / "README.md")
+    write_report(
+        tasks,
+        out,
+        command,
+        time.perf_counter() - started,
+        imitation_versions(python),
+        None if args.quick else REPO / "README.md",
+    )
     print(f"wrote {out}.md and .json in {time.perf_counter() - started:.0f} s")
 
 

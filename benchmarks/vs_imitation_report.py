@@ -13,8 +13,11 @@ from policykd.fileio import write_json_atomic, write_text_atomic
 
 METHODS = ("imitation", "nll", "kl")
 LABEL = {"imitation": "imitation", "nll": "policykd nll", "kl": "policykd kl"}
-RATIO_HEADER = ["| task | policykd loss | BC return | training samples/s | BC transitions to 95 % | DAgger return "
-                "| DAgger labels to 95 % |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+RATIO_HEADER = [
+    "| task | policykd loss | BC return | training samples/s | BC transitions to 95 % | DAgger return "
+    "| DAgger labels to 95 % |",
+    "|---|---|---|---|---|---|---|",
+]
 
 
 def pooled(cells: list[dict[str, Any]]) -> ReturnStats:
@@ -90,24 +93,34 @@ def task_markdown(t: dict[str, Any], s: dict[str, Any]) -> list[str]:
     m, p = s["methods"], t["plan"]
     n_episodes = len(t["seeds"]) * t["n_eval_episodes"]
     lines = [
-        f"### {t['name']}: {t['env_id']}, {t['teacher_algo']} teacher `{t['teacher']}`", "",
+        f"### {t['name']}: {t['env_id']}, {t['teacher_algo']} teacher `{t['teacher']}`",
+        "",
         f"Teacher {s['teacher']:.1f}, uniform random {s['random']:.1f} on the {t['n_eval_episodes']} evaluation "
         f"episodes; 95 % of the teacher (random = 0 %) is a return ≥ {s['threshold']:.1f}. Student: MLP "
         f"{'×'.join(map(str, t['hidden_sizes']))}, ReLU; batch {t['batch_size']}, Adam lr {t['learning_rate']:g}, "
         f"{p['n_updates']:,} gradient steps at every budget; kl at τ = {t['kl_temperature']:g}; "
-        f"seeds {t['seeds']}.", "",
+        f"seeds {t['seeds']}.",
+        "",
         f"BC: return at {p['budgets'][-1]:,} transitions (mean ± 95 % CI over the {n_episodes} evaluation episodes "
-        "of all seeds), transitions needed to reach 95 % and training samples/s:", "",
+        "of all seeds), transitions needed to reach 95 % and training samples/s:",
+        "",
         "| method | return | % of teacher | transitions to 95 % (seed mean; per seed) | samples/s |",
         "|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for k in METHODS:
         x = m[k]
         per_seed = ", ".join(fmt_n(n) for n in x["bc_to_95_per_seed"])
-        lines.append(f"| {LABEL[k]} | {fmt_ret(x['bc_final'])} | {x['bc_final_pct_of_teacher']:.1f} | "
-                     f"{fmt_n(x['bc_to_95'])}; {per_seed} | {x['samples_per_s']:,.0f} |")  # fmt: skip
-    lines += ["", "BC learning curve: return after training on the first n transitions, mean [95 % CI] over seeds:",
-              "", "| transitions | " + " | ".join(LABEL[k] for k in METHODS) + " |", "|---|" + "---|" * len(METHODS)]
+        lines.append(
+            f"| {LABEL[k]} | {fmt_ret(x['bc_final'])} | {x['bc_final_pct_of_teacher']:.1f} | "
+            f"{fmt_n(x['bc_to_95'])}; {per_seed} | {x['samples_per_s']:,.0f} |"
+        )
+    lines += [
+        "",
+        "BC learning curve: return after training on the first n transitions, mean [95 % CI] over seeds:",
+        "",
+        "| transitions | " + " | ".join(LABEL[k] for k in METHODS) + " |",
+        "|---|" + "---|" * len(METHODS),
+    ]
     for i, n in enumerate(p["budgets"]):
         cells = ["{:.1f} [{:.1f}, {:.1f}]".format(*m[k]["bc_curve"][i]) for k in METHODS]
         lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
@@ -115,38 +128,48 @@ def task_markdown(t: dict[str, Any], s: dict[str, Any]) -> list[str]:
     first_rounds = [rounds[f"dagger-imitation-seed{seed}"]["rounds"][0] for seed in t["seeds"]]
     expert_there = np.mean([r["driver_return"] for r in first_rounds])
     lines += [
-        "", f"DAgger: {p['dagger_rounds']} rounds, β from 1 to 0 over {t['dagger']['rampdown_rounds']} rounds "
+        "",
+        f"DAgger: {p['dagger_rounds']} rounds, β from 1 to 0 over {t['dagger']['rampdown_rounds']} rounds "
         f"(linear), ≥ {p['dagger_round_labels']:,} labels and {p['dagger_round_updates']:,} gradient steps per "
         "round. "
         f"imitation: 1 env in {t['imitation_env_id']}, whole episodes per round (its expert, loaded in imitation's "
         f"venv, scored {expert_there:.1f} there in round 0); policykd: {t['n_envs']} envs in {t['env_id']}, episodes "
-        "run on across rounds. Return after each round, mean over seeds (labels too):", "",
+        "run on across rounds. Return after each round, mean over seeds (labels too):",
+        "",
         "| round | " + " | ".join(f"{LABEL[k]}: labels | return" for k in METHODS) + " |",
         "|---|" + "---|---|" * len(METHODS),
-    ]  # fmt: skip
+    ]
     for i in range(p["dagger_rounds"]):
         cells = [f"{m[k]['dagger_labels'][i]:,.0f} | {m[k]['dagger_curve'][i]:.1f}" for k in METHODS]
         lines.append(f"| {i} | " + " | ".join(cells) + " |")
-    lines += ["", "| method | DAgger labels to 95 % (seed mean; per seed) | final return | % of teacher |",
-              "|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "| method | DAgger labels to 95 % (seed mean; per seed) | final return | % of teacher |",
+        "|---|---|---|---|",
+    ]
     for k in METHODS:
         x = m[k]
         per_seed = ", ".join(fmt_n(n) for n in x["dagger_to_95_per_seed"])
-        lines.append(f"| {LABEL[k]} | {fmt_n(x['dagger_to_95'])}; {per_seed} | {fmt_ret(x['dagger_final'])} | "
-                     f"{x['dagger_final_pct_of_teacher']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {LABEL[k]} | {fmt_n(x['dagger_to_95'])}; {per_seed} | {fmt_ret(x['dagger_final'])} | "
+            f"{x['dagger_final_pct_of_teacher']:.1f} |"
+        )
     return lines + [""]
 
 
 def time_rows(t: dict[str, Any]) -> str:
     th = t["throughput"]
     share = lambda part, whole: f"{part:.1f} s ({100 * part / whole:.0f} %)"  # noqa: E731
-    return (f"| {t['env_id']} | {th['n_updates']:,} × {t['batch_size']} | {th['imitation_train_time_s']:.1f} | "
-            f"{share(th['imitation_loader_time_s'], th['imitation_train_time_s'])} | {th['nll_train_time_s']:.1f} | "
-            f"{share(th['policykd_sample_time_s'], th['nll_train_time_s'])} |")  # fmt: skip
+    return (
+        f"| {t['env_id']} | {th['n_updates']:,} × {t['batch_size']} | {th['imitation_train_time_s']:.1f} | "
+        f"{share(th['imitation_loader_time_s'], th['imitation_train_time_s'])} | {th['nll_train_time_s']:.1f} | "
+        f"{share(th['policykd_sample_time_s'], th['nll_train_time_s'])} |"
+    )
 
 
 NOTES = [
-    "## How the two sides are made the same", "",
+    "## How the two sides are made the same",
+    "",
     "- Same expert, same data: per seed, one buffer of teacher-driven transitions collected by policykd's "
     "`collect_rollouts` (with the env preset's exploration), exported as `obs, acts, next_obs, dones` and read by "
     "imitation as `Transitions`. A budget of n transitions is the first n rows for both (n / n_envs steps of each "
@@ -168,41 +191,54 @@ NOTES = [
     "- DAgger: imitation's `SimpleDAggerTrainer` rounds run one by one (as its `train` does) so that the policy can be "
     "exported after each; BC's rollout statistics are switched off (`log_rollouts_venv=None`) as policykd's loop "
     "evaluates nothing in between either. Labels count every state the expert was asked about, whoever drove "
-    "(imitation: at the expert's `predict`; policykd: `collect_rollouts`).", "",
-]  # fmt: skip
+    "(imitation: at the expert's `predict`; policykd: `collect_rollouts`).",
+    "",
+]
 
 
-def write_report(tasks: dict[str, Any], out: Path, command: str, wall_time: float, imitation_versions: str,
-                 readme: Path | None) -> None:  # fmt: skip
+def write_report(
+    tasks: dict[str, Any], out: Path, command: str, wall_time: float, imitation_versions: str, readme: Path | None
+) -> None:
     """``out``.md and .json; the ratio table also goes between the ``vs-imitation`` markers of ``readme``
     when it has them."""
     done = {name: t for name, t in tasks.items() if isinstance(t, dict)}
     summaries = {name: summarise(t) for name, t in done.items()}
     ratio_table = RATIO_HEADER + [row for name, t in done.items() for row in ratio_rows(t, summaries[name])]
     text = [
-        "# policykd vs the imitation library (BC and DAgger)", "",
-        "Generated by `benchmarks/vs_imitation.py`; do not edit by hand.", "",
+        "# policykd vs the imitation library (BC and DAgger)",
+        "",
+        "Generated by `benchmarks/vs_imitation.py`; do not edit by hand.",
+        "",
         provenance(command).rstrip(),
         f"- imitation's venv (`benchmarks/.venv-imitation`): {imitation_versions}",
         f"- wall time of this invocation: {wall_time / 60:.1f} min (cells cached by an earlier invocation are read, "
-        "not rerun); 1 torch thread on each side, on 2 cores shared with expert trainings and other jobs", "",
-        "## Ratios (policykd / imitation)", "",
+        "not rerun); 1 torch thread on each side, on 2 cores shared with expert trainings and other jobs",
+        "",
+        "## Ratios (policykd / imitation)",
+        "",
         "Returns enter as return − (uniform random policy's return), so 1.00 is a tie on negative-return tasks too. "
         "Above 1 is better for policykd for return and samples/s; below 1 is better for the transitions and labels "
-        "needed to reach 95 % of the teacher (n/a: one side never reached it).", "",
-        *ratio_table, "",
-        "## Where the training time goes", "",
+        "needed to reach 95 % of the teacher (n/a: one side never reached it).",
+        "",
+        *ratio_table,
+        "",
+        "## Where the training time goes",
+        "",
         "Medians over back-to-back repeats on the same ≤ 20,000 transitions (imitation's between policykd's; 3 per "
-        "side, 1 with `--quick`). \"Batches alone\" draws as many batches without training: imitation iterates BC's "
+        'side, 1 with `--quick`). "Batches alone" draws as many batches without training: imitation iterates BC\'s '
         "`DataLoader`, which indexes `Transitions` one sample at a time and collates the samples; policykd calls "
-        "`LabelledBuffer.sample`, one vectorised gather.", "",
+        "`LabelledBuffer.sample`, one vectorised gather.",
+        "",
         "| task | gradient steps × batch | imitation BC s | its batches alone | policykd nll s | its batches alone |",
-        "|---|---|---|---|---|---|", *(time_rows(t) for t in done.values()), "",
-    ]  # fmt: skip
+        "|---|---|---|---|---|---|",
+        *(time_rows(t) for t in done.values()),
+        "",
+    ]
     for name, t in tasks.items():
         text += task_markdown(t, summaries[name]) if isinstance(t, dict) else [f"### {name}", "", t, ""]
     write_text_atomic(out.with_suffix(".md"), "\n".join(text + NOTES) + stale_note())
-    write_json_atomic(out.with_suffix(".json"), {"command": command, "wall_time_s": wall_time,
-                                                  "summaries": summaries, "tasks": tasks})  # fmt: skip
+    write_json_atomic(
+        out.with_suffix(".json"), {"command": command, "wall_time_s": wall_time, "summaries": summaries, "tasks": tasks}
+    )
     if readme is not None and readme.is_file() and "<!-- vs-imitation:start -->" in readme.read_text():
         replace_between_markers(readme, "vs-imitation", "\n".join(ratio_table))

@@ -11,7 +11,14 @@ from typing import Literal, NamedTuple
 import torch
 
 TeacherKind = Literal["categorical", "q_values", "quantiles", "gaussian", "squashed_gaussian", "deterministic"]
-TEACHER_KINDS: tuple[str, ...] = ("categorical", "q_values", "quantiles", "gaussian", "squashed_gaussian", "deterministic")
+TEACHER_KINDS: tuple[str, ...] = (
+    "categorical",
+    "q_values",
+    "quantiles",
+    "gaussian",
+    "squashed_gaussian",
+    "deterministic",
+)
 DISCRETE_KINDS: tuple[str, ...] = ("categorical", "q_values", "quantiles")
 GAUSSIAN_KINDS: tuple[str, ...] = ("gaussian", "squashed_gaussian")
 

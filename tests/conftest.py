@@ -65,7 +65,10 @@ def zoo_run_dir() -> Callable[..., Path]:
         params_dir = run_dir / env_id
         params_dir.mkdir(parents=True)
         (run_dir / f"{env_id}.zip").write_bytes(Path(zip_path).read_bytes())
-        for name, content in (("config.yml", config if config is not None else {"policy": "MlpPolicy"}), ("args.yml", args)):
+        for name, content in (
+            ("config.yml", config if config is not None else {"policy": "MlpPolicy"}),
+            ("args.yml", args),
+        ):
             if content is None:
                 continue
             if ordered:
@@ -116,6 +119,14 @@ def cartpole_distill_run(tmp_path_factory: pytest.TempPathFactory, cartpole_expe
     from policykd.jobs.distill import DistillConfig, distill
 
     out_dir = tmp_path_factory.mktemp("distill") / "run"
-    config = DistillConfig(teacher=str(cartpole_expert_dir), n_transitions=5_000, n_updates=500, n_eval_episodes=3,
-                           eval_every=250, seed=0, out_dir=str(out_dir), progress_bar=False)  # fmt: skip
+    config = DistillConfig(
+        teacher=str(cartpole_expert_dir),
+        n_transitions=5_000,
+        n_updates=500,
+        n_eval_episodes=3,
+        eval_every=250,
+        seed=0,
+        out_dir=str(out_dir),
+        progress_bar=False,
+    )
     return distill(config), out_dir

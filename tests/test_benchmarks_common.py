@@ -100,8 +100,13 @@ def test_a_task_reused_from_its_summary_flags_its_stale_cells(tmp_path, scratch,
     (cache / "legacy.json").write_text('{"value": 0}')
     common.write_json_atomic(cache / "summary.json", {"mean": 1})
     monkeypatch.setattr(common, "is_finished", lambda path: True)
-    sections = common.task_sections([("task", "agents/x", None)], "sweep", "not this one",
-                                    run=None, section=lambda name, summary: f"{name}: {summary['mean']}")
+    sections = common.task_sections(
+        [("task", "agents/x", None)],
+        "sweep",
+        "not this one",
+        run=None,
+        section=lambda name, summary: f"{name}: {summary['mean']}",
+    )
     assert sections == ["task: 1"] and common.STALE_CELLS == ["sweep/task/legacy.json"]
 
 

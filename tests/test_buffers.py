@@ -32,17 +32,32 @@ def q_values(n: int, offset: float) -> TeacherOutput:
 def make_buffer(capacity: int, kinds: tuple[str, ...] = ("categorical", "q_values"), **meta) -> LabelledBuffer:
     shapes = {"logits": (N_ACTIONS,), "q_values": (N_ACTIONS,), "value": ()}
     used = {f for kind in kinds for f in KIND_FIELDS[kind]}
-    return LabelledBuffer(capacity, observation_shape=OBS_SHAPE, observation_dtype=np.uint8, action_shape=(),
-                          action_dtype=np.int64, teacher_kinds=kinds,
-                          teacher_field_shapes={f: s for f, s in shapes.items() if f in used}, meta=meta or None)
+    return LabelledBuffer(
+        capacity,
+        observation_shape=OBS_SHAPE,
+        observation_dtype=np.uint8,
+        action_shape=(),
+        action_dtype=np.int64,
+        teacher_kinds=kinds,
+        teacher_field_shapes={f: s for f, s in shapes.items() if f in used},
+        meta=meta or None,
+    )
 
 
 def add_step(buf: LabelledBuffer, step: int, n: int, driver: int = DRIVER_TEACHER) -> None:
     """n transitions whose contents all encode ``step`` (observations = step + env index)."""
     obs = (step * 10 + np.arange(n)[:, None, None] + np.zeros((n, *OBS_SHAPE))).astype(np.uint8)
     outputs = [{"categorical": categorical, "q_values": q_values}[kind](n, 100.0 * step) for kind in buf.teacher_kinds]
-    buf.add(obs, np.full(n, step % N_ACTIONS), np.full(n, float(step)), np.arange(n) == 0, np.zeros(n, bool),
-            np.full(n, step == 0), np.full(n, driver, np.int8), outputs)
+    buf.add(
+        obs,
+        np.full(n, step % N_ACTIONS),
+        np.full(n, float(step)),
+        np.arange(n) == 0,
+        np.zeros(n, bool),
+        np.full(n, step == 0),
+        np.full(n, driver, np.int8),
+        outputs,
+    )
 
 
 def test_ring_wraps_when_a_step_straddles_the_end() -> None:
@@ -119,14 +134,20 @@ def test_mixed_kinds_store_nan_for_missing_fields_and_rebuild_per_kind() -> None
 def test_for_teachers_derives_layout_from_spaces_and_outputs() -> None:
     obs_space = spaces.Box(0, 255, (84, 84, 4), np.uint8)
     quantiles = torch.zeros(2, 25, 6)
-    outputs = [TeacherOutput("quantiles", q_values=quantiles.mean(1), quantiles=quantiles, value=torch.zeros(2)),
-               TeacherOutput("categorical", logits=torch.zeros(2, 6), value=torch.zeros(2))]
+    outputs = [
+        TeacherOutput("quantiles", q_values=quantiles.mean(1), quantiles=quantiles, value=torch.zeros(2)),
+        TeacherOutput("categorical", logits=torch.zeros(2, 6), value=torch.zeros(2)),
+    ]
     buf = LabelledBuffer.for_teachers(10, obs_space, spaces.Discrete(6), outputs, meta={"env_id": "PongNoFrameskip-v4"})
     assert buf.observation_shape == (84, 84, 4) and buf.observation_dtype == np.uint8
     assert buf.action_shape == () and buf.n_teachers == 2
     assert buf.teacher_field_shapes == {"logits": (6,), "q_values": (6,), "quantiles": (25, 6), "value": ()}
-    box = LabelledBuffer.for_teachers(10, spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,)),
-                                      [TeacherOutput("deterministic", action=torch.zeros(1, 2), value=torch.zeros(1))])
+    box = LabelledBuffer.for_teachers(
+        10,
+        spaces.Box(-1, 1, (3,)),
+        spaces.Box(-1, 1, (2,)),
+        [TeacherOutput("deterministic", action=torch.zeros(1, 2), value=torch.zeros(1))],
+    )
     assert box.action_shape == (2,) and box.action_dtype == np.float32
     with pytest.raises(PolicyKDError, match="not supported"):
         LabelledBuffer.for_teachers(10, spaces.Dict({"a": spaces.Discrete(2)}), spaces.Discrete(6), outputs)
@@ -147,8 +168,17 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert (loaded.pos, loaded.full, len(loaded), loaded.capacity) == (1, True, 5, 5)
     assert loaded.meta == {"env_id": "CartPole-v1", "sources": ["ppo.zip", "dqn.zip"]}
     assert loaded.layout() == buf.layout()
-    for name in ("observations", "actions", "rewards", "terminated", "episode_starts", "drivers",
-                 "teacher_logits", "teacher_q_values", "teacher_value"):
+    for name in (
+        "observations",
+        "actions",
+        "rewards",
+        "terminated",
+        "episode_starts",
+        "drivers",
+        "teacher_logits",
+        "teacher_q_values",
+        "teacher_value",
+    ):
         np.testing.assert_array_equal(loaded.column(name), buf.column(name))
         assert loaded.column(name).dtype == buf.column(name).dtype
     a, b = buf.sample(7, np.random.default_rng(3)), loaded.sample(7, np.random.default_rng(3))
@@ -251,8 +281,15 @@ def test_bad_teacher_outputs_are_refused() -> None:
     with pytest.raises(PolicyKDError, match="observations"):
         buf.add(obs.astype(np.float32), *args[1:], [categorical(2, 0.0), q_values(2, 0.0)])
     with pytest.raises(PolicyKDError, match="teacher_field_shapes"):
-        LabelledBuffer(4, observation_shape=(), observation_dtype=np.int64, action_shape=(), action_dtype=np.int64,
-                       teacher_kinds=["categorical"], teacher_field_shapes={"logits": (2,)})
+        LabelledBuffer(
+            4,
+            observation_shape=(),
+            observation_dtype=np.int64,
+            action_shape=(),
+            action_dtype=np.int64,
+            teacher_kinds=["categorical"],
+            teacher_field_shapes={"logits": (2,)},
+        )
     assert len(buf) == 0
 
 
@@ -275,12 +312,21 @@ def test_user_mistakes_outside_add_are_policykd_errors(tmp_path: Path) -> None:
 def test_discrete_actions_of_shape_n_by_1_are_accepted() -> None:
     buf = make_buffer(4, kinds=("categorical",))
     obs = np.zeros((2, *OBS_SHAPE), np.uint8)
-    buf.add(obs, np.array([[1], [2]]), np.zeros(2), np.zeros(2, bool), np.zeros(2, bool), np.ones(2, bool),
-            DRIVER_STUDENT, [categorical(2, 0.0)])
+    buf.add(
+        obs,
+        np.array([[1], [2]]),
+        np.zeros(2),
+        np.zeros(2, bool),
+        np.zeros(2, bool),
+        np.ones(2, bool),
+        DRIVER_STUDENT,
+        [categorical(2, 0.0)],
+    )
     assert buf.column("actions").tolist() == [1, 2] and buf.driver_shares()["student"] == 1.0
 
 
 # -- frame-deduplicated storage of stacked images (Atari) --------------------------------------------
+
 
 @pytest.mark.expensive
 def test_deduplicated_frames_rebuild_exactly_what_vecframestack_gave():
@@ -294,29 +340,34 @@ def test_deduplicated_frames_rebuild_exactly_what_vecframestack_gave():
     from policykd.data.envs import EnvRecipe, make_vec_env
     from policykd.data.teachers import Teacher
 
-    recipe = EnvRecipe("BreakoutNoFrameskip-v4", env_wrapper=["stable_baselines3.common.atari_wrappers.AtariWrapper"],
-                       frame_stack=4)  # fmt: skip
+    recipe = EnvRecipe(
+        "BreakoutNoFrameskip-v4", env_wrapper=["stable_baselines3.common.atari_wrappers.AtariWrapper"], frame_stack=4
+    )
     venv = make_vec_env(recipe, 3, seed=0)
     policy = PPO("CnnPolicy", venv, n_steps=8, batch_size=8, seed=0, device="cpu").policy
     teacher = Teacher(policy, algo="ppo", source="test", recipe=recipe)
     # a random-ish driver (epsilon) ends episodes at life losses, so stacks cross episode starts
     dedup, _ = collect_rollouts(venv, [teacher], 450, rng=np.random.default_rng(0), epsilon=0.5)
     assert dedup.frame_stack == 4 and dedup.column("observations").shape[1:] == (1, 84, 84)
-    full = LabelledBuffer.for_teachers(len(dedup), venv.observation_space, venv.action_space,
-                                       dedup.batch_at(np.arange(1)).teacher_outputs)  # fmt: skip
+    full = LabelledBuffer.for_teachers(
+        len(dedup), venv.observation_space, venv.action_space, dedup.batch_at(np.arange(1)).teacher_outputs
+    )
     venv2 = make_vec_env(recipe, 3, seed=0)
-    full, _ = collect_rollouts(venv2, [_StackKeeping(teacher)], 450, rng=np.random.default_rng(0), epsilon=0.5,
-                               buffer=full)  # fmt: skip
+    full, _ = collect_rollouts(
+        venv2, [_StackKeeping(teacher)], 450, rng=np.random.default_rng(0), epsilon=0.5, buffer=full
+    )
     assert bool(dedup.column("episode_starts")[3:].any()), "the test needs an episode start inside the data"
     everything = np.arange(len(dedup))
-    np.testing.assert_array_equal(dedup.batch_at(everything).observations.numpy(),
-                                  full.batch_at(everything).observations.numpy())  # fmt: skip
+    np.testing.assert_array_equal(
+        dedup.batch_at(everything).observations.numpy(), full.batch_at(everything).observations.numpy()
+    )
     assert dedup.column("observations").nbytes * 4 == full.column("observations").nbytes
     with tempfile.TemporaryDirectory() as tmp:
         dedup.save(f"{tmp}/b.npz")
         loaded = LabelledBuffer.load(f"{tmp}/b.npz")
-    np.testing.assert_array_equal(loaded.batch_at(everything).observations.numpy(),
-                                  full.batch_at(everything).observations.numpy())  # fmt: skip
+    np.testing.assert_array_equal(
+        loaded.batch_at(everything).observations.numpy(), full.batch_at(everything).observations.numpy()
+    )
 
 
 class _StackKeeping:
@@ -334,15 +385,31 @@ class _StackKeeping:
 
 
 def test_full_deduplicated_ring_never_samples_a_stack_it_cannot_rebuild():
-    buffer = LabelledBuffer(10, observation_shape=(4, 2, 2), observation_dtype=np.uint8, action_shape=(),
-                            action_dtype=np.int64, teacher_kinds=["categorical"],
-                            teacher_field_shapes={"logits": (2,), "value": ()}, frame_stack=4, n_envs=2)  # fmt: skip
+    buffer = LabelledBuffer(
+        10,
+        observation_shape=(4, 2, 2),
+        observation_dtype=np.uint8,
+        action_shape=(),
+        action_dtype=np.int64,
+        teacher_kinds=["categorical"],
+        teacher_field_shapes={"logits": (2,), "value": ()},
+        frame_stack=4,
+        n_envs=2,
+    )
     out = TeacherOutput("categorical", logits=torch.zeros(2, 2), value=torch.zeros(2))
     for step in range(8):  # 16 rows into a ring of 10: the oldest rows' earlier frames are gone
         frame = np.full((2, 1, 2, 2), step, np.uint8)
         obs = np.concatenate([np.maximum(frame - k, 0) for k in (3, 2, 1, 0)], axis=1)
-        buffer.add(obs, np.zeros(2, np.int64), np.zeros(2), np.zeros(2, bool), np.zeros(2, bool),
-                   np.full(2, step == 0), 0, [out])  # fmt: skip
+        buffer.add(
+            obs,
+            np.zeros(2, np.int64),
+            np.zeros(2),
+            np.zeros(2, bool),
+            np.zeros(2, bool),
+            np.full(2, step == 0),
+            0,
+            [out],
+        )
     batch = buffer.sample(200, np.random.default_rng(0))
     newest = batch.observations[:, -1, 0, 0].numpy().astype(int)
     for back in range(4):  # every sampled stack is the true one: step, step-1, step-2, step-3

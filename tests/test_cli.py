@@ -83,12 +83,20 @@ def test_evaluate_and_collect_user_errors(bad_files, cartpole_expert_dir, tmp_pa
         (["evaluate", str(bad_files["missing"]), "--env", "CartPole-v1"], "evaluate", "does not exist"),
         (["evaluate", str(cartpole_expert_dir / "CartPole-v1.zip"), "--env", "MountainCar-v0"], "evaluate", "space"),
         (["evaluate", str(cartpole_expert_dir), "--episodes", "0"], "evaluate", "episodes"),
-        (["evaluate", str(cartpole_expert_dir / "CartPole-v1.zip"), "--env", "CartPole-v1", "--record"], "evaluate",
-         "--record needs a zoo folder"),
-    ]  # fmt: skip
+        (
+            ["evaluate", str(cartpole_expert_dir / "CartPole-v1.zip"), "--env", "CartPole-v1", "--record"],
+            "evaluate",
+            "--record needs a zoo folder",
+        ),
+    ]
     out = tmp_path / "buffer.npz"
-    cases.append((["collect", "--teacher", str(bad_files["corrupt_zip"]), "--env", "CartPole-v1", "--out", str(out)],
-                  "collect", "not a readable SB3 model"))  # fmt: skip
+    cases.append(
+        (
+            ["collect", "--teacher", str(bad_files["corrupt_zip"]), "--env", "CartPole-v1", "--out", str(out)],
+            "collect",
+            "not a readable SB3 model",
+        )
+    )
     for argv, command, fragment in cases:
         code, _, err = run_cli(argv, capsys)
         assert_one_line_error(code, err, command, fragment)
@@ -100,10 +108,22 @@ def test_console_script_error_is_one_line(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out_dir = tmp_path / "out"
     result = subprocess.run(
-        [str(script), "distill", "--teacher", str(tmp_path / "missing.zip"), "--env", "CartPole-v1",
-         "--out", str(out_dir)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
+        [
+            str(script),
+            "distill",
+            "--teacher",
+            str(tmp_path / "missing.zip"),
+            "--env",
+            "CartPole-v1",
+            "--out",
+            str(out_dir),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert_one_line_error(result.returncode, result.stderr, "distill", "does not exist")
     assert result.stdout == ""
@@ -135,8 +155,20 @@ def test_evaluate_a_student_folder(cartpole_distill_run, capsys):
 
 def test_collect_then_distill_from_the_buffer(cartpole_expert_dir, tmp_path, capsys):
     out = tmp_path / "buffer.npz"
-    code, stdout, err = run_cli(["collect", "--teacher", str(cartpole_expert_dir), "--n-transitions", "400",
-                                 "--n-envs", "4", "--out", str(out)], capsys)  # fmt: skip
+    code, stdout, err = run_cli(
+        [
+            "collect",
+            "--teacher",
+            str(cartpole_expert_dir),
+            "--n-transitions",
+            "400",
+            "--n-envs",
+            "4",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     buffer = LabelledBuffer.load(out)
     assert len(buffer) == 400 and buffer.teacher_kinds == ("categorical",)
@@ -144,8 +176,21 @@ def test_collect_then_distill_from_the_buffer(cartpole_expert_dir, tmp_path, cap
     assert f"wrote {out}" in stdout
 
     run_dir = tmp_path / "run"
-    code, stdout, err = run_cli(["distill", "--buffer", str(out), "--n-updates", "50", "--eval-episodes", "2",
-                                 "--no-progress", "--out", str(run_dir)], capsys)  # fmt: skip
+    code, stdout, err = run_cli(
+        [
+            "distill",
+            "--buffer",
+            str(out),
+            "--n-updates",
+            "50",
+            "--eval-episodes",
+            "2",
+            "--no-progress",
+            "--out",
+            str(run_dir),
+        ],
+        capsys,
+    )
     assert code == 0, err
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["n_teacher_transitions"] == 400 and summary["n_updates"] == 50

@@ -122,9 +122,13 @@ def test_beta_outside_unit_interval_is_refused(venv, cartpole_teacher, beta):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"beta": 0.5}, "student must be given"), ({"epsilon": 1.5}, "epsilon"), ({"action_noise": -1.0}, "noise"),
-     ({"n_transitions": 0}, "n_transitions")],
-)  # fmt: skip
+    [
+        ({"beta": 0.5}, "student must be given"),
+        ({"epsilon": 1.5}, "epsilon"),
+        ({"action_noise": -1.0}, "noise"),
+        ({"n_transitions": 0}, "n_transitions"),
+    ],
+)
 def test_other_bad_arguments_are_refused(venv, cartpole_teacher, kwargs, message):
     n_transitions = kwargs.pop("n_transitions", 100)
     with pytest.raises(PolicyKDError, match=message):

@@ -25,15 +25,17 @@ def cartpole_teachers(cartpole_expert_dir):
 @pytest.mark.parametrize("drive", ["first", "merged", "round-robin", "random"])
 def test_every_teacher_labels_every_transition_whoever_drives(cartpole_teachers, drive):
     venv = make_vec_env(cartpole_teachers[0].recipe, 4, seed=0)
-    buffer, stats = collect_rollouts(venv, cartpole_teachers, 400, rng=np.random.default_rng(0),
-                                     teacher_drive=drive, merge=make_merge("mean-probs"))  # fmt: skip
+    buffer, stats = collect_rollouts(
+        venv, cartpole_teachers, 400, rng=np.random.default_rng(0), teacher_drive=drive, merge=make_merge("mean-probs")
+    )
     assert buffer.teacher_kinds == ("categorical", "q_values", "quantiles")
     batch = buffer.batch_at(np.arange(len(buffer)))
     for k, teacher in enumerate(cartpole_teachers):  # the stored labels are each teacher's own outputs
         relabelled = teacher(batch.observations.numpy())
         field = "logits" if teacher.kind == "categorical" else "q_values"
-        np.testing.assert_allclose(getattr(batch.teacher_outputs[k], field).numpy(),
-                                   getattr(relabelled, field).numpy(), rtol=1e-5, atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(
+            getattr(batch.teacher_outputs[k], field).numpy(), getattr(relabelled, field).numpy(), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_round_robin_moves_each_env_to_the_next_teacher_at_episode_end():
@@ -59,8 +61,9 @@ def test_round_robin_moves_each_env_to_the_next_teacher_at_episode_end():
 
     recipe = EnvRecipe("CartPole-v1")
     venv = make_vec_env(recipe, 2, seed=0)
-    buffer, _ = collect_rollouts(venv, [Always(0, recipe), Always(1, recipe)], 200, rng=np.random.default_rng(0),
-                                 teacher_drive="round-robin")  # fmt: skip
+    buffer, _ = collect_rollouts(
+        venv, [Always(0, recipe), Always(1, recipe)], 200, rng=np.random.default_rng(0), teacher_drive="round-robin"
+    )
     actions, starts = buffer.column("actions").reshape(-1, 2), buffer.column("episode_starts").reshape(-1, 2)
     for env in range(2):
         episode = np.cumsum(starts[:, env]) - 1  # index of the episode each step belongs to
@@ -69,9 +72,18 @@ def test_round_robin_moves_each_env_to_the_next_teacher_at_episode_end():
 
 def test_ensemble_distillation_reports_each_teacher_and_merge(cartpole_expert_dir, tmp_path):
     root = cartpole_expert_dir.parents[2]
-    s = distill(DistillConfig(teachers=tuple(str(root / t) for t in CARTPOLE), merge="entropy-weighted",
-                              teacher_weights=(2.0, 1.0, 1.0), n_transitions=2000, n_updates=200, n_eval_episodes=2,
-                              out_dir=str(tmp_path / "run"), progress_bar=False))  # fmt: skip
+    s = distill(
+        DistillConfig(
+            teachers=tuple(str(root / t) for t in CARTPOLE),
+            merge="entropy-weighted",
+            teacher_weights=(2.0, 1.0, 1.0),
+            n_transitions=2000,
+            n_updates=200,
+            n_eval_episodes=2,
+            out_dir=str(tmp_path / "run"),
+            progress_bar=False,
+        )
+    )
     assert [t["algo"] for t in s["teachers"]] == ["ppo", "dqn", "qrdqn"]
     assert s["merge"] == "entropy-weighted" and s["teacher_weights"] == [2.0, 1.0, 1.0]
     assert s["teacher_params"] == sum(t["params"] for t in s["teachers"])
@@ -103,8 +115,15 @@ def test_merge_options_need_several_teachers(cartpole_expert_dir, tmp_path):
 @pytest.mark.expensive
 def test_several_tasks_distil_into_one_smaller_student(cartpole_expert_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(cartpole_expert_dir.parents[2])
-    s = distill_tasks(TasksConfig(tasks=(("CartPole-v1", None), ("Acrobot-v1", None)), n_transitions=3000,
-                                  n_updates=600, n_eval_episodes=3, out_dir=str(tmp_path / "mt")))  # fmt: skip
+    s = distill_tasks(
+        TasksConfig(
+            tasks=(("CartPole-v1", None), ("Acrobot-v1", None)),
+            n_transitions=3000,
+            n_updates=600,
+            n_eval_episodes=3,
+            out_dir=str(tmp_path / "mt"),
+        )
+    )
     assert set(s["tasks"]) == {"CartPole-v1", "Acrobot-v1"}
     assert s["student_params"] < s["sum_teacher_params"]
     assert s["tasks"]["CartPole-v1"]["student"]["mean"] > 100  # well above random (~22) after a short run

@@ -100,11 +100,16 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
     run_dir = tmp_path / "ppo" / "CartPole-v1_1"
     run_dir.mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time\n"
-         f"f = open({str(run_dir / '.train.lock')!r}, 'w'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-         "print('locked', flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            f"f = open({str(run_dir / '.train.lock')!r}, 'w'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(PolicyKDError, match="being trained by another process"):
@@ -119,8 +124,14 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
 def test_an_interrupted_dqn_run_resumes(tmp_path, monkeypatch, captured_checkpoints):
     """Killed right after its first checkpoint, a DQN run resumes from it: the step count
     continues, learning waits for the emptied replay buffer to refill, expert.json says so."""
-    kwargs = dict(zoo_dir=tmp_path, n_timesteps=1_600, checkpoint_every=500, n_eval_episodes=1, progress_bar=False,
-                  hyperparams={"gradient_steps": 8})  # fmt: skip
+    kwargs = dict(
+        zoo_dir=tmp_path,
+        n_timesteps=1_600,
+        checkpoint_every=500,
+        n_eval_episodes=1,
+        progress_bar=False,
+        hyperparams={"gradient_steps": 8},
+    )
     write_json = experts.write_json_atomic
 
     def write_then_die(path, data):
@@ -246,8 +257,10 @@ def test_train_expert_cli_errors_are_one_line(ppo_run, capsys):
         (["--algo", "ppo", "--env", "CartPole-v1"], "already holds a finished expert; pass another --run-id"),
         (["--algo", "nope", "--env", "CartPole-v1"], "unknown algo 'nope'"),
         (["--algo", "ppo", "--env", "CartPole-v1", "--run-id", "2", "--device", "gpu"], "unknown device 'gpu'"),
-        (["--algo", "ppo", "--env", "CartPole-v1", "--run-id", "2", "--selection-episodes", "-1"],
-         "selection episodes must be >= 0"),
+        (
+            ["--algo", "ppo", "--env", "CartPole-v1", "--run-id", "2", "--selection-episodes", "-1"],
+            "selection episodes must be >= 0",
+        ),
     ):
         with pytest.raises(SystemExit) as exit_:
             main(["train-expert", *argv, "--zoo-dir", zoo_dir, "--n-timesteps", "2000"])

@@ -93,7 +93,9 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys, monkeypa
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and fragment in err[0], err
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a)
+    )
     with pytest.raises(PolicyKDError, match=r"needs onnxruntime: pip install 'policykd\[onnx\]'"):
         export_onnx(tmp_path / "student", tmp_path / "policy.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["multi", "student"]
@@ -115,7 +117,10 @@ def test_policykd_evaluate_plays_the_onnx_file_as_the_student(tmp_path, capsys):
     (tmp_path / "student" / "recipe.json").unlink()  # the file alone must be enough
 
     scores = []
-    for source, extra in ((tmp_path / "elsewhere" / "policy.onnx", []), (tmp_path / "student", ["--env", "CartPole-v1"])):
+    for source, extra in (
+        (tmp_path / "elsewhere" / "policy.onnx", []),
+        (tmp_path / "student", ["--env", "CartPole-v1"]),
+    ):
         main(["evaluate", str(source), "--episodes", "3", "--seed", "5", *extra])
         scores.append(capsys.readouterr().out.split(": return ")[1].split(" over")[0])
     assert scores[0] == scores[1]

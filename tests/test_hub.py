@@ -99,7 +99,9 @@ def test_resolve_hub_id_lays_out_zoo_folder(sb3_expert, offline_hf_cache, tmp_pa
     assert not (run_dir / "CartPole-v1.zip").is_symlink()  # a copy, not a link into the HF cache
     assert not (run_dir / "CartPole-v1" / "vecnormalize.pkl").exists()
     teacher = load_teacher(run_dir)
-    assert teacher.algo == "ppo" and teacher.recipe == EnvRecipe("CartPole-v1", env_kwargs={"sutton_barto_reward": True})
+    assert teacher.algo == "ppo" and teacher.recipe == EnvRecipe(
+        "CartPole-v1", env_kwargs={"sutton_barto_reward": True}
+    )
 
     # Resolving again refreshes the folder: a file the repo does not hold does not linger.
     (run_dir / "CartPole-v1" / "vecnormalize.pkl").write_bytes(b"stale")

@@ -32,8 +32,12 @@ def _discrete(seed: int = 0, kind: str = "categorical") -> tuple[TeacherOutput, 
 
 def _gaussian(seed: int = 0) -> tuple[TeacherOutput, StudentOutput]:
     g = _gen(seed)
-    teacher = TeacherOutput("gaussian", mean=torch.randn(B, D, generator=g), log_std=torch.randn(B, D, generator=g) * 0.5)
-    student = StudentOutput("gaussian", mean=torch.randn(B, D, generator=g), log_std=torch.randn(B, D, generator=g) * 0.5)
+    teacher = TeacherOutput(
+        "gaussian", mean=torch.randn(B, D, generator=g), log_std=torch.randn(B, D, generator=g) * 0.5
+    )
+    student = StudentOutput(
+        "gaussian", mean=torch.randn(B, D, generator=g), log_std=torch.randn(B, D, generator=g) * 0.5
+    )
     return teacher, student
 
 
@@ -96,8 +100,10 @@ def test_kl_q_teacher_uses_softmax_of_q_over_tau(kind: str) -> None:
 @pytest.mark.parametrize("direction", ["forward", "reverse"])
 def test_kl_is_zero_when_student_equals_teacher(make, direction: str) -> None:
     teacher, _ = make(seed=4)
-    student = StudentOutput("discrete", logits=teacher.logits) if teacher.logits is not None else (
-        StudentOutput("gaussian", mean=teacher.mean, log_std=teacher.log_std)
+    student = (
+        StudentOutput("discrete", logits=teacher.logits)
+        if teacher.logits is not None
+        else (StudentOutput("gaussian", mean=teacher.mean, log_std=teacher.log_std))
     )
     out = KLLoss(temperature=1.5, temperature_on="both", direction=direction)(student, soften(teacher, 1.5))
     torch.testing.assert_close(out.loss, torch.tensor(0.0), atol=1e-6, rtol=0)
@@ -146,9 +152,13 @@ def test_nll_gaussian_floors_the_student_std() -> None:
     floored = -_normal(student.mean, torch.full((B, D), math.log(0.1))).log_prob(teacher.mean)
     torch.testing.assert_close(out.loss, floored.mean())
     out.loss.backward()
-    assert (log_std.grad == 0).all() and shrunk.mean.grad.abs().sum() > 0  # the std stops shrinking; the mean still learns
+    assert (
+        log_std.grad == 0
+    ).all() and shrunk.mean.grad.abs().sum() > 0  # the std stops shrinking; the mean still learns
     above = StudentOutput("gaussian", mean=student.mean, log_std=torch.zeros(B, D))  # std 1: the floor changes nothing
-    torch.testing.assert_close(NLLLoss()(above, soften(teacher, 1.0)).loss, NLLLoss(min_std=0.0)(above, soften(teacher, 1.0)).loss)
+    torch.testing.assert_close(
+        NLLLoss()(above, soften(teacher, 1.0)).loss, NLLLoss(min_std=0.0)(above, soften(teacher, 1.0)).loss
+    )
 
 
 @pytest.mark.parametrize("kind", ["q_values", "quantiles"])
@@ -167,7 +177,9 @@ def test_mse_centered_q_ignores_a_per_state_constant(reduction: str) -> None:
     s = student.logits - student.logits.mean(-1, keepdim=True)
     t = teacher.q_values - teacher.q_values.mean(-1, keepdim=True)
     torch.testing.assert_close(out.loss, _reduce(((s - t) ** 2).sum(-1), reduction))
-    shift = 100.0 * torch.randn(len(teacher.q_values), 1, generator=_gen(8))  # seeded: the global RNG depends on test order
+    shift = 100.0 * torch.randn(
+        len(teacher.q_values), 1, generator=_gen(8)
+    )  # seeded: the global RNG depends on test order
     shifted = teacher._replace(q_values=teacher.q_values + shift)
     # float32 centring of values ~100 loses ~1e-5 absolute per Q-value
     torch.testing.assert_close(MSELoss(reduction)(student, soften(shifted, 1.0)).loss, out.loss, rtol=1e-4, atol=1e-4)

@@ -180,8 +180,10 @@ def test_categorical_and_q_value_teachers_are_a_valid_ensemble():
     assert ensemble_teacher_kind(["squashed_gaussian", "squashed_gaussian"]) == "squashed_gaussian"
 
 
-@pytest.mark.parametrize("kinds", [["gaussian", "squashed_gaussian"], ["categorical", "gaussian"],
-                                   ["deterministic", "gaussian"], [], ["ppo"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "kinds",
+    [["gaussian", "squashed_gaussian"], ["categorical", "gaussian"], ["deterministic", "gaussian"], [], ["ppo"]],
+)
 def test_ensemble_teacher_kind_refuses_kinds_that_cannot_merge(kinds: list[str]):
     with pytest.raises(PolicyKDError):
         ensemble_teacher_kind(kinds)
@@ -266,8 +268,10 @@ def test_trainer_takes_a_merge():
     rng = np.random.default_rng(0)
     obs = rng.standard_normal((64, 4)).astype(np.float32)
     value = torch.zeros(64)
-    outputs = [TeacherOutput("categorical", logits=torch.as_tensor(obs[:, :2] * 3), value=value),
-               TeacherOutput("q_values", q_values=torch.as_tensor(obs[:, 2:]), value=value)]  # fmt: skip
+    outputs = [
+        TeacherOutput("categorical", logits=torch.as_tensor(obs[:, :2] * 3), value=value),
+        TeacherOutput("q_values", q_values=torch.as_tensor(obs[:, 2:]), value=value),
+    ]
     obs_space = spaces.Box(-np.inf, np.inf, (4,), np.float32)
     buffer = LabelledBuffer.for_teachers(64, obs_space, spaces.Discrete(2), outputs)
     zeros = np.zeros(64)

@@ -31,7 +31,9 @@ def _discrete(seed: int = 0) -> tuple[TeacherOutput, StudentOutput]:
 
 def _gaussian(seed: int = 0) -> tuple[TeacherOutput, StudentOutput]:
     g = _gen(seed)
-    teacher = TeacherOutput("squashed_gaussian", mean=torch.randn(B, D, generator=g), log_std=torch.randn(B, D, generator=g) * 0.3)
+    teacher = TeacherOutput(
+        "squashed_gaussian", mean=torch.randn(B, D, generator=g), log_std=torch.randn(B, D, generator=g) * 0.3
+    )
     mean = torch.randn(B, D, generator=g, requires_grad=True)
     return teacher, StudentOutput("gaussian", mean=mean, log_std=torch.randn(B, D, generator=g) * 0.3)
 
@@ -69,7 +71,12 @@ def test_deterministic_entropies_are_none() -> None:
 def test_distill_metrics_discrete() -> None:
     teacher, student = _discrete(seed=1)
     metrics = distill_metrics(student, soften(teacher, TAU), soften(teacher, 1.0))
-    assert set(metrics) == {"teacher/entropy", "student/entropy", "distill/kl_teacher_student", "distill/action_agreement"}
+    assert set(metrics) == {
+        "teacher/entropy",
+        "student/entropy",
+        "distill/kl_teacher_student",
+        "distill/action_agreement",
+    }
     assert all(isinstance(v, float) for v in metrics.values())
     # teacher/entropy is of the softened target, the KL of the tau = 1 reference.
     assert metrics["teacher/entropy"] == pytest.approx(Categorical(logits=teacher.logits / TAU).entropy().mean().item())
@@ -85,14 +92,21 @@ def test_action_agreement_is_top1_fraction(n_agree: int, expected: float) -> Non
     teacher_logits = torch.eye(4) * 5
     student_logits = torch.cat([torch.eye(4)[:n_agree], torch.eye(4)[n_agree:].roll(1, dims=1)])
     teacher = TeacherOutput("q_values", q_values=teacher_logits)
-    metrics = distill_metrics(StudentOutput("discrete", logits=student_logits), soften(teacher, TAU), soften(teacher, 1.0))
+    metrics = distill_metrics(
+        StudentOutput("discrete", logits=student_logits), soften(teacher, TAU), soften(teacher, 1.0)
+    )
     assert metrics["distill/action_agreement"] == pytest.approx(expected)
 
 
 def test_distill_metrics_gaussian() -> None:
     teacher, student = _gaussian(seed=2)
     metrics = distill_metrics(student, soften(teacher, TAU), soften(teacher, 1.0))
-    assert set(metrics) == {"teacher/entropy", "student/entropy", "distill/kl_teacher_student", "distill/action_agreement"}
+    assert set(metrics) == {
+        "teacher/entropy",
+        "student/entropy",
+        "distill/kl_teacher_student",
+        "distill/action_agreement",
+    }
     kl = kl_divergence(_normal(teacher.mean, teacher.log_std), _normal(student.mean, student.log_std)).mean()
     assert metrics["distill/kl_teacher_student"] == pytest.approx(kl.item(), rel=1e-5)
     gap = (student.mean - teacher.mean).norm(dim=-1).mean()
@@ -127,7 +141,9 @@ def test_distill_metrics_deterministic_teacher(student_kind: str) -> None:
 def test_distill_metrics_do_not_build_a_graph() -> None:
     teacher, student = _discrete(seed=5)
     assert student.logits.requires_grad
-    assert all(isinstance(v, float) for v in distill_metrics(student, soften(teacher, TAU), soften(teacher, 1.0)).values())
+    assert all(
+        isinstance(v, float) for v in distill_metrics(student, soften(teacher, TAU), soften(teacher, 1.0)).values()
+    )
     assert student_entropy(student).grad_fn is None
 
 

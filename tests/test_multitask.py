@@ -134,8 +134,10 @@ def test_load_refuses_what_is_not_a_multitask_student(tmp_path):
 
 def test_image_tasks_of_one_shape_share_a_cnn():
     torch.manual_seed(0)
-    tasks = {"Pong": TaskSpace("categorical", IMAGE, spaces.Discrete(6)),
-             "Breakout": TaskSpace("q_values", IMAGE, spaces.Discrete(4))}  # fmt: skip
+    tasks = {
+        "Pong": TaskSpace("categorical", IMAGE, spaces.Discrete(6)),
+        "Breakout": TaskSpace("q_values", IMAGE, spaces.Discrete(4)),
+    }
     model = make_multitask_student(tasks, cnn_width=0.25)
     assert model.config.image
     frames = np.random.default_rng(0).integers(0, 256, (2, 1, 36, 36), dtype=np.uint8)
@@ -147,17 +149,23 @@ def test_image_tasks_of_one_shape_share_a_cnn():
     ("tasks", "match"),
     [
         ({"Pong": TaskSpace("categorical", IMAGE, spaces.Discrete(6)), **TASKS}, "cannot mix image tasks"),
-        ({"A": TaskSpace("categorical", IMAGE, spaces.Discrete(6)),
-          "B": TaskSpace("categorical", spaces.Box(0, 255, (1, 40, 40), np.uint8), spaces.Discrete(6))},
-         "one observation shape"),
+        (
+            {
+                "A": TaskSpace("categorical", IMAGE, spaces.Discrete(6)),
+                "B": TaskSpace("categorical", spaces.Box(0, 255, (1, 40, 40), np.uint8), spaces.Discrete(6)),
+            },
+            "one observation shape",
+        ),
         ({"A": TaskSpace("categorical", spaces.Discrete(3), spaces.Discrete(2))}, "Box only"),
-        ({"A": TaskSpace("categorical", TASKS["CartPole-v1"].observation_space, spaces.MultiBinary(2))},
-         "Discrete or Box"),
+        (
+            {"A": TaskSpace("categorical", TASKS["CartPole-v1"].observation_space, spaces.MultiBinary(2))},
+            "Discrete or Box",
+        ),
         ({"A": TaskSpace("sarsa", TASKS["CartPole-v1"].observation_space, spaces.Discrete(2))}, "unknown teacher kind"),
         ({}, "no tasks given"),
         ([("A", TASKS["CartPole-v1"]), ("A", TASKS["Acrobot-v1"])], "'A' is listed twice"),
     ],
-)  # fmt: skip
+)
 def test_make_multitask_student_refuses_what_it_cannot_handle(tasks, match: str):
     with pytest.raises(PolicyKDError, match=match):
         make_multitask_student(tasks)
@@ -186,8 +194,11 @@ def test_sampler_splits_batches_by_weight(buffers):
     assert set(np.unique(draws[:, 0])) == {3, 4}  # floor(3.5) or one more, never further
     np.testing.assert_allclose(draws.mean(axis=0), [3.5, 2.1, 1.4], atol=0.05)
     batches = sampler.sample(10, rng)
-    assert {task: len(b.observations) for task, b in batches.items()} == {"CartPole-v1": 5, "Acrobot-v1": 3,
-                                                                          "Pendulum-v1": 2}  # fmt: skip
+    assert {task: len(b.observations) for task, b in batches.items()} == {
+        "CartPole-v1": 5,
+        "Acrobot-v1": 3,
+        "Pendulum-v1": 2,
+    }
     assert batches["Acrobot-v1"].observations.shape == (3, 6)
     # a task of weight 0 never appears; sequence weights follow task order
     only = MultiTaskSampler(buffers, [0, 1, 0])
@@ -208,9 +219,15 @@ def test_sampler_is_seeded(buffers):
 
 @pytest.mark.parametrize(
     ("weights", "match"),
-    [([1, 2], "2 task weight"), ([1, -1, 1], "non-negative"), ([0, 0, 0], "not all zero"), ([1, np.nan, 1], "finite"),
-     ({"CartPole-v1": 1}, "one weight per task"), (["x", 1, 1], "numbers")],
-)  # fmt: skip
+    [
+        ([1, 2], "2 task weight"),
+        ([1, -1, 1], "non-negative"),
+        ([0, 0, 0], "not all zero"),
+        ([1, np.nan, 1], "finite"),
+        ({"CartPole-v1": 1}, "one weight per task"),
+        (["x", 1, 1], "numbers"),
+    ],
+)
 def test_sampler_refuses_bad_weights(buffers, weights, match: str):
     with pytest.raises(PolicyKDError, match=match):
         MultiTaskSampler(buffers, weights)
@@ -219,8 +236,12 @@ def test_sampler_refuses_bad_weights(buffers, weights, match: str):
 def test_sampler_refuses_duplicates_and_empty_buffers(buffers):
     with pytest.raises(PolicyKDError, match="listed twice"):
         MultiTaskSampler([("CartPole-v1", buffers["CartPole-v1"]), ("CartPole-v1", buffers["Acrobot-v1"])])
-    empty = LabelledBuffer.for_teachers(4, TASKS["CartPole-v1"].observation_space, spaces.Discrete(2),
-                                        [teacher("CartPole-v1", observations("CartPole-v1"))])  # fmt: skip
+    empty = LabelledBuffer.for_teachers(
+        4,
+        TASKS["CartPole-v1"].observation_space,
+        spaces.Discrete(2),
+        [teacher("CartPole-v1", observations("CartPole-v1"))],
+    )
     with pytest.raises(PolicyKDError, match="empty"):
         MultiTaskSampler({"CartPole-v1": empty})
     with pytest.raises(PolicyKDError, match="batch_size"):
@@ -255,8 +276,18 @@ def test_short_training_lowers_every_tasks_loss(buffers):
     model = student()
     before = task_losses(model, buffers)
     logger = RecordingLogger()
-    metrics = train_multitask(model, buffers, LOSSES, n_updates=200, batch_size=96, learning_rate=3e-3,
-                              task_weights=[1, 2, 1], seed=0, logger=logger, log_every=100)  # fmt: skip
+    metrics = train_multitask(
+        model,
+        buffers,
+        LOSSES,
+        n_updates=200,
+        batch_size=96,
+        learning_rate=3e-3,
+        task_weights=[1, 2, 1],
+        seed=0,
+        logger=logger,
+        log_every=100,
+    )
     after = task_losses(model, buffers)
     for task in TASKS:
         assert after[task] < 0.5 * before[task], task
@@ -280,27 +311,38 @@ def test_training_is_seeded(buffers):
 
 def test_ensemble_tasks_log_teacher_disagreement():
     obs = observations("CartPole-v1", 64)
-    labels = [teacher("CartPole-v1", obs), TeacherOutput("categorical", logits=-teacher("CartPole-v1", obs).logits,
-                                                         value=torch.zeros(64))]  # fmt: skip
+    labels = [
+        teacher("CartPole-v1", obs),
+        TeacherOutput("categorical", logits=-teacher("CartPole-v1", obs).logits, value=torch.zeros(64)),
+    ]
     buf = LabelledBuffer.for_teachers(64, TASKS["CartPole-v1"].observation_space, spaces.Discrete(2), labels)
     zeros = np.zeros(64, bool)
     buf.add(obs, np.zeros(64, np.int64), np.zeros(64, np.float32), zeros, zeros, zeros, 0, labels)
     torch.manual_seed(0)
     model = make_multitask_student({"CartPole-v1": TASKS["CartPole-v1"]}, hidden_sizes=(8,), input_width=8)
-    metrics = train_multitask(model, {"CartPole-v1": buf}, {"CartPole-v1": NLLLoss()}, n_updates=2, batch_size=8,
-                              learning_rate=1e-3, merges={"CartPole-v1": make_merge("mean-probs", [2, 1])})  # fmt: skip
+    metrics = train_multitask(
+        model,
+        {"CartPole-v1": buf},
+        {"CartPole-v1": NLLLoss()},
+        n_updates=2,
+        batch_size=8,
+        learning_rate=1e-3,
+        merges={"CartPole-v1": make_merge("mean-probs", [2, 1])},
+    )
     assert metrics["tasks/CartPole-v1/teachers/disagreement_top1"] == 1.0
     assert {"tasks/CartPole-v1/teachers/kl_0", "tasks/CartPole-v1/teachers/kl_1"} <= set(metrics)
     with pytest.raises(PolicyKDError, match="no merge strategy"):
-        train_multitask(model, {"CartPole-v1": buf}, {"CartPole-v1": NLLLoss()}, n_updates=1, batch_size=8,
-                        learning_rate=1e-3)  # fmt: skip
+        train_multitask(
+            model, {"CartPole-v1": buf}, {"CartPole-v1": NLLLoss()}, n_updates=1, batch_size=8, learning_rate=1e-3
+        )
 
 
 def test_training_refuses_what_does_not_fit(buffers):
     def train(**overrides):
         kwargs = {"n_updates": 1, "batch_size": 8, "learning_rate": 1e-3, **overrides}
-        return train_multitask(kwargs.pop("model", student()), kwargs.pop("buffers", buffers),
-                               kwargs.pop("loss_fns", LOSSES), **kwargs)  # fmt: skip
+        return train_multitask(
+            kwargs.pop("model", student()), kwargs.pop("buffers", buffers), kwargs.pop("loss_fns", LOSSES), **kwargs
+        )
 
     with pytest.raises(PolicyKDError, match="losses cover"):
         train(loss_fns={"CartPole-v1": KLLoss()})

@@ -14,8 +14,18 @@ import torch
 from policykd.data.buffers import DRIVER_STUDENT, DRIVER_TEACHER
 from policykd.errors import PolicyKDError
 from policykd.learn.losses import KLLoss
-from policykd.jobs.online import (ConstantBeta, DriversConfig, ExponentialBeta, LinearBeta, OnlineConfig, check_beta,
-                             compare_drivers, labels_to_reach, parse_schedule, train_online)  # fmt: skip
+from policykd.jobs.online import (
+    ConstantBeta,
+    DriversConfig,
+    ExponentialBeta,
+    LinearBeta,
+    OnlineConfig,
+    check_beta,
+    compare_drivers,
+    labels_to_reach,
+    parse_schedule,
+    train_online,
+)
 from policykd.jobs.sweep import student_for
 from policykd.learn.trainer import with_entropy_gap
 
@@ -50,9 +60,19 @@ def always_left_student(teacher):
 
 
 def online(teacher, schedule, student=None, *, lr: float = 1e-3, **overrides):
-    config = OnlineConfig(**{"n_rounds": 3, "n_transitions_per_round": 128, "n_updates_per_round": 20,
-                             "capacity": 1_024, "n_envs": N_ENVS, "batch_size": 32, "learning_rate": lr,
-                             "log_every": 10, **overrides})  # fmt: skip
+    config = OnlineConfig(
+        **{
+            "n_rounds": 3,
+            "n_transitions_per_round": 128,
+            "n_updates_per_round": 20,
+            "capacity": 1_024,
+            "n_envs": N_ENVS,
+            "batch_size": 32,
+            "learning_rate": lr,
+            "log_every": 10,
+            **overrides,
+        }
+    )
     student = student or student_for(teacher, (8,), seed=0)
     logger = RecordingLogger()
     result = train_online(teacher, student, KLLoss(), schedule, config=config, logger=logger)
@@ -73,11 +93,20 @@ def test_schedules_follow_their_formulas():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: ConstantBeta(1.5), lambda: ConstantBeta(-0.1), lambda: ConstantBeta(math.nan),
-             lambda: LinearBeta(3, start=2.0), lambda: LinearBeta(0), lambda: ExponentialBeta(1.2),
-             lambda: parse_schedule("constant:7"), lambda: parse_schedule("linear:x"), lambda: parse_schedule("cosine"),
-             lambda: check_beta("a")],
-)  # fmt: skip
+    "make",
+    [
+        lambda: ConstantBeta(1.5),
+        lambda: ConstantBeta(-0.1),
+        lambda: ConstantBeta(math.nan),
+        lambda: LinearBeta(3, start=2.0),
+        lambda: LinearBeta(0),
+        lambda: ExponentialBeta(1.2),
+        lambda: parse_schedule("constant:7"),
+        lambda: parse_schedule("linear:x"),
+        lambda: parse_schedule("cosine"),
+        lambda: check_beta("a"),
+    ],
+)
 def test_bad_schedules_get_a_one_line_error(make):
     with pytest.raises(PolicyKDError) as err:
         make()
@@ -128,14 +157,21 @@ def test_driver_shares_and_label_counts_follow_the_schedule(cartpole_teacher):
     assert [step for step, _ in logger.values("buffer/share_teacher")] == [10, 20, 30, 40, 50, 60]
     assert logger.values("buffer/share_teacher")[0][1] == 1.0
     gaps = [m for _, m in logger.records if "distill/entropy_gap" in m]
-    assert gaps and all(m["distill/entropy_gap"] == pytest.approx(m["student/entropy"] - m["teacher/entropy"])
-                        for m in gaps)  # fmt: skip
+    assert gaps and all(
+        m["distill/entropy_gap"] == pytest.approx(m["student/entropy"] - m["teacher/entropy"]) for m in gaps
+    )
     assert [v for _, v in logger.values("online/beta")] == [1.0, 0.5, 0.0]
 
 
 def test_the_ring_keeps_the_most_recent_transitions(cartpole_teacher):
-    result, _ = online(cartpole_teacher, lambda r: 1.0 if r < 2 else 0.0, always_left_student(cartpole_teacher),
-                       lr=1e-9, n_rounds=4, capacity=256)  # fmt: skip
+    result, _ = online(
+        cartpole_teacher,
+        lambda r: 1.0 if r < 2 else 0.0,
+        always_left_student(cartpole_teacher),
+        lr=1e-9,
+        n_rounds=4,
+        capacity=256,
+    )
     rounds = result.rounds
     assert [r.buffer_size for r in rounds] == [128, 256, 256, 256]
     assert [r.n_labels for r in rounds] == [128, 256, 384, 512]
@@ -158,13 +194,21 @@ def test_evaluation_runs_after_every_round(cartpole_teacher):
         return float(len(calls))
 
     config = OnlineConfig(n_rounds=2, n_transitions_per_round=64, n_updates_per_round=5, n_envs=N_ENVS, batch_size=16)
-    result = train_online(cartpole_teacher, student_for(cartpole_teacher, (8,), 0), KLLoss(), ConstantBeta(0.5),
-                          config=config, evaluate=evaluate)  # fmt: skip
+    result = train_online(
+        cartpole_teacher,
+        student_for(cartpole_teacher, (8,), 0),
+        KLLoss(),
+        ConstantBeta(0.5),
+        config=config,
+        evaluate=evaluate,
+    )
     assert [r.student_return for r in result.rounds] == [1.0, 2.0] and calls == [False, False]
 
 
 def test_entropy_gap_is_student_minus_teacher():
-    assert with_entropy_gap({"student/entropy": 0.5, "teacher/entropy": 0.2})["distill/entropy_gap"] == pytest.approx(0.3)
+    assert with_entropy_gap({"student/entropy": 0.5, "teacher/entropy": 0.2})["distill/entropy_gap"] == pytest.approx(
+        0.3
+    )
     assert "distill/entropy_gap" not in with_entropy_gap({"distill/action_agreement": 0.1})
 
 
@@ -183,9 +227,17 @@ def test_compare_drivers_writes_its_outputs(cartpole_expert_dir, tmp_path):
         names.append(name)
         return json.loads(json.dumps(run()))  # results must survive a JSON round trip (cached_run)
 
-    config = DriversConfig(teacher=str(cartpole_expert_dir), n_seeds=1, n_rounds=2, n_transitions_per_round=64,
-                           n_updates_per_round=10, n_envs=N_ENVS, n_eval_episodes=1, hidden_sizes=(8,),
-                           out_dir=str(tmp_path / "drivers"))  # fmt: skip
+    config = DriversConfig(
+        teacher=str(cartpole_expert_dir),
+        n_seeds=1,
+        n_rounds=2,
+        n_transitions_per_round=64,
+        n_updates_per_round=10,
+        n_envs=N_ENVS,
+        n_eval_episodes=1,
+        hidden_sizes=(8,),
+        out_dir=str(tmp_path / "drivers"),
+    )
     summary = compare_drivers(config, cache=cache)
     assert names == ["teacher", "teacher-seed0", "student-seed0", "dagger-seed0"]
     out = tmp_path / "drivers"
@@ -194,14 +246,23 @@ def test_compare_drivers_writes_its_outputs(cartpole_expert_dir, tmp_path):
     assert sorted(p.name for p in (out / "tb").iterdir()) == ["dagger-seed0", "student-seed0", "teacher-seed0"]
     assert summary["curves"]["teacher"]["n_labels"] == [64, 128]
     assert summary["schedules"]["dagger"] == "LinearBeta(n_rounds=1, start=1.0, end=0.0)"
-    assert summary["threshold"] == pytest.approx(summary["random"] + 0.95 * (summary["teacher_return"] - summary["random"]))
+    assert summary["threshold"] == pytest.approx(
+        summary["random"] + 0.95 * (summary["teacher_return"] - summary["random"])
+    )
     assert len((out / "drivers.csv").read_text().splitlines()) == 1 + 3 * 2
     assert "labels to 95 %" in (out / "drivers.md").read_text()
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"drivers": ("bob",)}, "drivers"), ({"drivers": ()}, "drivers"),
-                                                 ({"n_seeds": 0}, "--seeds"), ({"dagger_schedule": "linear:0"}, "n_rounds"),
-                                                 ({"n_rounds": 0}, "--rounds")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"drivers": ("bob",)}, "drivers"),
+        ({"drivers": ()}, "drivers"),
+        ({"n_seeds": 0}, "--seeds"),
+        ({"dagger_schedule": "linear:0"}, "n_rounds"),
+        ({"n_rounds": 0}, "--rounds"),
+    ],
+)
 def test_compare_drivers_refuses_bad_input_before_running(kwargs, message, tmp_path):
     with pytest.raises(PolicyKDError, match=message):
         compare_drivers(DriversConfig(out_dir=str(tmp_path / "x"), **kwargs))

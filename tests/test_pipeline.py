@@ -20,21 +20,44 @@ from policykd.learn.students import Student
 from policykd.types import TeacherOutput
 
 REQUIRED_KEYS = (
-    "env_id", "loss", "temperature", "teacher_return_mean", "teacher_return_std", "student_return_mean",
-    "student_return_std", "student_return_ci95", "pct_of_teacher", "teacher_params", "student_params",
-    "n_teacher_transitions", "wall_time_s", "seed",
-)  # fmt: skip
-TRAIN_TAGS = {"losses/distill", "teacher/entropy", "student/entropy", "distill/kl_teacher_student",
-              "distill/action_agreement", "charts/SPS"}  # fmt: skip
+    "env_id",
+    "loss",
+    "temperature",
+    "teacher_return_mean",
+    "teacher_return_std",
+    "student_return_mean",
+    "student_return_std",
+    "student_return_ci95",
+    "pct_of_teacher",
+    "teacher_params",
+    "student_params",
+    "n_teacher_transitions",
+    "wall_time_s",
+    "seed",
+)
+TRAIN_TAGS = {
+    "losses/distill",
+    "teacher/entropy",
+    "student/entropy",
+    "distill/kl_teacher_student",
+    "distill/action_agreement",
+    "charts/SPS",
+}
 EVAL_TAGS = {"eval/student_return", "eval/pct_of_teacher"}
 RANDOM_CARTPOLE_RETURN = 22.0  # a uniformly random CartPole policy averages about 22
 
 
 def small_config(expert: Path | None, out_dir: Path | None, **overrides) -> DistillConfig:
     """2,000 transitions, 300 updates, 3 evaluation episodes; ``overrides`` replace any field."""
-    kwargs = dict(teacher=None if expert is None else str(expert), n_transitions=2_000, n_updates=300,
-                  n_eval_episodes=3, seed=0, out_dir=None if out_dir is None else str(out_dir),
-                  progress_bar=False)  # fmt: skip
+    kwargs = dict(
+        teacher=None if expert is None else str(expert),
+        n_transitions=2_000,
+        n_updates=300,
+        n_eval_episodes=3,
+        seed=0,
+        out_dir=None if out_dir is None else str(out_dir),
+        progress_bar=False,
+    )
     return DistillConfig(**{**kwargs, **overrides})
 
 
@@ -49,8 +72,15 @@ def scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def reproducible_numbers(summary: dict) -> dict[str, float]:
     """Everything in a summary that depends on the seed only (not timings)."""
     metrics = {k: v for k, v in summary["final_train_metrics"].items() if k not in ("charts/SPS", "train/wall_time_s")}
-    keys = ("teacher_return_mean", "teacher_return_std", "student_return_mean", "student_return_std", "pct_of_teacher",
-            "n_teacher_transitions", "student_params")  # fmt: skip
+    keys = (
+        "teacher_return_mean",
+        "teacher_return_std",
+        "student_return_mean",
+        "student_return_std",
+        "pct_of_teacher",
+        "n_teacher_transitions",
+        "student_params",
+    )
     return {**{k: summary[k] for k in keys}, **metrics}
 
 
@@ -170,8 +200,16 @@ def _tiny_buffer(observation_shape: tuple[int, ...], meta: dict | None) -> Label
     out = TeacherOutput("categorical", logits=torch.zeros(n, 2), value=torch.zeros(n))
     space = spaces.Box(-1, 1, observation_shape, np.float32)
     buffer = LabelledBuffer.for_teachers(n, space, spaces.Discrete(2), [out], meta=meta)
-    buffer.add(np.zeros((n, *observation_shape), np.float32), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, bool),
-               np.zeros(n, bool), np.ones(n, bool), 0, [out])  # fmt: skip
+    buffer.add(
+        np.zeros((n, *observation_shape), np.float32),
+        np.zeros(n, np.int64),
+        np.zeros(n),
+        np.zeros(n, bool),
+        np.zeros(n, bool),
+        np.ones(n, bool),
+        0,
+        [out],
+    )
     return buffer
 
 

@@ -116,9 +116,13 @@ def test_gaussian_actions_are_clipped_and_deterministic_ones_rescaled():
 
 @pytest.mark.parametrize(
     ("teacher_kind", "observation_space", "action_space"),
-    [("categorical", VECTOR_OBS, spaces.Discrete(2)), ("squashed_gaussian", VECTOR_OBS, SAC_BOX),
-     ("deterministic", VECTOR_OBS, SAC_BOX), ("q_values", IMAGE_OBS, spaces.Discrete(6))],
-)  # fmt: skip
+    [
+        ("categorical", VECTOR_OBS, spaces.Discrete(2)),
+        ("squashed_gaussian", VECTOR_OBS, SAC_BOX),
+        ("deterministic", VECTOR_OBS, SAC_BOX),
+        ("q_values", IMAGE_OBS, spaces.Discrete(6)),
+    ],
+)
 def test_save_load_round_trip_without_pickle(teacher_kind, observation_space, action_space, tmp_path):
     mean, std = np.array([1.0, -2.0, 0.5, 3.0]), np.array([2.0, 0.5, 1.0, 4.0])
     student = seeded(teacher_kind, observation_space, action_space, cnn_width=0.25, obs_mean=mean, obs_std=std)

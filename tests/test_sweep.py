@@ -57,9 +57,21 @@ def counted_collect(monkeypatch):
 
 
 def tiny(out_dir, **overrides) -> SweepConfig:
-    return SweepConfig(**{"temperatures": (0.5, 2.0), "n_seeds": 2, "n_transitions": 256, "n_envs": 4,
-                          "n_updates": 10, "batch_size": 32, "hidden_sizes": (8,), "n_eval_episodes": 1,
-                          "n_metric_states": 200, "out_dir": str(out_dir), **overrides})  # fmt: skip
+    return SweepConfig(
+        **{
+            "temperatures": (0.5, 2.0),
+            "n_seeds": 2,
+            "n_transitions": 256,
+            "n_envs": 4,
+            "n_updates": 10,
+            "batch_size": 32,
+            "hidden_sizes": (8,),
+            "n_eval_episodes": 1,
+            "n_metric_states": 200,
+            "out_dir": str(out_dir),
+            **overrides,
+        }
+    )
 
 
 def test_one_buffer_serves_every_temperature_and_seed(cartpole_expert_dir, tmp_path, counted_collect):
@@ -75,7 +87,12 @@ def test_one_buffer_serves_every_temperature_and_seed(cartpole_expert_dir, tmp_p
     assert names == ["teacher", "tau0.5-seed0", "tau0.5-seed1", "tau2-seed0", "tau2-seed1"]
     for name in ("sweep.md", "sweep.csv", "runs.csv", "summary.json", "sweep.png", "buffer.npz"):
         assert (out / name).is_file(), name
-    assert sorted(p.name for p in (out / "tb").iterdir()) == ["tau0.5-seed0", "tau0.5-seed1", "tau2-seed0", "tau2-seed1"]
+    assert sorted(p.name for p in (out / "tb").iterdir()) == [
+        "tau0.5-seed0",
+        "tau0.5-seed1",
+        "tau2-seed0",
+        "tau2-seed1",
+    ]
     rows = list(csv.DictReader((out / "sweep.csv").open()))
     assert [float(r["tau"]) for r in rows] == [0.5, 2.0] and all(r["n_seeds"] == "2" for r in rows)
     assert len(list(csv.DictReader((out / "runs.csv").open()))) == 4
@@ -111,10 +128,16 @@ def test_a_deterministic_teacher_is_refused(sb3_expert, tmp_path):
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"temperatures": ()}, "empty"), ({"temperatures": (1.0, 0.0)}, "> 0"), ({"temperatures": (-1.0,)}, "> 0"),
-     ({"temperatures": (float("nan"),)}, "> 0"), ({"temperatures": (1.0, 1.0)}, "repeat"), ({"n_seeds": 0}, "--seeds"),
-     ({"n_bins": 1}, "--bins")],
-)  # fmt: skip
+    [
+        ({"temperatures": ()}, "empty"),
+        ({"temperatures": (1.0, 0.0)}, "> 0"),
+        ({"temperatures": (-1.0,)}, "> 0"),
+        ({"temperatures": (float("nan"),)}, "> 0"),
+        ({"temperatures": (1.0, 1.0)}, "repeat"),
+        ({"n_seeds": 0}, "--seeds"),
+        ({"n_bins": 1}, "--bins"),
+    ],
+)
 def test_bad_sweeps_are_refused_before_anything_runs(overrides, message, tmp_path, counted_collect):
     with pytest.raises(PolicyKDError, match=message):
         run_sweep(tiny(tmp_path / "bad", **overrides))
@@ -125,7 +148,13 @@ def test_config_files_use_the_option_names(tmp_path):
     path = tmp_path / "sweep.yml"
     path.write_text("env: CartPole-v1\ntemperatures: [0.1, 1]\nseeds: 2\nn-updates: 50\nout: runs/x\n")
     values = read_config_file(path, SweepConfig, {"env": "env_id", "seeds": "n_seeds", "out": "out_dir"})
-    assert values == {"env_id": "CartPole-v1", "temperatures": (0.1, 1), "n_seeds": 2, "n_updates": 50, "out_dir": "runs/x"}
+    assert values == {
+        "env_id": "CartPole-v1",
+        "temperatures": (0.1, 1),
+        "n_seeds": 2,
+        "n_updates": 50,
+        "out_dir": "runs/x",
+    }
 
 
 # -- the command line ---------------------------------------------------------------------------------
@@ -143,12 +172,16 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["sweep", "--temperatures"], "temperature list is empty"), (["sweep", "--temperatures", "0.1", "-1"], "> 0"),
-     (["sweep", "--seeds", "0"], "--seeds"), (["sweep", "--config", "missing.yml"], "cannot read config file"),
-     (["compare-drivers", "--dagger-schedule", "constant:1.5"], "[0, 1]"),
-     (["compare-drivers", "--drivers", "teacher", "oracle"], "unknown or no drivers"),
-     (["compare-drivers", "--seeds", "0"], "--seeds")],
-)  # fmt: skip
+    [
+        (["sweep", "--temperatures"], "temperature list is empty"),
+        (["sweep", "--temperatures", "0.1", "-1"], "> 0"),
+        (["sweep", "--seeds", "0"], "--seeds"),
+        (["sweep", "--config", "missing.yml"], "cannot read config file"),
+        (["compare-drivers", "--dagger-schedule", "constant:1.5"], "[0, 1]"),
+        (["compare-drivers", "--drivers", "teacher", "oracle"], "unknown or no drivers"),
+        (["compare-drivers", "--seeds", "0"], "--seeds"),
+    ],
+)
 def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli(argv, capsys)
@@ -167,8 +200,10 @@ def test_bad_config_files_are_one_line_errors(content, capsys, tmp_path):
 def test_sweep_from_a_config_file_with_command_line_overrides(cartpole_expert_dir, tmp_path, capsys):
     path = tmp_path / "sweep.yml"
     out = tmp_path / "out"
-    path.write_text(f"teacher: {cartpole_expert_dir}\ntemperatures: [0.5, 5]\nseeds: 3\nn-transitions: 256\n"
-                    f"n-updates: 10\nhidden: [8]\neval-episodes: 1\nout: {out}\n")  # fmt: skip
+    path.write_text(
+        f"teacher: {cartpole_expert_dir}\ntemperatures: [0.5, 5]\nseeds: 3\nn-transitions: 256\n"
+        f"n-updates: 10\nhidden: [8]\neval-episodes: 1\nout: {out}\n"
+    )
     code, stdout, _ = run_cli(["sweep", "--config", str(path), "--seeds", "1", "--n-envs", "4"], capsys)
     assert code == 0
     assert "| 0.5 |" in stdout and "| 5 |" in stdout and "over 1 seeds" in stdout

@@ -181,9 +181,9 @@ def test_n_params_unshared_cnn_leaves_out_value_extractor() -> None:
     teacher = Teacher(policy, algo="ppo", source="memory", recipe=EnvRecipe("none"))
     expected = _modules_params(policy.pi_features_extractor, policy.mlp_extractor.policy_net, policy.action_net)
     assert teacher.n_params == expected
-    assert teacher.n_params + _modules_params(policy.vf_features_extractor, policy.mlp_extractor.value_net, policy.value_net) == (
-        _modules_params(policy)
-    )
+    assert teacher.n_params + _modules_params(
+        policy.vf_features_extractor, policy.mlp_extractor.value_net, policy.value_net
+    ) == (_modules_params(policy))
 
 
 def test_image_observations_are_scaled_like_sb3() -> None:

@@ -19,9 +19,17 @@ from policykd.types import TeacherOutput
 OBS_DIM, N_ACTIONS, N_TRANSITIONS = 6, 4, 2_048
 OBSERVATION_SPACE = spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
 ACTION_SPACE = spaces.Discrete(N_ACTIONS)
-TRAIN_TAGS = {"losses/distill", "teacher/entropy", "student/entropy", "distill/kl_teacher_student",
-              "distill/action_agreement", "distill/entropy_gap", "buffer/share_teacher", "buffer/share_student",
-              "charts/SPS"}  # fmt: skip
+TRAIN_TAGS = {
+    "losses/distill",
+    "teacher/entropy",
+    "student/entropy",
+    "distill/kl_teacher_student",
+    "distill/action_agreement",
+    "distill/entropy_gap",
+    "buffer/share_teacher",
+    "buffer/share_student",
+    "charts/SPS",
+}
 EVAL_TAGS = {"eval/student_return", "eval/pct_of_teacher"}
 
 
@@ -57,8 +65,16 @@ def synthetic_buffer() -> LabelledBuffer:
     labels = random_teacher(observations)
     buffer = LabelledBuffer.for_teachers(N_TRANSITIONS, OBSERVATION_SPACE, ACTION_SPACE, [labels])
     n = N_TRANSITIONS
-    buffer.add(observations, labels.logits.argmax(dim=1).numpy(), np.zeros(n, np.float32), np.zeros(n, bool),
-               np.zeros(n, bool), np.zeros(n, bool), 0, [labels])  # fmt: skip
+    buffer.add(
+        observations,
+        labels.logits.argmax(dim=1).numpy(),
+        np.zeros(n, np.float32),
+        np.zeros(n, bool),
+        np.zeros(n, bool),
+        np.zeros(n, bool),
+        0,
+        [labels],
+    )
     return buffer
 
 
@@ -68,8 +84,16 @@ def fresh_student(seed: int = 0) -> Student:
 
 
 def config(**overrides) -> TrainerConfig:
-    return TrainerConfig(**{"n_updates": 300, "batch_size": 128, "learning_rate": 3e-3, "log_every": 100,
-                            "progress_bar": False, **overrides})  # fmt: skip
+    return TrainerConfig(
+        **{
+            "n_updates": 300,
+            "batch_size": 128,
+            "learning_rate": 3e-3,
+            "log_every": 100,
+            "progress_bar": False,
+            **overrides,
+        }
+    )
 
 
 @torch.no_grad()
@@ -106,8 +130,15 @@ def test_logger_gets_the_tag_vocabulary_on_schedule(synthetic_buffer, tmp_path):
         calls.append(1)
         return {"eval/student_return": float(len(calls)), "eval/pct_of_teacher": 50.0}
 
-    trainer = Trainer(fresh_student(), KLLoss(), synthetic_buffer, config=config(n_updates=250, eval_every=120),
-                      logger=logger, evaluate=evaluate, checkpoint_dir=tmp_path / "student")  # fmt: skip
+    trainer = Trainer(
+        fresh_student(),
+        KLLoss(),
+        synthetic_buffer,
+        config=config(n_updates=250, eval_every=120),
+        logger=logger,
+        evaluate=evaluate,
+        checkpoint_dir=tmp_path / "student",
+    )
     metrics = trainer.train()
     assert {tag for _, m in logger.records for tag in m} == TRAIN_TAGS | EVAL_TAGS
     assert logger.steps_with("losses/distill") == [100, 200, 250]
@@ -145,9 +176,18 @@ def test_temperature_softens_the_logged_teacher_entropy(synthetic_buffer):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"n_updates": 0}, {"batch_size": 0}, {"log_every": 0}, {"eval_every": -1}, {"learning_rate": 0.0},
-     {"learning_rate": float("nan")}, {"temperature": 0.0}, {"temperature": -1.0}, {"max_grad_norm": 0.0}],
-)  # fmt: skip
+    [
+        {"n_updates": 0},
+        {"batch_size": 0},
+        {"log_every": 0},
+        {"eval_every": -1},
+        {"learning_rate": 0.0},
+        {"learning_rate": float("nan")},
+        {"temperature": 0.0},
+        {"temperature": -1.0},
+        {"max_grad_norm": 0.0},
+    ],
+)
 def test_bad_trainer_config_is_a_user_error(bad):
     with pytest.raises(PolicyKDError):
         config(**bad)

@@ -67,8 +67,9 @@ def _untrained_pong_folder(zoo_run_dir, tmp_path: Path) -> Path:
     train_env = make_vec_env(EnvRecipe("PongNoFrameskip-v4", **config), 1, seed=0)  # what rl-zoo trains on
     PPO("CnnPolicy", train_env, n_steps=16, batch_size=16, seed=0, device="cpu").save(tmp_path / "pong.zip")
     train_env.close()
-    return zoo_run_dir(tmp_path / "zoo", "ppo", "PongNoFrameskip-v4", tmp_path / "pong.zip",
-                       config={**config, "policy": "CnnPolicy"})  # fmt: skip
+    return zoo_run_dir(
+        tmp_path / "zoo", "ppo", "PongNoFrameskip-v4", tmp_path / "pong.zip", config={**config, "policy": "CnnPolicy"}
+    )
 
 
 @pytest.mark.expensive
@@ -83,13 +84,24 @@ def test_atari_zoo_folder_rebuilds_wrappers_and_trains_a_cnn_student(source, zoo
     assert venv.observation_space.shape == (4, 84, 84) and venv.observation_space.dtype == np.uint8
     buffer, _ = collect_rollouts(venv, [teacher], 32, rng=np.random.default_rng(0))
     venv.close()
-    assert isinstance(buffer, LabelledBuffer) and buffer.batch_at(np.arange(4)).observations.dtype.is_floating_point is False
+    assert (
+        isinstance(buffer, LabelledBuffer)
+        and buffer.batch_at(np.arange(4)).observations.dtype.is_floating_point is False
+    )
     student = make_student(teacher.kind, teacher.observation_space, teacher.action_space, cnn_width=0.25)
     assert student.config.image and student.n_params < teacher.n_params
-    before = Trainer(student, make_loss("kl", teacher.kind), buffer,
-                     config=TrainerConfig(n_updates=1, batch_size=8, progress_bar=False)).train()  # fmt: skip
-    after = Trainer(student, make_loss("kl", teacher.kind), buffer,
-                    config=TrainerConfig(n_updates=30, batch_size=8, learning_rate=3e-3, progress_bar=False)).train()  # fmt: skip
+    before = Trainer(
+        student,
+        make_loss("kl", teacher.kind),
+        buffer,
+        config=TrainerConfig(n_updates=1, batch_size=8, progress_bar=False),
+    ).train()
+    after = Trainer(
+        student,
+        make_loss("kl", teacher.kind),
+        buffer,
+        config=TrainerConfig(n_updates=30, batch_size=8, learning_rate=3e-3, progress_bar=False),
+    ).train()
     assert after["distill/kl_teacher_student"] < before["distill/kl_teacher_student"]
 
 

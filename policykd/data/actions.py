@@ -63,7 +63,9 @@ class ActionMapper:
     def _deterministic(self, action: torch.Tensor) -> np.ndarray:
         return self.to_env(action.detach().cpu().float(), deterministic_kind=True).numpy()
 
-    def from_teacher(self, out: TeacherOutput, deterministic: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
+    def from_teacher(
+        self, out: TeacherOutput, deterministic: bool = True, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         if out.kind == "categorical":
             return self._discrete(out.logits, deterministic, rng)
         if out.kind in ("q_values", "quantiles"):
@@ -72,7 +74,9 @@ class ActionMapper:
             return self._deterministic(out.action)
         return self._gaussian(out.mean, out.log_std, deterministic, rng)
 
-    def from_student(self, out: StudentOutput, deterministic: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
+    def from_student(
+        self, out: StudentOutput, deterministic: bool = True, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         if out.kind == "discrete":
             return self._discrete(out.logits, deterministic, rng)
         if out.kind == "deterministic":

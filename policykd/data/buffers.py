@@ -35,9 +35,13 @@ DRIVER_NAMES: tuple[str, ...] = ("teacher", "student")  # indexed by driver code
 FORMAT = "policykd.buffer"
 FORMAT_VERSION = 1
 _HEADER_KEY = "__header__"
-_TRANSITION_DTYPES: dict[str, np.dtype] = {"rewards": np.dtype(np.float32), "terminated": np.dtype(bool),
-                                           "truncated": np.dtype(bool), "episode_starts": np.dtype(bool),
-                                           "drivers": np.dtype(np.int8)}
+_TRANSITION_DTYPES: dict[str, np.dtype] = {
+    "rewards": np.dtype(np.float32),
+    "terminated": np.dtype(bool),
+    "truncated": np.dtype(bool),
+    "episode_starts": np.dtype(bool),
+    "drivers": np.dtype(np.int8),
+}
 
 
 def _teacher_key(field: str) -> str:
@@ -105,8 +109,11 @@ class LabelledBuffer:
                 f"frame_stack={frame_stack} needs channel-first stacked images (S*C, H, W), got {self.observation_shape}"
             )
         # observations hold whole observations, or only the newest frame (C, H, W) when deduplicating
-        stored_obs_shape = (self.observation_shape[0] // self.frame_stack, *self.observation_shape[1:]) \
-            if self.frame_stack > 1 else self.observation_shape
+        stored_obs_shape = (
+            (self.observation_shape[0] // self.frame_stack, *self.observation_shape[1:])
+            if self.frame_stack > 1
+            else self.observation_shape
+        )
         self._data: dict[str, np.ndarray] = {
             "observations": np.zeros((self._capacity, *stored_obs_shape), self.observation_dtype),
             "actions": np.zeros((self._capacity, *self.action_shape), self.action_dtype),
@@ -146,10 +153,18 @@ class LabelledBuffer:
                         f"(teacher {k}); an ensemble must share one env and action space"
                     )
         kinds = [out.kind for out in teacher_outputs_example]
-        return cls(capacity, observation_shape=obs_shape, observation_dtype=obs_dtype, action_shape=act_shape,
-                   action_dtype=act_dtype, teacher_kinds=kinds, teacher_field_shapes=field_shapes, meta=meta,
-                   frame_stack=frame_stack, n_envs=n_envs)
-
+        return cls(
+            capacity,
+            observation_shape=obs_shape,
+            observation_dtype=obs_dtype,
+            action_shape=act_shape,
+            action_dtype=act_dtype,
+            teacher_kinds=kinds,
+            teacher_field_shapes=field_shapes,
+            meta=meta,
+            frame_stack=frame_stack,
+            n_envs=n_envs,
+        )
 
     @staticmethod
     def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
@@ -162,9 +177,7 @@ class LabelledBuffer:
         return kinds
 
     @staticmethod
-    def _check_field_shapes(
-        kinds: tuple[str, ...], shapes: Mapping[str, Sequence[int]]
-    ) -> dict[str, tuple[int, ...]]:
+    def _check_field_shapes(kinds: tuple[str, ...], shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
         needed = {field for kind in kinds for field in KIND_FIELDS[kind]}
         if set(shapes) != needed:
             raise PolicyKDError(
@@ -179,7 +192,6 @@ class LabelledBuffer:
             return json.loads(json.dumps(meta or {}))
         except (TypeError, ValueError) as exc:
             raise PolicyKDError(f"buffer meta must be JSON-serialisable ({exc}); store plain numbers/strings") from None
-
 
     @property
     def capacity(self) -> int:
@@ -215,11 +227,16 @@ class LabelledBuffer:
 
     def layout(self) -> dict[str, Any]:
         """Everything two buffers must share to exchange transitions (JSON-able)."""
-        return {"observation_shape": list(self.observation_shape), "observation_dtype": self.observation_dtype.name,
-                "action_shape": list(self.action_shape), "action_dtype": self.action_dtype.name,
-                "teacher_kinds": list(self._kinds),
-                "teacher_field_shapes": {f: list(s) for f, s in self.teacher_field_shapes.items()},
-                "frame_stack": self.frame_stack, "n_envs": self.n_envs}
+        return {
+            "observation_shape": list(self.observation_shape),
+            "observation_dtype": self.observation_dtype.name,
+            "action_shape": list(self.action_shape),
+            "action_dtype": self.action_dtype.name,
+            "teacher_kinds": list(self._kinds),
+            "teacher_field_shapes": {f: list(s) for f, s in self.teacher_field_shapes.items()},
+            "frame_stack": self.frame_stack,
+            "n_envs": self.n_envs,
+        }
 
     @property
     def nbytes(self) -> int:
@@ -253,9 +270,14 @@ class LabelledBuffer:
                 self._check_array("observations", observations, (n, *self.observation_shape), self.observation_dtype)
             ),
             "actions": self._check_actions(np.asarray(actions), n),
-            **self._check_columns(n, rewards=rewards, terminated=terminated, truncated=truncated,
-                                  episode_starts=episode_starts,
-                                  drivers=np.full(n, drivers) if np.ndim(drivers) == 0 else drivers),
+            **self._check_columns(
+                n,
+                rewards=rewards,
+                terminated=terminated,
+                truncated=truncated,
+                episode_starts=episode_starts,
+                drivers=np.full(n, drivers) if np.ndim(drivers) == 0 else drivers,
+            ),
             **self._teacher_rows(teacher_outputs, n),
         }
         self._write(rows, n)
@@ -264,7 +286,9 @@ class LabelledBuffer:
         if self.frame_stack == 1:
             return observations
         if len(observations) != self.n_envs:
-            raise PolicyKDError(f"a frame-deduplicated buffer takes one row per env ({self.n_envs}), got {len(observations)}")
+            raise PolicyKDError(
+                f"a frame-deduplicated buffer takes one row per env ({self.n_envs}), got {len(observations)}"
+            )
         return observations[:, -self.observation_shape[0] // self.frame_stack :]
 
     def _stacked_observations(self, indices: np.ndarray) -> np.ndarray:
@@ -336,9 +360,11 @@ class LabelledBuffer:
         keep = min(n, self._capacity)
         start = (self._pos + n - keep) % self._capacity
         # a slice when the rows do not wrap (the common case): much cheaper than fancy indexing
-        idx = slice(start, start + keep) if start + keep <= self._capacity else (start + np.arange(keep)) % self._capacity
+        idx = (
+            slice(start, start + keep) if start + keep <= self._capacity else (start + np.arange(keep)) % self._capacity
+        )
         for name, array in self._data.items():
-            array[idx] = rows[name][n - keep:]
+            array[idx] = rows[name][n - keep :]
         self._full = self._full or self._pos + n >= self._capacity
         self._pos = (self._pos + n) % self._capacity
 
@@ -403,8 +429,16 @@ class LabelledBuffer:
     def save(self, path: str | os.PathLike) -> None:
         """Write the filled part (storage order, so ``pos``/``full`` round-trip) to one ``.npz``,
         atomically; the JSON header is the 0-d unicode array ``__header__``."""
-        header = {"format": FORMAT, "version": FORMAT_VERSION, "capacity": self._capacity, "pos": self._pos,
-                  "full": self._full, "n_rows": len(self), **self.layout(), "meta": self._check_meta(self._meta)}
+        header = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "capacity": self._capacity,
+            "pos": self._pos,
+            "full": self._full,
+            "n_rows": len(self),
+            **self.layout(),
+            "meta": self._check_meta(self._meta),
+        }
         arrays = {name: array[: len(self)] for name, array in self._data.items()}
         with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **{_HEADER_KEY: np.array(json.dumps(header))}, **arrays)
@@ -418,18 +452,41 @@ class LabelledBuffer:
                 if header.get("format") != FORMAT:
                     raise ValueError(f"header format is {header.get('format')!r}")
                 if header["version"] > FORMAT_VERSION:
-                    raise ValueError(f"format version {header['version']} is newer than {FORMAT_VERSION}; "
-                                     "upgrade policykd")
-                buffer = cls(header["capacity"], meta=header["meta"], frame_stack=header.get("frame_stack", 1),
-                             n_envs=header.get("n_envs", 1), **{
-                    key: header[key] for key in ("observation_shape", "observation_dtype", "action_shape",
-                                                 "action_dtype", "teacher_kinds", "teacher_field_shapes")})
+                    raise ValueError(
+                        f"format version {header['version']} is newer than {FORMAT_VERSION}; upgrade policykd"
+                    )
+                buffer = cls(
+                    header["capacity"],
+                    meta=header["meta"],
+                    frame_stack=header.get("frame_stack", 1),
+                    n_envs=header.get("n_envs", 1),
+                    **{
+                        key: header[key]
+                        for key in (
+                            "observation_shape",
+                            "observation_dtype",
+                            "action_shape",
+                            "action_dtype",
+                            "teacher_kinds",
+                            "teacher_field_shapes",
+                        )
+                    },
+                )
                 buffer._restore(data, header)
-        except (PolicyKDError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError,
-                zipfile.BadZipFile) as exc:
+        except (
+            PolicyKDError,
+            OSError,
+            EOFError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            zipfile.BadZipFile,
+        ) as exc:
             reason = str(exc) if isinstance(exc, PolicyKDError) else f"{type(exc).__name__}: {exc}"
-            raise PolicyKDError(f"{path} is not a policykd buffer ({reason.replace(chr(10), ' ')}); "
-                                "collect one with `policykd collect`") from None
+            raise PolicyKDError(
+                f"{path} is not a policykd buffer ({reason.replace(chr(10), ' ')}); collect one with `policykd collect`"
+            ) from None
         return buffer
 
     def _restore(self, data: Mapping[str, np.ndarray], header: Mapping[str, Any]) -> None:
@@ -439,8 +496,8 @@ class LabelledBuffer:
         for name, array in self._data.items():
             stored = data[name]
             if stored.shape != (n, *array.shape[1:]) or stored.dtype != array.dtype:
-                raise ValueError(f"array {name!r} is {stored.dtype}{stored.shape}, expected "
-                                 f"{array.dtype}{(n, *array.shape[1:])}")
+                raise ValueError(
+                    f"array {name!r} is {stored.dtype}{stored.shape}, expected {array.dtype}{(n, *array.shape[1:])}"
+                )
             array[:n] = stored
         self._pos, self._full = pos, full
-

@@ -49,9 +49,13 @@ class RolloutCursor:
 def check_spaces(teacher: Teacher, venv: Any) -> None:
     """Refuse a teacher whose spaces are not the env's, before anything is collected."""
     check_policy_spaces(
-        f"teacher {teacher.source}", teacher.observation_space, teacher.action_space, teacher.recipe.env_id, venv,
+        f"teacher {teacher.source}",
+        teacher.observation_space,
+        teacher.action_space,
+        teacher.recipe.env_id,
+        venv,
         hint="pick the teacher trained on this env (and its zoo folder, which brings its wrappers)",
-    )  # fmt: skip
+    )
 
 
 def check_policy_spaces(
@@ -63,9 +67,11 @@ def check_policy_spaces(
         ("observation", observation_space, venv.observation_space),
         ("action", action_space, venv.action_space),
     ):
-        if type(mine) is not type(env) or getattr(mine, "shape", None) != getattr(env, "shape", None) or getattr(
-            mine, "n", None
-        ) != getattr(env, "n", None):
+        if (
+            type(mine) is not type(env)
+            or getattr(mine, "shape", None) != getattr(env, "shape", None)
+            or getattr(mine, "n", None) != getattr(env, "n", None)
+        ):
             raise PolicyKDError(
                 f"{name} expects {what} space {_describe(mine)}, but {env_id} has {_describe(env)}; {hint}"
             )
@@ -144,13 +150,24 @@ def collect_rollouts(
         truncated = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
         if buffer is None:
             buffer = LabelledBuffer.for_teachers(
-                -(-n_transitions // n_envs) * n_envs, venv.observation_space, venv.action_space, outputs, meta=meta,
-                frame_stack=_dedup_frames(driver, venv.observation_space), n_envs=n_envs,
+                -(-n_transitions // n_envs) * n_envs,
+                venv.observation_space,
+                venv.action_space,
+                outputs,
+                meta=meta,
+                frame_stack=_dedup_frames(driver, venv.observation_space),
+                n_envs=n_envs,
             )
         buffer.add(
-            obs, actions, rewards, dones & ~truncated, truncated, episode_starts,
-            np.where(teacher_drives, DRIVER_TEACHER, DRIVER_STUDENT).astype(np.int8), outputs,
-        )  # fmt: skip
+            obs,
+            actions,
+            rewards,
+            dones & ~truncated,
+            truncated,
+            episode_starts,
+            np.where(teacher_drives, DRIVER_TEACHER, DRIVER_STUDENT).astype(np.int8),
+            outputs,
+        )
         stats.n_transitions += n_envs
         stats.n_teacher_steps += int(teacher_drives.sum())
         for info in infos:
@@ -171,8 +188,13 @@ TEACHER_DRIVES = ("first", "merged", "round-robin", "random")
 
 
 def _teacher_actions(
-    teachers: Sequence[Teacher], outputs: Sequence[Any], drive: str, which: np.ndarray, merge: Any,
-    deterministic: bool, rng: np.random.Generator,
+    teachers: Sequence[Teacher],
+    outputs: Sequence[Any],
+    drive: str,
+    which: np.ndarray,
+    merge: Any,
+    deterministic: bool,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """The teachers' env actions ``(n, ...)`` under the chosen drive."""
     if len(teachers) == 1 or drive == "first":
@@ -180,7 +202,9 @@ def _teacher_actions(
     if drive == "merged":
         target = merge([soften(out, 1.0) for out in outputs])
         return teachers[0].mapper.from_student(as_student_output(target), deterministic=deterministic, rng=rng)
-    per_teacher = np.stack([t.mapper.from_teacher(o, deterministic=deterministic, rng=rng) for t, o in zip(teachers, outputs)])
+    per_teacher = np.stack(
+        [t.mapper.from_teacher(o, deterministic=deterministic, rng=rng) for t, o in zip(teachers, outputs)]
+    )
     return per_teacher[which, np.arange(per_teacher.shape[1])]
 
 
@@ -188,7 +212,9 @@ def _dedup_frames(teacher: Teacher, observation_space: Any) -> int:
     """Frame-stacked images are stored one frame per transition (see buffers.LabelledBuffer)."""
     stack = int(teacher.recipe.frame_stack or 1)
     shape = getattr(observation_space, "shape", ())
-    is_stacked_image = len(shape) == 3 and getattr(observation_space, "dtype", None) == np.uint8 and shape[0] % stack == 0
+    is_stacked_image = (
+        len(shape) == 3 and getattr(observation_space, "dtype", None) == np.uint8 and shape[0] % stack == 0
+    )
     return stack if stack > 1 and is_stacked_image else 1
 
 

@@ -63,7 +63,9 @@ def read_zoo_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise PolicyKDError(f"{path} holds a {type(data).__name__}, not an rl-zoo mapping of settings; restore it from the zoo")
+        raise PolicyKDError(
+            f"{path} holds a {type(data).__name__}, not an rl-zoo mapping of settings; restore it from the zoo"
+        )
     return data
 
 
@@ -107,7 +109,9 @@ def check_env_id(env_id: str) -> None:
     try:
         gym.spec(env_id)
     except gym.error.Error as err:
-        raise PolicyKDError(f"unknown environment {env_id!r} ({err}); check the id with gymnasium.pprint_registry()") from None
+        raise PolicyKDError(
+            f"unknown environment {env_id!r} ({err}); check the id with gymnasium.pprint_registry()"
+        ) from None
 
 
 def _wrapper_class(recipe: EnvRecipe) -> Any:
@@ -116,7 +120,9 @@ def _wrapper_class(recipe: EnvRecipe) -> Any:
     try:
         from rl_zoo3.utils import get_wrapper_class
     except ImportError:
-        raise PolicyKDError("this expert's recipe has env wrappers; install them with: pip install 'policykd[zoo]'") from None
+        raise PolicyKDError(
+            "this expert's recipe has env wrappers; install them with: pip install 'policykd[zoo]'"
+        ) from None
     return get_wrapper_class({"env_wrapper": recipe.env_wrapper})
 
 

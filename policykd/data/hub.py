@@ -65,7 +65,11 @@ def resolve_hub_id(repo_id: str, *, hub_dir: Path | None = None) -> Path:
     shutil.copyfile(model_zip, run_dir / f"{env_name}.zip")
     # hub file -> where rl_zoo3.load_from_hub puts it. A file the repo lacks is removed here, so an
     # earlier resolution (another revision) leaves nothing stale behind.
-    optional_files = {"config.yml": "config.yml", "env_kwargs.yml": "env_kwargs.yml", "vec_normalize.pkl": "vecnormalize.pkl"}
+    optional_files = {
+        "config.yml": "config.yml",
+        "env_kwargs.yml": "env_kwargs.yml",
+        "vec_normalize.pkl": "vecnormalize.pkl",
+    }
     for hub_name, local_name in optional_files.items():
         downloaded = fetch(hub_name, required=False)
         if downloaded is None:

@@ -66,7 +66,9 @@ class ObsNormalizer:
             return cls(mean, var, float(vec_normalize.clip_obs), float(vec_normalize.epsilon))
         except Exception as err:  # noqa: BLE001 - any unreadable pickle is the same user error
             reason = " ".join(f"{type(err).__name__}: {err}".split())
-            raise PolicyKDError(f"cannot read VecNormalize statistics {path} ({reason}); restore the zoo's file") from None
+            raise PolicyKDError(
+                f"cannot read VecNormalize statistics {path} ({reason}); restore the zoo's file"
+            ) from None
 
 
 class Teacher:
@@ -176,7 +178,9 @@ class Teacher:
         return TeacherOutput("deterministic", action=action.clone(), value=value)
 
     # -- acting ------------------------------------------------------------------------------
-    def act(self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
+    def act(
+        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         """Env actions ``(B,)`` or ``(B, D)`` for raw observations.
 
         ``deterministic=False`` acts as SB3's ``predict`` does: actor-critics sample their policy, and
@@ -238,7 +242,9 @@ def _load_policy(zip_path: Path) -> tuple[Any, str, float]:
         policy.load_state_dict(params["policy"])
     except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError, EOFError, TypeError, AttributeError) as err:
         reason = " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span several lines
-        raise PolicyKDError(f"{zip_path} is not a readable SB3 model ({reason}); pass a zip saved by model.save()") from None
+        raise PolicyKDError(
+            f"{zip_path} is not a readable SB3 model ({reason}); pass a zip saved by model.save()"
+        ) from None
     return policy, _algo_from_zip(data), float(data.get("exploration_rate") or 0.0)
 
 
@@ -282,7 +288,9 @@ def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None) -
     # rl-zoo names files after the env with "/" written as "-" (ALE/Pong-v5 -> ALE-Pong-v5).
     folder_env_id = args["env"] if isinstance(args.get("env"), str) else env_id_from_name(env_name)
     if env_id is not None and env_id != folder_env_id:
-        raise PolicyKDError(f"{path} is an expert for {folder_env_id}, not {env_id}; pick the matching --env or teacher")
+        raise PolicyKDError(
+            f"{path} is an expert for {folder_env_id}, not {env_id}; pick the matching --env or teacher"
+        )
     if (params_dir / "env_kwargs.yml").is_file():  # what rl_zoo3.load_from_hub adds next to args.yml
         env_kwargs = read_zoo_yaml(params_dir / "env_kwargs.yml")
         args = dict(args, env_kwargs={**env_kwargs, **(args.get("env_kwargs") or {})})
@@ -297,14 +305,23 @@ def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None) -
     if path.parent.name in _KNOWN_ALGOS:  # the zoo's <algo>/ folder names it better than the zip can
         algo = path.parent.name
     score = read_json(path / "expert.json").get("score") if (path / "expert.json").is_file() else None
-    return Teacher(policy, algo=algo, source=str(path), recipe=recipe, normalizer=normalizer, score=score,
-                   exploration_rate=exploration_rate)  # fmt: skip
+    return Teacher(
+        policy,
+        algo=algo,
+        source=str(path),
+        recipe=recipe,
+        normalizer=normalizer,
+        score=score,
+        exploration_rate=exploration_rate,
+    )
 
 
 def _load_bare_zip(path: Path, env_id: str | None, recipe: EnvRecipe | None) -> Teacher:
     if recipe is None:
         if env_id is None:
-            raise PolicyKDError(f"{path}: a bare .zip does not say its env; pass --env ENV_ID (or use an rl-zoo folder)")
+            raise PolicyKDError(
+                f"{path}: a bare .zip does not say its env; pass --env ENV_ID (or use an rl-zoo folder)"
+            )
         from policykd.zoo.presets import load_preset
 
         preset = load_preset(env_id)

@@ -105,8 +105,11 @@ def resolve_teachers(config: CollectConfig) -> list[Teacher]:
     teachers = [resolve_teacher(sources[0], config.env_id)]
     for source in sources[1:]:
         other = resolve_teacher(source, config.env_id or teachers[0].recipe.env_id)
-        if other.recipe.env_id != teachers[0].recipe.env_id or other.observation_space != teachers[0].observation_space \
-                or other.action_space != teachers[0].action_space:  # fmt: skip
+        if (
+            other.recipe.env_id != teachers[0].recipe.env_id
+            or other.observation_space != teachers[0].observation_space
+            or other.action_space != teachers[0].action_space
+        ):
             raise PolicyKDError(
                 f"teachers {teachers[0].source} and {source} do not share one env and its spaces "
                 f"({teachers[0].recipe.env_id} vs {other.recipe.env_id}); an ensemble needs teachers of the same task"
@@ -159,9 +162,13 @@ def playing_recipe(recorded: EnvRecipe | None, env_id: str | None, name: str, co
     venv = make_vec_env(recipe, 1, 0)
     try:
         check_policy_spaces(
-            name, gym.spaces.Box(-np.inf, np.inf, config.observation_shape),
-            config.action_space, recipe.env_id, venv, hint="evaluate it on the env it was distilled on",
-        )  # fmt: skip
+            name,
+            gym.spaces.Box(-np.inf, np.inf, config.observation_shape),
+            config.action_space,
+            recipe.env_id,
+            venv,
+            hint="evaluate it on the env it was distilled on",
+        )
     finally:
         venv.close()
     return recipe
@@ -172,9 +179,14 @@ def make_student_for(teacher: Teacher, kind: str, hidden_sizes: tuple[int, ...],
     statistics copied in so the student acts on raw observations."""
     normalizer = teacher.normalizer
     return make_student(
-        kind, teacher.observation_space, teacher.action_space, hidden_sizes=hidden_sizes, cnn_width=cnn_width,
-        obs_mean=None if normalizer is None else normalizer.mean, obs_std=None if normalizer is None else normalizer.std,
-    )  # fmt: skip
+        kind,
+        teacher.observation_space,
+        teacher.action_space,
+        hidden_sizes=hidden_sizes,
+        cnn_width=cnn_width,
+        obs_mean=None if normalizer is None else normalizer.mean,
+        obs_std=None if normalizer is None else normalizer.std,
+    )
 
 
 def evaluate_teacher(teacher: Teacher, n_episodes: int, seed: int, deterministic: bool = True) -> ReturnStats:
@@ -235,11 +247,16 @@ def collect(
             "driver": "teacher",
         }
         buffer, stats = collect_rollouts(
-            venv, teachers, n_transitions, rng=np.random.default_rng(config.seed),
-            epsilon=epsilon, action_noise=action_noise, meta=meta,
+            venv,
+            teachers,
+            n_transitions,
+            rng=np.random.default_rng(config.seed),
+            epsilon=epsilon,
+            action_noise=action_noise,
+            meta=meta,
             teacher_drive=config.teacher_drive if len(teachers) > 1 else "first",
             merge=make_run_merge(config, len(teachers)),
-        )  # fmt: skip
+        )
     finally:
         venv.close()
     buffer.meta["collect_stats"] = {
@@ -273,8 +290,10 @@ def _check_buffer_fits(buffer: LabelledBuffer, teachers: Sequence[Teacher], path
     """A saved buffer must hold these teachers' kinds of labels on their spaces."""
     kinds = tuple(t.kind for t in teachers)
     if buffer.teacher_kinds != kinds:
-        raise PolicyKDError(f"buffer {path} holds {list(buffer.teacher_kinds)} labels, not {list(kinds)}; "
-                            "collect it with these teachers or pass the teachers that labelled it")  # fmt: skip
+        raise PolicyKDError(
+            f"buffer {path} holds {list(buffer.teacher_kinds)} labels, not {list(kinds)}; "
+            "collect it with these teachers or pass the teachers that labelled it"
+        )
     teacher = teachers[0]
     obs_shape = tuple(teacher.observation_space.shape)
     act_shape = () if isinstance(teacher.action_space, gym.spaces.Discrete) else tuple(teacher.action_space.shape)
@@ -297,8 +316,9 @@ def distill(config: DistillConfig) -> dict[str, Any]:
             recorded = buffer.meta.get("teachers") or []
             if not recorded or not all(isinstance(t, dict) and "source" in t for t in recorded):
                 raise PolicyKDError(f"buffer {config.buffer} does not record its teacher; pass --teacher")
-            config = dataclasses.replace(config, teachers=tuple(t["source"] for t in recorded),
-                                         env_id=config.env_id or buffer.meta.get("env_id"))  # fmt: skip
+            config = dataclasses.replace(
+                config, teachers=tuple(t["source"] for t in recorded), env_id=config.env_id or buffer.meta.get("env_id")
+            )
         teachers = resolve_teachers(config)
         _check_buffer_fits(buffer, teachers, config.buffer)
     else:
@@ -310,10 +330,15 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     preset = load_preset(env_id)
     # Validate the loss and every budget before spending minutes on evaluation and collection.
     loss_fn = make_loss(
-        config.loss, kind, temperature=config.temperature, temperature_on=config.temperature_on,
-        direction=config.kl_direction, tau2_scaling=config.tau2_scaling, center_q=config.center_q,
+        config.loss,
+        kind,
+        temperature=config.temperature,
+        temperature_on=config.temperature_on,
+        direction=config.kl_direction,
+        tau2_scaling=config.tau2_scaling,
+        center_q=config.center_q,
         nll_min_std=config.nll_min_std,
-    )  # fmt: skip
+    )
     trainer_config = TrainerConfig(
         n_updates=_pick(config.n_updates, preset, "n_updates"),
         batch_size=_pick(config.batch_size, preset, "batch_size"),
@@ -362,14 +387,25 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         returns = episode_returns(lambda obs: s.act(obs, deterministic, rng), teacher.recipe, n_eval, seed=eval_seed)
         r = ReturnStats.of(returns)
         evaluations.append(r)
-        return {"eval/student_return": r.mean, "eval/pct_of_teacher": pct_of(r.mean, teacher_stats.mean, random_stats.mean)}
+        return {
+            "eval/student_return": r.mean,
+            "eval/pct_of_teacher": pct_of(r.mean, teacher_stats.mean, random_stats.mean),
+        }
 
     out_dir = _make_out_dir(config, env_id)
     logger = TensorBoardLogger(out_dir / "tb")
     try:
         logger.log_hparams({**dataclasses.asdict(config), **dataclasses.asdict(trainer_config)})
-        trainer = Trainer(student, loss_fn, buffer, config=trainer_config, logger=logger, evaluate=evaluate, merge=merge,
-                          checkpoint_dir=out_dir / "student")  # fmt: skip
+        trainer = Trainer(
+            student,
+            loss_fn,
+            buffer,
+            config=trainer_config,
+            logger=logger,
+            evaluate=evaluate,
+            merge=merge,
+            checkpoint_dir=out_dir / "student",
+        )
         train_metrics = trainer.train()  # evaluates every eval_every updates and after the last one
     finally:
         logger.close()

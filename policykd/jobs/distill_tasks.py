@@ -58,7 +58,9 @@ def distill_tasks(config: TasksConfig) -> dict[str, Any]:
     if len(tasks) < 2:
         raise PolicyKDError("a multi-task run needs at least two --task ENV=TEACHER")
     teachers = {env_id: resolve_teacher(source, env_id) for env_id, source in tasks}
-    loss_fns = {env_id: make_loss(config.loss, t.kind, temperature=config.temperature) for env_id, t in teachers.items()}
+    loss_fns = {
+        env_id: make_loss(config.loss, t.kind, temperature=config.temperature) for env_id, t in teachers.items()
+    }
 
     per_task: dict[str, dict[str, Any]] = {}
     buffers = {}
@@ -82,29 +84,42 @@ def distill_tasks(config: TasksConfig) -> dict[str, Any]:
         hidden_sizes=config.hidden_sizes,
         input_width=config.input_width,
         obs_stats={
-            env_id: (t.normalizer.mean, t.normalizer.std)
-            for env_id, t in teachers.items()
-            if t.normalizer is not None
+            env_id: (t.normalizer.mean, t.normalizer.std) for env_id, t in teachers.items() if t.normalizer is not None
         },
     )
     out_dir = Path(config.out_dir or f"runs/multitask/{'+'.join(e.split('-')[0] for e in teachers)}-seed{config.seed}")
     logger = TensorBoardLogger(out_dir / "tb")
     try:
         metrics = train_multitask(
-            student, buffers, loss_fns, n_updates=config.n_updates, batch_size=config.batch_size,
-            learning_rate=config.learning_rate, task_weights=config.task_weights, seed=config.seed, logger=logger,
-        )  # fmt: skip
+            student,
+            buffers,
+            loss_fns,
+            n_updates=config.n_updates,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            task_weights=config.task_weights,
+            seed=config.seed,
+            logger=logger,
+        )
         rows = {}
         for env_id, teacher in teachers.items():
             info = per_task[env_id]
             rng = np.random.default_rng(config.seed)
             policy = student.task_policy(env_id)
             deterministic = bool(load_preset(env_id)["deterministic_eval"])
-            stats = ReturnStats.of(episode_returns(lambda o: policy.act(o, deterministic, rng), teacher.recipe,
-                                                   info["n_eval"], seed=config.seed + EVAL_SEED_OFFSET))  # fmt: skip
+            stats = ReturnStats.of(
+                episode_returns(
+                    lambda o: policy.act(o, deterministic, rng),
+                    teacher.recipe,
+                    info["n_eval"],
+                    seed=config.seed + EVAL_SEED_OFFSET,
+                )
+            )
             pct = pct_of(stats.mean, info["teacher"].mean, info["random"].mean)
-            logger.log({f"tasks/{env_id}/eval/student_return": stats.mean, f"tasks/{env_id}/eval/pct_of_teacher": pct},
-                       config.n_updates)  # fmt: skip
+            logger.log(
+                {f"tasks/{env_id}/eval/student_return": stats.mean, f"tasks/{env_id}/eval/pct_of_teacher": pct},
+                config.n_updates,
+            )
             rows[env_id] = {
                 "teacher": info["teacher"].to_json() | {"source": teacher.source, "algo": teacher.algo},
                 "random_return_mean": info["random"].mean,

@@ -69,7 +69,9 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int =
 
     _require("onnxscript", "onnx", "onnxruntime")
     if (Path(student_dir) / MULTITASK_CONFIG).is_file():
-        raise PolicyKDError(f"{student_dir} is a multi-task student; `policykd export` writes single-task students only")
+        raise PolicyKDError(
+            f"{student_dir} is a multi-task student; `policykd export` writes single-task students only"
+        )
     student = Student.load(student_dir)
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
@@ -111,11 +113,15 @@ class OnnxPolicy:
             raise PolicyKDError(f"{path} is not a readable ONNX file ({' '.join(str(err).split())[:200]})") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         if CONFIG_KEY not in metadata:
-            raise PolicyKDError(f"{path} was not written by `policykd export` (no {CONFIG_KEY} metadata); export it again")
+            raise PolicyKDError(
+                f"{path} was not written by `policykd export` (no {CONFIG_KEY} metadata); export it again"
+            )
         self.config = StudentConfig.from_json(json.loads(metadata[CONFIG_KEY]))
         self.recipe = EnvRecipe(**json.loads(metadata[RECIPE_KEY])) if RECIPE_KEY in metadata else None
 
-    def act(self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
+    def act(
+        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         if not deterministic:
             raise PolicyKDError("an exported student acts greedily only; drop --stochastic")
         dtype = np.uint8 if self.config.image else np.float32
@@ -135,13 +141,17 @@ def _compare(exported: OnnxPolicy, student: Student, n_check: int, seed: int) ->
     if student.config.head == "discrete":
         mismatches = int((actions != expected).sum())
         if mismatches:
-            raise PolicyKDError(f"{exported.path}: the exported policy picks other actions than the student on "
-                                f"{mismatches}/{n_check} observations; please report this with the student folder")  # fmt: skip
+            raise PolicyKDError(
+                f"{exported.path}: the exported policy picks other actions than the student on "
+                f"{mismatches}/{n_check} observations; please report this with the student folder"
+            )
         return n_check, 0.0
     max_diff = float(np.abs(actions - expected).max())
     if not max_diff <= CONTINUOUS_TOLERANCE:
-        raise PolicyKDError(f"{exported.path}: the exported actions differ from the student's by up to {max_diff:.3g}; "
-                            "please report this with the student folder")  # fmt: skip
+        raise PolicyKDError(
+            f"{exported.path}: the exported actions differ from the student's by up to {max_diff:.3g}; "
+            "please report this with the student folder"
+        )
     return n_check, max_diff
 
 

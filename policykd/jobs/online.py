@@ -34,8 +34,16 @@ from policykd.learn.losses import make_loss
 from policykd.jobs.distill import EVAL_SEED_OFFSET, check_teacher_score, resolve_teacher
 from policykd.zoo.presets import load_preset
 from policykd.learn.students import Student
-from policykd.jobs.sweep import (RunCache, check_out_dir, check_positive_int, mean_ci, no_cache, student_for,
-                            teacher_baselines, write_csv)  # fmt: skip
+from policykd.jobs.sweep import (
+    RunCache,
+    check_out_dir,
+    check_positive_int,
+    mean_ci,
+    no_cache,
+    student_for,
+    teacher_baselines,
+    write_csv,
+)
 from policykd.data.teachers import Teacher
 from policykd.learn.trainer import LossFn, Trainer, TrainerConfig
 
@@ -225,9 +233,14 @@ def train_online(
         return student.act(obs, config.deterministic_drivers, act_rng)
 
     trainer_config = TrainerConfig(
-        n_updates=config.n_updates_per_round, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        temperature=temperature, log_every=config.log_every, seed=config.seed, progress_bar=False,
-    )  # fmt: skip
+        n_updates=config.n_updates_per_round,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        temperature=temperature,
+        log_every=config.log_every,
+        seed=config.seed,
+        progress_bar=False,
+    )
     ring: LabelledBuffer | None = None
     trainer: Trainer | None = None
     rounds: list[RoundRecord] = []
@@ -237,9 +250,15 @@ def train_online(
             beta = check_beta(schedule(index), f"the schedule's beta at round {index}")
             student.eval()
             chunk, stats = collect_rollouts(
-                venv, [teacher], config.n_transitions_per_round, rng=rng, student_act=student_act, beta=beta,
-                deterministic=config.deterministic_drivers, cursor=cursor,
-            )  # fmt: skip
+                venv,
+                [teacher],
+                config.n_transitions_per_round,
+                rng=rng,
+                student_act=student_act,
+                beta=beta,
+                deterministic=config.deterministic_drivers,
+                cursor=cursor,
+            )
             if ring is None:
                 ring = LabelledBuffer(config.capacity, meta={"env_id": teacher.recipe.env_id}, **chunk.layout())
                 trainer = Trainer(student, loss_fn, ring, config=trainer_config, logger=logger)
@@ -251,12 +270,20 @@ def train_online(
             student_return = evaluate(student) if evaluate is not None else None
             shares = ring.driver_shares()
             returns = stats.episode_returns
-            rounds.append(RoundRecord(
-                round=index, beta=beta, n_labels=n_labels, n_teacher_steps=n_teacher_steps, buffer_size=len(ring),
-                share_teacher=shares["teacher"], share_student=shares["student"], student_return=student_return,
-                driver_return=float(np.mean(returns)) if returns else None,
-                train_metrics={k: v for k, v in metrics.items() if k not in ("charts/SPS", "train/wall_time_s")},
-            ))  # fmt: skip
+            rounds.append(
+                RoundRecord(
+                    round=index,
+                    beta=beta,
+                    n_labels=n_labels,
+                    n_teacher_steps=n_teacher_steps,
+                    buffer_size=len(ring),
+                    share_teacher=shares["teacher"],
+                    share_student=shares["student"],
+                    student_return=student_return,
+                    driver_return=float(np.mean(returns)) if returns else None,
+                    train_metrics={k: v for k, v in metrics.items() if k not in ("charts/SPS", "train/wall_time_s")},
+                )
+            )
             logged = {"online/beta": beta, "online/n_labels": float(n_labels)}
             if student_return is not None:
                 logged["eval/student_return"] = student_return
@@ -299,8 +326,16 @@ class DriversConfig:
     teacher_check: bool = True
 
 
-def _drive_one(teacher: Teacher, driver: str, schedule: BetaSchedule, seed: int, config: DriversConfig,
-               online: OnlineConfig, budgets: dict[str, Any], out: Path) -> dict[str, Any]:  # fmt: skip
+def _drive_one(
+    teacher: Teacher,
+    driver: str,
+    schedule: BetaSchedule,
+    seed: int,
+    config: DriversConfig,
+    online: OnlineConfig,
+    budgets: dict[str, Any],
+    out: Path,
+) -> dict[str, Any]:
     """One (driver, seed) online run; JSON-able rounds."""
     loss = config.loss or ("mse" if teacher.kind == "deterministic" else "kl")
     loss_fn = make_loss(loss, teacher.kind, temperature=config.temperature)
@@ -311,10 +346,15 @@ def _drive_one(teacher: Teacher, driver: str, schedule: BetaSchedule, seed: int,
     try:
         logger.log_hparams({"driver": driver, "schedule": repr(schedule), "loss": loss, **dataclasses.asdict(online)})
         result = train_online(
-            teacher, student_for(teacher, budgets["hidden_sizes"], seed), loss_fn, schedule,
-            config=dataclasses.replace(online, seed=seed), logger=logger, temperature=config.temperature,
+            teacher,
+            student_for(teacher, budgets["hidden_sizes"], seed),
+            loss_fn,
+            schedule,
+            config=dataclasses.replace(online, seed=seed),
+            logger=logger,
+            temperature=config.temperature,
             evaluate=return_evaluator(teacher.recipe, config.n_eval_episodes, eval_seed, budgets["deterministic"]),
-        )  # fmt: skip
+        )
     finally:
         logger.close()
     return {"driver": driver, "seed": seed, "schedule": repr(schedule), **result.to_json()}
@@ -335,28 +375,42 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     unknown = [d for d in config.drivers if d not in DRIVERS]
     if not config.drivers or unknown:
         raise PolicyKDError(f"unknown or no drivers {unknown or []}; choose from {', '.join(DRIVERS)}")
-    for flag, value in (("--seeds", config.n_seeds), ("--eval-episodes", config.n_eval_episodes),
-                        ("--rounds", config.n_rounds), ("--round-transitions", config.n_transitions_per_round),
-                        ("--round-updates", config.n_updates_per_round), ("--capacity", config.capacity or 1)):  # fmt: skip
+    for flag, value in (
+        ("--seeds", config.n_seeds),
+        ("--eval-episodes", config.n_eval_episodes),
+        ("--rounds", config.n_rounds),
+        ("--round-transitions", config.n_transitions_per_round),
+        ("--round-updates", config.n_updates_per_round),
+        ("--capacity", config.capacity or 1),
+    ):
         check_positive_int(flag, value)
     check_out_dir(config.out_dir)
-    schedules = {"teacher": ConstantBeta(1.0), "student": ConstantBeta(0.0),
-                 "dagger": parse_schedule(config.dagger_schedule or f"linear:{max(config.n_rounds // 2, 1)}")}  # fmt: skip
+    schedules = {
+        "teacher": ConstantBeta(1.0),
+        "student": ConstantBeta(0.0),
+        "dagger": parse_schedule(config.dagger_schedule or f"linear:{max(config.n_rounds // 2, 1)}"),
+    }
     teacher = resolve_teacher(config.teacher, config.env_id)
     preset = load_preset(teacher.recipe.env_id)
 
     def pick(value: Any, key: str) -> Any:
         return preset[key] if value is None else value
 
-    budgets = {"hidden_sizes": pick(config.hidden_sizes, "hidden_sizes"),
-               "deterministic": bool(preset["deterministic_eval"])}  # fmt: skip
+    budgets = {
+        "hidden_sizes": pick(config.hidden_sizes, "hidden_sizes"),
+        "deterministic": bool(preset["deterministic_eval"]),
+    }
     online = OnlineConfig(
-        n_rounds=config.n_rounds, n_transitions_per_round=config.n_transitions_per_round,
-        n_updates_per_round=config.n_updates_per_round, n_envs=pick(config.n_envs, "n_envs"),
+        n_rounds=config.n_rounds,
+        n_transitions_per_round=config.n_transitions_per_round,
+        n_updates_per_round=config.n_updates_per_round,
+        n_envs=pick(config.n_envs, "n_envs"),
         capacity=config.capacity or config.n_rounds * config.n_transitions_per_round,
-        batch_size=pick(config.batch_size, "batch_size"), learning_rate=pick(config.learning_rate, "learning_rate"),
-        deterministic_drivers=config.deterministic_drivers, seed=config.seed,
-    )  # fmt: skip
+        batch_size=pick(config.batch_size, "batch_size"),
+        learning_rate=pick(config.learning_rate, "learning_rate"),
+        deterministic_drivers=config.deterministic_drivers,
+        seed=config.seed,
+    )
     TrainerConfig(batch_size=online.batch_size, learning_rate=online.learning_rate)  # validates both now
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -367,9 +421,14 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
         check_teacher_score(teacher, ReturnStats.of(baselines["teacher_greedy_returns"]))
     teacher_return = baselines["teacher_greedy" if budgets["deterministic"] else "teacher_sampled"]
     threshold = baselines["random"] + 0.95 * (teacher_return - baselines["random"])
-    runs = [cache(f"{driver}-seed{seed}", functools.partial(_drive_one, teacher, driver, schedules[driver], seed,
-                                                            config, online, budgets, out))
-            for driver in config.drivers for seed in range(config.seed, config.seed + config.n_seeds)]  # fmt: skip
+    runs = [
+        cache(
+            f"{driver}-seed{seed}",
+            functools.partial(_drive_one, teacher, driver, schedules[driver], seed, config, online, budgets, out),
+        )
+        for driver in config.drivers
+        for seed in range(config.seed, config.seed + config.n_seeds)
+    ]
     curves, reach, csv_rows = {}, {}, []
     for driver in config.drivers:
         mine = [r for r in runs if r["driver"] == driver]
@@ -377,18 +436,40 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
         per_round = [mean_ci([r["rounds"][i]["student_return"] for r in mine]) for i in range(len(n_labels))]
         curves[driver] = {"n_labels": n_labels, "return": per_round}
         per_seed = [labels_to_reach(n_labels, [rec["student_return"] for rec in r["rounds"]], threshold) for r in mine]
-        reach[driver] = {"mean_curve": labels_to_reach(n_labels, [m for m, _, _ in per_round], threshold),
-                         "per_seed": per_seed}  # fmt: skip
+        reach[driver] = {
+            "mean_curve": labels_to_reach(n_labels, [m for m, _, _ in per_round], threshold),
+            "per_seed": per_seed,
+        }
         for i, (m, lo, hi) in enumerate(per_round):
             rec = mine[0]["rounds"][i]
-            csv_rows.append({"driver": driver, "round": i, "n_labels": n_labels[i], "beta": rec["beta"],
-                             "share_teacher": float(np.mean([r["rounds"][i]["share_teacher"] for r in mine])),
-                             "return_mean": m, "return_ci_low": lo, "return_ci_high": hi})  # fmt: skip
-    summary = {"env_id": teacher.recipe.env_id, "teacher": teacher.source, "teacher_algo": teacher.algo,
-               **{k: v for k, v in baselines.items() if not k.endswith("_returns")}, "teacher_return": teacher_return,
-               "threshold": threshold, "n_seeds": config.n_seeds, "online": dataclasses.asdict(online),
-               "schedules": {d: repr(schedules[d]) for d in config.drivers}, "curves": curves, "reach": reach,
-               "runs": runs, "n_eval_episodes": config.n_eval_episodes, "out_dir": str(out)}  # fmt: skip
+            csv_rows.append(
+                {
+                    "driver": driver,
+                    "round": i,
+                    "n_labels": n_labels[i],
+                    "beta": rec["beta"],
+                    "share_teacher": float(np.mean([r["rounds"][i]["share_teacher"] for r in mine])),
+                    "return_mean": m,
+                    "return_ci_low": lo,
+                    "return_ci_high": hi,
+                }
+            )
+    summary = {
+        "env_id": teacher.recipe.env_id,
+        "teacher": teacher.source,
+        "teacher_algo": teacher.algo,
+        **{k: v for k, v in baselines.items() if not k.endswith("_returns")},
+        "teacher_return": teacher_return,
+        "threshold": threshold,
+        "n_seeds": config.n_seeds,
+        "online": dataclasses.asdict(online),
+        "schedules": {d: repr(schedules[d]) for d in config.drivers},
+        "curves": curves,
+        "reach": reach,
+        "runs": runs,
+        "n_eval_episodes": config.n_eval_episodes,
+        "out_dir": str(out),
+    }
     write_json_atomic(out / "summary.json", summary)
     write_csv(out / "drivers.csv", csv_rows)
     write_text_atomic(out / "drivers.md", drivers_markdown(summary))
@@ -410,16 +491,23 @@ def drivers_markdown(summary: dict[str, Any]) -> str:
         "",
         "| driver | β schedule | labels to 95 % (mean curve) | labels to 95 % (per seed) | final return [95 % CI] |",
         "|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for driver, curve in summary["curves"].items():
         reach = summary["reach"][driver]
         fmt = lambda n: "not reached" if n is None else f"{n:,}"  # noqa: E731
         m, lo, hi = curve["return"][-1]
-        lines.append(f"| {driver} | {summary['schedules'][driver]} | {fmt(reach['mean_curve'])} | "
-                     f"{', '.join(fmt(n) for n in reach['per_seed'])} | {m:.1f} [{lo:.1f}, {hi:.1f}] |")  # fmt: skip
+        lines.append(
+            f"| {driver} | {summary['schedules'][driver]} | {fmt(reach['mean_curve'])} | "
+            f"{', '.join(fmt(n) for n in reach['per_seed'])} | {m:.1f} [{lo:.1f}, {hi:.1f}] |"
+        )
     drivers = list(summary["curves"])
-    lines += ["", "Student return after each round, mean [95 % CI] over seeds:", "",
-              "| teacher labels | " + " | ".join(drivers) + " |", "|---|" + "---|" * len(drivers)]  # fmt: skip
+    lines += [
+        "",
+        "Student return after each round, mean [95 % CI] over seeds:",
+        "",
+        "| teacher labels | " + " | ".join(drivers) + " |",
+        "|---|" + "---|" * len(drivers),
+    ]
     for i, n in enumerate(summary["curves"][drivers[0]]["n_labels"]):
         cells = [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in (summary["curves"][d]["return"][i] for d in drivers)]
         lines.append(f"| {n:,} | " + " | ".join(cells) + " |")

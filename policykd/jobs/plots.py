@@ -65,7 +65,7 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 3.2 * n_rows), squeeze=False)
     for ax, key in zip(axes.flat, labels):
         draw(ax, key)
-    for ax in list(axes.flat)[len(labels):]:
+    for ax in list(axes.flat)[len(labels) :]:
         ax.axis("off")
     fig.suptitle(title)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.88, wspace=0.28, hspace=0.45)  # tight_layout: 1 s
@@ -110,6 +110,8 @@ def plot_drivers(summary: dict[str, Any], path: Path) -> None:
         xlabel="teacher labels used",
         ylabel="student return",
         title=f"{summary['env_id']} {summary['teacher_algo']} teacher: {summary['n_seeds']} seeds, 95 % CI",
-        hlines=[(summary["teacher_return"], "teacher's return", "--"),
-                (summary["threshold"], "95 % of teacher (random = 0 %)", ":")],  # fmt: skip
+        hlines=[
+            (summary["teacher_return"], "teacher's return", "--"),
+            (summary["threshold"], "95 % of teacher (random = 0 %)", ":"),
+        ],
     )

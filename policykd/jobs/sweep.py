@@ -28,8 +28,14 @@ from policykd.fileio import write_json_atomic, write_text_atomic
 from policykd.learn.logging import TensorBoardLogger
 from policykd.learn.losses import make_loss
 from policykd.learn.metrics import distill_metrics
-from policykd.jobs.distill import (EVAL_SEED_OFFSET, CollectConfig, check_teacher_score, collect, make_student_for,
-                               resolve_teacher)  # fmt: skip
+from policykd.jobs.distill import (
+    EVAL_SEED_OFFSET,
+    CollectConfig,
+    check_teacher_score,
+    collect,
+    make_student_for,
+    resolve_teacher,
+)
 from policykd.zoo.presets import load_preset
 from policykd.learn.students import Student
 from policykd.learn.targets import check_temperature, soften, student_kind_for
@@ -105,13 +111,17 @@ def teacher_baselines(teacher: Teacher, n_episodes: int, seed: int) -> dict[str,
     returns = {}
     for name, deterministic in (("teacher_greedy", True), ("teacher_sampled", False)):
         rng = np.random.default_rng(seed)
-        returns[name] = episode_returns(lambda o: teacher.act(o, deterministic, rng), teacher.recipe, n_episodes,
-                                        seed=seed)  # fmt: skip
+        returns[name] = episode_returns(
+            lambda o: teacher.act(o, deterministic, rng), teacher.recipe, n_episodes, seed=seed
+        )
     rng = np.random.default_rng(seed)
     randoms = episode_returns(lambda o: teacher.mapper.random(len(o), rng), teacher.recipe, n_episodes, seed=seed)
-    return {"teacher_greedy": float(returns["teacher_greedy"].mean()),
-            "teacher_sampled": float(returns["teacher_sampled"].mean()), "random": float(randoms.mean()),
-            "teacher_greedy_returns": returns["teacher_greedy"].tolist()}  # fmt: skip
+    return {
+        "teacher_greedy": float(returns["teacher_greedy"].mean()),
+        "teacher_sampled": float(returns["teacher_sampled"].mean()),
+        "random": float(randoms.mean()),
+        "teacher_greedy_returns": returns["teacher_greedy"].tolist(),
+    }
 
 
 def student_for(teacher: Teacher, hidden_sizes: Sequence[int], seed: int) -> Student:
@@ -161,9 +171,13 @@ def check_sweep_config(config: SweepConfig) -> tuple[float, ...]:
     temperatures = tuple(check_temperature(tau) for tau in config.temperatures)
     if len(set(temperatures)) != len(temperatures):
         raise PolicyKDError(f"temperatures {list(config.temperatures)} repeat a value; list each tau once")
-    for flag, value, minimum in (("--seeds", config.n_seeds, 1), ("--eval-episodes", config.n_eval_episodes, 1),
-                                 ("--bins", config.n_bins, 2), ("max_grid_dims", config.max_grid_dims, 0),
-                                 ("n_metric_states", config.n_metric_states, 1)):  # fmt: skip
+    for flag, value, minimum in (
+        ("--seeds", config.n_seeds, 1),
+        ("--eval-episodes", config.n_eval_episodes, 1),
+        ("--bins", config.n_bins, 2),
+        ("max_grid_dims", config.max_grid_dims, 0),
+        ("n_metric_states", config.n_metric_states, 1),
+    ):
         check_positive_int(flag, value, minimum)
     check_out_dir(config.out_dir)
     return temperatures
@@ -202,33 +216,59 @@ def buffer_metrics(student: Student, observations: torch.Tensor, raw: Any, tempe
     (as it acts), target entropy at tau, KL(teacher at tau = 1 || student), and top-1 agreement
     (discrete) or mean L2 gap of greedy actions (continuous)."""
     m = distill_metrics(student(observations), soften(raw, temperature), soften(raw, 1.0))
-    return {"student_entropy": m["student/entropy"], "target_entropy": m["teacher/entropy"],
-            "kl_teacher": m["distill/kl_teacher_student"], "agreement": m["distill/action_agreement"]}  # fmt: skip
+    return {
+        "student_entropy": m["student/entropy"],
+        "target_entropy": m["teacher/entropy"],
+        "kl_teacher": m["distill/kl_teacher_student"],
+        "agreement": m["distill/action_agreement"],
+    }
 
 
-def _distil_one(teacher: Teacher, buffer: LabelledBuffer, tau: float, seed: int, config: SweepConfig,
-                budgets: dict[str, Any], probe: tuple[torch.Tensor, Any], grid: tuple[np.ndarray, np.ndarray] | None,
-                out: Path) -> dict[str, Any]:  # fmt: skip
+def _distil_one(
+    teacher: Teacher,
+    buffer: LabelledBuffer,
+    tau: float,
+    seed: int,
+    config: SweepConfig,
+    budgets: dict[str, Any],
+    probe: tuple[torch.Tensor, Any],
+    grid: tuple[np.ndarray, np.ndarray] | None,
+    out: Path,
+) -> dict[str, Any]:
     """Distil one student at ``tau`` from ``buffer`` and measure it; JSON-able result."""
     started = time.perf_counter()
-    loss_fn = make_loss("kl", teacher.kind, temperature=tau, temperature_on=config.temperature_on,
-                        direction=config.kl_direction)  # fmt: skip
-    trainer_config = TrainerConfig(n_updates=budgets["n_updates"], batch_size=budgets["batch_size"],
-                                   learning_rate=budgets["learning_rate"], temperature=tau, seed=seed,
-                                   progress_bar=False)  # fmt: skip
+    loss_fn = make_loss(
+        "kl", teacher.kind, temperature=tau, temperature_on=config.temperature_on, direction=config.kl_direction
+    )
+    trainer_config = TrainerConfig(
+        n_updates=budgets["n_updates"],
+        batch_size=budgets["batch_size"],
+        learning_rate=budgets["learning_rate"],
+        temperature=tau,
+        seed=seed,
+        progress_bar=False,
+    )
     tb_dir = out / "tb" / f"tau{tau:g}-seed{seed}"
     shutil.rmtree(tb_dir, ignore_errors=True)  # a rerun replaces its run, never appends to it
     logger = TensorBoardLogger(tb_dir)
     try:
-        logger.log_hparams({"temperature": tau, "seed": seed, **dataclasses.asdict(trainer_config),
-                            "temperature_on": config.temperature_on, "kl_direction": config.kl_direction})  # fmt: skip
+        logger.log_hparams(
+            {
+                "temperature": tau,
+                "seed": seed,
+                **dataclasses.asdict(trainer_config),
+                "temperature_on": config.temperature_on,
+                "kl_direction": config.kl_direction,
+            }
+        )
         student = student_for(teacher, budgets["hidden_sizes"], seed)
         Trainer(student, loss_fn, buffer, config=trainer_config, logger=logger).train()
         result = {"tau": tau, "seed": seed, **buffer_metrics(student, probe[0], probe[1], tau)}
         eval_seed = config.seed + EVAL_SEED_OFFSET
         rng = np.random.default_rng(eval_seed)
-        greedy = episode_returns(lambda o: student.act(o, True, rng), teacher.recipe, config.n_eval_episodes,
-                                 seed=eval_seed)  # fmt: skip
+        greedy = episode_returns(
+            lambda o: student.act(o, True, rng), teacher.recipe, config.n_eval_episodes, seed=eval_seed
+        )
         visited: list[np.ndarray] = []
 
         def sample_and_record(obs: np.ndarray) -> np.ndarray:
@@ -240,11 +280,21 @@ def _distil_one(teacher: Teacher, buffer: LabelledBuffer, tau: float, seed: int,
             exploration = visitation_entropy(np.concatenate(visited), grid[0], grid[1], config.n_bins)
         else:
             exploration = ReturnStats.of(sampled).std
-        result.update(return_greedy=float(greedy.mean()), return_sampled=float(sampled.mean()),
-                      exploration=exploration, n_visited_states=int(sum(len(v) for v in visited)),
-                      wall_time_s=time.perf_counter() - started)  # fmt: skip
-        logger.log({"eval/student_return": result["return_greedy"], "eval/student_return_sampled": result[
-            "return_sampled"], "eval/exploration": exploration}, budgets["n_updates"])  # fmt: skip
+        result.update(
+            return_greedy=float(greedy.mean()),
+            return_sampled=float(sampled.mean()),
+            exploration=exploration,
+            n_visited_states=int(sum(len(v) for v in visited)),
+            wall_time_s=time.perf_counter() - started,
+        )
+        logger.log(
+            {
+                "eval/student_return": result["return_greedy"],
+                "eval/student_return_sampled": result["return_sampled"],
+                "eval/exploration": exploration,
+            },
+            budgets["n_updates"],
+        )
     finally:
         logger.close()
     return result
@@ -252,8 +302,15 @@ def _distil_one(teacher: Teacher, buffer: LabelledBuffer, tau: float, seed: int,
 
 # -- the sweep ----------------------------------------------------------------------------------
 
-METRICS: tuple[str, ...] = ("return_greedy", "return_sampled", "student_entropy", "target_entropy", "kl_teacher",
-                            "agreement", "exploration")  # fmt: skip
+METRICS: tuple[str, ...] = (
+    "return_greedy",
+    "return_sampled",
+    "student_entropy",
+    "target_entropy",
+    "kl_teacher",
+    "agreement",
+    "exploration",
+)
 
 
 def metric_labels(discrete: bool, grid: bool, n_bins: int) -> dict[str, str]:
@@ -272,17 +329,29 @@ def metric_labels(discrete: bool, grid: bool, n_bins: int) -> dict[str, str]:
 def _sweep_buffer(config: SweepConfig, teacher: Teacher, n_transitions: int, out: Path) -> LabelledBuffer:
     """Collect the one buffer, or reuse ``out/buffer.npz`` if an earlier run with the same
     collection settings wrote it (an interrupted sweep resumes on the same data)."""
-    settings = {"teacher": teacher.source, "env_id": teacher.recipe.env_id, "n_transitions": n_transitions,
-                "n_envs": config.n_envs, "epsilon": config.epsilon, "action_noise": config.action_noise,
-                "seed": config.seed}  # fmt: skip
+    settings = {
+        "teacher": teacher.source,
+        "env_id": teacher.recipe.env_id,
+        "n_transitions": n_transitions,
+        "n_envs": config.n_envs,
+        "epsilon": config.epsilon,
+        "action_noise": config.action_noise,
+        "seed": config.seed,
+    }
     path = out / "buffer.npz"
     if path.is_file():
         buffer = LabelledBuffer.load(path)
         if buffer.meta.get("sweep_collect") == settings:
             return buffer
-    collect_config = CollectConfig(teacher=teacher.source, env_id=teacher.recipe.env_id, n_transitions=n_transitions,
-                                   n_envs=config.n_envs, epsilon=config.epsilon, action_noise=config.action_noise,
-                                   seed=config.seed)  # fmt: skip
+    collect_config = CollectConfig(
+        teacher=teacher.source,
+        env_id=teacher.recipe.env_id,
+        n_transitions=n_transitions,
+        n_envs=config.n_envs,
+        epsilon=config.epsilon,
+        action_noise=config.action_noise,
+        seed=config.seed,
+    )
     buffer, _, _ = collect(collect_config, [teacher])
     buffer.meta["sweep_collect"] = settings
     buffer.save(path)
@@ -300,18 +369,24 @@ def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str
     cache = cache or no_cache
     teacher = resolve_teacher(config.teacher, config.env_id)
     if student_kind_for(teacher.kind) == "deterministic":
-        raise PolicyKDError(f"{teacher.source} is a deterministic ({teacher.algo}) teacher: it has no temperature to "
-                            "sweep; pick a PPO, A2C, DQN, QR-DQN or SAC expert")  # fmt: skip
+        raise PolicyKDError(
+            f"{teacher.source} is a deterministic ({teacher.algo}) teacher: it has no temperature to "
+            "sweep; pick a PPO, A2C, DQN, QR-DQN or SAC expert"
+        )
     preset = load_preset(teacher.recipe.env_id)
-    budgets = {key: getattr(config, key) if getattr(config, key) is not None else preset[key]
-               for key in ("n_transitions", "n_updates", "batch_size", "learning_rate", "hidden_sizes")}  # fmt: skip
-    TrainerConfig(n_updates=budgets["n_updates"], batch_size=budgets["batch_size"],
-                  learning_rate=budgets["learning_rate"])  # validates them before minutes are spent  # fmt: skip
+    budgets = {
+        key: getattr(config, key) if getattr(config, key) is not None else preset[key]
+        for key in ("n_transitions", "n_updates", "batch_size", "learning_rate", "hidden_sizes")
+    }
+    TrainerConfig(
+        n_updates=budgets["n_updates"], batch_size=budgets["batch_size"], learning_rate=budgets["learning_rate"]
+    )  # validates them before minutes are spent
     make_loss("kl", teacher.kind, temperature_on=config.temperature_on, direction=config.kl_direction)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    baselines = cache("teacher", functools.partial(teacher_baselines, teacher, config.n_eval_episodes,
-                                                   config.seed + EVAL_SEED_OFFSET))  # fmt: skip
+    baselines = cache(
+        "teacher", functools.partial(teacher_baselines, teacher, config.n_eval_episodes, config.seed + EVAL_SEED_OFFSET)
+    )
     if config.teacher_check:
         check_teacher_score(teacher, ReturnStats.of(baselines["teacher_greedy_returns"]))
     buffer = _sweep_buffer(config, teacher, budgets["n_transitions"], out)
@@ -329,24 +404,46 @@ def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str
     rows = []
     for tau in temperatures:
         cell = [r for r in runs if r["tau"] == tau]
-        rows.append({"tau": tau, "n_seeds": len(cell),
-                     **{key: mean_ci([r[key] for r in cell]) for key in METRICS}})  # fmt: skip
+        rows.append({"tau": tau, "n_seeds": len(cell), **{key: mean_ci([r[key] for r in cell]) for key in METRICS}})
     discrete = student_kind_for(teacher.kind) == "discrete"
     summary = {
-        "env_id": teacher.recipe.env_id, "teacher": teacher.source, "teacher_algo": teacher.algo,
-        "teacher_kind": teacher.kind, **{k: v for k, v in baselines.items() if not k.endswith("_returns")},
-        "temperatures": list(temperatures), "n_seeds": config.n_seeds, "n_transitions": len(buffer),
-        "epsilon": buffer.meta.get("epsilon") or 0.0, "action_noise": buffer.meta.get("action_noise") or 0.0,
-        "n_updates": budgets["n_updates"], "batch_size": budgets["batch_size"],
-        "hidden_sizes": list(budgets["hidden_sizes"]), "n_eval_episodes": config.n_eval_episodes,
-        "temperature_on": config.temperature_on, "kl_direction": config.kl_direction,
-        "labels": metric_labels(discrete, grid is not None, config.n_bins), "rows": rows, "runs": runs,
+        "env_id": teacher.recipe.env_id,
+        "teacher": teacher.source,
+        "teacher_algo": teacher.algo,
+        "teacher_kind": teacher.kind,
+        **{k: v for k, v in baselines.items() if not k.endswith("_returns")},
+        "temperatures": list(temperatures),
+        "n_seeds": config.n_seeds,
+        "n_transitions": len(buffer),
+        "epsilon": buffer.meta.get("epsilon") or 0.0,
+        "action_noise": buffer.meta.get("action_noise") or 0.0,
+        "n_updates": budgets["n_updates"],
+        "batch_size": budgets["batch_size"],
+        "hidden_sizes": list(budgets["hidden_sizes"]),
+        "n_eval_episodes": config.n_eval_episodes,
+        "temperature_on": config.temperature_on,
+        "kl_direction": config.kl_direction,
+        "labels": metric_labels(discrete, grid is not None, config.n_bins),
+        "rows": rows,
+        "runs": runs,
         "out_dir": str(out),
-    }  # fmt: skip
+    }
     write_json_atomic(out / "summary.json", summary)
-    write_csv(out / "sweep.csv", [{"tau": r["tau"], "n_seeds": r["n_seeds"], **{
-        f"{key}_{part}": value for key in METRICS for part, value in zip(("mean", "ci_low", "ci_high"), r[key])}}
-        for r in rows])  # fmt: skip
+    write_csv(
+        out / "sweep.csv",
+        [
+            {
+                "tau": r["tau"],
+                "n_seeds": r["n_seeds"],
+                **{
+                    f"{key}_{part}": value
+                    for key in METRICS
+                    for part, value in zip(("mean", "ci_low", "ci_high"), r[key])
+                },
+            }
+            for r in rows
+        ],
+    )
     write_csv(out / "runs.csv", runs)
     write_text_atomic(out / "sweep.md", sweep_markdown(summary))
     plot_sweep(summary, out / "sweep.png")
@@ -361,12 +458,22 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
     """The sweep table with the definitions a reader needs, as Markdown."""
     labels = summary["labels"]
     gaussian = summary["teacher_kind"] in ("gaussian", "squashed_gaussian")
-    tau_text = ("τ multiplies the teacher's standard deviation (the mean is kept); entropies and the action gap "
-                + ("are those of the pre-tanh Gaussian" if summary["teacher_kind"] == "squashed_gaussian" else
-                   "are in action units")) if gaussian else "target = softmax(teacher scores / τ)"  # fmt: skip
+    tau_text = (
+        (
+            "τ multiplies the teacher's standard deviation (the mean is kept); entropies and the action gap "
+            + (
+                "are those of the pre-tanh Gaussian"
+                if summary["teacher_kind"] == "squashed_gaussian"
+                else "are in action units"
+            )
+        )
+        if gaussian
+        else "target = softmax(teacher scores / τ)"
+    )
     header = ["τ", *labels.values()]
     noise = (f" with ε-greedy ε = {summary['epsilon']:g}" if summary.get("epsilon") else "") + (
-        f" with Gaussian action noise {summary['action_noise']:g} × half range" if summary.get("action_noise") else "")
+        f" with Gaussian action noise {summary['action_noise']:g} × half range" if summary.get("action_noise") else ""
+    )
     lines = [
         f"{summary['env_id']}: {summary['teacher_algo']} teacher ({summary['teacher_kind']}) `{summary['teacher']}`, "
         f"one buffer of {summary['n_transitions']:,} transitions driven by the greedy teacher{noise}; per (τ, seed) "
@@ -382,7 +489,7 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
-    ]  # fmt: skip
+    ]
     for row in summary["rows"]:
         cells = [f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]" for m, lo, hi in (row[key] for key in labels)]
         lines.append(f"| {row['tau']:g} | " + " | ".join(cells) + " |")

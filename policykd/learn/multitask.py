@@ -89,8 +89,11 @@ class _TaskModules(nn.Module):
         self.register_buffer("obs_mean", torch.zeros(spec.observation_shape))
         self.register_buffer("obs_std", torch.ones(spec.observation_shape))
         obs_dim = int(np.prod(spec.observation_shape))
-        self.encoder = nn.Identity() if config.image else nn.Sequential(
-            nn.Flatten(), nn.Linear(obs_dim, config.input_width), nn.ReLU())  # fmt: skip
+        self.encoder = (
+            nn.Identity()
+            if config.image
+            else nn.Sequential(nn.Flatten(), nn.Linear(obs_dim, config.input_width), nn.ReLU())
+        )
         self.head = nn.Linear(n_features, spec.action_dim * (2 if spec.head == "gaussian" else 1))
         self.mapper = ActionMapper(spec.action_space, squash=spec.squash)
 
@@ -108,8 +111,9 @@ class MultiTaskStudent(nn.Module):
             self.trunk = _mlp([config.input_width, *config.hidden_sizes])
             n_features = config.hidden_sizes[-1] if config.hidden_sizes else config.input_width
         # ModuleDict keys are positions, so any task name (``ALE/Pong-v5``) is allowed.
-        self.task_modules = nn.ModuleDict({f"task{i}": _TaskModules(s, config, n_features)
-                                           for i, s in enumerate(config.tasks)})  # fmt: skip
+        self.task_modules = nn.ModuleDict(
+            {f"task{i}": _TaskModules(s, config, n_features) for i, s in enumerate(config.tasks)}
+        )
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -131,8 +135,10 @@ class MultiTaskStudent(nn.Module):
         modules = self._modules_of(task)
         mean_t, std_t = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (mean, std))
         if mean_t.shape != modules.obs_mean.shape or std_t.shape != modules.obs_std.shape:
-            raise PolicyKDError(f"task {task!r} normalisation statistics have shapes {tuple(mean_t.shape)} and "
-                                f"{tuple(std_t.shape)}, expected {tuple(modules.obs_mean.shape)}")  # fmt: skip
+            raise PolicyKDError(
+                f"task {task!r} normalisation statistics have shapes {tuple(mean_t.shape)} and "
+                f"{tuple(std_t.shape)}, expected {tuple(modules.obs_mean.shape)}"
+            )
         modules.obs_mean.copy_(mean_t)
         modules.obs_std.copy_(std_t)
 
@@ -141,8 +147,10 @@ class MultiTaskStudent(nn.Module):
         ``(B, A)``, mean and log-std ``(B, D)``, or action ``(B, D)`` in [-1, 1]."""
         spec, modules = self.spec(task), self._modules_of(task)
         if tuple(observations.shape[1:]) != spec.observation_shape:
-            raise PolicyKDError(f"task {task!r} takes observations of shape {spec.observation_shape}, got "
-                                f"{tuple(observations.shape[1:])}; pass that task's env observations")  # fmt: skip
+            raise PolicyKDError(
+                f"task {task!r} takes observations of shape {spec.observation_shape}, got "
+                f"{tuple(observations.shape[1:])}; pass that task's env observations"
+            )
         x = observations.float()
         x = x / 255.0 if self.config.image else (x - modules.obs_mean) / modules.obs_std
         out = modules.head(self.trunk(modules.encoder(x)))
@@ -185,11 +193,21 @@ class MultiTaskStudent(nn.Module):
             tasks = tuple(TaskSpec(**_tuples(task)) for task in raw.pop("tasks"))
             student = cls(MultiTaskConfig(tasks=tasks, **_tuples(raw)))
             student.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, EOFError,
-                pickle.UnpicklingError, PolicyKDError) as err:
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            RuntimeError,
+            EOFError,
+            pickle.UnpicklingError,
+            PolicyKDError,
+        ) as err:
             reason = " ".join(f"{type(err).__name__}: {err}".split())
-            raise PolicyKDError(f"{directory} is not a policykd multi-task student ({reason}); "
-                                "distil one with several --task") from None  # fmt: skip
+            raise PolicyKDError(
+                f"{directory} is not a policykd multi-task student ({reason}); distil one with several --task"
+            ) from None
         return student.eval()
 
 
@@ -227,19 +245,31 @@ def make_multitask_student(
         if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise PolicyKDError(f"task {name!r}: action space {action_space} is not supported (Discrete or Box)")
         discrete = isinstance(action_space, gym.spaces.Discrete)
-        specs.append(TaskSpec(
-            name, tuple(int(n) for n in obs_space.shape), student_kind_for(teacher_kind),
-            int(action_space.n) if discrete else int(np.prod(action_space.shape)),
-            () if discrete else tuple(float(x) for x in action_space.low),
-            () if discrete else tuple(float(x) for x in action_space.high),
-            squash=teacher_kind == "squashed_gaussian"))  # fmt: skip
+        specs.append(
+            TaskSpec(
+                name,
+                tuple(int(n) for n in obs_space.shape),
+                student_kind_for(teacher_kind),
+                int(action_space.n) if discrete else int(np.prod(action_space.shape)),
+                () if discrete else tuple(float(x) for x in action_space.low),
+                () if discrete else tuple(float(x) for x in action_space.high),
+                squash=teacher_kind == "squashed_gaussian",
+            )
+        )
         images.append(is_image_space(obs_space, check_channels=False))
     if len(set(images)) > 1:
         names = [s.name for s, image in zip(specs, images) if image]
-        raise PolicyKDError(f"cannot mix image tasks ({', '.join(names)}) with vector tasks in one student; "
-                            "distil them into separate students")  # fmt: skip
-    config = MultiTaskConfig(tuple(specs), tuple(int(h) for h in hidden_sizes), int(input_width), float(cnn_width),
-                             image=bool(images and images[0]))  # fmt: skip
+        raise PolicyKDError(
+            f"cannot mix image tasks ({', '.join(names)}) with vector tasks in one student; "
+            "distil them into separate students"
+        )
+    config = MultiTaskConfig(
+        tuple(specs),
+        tuple(int(h) for h in hidden_sizes),
+        int(input_width),
+        float(cnn_width),
+        image=bool(images and images[0]),
+    )
     student = MultiTaskStudent(config)
     for name, (mean, std) in (obs_stats or {}).items():
         if not config.image:
@@ -289,8 +319,9 @@ class MultiTaskSampler:
         self, batch_size: int, rng: np.random.Generator, device: str | torch.device = "cpu"
     ) -> dict[str, DistillBatch]:
         """One batch per task that got rows this step (tasks with 0 rows are left out)."""
-        return {task: self.buffers[task].sample(n, rng, device)
-                for task, n in self.counts(batch_size, rng).items() if n > 0}  # fmt: skip
+        return {
+            task: self.buffers[task].sample(n, rng, device) for task, n in self.counts(batch_size, rng).items() if n > 0
+        }
 
 
 def train_multitask(
@@ -321,8 +352,16 @@ def train_multitask(
     key>`` and, with several teachers, ``tasks/<task>/teachers/...`` (disagreement, per-teacher KL).
     """
     # TrainerConfig validates the numbers exactly as the single-task Trainer does
-    TrainerConfig(n_updates=n_updates, batch_size=batch_size, learning_rate=learning_rate, temperature=temperature,
-                  max_grad_norm=max_grad_norm, log_every=log_every, seed=seed, progress_bar=False)  # fmt: skip
+    TrainerConfig(
+        n_updates=n_updates,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        temperature=temperature,
+        max_grad_norm=max_grad_norm,
+        log_every=log_every,
+        seed=seed,
+        progress_bar=False,
+    )
     sampler = MultiTaskSampler(buffers, task_weights)
     merges = dict(merges or {})
     taus = _check_training(student, sampler, loss_fns, merges, temperature)
@@ -353,8 +392,14 @@ def train_multitask(
             sps = window_steps * batch_size / max(time.perf_counter() - window_start, 1e-9)
             metrics = {"losses/distill": total.item(), "charts/SPS": sps}
             for task, (loss_out, student_out, target, batch) in steps.items():
-                metrics.update({f"tasks/{task}/{key}": value for key, value in
-                                _task_metrics(loss_out.metrics, student_out, target, batch, merges.get(task)).items()})
+                metrics.update(
+                    {
+                        f"tasks/{task}/{key}": value
+                        for key, value in _task_metrics(
+                            loss_out.metrics, student_out, target, batch, merges.get(task)
+                        ).items()
+                    }
+                )
             logger.log(metrics, update)
             window_start, window_steps = time.perf_counter(), 0
     student.eval()
@@ -380,7 +425,10 @@ def named_items(items: Mapping[str, T] | Sequence[tuple[str, T]], what: str) -> 
 
 
 def _task_metrics(
-    loss_metrics: dict[str, float], student_out: StudentOutput, target: DistillTarget, batch: DistillBatch,
+    loss_metrics: dict[str, float],
+    student_out: StudentOutput,
+    target: DistillTarget,
+    batch: DistillBatch,
     merge: MergeFn | None,
 ) -> dict[str, float]:
     """One task's detached metrics, against its teachers at tau = 1 (as the Trainer logs them)."""
@@ -394,16 +442,22 @@ def _task_metrics(
 def _check_config(config: MultiTaskConfig) -> None:
     named_items([(spec.name, spec) for spec in config.tasks], "task")
     if any(h <= 0 for h in config.hidden_sizes) or config.input_width <= 0 or not config.cnn_width > 0:
-        raise PolicyKDError(f"hidden sizes, input width and cnn width must be positive, got "
-                            f"{config.hidden_sizes}, {config.input_width} and {config.cnn_width}")  # fmt: skip
+        raise PolicyKDError(
+            f"hidden sizes, input width and cnn width must be positive, got "
+            f"{config.hidden_sizes}, {config.input_width} and {config.cnn_width}"
+        )
     for spec in config.tasks:
         if spec.head not in TARGET_KINDS or spec.action_dim < 1:
-            raise PolicyKDError(f"task {spec.name!r} has head {spec.head!r} with {spec.action_dim} actions; "
-                                f"use one of {', '.join(TARGET_KINDS)} and at least one action")  # fmt: skip
+            raise PolicyKDError(
+                f"task {spec.name!r} has head {spec.head!r} with {spec.action_dim} actions; "
+                f"use one of {', '.join(TARGET_KINDS)} and at least one action"
+            )
     shapes = {spec.observation_shape for spec in config.tasks}
     if config.image and len(shapes) > 1:
-        raise PolicyKDError(f"image tasks share one CNN and must have one observation shape, got {sorted(shapes)}; "
-                            "use the same wrappers (e.g. AtariWrapper, frame stack 4) for every task")  # fmt: skip
+        raise PolicyKDError(
+            f"image tasks share one CNN and must have one observation shape, got {sorted(shapes)}; "
+            "use the same wrappers (e.g. AtariWrapper, frame stack 4) for every task"
+        )
 
 
 def _check_task_weights(weights: Mapping[str, float] | Sequence[float] | None, tasks: tuple[str, ...]) -> np.ndarray:
@@ -411,8 +465,9 @@ def _check_task_weights(weights: Mapping[str, float] | Sequence[float] | None, t
         return np.full(len(tasks), 1.0 / len(tasks))
     if isinstance(weights, Mapping):
         if set(weights) != set(tasks):
-            raise PolicyKDError(f"task weights are for {sorted(weights)} but the tasks are {sorted(tasks)}; "
-                                "give one weight per task")  # fmt: skip
+            raise PolicyKDError(
+                f"task weights are for {sorted(weights)} but the tasks are {sorted(tasks)}; give one weight per task"
+            )
         weights = [weights[task] for task in tasks]
     try:
         values = np.asarray(weights, dtype=np.float64)
@@ -425,14 +480,21 @@ def _check_task_weights(weights: Mapping[str, float] | Sequence[float] | None, t
     return values / values.sum()
 
 
-def _check_training(student: MultiTaskStudent, sampler: MultiTaskSampler, loss_fns: Mapping[str, LossFn],
-                    merges: Mapping[str, MergeFn], temperature: float | None) -> dict[str, float]:  # fmt: skip
+def _check_training(
+    student: MultiTaskStudent,
+    sampler: MultiTaskSampler,
+    loss_fns: Mapping[str, LossFn],
+    merges: Mapping[str, MergeFn],
+    temperature: float | None,
+) -> dict[str, float]:
     """Refuse buffers, losses and merges that do not fit the student; return each task's tau."""
     tasks = set(sampler.tasks)
     for what, names in (("student", set(student.tasks)), ("losses", set(loss_fns))):
         if names != tasks:
-            raise PolicyKDError(f"the {what} cover tasks {sorted(names)} but the buffers cover {sorted(tasks)}; "
-                                "give each task a buffer, a loss and a head")  # fmt: skip
+            raise PolicyKDError(
+                f"the {what} cover tasks {sorted(names)} but the buffers cover {sorted(tasks)}; "
+                "give each task a buffer, a loss and a head"
+            )
     if not set(merges) <= tasks:
         raise PolicyKDError(f"merges given for unknown tasks {sorted(set(merges) - tasks)}")
     taus = {}
@@ -440,19 +502,24 @@ def _check_training(student: MultiTaskStudent, sampler: MultiTaskSampler, loss_f
         spec = student.spec(task)
         head = student_kind_for(ensemble_teacher_kind(buffer.teacher_kinds))
         field = next(f for f in ("logits", "q_values", "mean", "action") if f in buffer.teacher_field_shapes)
-        layout, expected = (buffer.observation_shape, head, buffer.teacher_field_shapes[field][0]), (
-            spec.observation_shape, spec.head, spec.action_dim)  # fmt: skip
+        layout, expected = (
+            (buffer.observation_shape, head, buffer.teacher_field_shapes[field][0]),
+            (spec.observation_shape, spec.head, spec.action_dim),
+        )
         if layout != expected:
-            raise PolicyKDError(f"task {task!r}: the buffer holds observations, teacher head and action count "
-                                f"{layout}, the student expects {expected}; "
-                                "collect the buffer with that task's env and teacher")  # fmt: skip
+            raise PolicyKDError(
+                f"task {task!r}: the buffer holds observations, teacher head and action count "
+                f"{layout}, the student expects {expected}; "
+                "collect the buffer with that task's env and teacher"
+            )
         loss = loss_fns[task]
         if getattr(loss, "reduction", "mean") != "mean":
             raise PolicyKDError(f"task {task!r}: multi-task training needs losses with reduction='mean'")
         loss_tau = getattr(loss, "temperature", None)
         if temperature is not None and loss_tau is not None and temperature != loss_tau:
-            raise PolicyKDError(f"temperature {temperature} differs from task {task!r}'s loss ({loss_tau}); "
-                                "set it in one place")  # fmt: skip
+            raise PolicyKDError(
+                f"temperature {temperature} differs from task {task!r}'s loss ({loss_tau}); set it in one place"
+            )
         taus[task] = temperature if temperature is not None else (loss_tau if loss_tau is not None else 1.0)
     return taus
 

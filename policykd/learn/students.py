@@ -63,11 +63,14 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 def _nature_cnn(n_channels: int, width: float, obs_shape: tuple[int, ...]) -> tuple[nn.Module, int]:
     c1, c2, c3, fc = (max(1, round(n * width)) for n in (32, 64, 64, 512))
     conv = nn.Sequential(
-        nn.Conv2d(n_channels, c1, 8, stride=4), nn.ReLU(),
-        nn.Conv2d(c1, c2, 4, stride=2), nn.ReLU(),
-        nn.Conv2d(c2, c3, 3, stride=1), nn.ReLU(),
+        nn.Conv2d(n_channels, c1, 8, stride=4),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 4, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(c2, c3, 3, stride=1),
+        nn.ReLU(),
         nn.Flatten(),
-    )  # fmt: skip
+    )
     with torch.no_grad():
         n_flat = conv(torch.zeros(1, *obs_shape)).shape[1]
     return nn.Sequential(conv, nn.Linear(n_flat, fc), nn.ReLU()), fc
@@ -82,7 +85,9 @@ class Student(nn.Module):
         self.register_buffer("obs_mean", torch.zeros(config.observation_shape))
         self.register_buffer("obs_std", torch.ones(config.observation_shape))
         if config.image:
-            self.trunk, n_features = _nature_cnn(config.observation_shape[0], config.cnn_width, config.observation_shape)
+            self.trunk, n_features = _nature_cnn(
+                config.observation_shape[0], config.cnn_width, config.observation_shape
+            )
         else:
             self.trunk = nn.Sequential(nn.Flatten(), _mlp([obs_dim, *config.hidden_sizes]))
             n_features = config.hidden_sizes[-1] if config.hidden_sizes else obs_dim
@@ -107,7 +112,9 @@ class Student(nn.Module):
         return StudentOutput("gaussian", mean=mean, log_std=log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
 
     @torch.no_grad()
-    def act(self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
+    def act(
+        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         """Env actions for raw observations ``(B, *obs_shape)``."""
         return self.mapper.from_student(self(torch.as_tensor(np.asarray(observations))), deterministic, rng)
 
@@ -124,8 +131,16 @@ class Student(nn.Module):
         try:
             student = cls(StudentConfig.from_json(json.loads((directory / CONFIG_FILE).read_text())))
             student.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, EOFError,
-                pickle.UnpicklingError) as err:
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            RuntimeError,
+            EOFError,
+            pickle.UnpicklingError,
+        ) as err:
             reason = " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span several lines
             raise PolicyKDError(
                 f"{directory} is not a policykd student ({reason}); distil one with `policykd distill`"
@@ -133,7 +148,9 @@ class Student(nn.Module):
         return student.eval()
 
 
-def save_without_pickle(module: nn.Module, directory: Path, config: dict[str, Any], weights: str, config_file: str) -> None:
+def save_without_pickle(
+    module: nn.Module, directory: Path, config: dict[str, Any], weights: str, config_file: str
+) -> None:
     """A state dict (read back with ``weights_only=True``) next to a JSON config, both atomic."""
     with atomic_path(directory / weights) as tmp:
         torch.save(module.state_dict(), tmp)

@@ -120,8 +120,12 @@ class Trainer:
                 sps = window_steps * cfg.batch_size / max(time.perf_counter() - window_start, 1e-9)
                 references = [soften(out, 1.0) for out in batch.teacher_outputs]  # the teachers at tau = 1
                 reference = self.merge(references)
-                metrics = {**loss_out.metrics, **with_entropy_gap(distill_metrics(student_out, target, reference)),
-                           **self._tracking_metrics(), "charts/SPS": sps}  # fmt: skip
+                metrics = {
+                    **loss_out.metrics,
+                    **with_entropy_gap(distill_metrics(student_out, target, reference)),
+                    **self._tracking_metrics(),
+                    "charts/SPS": sps,
+                }
                 if len(references) > 1:  # ensembles: how far the student is from each teacher, and theirs apart
                     metrics.update(per_teacher_kl(student_out, references), **teacher_disagreement(references))
                 self.logger.log(metrics, step)

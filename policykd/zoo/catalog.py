@@ -22,16 +22,18 @@ def list_experts(zoo_dir: Path = ZOO_DIR) -> list[dict[str, Any]]:
         progress = read_json(progress_file) if progress_file.is_file() else {}
         score = record.get("score")
         model = run_dir / f"{env_id}.zip"
-        rows.append({
-            "algo": algo,
-            "env_id": env_id,
-            "path": str(run_dir),
-            "score": f"{score['mean']:.1f} ± {score['std']:.1f} (n={score['n_episodes']})" if score else "-",
-            "reference": load_preset(env_id)["references"].get(algo, "-"),
-            "timesteps": f"{record.get('n_timesteps', progress.get('num_timesteps', 0)):,}",
-            "size": f"{model.stat().st_size / 1e6:.1f} MB" if model.is_file() else "-",
-            "status": record.get("status") or ("training" if progress else "empty"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "algo": algo,
+                "env_id": env_id,
+                "path": str(run_dir),
+                "score": f"{score['mean']:.1f} ± {score['std']:.1f} (n={score['n_episodes']})" if score else "-",
+                "reference": load_preset(env_id)["references"].get(algo, "-"),
+                "timesteps": f"{record.get('n_timesteps', progress.get('num_timesteps', 0)):,}",
+                "size": f"{model.stat().st_size / 1e6:.1f} MB" if model.is_file() else "-",
+                "status": record.get("status") or ("training" if progress else "empty"),
+            }
+        )
     return rows
 
 
@@ -61,7 +63,9 @@ def score_folder(folder: Path, env_id: str, n_episodes: int, seed: int) -> dict[
     return {**stats.to_json(), "seed": seed, "deterministic": deterministic}
 
 
-def score_checkpoint(algo: str, env_id: str, run_dir: Path, checkpoint: Path, n_episodes: int, seed: int) -> dict[str, Any]:
+def score_checkpoint(
+    algo: str, env_id: str, run_dir: Path, checkpoint: Path, n_episodes: int, seed: int
+) -> dict[str, Any]:
     """Score a training checkpoint (``checkpoint/model.zip`` and, with VecNormalize,
     ``checkpoint/<env_id>/vecnormalize.pkl``) as if it had shipped from ``run_dir``: the same
     config, the same protocol as :func:`measure_expert`."""

@@ -183,9 +183,19 @@ def train_expert(
     run_dir = run_dir_for(zoo_dir, algo, env_id, run_id)
     with _exclusive(run_dir):
         return _train_expert(
-            algo, env_id, run_dir, seed, n_timesteps, checkpoint_every, n_eval_episodes, run_id, hyperparams,
-            progress_bar, device, selection_episodes,
-        )  # fmt: skip
+            algo,
+            env_id,
+            run_dir,
+            seed,
+            n_timesteps,
+            checkpoint_every,
+            n_eval_episodes,
+            run_id,
+            hyperparams,
+            progress_bar,
+            device,
+            selection_episodes,
+        )
 
 
 def _train_expert(
@@ -262,7 +272,9 @@ def _train_expert(
         def evaluate(m: Any) -> float:
             if m.get_vec_normalize_env() is not None:
                 sync_envs_normalization(m.get_env(), eval_env)
-            mean, _ = evaluate_policy(m, eval_env, n_eval_episodes=n_eval_episodes, deterministic=exp.deterministic_eval)
+            mean, _ = evaluate_policy(
+                m, eval_env, n_eval_episodes=n_eval_episodes, deterministic=exp.deterministic_eval
+            )
             return mean
 
         eval_fn = evaluate
@@ -349,7 +361,10 @@ def _select_checkpoint(
     if n_episodes <= 0:
         return (best_dir if final is not None and best > final else resume_dir), {}
     selection = {
-        name: {"timesteps": int(steps), "score": score_checkpoint(algo, env_id, run_dir, folder, n_episodes, SCORE_SEED)}
+        name: {
+            "timesteps": int(steps),
+            "score": score_checkpoint(algo, env_id, run_dir, folder, n_episodes, SCORE_SEED),
+        }
         for name, folder, steps in (
             ("best", best_dir, progress["best_timesteps"]),
             ("final", resume_dir, progress["num_timesteps"]),
@@ -358,11 +373,14 @@ def _select_checkpoint(
     winner = max(("final", "best"), key=lambda name: selection[name]["score"]["mean"])  # first wins ties
     progress["notes"].append(
         "shipped the {} checkpoint: re-scored over {} episodes, best ({:,} steps) {:.3g}, final ({:,} steps) {:.3g}".format(
-            winner, n_episodes,
-            selection["best"]["timesteps"], selection["best"]["score"]["mean"],
-            selection["final"]["timesteps"], selection["final"]["score"]["mean"],
+            winner,
+            n_episodes,
+            selection["best"]["timesteps"],
+            selection["best"]["score"]["mean"],
+            selection["final"]["timesteps"],
+            selection["final"]["score"]["mean"],
         )
-    )  # fmt: skip
+    )
     return (best_dir if winner == "best" else resume_dir), selection
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -15,6 +15,27 @@ from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.errors import PolicyKDError
 
 ActFn = Callable[[np.ndarray], np.ndarray]
+
+
+class Policy(Protocol):
+    """Anything that acts in an env: a Teacher, a Student, a task of a multi-task student, an
+    exported ONNX student, :class:`RandomPolicy`."""
+
+    def act(
+        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+    ) -> np.ndarray: ...
+
+
+class RandomPolicy:
+    """Uniformly random actions from ``mapper`` (a teacher's ActionMapper): the 0 % of "% of teacher"."""
+
+    def __init__(self, mapper: Any) -> None:
+        self.mapper = mapper
+
+    def act(
+        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        return self.mapper.random(len(observations), rng if rng is not None else np.random.default_rng())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +81,18 @@ def episode_returns(act: ActFn, recipe: EnvRecipe, n_episodes: int, *, seed: int
     finally:
         venv.close()
     return np.asarray(returns)
+
+
+def evaluate_policy(
+    policy: Policy, recipe: EnvRecipe, n_episodes: int, *, seed: int, deterministic: bool = True
+) -> ReturnStats:
+    """Play ``n_episodes`` of ``recipe``'s env (env i seeded ``seed + i``) with ``policy`` and
+    summarise the returns. The policy's own randomness (sampled actions, epsilon) comes from a
+    fresh generator seeded ``seed``, so every call with the same arguments plays the same episodes."""
+    rng = np.random.default_rng(seed)
+    return ReturnStats.of(
+        episode_returns(lambda obs: policy.act(obs, deterministic, rng), recipe, n_episodes, seed=seed)
+    )
 
 
 def pct_of(student_mean: float, teacher_mean: float, random_mean: float | None = None) -> float:

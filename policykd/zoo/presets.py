@@ -7,6 +7,7 @@ env, the number of evaluation episodes, and the rl-zoo reference scores of its e
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -55,3 +56,12 @@ def default_expert(env_id: str) -> Path:
             f"no default expert for {env_id} (presets exist for: {', '.join(available_presets())}); pass --teacher"
         )
     return REPO_ROOT / preset["default_expert"]
+
+
+def resolve(env_id: str, config: Any, keys: Sequence[str]) -> dict[str, Any]:
+    """For each of ``keys``, ``config``'s value where it sets one (not None), else the preset's for
+    ``env_id`` (which falls back to DEFAULTS). ``config`` is a dataclass or a mapping; a key it
+    lacks comes from the preset. One line in place of "the option, or else the preset's"."""
+    preset = load_preset(env_id)
+    given = config if isinstance(config, Mapping) else {k: getattr(config, k, None) for k in keys}
+    return {key: preset[key] if given.get(key) is None else given[key] for key in keys}

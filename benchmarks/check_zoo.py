@@ -16,12 +16,13 @@ import argparse
 import sys
 
 from common import CLASSIC_ENVS, replace_between_markers
-from policykd.zoo.experts import RECORD_FILE
-from policykd.fileio import read_json
-from policykd.jobs.distill import evaluate_teacher
-from policykd.zoo.presets import ZOO_DIR, load_preset
+
 from policykd.data.teachers import load_teacher
+from policykd.fileio import read_json
+from policykd.jobs.evaluate import evaluate_teacher
 from policykd.zoo.catalog import measure_expert
+from policykd.zoo.experts import RECORD_FILE
+from policykd.zoo.presets import ZOO_DIR, load_preset
 
 
 def _fmt_score(score: dict) -> str:

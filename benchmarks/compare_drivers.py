@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from common import TaskCache, parse_quick_args, provenance, publish, sweep_sections
+
 from policykd.fileio import read_json, write_json_atomic
 from policykd.jobs.online import DriversConfig, compare_drivers, drivers_markdown
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import sys
 
 from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish
-from policykd.jobs.distill import DistillConfig, distill
+
+from policykd.jobs.config import DistillConfig
+from policykd.jobs.distill import distill
 from policykd.zoo.presets import ZOO_DIR
 
 # (name, CLI arguments) — each is run exactly as `policykd distill <args>` would run it.

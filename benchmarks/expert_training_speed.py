@@ -20,8 +20,9 @@ import time
 from typing import Any
 
 from common import RESULTS_DIR
-from policykd.zoo.experts import package_versions
+
 from policykd.fileio import read_json, write_json_atomic, write_text_atomic
+from policykd.zoo.experts import package_versions
 
 WARMUP_STEPS = 2_000
 

@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from common import RESULTS_DIR, parse_quick_args, provenance, results_name
-from policykd.jobs.evaluate import action_latency_ms, call_latency_ms
-from policykd.jobs.export import random_observations, onnx_session, export_onnx
-from policykd.fileio import write_json_atomic, write_text_atomic
-from policykd.jobs.distill import make_student_for
-from policykd.zoo.presets import load_preset
+
 from policykd.data.teachers import load_teacher
+from policykd.fileio import write_json_atomic, write_text_atomic
+from policykd.jobs.evaluate import action_latency_ms, call_latency_ms
+from policykd.jobs.export import export_onnx, onnx_session, random_observations
+from policykd.jobs.resolve import make_student_for
+from policykd.zoo.presets import load_preset
 
 ENVS = ("CartPole-v1", "LunarLander-v3", "Pendulum-v1", "HalfCheetah-v5", "PongNoFrameskip-v4")
 QUICK_ENVS = ("CartPole-v1", "Pendulum-v1")

@@ -15,12 +15,13 @@ across tasks with a bootstrap CI over (task, seed) runs, as rliable computes it.
 from __future__ import annotations
 
 import numpy as np
-
 from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish, results_name
-from policykd.zoo.experts import is_finished
-from policykd.jobs.distill import DistillConfig, distill
-from policykd.zoo.presets import ZOO_DIR, load_preset
+
 from policykd.data.teachers import load_teacher
+from policykd.jobs.config import DistillConfig
+from policykd.jobs.distill import distill
+from policykd.zoo.experts import is_finished
+from policykd.zoo.presets import ZOO_DIR, load_preset
 
 FRACTIONS = (0.25, 0.07, 0.04)
 # --quick: one expert per classic env, covering categorical, Q-value and Gaussian teachers

@@ -12,11 +12,12 @@ the student, all as measured. Resumes: finished runs are cached under results/me
 from __future__ import annotations
 
 import numpy as np
-
 from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish
+
+from policykd.jobs.config import DistillConfig
+from policykd.jobs.distill import distill
 from policykd.jobs.evaluate import ReturnStats, pct_of
 from policykd.zoo.experts import is_finished
-from policykd.jobs.distill import DistillConfig, distill
 from policykd.zoo.presets import ZOO_DIR
 
 # those whose training has finished take part

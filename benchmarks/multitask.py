@@ -11,10 +11,10 @@ random policy is 0 %) and the student's size against the sum of the teachers'.
 from __future__ import annotations
 
 import numpy as np
-
 from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish
-from policykd.jobs.evaluate import ReturnStats
+
 from policykd.jobs.distill_tasks import TasksConfig, distill_tasks
+from policykd.jobs.evaluate import ReturnStats
 
 TASKS = (
     ("CartPole-v1", "agents/ppo/CartPole-v1_1"),

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from common import RESULTS_DIR, provenance, results_name
+
 from policykd.fileio import read_json, write_json_atomic, write_text_atomic
 
 HERE = Path(__file__).resolve().parent

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from common import (
     RESULTS_DIR,
     TaskCache,
@@ -49,19 +48,27 @@ from common import (
     stale_note,
     task_sections,
 )
+from vs_imitation_report import reach
+
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.collect import collect_rollouts
 from policykd.data.envs import make_vec_env
-from policykd.jobs.evaluate import ReturnStats, episode_returns, pct_of
-from policykd.fileio import write_json_atomic, write_text_atomic
-from policykd.learn.losses import make_loss
-from policykd.jobs.distill import EVAL_SEED_OFFSET, check_teacher_score, evaluate_random, evaluate_teacher
-from policykd.jobs.plots import plot_curves
-from policykd.zoo.presets import ZOO_DIR, load_preset
-from policykd.jobs.sweep import student_for
 from policykd.data.teachers import Teacher, load_teacher
+from policykd.fileio import write_json_atomic, write_text_atomic
+from policykd.jobs.evaluate import (
+    EVAL_SEED_OFFSET,
+    ReturnStats,
+    episode_returns,
+    evaluate_random,
+    evaluate_teacher,
+    pct_of,
+)
+from policykd.jobs.plots import plot_curves
+from policykd.jobs.resolve import check_teacher_score
+from policykd.jobs.sweep import student_for
+from policykd.learn.losses import make_loss
 from policykd.learn.trainer import Trainer, TrainerConfig
-from vs_imitation_report import reach
+from policykd.zoo.presets import ZOO_DIR, load_preset
 
 SEEDS = (0, 1, 2)
 TARGET_PCT = 95.0

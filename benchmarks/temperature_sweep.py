@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common import TaskCache, parse_quick_args, provenance, publish, sweep_sections
+
 from policykd.fileio import read_json, write_json_atomic
 from policykd.jobs.sweep import SweepConfig, run_sweep, sweep_markdown
 

@@ -25,19 +25,19 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from common import RESULTS_DIR, provenance
+
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.collect import RolloutCursor, collect_rollouts
 from policykd.data.envs import EnvRecipe, make_vec_env
-from policykd.jobs.evaluate import action_latency_ms
-from policykd.zoo.experts import is_finished
-from policykd.fileio import write_json_atomic, write_text_atomic
-from policykd.learn.losses import make_loss
-from policykd.zoo.presets import ZOO_DIR
-from policykd.learn.students import make_student
 from policykd.data.teachers import Teacher, load_teacher
+from policykd.fileio import write_json_atomic, write_text_atomic
+from policykd.jobs.evaluate import action_latency_ms
+from policykd.learn.losses import make_loss
+from policykd.learn.students import make_student
 from policykd.learn.trainer import Trainer, TrainerConfig
+from policykd.zoo.experts import is_finished
+from policykd.zoo.presets import ZOO_DIR
 
 REPO = ZOO_DIR.parent
 CARTPOLE = REPO / "agents/ppo/CartPole-v1_1"

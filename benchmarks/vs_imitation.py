@@ -46,21 +46,21 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from common import RESULTS_DIR, cached_run, head_of, parse_quick_args, results_name
+from vs_imitation_report import METHODS, write_report
+
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.collect import collect_rollouts
 from policykd.data.envs import make_vec_env
-from policykd.jobs.evaluate import ReturnStats, episode_returns
-from policykd.zoo.experts import is_finished
-from policykd.learn.losses import make_loss
-from policykd.jobs.online import LinearBeta, OnlineConfig, train_online
-from policykd.jobs.distill import EVAL_SEED_OFFSET, evaluate_random, evaluate_teacher, make_student_for
-from policykd.zoo.presets import ZOO_DIR, load_preset
-from policykd.learn.students import Student
 from policykd.data.teachers import Teacher, load_teacher
+from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, episode_returns, evaluate_random, evaluate_teacher
+from policykd.jobs.online import LinearBeta, OnlineConfig, train_online
+from policykd.jobs.resolve import make_student_for
+from policykd.learn.losses import make_loss
+from policykd.learn.students import Student
 from policykd.learn.trainer import Trainer, TrainerConfig
-from vs_imitation_report import METHODS, write_report
+from policykd.zoo.experts import is_finished
+from policykd.zoo.presets import ZOO_DIR, load_preset
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from common import provenance, replace_between_markers, stale_note
-from policykd.jobs.evaluate import ReturnStats, pct_of
+
 from policykd.fileio import write_json_atomic, write_text_atomic
+from policykd.jobs.evaluate import ReturnStats, pct_of
 
 METHODS = ("imitation", "nll", "kl")
 LABEL = {"imitation": "imitation", "nll": "policykd nll", "kl": "policykd kl"}

@@ -7,13 +7,14 @@ The data flow (see the README): load_teacher -> collect_rollouts -> LabelledBuff
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.collect import collect_rollouts
 from policykd.data.envs import EnvRecipe, make_vec_env
+from policykd.data.teachers import Teacher, load_teacher
 from policykd.errors import PolicyKDError
+from policykd.jobs.config import CollectConfig, DistillConfig
+from policykd.jobs.distill import collect, distill
 from policykd.jobs.export import export_onnx
 from policykd.learn.losses import KLLoss, MSELoss, NLLLoss, make_loss
-from policykd.jobs.distill import CollectConfig, DistillConfig, collect, distill
 from policykd.learn.students import Student, make_student
 from policykd.learn.targets import soften
-from policykd.data.teachers import Teacher, load_teacher
 from policykd.learn.trainer import Trainer, TrainerConfig
 from policykd.types import DistillBatch, DistillTarget, LossOutput, StudentOutput, TeacherOutput
 

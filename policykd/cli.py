@@ -271,7 +271,8 @@ def _config_fields(args: argparse.Namespace, config_class: Any) -> dict[str, Any
 
 
 def _cmd_distill(args: argparse.Namespace) -> None:
-    from policykd.jobs.distill import DistillConfig, distill
+    from policykd.jobs.config import DistillConfig
+    from policykd.jobs.distill import distill
 
     if args.tasks:
         return _cmd_distill_tasks(args)
@@ -338,7 +339,8 @@ def _cmd_distill_tasks(args: argparse.Namespace) -> None:
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
-    from policykd.jobs.distill import CollectConfig, collect
+    from policykd.jobs.config import CollectConfig
+    from policykd.jobs.distill import collect
 
     config = CollectConfig(**_config_fields(args, CollectConfig))
     buffer, stats, teacher = collect(config)
@@ -351,9 +353,9 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from policykd.jobs.evaluate import ReturnStats, episode_returns
     from policykd.fileio import read_json, write_json_atomic
-    from policykd.jobs.distill import resolve_student, resolve_teacher
+    from policykd.jobs.evaluate import ReturnStats, episode_returns
+    from policykd.jobs.resolve import resolve_student, resolve_teacher
     from policykd.learn.students import is_student_dir
 
     record = Path(args.source) / "expert.json"
@@ -363,7 +365,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     policy: Any
     if args.source.endswith(".onnx"):
         from policykd.jobs.export import OnnxPolicy
-        from policykd.jobs.distill import playing_recipe
+        from policykd.jobs.resolve import playing_recipe
 
         if args.stochastic:
             raise PolicyKDError("an exported student acts greedily only; drop --stochastic")

@@ -116,7 +116,8 @@ def cartpole_teacher(cartpole_expert_dir: Path) -> Any:
 def cartpole_distill_run(tmp_path_factory: pytest.TempPathFactory, cartpole_expert_dir: Path) -> tuple[dict, Path]:
     """``(summary, out_dir)`` of one ``distill`` of the shipped expert with a moderate budget
     (5,000 transitions, 500 updates, evaluations after updates 250 and 500 over 3 episodes)."""
-    from policykd.jobs.distill import DistillConfig, distill
+    from policykd.jobs.config import DistillConfig
+    from policykd.jobs.distill import distill
 
     out_dir = tmp_path_factory.mktemp("distill") / "run"
     config = DistillConfig(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from policykd.data.buffers import LabelledBuffer
 from policykd.cli import main
+from policykd.data.buffers import LabelledBuffer
 
 # Budgets small enough that a case which wrongly succeeds still fails fast.
 SMALL = ["--n-transitions", "400", "--n-updates", "10", "--eval-episodes", "1", "--no-progress"]

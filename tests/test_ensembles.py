@@ -7,11 +7,13 @@ import pytest
 
 from policykd.data.collect import collect_rollouts
 from policykd.data.envs import make_vec_env
-from policykd.errors import PolicyKDError
-from policykd.learn.merging import make_merge
-from policykd.jobs.distill import DistillConfig, distill, resolve_teachers
-from policykd.jobs.distill_tasks import TasksConfig, distill_tasks, parse_task
 from policykd.data.teachers import load_teacher
+from policykd.errors import PolicyKDError
+from policykd.jobs.config import DistillConfig
+from policykd.jobs.distill import distill
+from policykd.jobs.distill_tasks import TasksConfig, distill_tasks, parse_task
+from policykd.jobs.resolve import resolve_teachers
+from policykd.learn.merging import make_merge
 
 CARTPOLE = ("agents/ppo/CartPole-v1_1", "agents/dqn/CartPole-v1_1", "agents/qrdqn/CartPole-v1_1")
 

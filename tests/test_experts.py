@@ -16,8 +16,8 @@ import yaml
 
 import policykd.zoo.experts as experts
 from policykd.errors import PolicyKDError
-from policykd.zoo.experts import RECORD_FILE, RESUME_DIR, train_expert
 from policykd.fileio import read_json, write_json_atomic
+from policykd.zoo.experts import RECORD_FILE, RESUME_DIR, train_expert
 from policykd.zoo.presets import ZOO_DIR
 
 TINY = dict(n_timesteps=2_000, checkpoint_every=512, n_eval_episodes=1, progress_bar=False)

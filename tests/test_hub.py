@@ -15,9 +15,9 @@ import yaml
 
 import policykd.data.hub
 from policykd.data.envs import EnvRecipe
-from policykd.errors import PolicyKDError
 from policykd.data.hub import is_hub_id, resolve_hub_id
 from policykd.data.teachers import load_teacher
+from policykd.errors import PolicyKDError
 
 CARTPOLE_CONFIG = OrderedDict([("n_envs", 8), ("normalize", False), ("policy", "MlpPolicy")])
 

@@ -13,7 +13,6 @@ import torch
 
 from policykd.data.buffers import DRIVER_STUDENT, DRIVER_TEACHER
 from policykd.errors import PolicyKDError
-from policykd.learn.losses import KLLoss
 from policykd.jobs.online import (
     ConstantBeta,
     DriversConfig,
@@ -27,6 +26,7 @@ from policykd.jobs.online import (
     train_online,
 )
 from policykd.jobs.sweep import student_for
+from policykd.learn.losses import KLLoss
 from policykd.learn.trainer import with_entropy_gap
 
 N_ENVS = 4

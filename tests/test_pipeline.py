@@ -12,10 +12,11 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from policykd.jobs import distill as pipeline
 from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
-from policykd.jobs.distill import CollectConfig, DistillConfig, collect, distill
+from policykd.jobs import distill as pipeline
+from policykd.jobs.config import CollectConfig, DistillConfig
+from policykd.jobs.distill import collect, distill
 from policykd.learn.students import Student
 from policykd.types import TeacherOutput
 

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from policykd.data.envs import EnvRecipe
-from policykd.errors import PolicyKDError
 from policykd.data.teachers import Teacher, load_teacher
+from policykd.errors import PolicyKDError
 from policykd.types import KIND_FIELDS, TEACHER_FIELDS
 
 B = 16

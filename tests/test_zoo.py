@@ -12,12 +12,12 @@ import pytest
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.collect import collect_rollouts
 from policykd.data.envs import make_vec_env
+from policykd.data.teachers import load_teacher
 from policykd.jobs.evaluate import episode_returns
 from policykd.learn.losses import make_loss
-from policykd.zoo.presets import ZOO_DIR
 from policykd.learn.students import make_student
-from policykd.data.teachers import load_teacher
 from policykd.learn.trainer import Trainer, TrainerConfig
+from policykd.zoo.presets import ZOO_DIR
 
 FINISHED = sorted(
     p.parent for p in ZOO_DIR.glob("*/*_*/expert.json") if json.loads(p.read_text()).get("status") == "finished"
@@ -116,7 +116,8 @@ def test_vecnormalize_expert_is_refused_without_its_statistics(tmp_path) -> None
     import shutil
 
     from policykd.errors import PolicyKDError
-    from policykd.jobs.distill import check_teacher_score, evaluate_teacher
+    from policykd.jobs.evaluate import evaluate_teacher
+    from policykd.jobs.resolve import check_teacher_score
 
     copy = tmp_path / "ppo" / "HalfCheetah-v5_1"
     shutil.copytree(HALFCHEETAH, copy, ignore=shutil.ignore_patterns("train_logs", "resume"))

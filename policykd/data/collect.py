@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from policykd.data.buffers import DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
+from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.learn.merging import as_student_output
 from policykd.learn.targets import soften
-from policykd.data.teachers import Teacher
 from policykd.types import DistillTarget
 
 ActFn = Callable[[np.ndarray], np.ndarray]  # raw observations (n, ...) -> env actions (n, ...)

@@ -278,8 +278,8 @@ def load_teacher(source: str | Path, *, env_id: str | None = None, recipe: EnvRe
 
 
 def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None) -> Teacher:
-    from policykd.fileio import read_json
     from policykd.data.hub import env_id_from_name
+    from policykd.fileio import read_json
 
     zip_path, env_name = _zoo_model_file(path)
     params_dir = path / env_name

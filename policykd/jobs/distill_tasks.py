@@ -12,12 +12,14 @@ import numpy as np
 import torch
 
 from policykd.errors import PolicyKDError
-from policykd.jobs.evaluate import ReturnStats, episode_returns, pct_of
 from policykd.fileio import write_json_atomic
+from policykd.jobs.config import CollectConfig
+from policykd.jobs.distill import collect
+from policykd.jobs.evaluate import ReturnStats, episode_returns, evaluate_random, evaluate_teacher, pct_of
+from policykd.jobs.resolve import resolve_teacher
 from policykd.learn.logging import TensorBoardLogger
 from policykd.learn.losses import make_loss
 from policykd.learn.multitask import TaskSpace, make_multitask_student, named_items, train_multitask
-from policykd.jobs.distill import CollectConfig, collect, evaluate_random, evaluate_teacher, resolve_teacher
 from policykd.zoo.presets import load_preset
 
 EVAL_SEED_OFFSET = 10_000

@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from policykd.data.envs import EnvRecipe, make_vec_env
+from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 
 ActFn = Callable[[np.ndarray], np.ndarray]
@@ -117,3 +118,16 @@ def call_latency_ms(call: ActFn, inputs: np.ndarray, n_calls: int = 200, n_warmu
         call(inputs)
         times.append(time.perf_counter() - start)
     return 1000.0 * float(np.median(times))
+
+
+EVAL_SEED_OFFSET = 10_000  # evaluation episodes never reuse the collection seeds
+
+
+def evaluate_teacher(teacher: Teacher, n_episodes: int, seed: int, deterministic: bool = True) -> ReturnStats:
+    """The teacher on its own env recipe."""
+    return evaluate_policy(teacher, teacher.recipe, n_episodes, seed=seed, deterministic=deterministic)
+
+
+def evaluate_random(teacher: Teacher, n_episodes: int, seed: int) -> ReturnStats:
+    """A uniformly random policy on the teacher's env and episodes: the 0 % of "% of teacher"."""
+    return evaluate_policy(RandomPolicy(teacher.mapper), teacher.recipe, n_episodes, seed=seed)

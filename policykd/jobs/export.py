@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from policykd.errors import PolicyKDError
-from policykd.jobs.evaluate import action_latency_ms
 from policykd.fileio import atomic_path
+from policykd.jobs.evaluate import action_latency_ms
 from policykd.learn.students import Student
 
 INPUT_NAME, OUTPUT_NAME = "observations", "actions"
@@ -157,7 +157,7 @@ def _compare(exported: OnnxPolicy, student: Student, n_check: int, seed: int) ->
 
 def _metadata(student: Student, student_dir: Path) -> dict[str, str]:
     """What the ONNX file records: the student's config and (when its folder has one) env recipe."""
-    from policykd.jobs.distill import RECIPE_FILE
+    from policykd.jobs.resolve import RECIPE_FILE
 
     entries = {CONFIG_KEY: json.dumps(dataclasses.asdict(student.config))}
     if (student_dir / RECIPE_FILE).is_file():

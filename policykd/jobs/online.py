@@ -26,14 +26,11 @@ import numpy as np
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.collect import RolloutCursor, collect_rollouts
 from policykd.data.envs import EnvRecipe, make_vec_env
+from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
-from policykd.jobs.evaluate import ReturnStats, episode_returns
 from policykd.fileio import write_json_atomic, write_text_atomic
-from policykd.learn.logging import MetricLogger, NullLogger, TensorBoardLogger
-from policykd.learn.losses import make_loss
-from policykd.jobs.distill import EVAL_SEED_OFFSET, check_teacher_score, resolve_teacher
-from policykd.zoo.presets import load_preset
-from policykd.learn.students import Student
+from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, episode_returns
+from policykd.jobs.resolve import check_teacher_score, resolve_teacher
 from policykd.jobs.sweep import (
     RunCache,
     check_out_dir,
@@ -44,8 +41,11 @@ from policykd.jobs.sweep import (
     teacher_baselines,
     write_csv,
 )
-from policykd.data.teachers import Teacher
+from policykd.learn.logging import MetricLogger, NullLogger, TensorBoardLogger
+from policykd.learn.losses import make_loss
+from policykd.learn.students import Student
 from policykd.learn.trainer import LossFn, Trainer, TrainerConfig
+from policykd.zoo.presets import load_preset
 
 BetaSchedule = Callable[[int], float]  # round index (0, 1, ...) -> probability that the teacher acts
 DRIVERS: tuple[str, ...] = ("teacher", "student", "dagger")

@@ -22,25 +22,20 @@ import numpy as np
 import torch
 
 from policykd.data.buffers import LabelledBuffer
+from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
-from policykd.jobs.evaluate import ReturnStats, episode_returns
 from policykd.fileio import write_json_atomic, write_text_atomic
+from policykd.jobs.config import CollectConfig
+from policykd.jobs.distill import collect
+from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, episode_returns
+from policykd.jobs.resolve import check_teacher_score, make_student_for, resolve_teacher
 from policykd.learn.logging import TensorBoardLogger
 from policykd.learn.losses import make_loss
 from policykd.learn.metrics import distill_metrics
-from policykd.jobs.distill import (
-    EVAL_SEED_OFFSET,
-    CollectConfig,
-    check_teacher_score,
-    collect,
-    make_student_for,
-    resolve_teacher,
-)
-from policykd.zoo.presets import load_preset
 from policykd.learn.students import Student
 from policykd.learn.targets import check_temperature, soften, student_kind_for
-from policykd.data.teachers import Teacher
 from policykd.learn.trainer import Trainer, TrainerConfig
+from policykd.zoo.presets import load_preset
 
 DEFAULT_TEMPERATURES: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
 RunCache = Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]  # (name, run) -> run() or a stored result

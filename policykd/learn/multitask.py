@@ -32,7 +32,6 @@ from torch import nn
 from policykd.data.actions import ActionMapper
 from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
-
 from policykd.learn.logging import MetricLogger, NullLogger
 from policykd.learn.losses import LossFn
 from policykd.learn.merging import MergeFn, ensemble_teacher_kind, per_teacher_kl, single_teacher, teacher_disagreement

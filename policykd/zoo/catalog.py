@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from policykd.zoo.experts import RECORD_FILE, RESUME_DIR
 from policykd.fileio import read_json
+from policykd.zoo.experts import RECORD_FILE, RESUME_DIR
 from policykd.zoo.presets import ZOO_DIR, load_preset
 
 
@@ -55,8 +55,8 @@ def measure_expert(run_dir: Path, n_episodes: int = SCORE_EPISODES, seed: int = 
 def score_folder(folder: Path, env_id: str, n_episodes: int, seed: int) -> dict[str, Any]:
     """The zoo's score of the expert in rl-zoo folder ``folder``: mean, std, 95 % CI, episodes,
     seed and whether it acted deterministically (the env preset decides)."""
-    from policykd.jobs.distill import evaluate_teacher
     from policykd.data.teachers import load_teacher
+    from policykd.jobs.evaluate import evaluate_teacher
 
     deterministic = bool(load_preset(env_id)["deterministic_eval"])
     stats = evaluate_teacher(load_teacher(folder), n_episodes, seed, deterministic)

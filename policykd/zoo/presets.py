@@ -6,8 +6,8 @@ env, the number of evaluation episodes, and the rl-zoo reference scores of its e
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml

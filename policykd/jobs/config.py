@@ -1,0 +1,56 @@
+"""The configs of the distill job (one or several teachers, one or several tasks) and of collection.
+Each field's docstring is its help; the CLI builds its options from these fields."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectConfig:
+    teacher: str | None = None
+    """Teacher source: rl-zoo folder, SB3 .zip or hub id (default: the env preset's expert)."""
+    env_id: str | None = None
+    """Env id (default: the teacher's, or CartPole-v1)."""
+    n_transitions: int | None = None
+    """Labelled transitions to collect (default: the preset's)."""
+    n_envs: int | None = None
+    epsilon: float | None = None
+    """Epsilon-greedy exploration for discrete actions."""
+    action_noise: float | None = None
+    """Gaussian action noise for continuous actions, as a fraction of the half range."""
+    seed: int = 0
+    teacher_check: bool = True
+    """Play the teacher first and refuse it if it is far below its recorded score."""
+    teachers: tuple[str, ...] = ()
+    """Several teachers of one env (an ensemble); overrides ``teacher``."""
+    merge: str | None = None
+    """How several teachers' targets combine (merging.MERGE_NAMES; default mean-probs)."""
+    teacher_weights: tuple[float, ...] | None = None
+    """Per-teacher weights for the merge (default equal)."""
+    teacher_drive: str = "merged"
+    """Who acts among several teachers while collecting: merged | round-robin | random | first."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig(CollectConfig):
+    buffer: str | None = None
+    """Train from this saved buffer instead of collecting."""
+    loss: str = "kl"
+    temperature: float = 1.0
+    temperature_on: str = "teacher"
+    kl_direction: str = "forward"
+    tau2_scaling: bool = False
+    center_q: bool = True
+    """Q-value MSE on Q minus its mean over actions (see losses.MSELoss)."""
+    nll_min_std: float = 0.1
+    """Floor on the student's std in the continuous nll loss (see losses.NLLLoss); 0 disables it."""
+    hidden_sizes: tuple[int, ...] | None = None
+    cnn_width: float | None = None
+    n_updates: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    n_eval_episodes: int | None = None
+    eval_every: int = 0
+    out_dir: str | None = None
+    progress_bar: bool = True

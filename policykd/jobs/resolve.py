@@ -1,0 +1,168 @@
+"""One resolver for every job: the teacher(s) and their env recipe, a saved student and the env it
+plays in, and a fresh student for a teacher. Every check here runs before a job writes anything."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from policykd.data.buffers import LabelledBuffer
+from policykd.data.collect import check_policy_spaces, check_spaces
+from policykd.data.envs import EnvRecipe, make_vec_env
+from policykd.data.teachers import Teacher, load_teacher
+from policykd.errors import PolicyKDError
+from policykd.jobs.config import CollectConfig
+from policykd.jobs.evaluate import ReturnStats
+from policykd.learn.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
+from policykd.learn.students import Student, StudentConfig, make_student
+from policykd.zoo.presets import DEFAULT_ENV_ID, default_expert, load_preset
+
+RECIPE_FILE = "recipe.json"
+
+
+def resolve_teacher(source: str | None, env_id: str | None) -> Teacher:
+    """Load the teacher (default: the env preset's expert) and refuse it at once if its spaces are
+    not its env's (e.g. a bare CartPole zip with ``--env Acrobot-v1``), before any file is written."""
+    if source is None:
+        source = str(default_expert(env_id or DEFAULT_ENV_ID))
+    teacher = load_teacher(source, env_id=env_id)
+    check_teacher_env(teacher)
+    return teacher
+
+
+def resolve_teachers(config: CollectConfig) -> list[Teacher]:
+    """Every teacher of the run; several must share the first one's env and spaces."""
+    sources = list(config.teachers) or [config.teacher]
+    if len(sources) > 1 and None in sources:
+        raise PolicyKDError("with several teachers, name each one with --teacher")
+    teachers = [resolve_teacher(sources[0], config.env_id)]
+    for source in sources[1:]:
+        other = resolve_teacher(source, config.env_id or teachers[0].recipe.env_id)
+        if (
+            other.recipe.env_id != teachers[0].recipe.env_id
+            or other.observation_space != teachers[0].observation_space
+            or other.action_space != teachers[0].action_space
+        ):
+            raise PolicyKDError(
+                f"teachers {teachers[0].source} and {source} do not share one env and its spaces "
+                f"({teachers[0].recipe.env_id} vs {other.recipe.env_id}); an ensemble needs teachers of the same task"
+            )
+        teachers.append(other)
+    check_weights(config.teacher_weights, len(teachers))
+    ensemble_teacher_kind([t.kind for t in teachers])  # refuses mixes such as PPO-Gaussian + SAC
+    return teachers
+
+
+def make_run_merge(config: CollectConfig, n_teachers: int) -> Any:
+    if n_teachers == 1:
+        if config.merge is not None or config.teacher_weights is not None:
+            raise PolicyKDError("--merge and --teacher-weights need several --teacher")
+        return single_teacher
+    return make_merge(config.merge or "mean-probs", config.teacher_weights)
+
+
+def check_teacher_env(teacher: Teacher) -> None:
+    """Build one copy of the teacher's env and compare spaces (raises PolicyKDError)."""
+    venv = make_vec_env(teacher.recipe, 1, 0)
+    try:
+        check_spaces(teacher, venv)
+    finally:
+        venv.close()
+
+
+def resolve_student(source: str | Path, env_id: str | None = None) -> tuple[Student, EnvRecipe]:
+    """Load a saved student and the env recipe to play it in: its ``recipe.json``, or with
+    ``env_id`` (which must then agree with it) the env's preset. Refuses an env whose spaces
+    are not the student's."""
+    student = Student.load(source)
+    recorded = load_recipe(source) if (Path(source) / RECIPE_FILE).is_file() else None
+    return student, playing_recipe(recorded, env_id, f"student {source}", student.config)
+
+
+def playing_recipe(recorded: EnvRecipe | None, env_id: str | None, name: str, config: StudentConfig) -> EnvRecipe:
+    """The env recipe a student (or its export) called ``name`` plays in: the one recorded with it,
+    or with ``env_id`` (which must then agree with it) the env's preset. Refuses an env whose
+    spaces are not the ones ``config`` describes."""
+    if recorded is not None:
+        if env_id is not None and env_id != recorded.env_id:
+            raise PolicyKDError(f"{name} is for {recorded.env_id}, not {env_id}; drop --env or pick its env")
+        recipe = recorded
+    elif env_id is not None:
+        preset = load_preset(env_id)
+        recipe = EnvRecipe(env_id, env_wrapper=preset.get("env_wrapper"), frame_stack=preset.get("frame_stack"))
+    else:
+        raise PolicyKDError(f"{name} records no env recipe ({RECIPE_FILE}); pass --env to evaluate it")
+    venv = make_vec_env(recipe, 1, 0)
+    try:
+        check_policy_spaces(
+            name,
+            gym.spaces.Box(-np.inf, np.inf, config.observation_shape),
+            config.action_space,
+            recipe.env_id,
+            venv,
+            hint="evaluate it on the env it was distilled on",
+        )
+    finally:
+        venv.close()
+    return recipe
+
+
+def make_student_for(teacher: Teacher, kind: str, hidden_sizes: tuple[int, ...], cnn_width: float = 1.0) -> Student:
+    """A fresh student with a ``kind`` head for ``teacher``'s env: its spaces, and its VecNormalize
+    statistics copied in so the student acts on raw observations."""
+    normalizer = teacher.normalizer
+    return make_student(
+        kind,
+        teacher.observation_space,
+        teacher.action_space,
+        hidden_sizes=hidden_sizes,
+        cnn_width=cnn_width,
+        obs_mean=None if normalizer is None else normalizer.mean,
+        obs_std=None if normalizer is None else normalizer.std,
+    )
+
+
+def check_teacher_score(teacher: Teacher, measured: ReturnStats) -> None:
+    """Refuse a teacher that plays far below the score its zoo folder records: the env recipe is
+    almost surely wrong (missing VecNormalize statistics, other wrappers, no frame stack)."""
+    recorded = teacher.score
+    if not recorded:
+        return
+    tolerance = max(3.0 * recorded["std"], 0.2 * abs(recorded["mean"]), 1.0)
+    if measured.mean < recorded["mean"] - tolerance:
+        raise PolicyKDError(
+            f"teacher {teacher.source} scored {measured.mean:.1f} over {measured.n_episodes} episodes but its recorded "
+            f"score is {recorded['mean']:.1f} ± {recorded['std']:.1f}: its env recipe is likely wrong "
+            f"(a missing vecnormalize.pkl, other wrappers or frame stack than it was trained with)"
+        )
+
+
+def check_buffer_fits(buffer: LabelledBuffer, teachers: Sequence[Teacher], path: str) -> None:
+    """A saved buffer must hold these teachers' kinds of labels on their spaces."""
+    kinds = tuple(t.kind for t in teachers)
+    if buffer.teacher_kinds != kinds:
+        raise PolicyKDError(
+            f"buffer {path} holds {list(buffer.teacher_kinds)} labels, not {list(kinds)}; "
+            "collect it with these teachers or pass the teachers that labelled it"
+        )
+    teacher = teachers[0]
+    obs_shape = tuple(teacher.observation_space.shape)
+    act_shape = () if isinstance(teacher.action_space, gym.spaces.Discrete) else tuple(teacher.action_space.shape)
+    if buffer.observation_shape != obs_shape or buffer.action_shape != act_shape:
+        raise PolicyKDError(
+            f"buffer {path} holds observations {buffer.observation_shape} and actions {buffer.action_shape}, but "
+            f"teacher {teacher.source} uses {obs_shape} and {act_shape}; pass the teacher and env it was collected with"
+        )
+
+
+def load_recipe(student_dir: str | Path) -> EnvRecipe:
+    from policykd.fileio import read_json
+
+    path = Path(student_dir) / RECIPE_FILE
+    if not path.is_file():
+        raise PolicyKDError(f"{student_dir} has no {RECIPE_FILE}; pass --env to evaluate this student")
+    return EnvRecipe(**read_json(path))

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish
 
-from policykd.jobs.distill_tasks import TasksConfig, distill_tasks
+from policykd.jobs.config import DistillConfig
+from policykd.jobs.distill import distill
 from policykd.jobs.evaluate import ReturnStats
 
 TASKS = (
@@ -32,8 +33,8 @@ def main() -> None:
         cached_run(
             RESULTS_DIR / "multitask",
             f"seed{seed}",
-            lambda seed=seed: distill_tasks(
-                TasksConfig(tasks=TASKS, seed=seed, out_dir=f"runs/benchmarks/multitask/seed{seed}", **BUDGET)
+            lambda seed=seed: distill(
+                DistillConfig(tasks=TASKS, seed=seed, out_dir=f"runs/benchmarks/multitask/seed{seed}", **BUDGET)
             ),
         )
         for seed in seeds

@@ -9,8 +9,9 @@ from policykd.data.collect import collect_rollouts
 from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.data.teachers import Teacher, load_teacher
 from policykd.errors import PolicyKDError
+from policykd.jobs.collect import collect
 from policykd.jobs.config import CollectConfig, DistillConfig
-from policykd.jobs.distill import collect, distill
+from policykd.jobs.distill import distill
 from policykd.jobs.export import export_onnx
 from policykd.learn.losses import KLLoss, MSELoss, NLLLoss, make_loss
 from policykd.learn.students import Student, make_student

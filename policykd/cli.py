@@ -259,7 +259,9 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
         print(line(r))
 
 
-def _fmt_return(mean: float, std: float, ci: list[float]) -> list[str]:
+def _fmt_return(s: dict[str, Any], who: str) -> list[str]:
+    """``who``'s (teacher / student) return as "mean ± std" and "[ci low, ci high]" from a summary."""
+    mean, std, ci = s[f"{who}_return_mean"], s[f"{who}_return_std"], s[f"{who}_return_ci95"]
     return [f"{mean:.1f} ± {std:.1f}", f"[{ci[0]:.1f}, {ci[1]:.1f}]"]
 
 
@@ -271,13 +273,14 @@ def _config_fields(args: argparse.Namespace, config_class: Any) -> dict[str, Any
 
 
 def _cmd_distill(args: argparse.Namespace) -> None:
-    from policykd.jobs.config import DistillConfig
+    from policykd.jobs.config import DistillConfig, parse_task
     from policykd.jobs.distill import distill
 
-    if args.tasks:
-        return _cmd_distill_tasks(args)
-    config = DistillConfig(**_config_fields(args, DistillConfig))
-    s = distill(config)
+    fields = _config_fields(args, DistillConfig)
+    fields["tasks"] = tuple(parse_task(t) for t in args.tasks)
+    s = distill(DistillConfig(**fields))
+    if "tasks" in s:
+        return _print_tasks_summary(s)
     if len(s["teachers"]) > 1:
         print(f"\nensemble of {len(s['teachers'])} teachers, merge {s['merge']}:")
         for t in s["teachers"]:
@@ -291,14 +294,14 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         [
             [
                 "teacher",
-                *_fmt_return(s["teacher_return_mean"], s["teacher_return_std"], s["teacher_return_ci95"]),
+                *_fmt_return(s, "teacher"),
                 "100.0",
                 f"{s['teacher_params']:,}",
                 f"{s['teacher_latency_ms']:.3f}",
             ],
             [
                 "student",
-                *_fmt_return(s["student_return_mean"], s["student_return_std"], s["student_return_ci95"]),
+                *_fmt_return(s, "student"),
                 f"{s['pct_of_teacher']:.1f}",
                 f"{s['student_params']:,} ({100 * s['param_fraction']:.0f} %)",
                 f"{s['student_latency_ms']:.3f}",
@@ -313,13 +316,7 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     print(f"run folder: {s['out_dir']} (summary.json, student/, tb/), {s['wall_time_s']:.0f} s")
 
 
-def _cmd_distill_tasks(args: argparse.Namespace) -> None:
-    from policykd.jobs.distill_tasks import TasksConfig, distill_tasks, parse_task
-
-    if args.teachers or args.buffer:
-        raise PolicyKDError("--task names each task's teacher (ENV=TEACHER); drop --teacher / --buffer")
-    options = {k: v for k, v in _config_fields(args, TasksConfig).items() if v is not None}
-    s = distill_tasks(TasksConfig(**{**options, "tasks": tuple(parse_task(t) for t in args.tasks)}))
+def _print_tasks_summary(s: dict[str, Any]) -> None:
     rows = [
         [
             env_id,
@@ -339,8 +336,8 @@ def _cmd_distill_tasks(args: argparse.Namespace) -> None:
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
+    from policykd.jobs.collect import collect
     from policykd.jobs.config import CollectConfig
-    from policykd.jobs.distill import collect
 
     config = CollectConfig(**_config_fields(args, CollectConfig))
     buffer, stats, teacher = collect(config)

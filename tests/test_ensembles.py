@@ -9,9 +9,8 @@ from policykd.data.collect import collect_rollouts
 from policykd.data.envs import make_vec_env
 from policykd.data.teachers import load_teacher
 from policykd.errors import PolicyKDError
-from policykd.jobs.config import DistillConfig
+from policykd.jobs.config import DistillConfig, parse_task
 from policykd.jobs.distill import distill
-from policykd.jobs.distill_tasks import TasksConfig, distill_tasks, parse_task
 from policykd.jobs.resolve import resolve_teachers
 from policykd.learn.merging import make_merge
 
@@ -117,8 +116,8 @@ def test_merge_options_need_several_teachers(cartpole_expert_dir, tmp_path):
 @pytest.mark.expensive
 def test_several_tasks_distil_into_one_smaller_student(cartpole_expert_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(cartpole_expert_dir.parents[2])
-    s = distill_tasks(
-        TasksConfig(
+    s = distill(
+        DistillConfig(
             tasks=(("CartPole-v1", None), ("Acrobot-v1", None)),
             n_transitions=3000,
             n_updates=600,
@@ -136,6 +135,6 @@ def test_tasks_are_parsed_and_duplicates_refused():
     assert parse_task("CartPole-v1=agents/ppo/CartPole-v1_1") == ("CartPole-v1", "agents/ppo/CartPole-v1_1")
     assert parse_task("CartPole-v1") == ("CartPole-v1", None)
     with pytest.raises(PolicyKDError, match="twice|duplicate"):
-        distill_tasks(TasksConfig(tasks=(("CartPole-v1", None), ("CartPole-v1", None))))
+        distill(DistillConfig(tasks=(("CartPole-v1", None), ("CartPole-v1", None))))
     with pytest.raises(PolicyKDError, match="at least two"):
-        distill_tasks(TasksConfig(tasks=(("CartPole-v1", None),)))
+        distill(DistillConfig(tasks=(("CartPole-v1", None),)))

@@ -15,8 +15,9 @@ from gymnasium import spaces
 from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
 from policykd.jobs import distill as pipeline
+from policykd.jobs.collect import collect
 from policykd.jobs.config import CollectConfig, DistillConfig
-from policykd.jobs.distill import collect, distill
+from policykd.jobs.distill import distill
 from policykd.learn.students import Student
 from policykd.types import TeacherOutput
 

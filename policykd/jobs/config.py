@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from policykd.errors import PolicyKDError
+
 
 @dataclasses.dataclass(frozen=True)
 class CollectConfig:
@@ -36,6 +38,13 @@ class CollectConfig:
 class DistillConfig(CollectConfig):
     buffer: str | None = None
     """Train from this saved buffer instead of collecting."""
+    tasks: tuple[tuple[str, str | None], ...] = ()
+    """Several tasks into one student: (env id, teacher source or None for the preset's expert) per
+    task. Each task gets its own buffer, input layer and head around one shared trunk."""
+    task_weights: tuple[float, ...] | None = None
+    """Share of each batch per task (default equal); several tasks only."""
+    input_width: int | None = None
+    """Width of each vector task's own input layer (default 64); several tasks only."""
     loss: str = "kl"
     temperature: float = 1.0
     temperature_on: str = "teacher"
@@ -54,3 +63,11 @@ class DistillConfig(CollectConfig):
     eval_every: int = 0
     out_dir: str | None = None
     progress_bar: bool = True
+
+
+def parse_task(text: str) -> tuple[str, str | None]:
+    """``ENV=TEACHER`` or ``ENV`` (the preset's expert), as ``--task`` takes it."""
+    env_id, _, teacher = text.partition("=")
+    if not env_id:
+        raise PolicyKDError(f"--task {text!r}: write ENV_ID=TEACHER, e.g. CartPole-v1=agents/ppo/CartPole-v1_1")
+    return env_id, teacher or None

@@ -3,13 +3,15 @@ plays in, and a fresh student for a teacher. Every check here runs before a job 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from policykd.checks import check_int, check_positive_float, check_positive_sizes
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.collect import check_policy_spaces, check_spaces
 from policykd.data.envs import EnvRecipe, make_vec_env
@@ -19,7 +21,7 @@ from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import ReturnStats
 from policykd.learn.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
 from policykd.learn.students import Student, StudentConfig, make_student
-from policykd.zoo.presets import DEFAULT_ENV_ID, default_expert, load_preset
+from policykd.zoo.presets import DEFAULT_ENV_ID, default_expert, load_preset, resolve
 
 RECIPE_FILE = "recipe.json"
 
@@ -166,3 +168,40 @@ def load_recipe(student_dir: str | Path) -> EnvRecipe:
     if not path.is_file():
         raise PolicyKDError(f"{student_dir} has no {RECIPE_FILE}; pass --env to evaluate this student")
     return EnvRecipe(**read_json(path))
+
+
+@dataclasses.dataclass(frozen=True)
+class Budgets:
+    """What one task spends and how it is measured: the config's value where it sets one, else
+    ``fallback``'s, else the env preset's (zoo/presets.py). Checked once, before anything runs;
+    the trainer's own numbers (n_updates, batch_size, learning_rate) are checked by TrainerConfig."""
+
+    n_transitions: int
+    n_envs: int
+    epsilon: float
+    action_noise: float
+    n_eval_episodes: int
+    deterministic_eval: bool
+    hidden_sizes: tuple[int, ...]
+    cnn_width: float
+    n_updates: int
+    batch_size: int
+    learning_rate: float
+
+
+def resolve_budgets(env_id: str, config: Any, fallback: Mapping[str, Any] | None = None) -> Budgets:
+    keys = [field.name for field in dataclasses.fields(Budgets)]
+    given = {key: getattr(config, key, None) for key in keys}
+    merged = {key: given[key] if given[key] is not None else (fallback or {}).get(key) for key in keys}
+    values = resolve(env_id, merged, keys)
+    return Budgets(
+        **{
+            **values,
+            "n_transitions": check_int("--n-transitions", values["n_transitions"]),
+            "n_envs": check_int("--n-envs", values["n_envs"]),
+            "n_eval_episodes": check_int("--eval-episodes", values["n_eval_episodes"]),
+            "deterministic_eval": bool(values["deterministic_eval"]),
+            "hidden_sizes": check_positive_sizes("--hidden", values["hidden_sizes"]),
+            "cnn_width": check_positive_float("--cnn-width", values["cnn_width"]),
+        }
+    )

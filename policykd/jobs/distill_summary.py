@@ -1,0 +1,95 @@
+"""What a distill run reports: ``summary.json``'s keys, for one task (K teachers) or several."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from policykd.jobs.evaluate import ReturnStats, action_latency_ms, pct_of
+
+if TYPE_CHECKING:  # annotations only: distill imports this module
+    from policykd.jobs.config import DistillConfig
+    from policykd.jobs.distill import Baselines, TaskPlan
+
+
+def single_task_summary(
+    config: DistillConfig,
+    plan: TaskPlan,
+    baselines: Baselines,
+    student: Any,
+    student_stats: ReturnStats,
+    trainer: Any,
+    train_metrics: dict[str, float],
+) -> dict[str, Any]:
+    teachers, teacher_stats, best = plan.teachers, baselines.teacher, baselines.best
+    assert plan.buffer is not None
+    example_obs = plan.buffer.batch_at(np.arange(1)).observations.numpy()[0]
+    teacher_params = sum(t.n_params for t in teachers)
+    return {
+        "env_id": plan.name,
+        "teacher": teachers[best].source,
+        "teacher_algo": teachers[best].algo,
+        "teacher_kind": plan.kind,
+        "teachers": [
+            {"source": t.source, "algo": t.algo, "kind": t.kind, "params": t.n_params, **stats.to_json()}
+            for t, stats in zip(teachers, baselines.each_teacher)
+        ],
+        "merge": None if len(teachers) == 1 else (config.merge or "mean-probs"),
+        "teacher_weights": list(config.teacher_weights) if config.teacher_weights else None,
+        "loss": config.loss,
+        "temperature": config.temperature,
+        "temperature_on": config.temperature_on,
+        "kl_direction": config.kl_direction,
+        **_stats_keys("teacher", teacher_stats),
+        **_stats_keys("student", student_stats),
+        "random_return_mean": baselines.random.mean,
+        "pct_of_teacher": pct_of(student_stats.mean, teacher_stats.mean, baselines.random.mean),
+        "pct_of_teacher_raw": pct_of(student_stats.mean, teacher_stats.mean),
+        "n_eval_episodes": plan.budgets.n_eval_episodes,
+        "teacher_params": teacher_params,
+        "student_params": student.n_params,
+        "param_fraction": student.n_params / teacher_params,
+        "teacher_latency_ms": action_latency_ms(lambda o: plan.teacher.act(o), example_obs),
+        "student_latency_ms": action_latency_ms(lambda o: student.act(o), example_obs),
+        "n_teacher_transitions": len(plan.buffer),
+        "n_updates": trainer.n_updates_done,
+        "hidden_sizes": list(student.config.hidden_sizes),
+        "final_train_metrics": {k: v for k, v in train_metrics.items() if not k.startswith("eval/")},
+    }
+
+
+def multitask_summary(
+    config: DistillConfig,
+    plans: list[TaskPlan],
+    baselines: list[Baselines],
+    student: Any,
+    results: dict[str, ReturnStats],
+    train_metrics: dict[str, float],
+) -> dict[str, Any]:
+    rows = {}
+    for plan, base in zip(plans, baselines):
+        stats = results[plan.name]
+        rows[plan.name] = {
+            "teacher": base.teacher.to_json() | {"source": plan.teacher.source, "algo": plan.teacher.algo},
+            "random_return_mean": base.random.mean,
+            "student": stats.to_json(),
+            "pct_of_teacher": pct_of(stats.mean, base.teacher.mean, base.random.mean),
+            "teacher_params": plan.teacher.n_params,
+        }
+    return {
+        "tasks": rows,
+        "overall_pct_of_teacher": float(np.mean([r["pct_of_teacher"] for r in rows.values()])),
+        "min_pct_of_teacher": float(min(r["pct_of_teacher"] for r in rows.values())),
+        "student_params": student.n_params,
+        "sum_teacher_params": sum(r["teacher_params"] for r in rows.values()),
+        "loss": config.loss,
+        "temperature": config.temperature,
+        "task_weights": list(config.task_weights) if config.task_weights else None,
+        "n_updates": plans[0].budgets.n_updates,
+        "final_train_metrics": train_metrics,
+    }
+
+
+def _stats_keys(who: str, stats: ReturnStats) -> dict[str, Any]:
+    return {f"{who}_return_mean": stats.mean, f"{who}_return_std": stats.std, f"{who}_return_ci95": list(stats.ci95)}

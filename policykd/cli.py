@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from policykd.cli_options import COLLECT, EXPERIMENT, LOSS, TRAINING, Command, config_aliases, config_values
 from policykd.errors import PolicyKDError
 
 DISTILL_EXAMPLES = """examples:
@@ -16,40 +18,6 @@ DISTILL_EXAMPLES = """examples:
   policykd distill --teacher agents/dqn/CartPole-v1_1 --loss mse
   policykd distill --buffer runs/cartpole.npz --temperature 0.5 --temperature-on both
 """
-
-
-def _add_collect_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--teacher",
-        dest="teachers",
-        action="append",
-        default=[],
-        help="rl-zoo folder, SB3 .zip or hub id (default: the env preset's expert); "
-        "repeat it for an ensemble of teachers on one task",
-    )
-    p.add_argument(
-        "--merge",
-        help="how an ensemble's targets combine: mean-probs | mean-logits | entropy-weighted "
-        "| most-confident (default mean-probs)",
-    )
-    p.add_argument("--teacher-weights", type=float, nargs="+", help="one weight per --teacher, for the merge")
-    p.add_argument(
-        "--teacher-drive",
-        default="merged",
-        help="who acts among several teachers: merged | round-robin (per episode) | random | first",
-    )
-    p.add_argument("--env", dest="env_id", help="env id (default: the teacher's, else CartPole-v1)")
-    p.add_argument("--n-transitions", type=int, help="labelled transitions to collect (default: preset)")
-    p.add_argument("--n-envs", type=int, help="vectorised envs while collecting (default: preset)")
-    p.add_argument("--epsilon", type=float, help="epsilon-greedy exploration for discrete actions")
-    p.add_argument("--action-noise", type=float, help="Gaussian action noise, fraction of the half action range")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--no-teacher-check",
-        dest="teacher_check",
-        action="store_false",
-        help="skip refusing a teacher that plays far below its recorded score",
-    )
 
 
 SWEEP_EXAMPLES = """examples:
@@ -67,186 +35,95 @@ COMPARE_EXAMPLES = """examples:
 drivers: teacher (beta = 1), student (beta = 0: on-policy, the teacher only labels), dagger (the teacher
 acts with probability beta per step; schedules constant:B, linear:N, exponential:D).
 """
-# Options whose CLI name differs from the config field (also the keys a --config file may use).
-SWEEP_ALIASES = {
-    "env": "env_id",
-    "seeds": "n_seeds",
-    "hidden": "hidden_sizes",
-    "lr": "learning_rate",
-    "eval_episodes": "n_eval_episodes",
-    "bins": "n_bins",
-    "out": "out_dir",
-}
-COMPARE_ALIASES = {
-    **SWEEP_ALIASES,
-    "rounds": "n_rounds",
-    "round_transitions": "n_transitions_per_round",
-    "round_updates": "n_updates_per_round",
-}
 
 
-def _add_experiment_args(p: argparse.ArgumentParser) -> None:
-    """Options shared by sweep and compare-drivers; every default is None so that a --config file
-    fills what the command line leaves out."""
-    p.add_argument("--config", help="YAML file with any of these options as keys (the command line wins)")
-    p.add_argument("--teacher", help="rl-zoo folder, SB3 .zip or hub id (default: the env preset's expert)")
-    p.add_argument("--env", dest="env_id", help="env id (default: the teacher's, else CartPole-v1)")
-    p.add_argument("--seeds", dest="n_seeds", type=int, help="students per setting, for the CIs (default 3)")
-    p.add_argument("--n-envs", type=int, help="vectorised envs while collecting (default: preset)")
-    p.add_argument("--hidden", dest="hidden_sizes", type=int, nargs="+", help="student MLP hidden sizes")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", dest="learning_rate", type=float)
-    p.add_argument("--eval-episodes", dest="n_eval_episodes", type=int, help="episodes per evaluation (default 10)")
-    p.add_argument("--seed", type=int, help="first seed (default 0)")
-    p.add_argument("--out", dest="out_dir", help="output folder for tables, plots and TensorBoard runs")
-    p.add_argument(
-        "--no-teacher-check",
-        dest="teacher_check",
-        action="store_const",
-        const=False,
-        help="skip refusing a teacher that plays far below its recorded score",
-    )
+def _commands() -> dict[str, Command]:
+    return {
+        "collect": Command("teacher-driven rollouts -> labelled buffer (.npz)", COLLECT),
+        "distill": Command(
+            "train a student (collecting first, or from --buffer); --task for several tasks",
+            ("config", *COLLECT, "buffer", "task", "task_weights", "input_width", *LOSS, *TRAINING),
+            DISTILL_EXAMPLES,
+        ),
+        "evaluate": Command(
+            "play a teacher or a student and report its return", ("env", "seed"), defaults={"env_id": None, "seed": 0}
+        ),
+        "sweep": Command(
+            "distil one student per (temperature, seed) from one buffer; table + plots",
+            (
+                *EXPERIMENT,
+                "temperatures",
+                "n_transitions",
+                "epsilon",
+                "action_noise",
+                "temperature_on",
+                "kl_direction",
+                "n_updates",
+                "bins",
+            ),
+            SWEEP_EXAMPLES,
+        ),  # fmt: skip
+        "compare-drivers": Command(
+            "student return vs teacher labels for teacher / student / DAgger drivers",
+            (
+                *EXPERIMENT,
+                "drivers",
+                "dagger_schedule",
+                "rounds",
+                "round_transitions",
+                "round_updates",
+                "capacity",
+                "loss",
+                "temperature",
+                "stochastic_drivers",
+            ),
+            COMPARE_EXAMPLES,
+        ),  # fmt: skip
+        "export": Command("write a student as one ONNX file (observations in, env actions out), checked"),
+        "zoo": Command("list the shipped experts and their recorded scores"),
+        "train-expert": Command(
+            "train (or resume) an rl-zoo expert into agents/", ("env", "seed"), defaults={"seed": 0}
+        ),
+    }
+
+
+# Arguments that belong to one command only: (flags, argparse keyword arguments).
+COMMAND_ARGUMENTS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
+    "collect": [(("--out",), dict(required=True, help="buffer file to write (.npz)"))],
+    "evaluate": [
+        (("source",), dict(help="student run folder (…/student), exported student (.onnx), rl-zoo folder, SB3 .zip or hub id")),
+        (("--episodes",), dict(type=int, default=20)),
+        (("--stochastic",), dict(action="store_true", help="sample actions instead of acting greedily (a DQN / QR-DQN acts epsilon-greedily with its saved exploration rate, as SB3's predict does)")),
+        (("--record",), dict(action="store_true", help="write the score into the zoo folder's expert.json")),
+    ],
+    "export": [
+        (("student",), dict(help="student folder (…/student, with student.json and student.pt)")),
+        (("--out",), dict(help="the .onnx file to write (default: <student>/policy.onnx)")),
+    ],
+    "train-expert": [
+        (("--algo",), dict(required=True)),
+        (("--n-timesteps",), dict(type=int, help="default: rl-zoo's budget")),
+        (("--checkpoint-every",), dict(type=int, default=50_000)),
+        (("--run-id",), dict(type=int, default=1, help="run folder <algo>/<EnvId>_<run-id> (default 1)")),
+        (("--zoo-dir",), dict(default=None, help="default: the repository's agents/")),
+        (("--device",), dict(default="cpu", help="torch device: cpu (default; fastest for MLPs), cuda or auto")),
+        (("--selection-episodes",), dict(type=int, default=None, help="episodes that score the best and the final checkpoint before one ships (default 30, the zoo's protocol; 0: trust the in-training evaluations)")),
+    ],
+}  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
+    from policykd.cli_options import THREADS_HELP, add_command
+
     parser = argparse.ArgumentParser(
         prog="policykd", description="Distil Stable-Baselines3 experts into small students."
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: small MLPs run fastest on one; raise it for CNNs)",
-    )
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("collect", help="teacher-driven rollouts -> labelled buffer (.npz)")
-    _add_collect_args(p)
-    p.add_argument("--out", required=True, help="buffer file to write (.npz)")
-
-    p = sub.add_parser(
-        "distill",
-        help="train a student (collecting first, or from --buffer)",
-        epilog=DISTILL_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_collect_args(p)
-    p.add_argument("--buffer", help="train from this saved buffer instead of collecting")
-    p.add_argument(
-        "--task",
-        dest="tasks",
-        action="append",
-        default=[],
-        help="ENV=TEACHER (or ENV for its preset expert); repeat for one student of several tasks",
-    )
-    p.add_argument("--task-weights", type=float, nargs="+", help="share of each batch per --task (default equal)")
-    p.add_argument("--loss", default="kl", help="kl | nll | mse (default kl)")
-    p.add_argument("--temperature", type=float, default=1.0, help="tau: softmax(x/tau) or std*tau (default 1)")
-    p.add_argument("--temperature-on", default="teacher", help="teacher | both (default teacher)")
-    p.add_argument("--kl-direction", default="forward", help="forward = KL(teacher||student) | reverse")
-    p.add_argument("--tau2-scaling", action="store_true", help="multiply the KL by tau^2 (Hinton)")
-    p.add_argument(
-        "--no-q-center",
-        dest="center_q",
-        action="store_false",
-        help="mse on raw Q-values instead of Q minus its mean over actions",
-    )
-    p.add_argument(
-        "--nll-min-std",
-        type=float,
-        default=0.1,
-        help="floor on the student's std in continuous nll (default 0.1; 0 disables)",
-    )
-    p.add_argument("--hidden", dest="hidden_sizes", type=int, nargs="+", help="student MLP hidden sizes")
-    p.add_argument("--cnn-width", type=float, help="NatureCNN width multiplier for image observations")
-    p.add_argument("--n-updates", type=int, help="gradient steps (default: preset)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", dest="learning_rate", type=float)
-    p.add_argument("--eval-episodes", dest="n_eval_episodes", type=int)
-    p.add_argument("--eval-every", type=int, default=0, help="updates between evaluations (0: at the end)")
-    p.add_argument("--out", dest="out_dir", help="run folder (default: runs/<env>/<loss>-tau<t>-seed<s>)")
-    p.add_argument("--no-progress", dest="progress_bar", action="store_false")
-
-    p = sub.add_parser("evaluate", help="play a teacher or a student and report its return")
-    p.add_argument(
-        "source", help="student run folder (…/student), exported student (.onnx), rl-zoo folder, SB3 .zip or hub id"
-    )
-    p.add_argument("--env", dest="env_id")
-    p.add_argument("--episodes", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--stochastic",
-        action="store_true",
-        help="sample actions instead of acting greedily (a DQN / QR-DQN acts epsilon-greedily with "
-        "its saved exploration rate, as SB3's predict does)",
-    )
-    p.add_argument("--record", action="store_true", help="write the score into the zoo folder's expert.json")
-
-    p = sub.add_parser(
-        "sweep",
-        help="distil one student per (temperature, seed) from one buffer; table + plots",
-        epilog=SWEEP_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_experiment_args(p)
-    p.add_argument("--temperatures", type=float, nargs="*", help="taus to sweep (default 0.01 0.1 0.5 1 2 5)")
-    p.add_argument("--n-transitions", type=int, help="transitions in the one buffer (default: preset)")
-    p.add_argument("--epsilon", type=float, help="epsilon-greedy exploration while collecting (discrete)")
-    p.add_argument("--action-noise", type=float, help="Gaussian action noise while collecting (continuous)")
-    p.add_argument("--temperature-on", help="teacher | both (default teacher)")
-    p.add_argument("--kl-direction", help="forward = KL(teacher||student) | reverse")
-    p.add_argument("--n-updates", type=int, help="gradient steps per student (default: preset)")
-    p.add_argument(
-        "--bins", dest="n_bins", type=int, help="bins per dimension for state-visitation entropy (default 8)"
-    )
-
-    p = sub.add_parser(
-        "compare-drivers",
-        help="student return vs teacher labels for teacher / student / DAgger drivers",
-        epilog=COMPARE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_experiment_args(p)
-    p.add_argument("--drivers", nargs="+", help="any of teacher student dagger (default: all three)")
-    p.add_argument("--dagger-schedule", help="beta schedule of the dagger driver (default linear:<rounds/2>)")
-    p.add_argument("--rounds", dest="n_rounds", type=int, help="collection + training rounds (default 10)")
-    p.add_argument(
-        "--round-transitions", dest="n_transitions_per_round", type=int, help="teacher labels per round (default 5000)"
-    )
-    p.add_argument("--round-updates", dest="n_updates_per_round", type=int, help="updates per round (default 500)")
-    p.add_argument("--capacity", type=int, help="ring buffer size (default: keep every label)")
-    p.add_argument("--loss", help="kl | nll | mse (default kl; mse for TD3/DDPG)")
-    p.add_argument("--temperature", type=float, help="tau of the targets (default 1)")
-    p.add_argument(
-        "--stochastic-drivers",
-        dest="deterministic_drivers",
-        action="store_const",
-        const=False,
-        help="drivers sample their actions instead of acting greedily",
-    )
-
-    p = sub.add_parser("export", help="write a student as one ONNX file (observations in, env actions out), checked")
-    p.add_argument("student", help="student folder (…/student, with student.json and student.pt)")
-    p.add_argument("--out", help="the .onnx file to write (default: <student>/policy.onnx)")
-
-    sub.add_parser("zoo", help="list the shipped experts and their recorded scores")
-
-    p = sub.add_parser("train-expert", help="train (or resume) an rl-zoo expert into agents/")
-    p.add_argument("--algo", required=True)
-    p.add_argument("--env", dest="env_id", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-timesteps", type=int, help="default: rl-zoo's budget")
-    p.add_argument("--checkpoint-every", type=int, default=50_000)
-    p.add_argument("--run-id", type=int, default=1, help="run folder <algo>/<EnvId>_<run-id> (default 1)")
-    p.add_argument("--zoo-dir", default=None, help="default: the repository's agents/")
-    p.add_argument("--device", default="cpu", help="torch device: cpu (default; fastest for MLPs), cuda or auto")
-    p.add_argument(
-        "--selection-episodes",
-        type=int,
-        default=None,
-        help="episodes that score the best and the final checkpoint before one ships "
-        "(default 30, the zoo's protocol; 0: trust the in-training evaluations)",
-    )
+    for name, command in _commands().items():
+        p = add_command(sub, name, command)
+        for flags, kwargs in COMMAND_ARGUMENTS.get(name, []):
+            p.add_argument(*flags, **kwargs)
     return parser
 
 
@@ -265,20 +142,12 @@ def _fmt_return(s: dict[str, Any], who: str) -> list[str]:
     return [f"{mean:.1f} ± {std:.1f}", f"[{ci[0]:.1f}, {ci[1]:.1f}]"]
 
 
-def _config_fields(args: argparse.Namespace, config_class: Any) -> dict[str, Any]:
-    """The parsed options a config dataclass takes; repeated / list options become tuples."""
-    fields = set(config_class.__dataclass_fields__)
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in fields}
-    return values
-
-
 def _cmd_distill(args: argparse.Namespace) -> None:
     from policykd.jobs.config import DistillConfig, parse_task
     from policykd.jobs.distill import distill
 
-    fields = _config_fields(args, DistillConfig)
-    fields["tasks"] = tuple(parse_task(t) for t in args.tasks)
-    s = distill(DistillConfig(**fields))
+    config = _experiment_config(args, DistillConfig)
+    s = distill(dataclasses.replace(config, tasks=tuple(parse_task(t) for t in config.tasks)))
     if "tasks" in s:
         return _print_tasks_summary(s)
     if len(s["teachers"]) > 1:
@@ -339,7 +208,7 @@ def _cmd_collect(args: argparse.Namespace) -> None:
     from policykd.jobs.collect import collect
     from policykd.jobs.config import CollectConfig
 
-    config = CollectConfig(**_config_fields(args, CollectConfig))
+    config = CollectConfig(**config_values(args, CollectConfig))
     buffer, stats, teacher = collect(config)
     buffer.save(args.out)
     returns = stats.episode_returns
@@ -401,14 +270,14 @@ def _cmd_export(args: argparse.Namespace) -> None:
     )
 
 
-def _experiment_config(args: argparse.Namespace, config_cls: type, aliases: dict[str, str]) -> Any:
-    """``config_cls`` from the --config file (if any) overridden by the options given."""
+def _experiment_config(args: argparse.Namespace, config_cls: type) -> Any:
+    """``config_cls`` from the --config file (if any) overridden by the options given. The file's
+    keys are the command's long options (``seeds``, ``env``, ``n-transitions``...) or the fields."""
     from policykd.jobs.sweep import read_config_file
 
-    values = read_config_file(args.config, config_cls, aliases) if args.config else {}
-    fields = set(config_cls.__dataclass_fields__)
-    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in fields and v is not None}
-    return config_cls(**{**values, **given})
+    aliases = config_aliases(_commands()[args.command].options, config_cls)
+    values = read_config_file(args.config, config_cls, aliases) if getattr(args, "config", None) else {}
+    return config_cls(**{**values, **config_values(args, config_cls)})
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
@@ -417,7 +286,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     from policykd.jobs.sweep import SweepConfig, run_sweep, sweep_markdown
 
     started = time.perf_counter()
-    summary = run_sweep(_experiment_config(args, SweepConfig, SWEEP_ALIASES))
+    summary = run_sweep(_experiment_config(args, SweepConfig))
     print(sweep_markdown(summary))
     print(
         f"wrote sweep.md, sweep.csv, runs.csv, sweep.png and tb/ into {summary['out_dir']} "
@@ -431,7 +300,7 @@ def _cmd_compare_drivers(args: argparse.Namespace) -> None:
     from policykd.jobs.online import DriversConfig, compare_drivers, drivers_markdown
 
     started = time.perf_counter()
-    summary = compare_drivers(_experiment_config(args, DriversConfig, COMPARE_ALIASES))
+    summary = compare_drivers(_experiment_config(args, DriversConfig))
     print(drivers_markdown(summary))
     print(
         f"wrote drivers.md, drivers.csv, drivers.png and tb/ into {summary['out_dir']} "
@@ -464,6 +333,8 @@ def _cmd_train_expert(args: argparse.Namespace) -> None:
     from policykd.zoo.experts import train_expert
     from policykd.zoo.presets import ZOO_DIR
 
+    if not getattr(args, "env_id", None):
+        raise PolicyKDError("train-expert needs --env ENV_ID, e.g. --env CartPole-v1")
     run_dir = train_expert(
         args.algo,
         args.env_id,

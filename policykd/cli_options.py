@@ -1,0 +1,127 @@
+"""Every option of the ``policykd`` command line, declared once; each subcommand lists the ones it takes.
+
+Options default to "not given" (argparse.SUPPRESS): a job's config dataclass supplies the default,
+so one declaration serves every command, and a ``--config`` YAML file fills what the command line
+leaves out. ``dest`` is the config field an option sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+THREADS_HELP = "torch threads (default 1: small MLPs run fastest on one; raise it for CNNs)"
+
+# name -> (flags, argparse keyword arguments). Help says where the default comes from when a
+# config dataclass field is None ("preset": the env's envs/<EnvId>.yml).
+OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    # what to distil
+    "teacher": (("--teacher",), dict(dest="teachers", action="append", help="rl-zoo folder, SB3 .zip or hub id (default: the env preset's expert); repeat it for an ensemble of teachers on one task")),
+    "env": (("--env",), dict(dest="env_id", help="env id (default: the teacher's, else CartPole-v1)")),
+    "merge": (("--merge",), dict(help="how an ensemble's targets combine: mean-probs | mean-logits | entropy-weighted | most-confident (default mean-probs)")),
+    "teacher_weights": (("--teacher-weights",), dict(type=float, nargs="+", help="one weight per --teacher, for the merge")),
+    "teacher_drive": (("--teacher-drive",), dict(help="who acts among several teachers: merged | round-robin (per episode) | random | first (default merged)")),
+    "task": (("--task",), dict(dest="tasks", action="append", help="ENV=TEACHER (or ENV for its preset expert); repeat for one student of several tasks")),
+    "task_weights": (("--task-weights",), dict(type=float, nargs="+", help="share of each batch per --task (default equal)")),
+    "buffer": (("--buffer",), dict(help="train from this saved buffer instead of collecting")),
+    "no_teacher_check": (("--no-teacher-check",), dict(dest="teacher_check", action="store_const", const=False, help="skip refusing a teacher that plays far below its recorded score")),
+    # collection
+    "n_transitions": (("--n-transitions",), dict(type=int, help="labelled transitions to collect (default: preset)")),
+    "n_envs": (("--n-envs",), dict(type=int, help="vectorised envs while collecting (default: preset)")),
+    "epsilon": (("--epsilon",), dict(type=float, help="epsilon-greedy exploration for discrete actions (default: preset)")),
+    "action_noise": (("--action-noise",), dict(type=float, help="Gaussian action noise, fraction of the half action range (default: preset)")),
+    "seed": (("--seed",), dict(type=int, help="seed of collection, initial weights and evaluation (default 0)")),
+    # the loss
+    "loss": (("--loss",), dict(help="kl | nll | mse (default kl; mse for a deterministic TD3/DDPG teacher where it applies)")),
+    "temperature": (("--temperature",), dict(type=float, help="tau: softmax(x/tau) or std*tau (default 1)")),
+    "temperature_on": (("--temperature-on",), dict(help="teacher | both (default teacher)")),
+    "kl_direction": (("--kl-direction",), dict(help="forward = KL(teacher||student) | reverse (default forward)")),
+    "tau2_scaling": (("--tau2-scaling",), dict(action="store_const", const=True, help="multiply the KL by tau^2 (Hinton)")),
+    "no_q_center": (("--no-q-center",), dict(dest="center_q", action="store_const", const=False, help="mse on raw Q-values instead of Q minus its mean over actions")),
+    "nll_min_std": (("--nll-min-std",), dict(type=float, help="floor on the student's std in continuous nll (default 0.1; 0 disables)")),
+    # the student and its training
+    "hidden": (("--hidden",), dict(dest="hidden_sizes", type=int, nargs="+", help="student MLP hidden sizes (default: preset)")),
+    "cnn_width": (("--cnn-width",), dict(type=float, help="NatureCNN width multiplier for image observations (default: preset)")),
+    "input_width": (("--input-width",), dict(type=int, help="width of each vector task's own input layer, with --task (default 64)")),
+    "n_updates": (("--n-updates",), dict(type=int, help="gradient steps per student (default: preset)")),
+    "batch_size": (("--batch-size",), dict(type=int, help="transitions per gradient step (default: preset)")),
+    "lr": (("--lr",), dict(dest="learning_rate", type=float, help="Adam step size (default: preset)")),
+    "eval_episodes": (("--eval-episodes",), dict(dest="n_eval_episodes", type=int, help="episodes per evaluation (default: preset)")),
+    "eval_every": (("--eval-every",), dict(type=int, help="updates between evaluations (0: at the end; default 0)")),
+    "out_dir": (("--out",), dict(dest="out_dir", help="output folder (default: a new folder under runs/)")),
+    "no_progress": (("--no-progress",), dict(dest="progress_bar", action="store_const", const=False, help="no progress bar")),
+    # experiments (sweep, compare-drivers)
+    "config": (("--config",), dict(help="YAML file with any of these options as keys (the command line wins)")),
+    "seeds": (("--seeds",), dict(dest="n_seeds", type=int, help="students per setting, for the CIs (default 3)")),
+    "temperatures": (("--temperatures",), dict(type=float, nargs="*", help="taus to sweep (default 0.01 0.1 0.5 1 2 5)")),
+    "bins": (("--bins",), dict(dest="n_bins", type=int, help="bins per dimension for state-visitation entropy (default 8)")),
+    "drivers": (("--drivers",), dict(nargs="+", help="any of teacher student dagger (default: all three)")),
+    "dagger_schedule": (("--dagger-schedule",), dict(help="beta schedule of the dagger driver (default linear:<rounds/2>)")),
+    "rounds": (("--rounds",), dict(dest="n_rounds", type=int, help="collection + training rounds (default 10)")),
+    "round_transitions": (("--round-transitions",), dict(dest="n_transitions_per_round", type=int, help="teacher labels per round (default 5000)")),
+    "round_updates": (("--round-updates",), dict(dest="n_updates_per_round", type=int, help="updates per round (default 500)")),
+    "capacity": (("--capacity",), dict(type=int, help="ring buffer size (default: keep every label)")),
+    "stochastic_drivers": (("--stochastic-drivers",), dict(dest="deterministic_drivers", action="store_const", const=False, help="drivers sample their actions instead of acting greedily")),
+}  # fmt: skip
+
+COLLECT = ("teacher", "env", "merge", "teacher_weights", "teacher_drive", "n_transitions", "n_envs", "epsilon",
+           "action_noise", "seed", "no_teacher_check")  # fmt: skip
+LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
+TRAINING = ("hidden", "cnn_width", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
+            "no_progress")  # fmt: skip
+EXPERIMENT = ("config", "teacher", "env", "seeds", "n_envs", "hidden", "batch_size", "lr", "eval_episodes", "seed",
+              "out_dir", "no_teacher_check")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    help: str
+    options: tuple[str, ...] = ()
+    epilog: str | None = None
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Values for options not given, where no config dataclass supplies them."""
+
+
+def add_options(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """Add each named option once (a name listed twice is added once), defaulting to "not given"."""
+    for name in dict.fromkeys(names):
+        flags, kwargs = OPTIONS[name]
+        parser.add_argument(*flags, default=argparse.SUPPRESS, **kwargs)
+
+
+def add_command(sub: Any, name: str, command: Command) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name, help=command.help, epilog=command.epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_options(parser, command.options)
+    parser.set_defaults(**command.defaults)
+    return parser
+
+
+def config_aliases(names: tuple[str, ...], config_class: Any) -> dict[str, str]:
+    """Option name -> config field, for the options whose CLI name is not a field of
+    ``config_class`` (the keys a ``--config`` file may use besides the field names)."""
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    aliases = {}
+    for name in names:
+        flags, kwargs = OPTIONS[name]
+        option = flags[0].lstrip("-").replace("-", "_")
+        if option not in fields and kwargs.get("dest", option) != option:
+            aliases[option] = kwargs["dest"]
+    return aliases
+
+
+def config_values(args: argparse.Namespace, config_class: Any) -> dict[str, Any]:
+    """The given options that ``config_class`` (a dataclass) takes; lists become tuples. A single
+    ``--teacher`` fills a config that takes one teacher (``teacher`` but no ``teachers``)."""
+    values = dict(vars(args))
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    if "teachers" in values and "teachers" not in fields and "teacher" in fields:
+        teachers = values.pop("teachers")
+        if len(teachers) > 1:
+            from policykd.errors import PolicyKDError
+
+            raise PolicyKDError(f"this command takes one --teacher, got {len(teachers)}; run it once per teacher")
+        values["teacher"] = teachers[0]
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}

@@ -18,8 +18,9 @@ import torch
 
 from policykd.errors import PolicyKDError
 from policykd.fileio import read_json
-from policykd.zoo.catalog import measure_expert
-from policykd.zoo.experts import RECORD_FILE, is_finished, run_dir_for, train_expert
+from policykd.zoo.experts import train_expert
+from policykd.zoo.layout import RECORD_FILE, is_finished, run_dir_for
+from policykd.zoo.scoring import measure_expert
 
 ZOO_DIR = Path(__file__).resolve().parent
 

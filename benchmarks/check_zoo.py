@@ -19,10 +19,10 @@ from common import CLASSIC_ENVS, replace_between_markers
 
 from policykd.data.teachers import load_teacher
 from policykd.fileio import read_json
-from policykd.jobs.evaluate import evaluate_teacher
-from policykd.zoo.catalog import measure_expert
-from policykd.zoo.experts import RECORD_FILE
+from policykd.jobs.evaluate import evaluate_policy
+from policykd.zoo.layout import RECORD_FILE
 from policykd.zoo.presets import ZOO_DIR, load_preset
+from policykd.zoo.scoring import measure_expert
 
 
 def _fmt_score(score: dict) -> str:
@@ -51,7 +51,10 @@ def main() -> None:
             if args.record or not record.get("score"):
                 record["score"] = measure_expert(run_dir)
             score = record["score"]
-            stats = evaluate_teacher(load_teacher(run_dir), score["n_episodes"], score["seed"], score["deterministic"])
+            teacher = load_teacher(run_dir)
+            stats = evaluate_policy(
+                teacher, teacher.recipe, score["n_episodes"], seed=score["seed"], deterministic=score["deterministic"]
+            )
             ok = score["ci95"][0] - 1e-6 <= stats.mean <= score["ci95"][1] + 1e-6
             failures += not ok
             recheck = f"{stats.mean:.1f} {'ok' if ok else 'FAIL'}"

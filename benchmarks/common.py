@@ -22,7 +22,8 @@ import numpy as np
 
 from policykd.data.buffers import LabelledBuffer
 from policykd.fileio import read_json, write_json_atomic, write_text_atomic
-from policykd.zoo.experts import is_finished, package_versions
+from policykd.zoo.experts import package_versions
+from policykd.zoo.layout import is_finished
 from policykd.zoo.presets import ZOO_DIR
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

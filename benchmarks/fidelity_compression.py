@@ -20,7 +20,7 @@ from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publis
 from policykd.data.teachers import load_teacher
 from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill import distill
-from policykd.zoo.experts import is_finished
+from policykd.zoo.layout import is_finished
 from policykd.zoo.presets import ZOO_DIR, load_preset
 
 FRACTIONS = (0.25, 0.07, 0.04)

@@ -17,7 +17,7 @@ from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publis
 from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill import distill
 from policykd.jobs.evaluate import ReturnStats, pct_of
-from policykd.zoo.experts import is_finished
+from policykd.zoo.layout import is_finished
 from policykd.zoo.presets import ZOO_DIR
 
 # those whose training has finished take part

@@ -36,7 +36,7 @@ from policykd.jobs.evaluate import action_latency_ms
 from policykd.learn.losses import make_loss
 from policykd.learn.students import make_student
 from policykd.learn.trainer import Trainer, TrainerConfig
-from policykd.zoo.experts import is_finished
+from policykd.zoo.layout import is_finished
 from policykd.zoo.presets import ZOO_DIR
 
 REPO = ZOO_DIR.parent

@@ -59,7 +59,7 @@ from policykd.jobs.resolve import make_student_for
 from policykd.learn.losses import make_loss
 from policykd.learn.students import Student
 from policykd.learn.trainer import Trainer, TrainerConfig
-from policykd.zoo.experts import is_finished
+from policykd.zoo.layout import is_finished
 from policykd.zoo.presets import ZOO_DIR, load_preset
 
 BENCH_DIR = Path(__file__).resolve().parent

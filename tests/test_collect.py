@@ -142,3 +142,32 @@ def test_a_teacher_for_another_env_is_refused(cartpole_teacher):
             check_spaces(cartpole_teacher, env)
     finally:
         env.close()
+
+
+def test_collect_stats_count_one_vector_step():
+    stats = CollectStats()
+    infos = [{}, {"episode": {"r": 12.5, "l": 9}}, {"TimeLimit.truncated": True}]
+    stats.count(np.array([True, False, True]), infos)
+    stats.count(np.array([False, False, False]), [{}, {}, {"episode": {"r": 3.0, "l": 3}}])
+    assert stats.n_transitions == 6 and stats.n_teacher_steps == 2
+    assert stats.episode_returns == [12.5, 3.0] and stats.episode_lengths == [9, 3]
+    assert stats.to_json()["episode_lengths"] == [9, 3]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"teacher_drive": "nobody"}, "unknown teacher drive"),
+        ({"teacher_drive": "merged"}, "needs a merge function"),
+        ({"epsilon": float("nan")}, "epsilon"),
+        ({"action_noise": float("nan")}, "noise"),
+        ({"n_transitions": 10.0}, "n_transitions"),
+        ({"n_transitions": True}, "n_transitions"),
+    ],
+)
+def test_bad_drives_and_numbers_are_refused(venv, cartpole_teacher, kwargs, message):
+    n_transitions = kwargs.pop("n_transitions", 100)
+    with pytest.raises(PolicyKDError, match=message):
+        collect(venv, cartpole_teacher, n_transitions, **kwargs)
+    with pytest.raises(PolicyKDError, match="at least one teacher"):
+        collect_rollouts(venv, [], 100, rng=np.random.default_rng(0))

@@ -4,6 +4,7 @@ scores."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import yaml
 import policykd.zoo.experts as experts
 from policykd.errors import PolicyKDError
 from policykd.fileio import read_json, write_json_atomic
-from policykd.zoo.experts import RECORD_FILE, RESUME_DIR, train_expert
+from policykd.zoo.experts import train_expert
+from policykd.zoo.layout import RECORD_FILE, RESUME_DIR
 from policykd.zoo.presets import ZOO_DIR
 
 TINY = dict(n_timesteps=2_000, checkpoint_every=512, n_eval_episodes=1, progress_bar=False)
@@ -207,7 +209,7 @@ def test_a_resume_without_its_best_checkpoint_ships_the_final_one(tmp_path, monk
 def test_best_and_final_checkpoints_are_rescored_before_one_ships(tmp_path, monkeypatch):
     """A noisy in-training evaluation does not pick the shipped checkpoint: both are re-scored by
     the zoo's protocol, the higher ships, and its score is the one recorded (and reproducible)."""
-    from policykd.zoo.catalog import measure_expert
+    from policykd.zoo.scoring import measure_expert
 
     resume = _stop_after_last_checkpoint(tmp_path, monkeypatch)
     # best/ claims a huge in-training evaluation but always pushes left (CartPole falls in ~10 steps);
@@ -268,3 +270,94 @@ def test_train_expert_cli_errors_are_one_line(ppo_run, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("policykd train-expert: error: ") and fragment in err[0], err
     assert not (ppo_run.parent.parent / "nope").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"algo": "nope"}, "unknown algo 'nope'"),
+        ({"device": "gpu"}, "unknown device 'gpu'"),
+        ({"selection_episodes": -1}, "selection episodes must be >= 0"),
+        ({"selection_episodes": 2.5}, "selection_episodes"),
+        ({"seed": -1}, "seed"),
+        ({"n_timesteps": 1.5}, "n_timesteps"),
+        ({"checkpoint_every": 0}, "checkpoint_every"),
+        ({"n_eval_episodes": -1}, "n_eval_episodes"),
+        ({"run_id": 0}, "run_id"),
+        ({"run_id": True}, "run_id"),
+    ],
+)
+def test_an_expert_request_is_checked_in_one_place(overrides, message, tmp_path):
+    with pytest.raises(PolicyKDError, match=message):
+        experts.ExpertRequest(**{"algo": "ppo", "env_id": "CartPole-v1", **overrides})
+    with pytest.raises(PolicyKDError, match=message):  # train_expert refuses it before touching the zoo folder
+        train_expert(**{"algo": "ppo", "env_id": "CartPole-v1", "zoo_dir": tmp_path, **overrides})
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_expert_request_records_the_command_that_trains_it():
+    request = experts.ExpertRequest("dqn", "CartPole-v1", seed=1, selection_episodes=0, n_eval_episodes=0)
+    assert request.command == "policykd train-expert --algo dqn --env CartPole-v1 --seed 1"
+    budget = experts.ExpertRequest("ppo", "Pendulum-v1", n_timesteps=5_000)
+    assert budget.command == "policykd train-expert --algo ppo --env Pendulum-v1 --seed 0 --n-timesteps 5000"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        budget.seed = 3  # type: ignore[misc]
+
+
+def test_the_zoo_layout_names_run_folders_and_finished_experts(tmp_path):
+    from policykd.zoo.layout import is_finished, run_dir_for
+
+    run_dir = run_dir_for(tmp_path, "ppo", "CartPole-v1", 2)
+    assert run_dir == tmp_path / "ppo" / "CartPole-v1_2"
+    assert run_dir_for(str(tmp_path), "ppo", "CartPole-v1") == tmp_path / "ppo" / "CartPole-v1_1"
+    assert not is_finished(run_dir)
+    run_dir.mkdir(parents=True)
+    write_json_atomic(run_dir / RECORD_FILE, {"status": "training"})
+    assert not is_finished(run_dir)
+    write_json_atomic(run_dir / RECORD_FILE, {"status": "finished"})
+    assert is_finished(run_dir)
+
+
+def test_record_score_rewrites_only_the_score(tmp_path):
+    from policykd.jobs.evaluate import ReturnStats
+    from policykd.zoo.scoring import record_score, score_entry
+
+    write_json_atomic(tmp_path / RECORD_FILE, {"algo": "ppo", "notes": ["kept"], "score": {"mean": 1.0}})
+    score = score_entry(ReturnStats.of([10.0, 12.0]), seed=3, deterministic=False)
+    assert score == {**ReturnStats.of([10.0, 12.0]).to_json(), "seed": 3, "deterministic": False}
+    assert score["mean"] == 11.0 and score["n_episodes"] == 2
+    assert record_score(tmp_path, score) == tmp_path / RECORD_FILE
+    assert read_json(tmp_path / RECORD_FILE) == {"algo": "ppo", "notes": ["kept"], "score": score}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_FILE], "written atomically: no temporary left"
+    with pytest.raises(PolicyKDError, match="has none"):
+        record_score(tmp_path / "elsewhere", score)
+
+
+def test_measure_expert_plays_the_zoo_folder_and_records_its_score(cartpole_expert_dir, tmp_path):
+    from policykd.data.teachers import load_teacher
+    from policykd.jobs.evaluate import evaluate_policy
+    from policykd.zoo.scoring import measure_expert
+
+    run_dir = tmp_path / "ppo" / "CartPole-v1_1"
+    shutil.copytree(cartpole_expert_dir, run_dir, ignore=shutil.ignore_patterns("train_logs", "resume"))
+    before = read_json(run_dir / RECORD_FILE)
+    score = measure_expert(run_dir, n_episodes=2, seed=5)
+    teacher = load_teacher(cartpole_expert_dir)
+    stats = evaluate_policy(teacher, teacher.recipe, 2, seed=5, deterministic=True)
+    assert score["mean"] == stats.mean and score["n_episodes"] == 2 and score["seed"] == 5 and score["deterministic"]
+    assert read_json(run_dir / RECORD_FILE) == {**before, "score": score}
+
+
+def test_the_zoo_modules_import_no_cycle():
+    """layout imports nothing of the zoo; scoring and the catalog import layout, never experts."""
+    import ast
+
+    zoo = Path(experts.__file__).parent
+    imported = {}
+    for name in ("layout", "scoring", "catalog", "experts"):
+        tree = ast.parse((zoo / f"{name}.py").read_text())
+        modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported[name] = {m.rsplit(".", 1)[1] for m in modules if m.startswith("policykd.zoo.")}
+    assert imported["layout"] == set()
+    assert imported["scoring"] == {"layout", "presets"} and imported["catalog"] == {"layout", "presets"}
+    assert imported["experts"] == {"layout", "scoring"}

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from policykd.checks import check_int
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path
 from policykd.types import KIND_FIELDS, TEACHER_FIELDS, TEACHER_KINDS, DistillBatch, TeacherOutput
@@ -89,9 +90,7 @@ class LabelledBuffer:
         frame_stack: int = 1,
         n_envs: int = 1,
     ) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
-            raise PolicyKDError(f"buffer capacity must be a positive integer, got {capacity!r}")
-        self._capacity = int(capacity)
+        self._capacity = check_int("buffer capacity", capacity)
         self.observation_shape = tuple(int(d) for d in observation_shape)
         self.observation_dtype = np.dtype(observation_dtype)
         self.action_shape = tuple(int(d) for d in action_shape)
@@ -101,9 +100,7 @@ class LabelledBuffer:
         self._meta = self._check_meta(meta)
         self._pos = 0
         self._full = False
-        self.frame_stack, self.n_envs = int(frame_stack), int(n_envs)
-        if self.frame_stack < 1 or self.n_envs < 1:
-            raise PolicyKDError(f"frame_stack and n_envs must be >= 1, got {frame_stack} and {n_envs}")
+        self.frame_stack, self.n_envs = check_int("frame_stack", frame_stack), check_int("n_envs", n_envs)
         if self.frame_stack > 1 and (len(self.observation_shape) != 3 or self.observation_shape[0] % self.frame_stack):
             raise PolicyKDError(
                 f"frame_stack={frame_stack} needs channel-first stacked images (S*C, H, W), got {self.observation_shape}"
@@ -388,8 +385,7 @@ class LabelledBuffer:
         """``batch_size`` transitions drawn uniformly, with replacement, from the filled part."""
         if len(self) == 0:
             raise PolicyKDError("cannot sample from an empty buffer; collect transitions first")
-        if batch_size < 1:
-            raise PolicyKDError(f"batch_size must be positive, got {batch_size}")
+        batch_size = check_int("batch_size", batch_size)
         if self.frame_stack > 1 and self._full:  # the oldest rows' earlier frames were overwritten
             skip = (self.frame_stack - 1) * self.n_envs
             ages = rng.integers(skip, self._capacity, size=batch_size)

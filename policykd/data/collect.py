@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from policykd.checks import check_int, check_probability
 from policykd.data.buffers import DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
@@ -33,6 +34,15 @@ class CollectStats:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def count(self, teacher_drives: np.ndarray, infos: Sequence[dict[str, Any]]) -> None:
+        """Count one vector step and the episodes that ended in it (``teacher_drives (n_envs,)``)."""
+        self.n_transitions += len(teacher_drives)
+        self.n_teacher_steps += int(teacher_drives.sum())
+        for info in infos:
+            if "episode" in info:  # Monitor: the true episode, across Atari life losses
+                self.episode_returns.append(float(info["episode"]["r"]))
+                self.episode_lengths.append(int(info["episode"]["l"]))
 
 
 @dataclasses.dataclass
@@ -115,69 +125,21 @@ def collect_rollouts(
       teacher at every episode start). Every teacher labels every transition whoever drives.
     Returns the buffer (created on the first step when None) and the collection statistics.
     """
-    if not teachers:
-        raise PolicyKDError("collect_rollouts needs at least one teacher to label the transitions")
-    if isinstance(n_transitions, bool) or not isinstance(n_transitions, (int, np.integer)) or n_transitions < 1:
-        raise PolicyKDError(f"n_transitions must be a positive integer, got {n_transitions!r}")
-    if not 0.0 <= beta <= 1.0:
-        raise PolicyKDError(f"beta must be in [0, 1], got {beta}")
-    if beta < 1.0 and student_act is None:
-        raise PolicyKDError("a student must be given when it drives (beta < 1)")
-    if not 0.0 <= epsilon <= 1.0 or not action_noise >= 0:  # `not >=` also refuses NaN
-        raise PolicyKDError(f"epsilon must be in [0, 1] and action noise >= 0, got {epsilon} and {action_noise}")
-    if teacher_drive not in TEACHER_DRIVES:
-        raise PolicyKDError(f"unknown teacher drive {teacher_drive!r}; use one of {', '.join(TEACHER_DRIVES)}")
-    if teacher_drive == "merged" and merge is None:
-        raise PolicyKDError("teacher_drive='merged' needs a merge function (see merging.make_merge)")
-    driver, n_envs = teachers[0], venv.num_envs
-    mapper = driver.mapper
-    which = np.arange(n_envs) % len(teachers)  # per env: the teacher that acts (round-robin / random)
+    n_transitions = _check_collect_args(teachers, n_transitions, beta, student_act, epsilon, action_noise)
+    drivers = _Drivers(teachers, teacher_drive, merge, beta, student_act, deterministic, venv.num_envs)
     stats = CollectStats()
-    if cursor is not None and cursor.observations is not None and cursor.episode_starts is not None:
-        obs, episode_starts = cursor.observations, cursor.episode_starts
-    else:
-        obs, episode_starts = venv.reset(), np.ones(n_envs, dtype=bool)
+    obs, episode_starts = _start(venv, cursor)
     while stats.n_transitions < n_transitions:
         outputs = [teacher(obs) for teacher in teachers]  # one batched forward pass per teacher
-        teacher_drives = rng.random(n_envs) < beta
-        if teacher_drive == "random":
-            which = np.where(episode_starts, rng.integers(0, len(teachers), n_envs), which)
-        actions = _teacher_actions(teachers, outputs, teacher_drive, which, merge, deterministic, rng)
-        if not teacher_drives.all():
-            actions = np.where(_broadcast(teacher_drives, actions), actions, student_act(obs))
-        actions = _explore(actions, mapper, rng, epsilon, action_noise)
+        actions, teacher_drives = drivers.act(obs, outputs, episode_starts, rng)
+        actions = _explore(actions, teachers[0].mapper, rng, epsilon, action_noise)
         next_obs, rewards, dones, infos = venv.step(actions)
-        truncated = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
         if buffer is None:
-            buffer = LabelledBuffer.for_teachers(
-                -(-n_transitions // n_envs) * n_envs,
-                venv.observation_space,
-                venv.action_space,
-                outputs,
-                meta=meta,
-                frame_stack=_dedup_frames(driver, venv.observation_space),
-                n_envs=n_envs,
-            )
-        buffer.add(
-            obs,
-            actions,
-            rewards,
-            dones & ~truncated,
-            truncated,
-            episode_starts,
-            np.where(teacher_drives, DRIVER_TEACHER, DRIVER_STUDENT).astype(np.int8),
-            outputs,
-        )
-        stats.n_transitions += n_envs
-        stats.n_teacher_steps += int(teacher_drives.sum())
-        for info in infos:
-            if "episode" in info:  # Monitor: the true episode, across Atari life losses
-                stats.episode_returns.append(float(info["episode"]["r"]))
-                stats.episode_lengths.append(int(info["episode"]["l"]))
-        if teacher_drive == "round-robin":
-            which = np.where(dones, (which + 1) % len(teachers), which)
-        episode_starts = dones
-        obs = next_obs
+            buffer = _new_buffer(venv, teachers[0], outputs, n_transitions, meta)
+        _store(buffer, obs, actions, rewards, dones, infos, episode_starts, teacher_drives, outputs)
+        stats.count(teacher_drives, infos)
+        drivers.episodes_ended(dones)
+        obs, episode_starts = next_obs, dones
     if cursor is not None:
         cursor.observations, cursor.episode_starts = obs, episode_starts
     assert buffer is not None
@@ -185,6 +147,109 @@ def collect_rollouts(
 
 
 TEACHER_DRIVES = ("first", "merged", "round-robin", "random")
+
+
+def _check_collect_args(
+    teachers: Sequence[Teacher],
+    n_transitions: int,
+    beta: float,
+    student_act: ActFn | None,
+    epsilon: float,
+    action_noise: float,
+) -> int:
+    """Refuse what collect_rollouts cannot run, before the env moves; returns ``n_transitions``."""
+    if not teachers:
+        raise PolicyKDError("collect_rollouts needs at least one teacher to label the transitions")
+    n_transitions = check_int("n_transitions", n_transitions)
+    check_probability("beta", beta)
+    if beta < 1.0 and student_act is None:
+        raise PolicyKDError("a student must be given when it drives (beta < 1)")
+    check_probability("epsilon", epsilon)
+    if not action_noise >= 0:  # `not >=` also refuses NaN
+        raise PolicyKDError(f"action noise must be >= 0 (a fraction of the half range), got {action_noise}")
+    return n_transitions
+
+
+class _Drivers:
+    """Who acts at each env step: the teachers (under ``drive``) with probability ``beta`` per
+    env, the student otherwise. Keeps, per env, which teacher acts under round-robin / random."""
+
+    def __init__(
+        self,
+        teachers: Sequence[Teacher],
+        drive: str,
+        merge: Callable[[Sequence[DistillTarget]], DistillTarget] | None,
+        beta: float,
+        student_act: ActFn | None,
+        deterministic: bool,
+        n_envs: int,
+    ) -> None:
+        if drive not in TEACHER_DRIVES:
+            raise PolicyKDError(f"unknown teacher drive {drive!r}; use one of {', '.join(TEACHER_DRIVES)}")
+        if drive == "merged" and merge is None:
+            raise PolicyKDError("teacher_drive='merged' needs a merge function (see merging.make_merge)")
+        self.teachers, self.drive, self.merge = teachers, drive, merge
+        self.beta, self.student_act, self.deterministic = beta, student_act, deterministic
+        self.n_envs = n_envs
+        self.which = np.arange(n_envs) % len(teachers)  # per env: the teacher that acts (round-robin / random)
+
+    def act(
+        self, obs: np.ndarray, outputs: Sequence[Any], episode_starts: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Env actions ``(n_envs, ...)`` before exploration, and whether the teacher drove each ``(n_envs,)``."""
+        teacher_drives = rng.random(self.n_envs) < self.beta
+        if self.drive == "random":
+            self.which = np.where(episode_starts, rng.integers(0, len(self.teachers), self.n_envs), self.which)
+        actions = _teacher_actions(self.teachers, outputs, self.drive, self.which, self.merge, self.deterministic, rng)
+        if not teacher_drives.all():
+            assert self.student_act is not None  # checked: beta < 1 needs a student
+            actions = np.where(_broadcast(teacher_drives, actions), actions, self.student_act(obs))
+        return actions, teacher_drives
+
+    def episodes_ended(self, dones: np.ndarray) -> None:
+        """Round-robin: each env whose episode ended moves to the next teacher."""
+        if self.drive == "round-robin":
+            self.which = np.where(dones, (self.which + 1) % len(self.teachers), self.which)
+
+
+def _start(venv: Any, cursor: RolloutCursor | None) -> tuple[np.ndarray, np.ndarray]:
+    """The observations to act on first and whether each starts an episode: the cursor's, else a reset."""
+    if cursor is not None and cursor.observations is not None and cursor.episode_starts is not None:
+        return cursor.observations, cursor.episode_starts
+    return venv.reset(), np.ones(venv.num_envs, dtype=bool)
+
+
+def _new_buffer(
+    venv: Any, driver: Teacher, outputs: Sequence[Any], n_transitions: int, meta: dict[str, Any] | None
+) -> LabelledBuffer:
+    """A buffer for ``n_transitions`` rounded up to whole vector steps, laid out after the first outputs."""
+    n_envs = venv.num_envs
+    return LabelledBuffer.for_teachers(
+        -(-n_transitions // n_envs) * n_envs,
+        venv.observation_space,
+        venv.action_space,
+        outputs,
+        meta=meta,
+        frame_stack=_dedup_frames(driver, venv.observation_space),
+        n_envs=n_envs,
+    )
+
+
+def _store(
+    buffer: LabelledBuffer,
+    obs: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    dones: np.ndarray,
+    infos: Sequence[dict[str, Any]],
+    episode_starts: np.ndarray,
+    teacher_drives: np.ndarray,
+    outputs: Sequence[Any],
+) -> None:
+    """Add one vector step; a time-limit end is stored as truncated, not terminated."""
+    truncated = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
+    drivers = np.where(teacher_drives, DRIVER_TEACHER, DRIVER_STUDENT).astype(np.int8)
+    buffer.add(obs, actions, rewards, dones & ~truncated, truncated, episode_starts, drivers, outputs)
 
 
 def _teacher_actions(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -406,7 +407,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 def _experiment_config(args: argparse.Namespace, config_cls: type, aliases: dict[str, str]) -> Any:
     """``config_cls`` from the --config file (if any) overridden by the options given."""
-    from policykd.jobs.sweep import read_config_file
+    from policykd.jobs.experiment import read_config_file
 
     values = read_config_file(args.config, config_cls, aliases) if args.config else {}
     fields = set(config_cls.__dataclass_fields__)
@@ -414,32 +415,36 @@ def _experiment_config(args: argparse.Namespace, config_cls: type, aliases: dict
     return config_cls(**{**values, **given})
 
 
-def _cmd_sweep(args: argparse.Namespace) -> None:
+def _run_experiment(
+    args: argparse.Namespace,
+    config_cls: type,
+    aliases: dict[str, str],
+    run: Callable[[Any], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+    files: str,
+) -> None:
+    """Run an experiment job (sweep, compare-drivers) on its config, print its Markdown report and
+    the ``files`` it wrote into its output folder."""
     import time
 
+    started = time.perf_counter()
+    summary = run(_experiment_config(args, config_cls, aliases))
+    print(markdown(summary))
+    print(f"wrote {files} and tb/ into {summary['out_dir']} ({time.perf_counter() - started:.0f} s)")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
     from policykd.jobs.sweep import SweepConfig, run_sweep, sweep_markdown
 
-    started = time.perf_counter()
-    summary = run_sweep(_experiment_config(args, SweepConfig, SWEEP_ALIASES))
-    print(sweep_markdown(summary))
-    print(
-        f"wrote sweep.md, sweep.csv, runs.csv, sweep.png and tb/ into {summary['out_dir']} "
-        f"({time.perf_counter() - started:.0f} s)"
-    )
+    files = "sweep.md, sweep.csv, runs.csv, sweep.png"
+    _run_experiment(args, SweepConfig, SWEEP_ALIASES, run_sweep, sweep_markdown, files)
 
 
 def _cmd_compare_drivers(args: argparse.Namespace) -> None:
-    import time
+    from policykd.jobs.drivers import DriversConfig, compare_drivers, drivers_markdown
 
-    from policykd.jobs.online import DriversConfig, compare_drivers, drivers_markdown
-
-    started = time.perf_counter()
-    summary = compare_drivers(_experiment_config(args, DriversConfig, COMPARE_ALIASES))
-    print(drivers_markdown(summary))
-    print(
-        f"wrote drivers.md, drivers.csv, drivers.png and tb/ into {summary['out_dir']} "
-        f"({time.perf_counter() - started:.0f} s)"
-    )
+    files = "drivers.md, drivers.csv, drivers.png"
+    _run_experiment(args, DriversConfig, COMPARE_ALIASES, compare_drivers, drivers_markdown, files)
 
 
 def _cmd_zoo(_: argparse.Namespace) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from common import TaskCache, parse_quick_args, provenance, publish, sweep_sections
 
 from policykd.fileio import read_json, write_json_atomic
-from policykd.jobs.online import DriversConfig, compare_drivers, drivers_markdown
+from policykd.jobs.drivers import DriversConfig, compare_drivers, drivers_markdown
 
 # (name, teacher, budgets): each task is `policykd compare-drivers --teacher <teacher> <budgets> --seeds 3`;
 # the name is the env id, with a suffix for a second budget on the same env.

@@ -63,9 +63,9 @@ from policykd.jobs.evaluate import (
     evaluate_teacher,
     pct_of,
 )
+from policykd.jobs.experiment import student_for
 from policykd.jobs.plots import plot_curves
 from policykd.jobs.resolve import check_teacher_score
-from policykd.jobs.sweep import student_for
 from policykd.learn.losses import make_loss
 from policykd.learn.trainer import Trainer, TrainerConfig
 from policykd.zoo.presets import ZOO_DIR, load_preset

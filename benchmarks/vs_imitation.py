@@ -54,9 +54,10 @@ from policykd.data.collect import collect_rollouts
 from policykd.data.envs import make_vec_env
 from policykd.data.teachers import Teacher, load_teacher
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, episode_returns, evaluate_random, evaluate_teacher
-from policykd.jobs.online import LinearBeta, OnlineConfig, train_online
+from policykd.jobs.online import OnlineConfig, train_online
 from policykd.jobs.resolve import make_student_for
 from policykd.learn.losses import make_loss
+from policykd.learn.schedules import LinearBeta
 from policykd.learn.students import Student
 from policykd.learn.trainer import Trainer, TrainerConfig
 from policykd.zoo.layout import is_finished

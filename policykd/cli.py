@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -273,39 +274,42 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def _experiment_config(args: argparse.Namespace, config_cls: type) -> Any:
     """``config_cls`` from the --config file (if any) overridden by the options given. The file's
     keys are the command's long options (``seeds``, ``env``, ``n-transitions``...) or the fields."""
-    from policykd.jobs.sweep import read_config_file
+    from policykd.jobs.experiment import read_config_file
 
     aliases = config_aliases(_commands()[args.command].options, config_cls)
     values = read_config_file(args.config, config_cls, aliases) if getattr(args, "config", None) else {}
     return config_cls(**{**values, **config_values(args, config_cls)})
 
 
-def _cmd_sweep(args: argparse.Namespace) -> None:
+def _run_experiment(
+    args: argparse.Namespace,
+    config_cls: type,
+    run: Callable[[Any], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+    files: str,
+) -> None:
+    """Run an experiment job (sweep, compare-drivers) on its config, print its Markdown report and
+    the ``files`` it wrote into its output folder."""
     import time
 
+    started = time.perf_counter()
+    summary = run(_experiment_config(args, config_cls))
+    print(markdown(summary))
+    print(f"wrote {files} and tb/ into {summary['out_dir']} ({time.perf_counter() - started:.0f} s)")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
     from policykd.jobs.sweep import SweepConfig, run_sweep, sweep_markdown
 
-    started = time.perf_counter()
-    summary = run_sweep(_experiment_config(args, SweepConfig))
-    print(sweep_markdown(summary))
-    print(
-        f"wrote sweep.md, sweep.csv, runs.csv, sweep.png and tb/ into {summary['out_dir']} "
-        f"({time.perf_counter() - started:.0f} s)"
-    )
+    files = "sweep.md, sweep.csv, runs.csv, sweep.png"
+    _run_experiment(args, SweepConfig, run_sweep, sweep_markdown, files)
 
 
 def _cmd_compare_drivers(args: argparse.Namespace) -> None:
-    import time
+    from policykd.jobs.drivers import DriversConfig, compare_drivers, drivers_markdown
 
-    from policykd.jobs.online import DriversConfig, compare_drivers, drivers_markdown
-
-    started = time.perf_counter()
-    summary = compare_drivers(_experiment_config(args, DriversConfig))
-    print(drivers_markdown(summary))
-    print(
-        f"wrote drivers.md, drivers.csv, drivers.png and tb/ into {summary['out_dir']} "
-        f"({time.perf_counter() - started:.0f} s)"
-    )
+    files = "drivers.md, drivers.csv, drivers.png"
+    _run_experiment(args, DriversConfig, compare_drivers, drivers_markdown, files)
 
 
 def _cmd_zoo(_: argparse.Namespace) -> None:

@@ -13,20 +13,11 @@ import torch
 
 from policykd.data.buffers import DRIVER_STUDENT, DRIVER_TEACHER
 from policykd.errors import PolicyKDError
-from policykd.jobs.online import (
-    ConstantBeta,
-    DriversConfig,
-    ExponentialBeta,
-    LinearBeta,
-    OnlineConfig,
-    check_beta,
-    compare_drivers,
-    labels_to_reach,
-    parse_schedule,
-    train_online,
-)
-from policykd.jobs.sweep import student_for
+from policykd.jobs.drivers import DriversConfig, compare_drivers, labels_to_reach
+from policykd.jobs.experiment import student_for
+from policykd.jobs.online import OnlineConfig, train_online
 from policykd.learn.losses import KLLoss
+from policykd.learn.schedules import ConstantBeta, ExponentialBeta, LinearBeta, check_beta, parse_schedule
 from policykd.learn.trainer import with_entropy_gap
 
 N_ENVS = 4

@@ -12,7 +12,8 @@ import pytest
 import policykd.jobs.sweep as sweep_module
 from policykd.cli import main
 from policykd.errors import PolicyKDError
-from policykd.jobs.sweep import SweepConfig, grid_bounds, read_config_file, run_sweep, visitation_entropy
+from policykd.jobs.experiment import read_config_file
+from policykd.jobs.sweep import SweepConfig, grid_bounds, run_sweep, visitation_entropy
 
 # -- the exploration measure ------------------------------------------------------------------------
 

@@ -131,3 +131,22 @@ def evaluate_teacher(teacher: Teacher, n_episodes: int, seed: int, deterministic
 def evaluate_random(teacher: Teacher, n_episodes: int, seed: int) -> ReturnStats:
     """A uniformly random policy on the teacher's env and episodes: the 0 % of "% of teacher"."""
     return evaluate_policy(RandomPolicy(teacher.mapper), teacher.recipe, n_episodes, seed=seed)
+
+
+def mean_ci(values: list[float] | np.ndarray) -> tuple[float, float, float]:
+    """``(mean, ci_low, ci_high)``: Student-t 95 % interval of the mean over seeds (a point for one)."""
+    stats = ReturnStats.of(np.asarray(values, dtype=np.float64))
+    return stats.mean, stats.ci95[0], stats.ci95[1]
+
+
+def teacher_baselines(teacher: Teacher, n_episodes: int, seed: int) -> dict[str, Any]:
+    """Mean returns of the teacher (greedy and sampled) and of a uniform random policy on the
+    evaluation episodes (the 100 % and 0 % of "% of teacher"), plus the greedy returns."""
+    greedy = evaluate_teacher(teacher, n_episodes, seed)
+    sampled = evaluate_teacher(teacher, n_episodes, seed, deterministic=False)
+    return {
+        "teacher_greedy": greedy.mean,
+        "teacher_sampled": sampled.mean,
+        "random": evaluate_random(teacher, n_episodes, seed).mean,
+        "teacher_greedy_returns": list(greedy.returns),
+    }

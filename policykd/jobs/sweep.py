@@ -12,118 +12,32 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import shutil
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from policykd.checks import check_int, check_out_dir
 from policykd.data.buffers import LabelledBuffer
+from policykd.data.envs import EnvRecipe
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
-from policykd.fileio import write_json_atomic, write_text_atomic
+from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
+from policykd.jobs.collect import collect
 from policykd.jobs.config import CollectConfig
-from policykd.jobs.distill import collect
-from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, episode_returns
-from policykd.jobs.resolve import check_teacher_score, make_student_for, resolve_teacher
-from policykd.learn.logging import TensorBoardLogger
+from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_policy, mean_ci
+from policykd.jobs.experiment import RunCache, checked_baselines, no_cache, run_logger, student_for
+from policykd.jobs.resolve import resolve_teacher
 from policykd.learn.losses import make_loss
 from policykd.learn.metrics import distill_metrics
 from policykd.learn.students import Student
 from policykd.learn.targets import check_temperature, soften, student_kind_for
 from policykd.learn.trainer import Trainer, TrainerConfig
-from policykd.zoo.presets import load_preset
+from policykd.zoo.presets import resolve
 
 DEFAULT_TEMPERATURES: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
-RunCache = Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]  # (name, run) -> run() or a stored result
-
-
-# -- shared by the sweep and the drivers comparison (online.compare_drivers) -------------------------
-
-
-def no_cache(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The default RunCache: always run."""
-    return run()
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
-    """``(mean, ci_low, ci_high)``: Student-t 95 % interval of the mean over seeds (a point for one)."""
-    stats = ReturnStats.of(np.asarray(values, dtype=np.float64))
-    return stats.mean, stats.ci95[0], stats.ci95[1]
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """``rows`` (same keys, plain values) as CSV, atomically."""
-    import csv
-    import io
-
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, text.getvalue())
-
-
-def read_config_file(path: str | Path, config_cls: type, aliases: dict[str, str]) -> dict[str, Any]:
-    """The fields of ``config_cls`` set by a YAML file. Keys are the CLI's long options (``seeds``,
-    ``env``, ``n-transitions`` ...; ``aliases`` maps them to fields) or the field names; lists
-    become tuples. An unknown key or a file that is not a mapping raises PolicyKDError."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise PolicyKDError(f"cannot read config file {path}: {' '.join(str(err).split())}") from None
-    if not isinstance(data, dict):
-        raise PolicyKDError(f"config file {path} must be a mapping of option: value, e.g. 'seeds: 3'")
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        name = aliases.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
-        if name not in fields:
-            known = sorted({alias for alias, field in aliases.items() if field in fields} | fields)
-            raise PolicyKDError(f"config file {path}: unknown key {key!r}; use one of {', '.join(known)}")
-        values[name] = tuple(value) if isinstance(value, list) else value
-    return values
-
-
-def check_out_dir(out_dir: str | Path) -> None:
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise PolicyKDError(f"--out {out_dir} is a file; pass a folder for the results")
-
-
-def check_positive_int(flag: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise PolicyKDError(f"{flag} must be an integer >= {minimum}, got {value!r}")
-
-
-def teacher_baselines(teacher: Teacher, n_episodes: int, seed: int) -> dict[str, Any]:
-    """Mean returns of the teacher (greedy and sampled) and of a uniform random policy on the
-    evaluation episodes (the 100 % and 0 % of "% of teacher"), plus the greedy returns."""
-    returns = {}
-    for name, deterministic in (("teacher_greedy", True), ("teacher_sampled", False)):
-        rng = np.random.default_rng(seed)
-        returns[name] = episode_returns(
-            lambda o: teacher.act(o, deterministic, rng), teacher.recipe, n_episodes, seed=seed
-        )
-    rng = np.random.default_rng(seed)
-    randoms = episode_returns(lambda o: teacher.mapper.random(len(o), rng), teacher.recipe, n_episodes, seed=seed)
-    return {
-        "teacher_greedy": float(returns["teacher_greedy"].mean()),
-        "teacher_sampled": float(returns["teacher_sampled"].mean()),
-        "random": float(randoms.mean()),
-        "teacher_greedy_returns": returns["teacher_greedy"].tolist(),
-    }
-
-
-def student_for(teacher: Teacher, hidden_sizes: Sequence[int], seed: int) -> Student:
-    """A fresh MLP student for ``teacher`` (input normalisation copied from its VecNormalize
-    statistics), its initial weights fixed by ``seed``."""
-    torch.manual_seed(seed)
-    return make_student_for(teacher, teacher.kind, tuple(hidden_sizes))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +87,7 @@ def check_sweep_config(config: SweepConfig) -> tuple[float, ...]:
         ("max_grid_dims", config.max_grid_dims, 0),
         ("n_metric_states", config.n_metric_states, 1),
     ):
-        check_positive_int(flag, value, minimum)
+        check_int(flag, value, minimum)
     check_out_dir(config.out_dir)
     return temperatures
 
@@ -219,6 +133,41 @@ def buffer_metrics(student: Student, observations: torch.Tensor, raw: Any, tempe
     }
 
 
+class _Recorder:
+    """Acts as ``policy`` and keeps a copy of every observation it acts on (the visited states)."""
+
+    def __init__(self, policy: Student) -> None:
+        self.policy = policy
+        self.visited: list[np.ndarray] = []
+
+    def act(
+        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        self.visited.append(np.array(observations, copy=True))
+        return self.policy.act(observations, deterministic, rng)
+
+
+def _evaluate_student(
+    student: Student, recipe: EnvRecipe, config: SweepConfig, grid: tuple[np.ndarray, np.ndarray] | None
+) -> dict[str, Any]:
+    """Greedy and sampled returns on the evaluation episodes, and how widely the sampled episodes
+    explore: the visitation entropy of their states on ``grid``, else the std of their returns."""
+    eval_seed = config.seed + EVAL_SEED_OFFSET
+    greedy = evaluate_policy(student, recipe, config.n_eval_episodes, seed=eval_seed)
+    recorder = _Recorder(student)
+    sampled = evaluate_policy(recorder, recipe, config.n_eval_episodes, seed=eval_seed, deterministic=False)
+    if grid is not None:
+        exploration = visitation_entropy(np.concatenate(recorder.visited), grid[0], grid[1], config.n_bins)
+    else:
+        exploration = sampled.std
+    return {
+        "return_greedy": greedy.mean,
+        "return_sampled": sampled.mean,
+        "exploration": exploration,
+        "n_visited_states": int(sum(len(v) for v in recorder.visited)),
+    }
+
+
 def _distil_one(
     teacher: Teacher,
     buffer: LabelledBuffer,
@@ -243,55 +192,27 @@ def _distil_one(
         seed=seed,
         progress_bar=False,
     )
-    tb_dir = out / "tb" / f"tau{tau:g}-seed{seed}"
-    shutil.rmtree(tb_dir, ignore_errors=True)  # a rerun replaces its run, never appends to it
-    logger = TensorBoardLogger(tb_dir)
-    try:
-        logger.log_hparams(
-            {
-                "temperature": tau,
-                "seed": seed,
-                **dataclasses.asdict(trainer_config),
-                "temperature_on": config.temperature_on,
-                "kl_direction": config.kl_direction,
-            }
-        )
+    hparams = {
+        "temperature": tau,
+        "seed": seed,
+        **dataclasses.asdict(trainer_config),
+        "temperature_on": config.temperature_on,
+        "kl_direction": config.kl_direction,
+    }
+    with run_logger(out, f"tau{tau:g}-seed{seed}", hparams) as logger:
         student = student_for(teacher, budgets["hidden_sizes"], seed)
         Trainer(student, loss_fn, buffer, config=trainer_config, logger=logger).train()
         result = {"tau": tau, "seed": seed, **buffer_metrics(student, probe[0], probe[1], tau)}
-        eval_seed = config.seed + EVAL_SEED_OFFSET
-        rng = np.random.default_rng(eval_seed)
-        greedy = episode_returns(
-            lambda o: student.act(o, True, rng), teacher.recipe, config.n_eval_episodes, seed=eval_seed
-        )
-        visited: list[np.ndarray] = []
-
-        def sample_and_record(obs: np.ndarray) -> np.ndarray:
-            visited.append(np.array(obs, copy=True))
-            return student.act(obs, False, rng)
-
-        sampled = episode_returns(sample_and_record, teacher.recipe, config.n_eval_episodes, seed=eval_seed)
-        if grid is not None:
-            exploration = visitation_entropy(np.concatenate(visited), grid[0], grid[1], config.n_bins)
-        else:
-            exploration = ReturnStats.of(sampled).std
-        result.update(
-            return_greedy=float(greedy.mean()),
-            return_sampled=float(sampled.mean()),
-            exploration=exploration,
-            n_visited_states=int(sum(len(v) for v in visited)),
-            wall_time_s=time.perf_counter() - started,
-        )
+        result.update(_evaluate_student(student, teacher.recipe, config, grid))
+        result["wall_time_s"] = time.perf_counter() - started
         logger.log(
             {
                 "eval/student_return": result["return_greedy"],
                 "eval/student_return_sampled": result["return_sampled"],
-                "eval/exploration": exploration,
+                "eval/exploration": result["exploration"],
             },
             budgets["n_updates"],
         )
-    finally:
-        logger.close()
     return result
 
 
@@ -353,6 +274,37 @@ def _sweep_buffer(config: SweepConfig, teacher: Teacher, n_transitions: int, out
     return buffer
 
 
+def _resolve_sweep(config: SweepConfig) -> tuple[tuple[float, ...], Teacher, dict[str, Any]]:
+    """Refuse bad input, load the teacher and fill the budgets from its env's preset, all before
+    minutes are spent or anything is written. Returns the temperatures, the teacher and the budgets."""
+    temperatures = check_sweep_config(config)
+    teacher = resolve_teacher(config.teacher, config.env_id)
+    if student_kind_for(teacher.kind) == "deterministic":
+        raise PolicyKDError(
+            f"{teacher.source} is a deterministic ({teacher.algo}) teacher: it has no temperature to "
+            "sweep; pick a PPO, A2C, DQN, QR-DQN or SAC expert"
+        )
+    keys = ("n_transitions", "n_updates", "batch_size", "learning_rate", "hidden_sizes")
+    budgets = resolve(teacher.recipe.env_id, config, keys)
+    TrainerConfig(
+        n_updates=budgets["n_updates"], batch_size=budgets["batch_size"], learning_rate=budgets["learning_rate"]
+    )  # validates them
+    make_loss("kl", teacher.kind, temperature_on=config.temperature_on, direction=config.kl_direction)
+    return temperatures, teacher, budgets
+
+
+def _probe(
+    buffer: LabelledBuffer, config: SweepConfig
+) -> tuple[tuple[torch.Tensor, Any], tuple[np.ndarray, np.ndarray] | None]:
+    """The buffer states the metrics are measured on (with the teacher's raw outputs there), and the
+    grid of the visitation entropy (None for observations of more than ``max_grid_dims`` dimensions)."""
+    indices = np.sort(np.random.default_rng(config.seed).permutation(len(buffer))[: config.n_metric_states])
+    probe_batch = buffer.batch_at(indices)
+    use_grid = len(buffer.observation_shape) == 1 and buffer.observation_shape[0] <= config.max_grid_dims
+    grid = grid_bounds(buffer.column("observations")) if use_grid else None
+    return (probe_batch.observations, probe_batch.teacher_outputs[0]), grid
+
+
 def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str, Any]:
     """Run the sweep and write ``sweep.md``, ``sweep.csv``, ``runs.csv``, ``summary.json``,
     ``sweep.png`` (one panel per metric) and ``tb/tau<t>-seed<s>/`` into
@@ -360,37 +312,15 @@ def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str
     Returns the summary (also in ``summary.json``)."""
     from policykd.jobs.plots import plot_sweep
 
-    temperatures = check_sweep_config(config)
+    temperatures, teacher, budgets = _resolve_sweep(config)
     cache = cache or no_cache
-    teacher = resolve_teacher(config.teacher, config.env_id)
-    if student_kind_for(teacher.kind) == "deterministic":
-        raise PolicyKDError(
-            f"{teacher.source} is a deterministic ({teacher.algo}) teacher: it has no temperature to "
-            "sweep; pick a PPO, A2C, DQN, QR-DQN or SAC expert"
-        )
-    preset = load_preset(teacher.recipe.env_id)
-    budgets = {
-        key: getattr(config, key) if getattr(config, key) is not None else preset[key]
-        for key in ("n_transitions", "n_updates", "batch_size", "learning_rate", "hidden_sizes")
-    }
-    TrainerConfig(
-        n_updates=budgets["n_updates"], batch_size=budgets["batch_size"], learning_rate=budgets["learning_rate"]
-    )  # validates them before minutes are spent
-    make_loss("kl", teacher.kind, temperature_on=config.temperature_on, direction=config.kl_direction)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    baselines = cache(
-        "teacher", functools.partial(teacher_baselines, teacher, config.n_eval_episodes, config.seed + EVAL_SEED_OFFSET)
+    baselines = checked_baselines(
+        teacher, config.n_eval_episodes, config.seed, cache=cache, teacher_check=config.teacher_check
     )
-    if config.teacher_check:
-        check_teacher_score(teacher, ReturnStats.of(baselines["teacher_greedy_returns"]))
     buffer = _sweep_buffer(config, teacher, budgets["n_transitions"], out)
-    indices = np.sort(np.random.default_rng(config.seed).permutation(len(buffer))[: config.n_metric_states])
-    probe_batch = buffer.batch_at(indices)
-    probe = (probe_batch.observations, probe_batch.teacher_outputs[0])
-    observations = buffer.column("observations")
-    use_grid = len(buffer.observation_shape) == 1 and buffer.observation_shape[0] <= config.max_grid_dims
-    grid = grid_bounds(observations) if use_grid else None
+    probe, grid = _probe(buffer, config)
     runs = []
     for tau in temperatures:
         for seed in range(config.seed, config.seed + config.n_seeds):
@@ -423,6 +353,13 @@ def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str
         "runs": runs,
         "out_dir": str(out),
     }
+    _write_sweep(out, summary)
+    plot_sweep(summary, out / "sweep.png")
+    return summary
+
+
+def _write_sweep(out: Path, summary: dict[str, Any]) -> None:
+    """``summary.json``, ``sweep.csv`` (one row per tau), ``runs.csv`` (one per run) and ``sweep.md``."""
     write_json_atomic(out / "summary.json", summary)
     write_csv(
         out / "sweep.csv",
@@ -436,13 +373,11 @@ def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str
                     for part, value in zip(("mean", "ci_low", "ci_high"), r[key])
                 },
             }
-            for r in rows
+            for r in summary["rows"]
         ],
     )
-    write_csv(out / "runs.csv", runs)
+    write_csv(out / "runs.csv", summary["runs"])
     write_text_atomic(out / "sweep.md", sweep_markdown(summary))
-    plot_sweep(summary, out / "sweep.png")
-    return summary
 
 
 def _fmt(x: float) -> str:

@@ -1,0 +1,247 @@
+"""The drivers comparison: who should drive while the teacher labels? For each driver (teacher,
+student, dagger) and seed, one online run (jobs/online.py) with the same label budget per round;
+then the student's return against teacher labels used, the labels each driver needs to reach
+95 % of the teacher, and a Markdown + CSV + PNG report with one TensorBoard run per (driver, seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policykd.checks import check_int, check_out_dir
+from policykd.data.teachers import Teacher
+from policykd.errors import PolicyKDError
+from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
+from policykd.jobs.evaluate import EVAL_SEED_OFFSET, mean_ci
+from policykd.jobs.experiment import RunCache, checked_baselines, no_cache, run_logger, student_for
+from policykd.jobs.online import OnlineConfig, return_evaluator, train_online
+from policykd.jobs.resolve import resolve_teacher
+from policykd.learn.losses import make_loss
+from policykd.learn.schedules import BetaSchedule, ConstantBeta, parse_schedule
+from policykd.learn.trainer import TrainerConfig
+from policykd.zoo.presets import resolve
+
+DRIVERS: tuple[str, ...] = ("teacher", "student", "dagger")
+
+
+@dataclasses.dataclass(frozen=True)
+class DriversConfig:
+    teacher: str | None = None
+    env_id: str | None = None
+    drivers: tuple[str, ...] = DRIVERS
+    dagger_schedule: str | None = None
+    """The dagger driver's beta schedule (parse_schedule); default ``linear:<n_rounds // 2>``."""
+    n_seeds: int = 3
+    n_rounds: int = 10
+    n_transitions_per_round: int = 5_000
+    n_updates_per_round: int = 500
+    capacity: int | None = None
+    """Ring buffer size; default: every label collected (DAgger's aggregated dataset)."""
+    n_envs: int | None = None
+    loss: str | None = None
+    """Default: kl (mse for a deterministic TD3 / DDPG teacher)."""
+    temperature: float = 1.0
+    hidden_sizes: tuple[int, ...] | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    n_eval_episodes: int = 10
+    deterministic_drivers: bool = True
+    seed: int = 0
+    out_dir: str = "runs/compare-drivers"
+    teacher_check: bool = True
+
+
+def _check_drivers_config(config: DriversConfig) -> dict[str, BetaSchedule]:
+    """Refuse bad input before anything runs; returns every driver's beta schedule."""
+    unknown = [d for d in config.drivers if d not in DRIVERS]
+    if not config.drivers or unknown:
+        raise PolicyKDError(f"unknown or no drivers {unknown or []}; choose from {', '.join(DRIVERS)}")
+    for flag, value in (
+        ("--seeds", config.n_seeds),
+        ("--eval-episodes", config.n_eval_episodes),
+        ("--rounds", config.n_rounds),
+        ("--round-transitions", config.n_transitions_per_round),
+        ("--round-updates", config.n_updates_per_round),
+        ("--capacity", config.capacity or 1),
+    ):
+        check_int(flag, value, 1)
+    check_out_dir(config.out_dir)
+    return {
+        "teacher": ConstantBeta(1.0),
+        "student": ConstantBeta(0.0),
+        "dagger": parse_schedule(config.dagger_schedule or f"linear:{max(config.n_rounds // 2, 1)}"),
+    }
+
+
+def _online_config(config: DriversConfig, budgets: dict[str, Any]) -> OnlineConfig:
+    """Every run's online settings (its seed aside); the preset fills the budgets left unset."""
+    online = OnlineConfig(
+        n_rounds=config.n_rounds,
+        n_transitions_per_round=config.n_transitions_per_round,
+        n_updates_per_round=config.n_updates_per_round,
+        n_envs=budgets["n_envs"],
+        capacity=config.capacity or config.n_rounds * config.n_transitions_per_round,
+        batch_size=budgets["batch_size"],
+        learning_rate=budgets["learning_rate"],
+        deterministic_drivers=config.deterministic_drivers,
+        seed=config.seed,
+    )
+    TrainerConfig(batch_size=online.batch_size, learning_rate=online.learning_rate)  # validates both now
+    return online
+
+
+def _drive_one(
+    teacher: Teacher,
+    driver: str,
+    schedule: BetaSchedule,
+    seed: int,
+    config: DriversConfig,
+    online: OnlineConfig,
+    budgets: dict[str, Any],
+    out: Path,
+) -> dict[str, Any]:
+    """One (driver, seed) online run; JSON-able rounds."""
+    loss = config.loss or ("mse" if teacher.kind == "deterministic" else "kl")
+    loss_fn = make_loss(loss, teacher.kind, temperature=config.temperature)
+    eval_seed = config.seed + EVAL_SEED_OFFSET  # every driver and seed plays the same evaluation episodes
+    hparams = {"driver": driver, "schedule": repr(schedule), "loss": loss, **dataclasses.asdict(online)}
+    with run_logger(out, f"{driver}-seed{seed}", hparams) as logger:
+        result = train_online(
+            teacher,
+            student_for(teacher, budgets["hidden_sizes"], seed),
+            loss_fn,
+            schedule,
+            config=dataclasses.replace(online, seed=seed),
+            logger=logger,
+            temperature=config.temperature,
+            evaluate=return_evaluator(
+                teacher.recipe, config.n_eval_episodes, eval_seed, bool(budgets["deterministic_eval"])
+            ),
+        )
+    return {"driver": driver, "seed": seed, "schedule": repr(schedule), **result.to_json()}
+
+
+def labels_to_reach(n_labels: Sequence[int], returns: Sequence[float], threshold: float) -> int | None:
+    """The first label count whose return is >= ``threshold``; None if none is."""
+    return next((int(n) for n, r in zip(n_labels, returns) if r >= threshold), None)
+
+
+def _driver_results(
+    driver: str, runs: list[dict[str, Any]], threshold: float
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """One driver's return curve over its seeds, the labels it needs to reach ``threshold``, and
+    its CSV rows (one per round)."""
+    mine = [r for r in runs if r["driver"] == driver]
+    n_labels = [rec["n_labels"] for rec in mine[0]["rounds"]]
+    per_round = [mean_ci([r["rounds"][i]["student_return"] for r in mine]) for i in range(len(n_labels))]
+    per_seed = [labels_to_reach(n_labels, [rec["student_return"] for rec in r["rounds"]], threshold) for r in mine]
+    reach = {"mean_curve": labels_to_reach(n_labels, [m for m, _, _ in per_round], threshold), "per_seed": per_seed}
+    rows = [
+        {
+            "driver": driver,
+            "round": i,
+            "n_labels": n_labels[i],
+            "beta": mine[0]["rounds"][i]["beta"],
+            "share_teacher": float(np.mean([r["rounds"][i]["share_teacher"] for r in mine])),
+            "return_mean": m,
+            "return_ci_low": lo,
+            "return_ci_high": hi,
+        }
+        for i, (m, lo, hi) in enumerate(per_round)
+    ]
+    return {"n_labels": n_labels, "return": per_round}, reach, rows
+
+
+def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> dict[str, Any]:
+    """Run every driver for ``n_seeds`` seeds with the same label budget per round and write
+    ``drivers.md``, ``drivers.csv``, ``drivers.png``, ``summary.json`` and ``tb/<driver>-seed<s>/``
+    into ``config.out_dir``. The threshold is 95 % of the teacher, normalised so that a uniform
+    random policy is 0 %: ``random + 0.95 * (teacher - random)``. Returns the summary."""
+    from policykd.jobs.plots import plot_drivers  # matplotlib is an optional dependency
+
+    schedules = _check_drivers_config(config)
+    teacher = resolve_teacher(config.teacher, config.env_id)
+    keys = ("hidden_sizes", "n_envs", "batch_size", "learning_rate", "deterministic_eval")
+    budgets = resolve(teacher.recipe.env_id, config, keys)
+    online = _online_config(config, budgets)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = cache or no_cache
+    baselines = checked_baselines(
+        teacher, config.n_eval_episodes, config.seed, cache=cache, teacher_check=config.teacher_check
+    )
+    teacher_return = baselines["teacher_greedy" if budgets["deterministic_eval"] else "teacher_sampled"]
+    threshold = baselines["random"] + 0.95 * (teacher_return - baselines["random"])
+    runs = [
+        cache(
+            f"{driver}-seed{seed}",
+            functools.partial(_drive_one, teacher, driver, schedules[driver], seed, config, online, budgets, out),
+        )
+        for driver in config.drivers
+        for seed in range(config.seed, config.seed + config.n_seeds)
+    ]
+    results = {driver: _driver_results(driver, runs, threshold) for driver in config.drivers}
+    summary = {
+        "env_id": teacher.recipe.env_id,
+        "teacher": teacher.source,
+        "teacher_algo": teacher.algo,
+        **{k: v for k, v in baselines.items() if not k.endswith("_returns")},
+        "teacher_return": teacher_return,
+        "threshold": threshold,
+        "n_seeds": config.n_seeds,
+        "online": dataclasses.asdict(online),
+        "schedules": {d: repr(schedules[d]) for d in config.drivers},
+        "curves": {driver: curve for driver, (curve, _, _) in results.items()},
+        "reach": {driver: reach for driver, (_, reach, _) in results.items()},
+        "runs": runs,
+        "n_eval_episodes": config.n_eval_episodes,
+        "out_dir": str(out),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    write_csv(out / "drivers.csv", [row for _, _, rows in results.values() for row in rows])
+    write_text_atomic(out / "drivers.md", drivers_markdown(summary))
+    plot_drivers(summary, out / "drivers.png")
+    return summary
+
+
+def drivers_markdown(summary: dict[str, Any]) -> str:
+    """Labels-to-95 % table and the return-vs-labels table, as Markdown."""
+    o = summary["online"]
+    lines = [
+        f"{summary['env_id']}: {summary['teacher_algo']} teacher `{summary['teacher']}` (return "
+        f"{summary['teacher_return']:.1f}; uniform random {summary['random']:.1f}). {o['n_rounds']} rounds × "
+        f"{o['n_transitions_per_round']:,} labelled transitions, {o['n_updates_per_round']:,} updates per round, "
+        f"buffer keeps the last {o['capacity']:,}; {summary['n_seeds']} seeds, {summary['n_eval_episodes']} "
+        "evaluation episodes after each round.",
+        "",
+        f"Threshold: 95 % of the teacher with random = 0 %, i.e. return ≥ {summary['threshold']:.1f}.",
+        "",
+        "| driver | β schedule | labels to 95 % (mean curve) | labels to 95 % (per seed) | final return [95 % CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for driver, curve in summary["curves"].items():
+        reach = summary["reach"][driver]
+        fmt = lambda n: "not reached" if n is None else f"{n:,}"  # noqa: E731
+        m, lo, hi = curve["return"][-1]
+        lines.append(
+            f"| {driver} | {summary['schedules'][driver]} | {fmt(reach['mean_curve'])} | "
+            f"{', '.join(fmt(n) for n in reach['per_seed'])} | {m:.1f} [{lo:.1f}, {hi:.1f}] |"
+        )
+    drivers = list(summary["curves"])
+    lines += [
+        "",
+        "Student return after each round, mean [95 % CI] over seeds:",
+        "",
+        "| teacher labels | " + " | ".join(drivers) + " |",
+        "|---|" + "---|" * len(drivers),
+    ]
+    for i, n in enumerate(summary["curves"][drivers[0]]["n_labels"]):
+        cells = [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in (summary["curves"][d]["return"][i] for d in drivers)]
+        lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

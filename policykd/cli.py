@@ -218,45 +218,23 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    import numpy as np
+    from policykd.jobs.evaluate import evaluate_policy
+    from policykd.jobs.resolve import resolve_policy
+    from policykd.zoo.layout import RECORD_FILE
+    from policykd.zoo.scoring import record_score, score_entry
 
-    from policykd.fileio import read_json, write_json_atomic
-    from policykd.jobs.evaluate import ReturnStats, episode_returns
-    from policykd.jobs.resolve import resolve_student, resolve_teacher
-    from policykd.learn.students import is_student_dir
-
-    record = Path(args.source) / "expert.json"
-    if args.record and not record.is_file():  # refused before playing, not after
-        raise PolicyKDError(f"--record needs a zoo folder with expert.json; {args.source} has none")
-    rng = np.random.default_rng(args.seed)
-    policy: Any
-    if args.source.endswith(".onnx"):
-        from policykd.jobs.export import OnnxPolicy
-        from policykd.jobs.resolve import playing_recipe
-
-        if args.stochastic:
-            raise PolicyKDError("an exported student acts greedily only; drop --stochastic")
-        policy = OnnxPolicy(args.source)
-        recipe = playing_recipe(policy.recipe, args.env_id, f"exported student {args.source}", policy.config)
-        what = "exported student (onnxruntime)"
-    elif is_student_dir(args.source):
-        policy, recipe = resolve_student(args.source, args.env_id)
-        what = f"student ({policy.n_params:,} params)"
-    else:
-        policy = resolve_teacher(args.source, args.env_id)
-        recipe, what = policy.recipe, policy.describe()
-    stats = ReturnStats.of(
-        episode_returns(lambda o: policy.act(o, not args.stochastic, rng), recipe, args.episodes, seed=args.seed)
-    )
+    if args.record and not (Path(args.source) / RECORD_FILE).is_file():  # refused before playing, not after
+        raise PolicyKDError(f"--record needs a zoo folder with {RECORD_FILE}; {args.source} has none")
+    policy, recipe, what = resolve_policy(args.source, args.env_id, args.stochastic)
+    deterministic = not args.stochastic
+    stats = evaluate_policy(policy, recipe, args.episodes, seed=args.seed, deterministic=deterministic)
     print(
         f"{what}: return {stats.mean:.2f} ± {stats.std:.2f}, 95 % CI [{stats.ci95[0]:.2f}, {stats.ci95[1]:.2f}] "
         f"over {stats.n_episodes} episodes (seed {args.seed})"
     )
     if args.record:
-        data = read_json(record)
-        data["score"] = {**stats.to_json(), "seed": args.seed, "deterministic": not args.stochastic}
-        write_json_atomic(record, data)
-        print(f"recorded in {record}")
+        path = record_score(args.source, score_entry(stats, seed=args.seed, deterministic=deterministic))
+        print(f"recorded in {path}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:

@@ -219,7 +219,7 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from policykd.jobs.evaluate import evaluate_policy
-    from policykd.jobs.resolve import resolve_policy
+    from policykd.jobs.play import resolve_policy
     from policykd.zoo.layout import RECORD_FILE
     from policykd.zoo.scoring import record_score, score_entry
 

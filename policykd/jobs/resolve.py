@@ -205,23 +205,3 @@ def resolve_budgets(env_id: str, config: Any, fallback: Mapping[str, Any] | None
             "cnn_width": check_positive_float("--cnn-width", values["cnn_width"]),
         }
     )
-
-
-def resolve_policy(source: str, env_id: str | None, stochastic: bool = False) -> tuple[Any, EnvRecipe, str]:
-    """Whatever ``policykd evaluate`` is given, as ``(policy, recipe, description)``: an exported
-    student (.onnx), a student folder, or a teacher (rl-zoo folder, SB3 .zip or hub id)."""
-    from policykd.learn.students import is_student_dir
-
-    if str(source).endswith(".onnx"):
-        from policykd.jobs.export import OnnxPolicy
-
-        if stochastic:
-            raise PolicyKDError("an exported student acts greedily only; drop --stochastic")
-        onnx = OnnxPolicy(source)
-        recipe = playing_recipe(onnx.recipe, env_id, f"exported student {source}", onnx.config)
-        return onnx, recipe, "exported student (onnxruntime)"
-    if is_student_dir(source):
-        student, recipe = resolve_student(source, env_id)
-        return student, recipe, f"student ({student.n_params:,} params)"
-    teacher = resolve_teacher(source, env_id)
-    return teacher, teacher.recipe, teacher.describe()

@@ -11,9 +11,9 @@ from typing import Any, Protocol
 import numpy as np
 from scipy import stats as scipy_stats
 
+from policykd.checks import check_int
 from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.data.teachers import Teacher
-from policykd.errors import PolicyKDError
 
 ActFn = Callable[[np.ndarray], np.ndarray]
 
@@ -64,8 +64,7 @@ def episode_returns(act: ActFn, recipe: EnvRecipe, n_episodes: int, *, seed: int
 
     Env i is seeded ``seed + i``; each env plays a fixed share of the episodes, as SB3's
     evaluate_policy does, so short episodes are not over-represented."""
-    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
-        raise PolicyKDError(f"the number of evaluation episodes must be a positive integer, got {n_episodes!r}")
+    check_int("the number of evaluation episodes", n_episodes)
     n_envs = max(1, min(n_envs, n_episodes))
     venv = make_vec_env(recipe, n_envs, seed)
     targets = np.array([(n_episodes + i) // n_envs for i in range(n_envs)])

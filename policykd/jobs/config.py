@@ -62,6 +62,9 @@ class DistillConfig(CollectConfig):
     n_eval_episodes: int | None = None
     eval_every: int = 0
     out_dir: str | None = None
+    """The run folder (default: a new ``runs/<env>/<loss>-tau<t>-seed<s>``)."""
+    overwrite: bool = False
+    """Empty ``out_dir`` and run again when it holds an earlier run (refused otherwise)."""
     progress_bar: bool = True
 
 

@@ -44,7 +44,7 @@ from policykd.jobs.resolve import (
     resolve_teacher,
     resolve_teachers,
 )
-from policykd.jobs.run_folder import claim_run_folder
+from policykd.jobs.run_folder import check_reusable, claim_run_folder, run_folder
 from policykd.learn.logging import TensorBoardLogger
 from policykd.learn.losses import make_loss
 from policykd.learn.merging import ensemble_teacher_kind, single_teacher
@@ -116,18 +116,21 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     plans = plan_tasks(config)
     trainer_config = make_trainer_config(config, plans[0].budgets)
     check_out_dir(config.out_dir)
+    if config.out_dir is not None:
+        check_reusable(config.out_dir, config.overwrite)
     eval_seed = config.seed + EVAL_SEED_OFFSET  # teacher and student play the same episodes
     baselines = [measure_baselines(plan, eval_seed, config.teacher_check) for plan in plans]
     for plan in plans:
         if plan.buffer is None:
             plan.buffer, _, _ = collect(_collect_config(config, plan), plan.teachers)
     out_dir = claim_run_folder(config.out_dir, default_run_folder(config, plans))
-    if len(plans) == 1:
-        summary = _train_single_task(config, plans[0], baselines[0], trainer_config, eval_seed, out_dir)
-    else:
-        summary = _train_tasks(config, plans, baselines, trainer_config, eval_seed, out_dir)
-    summary.update(wall_time_s=time.perf_counter() - started, seed=config.seed, out_dir=str(out_dir))
-    write_json_atomic(out_dir / "summary.json", summary)
+    with run_folder(out_dir, dataclasses.asdict(config), config.overwrite):
+        if len(plans) == 1:
+            summary = _train_single_task(config, plans[0], baselines[0], trainer_config, eval_seed, out_dir)
+        else:
+            summary = _train_tasks(config, plans, baselines, trainer_config, eval_seed, out_dir)
+        summary.update(wall_time_s=time.perf_counter() - started, seed=config.seed, out_dir=str(out_dir))
+        write_json_atomic(out_dir / "summary.json", summary)
     return summary
 
 

@@ -1,8 +1,29 @@
-"""Where a run writes: ``--out`` as given, or a fresh default folder that never replaces an earlier run."""
+"""A run folder is a contract: one writer at a time (a lock), a state (``running`` / ``done`` /
+``failed`` with the error), the resolved config that reproduces it, and nothing stale from an
+earlier run. Readers (evaluate, export) refuse a folder whose run is not ``done``.
+
+``state.json`` sits next to ``summary.json``; a student folder's run is its parent folder.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from policykd.errors import PolicyKDError
+from policykd.fileio import read_json, write_json_atomic, write_text_atomic
+
+STATE_FILE, LOCK_FILE, CONFIG_FILE = "state.json", ".lock", "config.yml"
+RUNNING, DONE, FAILED = "running", "done", "failed"
 
 
 def claim_run_folder(out_dir: str | Path | None, default: Path) -> Path:
@@ -11,7 +32,10 @@ def claim_run_folder(out_dir: str | Path | None, default: Path) -> Path:
     claims a name atomically, even against a concurrent run)."""
     if out_dir is not None:
         path = Path(out_dir)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise PolicyKDError(f"cannot create the run folder {out_dir}: {err.strerror}; pass another --out") from None
         return path
     default.parent.mkdir(parents=True, exist_ok=True)
     candidate, n = default, 1
@@ -22,3 +46,84 @@ def claim_run_folder(out_dir: str | Path | None, default: Path) -> Path:
         except FileExistsError:
             n += 1
             candidate = default.with_name(f"{default.name}-{n}")
+
+
+def run_state(folder: str | Path) -> dict[str, Any] | None:
+    """The run's ``state.json``, or None where there is none (a folder older than run states)."""
+    path = Path(folder) / STATE_FILE
+    return read_json(path) if path.is_file() else None
+
+
+def check_finished(folder: str | Path, what: str) -> None:
+    """Refuse ``what`` (e.g. "student runs/x/student") when the run that writes ``folder`` is not done."""
+    state = run_state(folder)
+    if state is not None and state.get("state") != DONE:
+        reason = f" ({state['error']})" if state.get("error") else ""
+        raise PolicyKDError(
+            f"{what} belongs to a run that is {state.get('state')}{reason}, not done; "
+            "wait for it to finish or rerun it with --overwrite"
+        )
+
+
+def check_reusable(folder: str | Path, overwrite: bool) -> None:
+    """Before anything runs: refuse to write into a folder that holds another run, unless ``overwrite``."""
+    path = Path(folder)
+    if not path.is_dir() or overwrite or not any(child.name != LOCK_FILE for child in path.iterdir()):
+        return
+    state = run_state(path)
+    what = f"an earlier run ({state['state']})" if state else "files of an earlier run or of something else"
+    raise PolicyKDError(
+        f"--out {folder} already holds {what}; pass another --out, or --overwrite to empty it and run again"
+    )
+
+
+@contextlib.contextmanager
+def run_folder(path: Path, config: dict[str, Any], overwrite: bool = False) -> Iterator[Path]:
+    """Hold ``path`` as the one writer for the ``with`` block: lock it, empty it when
+    ``overwrite``, record the config and the state ``running``; ``done`` when the block ends,
+    ``failed`` with the error when it raises (the exception propagates)."""
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / LOCK_FILE, "a") as lock:
+        _lock(lock, path)
+        check_reusable(path, overwrite)  # again under the lock: another run may have finished here meanwhile
+        if overwrite:
+            _empty(path)
+        started = time.time()
+        base = {"pid": os.getpid(), "host": socket.gethostname(), "started": started}
+        write_json_atomic(path / STATE_FILE, {"state": RUNNING, **base})
+        write_text_atomic(path / CONFIG_FILE, yaml.safe_dump(_plain(config), sort_keys=False))
+        try:
+            yield path
+        except BaseException as err:
+            message = " ".join(str(err).split()) or type(err).__name__
+            write_json_atomic(path / STATE_FILE, {"state": FAILED, "error": message, **base})
+            raise
+        write_json_atomic(path / STATE_FILE, {"state": DONE, **base, "finished": time.time()})
+
+
+def _lock(lock: Any, path: Path) -> None:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        state = run_state(path) or {}
+        holder = f"process {state.get('pid', '?')} on {state.get('host', '?')}"
+        raise PolicyKDError(f"{path} is being written by {holder}; wait for it or pass another --out") from None
+
+
+def _empty(path: Path) -> None:
+    for child in path.iterdir():
+        if child.name == LOCK_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _plain(value: Any) -> Any:
+    """A YAML-safe copy: tuples become lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -34,13 +34,12 @@ from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
 
 from policykd.learn.logging import MetricLogger, NullLogger
-from policykd.learn.losses import LossFn
-from policykd.learn.merging import MergeFn, ensemble_teacher_kind, per_teacher_kl, single_teacher, teacher_disagreement
+from policykd.learn.merging import ensemble_teacher_kind, per_teacher_kl, single_teacher, teacher_disagreement
 from policykd.learn.metrics import distill_metrics
 from policykd.learn.students import LOG_STD_MAX, LOG_STD_MIN, _mlp, _nature_cnn, save_without_pickle
 from policykd.learn.targets import TARGET_KINDS, soften, student_kind_for
 from policykd.learn.trainer import TrainerConfig
-from policykd.types import DistillBatch, DistillTarget, StudentOutput
+from policykd.types import DistillBatch, DistillTarget, LossFn, MergeFn, StudentOutput
 
 CONFIG_FILE, WEIGHTS_FILE = "multitask.json", "multitask.pt"
 FORMAT, FORMAT_VERSION = "policykd.multitask_student", 1
@@ -513,9 +512,9 @@ def _check_training(
                 "collect the buffer with that task's env and teacher"
             )
         loss = loss_fns[task]
-        if getattr(loss, "reduction", "mean") != "mean":
+        if loss.reduction != "mean":
             raise PolicyKDError(f"task {task!r}: multi-task training needs losses with reduction='mean'")
-        loss_tau = getattr(loss, "temperature", None)
+        loss_tau = loss.temperature
         if temperature is not None and loss_tau is not None and temperature != loss_tau:
             raise PolicyKDError(
                 f"temperature {temperature} differs from task {task!r}'s loss ({loss_tau}); set it in one place"

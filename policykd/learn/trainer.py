@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,7 @@ from policykd.learn.merging import per_teacher_kl, single_teacher, teacher_disag
 from policykd.learn.metrics import distill_metrics
 from policykd.learn.students import Student
 from policykd.learn.targets import check_temperature, soften
-from policykd.types import DistillBatch, DistillTarget, LossOutput, StudentOutput
-
-LossFn = Callable[[StudentOutput, DistillTarget], LossOutput]
-MergeFn = Callable[[Sequence[DistillTarget]], DistillTarget]
-EvalFn = Callable[[Student], dict[str, float]]  # e.g. {"eval/student_return": ..., "eval/pct_of_teacher": ...}
+from policykd.types import DistillBatch, DistillTarget, EvalFn, LossFn, LossOutput, MergeFn, StudentOutput
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +78,7 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.n_updates_done = 0
         self.last_eval: dict[str, float] = {}
-        self.temperature = _resolve_temperature(config.temperature, getattr(loss_fn, "temperature", None))
+        self.temperature = _resolve_temperature(config.temperature, loss_fn.temperature)
 
     def step(self) -> tuple[LossOutput, StudentOutput, DistillTarget, DistillBatch]:
         """One gradient step. Returns the loss, the student output, the target and the batch."""

@@ -17,8 +17,6 @@ buffers in proportion to the task weights (:class:`MultiTaskSampler`).
 from __future__ import annotations
 
 import dataclasses
-import json
-import pickle
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,10 +34,21 @@ from policykd.errors import PolicyKDError
 from policykd.learn.logging import MetricLogger, NullLogger
 from policykd.learn.merging import ensemble_teacher_kind, per_teacher_kl, single_teacher, teacher_disagreement
 from policykd.learn.metrics import distill_metrics
-from policykd.learn.students import LOG_STD_MAX, LOG_STD_MIN, _mlp, _nature_cnn, save_without_pickle
+from policykd.learn.students import (
+    action_space_for,
+    head_fields,
+    head_output,
+    json_tuples,
+    load_without_pickle,
+    make_head,
+    mlp,
+    nature_cnn,
+    save_without_pickle,
+    seeded_weights,
+)
 from policykd.learn.targets import TARGET_KINDS, soften, student_kind_for
 from policykd.learn.trainer import TrainerConfig
-from policykd.types import DistillBatch, DistillTarget, LossFn, MergeFn, StudentOutput
+from policykd.types import DistillBatch, DistillTarget, LossFn, MergeFn, StudentKind, StudentOutput, TeacherKind
 
 CONFIG_FILE, WEIGHTS_FILE = "multitask.json", "multitask.pt"
 FORMAT, FORMAT_VERSION = "policykd.multitask_student", 1
@@ -49,7 +58,7 @@ T = TypeVar("T")
 class TaskSpace(NamedTuple):
     """What :func:`make_multitask_student` needs to know about one task."""
 
-    teacher_kind: str
+    teacher_kind: TeacherKind
     observation_space: gym.spaces.Space
     action_space: gym.spaces.Space
 
@@ -58,7 +67,7 @@ class TaskSpace(NamedTuple):
 class TaskSpec:
     name: str
     observation_shape: tuple[int, ...]
-    head: str  # "discrete" | "gaussian" | "deterministic"
+    head: StudentKind
     action_dim: int  # number of discrete actions, or Box dimensions
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
@@ -66,9 +75,7 @@ class TaskSpec:
 
     @property
     def action_space(self) -> gym.spaces.Space:
-        if self.head == "discrete":
-            return gym.spaces.Discrete(self.action_dim)
-        return gym.spaces.Box(np.array(self.action_low, np.float32), np.array(self.action_high, np.float32))
+        return action_space_for(self.head, self.action_dim, self.action_low, self.action_high)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +100,7 @@ class _TaskModules(nn.Module):
             if config.image
             else nn.Sequential(nn.Flatten(), nn.Linear(obs_dim, config.input_width), nn.ReLU())
         )
-        self.head = nn.Linear(n_features, spec.action_dim * (2 if spec.head == "gaussian" else 1))
+        self.head = make_head(n_features, spec.head, spec.action_dim)
         self.mapper = ActionMapper(spec.action_space, squash=spec.squash)
 
 
@@ -105,9 +112,9 @@ class MultiTaskStudent(nn.Module):
         self._index = {spec.name: i for i, spec in enumerate(config.tasks)}
         if config.image:
             shape = config.tasks[0].observation_shape
-            self.trunk, n_features = _nature_cnn(shape[0], config.cnn_width, shape)
+            self.trunk, n_features = nature_cnn(shape, config.cnn_width)
         else:
-            self.trunk = _mlp([config.input_width, *config.hidden_sizes])
+            self.trunk = mlp([config.input_width, *config.hidden_sizes])
             n_features = config.hidden_sizes[-1] if config.hidden_sizes else config.input_width
         # ModuleDict keys are positions, so any task name (``ALE/Pong-v5``) is allowed.
         self.task_modules = nn.ModuleDict(
@@ -152,13 +159,7 @@ class MultiTaskStudent(nn.Module):
             )
         x = observations.float()
         x = x / 255.0 if self.config.image else (x - modules.obs_mean) / modules.obs_std
-        out = modules.head(self.trunk(modules.encoder(x)))
-        if spec.head == "discrete":
-            return StudentOutput("discrete", logits=out)
-        if spec.head == "deterministic":
-            return StudentOutput("deterministic", action=torch.tanh(out))
-        mean, log_std = out.chunk(2, dim=-1)
-        return StudentOutput("gaussian", mean=mean, log_std=log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
+        return head_output(spec.head, modules.head(self.trunk(modules.encoder(x))))
 
     @torch.no_grad()
     def act(
@@ -184,30 +185,14 @@ class MultiTaskStudent(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> MultiTaskStudent:
-        directory = Path(directory)
-        try:
-            raw: dict[str, Any] = json.loads((directory / CONFIG_FILE).read_text())
-            if raw.pop("format", None) != FORMAT or raw.pop("version", None) != FORMAT_VERSION:
-                raise ValueError(f"{CONFIG_FILE} is not a version-{FORMAT_VERSION} {FORMAT}")
-            tasks = tuple(TaskSpec(**_tuples(task)) for task in raw.pop("tasks"))
-            student = cls(MultiTaskConfig(tasks=tasks, **_tuples(raw)))
-            student.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
-        except (
-            OSError,
-            ValueError,
-            TypeError,
-            KeyError,
-            AttributeError,
-            RuntimeError,
-            EOFError,
-            pickle.UnpicklingError,
-            PolicyKDError,
-        ) as err:
-            reason = " ".join(f"{type(err).__name__}: {err}".split())
-            raise PolicyKDError(
-                f"{directory} is not a policykd multi-task student ({reason}); distil one with several --task"
-            ) from None
-        return student.eval()
+        return load_without_pickle(
+            lambda raw: cls(_config_from_json(raw)),
+            Path(directory),
+            WEIGHTS_FILE,
+            CONFIG_FILE,
+            what="a policykd multi-task student",
+            advice="distil one with several --task",
+        )
 
 
 class TaskPolicy:
@@ -232,29 +217,20 @@ def make_multitask_student(
     input_width: int = 64,
     cnn_width: float = 1.0,
     obs_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    seed: int | None = None,
 ) -> MultiTaskStudent:
     """A student with one head per task, in the given order. ``obs_stats``: per task ``(mean,
-    std)`` of raw observations (the teacher's VecNormalize statistics; vector tasks only)."""
+    std)`` of raw observations (the teacher's VecNormalize statistics; vector tasks only).
+    ``seed`` fixes the initial weights without touching the global RNG
+    (``students.seeded_weights``); None draws them from the global RNG."""
     from stable_baselines3.common.preprocessing import is_image_space
 
     specs, images = [], []
     for name, (teacher_kind, obs_space, action_space) in named_items(tasks, "task"):
         if not isinstance(obs_space, gym.spaces.Box):
             raise PolicyKDError(f"task {name!r}: observation space {obs_space} is not supported (Box only)")
-        if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-            raise PolicyKDError(f"task {name!r}: action space {action_space} is not supported (Discrete or Box)")
-        discrete = isinstance(action_space, gym.spaces.Discrete)
-        specs.append(
-            TaskSpec(
-                name,
-                tuple(int(n) for n in obs_space.shape),
-                student_kind_for(teacher_kind),
-                int(action_space.n) if discrete else int(np.prod(action_space.shape)),
-                () if discrete else tuple(float(x) for x in action_space.low),
-                () if discrete else tuple(float(x) for x in action_space.high),
-                squash=teacher_kind == "squashed_gaussian",
-            )
-        )
+        fields = head_fields(teacher_kind, action_space, where=f"task {name!r}: ")
+        specs.append(TaskSpec(name, tuple(int(n) for n in obs_space.shape), **fields))
         images.append(is_image_space(obs_space, check_channels=False))
     if len(set(images)) > 1:
         names = [s.name for s, image in zip(specs, images) if image]
@@ -269,7 +245,8 @@ def make_multitask_student(
         float(cnn_width),
         image=bool(images and images[0]),
     )
-    student = MultiTaskStudent(config)
+    with seeded_weights(seed):
+        student = MultiTaskStudent(config)
     for name, (mean, std) in (obs_stats or {}).items():
         if not config.image:
             student.set_input_normalization(name, mean, std)
@@ -523,5 +500,9 @@ def _check_training(
     return taus
 
 
-def _tuples(raw: dict[str, Any]) -> dict[str, Any]:
-    return {key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
+def _config_from_json(raw: dict[str, Any]) -> MultiTaskConfig:
+    """``multitask.json`` back into a config; a file of another format or version is a ValueError."""
+    if raw.pop("format", None) != FORMAT or raw.pop("version", None) != FORMAT_VERSION:
+        raise ValueError(f"{CONFIG_FILE} is not a version-{FORMAT_VERSION} {FORMAT}")
+    tasks = tuple(TaskSpec(**json_tuples(task)) for task in raw.pop("tasks"))
+    return MultiTaskConfig(tasks=tasks, **json_tuples(raw))

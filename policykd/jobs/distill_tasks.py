@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from policykd.errors import PolicyKDError
 from policykd.jobs.evaluate import ReturnStats, episode_returns, pct_of
 from policykd.fileio import write_json_atomic
 from policykd.learn.logging import TensorBoardLogger
 from policykd.learn.losses import make_loss
-from policykd.learn.multitask import TaskSpace, make_multitask_student, named_items, train_multitask
+from policykd.learn.multitask import MultiTaskSampler, TaskSpace, make_multitask_student, named_items
+from policykd.learn.trainer import Trainer, TrainerConfig
 from policykd.jobs.distill import CollectConfig, collect, evaluate_random, evaluate_teacher, resolve_teacher
 from policykd.zoo.presets import load_preset
 
@@ -78,7 +78,6 @@ def distill_tasks(config: TasksConfig) -> dict[str, Any]:
             [teacher],
         )
 
-    torch.manual_seed(config.seed)
     student = make_multitask_student(
         {env_id: TaskSpace(t.kind, t.observation_space, t.action_space) for env_id, t in teachers.items()},
         hidden_sizes=config.hidden_sizes,
@@ -86,21 +85,20 @@ def distill_tasks(config: TasksConfig) -> dict[str, Any]:
         obs_stats={
             env_id: (t.normalizer.mean, t.normalizer.std) for env_id, t in teachers.items() if t.normalizer is not None
         },
+        seed=config.seed,
     )
     out_dir = Path(config.out_dir or f"runs/multitask/{'+'.join(e.split('-')[0] for e in teachers)}-seed{config.seed}")
     logger = TensorBoardLogger(out_dir / "tb")
     try:
-        metrics = train_multitask(
-            student,
-            buffers,
-            loss_fns,
+        trainer_config = TrainerConfig(
             n_updates=config.n_updates,
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
-            task_weights=config.task_weights,
             seed=config.seed,
-            logger=logger,
+            progress_bar=False,
         )
+        sampler = MultiTaskSampler(buffers, config.task_weights)
+        metrics = Trainer(student, loss_fns, sampler, config=trainer_config, logger=logger).train()
         rows = {}
         for env_id, teacher in teachers.items():
             info = per_task[env_id]

@@ -10,14 +10,14 @@
   ``students.Student``.
 
 Saved as ``multitask.pt`` (a state dict, loaded with ``weights_only=True``) next to
-``multitask.json`` (the config): no pickle. Training draws every step's batch from all tasks'
-buffers in proportion to the task weights (:class:`MultiTaskSampler`).
+``multitask.json`` (the config): no pickle. Training is ``trainer.Trainer`` with a
+:class:`MultiTaskSampler`, which draws every step's batch from all tasks' buffers in proportion to
+the task weights; :func:`check_tasks` is what the Trainer refuses before it starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -27,13 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from policykd.checks import check_int
 from policykd.data.actions import ActionMapper
 from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
-
-from policykd.learn.logging import MetricLogger, NullLogger
-from policykd.learn.merging import ensemble_teacher_kind, per_teacher_kl, single_teacher, teacher_disagreement
-from policykd.learn.metrics import distill_metrics
+from policykd.learn.merging import ensemble_teacher_kind
 from policykd.learn.students import (
     action_space_for,
     head_fields,
@@ -46,9 +44,8 @@ from policykd.learn.students import (
     save_without_pickle,
     seeded_weights,
 )
-from policykd.learn.targets import TARGET_KINDS, soften, student_kind_for
-from policykd.learn.trainer import TrainerConfig
-from policykd.types import DistillBatch, DistillTarget, LossFn, MergeFn, StudentKind, StudentOutput, TeacherKind
+from policykd.learn.targets import TARGET_KINDS, student_kind_for
+from policykd.types import DistillBatch, LossFn, MergeFn, StudentKind, StudentOutput, TeacherKind
 
 CONFIG_FILE, WEIGHTS_FILE = "multitask.json", "multitask.pt"
 FORMAT, FORMAT_VERSION = "policykd.multitask_student", 1
@@ -281,8 +278,7 @@ class MultiTaskSampler:
 
     def counts(self, batch_size: int, rng: np.random.Generator) -> dict[str, int]:
         """Rows per task for one batch, summing to ``batch_size``."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise PolicyKDError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = check_int("batch_size", batch_size)
         expected = batch_size * self.weights
         base = np.floor(expected)
         edges = np.concatenate(([0.0], np.cumsum(expected - base)))
@@ -300,88 +296,6 @@ class MultiTaskSampler:
         }
 
 
-def train_multitask(
-    student: MultiTaskStudent,
-    buffers: Mapping[str, LabelledBuffer],
-    loss_fns: Mapping[str, LossFn],
-    *,
-    n_updates: int,
-    batch_size: int,
-    learning_rate: float,
-    task_weights: Mapping[str, float] | Sequence[float] | None = None,
-    seed: int = 0,
-    merges: Mapping[str, MergeFn] | None = None,
-    temperature: float | None = None,
-    max_grad_norm: float | None = 10.0,
-    logger: MetricLogger | None = None,
-    log_every: int = 100,
-) -> dict[str, float]:
-    """Train ``student`` on every task at once with its own Adam optimizer; returns the last
-    logged metrics plus ``train/wall_time_s``.
-
-    Each step draws ``batch_size`` rows across tasks (:class:`MultiTaskSampler`), softens each
-    task's teachers at its temperature (``temperature``, else the loss's, else 1), merges them
-    (``merges[task]``, default ``single_teacher``), and minimises ``sum_t (n_t / B) loss_t``: the
-    mean over all rows of the batch, so task weights act through the row counts. Losses must use
-    ``reduction="mean"``. Logged every ``log_every`` updates: ``losses/distill`` (the total),
-    ``charts/SPS``, and per task ``tasks/<task>/losses/distill``, ``tasks/<task>/<distill_metrics
-    key>`` and, with several teachers, ``tasks/<task>/teachers/...`` (disagreement, per-teacher KL).
-    """
-    # TrainerConfig validates the numbers exactly as the single-task Trainer does
-    TrainerConfig(
-        n_updates=n_updates,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        temperature=temperature,
-        max_grad_norm=max_grad_norm,
-        log_every=log_every,
-        seed=seed,
-        progress_bar=False,
-    )
-    sampler = MultiTaskSampler(buffers, task_weights)
-    merges = dict(merges or {})
-    taus = _check_training(student, sampler, loss_fns, merges, temperature)
-    logger = logger or NullLogger()
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(student.parameters(), lr=learning_rate)
-    student.train()
-    metrics: dict[str, float] = {}
-    started = window_start = time.perf_counter()
-    window_steps = 0
-    for update in range(1, n_updates + 1):
-        steps = {}
-        total = torch.zeros(())
-        for task, batch in sampler.sample(batch_size, rng).items():
-            target = merges.get(task, single_teacher)([soften(out, taus[task]) for out in batch.teacher_outputs])
-            student_out = student(batch.observations, task)
-            loss_out = loss_fns[task](student_out, target)
-            total = total + loss_out.loss * (len(batch.observations) / batch_size)
-            steps[task] = (loss_out, student_out, target, batch)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)
-        optimizer.step()
-        window_steps += 1
-        if update % log_every == 0 or update == n_updates:
-            sps = window_steps * batch_size / max(time.perf_counter() - window_start, 1e-9)
-            metrics = {"losses/distill": total.item(), "charts/SPS": sps}
-            for task, (loss_out, student_out, target, batch) in steps.items():
-                metrics.update(
-                    {
-                        f"tasks/{task}/{key}": value
-                        for key, value in _task_metrics(
-                            loss_out.metrics, student_out, target, batch, merges.get(task)
-                        ).items()
-                    }
-                )
-            logger.log(metrics, update)
-            window_start, window_steps = time.perf_counter(), 0
-    student.eval()
-    return {**metrics, "train/wall_time_s": time.perf_counter() - started}
-
-
 def named_items(items: Mapping[str, T] | Sequence[tuple[str, T]], what: str) -> list[tuple[str, T]]:
     """``(name, item)`` pairs from a mapping or a sequence of pairs; refuses none, an empty name
     and a name given twice (which a mapping cannot even hold)."""
@@ -397,22 +311,44 @@ def named_items(items: Mapping[str, T] | Sequence[tuple[str, T]], what: str) -> 
     return pairs  # type: ignore[return-value]
 
 
+def check_tasks(
+    student: MultiTaskStudent,
+    sampler: MultiTaskSampler,
+    loss_fns: Mapping[str, LossFn],
+    merges: Mapping[str, MergeFn],
+) -> None:
+    """Refuse buffers, losses and merges that do not fit the student, before training starts:
+    every task needs a buffer, a loss and a head; a merge may be given for any of them. Each
+    buffer must hold that task's observations, teacher head and action count, and each loss
+    must use ``reduction="mean"`` (the Trainer weighs task t's mean loss by its rows ``n_t / B``)."""
+    tasks = set(sampler.tasks)
+    for what, names in (("student", set(student.tasks)), ("losses", set(loss_fns))):
+        if names != tasks:
+            raise PolicyKDError(
+                f"the {what} cover tasks {sorted(names)} but the buffers cover {sorted(tasks)}; "
+                "give each task a buffer, a loss and a head"
+            )
+    if not set(merges) <= tasks:
+        raise PolicyKDError(f"merges given for unknown tasks {sorted(set(merges) - tasks)}")
+    for task, buffer in sampler.buffers.items():
+        spec = student.spec(task)
+        head = student_kind_for(ensemble_teacher_kind(buffer.teacher_kinds))
+        field = next(f for f in ("logits", "q_values", "mean", "action") if f in buffer.teacher_field_shapes)
+        layout, expected = (
+            (buffer.observation_shape, head, buffer.teacher_field_shapes[field][0]),
+            (spec.observation_shape, spec.head, spec.action_dim),
+        )
+        if layout != expected:
+            raise PolicyKDError(
+                f"task {task!r}: the buffer holds observations, teacher head and action count "
+                f"{layout}, the student expects {expected}; "
+                "collect the buffer with that task's env and teacher"
+            )
+        if loss_fns[task].reduction != "mean":
+            raise PolicyKDError(f"task {task!r}: multi-task training needs losses with reduction='mean'")
+
+
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _task_metrics(
-    loss_metrics: dict[str, float],
-    student_out: StudentOutput,
-    target: DistillTarget,
-    batch: DistillBatch,
-    merge: MergeFn | None,
-) -> dict[str, float]:
-    """One task's detached metrics, against its teachers at tau = 1 (as the Trainer logs them)."""
-    references = [soften(out, 1.0) for out in batch.teacher_outputs]
-    metrics = {**loss_metrics, **distill_metrics(student_out, target, (merge or single_teacher)(references))}
-    if len(references) > 1:
-        metrics.update({**teacher_disagreement(references), **per_teacher_kl(student_out, references)})
-    return metrics
 
 
 def _check_config(config: MultiTaskConfig) -> None:
@@ -454,50 +390,6 @@ def _check_task_weights(weights: Mapping[str, float] | Sequence[float] | None, t
     if not np.isfinite(values).all() or (values < 0).any() or not (values > 0).any():
         raise PolicyKDError(f"task weights must be finite, non-negative and not all zero, got {values.tolist()}")
     return values / values.sum()
-
-
-def _check_training(
-    student: MultiTaskStudent,
-    sampler: MultiTaskSampler,
-    loss_fns: Mapping[str, LossFn],
-    merges: Mapping[str, MergeFn],
-    temperature: float | None,
-) -> dict[str, float]:
-    """Refuse buffers, losses and merges that do not fit the student; return each task's tau."""
-    tasks = set(sampler.tasks)
-    for what, names in (("student", set(student.tasks)), ("losses", set(loss_fns))):
-        if names != tasks:
-            raise PolicyKDError(
-                f"the {what} cover tasks {sorted(names)} but the buffers cover {sorted(tasks)}; "
-                "give each task a buffer, a loss and a head"
-            )
-    if not set(merges) <= tasks:
-        raise PolicyKDError(f"merges given for unknown tasks {sorted(set(merges) - tasks)}")
-    taus = {}
-    for task, buffer in sampler.buffers.items():
-        spec = student.spec(task)
-        head = student_kind_for(ensemble_teacher_kind(buffer.teacher_kinds))
-        field = next(f for f in ("logits", "q_values", "mean", "action") if f in buffer.teacher_field_shapes)
-        layout, expected = (
-            (buffer.observation_shape, head, buffer.teacher_field_shapes[field][0]),
-            (spec.observation_shape, spec.head, spec.action_dim),
-        )
-        if layout != expected:
-            raise PolicyKDError(
-                f"task {task!r}: the buffer holds observations, teacher head and action count "
-                f"{layout}, the student expects {expected}; "
-                "collect the buffer with that task's env and teacher"
-            )
-        loss = loss_fns[task]
-        if loss.reduction != "mean":
-            raise PolicyKDError(f"task {task!r}: multi-task training needs losses with reduction='mean'")
-        loss_tau = loss.temperature
-        if temperature is not None and loss_tau is not None and temperature != loss_tau:
-            raise PolicyKDError(
-                f"temperature {temperature} differs from task {task!r}'s loss ({loss_tau}); set it in one place"
-            )
-        taus[task] = temperature if temperature is not None else (loss_tau if loss_tau is not None else 1.0)
-    return taus
 
 
 def _config_from_json(raw: dict[str, Any]) -> MultiTaskConfig:

@@ -46,6 +46,7 @@ from policykd.learn.losses import categorical_kl, diag_gaussian_kl
 from policykd.learn.metrics import categorical_entropy, gaussian_entropy
 from policykd.learn.targets import TARGET_KINDS
 from policykd.types import DISCRETE_KINDS, TEACHER_KINDS, DistillTarget, StudentKind, StudentOutput, TeacherKind
+
 Weights = Sequence[float] | np.ndarray | torch.Tensor | None
 
 _LOG_FLOOR = -1e4  # mean-logits clamps log-probs here, so 0 * log 0 and disjoint supports give no NaN

@@ -62,6 +62,8 @@ class TaskSpace(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
+    """One task of a MultiTaskConfig: its name, raw observation shape and head (as StudentConfig)."""
+
     name: str
     observation_shape: tuple[int, ...]
     head: StudentKind
@@ -77,6 +79,8 @@ class TaskSpec:
 
 @dataclasses.dataclass(frozen=True)
 class MultiTaskConfig:
+    """What builds a MultiTaskStudent (saved as ``multitask.json``): the tasks in order and the trunk."""
+
     tasks: tuple[TaskSpec, ...]
     hidden_sizes: tuple[int, ...] = (64, 64)  # the shared MLP trunk (vector tasks)
     input_width: int = 64  # width of every vector task's input layer
@@ -102,6 +106,9 @@ class _TaskModules(nn.Module):
 
 
 class MultiTaskStudent(nn.Module):
+    """A shared trunk with a head per task, called as ``student(obs, task)``: raw observations
+    ``(B, *obs_shape)`` of that task -> its StudentOutput (see the module docstring)."""
+
     def __init__(self, config: MultiTaskConfig) -> None:
         super().__init__()
         _check_config(config)

@@ -50,6 +50,8 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 @dataclasses.dataclass(frozen=True)
 class StudentConfig:
+    """What builds a Student (saved as ``student.json``): input shape, head and trunk sizes."""
+
     observation_shape: tuple[int, ...]
     head: StudentKind
     action_dim: int  # number of discrete actions, or Box dimensions
@@ -162,6 +164,10 @@ def seeded_weights(seed: int | None) -> Iterator[None]:
 
 
 class Student(nn.Module):
+    """Input normalisation (or /255 for images) -> trunk (MLP or NatureCNN) -> head: raw
+    observations ``(B, *obs_shape)`` -> StudentOutput (logits ``(B, A)``, Gaussian mean and log-std
+    ``(B, D)``, or action ``(B, D)`` in [-1, 1]); ``act`` maps it to env actions."""
+
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
         self.config = config
@@ -244,6 +250,7 @@ def load_without_pickle(
 
 
 def is_student_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds a saved Student (its ``student.json``)."""
     return (Path(path) / CONFIG_FILE).is_file()
 
 

@@ -113,6 +113,7 @@ class Trainer:
 
     @property
     def multitask(self) -> bool:
+        """Whether the sampler is a MultiTaskSampler (tasks named, student called with the task)."""
         return None not in self.loss_fns
 
     @property
@@ -186,10 +187,12 @@ class Trainer:
         return metrics
 
     def _sample(self) -> dict[Task, DistillBatch]:
+        """This step's batch per task: the sampler's dict, or one batch under the task None."""
         batches = self.sampler.sample(self.config.batch_size, self.rng)
         return batches if isinstance(batches, dict) else {None: batches}
 
     def _forward(self, observations: torch.Tensor, task: Task) -> StudentOutput:
+        """``student(obs)`` for one task, ``student(obs, task)`` for several: ``(n_t, *obs_shape)`` in."""
         return self.student(observations) if task is None else self.student(observations, task)
 
     def _tracking_metrics(self) -> dict[str, float]:
@@ -199,6 +202,7 @@ class Trainer:
         return {f"buffer/share_{name}": share for name, share in self.sampler.driver_shares().items()}
 
     def run_evaluation(self, update: int) -> None:
+        """Evaluate the student in eval mode, log the result at ``update`` and save a checkpoint."""
         assert self.evaluate is not None
         self.student.eval()
         self.last_eval = self.evaluate(self.student)
@@ -208,6 +212,7 @@ class Trainer:
             self.student.save(self.checkpoint_dir)
 
     def hparams(self) -> dict[str, Any]:
+        """The TrainerConfig as a dict, for ``MetricLogger.log_hparams``."""
         return dataclasses.asdict(self.config)
 
 

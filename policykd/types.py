@@ -1,4 +1,6 @@
-"""The data types that flow from teacher to student. NamedTuples of tensors only, no behaviour.
+"""The data types that flow from teacher to student, defined once: NamedTuples of tensors (no
+behaviour), the teacher and student kinds as Literals, and the Protocols / aliases of the callables
+the Trainer and the jobs take (LossFn, MergeFn, ActFn, EvalFn, Sampler). Uses nothing of ours.
 
 Shapes: B = batch, A = number of discrete actions, D = action dimensions, N = quantiles,
 K = teachers.
@@ -6,26 +8,27 @@ K = teachers.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple, Protocol, get_args
 
+import numpy as np
 import torch
 
 TeacherKind = Literal["categorical", "q_values", "quantiles", "gaussian", "squashed_gaussian", "deterministic"]
-TEACHER_KINDS: tuple[str, ...] = (
-    "categorical",
-    "q_values",
-    "quantiles",
-    "gaussian",
-    "squashed_gaussian",
-    "deterministic",
-)
-DISCRETE_KINDS: tuple[str, ...] = ("categorical", "q_values", "quantiles")
-GAUSSIAN_KINDS: tuple[str, ...] = ("gaussian", "squashed_gaussian")
+"""What a teacher outputs: logits (categorical), Q-values, quantiles, a Gaussian (env units or, squashed, pre-tanh)
+or a deterministic action. Losses, merges and student heads dispatch on it."""
+TEACHER_KINDS: tuple[TeacherKind, ...] = get_args(TeacherKind)
+DISCRETE_KINDS: tuple[TeacherKind, ...] = ("categorical", "q_values", "quantiles")
+GAUSSIAN_KINDS: tuple[TeacherKind, ...] = ("gaussian", "squashed_gaussian")
+StudentKind = Literal["discrete", "gaussian", "deterministic"]
+"""A student head, and the kind of target it learns from (``targets.student_kind_for(teacher_kind)``)."""
+Reduction = Literal["mean", "sum", "none"]
+"""How a loss reduces its (B,) per-sample values over the batch."""
 
 # The tensor fields of a TeacherOutput, in the order the buffer stores them.
 TEACHER_FIELDS: tuple[str, ...] = ("logits", "q_values", "quantiles", "mean", "log_std", "action", "value")
 # Which fields each kind sets. Every adapter also gives a value estimate.
-KIND_FIELDS: dict[str, tuple[str, ...]] = {
+KIND_FIELDS: dict[TeacherKind, tuple[str, ...]] = {
     "categorical": ("logits", "value"),
     "q_values": ("q_values", "value"),
     "quantiles": ("q_values", "quantiles", "value"),
@@ -41,7 +44,7 @@ class TeacherOutput(NamedTuple):
     Only the fields of its ``kind`` are set; the others are None.
     """
 
-    kind: str
+    kind: TeacherKind
     logits: torch.Tensor | None = None  # (B, A) categorical (PPO / A2C on Discrete)
     q_values: torch.Tensor | None = None  # (B, A) DQN; QR-DQN: mean over quantiles
     quantiles: torch.Tensor | None = None  # (B, N, A) QR-DQN, as SB3's quantile_net returns them
@@ -55,7 +58,7 @@ class DistillTarget(NamedTuple):
     """A teacher output after temperature (and, with several teachers, merging): what the student
     is trained towards. ``kind`` is ``discrete``, ``gaussian`` or ``deterministic``."""
 
-    kind: str
+    kind: StudentKind
     log_probs: torch.Tensor | None = None  # (B, A) log softmax(x / tau), x = logits or Q-values
     q_values: torch.Tensor | None = None  # (B, A) raw Q-values, for the Q-value MSE loss
     mean: torch.Tensor | None = None  # (B, D)
@@ -67,7 +70,7 @@ class StudentOutput(NamedTuple):
     """A student's raw output. ``kind`` is ``discrete`` (logits, read as Q-values by the MSE loss),
     ``gaussian`` (mean, log_std) or ``deterministic`` (action in [-1, 1])."""
 
-    kind: str
+    kind: StudentKind
     logits: torch.Tensor | None = None  # (B, A)
     mean: torch.Tensor | None = None  # (B, D)
     log_std: torch.Tensor | None = None  # (B, D)
@@ -88,3 +91,39 @@ class LossOutput(NamedTuple):
 
     loss: torch.Tensor
     metrics: dict[str, float]
+
+
+# -- what the trainer and the jobs call ------------------------------------------------------------
+
+
+class LossFn(Protocol):
+    """A distillation loss (``losses.KLLoss``, ``NLLLoss``, ``MSELoss``): pure, called as
+    ``loss_fn(student_out, target) -> LossOutput``, student tensors ``(B, A)`` or ``(B, D)``."""
+
+    @property
+    def temperature(self) -> float | None:
+        """The tau the Trainer softens the teachers at (KL applies it to the student too); None
+        when the loss has none (the Trainer then uses ``TrainerConfig.temperature``, else 1)."""
+        ...
+
+    @property
+    def reduction(self) -> Reduction:
+        """Over the batch; ``losses/distill`` in the metrics is always the mean."""
+        ...
+
+    def __call__(self, student: StudentOutput, target: DistillTarget) -> LossOutput: ...
+
+
+MergeFn = Callable[[Sequence[DistillTarget]], DistillTarget]
+"""K softened targets of one kind and shape -> one target (``merging.Merge``, ``single_teacher``)."""
+ActFn = Callable[[np.ndarray], np.ndarray]
+"""Raw observations ``(n, *obs_shape)`` -> env actions ``(n,)`` or ``(n, D)``."""
+EvalFn = Callable[[torch.nn.Module], dict[str, float]]
+"""The student being trained, in eval mode -> metrics such as ``{"eval/student_return": ...}``."""
+
+
+class Sampler(Protocol):
+    """Where the Trainer's batches come from: a ``LabelledBuffer`` gives one DistillBatch of
+    ``batch_size`` rows, a ``MultiTaskSampler`` one per task (rows summing to ``batch_size``)."""
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> DistillBatch | dict[str, DistillBatch]: ...

@@ -1,5 +1,6 @@
 """Multi-task students: one trunk, per-task input layers and heads; save / load without pickle; the
-task sampler's weights and seeds; a short synthetic run that lowers every task's loss; bad input."""
+task sampler's weights and seeds; a short synthetic run through the Trainer that lowers every task's
+loss; bad input."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from policykd.learn.multitask import (
     TaskSpace,
     make_multitask_student,
     named_items,
-    train_multitask,
 )
 from policykd.learn.targets import soften
+from policykd.learn.trainer import Trainer, TrainerConfig
 from policykd.types import TeacherOutput
 
 PENDULUM_ACTIONS = spaces.Box(-2.0, 2.0, (1,), np.float32)
@@ -37,8 +38,7 @@ IMAGE = spaces.Box(0, 255, (1, 36, 36), np.uint8)
 
 
 def student(seed: int = 0, **kwargs) -> MultiTaskStudent:
-    torch.manual_seed(seed)
-    return make_multitask_student(TASKS, hidden_sizes=(32, 32), input_width=16, **kwargs)
+    return make_multitask_student(TASKS, hidden_sizes=(32, 32), input_width=16, seed=seed, **kwargs)
 
 
 def observations(task: str, n: int = 5, seed: int = 0) -> np.ndarray:
@@ -133,12 +133,11 @@ def test_load_refuses_what_is_not_a_multitask_student(tmp_path):
 
 
 def test_image_tasks_of_one_shape_share_a_cnn():
-    torch.manual_seed(0)
     tasks = {
         "Pong": TaskSpace("categorical", IMAGE, spaces.Discrete(6)),
         "Breakout": TaskSpace("q_values", IMAGE, spaces.Discrete(4)),
     }
-    model = make_multitask_student(tasks, cnn_width=0.25)
+    model = make_multitask_student(tasks, cnn_width=0.25, seed=0)
     assert model.config.image
     frames = np.random.default_rng(0).integers(0, 256, (2, 1, 36, 36), dtype=np.uint8)
     assert model(torch.as_tensor(frames), "Pong").logits.shape == (2, 6)
@@ -258,6 +257,22 @@ def task_losses(model: MultiTaskStudent, buffers: dict[str, LabelledBuffer]) -> 
     return losses
 
 
+def train(
+    model: MultiTaskStudent,
+    buffers: dict[str, LabelledBuffer],
+    loss_fns,
+    *,
+    task_weights=None,
+    merges=None,
+    logger=None,
+    **config,
+) -> dict[str, float]:
+    """The Trainer on a MultiTaskSampler, as ``distill_tasks`` runs it."""
+    trainer_config = TrainerConfig(**{"progress_bar": False, **config})
+    sampler = MultiTaskSampler(buffers, task_weights)
+    return Trainer(model, loss_fns, sampler, config=trainer_config, merge=merges or {}, logger=logger).train()
+
+
 class RecordingLogger:
     def __init__(self) -> None:
         self.records: list[tuple[int, dict[str, float]]] = []
@@ -276,7 +291,7 @@ def test_short_training_lowers_every_tasks_loss(buffers):
     model = student()
     before = task_losses(model, buffers)
     logger = RecordingLogger()
-    metrics = train_multitask(
+    metrics = train(
         model,
         buffers,
         LOSSES,
@@ -301,7 +316,7 @@ def test_short_training_lowers_every_tasks_loss(buffers):
 def test_training_is_seeded(buffers):
     def trained(seed: int) -> dict[str, torch.Tensor]:
         model = student()
-        train_multitask(model, buffers, LOSSES, n_updates=5, batch_size=16, learning_rate=1e-3, seed=seed)
+        train(model, buffers, LOSSES, n_updates=5, batch_size=16, learning_rate=1e-3, seed=seed)
         return model.state_dict()
 
     first, again, other = trained(4), trained(4), trained(5)
@@ -318,9 +333,8 @@ def test_ensemble_tasks_log_teacher_disagreement():
     buf = LabelledBuffer.for_teachers(64, TASKS["CartPole-v1"].observation_space, spaces.Discrete(2), labels)
     zeros = np.zeros(64, bool)
     buf.add(obs, np.zeros(64, np.int64), np.zeros(64, np.float32), zeros, zeros, zeros, 0, labels)
-    torch.manual_seed(0)
-    model = make_multitask_student({"CartPole-v1": TASKS["CartPole-v1"]}, hidden_sizes=(8,), input_width=8)
-    metrics = train_multitask(
+    model = make_multitask_student({"CartPole-v1": TASKS["CartPole-v1"]}, hidden_sizes=(8,), input_width=8, seed=0)
+    metrics = train(
         model,
         {"CartPole-v1": buf},
         {"CartPole-v1": NLLLoss()},
@@ -332,31 +346,65 @@ def test_ensemble_tasks_log_teacher_disagreement():
     assert metrics["tasks/CartPole-v1/teachers/disagreement_top1"] == 1.0
     assert {"tasks/CartPole-v1/teachers/kl_0", "tasks/CartPole-v1/teachers/kl_1"} <= set(metrics)
     with pytest.raises(PolicyKDError, match="no merge strategy"):
-        train_multitask(
-            model, {"CartPole-v1": buf}, {"CartPole-v1": NLLLoss()}, n_updates=1, batch_size=8, learning_rate=1e-3
-        )
+        train(model, {"CartPole-v1": buf}, {"CartPole-v1": NLLLoss()}, n_updates=1, batch_size=8, learning_rate=1e-3)
 
 
 def test_training_refuses_what_does_not_fit(buffers):
-    def train(**overrides):
+    def train_one(**overrides):
         kwargs = {"n_updates": 1, "batch_size": 8, "learning_rate": 1e-3, **overrides}
-        return train_multitask(
+        return train(
             kwargs.pop("model", student()), kwargs.pop("buffers", buffers), kwargs.pop("loss_fns", LOSSES), **kwargs
         )
 
     with pytest.raises(PolicyKDError, match="losses cover"):
-        train(loss_fns={"CartPole-v1": KLLoss()})
+        train_one(loss_fns={"CartPole-v1": KLLoss()})
     with pytest.raises(PolicyKDError, match="student cover"):
-        train(buffers={**buffers, "Other": buffers["CartPole-v1"]}, loss_fns={**LOSSES, "Other": KLLoss()})
+        train_one(buffers={**buffers, "Other": buffers["CartPole-v1"]}, loss_fns={**LOSSES, "Other": KLLoss()})
     with pytest.raises(PolicyKDError, match="collect the buffer with that task"):
-        train(buffers={**buffers, "CartPole-v1": buffers["Acrobot-v1"]})
+        train_one(buffers={**buffers, "CartPole-v1": buffers["Acrobot-v1"]})
     with pytest.raises(PolicyKDError, match="reduction='mean'"):
-        train(loss_fns={**LOSSES, "Acrobot-v1": MSELoss(reduction="sum")})
+        train_one(loss_fns={**LOSSES, "Acrobot-v1": MSELoss(reduction="sum")})
     with pytest.raises(PolicyKDError, match="differs"):
-        train(loss_fns={**LOSSES, "CartPole-v1": make_loss("kl", "categorical", temperature=2.0)}, temperature=1.0)
+        train_one(loss_fns={**LOSSES, "CartPole-v1": make_loss("kl", "categorical", temperature=2.0)}, temperature=1.0)
     with pytest.raises(PolicyKDError, match="n_updates"):
-        train(n_updates=0)
+        train_one(n_updates=0)
     with pytest.raises(PolicyKDError, match="learning_rate"):
-        train(learning_rate=float("nan"))
+        train_one(learning_rate=float("nan"))
     with pytest.raises(PolicyKDError, match="unknown tasks"):
-        train(merges={"Pong": make_merge("mean-probs")})
+        train_one(merges={"Pong": make_merge("mean-probs")})
+
+
+def test_a_seed_gives_the_weights_of_manual_seed_and_leaves_the_global_rng_alone():
+    torch.manual_seed(7)
+    expected = make_multitask_student(TASKS, hidden_sizes=(32, 32), input_width=16).state_dict()
+    state = torch.get_rng_state()
+    model = student(seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in expected.items())
+
+
+def test_the_step_minimises_the_row_weighted_mean_of_the_task_losses(buffers):
+    losses = {**LOSSES, "CartPole-v1": KLLoss(temperature=2.0)}
+    cfg = TrainerConfig(n_updates=1, batch_size=20, progress_bar=False)
+    trainer = Trainer(student(), losses, MultiTaskSampler(buffers, [1, 2, 1]), config=cfg)
+    assert trainer.multitask and trainer.temperatures == {"CartPole-v1": 2.0, "Acrobot-v1": 1.0, "Pendulum-v1": 1.0}
+    with pytest.raises(PolicyKDError, match="different temperatures"):
+        trainer.temperature
+    loss, steps = trainer.step()
+    assert {task: len(s.batch.observations) for task, s in steps.items()} == {
+        "CartPole-v1": 5,
+        "Acrobot-v1": 10,
+        "Pendulum-v1": 5,
+    }
+    expected = sum(s.loss_out.loss.item() * len(s.batch.observations) / 20 for s in steps.values())
+    assert loss.item() == pytest.approx(expected)
+    assert trainer.step_metrics(loss, steps)["losses/distill"] == loss.item()
+    assert steps["CartPole-v1"].target.log_probs.shape == (5, 2)  # tau 2 for that task only, one teacher
+
+
+def test_one_loss_serves_every_task(buffers):
+    cfg = TrainerConfig(n_updates=3, batch_size=12, progress_bar=False)
+    trainer = Trainer(student(), KLLoss(), MultiTaskSampler(buffers), config=cfg)
+    assert trainer.temperature == 1.0
+    metrics = trainer.train()
+    assert {f"tasks/{task}/losses/distill" for task in TASKS} <= set(metrics) and trainer.n_updates_done == 3

@@ -1,5 +1,5 @@
-"""Students: MLP and NatureCNN trunks, the three heads, squash + rescale, input normalisation, and
-a save / load round trip that needs no pickle."""
+"""Students: MLP and NatureCNN trunks, the three heads, squash + rescale, input normalisation, a
+save / load round trip that needs no pickle, the shared builders, and seeding without global state."""
 
 from __future__ import annotations
 
@@ -11,7 +11,18 @@ import torch
 from gymnasium import spaces
 
 from policykd.errors import PolicyKDError
-from policykd.learn.students import Student, make_student
+from policykd.learn.students import (
+    LOG_STD_MAX,
+    Student,
+    action_space_for,
+    head_fields,
+    head_output,
+    make_head,
+    make_student,
+    mlp,
+    nature_cnn,
+    seeded_weights,
+)
 
 VECTOR_OBS = spaces.Box(-np.inf, np.inf, (4,), np.float32)
 IMAGE_OBS = spaces.Box(0, 255, (4, 84, 84), np.uint8)
@@ -180,3 +191,68 @@ def test_unsupported_spaces_and_sizes_are_user_errors():
         make_student("categorical", VECTOR_OBS, spaces.Discrete(2), hidden_sizes=(0,))
     with pytest.raises(PolicyKDError, match="teacher kind"):
         make_student("mystery", VECTOR_OBS, spaces.Discrete(2))
+
+
+def test_a_seed_gives_the_weights_of_manual_seed_and_leaves_the_global_rng_alone():
+    for observation_space, kwargs in ((VECTOR_OBS, {}), (IMAGE_OBS, {"cnn_width": 0.25})):
+        expected = seeded("gaussian", observation_space, SAC_BOX, **kwargs).state_dict()  # manual_seed(0), then build
+        torch.manual_seed(123)
+        state = torch.get_rng_state()
+        student = make_student("gaussian", observation_space, SAC_BOX, seed=0, **kwargs)
+        assert torch.equal(torch.get_rng_state(), state), "seed= must not touch the caller's global RNG"
+        assert all(torch.equal(student.state_dict()[name], value) for name, value in expected.items())
+    # seed=None draws from the global RNG as it stands, and advances it
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    unseeded = make_student("categorical", VECTOR_OBS, spaces.Discrete(2))
+    assert not torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(
+        unseeded.head.weight, make_student("categorical", VECTOR_OBS, spaces.Discrete(2), seed=0).head.weight
+    )
+
+
+def test_seeded_weights_restores_the_rng_even_on_error():
+    state = torch.get_rng_state()
+    with pytest.raises(RuntimeError):
+        with seeded_weights(5):
+            torch.rand(3)
+            raise RuntimeError("building failed")
+    assert torch.equal(torch.get_rng_state(), state)
+    with seeded_weights(5):
+        first = torch.rand(3)
+    with seeded_weights(5):
+        assert torch.equal(torch.rand(3), first)
+
+
+def test_shared_builders_shapes():
+    trunk = mlp([4, 16, 8])
+    assert [type(m).__name__ for m in trunk] == ["Linear", "ReLU", "Linear", "ReLU"]
+    assert trunk(torch.zeros(3, 4)).shape == (3, 8) and len(mlp([4])) == 0
+    cnn, n_features = nature_cnn((4, 84, 84), 0.5)
+    assert n_features == 256 and cnn(torch.zeros(2, 4, 84, 84)).shape == (2, 256)
+    for head, fields in (("discrete", {"logits": (3, 5)}), ("gaussian", {"mean": (3, 5), "log_std": (3, 5)})):
+        out = head_output(head, make_head(8, head, 5)(torch.zeros(3, 8)))
+        assert out.kind == head and {k: getattr(out, k).shape for k in fields} == fields
+    action = head_output("deterministic", torch.full((3, 2), 50.0)).action
+    assert torch.allclose(action, torch.ones(3, 2))  # tanh: in [-1, 1]
+    log_std = head_output("gaussian", torch.tensor([[0.0, 100.0]])).log_std
+    assert log_std.item() == LOG_STD_MAX
+
+
+def test_head_fields_follow_the_teacher_kind_and_the_action_space():
+    assert head_fields("q_values", spaces.Discrete(3)) == {
+        "head": "discrete",
+        "action_dim": 3,
+        "action_low": (),
+        "action_high": (),
+        "squash": False,
+    }
+    fields = head_fields("squashed_gaussian", SAC_BOX)
+    assert fields["head"] == "gaussian" and fields["squash"] and fields["action_dim"] == 2
+    assert fields["action_low"] == (-2.0, 0.0) and fields["action_high"] == (2.0, 10.0)
+    assert action_space_for(fields["head"], 2, fields["action_low"], fields["action_high"]) == SAC_BOX
+    assert head_fields("deterministic", SAC_BOX)["head"] == "deterministic"
+    with pytest.raises(
+        PolicyKDError, match=r"task .A.: action space MultiBinary\(2\) is not supported \(Discrete or Box\)"
+    ):
+        head_fields("categorical", spaces.MultiBinary(2), where="task 'A': ")

@@ -1,5 +1,6 @@
 """Trainer on a synthetic buffer: random observations labelled by a fixed random categorical
-teacher. The KL goes down, the logger gets the fixed tag vocabulary, a seed fixes the weights."""
+teacher. The KL goes down, the logger gets the fixed tag vocabulary, a seed fixes the weights and
+the global torch RNG is neither seeded nor used. Several tasks: tests/test_multitask.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from policykd.errors import PolicyKDError
 from policykd.learn.losses import KLLoss, categorical_kl
 from policykd.learn.students import Student, make_student
 from policykd.learn.targets import soften
-from policykd.learn.trainer import Trainer, TrainerConfig
+from policykd.learn.trainer import Trainer, TrainerConfig, resolve_temperature
 from policykd.types import TeacherOutput
 
 OBS_DIM, N_ACTIONS, N_TRANSITIONS = 6, 4, 2_048
@@ -198,3 +199,42 @@ def test_temperature_comes_from_the_loss_and_must_agree(synthetic_buffer):
     assert Trainer(fresh_student(), KLLoss(), synthetic_buffer, config=config(temperature=1.0)).temperature == 1.0
     with pytest.raises(PolicyKDError, match="set it in one place"):
         Trainer(fresh_student(), KLLoss(temperature=3.0), synthetic_buffer, config=config(temperature=2.0))
+
+
+def test_training_neither_seeds_nor_draws_from_the_global_torch_rng(synthetic_buffer):
+    def trained(global_seed: int) -> tuple[dict[str, torch.Tensor], bool]:
+        student = make_student("categorical", OBSERVATION_SPACE, ACTION_SPACE, hidden_sizes=(32, 32), seed=0)
+        torch.manual_seed(global_seed)
+        state = torch.get_rng_state()
+        Trainer(student, KLLoss(), synthetic_buffer, config=config(n_updates=20, seed=3)).train()
+        return student.state_dict(), torch.equal(torch.get_rng_state(), state)
+
+    (first, untouched), (second, _) = trained(1), trained(2)
+    assert untouched, "Trainer.train must leave the caller's global RNG as it was"
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_one_task_step_minimises_the_loss_itself(synthetic_buffer):
+    trainer = Trainer(fresh_student(), KLLoss(reduction="sum"), synthetic_buffer, config=config())
+    loss, steps = trainer.step()
+    assert list(steps) == [None] and not trainer.multitask and trainer.n_updates_done == 1
+    assert loss.item() == steps[None].loss_out.loss.item()  # "sum" works for one task: the weight n / B is 1
+    assert steps[None].batch.observations.shape == (128, OBS_DIM)
+    assert steps[None].student_out.logits.shape == steps[None].target.log_probs.shape == (128, N_ACTIONS)
+
+
+def test_every_loss_declares_its_temperature_and_reduction():
+    from policykd.learn.losses import MSELoss, NLLLoss
+
+    assert KLLoss(temperature=2.0).temperature == 2.0 and NLLLoss().temperature is None
+    assert MSELoss().temperature is None and MSELoss(reduction="sum").reduction == "sum"
+    assert resolve_temperature(None, NLLLoss()) == 1.0
+    assert resolve_temperature(2.0, NLLLoss()) == 2.0
+    assert resolve_temperature(None, KLLoss(temperature=3.0)) == 3.0
+    with pytest.raises(PolicyKDError, match=r"differs from the loss's 3.0 \(task 'Pong'\); set it in one place"):
+        resolve_temperature(2.0, KLLoss(temperature=3.0), "Pong")
+
+
+def test_losses_per_task_need_a_multitask_sampler(synthetic_buffer):
+    with pytest.raises(PolicyKDError, match="MultiTaskSampler"):
+        Trainer(fresh_student(), {"CartPole-v1": KLLoss()}, synthetic_buffer, config=config())

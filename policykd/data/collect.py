@@ -20,9 +20,7 @@ from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.learn.merging import as_student_output
 from policykd.learn.targets import soften
-from policykd.types import DistillTarget
-
-ActFn = Callable[[np.ndarray], np.ndarray]  # raw observations (n, ...) -> env actions (n, ...)
+from policykd.types import ActFn, DistillTarget
 
 
 @dataclasses.dataclass

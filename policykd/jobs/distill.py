@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from policykd.checks import check_out_dir
 from policykd.data.buffers import LabelledBuffer
@@ -48,7 +47,7 @@ from policykd.jobs.run_folder import check_reusable, claim_run_folder, run_folde
 from policykd.learn.logging import TensorBoardLogger
 from policykd.learn.losses import make_loss
 from policykd.learn.merging import ensemble_teacher_kind, single_teacher
-from policykd.learn.multitask import TaskSpace, make_multitask_student, named_items, train_multitask
+from policykd.learn.multitask import MultiTaskSampler, TaskSpace, make_multitask_student, named_items
 from policykd.learn.trainer import Trainer, TrainerConfig
 
 # Several tasks share one student and one training budget, so it does not come from one env's preset.
@@ -240,37 +239,18 @@ def _train_single_task(
     eval_seed: int,
     out_dir: Path,
 ) -> dict[str, Any]:
-    torch.manual_seed(config.seed)  # the student's initial weights depend on the seed only
     budgets = plan.budgets
-    student = make_student_for(plan.teacher, plan.kind, budgets.hidden_sizes, budgets.cnn_width)
+    student = make_student_for(plan.teacher, plan.kind, budgets.hidden_sizes, budgets.cnn_width, seed=config.seed)
     evaluations: list[ReturnStats] = []
 
     def evaluate(s: Any) -> dict[str, float]:
-        r = evaluate_policy(
-            s, plan.teacher.recipe, budgets.n_eval_episodes, seed=eval_seed, deterministic=budgets.deterministic_eval
-        )
-        evaluations.append(r)
-        return {"eval/student_return": r.mean, "eval/pct_of_teacher": _pct(r, baselines)}
+        evaluations.append(_evaluate_task(s, plan, eval_seed))
+        return {"eval/student_return": evaluations[-1].mean, "eval/pct_of_teacher": _pct(evaluations[-1], baselines)}
 
-    logger = TensorBoardLogger(out_dir / "tb")
-    try:
-        logger.log_hparams({**dataclasses.asdict(config), **dataclasses.asdict(trainer_config)})
-        assert plan.buffer is not None
-        trainer = Trainer(
-            student,
-            plan.loss_fn,
-            plan.buffer,
-            config=trainer_config,
-            logger=logger,
-            evaluate=evaluate,
-            merge=plan.merge,
-            checkpoint_dir=out_dir / "student",
-        )
-        train_metrics = trainer.train()  # evaluates every eval_every updates and after the last one
-    finally:
-        logger.close()
+    assert plan.buffer is not None
+    trainer, metrics = _train(config, trainer_config, out_dir, student, plan.loss_fn, plan.buffer, plan.merge, evaluate)
     write_json_atomic(out_dir / "student" / RECIPE_FILE, plan.teacher.recipe.to_json())
-    return single_task_summary(config, plan, baselines, student, evaluations[-1], trainer, train_metrics)
+    return single_task_summary(config, plan, baselines, student, evaluations[-1], trainer, metrics)
 
 
 def _train_tasks(
@@ -281,7 +261,6 @@ def _train_tasks(
     eval_seed: int,
     out_dir: Path,
 ) -> dict[str, Any]:
-    torch.manual_seed(config.seed)
     student = make_multitask_student(
         {plan.name: TaskSpace(plan.kind, plan.teacher.observation_space, plan.teacher.action_space) for plan in plans},
         hidden_sizes=plans[0].budgets.hidden_sizes,
@@ -292,43 +271,56 @@ def _train_tasks(
             for plan in plans
             if plan.teacher.normalizer is not None
         },
+        seed=config.seed,
     )
+    results: dict[str, ReturnStats] = {}
+
+    def evaluate(s: Any) -> dict[str, float]:
+        logged = {}
+        for plan, base in zip(plans, baselines):
+            results[plan.name] = _evaluate_task(s.task_policy(plan.name), plan, eval_seed)
+            logged[f"tasks/{plan.name}/eval/student_return"] = results[plan.name].mean
+            logged[f"tasks/{plan.name}/eval/pct_of_teacher"] = _pct(results[plan.name], base)
+        return logged
+
+    sampler = MultiTaskSampler({plan.name: plan.buffer for plan in plans}, config.task_weights)
+    loss_fns = {plan.name: plan.loss_fn for plan in plans}
+    _, metrics = _train(config, trainer_config, out_dir, student, loss_fns, sampler, None, evaluate)
+    write_json_atomic(out_dir / "student" / "recipes.json", {p.name: p.teacher.recipe.to_json() for p in plans})
+    return multitask_summary(config, plans, baselines, student, results, metrics)
+
+
+def _train(
+    config: DistillConfig,
+    trainer_config: TrainerConfig,
+    out_dir: Path,
+    student: Any,
+    loss_fns: Any,
+    sampler: Any,
+    merge: Any,
+    evaluate: Any,
+) -> tuple[Trainer, dict[str, float]]:
+    """Train with TensorBoard in ``out_dir/tb`` and checkpoints in ``out_dir/student``; returns the
+    trainer and its last training metrics (evaluations left out)."""
     logger = TensorBoardLogger(out_dir / "tb")
     try:
         logger.log_hparams({**dataclasses.asdict(config), **dataclasses.asdict(trainer_config)})
-        metrics = train_multitask(
-            student,
-            {plan.name: plan.buffer for plan in plans},
-            {plan.name: plan.loss_fn for plan in plans},
-            n_updates=trainer_config.n_updates,
-            batch_size=trainer_config.batch_size,
-            learning_rate=trainer_config.learning_rate,
-            task_weights=config.task_weights,
-            seed=config.seed,
-            logger=logger,
-        )
-        results = {}
-        for plan, base in zip(plans, baselines):
-            budgets = plan.budgets
-            stats = evaluate_policy(
-                student.task_policy(plan.name),
-                plan.teacher.recipe,
-                budgets.n_eval_episodes,
-                seed=eval_seed,
-                deterministic=budgets.deterministic_eval,
-            )
-            tag = f"tasks/{plan.name}/eval"
-            logger.log(
-                {f"{tag}/student_return": stats.mean, f"{tag}/pct_of_teacher": _pct(stats, base)},
-                trainer_config.n_updates,
-            )
-            results[plan.name] = stats
+        merges = {} if merge is None else {"merge": merge}
+        trainer = Trainer(
+            student, loss_fns, sampler, config=trainer_config, logger=logger, evaluate=evaluate,
+            checkpoint_dir=out_dir / "student", **merges,
+        )  # fmt: skip
+        metrics = trainer.train()  # evaluates every eval_every updates and after the last one
     finally:
         logger.close()
-    student.save(out_dir / "student")
-    recipes = {plan.name: plan.teacher.recipe.to_json() for plan in plans}
-    write_json_atomic(out_dir / "student" / "recipes.json", recipes)
-    return multitask_summary(config, plans, baselines, student, results, metrics)
+    return trainer, {k: v for k, v in metrics.items() if not (k.startswith("eval/") or "/eval/" in k)}
+
+
+def _evaluate_task(policy: Any, plan: TaskPlan, eval_seed: int) -> ReturnStats:
+    budgets = plan.budgets
+    return evaluate_policy(
+        policy, plan.teacher.recipe, budgets.n_eval_episodes, seed=eval_seed, deterministic=budgets.deterministic_eval
+    )
 
 
 def _pct(stats: ReturnStats, baselines: Baselines) -> float:

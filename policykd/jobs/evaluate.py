@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -14,8 +13,7 @@ from scipy import stats as scipy_stats
 from policykd.checks import check_int
 from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.data.teachers import Teacher
-
-ActFn = Callable[[np.ndarray], np.ndarray]
+from policykd.types import ActFn
 
 
 class Policy(Protocol):

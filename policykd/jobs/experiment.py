@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, teacher_baselines
@@ -55,8 +53,7 @@ def read_config_file(path: str | Path, config_cls: type, aliases: dict[str, str]
 def student_for(teacher: Teacher, hidden_sizes: Sequence[int], seed: int) -> Student:
     """A fresh MLP student for ``teacher`` (input normalisation copied from its VecNormalize
     statistics), its initial weights fixed by ``seed``."""
-    torch.manual_seed(seed)
-    return make_student_for(teacher, teacher.kind, tuple(hidden_sizes))
+    return make_student_for(teacher, teacher.kind, tuple(hidden_sizes), seed=seed)
 
 
 @contextlib.contextmanager

@@ -28,10 +28,10 @@ from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.data.teachers import Teacher
 from policykd.jobs.evaluate import evaluate_policy
 from policykd.learn.logging import MetricLogger, NullLogger
-from policykd.learn.losses import LossFn
 from policykd.learn.schedules import BetaSchedule, check_beta
 from policykd.learn.students import Student
 from policykd.learn.trainer import Trainer, TrainerConfig
+from policykd.types import LossFn
 
 
 @dataclasses.dataclass(frozen=True)

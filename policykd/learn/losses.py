@@ -1,4 +1,5 @@
 """Distillation losses: small frozen dataclasses called as ``loss(student, target) -> LossOutput``.
+Each is a ``types.LossFn``: it declares ``temperature`` (None for NLL and MSE) and ``reduction``.
 
 Every loss computes one value per sample, summed over actions (discrete) or action dimensions
 (continuous), then applies ``reduction`` over the batch: ``"mean"`` (default), ``"sum"`` or
@@ -12,21 +13,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
 from policykd.errors import PolicyKDError
 from policykd.learn.targets import check_temperature, student_kind_for
-from policykd.types import DistillTarget, LossOutput, StudentOutput
+from policykd.types import DistillTarget, LossOutput, Reduction, StudentOutput, TeacherKind
 
 LOSSES: tuple[str, ...] = ("kl", "nll", "mse")
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 DIRECTIONS: tuple[str, ...] = ("forward", "reverse")
 TEMPERATURE_ON: tuple[str, ...] = ("teacher", "both")
 
-Reduction = Literal["mean", "sum", "none"]
 KLDirection = Literal["forward", "reverse"]
 TemperatureOn = Literal["teacher", "both"]
 
@@ -34,10 +34,6 @@ _LOG_2PI = math.log(2 * math.pi)
 KL_DETERMINISTIC = "kl needs a stochastic teacher; use --loss mse for TD3/DDPG teachers"
 NLL_DETERMINISTIC = "nll needs a stochastic student; use --loss mse for TD3/DDPG teachers"
 MSE_NO_Q = "mse needs Q-values (DQN/QR-DQN) or continuous actions; use --loss kl or nll"
-
-
-class LossFn(Protocol):
-    def __call__(self, student: StudentOutput, target: DistillTarget) -> LossOutput: ...
 
 
 def categorical_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -138,6 +134,7 @@ class NLLLoss:
 
     reduction: Reduction = "mean"
     min_std: float = 0.1
+    temperature: ClassVar[None] = None  # hard labels: no temperature (types.LossFn)
 
     def __post_init__(self) -> None:
         _check_choice("reduction", self.reduction, REDUCTIONS)
@@ -173,6 +170,7 @@ class MSELoss:
 
     reduction: Reduction = "mean"
     center_q: bool = True
+    temperature: ClassVar[None] = None  # raw Q-values and greedy actions: no temperature (types.LossFn)
 
     def __post_init__(self) -> None:
         _check_choice("reduction", self.reduction, REDUCTIONS)
@@ -195,7 +193,7 @@ class MSELoss:
 
 def make_loss(
     name: str,
-    teacher_kind: str,
+    teacher_kind: TeacherKind,
     *,
     temperature: float = 1.0,
     temperature_on: str = "teacher",

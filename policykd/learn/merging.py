@@ -45,9 +45,8 @@ from policykd.errors import PolicyKDError
 from policykd.learn.losses import categorical_kl, diag_gaussian_kl
 from policykd.learn.metrics import categorical_entropy, gaussian_entropy
 from policykd.learn.targets import TARGET_KINDS
-from policykd.types import DISCRETE_KINDS, TEACHER_KINDS, DistillTarget, StudentOutput
+from policykd.types import DISCRETE_KINDS, TEACHER_KINDS, DistillTarget, StudentKind, StudentOutput, TeacherKind
 
-MergeFn = Callable[[Sequence[DistillTarget]], DistillTarget]
 Weights = Sequence[float] | np.ndarray | torch.Tensor | None
 
 _LOG_FLOOR = -1e4  # mean-logits clamps log-probs here, so 0 * log 0 and disjoint supports give no NaN
@@ -86,7 +85,7 @@ def check_weights(weights: Weights, n_teachers: int | None = None) -> tuple[floa
     return values
 
 
-def ensemble_teacher_kind(teacher_kinds: Sequence[str]) -> str:
+def ensemble_teacher_kind(teacher_kinds: Sequence[TeacherKind]) -> TeacherKind:
     """The teacher kind to build an ensemble's student and loss for (``make_student``,
     ``make_loss``), refusing raw kinds that cannot be merged.
 
@@ -170,8 +169,8 @@ MERGE_NAMES: tuple[str, ...] = tuple(MERGE_STRATEGIES)
 
 @dataclasses.dataclass(frozen=True)
 class Merge:
-    """A merge strategy with fixed weights, called as ``merge(targets) -> DistillTarget``: the
-    ``merge`` argument of ``Trainer``. Build it with :func:`make_merge`."""
+    """A merge strategy with fixed weights, called as ``merge(targets) -> DistillTarget`` (a
+    ``types.MergeFn``): the ``merge`` argument of ``Trainer``. Build it with :func:`make_merge`."""
 
     strategy: str
     weights: tuple[float, ...] | None = None
@@ -260,7 +259,7 @@ def per_teacher_kl(student: StudentOutput, targets: Sequence[DistillTarget]) -> 
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def _prepare(targets: Sequence[DistillTarget], weights: Weights) -> tuple[str, torch.Tensor]:
+def _prepare(targets: Sequence[DistillTarget], weights: Weights) -> tuple[StudentKind, torch.Tensor]:
     """Check that the K targets can be merged; return their kind and the weights (K,), sum 1."""
     if len(targets) == 0:
         raise PolicyKDError("no teacher targets to merge; give at least one teacher")
@@ -300,7 +299,7 @@ def _any_tensor(target: DistillTarget) -> torch.Tensor:
     return tensor
 
 
-def _confidence(kind: str, targets: Sequence[DistillTarget], w: torch.Tensor) -> torch.Tensor:
+def _confidence(kind: StudentKind, targets: Sequence[DistillTarget], w: torch.Tensor) -> torch.Tensor:
     """``log w_k - H_k(s)`` (K, B); -inf where w_k = 0."""
     if kind == "deterministic":
         raise PolicyKDError(_NO_ENTROPY)

@@ -10,16 +10,14 @@
   ``students.Student``.
 
 Saved as ``multitask.pt`` (a state dict, loaded with ``weights_only=True``) next to
-``multitask.json`` (the config): no pickle. Training draws every step's batch from all tasks'
-buffers in proportion to the task weights (:class:`MultiTaskSampler`).
+``multitask.json`` (the config): no pickle. Training is ``trainer.Trainer`` with a
+:class:`MultiTaskSampler`, which draws every step's batch from all tasks' buffers in proportion to
+the task weights; :func:`check_tasks` is what the Trainer refuses before it starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import pickle
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -29,17 +27,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from policykd.checks import check_int
 from policykd.data.actions import ActionMapper
 from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
-from policykd.learn.logging import MetricLogger, NullLogger
-from policykd.learn.losses import LossFn
-from policykd.learn.merging import MergeFn, ensemble_teacher_kind, per_teacher_kl, single_teacher, teacher_disagreement
-from policykd.learn.metrics import distill_metrics
-from policykd.learn.students import LOG_STD_MAX, LOG_STD_MIN, _mlp, _nature_cnn, save_without_pickle
-from policykd.learn.targets import TARGET_KINDS, soften, student_kind_for
-from policykd.learn.trainer import TrainerConfig
-from policykd.types import DistillBatch, DistillTarget, StudentOutput
+from policykd.learn.merging import ensemble_teacher_kind
+from policykd.learn.students import (
+    action_space_for,
+    head_fields,
+    head_output,
+    json_tuples,
+    load_without_pickle,
+    make_head,
+    mlp,
+    nature_cnn,
+    save_without_pickle,
+    seeded_weights,
+)
+from policykd.learn.targets import TARGET_KINDS, student_kind_for
+from policykd.types import DistillBatch, LossFn, MergeFn, StudentKind, StudentOutput, TeacherKind
 
 CONFIG_FILE, WEIGHTS_FILE = "multitask.json", "multitask.pt"
 FORMAT, FORMAT_VERSION = "policykd.multitask_student", 1
@@ -49,16 +55,18 @@ T = TypeVar("T")
 class TaskSpace(NamedTuple):
     """What :func:`make_multitask_student` needs to know about one task."""
 
-    teacher_kind: str
+    teacher_kind: TeacherKind
     observation_space: gym.spaces.Space
     action_space: gym.spaces.Space
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
+    """One task of a MultiTaskConfig: its name, raw observation shape and head (as StudentConfig)."""
+
     name: str
     observation_shape: tuple[int, ...]
-    head: str  # "discrete" | "gaussian" | "deterministic"
+    head: StudentKind
     action_dim: int  # number of discrete actions, or Box dimensions
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
@@ -66,13 +74,13 @@ class TaskSpec:
 
     @property
     def action_space(self) -> gym.spaces.Space:
-        if self.head == "discrete":
-            return gym.spaces.Discrete(self.action_dim)
-        return gym.spaces.Box(np.array(self.action_low, np.float32), np.array(self.action_high, np.float32))
+        return action_space_for(self.head, self.action_dim, self.action_low, self.action_high)
 
 
 @dataclasses.dataclass(frozen=True)
 class MultiTaskConfig:
+    """What builds a MultiTaskStudent (saved as ``multitask.json``): the tasks in order and the trunk."""
+
     tasks: tuple[TaskSpec, ...]
     hidden_sizes: tuple[int, ...] = (64, 64)  # the shared MLP trunk (vector tasks)
     input_width: int = 64  # width of every vector task's input layer
@@ -93,11 +101,14 @@ class _TaskModules(nn.Module):
             if config.image
             else nn.Sequential(nn.Flatten(), nn.Linear(obs_dim, config.input_width), nn.ReLU())
         )
-        self.head = nn.Linear(n_features, spec.action_dim * (2 if spec.head == "gaussian" else 1))
+        self.head = make_head(n_features, spec.head, spec.action_dim)
         self.mapper = ActionMapper(spec.action_space, squash=spec.squash)
 
 
 class MultiTaskStudent(nn.Module):
+    """A shared trunk with a head per task, called as ``student(obs, task)``: raw observations
+    ``(B, *obs_shape)`` of that task -> its StudentOutput (see the module docstring)."""
+
     def __init__(self, config: MultiTaskConfig) -> None:
         super().__init__()
         _check_config(config)
@@ -105,9 +116,9 @@ class MultiTaskStudent(nn.Module):
         self._index = {spec.name: i for i, spec in enumerate(config.tasks)}
         if config.image:
             shape = config.tasks[0].observation_shape
-            self.trunk, n_features = _nature_cnn(shape[0], config.cnn_width, shape)
+            self.trunk, n_features = nature_cnn(shape, config.cnn_width)
         else:
-            self.trunk = _mlp([config.input_width, *config.hidden_sizes])
+            self.trunk = mlp([config.input_width, *config.hidden_sizes])
             n_features = config.hidden_sizes[-1] if config.hidden_sizes else config.input_width
         # ModuleDict keys are positions, so any task name (``ALE/Pong-v5``) is allowed.
         self.task_modules = nn.ModuleDict(
@@ -152,13 +163,7 @@ class MultiTaskStudent(nn.Module):
             )
         x = observations.float()
         x = x / 255.0 if self.config.image else (x - modules.obs_mean) / modules.obs_std
-        out = modules.head(self.trunk(modules.encoder(x)))
-        if spec.head == "discrete":
-            return StudentOutput("discrete", logits=out)
-        if spec.head == "deterministic":
-            return StudentOutput("deterministic", action=torch.tanh(out))
-        mean, log_std = out.chunk(2, dim=-1)
-        return StudentOutput("gaussian", mean=mean, log_std=log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
+        return head_output(spec.head, modules.head(self.trunk(modules.encoder(x))))
 
     @torch.no_grad()
     def act(
@@ -184,30 +189,14 @@ class MultiTaskStudent(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> MultiTaskStudent:
-        directory = Path(directory)
-        try:
-            raw: dict[str, Any] = json.loads((directory / CONFIG_FILE).read_text())
-            if raw.pop("format", None) != FORMAT or raw.pop("version", None) != FORMAT_VERSION:
-                raise ValueError(f"{CONFIG_FILE} is not a version-{FORMAT_VERSION} {FORMAT}")
-            tasks = tuple(TaskSpec(**_tuples(task)) for task in raw.pop("tasks"))
-            student = cls(MultiTaskConfig(tasks=tasks, **_tuples(raw)))
-            student.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
-        except (
-            OSError,
-            ValueError,
-            TypeError,
-            KeyError,
-            AttributeError,
-            RuntimeError,
-            EOFError,
-            pickle.UnpicklingError,
-            PolicyKDError,
-        ) as err:
-            reason = " ".join(f"{type(err).__name__}: {err}".split())
-            raise PolicyKDError(
-                f"{directory} is not a policykd multi-task student ({reason}); distil one with several --task"
-            ) from None
-        return student.eval()
+        return load_without_pickle(
+            lambda raw: cls(_config_from_json(raw)),
+            Path(directory),
+            WEIGHTS_FILE,
+            CONFIG_FILE,
+            what="a policykd multi-task student",
+            advice="distil one with several --task",
+        )
 
 
 class TaskPolicy:
@@ -232,29 +221,20 @@ def make_multitask_student(
     input_width: int = 64,
     cnn_width: float = 1.0,
     obs_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    seed: int | None = None,
 ) -> MultiTaskStudent:
     """A student with one head per task, in the given order. ``obs_stats``: per task ``(mean,
-    std)`` of raw observations (the teacher's VecNormalize statistics; vector tasks only)."""
+    std)`` of raw observations (the teacher's VecNormalize statistics; vector tasks only).
+    ``seed`` fixes the initial weights without touching the global RNG
+    (``students.seeded_weights``); None draws them from the global RNG."""
     from stable_baselines3.common.preprocessing import is_image_space
 
     specs, images = [], []
     for name, (teacher_kind, obs_space, action_space) in named_items(tasks, "task"):
         if not isinstance(obs_space, gym.spaces.Box):
             raise PolicyKDError(f"task {name!r}: observation space {obs_space} is not supported (Box only)")
-        if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-            raise PolicyKDError(f"task {name!r}: action space {action_space} is not supported (Discrete or Box)")
-        discrete = isinstance(action_space, gym.spaces.Discrete)
-        specs.append(
-            TaskSpec(
-                name,
-                tuple(int(n) for n in obs_space.shape),
-                student_kind_for(teacher_kind),
-                int(action_space.n) if discrete else int(np.prod(action_space.shape)),
-                () if discrete else tuple(float(x) for x in action_space.low),
-                () if discrete else tuple(float(x) for x in action_space.high),
-                squash=teacher_kind == "squashed_gaussian",
-            )
-        )
+        fields = head_fields(teacher_kind, action_space, where=f"task {name!r}: ")
+        specs.append(TaskSpec(name, tuple(int(n) for n in obs_space.shape), **fields))
         images.append(is_image_space(obs_space, check_channels=False))
     if len(set(images)) > 1:
         names = [s.name for s, image in zip(specs, images) if image]
@@ -269,7 +249,8 @@ def make_multitask_student(
         float(cnn_width),
         image=bool(images and images[0]),
     )
-    student = MultiTaskStudent(config)
+    with seeded_weights(seed):
+        student = MultiTaskStudent(config)
     for name, (mean, std) in (obs_stats or {}).items():
         if not config.image:
             student.set_input_normalization(name, mean, std)
@@ -304,8 +285,7 @@ class MultiTaskSampler:
 
     def counts(self, batch_size: int, rng: np.random.Generator) -> dict[str, int]:
         """Rows per task for one batch, summing to ``batch_size``."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise PolicyKDError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = check_int("batch_size", batch_size)
         expected = batch_size * self.weights
         base = np.floor(expected)
         edges = np.concatenate(([0.0], np.cumsum(expected - base)))
@@ -323,88 +303,6 @@ class MultiTaskSampler:
         }
 
 
-def train_multitask(
-    student: MultiTaskStudent,
-    buffers: Mapping[str, LabelledBuffer],
-    loss_fns: Mapping[str, LossFn],
-    *,
-    n_updates: int,
-    batch_size: int,
-    learning_rate: float,
-    task_weights: Mapping[str, float] | Sequence[float] | None = None,
-    seed: int = 0,
-    merges: Mapping[str, MergeFn] | None = None,
-    temperature: float | None = None,
-    max_grad_norm: float | None = 10.0,
-    logger: MetricLogger | None = None,
-    log_every: int = 100,
-) -> dict[str, float]:
-    """Train ``student`` on every task at once with its own Adam optimizer; returns the last
-    logged metrics plus ``train/wall_time_s``.
-
-    Each step draws ``batch_size`` rows across tasks (:class:`MultiTaskSampler`), softens each
-    task's teachers at its temperature (``temperature``, else the loss's, else 1), merges them
-    (``merges[task]``, default ``single_teacher``), and minimises ``sum_t (n_t / B) loss_t``: the
-    mean over all rows of the batch, so task weights act through the row counts. Losses must use
-    ``reduction="mean"``. Logged every ``log_every`` updates: ``losses/distill`` (the total),
-    ``charts/SPS``, and per task ``tasks/<task>/losses/distill``, ``tasks/<task>/<distill_metrics
-    key>`` and, with several teachers, ``tasks/<task>/teachers/...`` (disagreement, per-teacher KL).
-    """
-    # TrainerConfig validates the numbers exactly as the single-task Trainer does
-    TrainerConfig(
-        n_updates=n_updates,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        temperature=temperature,
-        max_grad_norm=max_grad_norm,
-        log_every=log_every,
-        seed=seed,
-        progress_bar=False,
-    )
-    sampler = MultiTaskSampler(buffers, task_weights)
-    merges = dict(merges or {})
-    taus = _check_training(student, sampler, loss_fns, merges, temperature)
-    logger = logger or NullLogger()
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(student.parameters(), lr=learning_rate)
-    student.train()
-    metrics: dict[str, float] = {}
-    started = window_start = time.perf_counter()
-    window_steps = 0
-    for update in range(1, n_updates + 1):
-        steps = {}
-        total = torch.zeros(())
-        for task, batch in sampler.sample(batch_size, rng).items():
-            target = merges.get(task, single_teacher)([soften(out, taus[task]) for out in batch.teacher_outputs])
-            student_out = student(batch.observations, task)
-            loss_out = loss_fns[task](student_out, target)
-            total = total + loss_out.loss * (len(batch.observations) / batch_size)
-            steps[task] = (loss_out, student_out, target, batch)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)
-        optimizer.step()
-        window_steps += 1
-        if update % log_every == 0 or update == n_updates:
-            sps = window_steps * batch_size / max(time.perf_counter() - window_start, 1e-9)
-            metrics = {"losses/distill": total.item(), "charts/SPS": sps}
-            for task, (loss_out, student_out, target, batch) in steps.items():
-                metrics.update(
-                    {
-                        f"tasks/{task}/{key}": value
-                        for key, value in _task_metrics(
-                            loss_out.metrics, student_out, target, batch, merges.get(task)
-                        ).items()
-                    }
-                )
-            logger.log(metrics, update)
-            window_start, window_steps = time.perf_counter(), 0
-    student.eval()
-    return {**metrics, "train/wall_time_s": time.perf_counter() - started}
-
-
 def named_items(items: Mapping[str, T] | Sequence[tuple[str, T]], what: str) -> list[tuple[str, T]]:
     """``(name, item)`` pairs from a mapping or a sequence of pairs; refuses none, an empty name
     and a name given twice (which a mapping cannot even hold)."""
@@ -420,22 +318,44 @@ def named_items(items: Mapping[str, T] | Sequence[tuple[str, T]], what: str) -> 
     return pairs  # type: ignore[return-value]
 
 
+def check_tasks(
+    student: MultiTaskStudent,
+    sampler: MultiTaskSampler,
+    loss_fns: Mapping[str, LossFn],
+    merges: Mapping[str, MergeFn],
+) -> None:
+    """Refuse buffers, losses and merges that do not fit the student, before training starts:
+    every task needs a buffer, a loss and a head; a merge may be given for any of them. Each
+    buffer must hold that task's observations, teacher head and action count, and each loss
+    must use ``reduction="mean"`` (the Trainer weighs task t's mean loss by its rows ``n_t / B``)."""
+    tasks = set(sampler.tasks)
+    for what, names in (("student", set(student.tasks)), ("losses", set(loss_fns))):
+        if names != tasks:
+            raise PolicyKDError(
+                f"the {what} cover tasks {sorted(names)} but the buffers cover {sorted(tasks)}; "
+                "give each task a buffer, a loss and a head"
+            )
+    if not set(merges) <= tasks:
+        raise PolicyKDError(f"merges given for unknown tasks {sorted(set(merges) - tasks)}")
+    for task, buffer in sampler.buffers.items():
+        spec = student.spec(task)
+        head = student_kind_for(ensemble_teacher_kind(buffer.teacher_kinds))
+        field = next(f for f in ("logits", "q_values", "mean", "action") if f in buffer.teacher_field_shapes)
+        layout, expected = (
+            (buffer.observation_shape, head, buffer.teacher_field_shapes[field][0]),
+            (spec.observation_shape, spec.head, spec.action_dim),
+        )
+        if layout != expected:
+            raise PolicyKDError(
+                f"task {task!r}: the buffer holds observations, teacher head and action count "
+                f"{layout}, the student expects {expected}; "
+                "collect the buffer with that task's env and teacher"
+            )
+        if loss_fns[task].reduction != "mean":
+            raise PolicyKDError(f"task {task!r}: multi-task training needs losses with reduction='mean'")
+
+
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _task_metrics(
-    loss_metrics: dict[str, float],
-    student_out: StudentOutput,
-    target: DistillTarget,
-    batch: DistillBatch,
-    merge: MergeFn | None,
-) -> dict[str, float]:
-    """One task's detached metrics, against its teachers at tau = 1 (as the Trainer logs them)."""
-    references = [soften(out, 1.0) for out in batch.teacher_outputs]
-    metrics = {**loss_metrics, **distill_metrics(student_out, target, (merge or single_teacher)(references))}
-    if len(references) > 1:
-        metrics.update({**teacher_disagreement(references), **per_teacher_kl(student_out, references)})
-    return metrics
 
 
 def _check_config(config: MultiTaskConfig) -> None:
@@ -479,49 +399,9 @@ def _check_task_weights(weights: Mapping[str, float] | Sequence[float] | None, t
     return values / values.sum()
 
 
-def _check_training(
-    student: MultiTaskStudent,
-    sampler: MultiTaskSampler,
-    loss_fns: Mapping[str, LossFn],
-    merges: Mapping[str, MergeFn],
-    temperature: float | None,
-) -> dict[str, float]:
-    """Refuse buffers, losses and merges that do not fit the student; return each task's tau."""
-    tasks = set(sampler.tasks)
-    for what, names in (("student", set(student.tasks)), ("losses", set(loss_fns))):
-        if names != tasks:
-            raise PolicyKDError(
-                f"the {what} cover tasks {sorted(names)} but the buffers cover {sorted(tasks)}; "
-                "give each task a buffer, a loss and a head"
-            )
-    if not set(merges) <= tasks:
-        raise PolicyKDError(f"merges given for unknown tasks {sorted(set(merges) - tasks)}")
-    taus = {}
-    for task, buffer in sampler.buffers.items():
-        spec = student.spec(task)
-        head = student_kind_for(ensemble_teacher_kind(buffer.teacher_kinds))
-        field = next(f for f in ("logits", "q_values", "mean", "action") if f in buffer.teacher_field_shapes)
-        layout, expected = (
-            (buffer.observation_shape, head, buffer.teacher_field_shapes[field][0]),
-            (spec.observation_shape, spec.head, spec.action_dim),
-        )
-        if layout != expected:
-            raise PolicyKDError(
-                f"task {task!r}: the buffer holds observations, teacher head and action count "
-                f"{layout}, the student expects {expected}; "
-                "collect the buffer with that task's env and teacher"
-            )
-        loss = loss_fns[task]
-        if getattr(loss, "reduction", "mean") != "mean":
-            raise PolicyKDError(f"task {task!r}: multi-task training needs losses with reduction='mean'")
-        loss_tau = getattr(loss, "temperature", None)
-        if temperature is not None and loss_tau is not None and temperature != loss_tau:
-            raise PolicyKDError(
-                f"temperature {temperature} differs from task {task!r}'s loss ({loss_tau}); set it in one place"
-            )
-        taus[task] = temperature if temperature is not None else (loss_tau if loss_tau is not None else 1.0)
-    return taus
-
-
-def _tuples(raw: dict[str, Any]) -> dict[str, Any]:
-    return {key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
+def _config_from_json(raw: dict[str, Any]) -> MultiTaskConfig:
+    """``multitask.json`` back into a config; a file of another format or version is a ValueError."""
+    if raw.pop("format", None) != FORMAT or raw.pop("version", None) != FORMAT_VERSION:
+        raise ValueError(f"{CONFIG_FILE} is not a version-{FORMAT_VERSION} {FORMAT}")
+    tasks = tuple(TaskSpec(**json_tuples(task)) for task in raw.pop("tasks"))
+    return MultiTaskConfig(tasks=tasks, **json_tuples(raw))

@@ -4,15 +4,21 @@ A student is self-contained: it carries its own input normalisation (copied from
 VecNormalize statistics, or /255 for images), so it acts on raw env observations. It is saved as
 ``student.pt`` (a state dict, loaded with ``weights_only=True``) next to ``student.json`` (its
 config): no pickle.
+
+The builders (``mlp``, ``nature_cnn``, ``make_head``, ``head_output``, ``head_fields``) are shared
+with ``multitask.MultiTaskStudent``. Initial weights come from ``seed`` (``make_student(...,
+seed=...)``) without touching the caller's global RNG; see :func:`seeded_weights`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pickle
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -23,16 +29,31 @@ from policykd.data.actions import ActionMapper
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, write_json_atomic
 from policykd.learn.targets import student_kind_for
-from policykd.types import StudentOutput
+from policykd.types import StudentKind, StudentOutput, TeacherKind
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 CONFIG_FILE, WEIGHTS_FILE = "student.json", "student.pt"
+# What a damaged or foreign student folder raises on load; each becomes one PolicyKDError.
+LOAD_ERRORS = (
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    RuntimeError,
+    EOFError,
+    pickle.UnpicklingError,
+    PolicyKDError,
+)
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclasses.dataclass(frozen=True)
 class StudentConfig:
+    """What builds a Student (saved as ``student.json``): input shape, head and trunk sizes."""
+
     observation_shape: tuple[int, ...]
-    head: str  # "discrete" | "gaussian" | "deterministic"
+    head: StudentKind
     action_dim: int  # number of discrete actions, or Box dimensions
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
@@ -44,26 +65,59 @@ class StudentConfig:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StudentConfig:
         """The config from its JSON form (``student.json``; lists become tuples)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        return cls(**json_tuples(raw))
 
     @property
     def action_space(self) -> gym.spaces.Space:
-        if self.head == "discrete":
-            return gym.spaces.Discrete(self.action_dim)
-        return gym.spaces.Box(np.array(self.action_low, np.float32), np.array(self.action_high, np.float32))
+        return action_space_for(self.head, self.action_dim, self.action_low, self.action_high)
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+def json_tuples(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config read from JSON with its lists turned back into tuples."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
+
+
+def action_space_for(
+    head: StudentKind, action_dim: int, low: tuple[float, ...], high: tuple[float, ...]
+) -> gym.spaces.Space:
+    """The env action space a head acts in: ``Discrete(action_dim)`` or a Box with those bounds."""
+    if head == "discrete":
+        return gym.spaces.Discrete(action_dim)
+    return gym.spaces.Box(np.array(low, np.float32), np.array(high, np.float32))
+
+
+def head_fields(teacher_kind: TeacherKind, action_space: gym.spaces.Space, where: str = "") -> dict[str, Any]:
+    """The config fields of a head that learns from a ``teacher_kind`` teacher acting in
+    ``action_space``: ``head`` (``student_kind_for``), ``action_dim`` (A actions or D dimensions),
+    the Box bounds ``action_low`` / ``action_high`` (D,) and ``squash`` (SAC). ``where`` prefixes
+    the error, e.g. ``"task 'Pong': "``."""
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise PolicyKDError(f"{where}action space {action_space} is not supported (Discrete or Box)")
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    return {
+        "head": student_kind_for(teacher_kind),
+        "action_dim": int(action_space.n) if discrete else int(np.prod(action_space.shape)),
+        "action_low": () if discrete else tuple(float(x) for x in action_space.low),
+        "action_high": () if discrete else tuple(float(x) for x in action_space.high),
+        "squash": teacher_kind == "squashed_gaussian",
+    }
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """``Linear -> ReLU`` per consecutive pair of ``sizes``: ``(B, sizes[0]) -> (B, sizes[-1])``
+    (no layer, the identity, for a single size)."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(n_in, n_out), nn.ReLU()]
     return nn.Sequential(*layers)
 
 
-def _nature_cnn(n_channels: int, width: float, obs_shape: tuple[int, ...]) -> tuple[nn.Module, int]:
+def nature_cnn(obs_shape: tuple[int, ...], width: float) -> tuple[nn.Module, int]:
+    """SB3's NatureCNN with channels and units times ``width`` (1.0: 32-64-64 conv, 512 features):
+    images ``(B, C, H, W)`` scaled to [0, 1] -> ``(B, n_features)``. Returns it and n_features."""
     c1, c2, c3, fc = (max(1, round(n * width)) for n in (32, 64, 64, 512))
     conv = nn.Sequential(
-        nn.Conv2d(n_channels, c1, 8, stride=4),
+        nn.Conv2d(obs_shape[0], c1, 8, stride=4),
         nn.ReLU(),
         nn.Conv2d(c1, c2, 4, stride=2),
         nn.ReLU(),
@@ -76,7 +130,44 @@ def _nature_cnn(n_channels: int, width: float, obs_shape: tuple[int, ...]) -> tu
     return nn.Sequential(conv, nn.Linear(n_flat, fc), nn.ReLU()), fc
 
 
+def make_head(n_features: int, head: StudentKind, action_dim: int) -> nn.Linear:
+    """The output layer: ``(B, n_features) -> (B, A)`` logits, ``(B, 2 D)`` Gaussian mean and
+    log-std, or ``(B, D)`` pre-tanh deterministic action (read by :func:`head_output`)."""
+    return nn.Linear(n_features, action_dim * (2 if head == "gaussian" else 1))
+
+
+def head_output(head: StudentKind, out: torch.Tensor) -> StudentOutput:
+    """A head's raw output ``(B, n_out)`` as a StudentOutput: logits ``(B, A)``; mean and log-std
+    ``(B, D)``, the log-std clamped to [LOG_STD_MIN, LOG_STD_MAX]; or ``tanh`` action ``(B, D)``."""
+    if head == "discrete":
+        return StudentOutput("discrete", logits=out)
+    if head == "deterministic":
+        return StudentOutput("deterministic", action=torch.tanh(out))
+    mean, log_std = out.chunk(2, dim=-1)
+    return StudentOutput("gaussian", mean=mean, log_std=log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
+
+
+@contextlib.contextmanager
+def seeded_weights(seed: int | None) -> Iterator[None]:
+    """Build initial weights from ``seed`` without touching the caller's RNG.
+
+    Inside, torch's CPU generator starts from ``seed``: the weights are those of
+    ``torch.manual_seed(seed)`` followed by the same construction. On exit the CPU generator is
+    restored (``torch.random.fork_rng``) and no other device's generator was touched. ``None``:
+    draw from the global generator as it stands (and advance it), as callers that seed it do."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(int(seed))
+        yield
+
+
 class Student(nn.Module):
+    """Input normalisation (or /255 for images) -> trunk (MLP or NatureCNN) -> head: raw
+    observations ``(B, *obs_shape)`` -> StudentOutput (logits ``(B, A)``, Gaussian mean and log-std
+    ``(B, D)``, or action ``(B, D)`` in [-1, 1]); ``act`` maps it to env actions."""
+
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
         self.config = config
@@ -85,14 +176,11 @@ class Student(nn.Module):
         self.register_buffer("obs_mean", torch.zeros(config.observation_shape))
         self.register_buffer("obs_std", torch.ones(config.observation_shape))
         if config.image:
-            self.trunk, n_features = _nature_cnn(
-                config.observation_shape[0], config.cnn_width, config.observation_shape
-            )
+            self.trunk, n_features = nature_cnn(config.observation_shape, config.cnn_width)
         else:
-            self.trunk = nn.Sequential(nn.Flatten(), _mlp([obs_dim, *config.hidden_sizes]))
+            self.trunk = nn.Sequential(nn.Flatten(), mlp([obs_dim, *config.hidden_sizes]))
             n_features = config.hidden_sizes[-1] if config.hidden_sizes else obs_dim
-        n_out = config.action_dim * (2 if config.head == "gaussian" else 1)
-        self.head = nn.Linear(n_features, n_out)
+        self.head = make_head(n_features, config.head, config.action_dim)
         self.mapper = ActionMapper(config.action_space, squash=config.squash)
 
     def set_input_normalization(self, mean: np.ndarray, std: np.ndarray) -> None:
@@ -127,25 +215,14 @@ class Student(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> Student:
-        directory = Path(directory)
-        try:
-            student = cls(StudentConfig.from_json(json.loads((directory / CONFIG_FILE).read_text())))
-            student.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
-        except (
-            OSError,
-            ValueError,
-            TypeError,
-            KeyError,
-            AttributeError,
-            RuntimeError,
-            EOFError,
-            pickle.UnpicklingError,
-        ) as err:
-            reason = " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span several lines
-            raise PolicyKDError(
-                f"{directory} is not a policykd student ({reason}); distil one with `policykd distill`"
-            ) from None
-        return student.eval()
+        return load_without_pickle(
+            lambda raw: cls(StudentConfig.from_json(raw)),
+            Path(directory),
+            WEIGHTS_FILE,
+            CONFIG_FILE,
+            what="a policykd student",
+            advice="distil one with `policykd distill`",
+        )
 
 
 def save_without_pickle(
@@ -157,12 +234,28 @@ def save_without_pickle(
     write_json_atomic(directory / config_file, config)
 
 
+def load_without_pickle(
+    build: Callable[[Any], ModuleT], directory: Path, weights: str, config_file: str, *, what: str, advice: str
+) -> ModuleT:
+    """What :func:`save_without_pickle` wrote: ``build(config)`` from the JSON config, then the
+    state dict read with ``weights_only=True``; returned in eval mode. Anything unreadable is one
+    PolicyKDError: ``"<directory> is not <what> (<reason>); <advice>"``."""
+    try:
+        module = build(json.loads((directory / config_file).read_text()))
+        module.load_state_dict(torch.load(directory / weights, weights_only=True))
+    except LOAD_ERRORS as err:
+        reason = " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span several lines
+        raise PolicyKDError(f"{directory} is not {what} ({reason}); {advice}") from None
+    return module.eval()
+
+
 def is_student_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds a saved Student (its ``student.json``)."""
     return (Path(path) / CONFIG_FILE).is_file()
 
 
 def make_student(
-    teacher_kind: str,
+    teacher_kind: TeacherKind,
     observation_space: gym.spaces.Space,
     action_space: gym.spaces.Space,
     *,
@@ -170,28 +263,26 @@ def make_student(
     cnn_width: float = 1.0,
     obs_mean: np.ndarray | None = None,
     obs_std: np.ndarray | None = None,
+    seed: int | None = None,
 ) -> Student:
-    """A student whose head matches ``teacher_kind`` and whose input matches the env's raw observations."""
+    """A student whose head matches ``teacher_kind`` and whose input matches the env's raw
+    observations ``(B, *obs_shape)``. ``seed`` fixes the initial weights without touching the
+    global RNG (:func:`seeded_weights`); None draws them from the global RNG."""
     from stable_baselines3.common.preprocessing import is_image_space
 
     if not isinstance(observation_space, gym.spaces.Box):
         raise PolicyKDError(f"observation space {observation_space} is not supported (Box observations only)")
     if any(h <= 0 for h in hidden_sizes) or cnn_width <= 0:
         raise PolicyKDError(f"hidden sizes and cnn width must be positive, got {hidden_sizes} and {cnn_width}")
-    head = student_kind_for(teacher_kind)
-    discrete = isinstance(action_space, gym.spaces.Discrete)
     config = StudentConfig(
         observation_shape=tuple(int(n) for n in observation_space.shape),
-        head=head,
-        action_dim=int(action_space.n) if discrete else int(np.prod(action_space.shape)),
-        action_low=() if discrete else tuple(float(x) for x in action_space.low),
-        action_high=() if discrete else tuple(float(x) for x in action_space.high),
-        squash=teacher_kind == "squashed_gaussian",
+        **head_fields(teacher_kind, action_space),
         hidden_sizes=tuple(int(h) for h in hidden_sizes),
         cnn_width=float(cnn_width),
         image=is_image_space(observation_space, check_channels=False),
     )
-    student = Student(config)
+    with seeded_weights(seed):
+        student = Student(config)
     if obs_mean is not None and obs_std is not None and not config.image:
         student.set_input_normalization(obs_mean, obs_std)
     return student

@@ -1,31 +1,50 @@
-"""The one owner of the optimizer and the step counter. A training step reads top to bottom:
-sample -> soften each teacher at tau -> merge -> student forward -> loss -> Adam step."""
+"""The one owner of the optimizer and the step counter, for one task or several. A training step
+reads top to bottom: sample -> soften each teacher at tau -> merge -> student forward -> loss ->
+Adam step.
+
+One task: a ``LabelledBuffer`` (one DistillBatch per step), one loss, a ``Student``. Several
+tasks: a ``MultiTaskSampler`` (one DistillBatch per task, rows in proportion to the task weights),
+a loss (and optionally a merge) per task, a ``MultiTaskStudent`` called as ``student(obs, task)``.
+The step minimises ``sum_t (n_t / B) loss_t``, the mean over all B rows of the step, so task
+weights act through the row counts n_t; with one task that is the loss itself.
+
+Nothing here draws from torch's global RNG (no dropout, no sampling: batches come from the numpy
+generator seeded ``TrainerConfig.seed``), so training does not seed or advance it; a student's
+initial weights come from ``make_student(..., seed=...)``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from policykd.checks import check_int, check_positive_float
 from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
 from policykd.learn.logging import MetricLogger, NullLogger
 from policykd.learn.merging import per_teacher_kl, single_teacher, teacher_disagreement
 from policykd.learn.metrics import distill_metrics
-from policykd.learn.students import Student
+from policykd.learn.multitask import MultiTaskSampler, check_tasks
 from policykd.learn.targets import check_temperature, soften
-from policykd.types import DistillBatch, DistillTarget, LossOutput, StudentOutput
+from policykd.types import DistillBatch, DistillTarget, EvalFn, LossFn, LossOutput, MergeFn, Sampler, StudentOutput
 
-LossFn = Callable[[StudentOutput, DistillTarget], LossOutput]
-MergeFn = Callable[[Sequence[DistillTarget]], DistillTarget]
-EvalFn = Callable[[Student], dict[str, float]]  # e.g. {"eval/student_return": ..., "eval/pct_of_teacher": ...}
+Task = str | None  # a task's name; None in single-task training (``student(obs)``, no ``tasks/`` prefix)
+
+
+class TaskStep(NamedTuple):
+    """One task's part of a gradient step."""
+
+    loss_out: LossOutput  # the task's loss (differentiable) and its detached metrics
+    student_out: StudentOutput  # (n_t, A) logits, or (n_t, D) mean / log-std / action
+    target: DistillTarget  # the merged teachers at tau
+    batch: DistillBatch  # the task's n_t rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,17 +65,13 @@ class TrainerConfig:
     eval_every: int = 0
     """Updates between evaluations (0: only after the last update)."""
     seed: int = 0
-    """Seeds the sampling generator and torch."""
+    """Seeds the numpy generator the batches are sampled with (the only randomness in training)."""
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
         for name, minimum in (("n_updates", 1), ("batch_size", 1), ("log_every", 1), ("eval_every", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise PolicyKDError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise PolicyKDError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+            check_int(name, getattr(self, name), minimum)
+        check_positive_float("learning_rate", self.learning_rate)
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise PolicyKDError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
         if self.temperature is not None:
@@ -64,40 +79,67 @@ class TrainerConfig:
 
 
 class Trainer:
+    """Owns the optimiser (Adam), gradient clipping, the update counter, logging, evaluation and
+    checkpoints, for one task or several (see the module docstring).
+
+    ``sampler``: a ``LabelledBuffer`` or a ``MultiTaskSampler``. ``loss_fn`` and ``merge``: one
+    for every task, or (several tasks) a mapping task -> loss / merge; a task without a merge gets
+    ``single_teacher``. Each task's teachers are softened at its tau: ``config.temperature``, else
+    its loss's, else 1 (set both and they must agree)."""
+
     def __init__(
         self,
-        student: Student,
-        loss_fn: LossFn,
-        buffer: LabelledBuffer,
+        student: torch.nn.Module,
+        loss_fn: LossFn | Mapping[str, LossFn],
+        sampler: Sampler,
         *,
         config: TrainerConfig,
-        merge: MergeFn = single_teacher,
+        merge: MergeFn | Mapping[str, MergeFn] = single_teacher,
         logger: MetricLogger | None = None,
         evaluate: EvalFn | None = None,
         checkpoint_dir: str | Path | None = None,
     ) -> None:
-        self.student, self.loss_fn, self.buffer, self.config = student, loss_fn, buffer, config
-        self.merge, self.logger, self.evaluate = merge, logger or NullLogger(), evaluate
+        self.student, self.sampler, self.config = student, sampler, config
+        self.loss_fns, self.merges = _per_task(student, sampler, loss_fn, merge)
+        self.temperatures = {
+            task: resolve_temperature(config.temperature, loss, task) for task, loss in self.loss_fns.items()
+        }
+        self.logger, self.evaluate = logger or NullLogger(), evaluate
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.optimizer = torch.optim.Adam(student.parameters(), lr=config.learning_rate)
         self.rng = np.random.default_rng(config.seed)
         self.n_updates_done = 0
         self.last_eval: dict[str, float] = {}
-        self.temperature = _resolve_temperature(config.temperature, getattr(loss_fn, "temperature", None))
 
-    def step(self) -> tuple[LossOutput, StudentOutput, DistillTarget, DistillBatch]:
-        """One gradient step. Returns the loss, the student output, the target and the batch."""
-        batch = self.buffer.sample(self.config.batch_size, self.rng)
-        target = self.merge([soften(out, self.temperature) for out in batch.teacher_outputs])
-        student_out = self.student(batch.observations)
-        loss_out = self.loss_fn(student_out, target)
+    @property
+    def multitask(self) -> bool:
+        """Whether the sampler is a MultiTaskSampler (tasks named, student called with the task)."""
+        return None not in self.loss_fns
+
+    @property
+    def temperature(self) -> float:
+        """The tau the teachers are softened at (read ``temperatures`` when tasks differ)."""
+        taus = set(self.temperatures.values())
+        if len(taus) > 1:
+            raise PolicyKDError(f"the tasks are softened at different temperatures {self.temperatures}")
+        return taus.pop()
+
+    def step(self) -> tuple[torch.Tensor, dict[Task, TaskStep]]:
+        """One gradient step. Returns the loss minimised (a scalar) and each task's part of the step."""
+        steps: dict[Task, TaskStep] = {}
+        for task, batch in self._sample().items():
+            target = self.merges[task]([soften(out, self.temperatures[task]) for out in batch.teacher_outputs])
+            student_out = self._forward(batch.observations, task)
+            steps[task] = TaskStep(self.loss_fns[task](student_out, target), student_out, target, batch)
+        # the mean over all B rows: each task's mean loss weighs n_t / B (one task: the loss itself)
+        loss = sum(s.loss_out.loss * (len(s.batch.observations) / self.config.batch_size) for s in steps.values())
         self.optimizer.zero_grad(set_to_none=True)
-        loss_out.loss.backward()
+        loss.backward()
         if self.config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         self.n_updates_done += 1
-        return loss_out, student_out, target, batch
+        return loss, steps
 
     def train(self) -> dict[str, float]:
         """Run ``n_updates`` steps with periodic logging, evaluation and checkpoints.
@@ -106,28 +148,17 @@ class Trainer:
         Calling it again continues training (the online loop does, once per round): the optimizer
         state carries over and metrics are logged at the global update count ``n_updates_done``."""
         cfg = self.config
-        if self.n_updates_done == 0:
-            torch.manual_seed(cfg.seed)
         self.student.train()
         metrics: dict[str, float] = {}
         started, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
         bar = tqdm(total=cfg.n_updates, desc="distil", disable=not cfg.progress_bar, leave=False)
         for update in range(1, cfg.n_updates + 1):
-            loss_out, student_out, target, batch = self.step()
+            loss, steps = self.step()
             step = self.n_updates_done  # global: counts the updates of earlier train() calls too
             window_steps += 1
             if update % cfg.log_every == 0 or update == cfg.n_updates:
                 sps = window_steps * cfg.batch_size / max(time.perf_counter() - window_start, 1e-9)
-                references = [soften(out, 1.0) for out in batch.teacher_outputs]  # the teachers at tau = 1
-                reference = self.merge(references)
-                metrics = {
-                    **loss_out.metrics,
-                    **with_entropy_gap(distill_metrics(student_out, target, reference)),
-                    **self._tracking_metrics(),
-                    "charts/SPS": sps,
-                }
-                if len(references) > 1:  # ensembles: how far the student is from each teacher, and theirs apart
-                    metrics.update(per_teacher_kl(student_out, references), **teacher_disagreement(references))
+                metrics = {**self.step_metrics(loss, steps), "charts/SPS": sps}
                 self.logger.log(metrics, step)
                 bar.set_postfix(loss=f"{metrics['losses/distill']:.4f}")
                 window_start, window_steps = time.perf_counter(), 0
@@ -143,11 +174,35 @@ class Trainer:
         metrics["train/wall_time_s"] = time.perf_counter() - started
         return {**metrics, **self.last_eval}
 
+    def step_metrics(self, loss: torch.Tensor, steps: dict[Task, TaskStep]) -> dict[str, float]:
+        """The detached floats logged for a step. One task: its :func:`task_metrics` with the
+        entropy gap and the buffer's driver shares. Several: ``losses/distill`` (the loss
+        minimised) and each task's :func:`task_metrics` under ``tasks/<task>/``."""
+        if not self.multitask:
+            (only,) = steps.values()
+            return {**with_entropy_gap(task_metrics(only, self.merges[None])), **self._tracking_metrics()}
+        metrics = {"losses/distill": loss.item()}
+        for task, task_step in steps.items():
+            metrics.update({f"tasks/{task}/{k}": v for k, v in task_metrics(task_step, self.merges[task]).items()})
+        return metrics
+
+    def _sample(self) -> dict[Task, DistillBatch]:
+        """This step's batch per task: the sampler's dict, or one batch under the task None."""
+        batches = self.sampler.sample(self.config.batch_size, self.rng)
+        return batches if isinstance(batches, dict) else {None: batches}
+
+    def _forward(self, observations: torch.Tensor, task: Task) -> StudentOutput:
+        """``student(obs)`` for one task, ``student(obs, task)`` for several: ``(n_t, *obs_shape)`` in."""
+        return self.student(observations) if task is None else self.student(observations, task)
+
     def _tracking_metrics(self) -> dict[str, float]:
         """Each driver's share of the buffer: ``buffer/share_teacher``, ``buffer/share_student``."""
-        return {f"buffer/share_{name}": share for name, share in self.buffer.driver_shares().items()}
+        if not isinstance(self.sampler, LabelledBuffer):
+            return {}
+        return {f"buffer/share_{name}": share for name, share in self.sampler.driver_shares().items()}
 
     def run_evaluation(self, update: int) -> None:
+        """Evaluate the student in eval mode, log the result at ``update`` and save a checkpoint."""
         assert self.evaluate is not None
         self.student.eval()
         self.last_eval = self.evaluate(self.student)
@@ -157,7 +212,20 @@ class Trainer:
             self.student.save(self.checkpoint_dir)
 
     def hparams(self) -> dict[str, Any]:
+        """The TrainerConfig as a dict, for ``MetricLogger.log_hparams``."""
         return dataclasses.asdict(self.config)
+
+
+def task_metrics(task_step: TaskStep, merge: MergeFn) -> dict[str, float]:
+    """One task's detached metrics: the loss's, :func:`metrics.distill_metrics` against its
+    teachers at tau = 1 (merged by ``merge``) and, with several teachers, their disagreement and
+    the student's KL to each (``teachers/...``)."""
+    references = [soften(out, 1.0) for out in task_step.batch.teacher_outputs]  # the teachers at tau = 1
+    student_out, target = task_step.student_out, task_step.target
+    metrics = {**task_step.loss_out.metrics, **distill_metrics(student_out, target, merge(references))}
+    if len(references) > 1:  # ensembles: how far the student is from each teacher, and theirs apart
+        metrics.update(per_teacher_kl(student_out, references), **teacher_disagreement(references))
+    return metrics
 
 
 def with_entropy_gap(metrics: dict[str, float]) -> dict[str, float]:
@@ -169,10 +237,33 @@ def with_entropy_gap(metrics: dict[str, float]) -> dict[str, float]:
     return metrics
 
 
-def _resolve_temperature(configured: float | None, loss_temperature: float | None) -> float:
-    """One temperature for softening the teachers: the loss's (KL applies it to the student too)."""
-    if configured is not None and loss_temperature is not None and configured != loss_temperature:
+def resolve_temperature(configured: float | None, loss_fn: LossFn, task: Task = None) -> float:
+    """The tau to soften a task's teachers at: ``configured``, else the loss's (KL applies it to
+    the student too), else 1. Both set and different is refused."""
+    tau = loss_fn.temperature
+    if configured is not None and tau is not None and configured != tau:
+        of_task = "" if task is None else f" (task {task!r})"
         raise PolicyKDError(
-            f"TrainerConfig.temperature {configured} differs from the loss's {loss_temperature}; set it in one place"
+            f"TrainerConfig.temperature {configured} differs from the loss's {tau}{of_task}; set it in one place"
         )
-    return configured if configured is not None else (loss_temperature if loss_temperature is not None else 1.0)
+    if configured is not None:
+        return configured
+    return tau if tau is not None else 1.0
+
+
+def _per_task(
+    student: torch.nn.Module,
+    sampler: Sampler,
+    loss_fn: LossFn | Mapping[str, LossFn],
+    merge: MergeFn | Mapping[str, MergeFn],
+) -> tuple[dict[Task, LossFn], dict[Task, MergeFn]]:
+    """Each task's loss and merge: key None for one task, the sampler's tasks (checked against
+    the student, buffers and losses by ``multitask.check_tasks``) for several."""
+    if not isinstance(sampler, MultiTaskSampler):
+        if isinstance(loss_fn, Mapping) or isinstance(merge, Mapping):
+            raise PolicyKDError("losses or merges per task need a MultiTaskSampler; pass one loss and one merge")
+        return {None: loss_fn}, {None: merge}
+    loss_fns = dict(loss_fn) if isinstance(loss_fn, Mapping) else dict.fromkeys(sampler.tasks, loss_fn)
+    merges = dict(merge) if isinstance(merge, Mapping) else dict.fromkeys(sampler.tasks, merge)
+    check_tasks(student, sampler, loss_fns, merges)
+    return loss_fns, {task: merges.get(task, single_teacher) for task in sampler.tasks}

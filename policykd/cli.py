@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from policykd.cli_options import COLLECT, EXPERIMENT, LOSS, TRAINING, Command, config_aliases, config_values
 from policykd.errors import PolicyKDError
@@ -116,9 +117,7 @@ COMMAND_ARGUMENTS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
 def _parser() -> argparse.ArgumentParser:
     from policykd.cli_options import THREADS_HELP, add_command
 
-    parser = argparse.ArgumentParser(
-        prog="policykd", description="Distil Stable-Baselines3 experts into small students."
-    )
+    parser = _OneLineParser(prog="policykd", description="Distil Stable-Baselines3 experts into small students.")
     parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in _commands().items():
@@ -343,8 +342,20 @@ COMMANDS = {
 }
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as one line (``policykd distill: error: ...``), not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see {self.prog} --help\n")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a run the way Ctrl-C does: its run folder is marked failed
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.threads < 1:
             raise PolicyKDError(f"--threads must be >= 1, got {args.threads}")
@@ -353,11 +364,18 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         COMMANDS[args.command](args)
     except PolicyKDError as err:
-        message = " ".join(str(err).split())  # one line, whatever the library put in the message
-        print(f"policykd {args.command}: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        _fail(args.command, str(err), 2)
+    except OSError as err:  # a path that cannot be read or written, a full disk: the user's to fix
+        where = f" ({err.filename})" if err.filename else ""
+        _fail(args.command, f"{err.strerror or err}{where}; check the path, its permissions and free space", 2)
     except KeyboardInterrupt:
-        sys.exit(130)
+        _fail(args.command, "interrupted; files written before the interruption are kept", 130)
+
+
+def _fail(command: str, message: str, code: int) -> NoReturn:
+    message = " ".join(message.split())  # one line, whatever the library put in the message
+    print(f"policykd {command}: error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

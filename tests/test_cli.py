@@ -176,11 +176,17 @@ def test_collect_then_distill_from_the_buffer(cartpole_expert_dir, tmp_path, cap
     assert f"wrote {out}" in stdout
 
     run_dir = tmp_path / "run"
+    # the buffer's header names its teacher, but a header is data: the user confirms the teacher
+    code, _, err = run_cli(["distill", "--buffer", str(out), "--out", str(run_dir)], capsys)
+    assert_one_line_error(code, err, "distill", f"--teacher {cartpole_expert_dir}")
+    assert not run_dir.exists()
     code, stdout, err = run_cli(
         [
             "distill",
             "--buffer",
             str(out),
+            "--teacher",
+            str(cartpole_expert_dir),
             "--n-updates",
             "50",
             "--eval-episodes",

@@ -190,7 +190,9 @@ def test_distill_from_a_saved_buffer(cartpole_expert_dir, tmp_path, monkeypatch)
         raise AssertionError("distill --buffer must not collect")
 
     monkeypatch.setattr(pipeline, "collect", no_collection)
-    summary = distill(small_config(None, tmp_path / "run", buffer=str(path)))
+    with pytest.raises(PolicyKDError, match=f"--teacher {cartpole_expert_dir}"):  # named by the header, not loaded
+        distill(small_config(None, tmp_path / "run", buffer=str(path)))
+    summary = distill(small_config(cartpole_expert_dir, tmp_path / "run", buffer=str(path)))
     assert summary["n_teacher_transitions"] == len(buffer) == 2_000
     assert summary["teacher"] == teacher.source == str(cartpole_expert_dir)
     assert summary["n_updates"] == 300

@@ -277,6 +277,8 @@ class LabelledBuffer:
             ),
             **self._teacher_rows(teacher_outputs, n),
         }
+        for name in ("observations", "rewards"):
+            _check_finite(name, rows[name], len(self))
         self._write(rows, n)
 
     def _newest_frames(self, observations: np.ndarray) -> np.ndarray:
@@ -347,6 +349,7 @@ class LabelledBuffer:
                     got = None if tensor is None else tuple(tensor.shape)
                     raise PolicyKDError(f"teacher {k} ({out.kind}) {field!r} has shape {got}, expected {(n, *shape)}")
                 block[:, k] = _to_numpy(tensor)
+                _check_finite(f"teacher {k}'s {field}", block[:, k], len(self))
             rows[_teacher_key(field)] = block
         return rows
 
@@ -497,3 +500,13 @@ class LabelledBuffer:
                 )
             array[:n] = stored
         self._pos, self._full = pos, full
+
+
+def _check_finite(what: str, values: np.ndarray, n_before: int) -> None:
+    """Stop a collection whose observations, rewards or teacher outputs hold NaN or infinity: a
+    broken env or teacher would otherwise train a student on garbage, silently."""
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise PolicyKDError(
+            f"non-finite {what} after {n_before:,} transitions; "
+            "the env or the teacher produced NaN or infinity: check the expert and its env recipe"
+        )

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from policykd.checks import check_out_dir
+from policykd.checks import check_int, check_out_dir
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
@@ -135,6 +135,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
 
 def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
     """Resolve every task's teachers, buffer, budgets and loss, refusing bad input in one line."""
+    check_int("--seed", config.seed, 0)
     if not config.tasks:
         if config.task_weights is not None or config.input_width is not None:
             raise PolicyKDError("--task-weights and --input-width need several --task ENV=TEACHER")
@@ -161,11 +162,12 @@ def _plan_single_task(config: DistillConfig) -> TaskPlan:
     if config.buffer is not None:
         buffer = LabelledBuffer.load(config.buffer)
         if config.teacher is None and not config.teachers:
+            # a buffer's header is data: it never makes policykd load a teacher the user did not name
             recorded = buffer.meta.get("teachers") or []
             if not recorded or not all(isinstance(t, dict) and "source" in t for t in recorded):
                 raise PolicyKDError(f"buffer {config.buffer} does not record its teacher; pass --teacher")
-            sources = tuple(t["source"] for t in recorded)
-            config = dataclasses.replace(config, teachers=sources, env_id=config.env_id or buffer.meta.get("env_id"))
+            named = " ".join(f"--teacher {t['source']}" for t in recorded)
+            raise PolicyKDError(f"buffer {config.buffer} was labelled by {named}; pass that to confirm the teacher")
     teachers = resolve_teachers(config)
     if buffer is not None:
         check_buffer_fits(buffer, teachers, str(config.buffer))
@@ -174,6 +176,12 @@ def _plan_single_task(config: DistillConfig) -> TaskPlan:
     # Validate the loss and every budget before spending minutes on evaluation and collection.
     loss_fn = _make_loss(config, kind)
     budgets = resolve_budgets(teachers[0].recipe.env_id, _without_collection(config) if buffer else config)
+    n_rows = len(buffer) if buffer is not None else budgets.n_transitions
+    if budgets.batch_size > n_rows:
+        raise PolicyKDError(
+            f"--batch-size {budgets.batch_size} is more than the {n_rows:,} transitions to train on; "
+            "lower --batch-size or collect more (--n-transitions)"
+        )
     return TaskPlan(teachers[0].recipe.env_id, teachers, budgets, loss_fn, merge, buffer)
 
 

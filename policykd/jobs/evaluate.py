@@ -13,6 +13,7 @@ from scipy import stats as scipy_stats
 from policykd.checks import check_int
 from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.data.teachers import Teacher
+from policykd.errors import PolicyKDError
 from policykd.types import ActFn
 
 
@@ -48,6 +49,8 @@ class ReturnStats:
     @classmethod
     def of(cls, returns: np.ndarray | list[float]) -> ReturnStats:
         r = np.asarray(returns, dtype=np.float64)
+        if not np.isfinite(r).all():
+            raise PolicyKDError(f"an episode returned {r[~np.isfinite(r)][0]}; the env or the policy produced NaN")
         mean = float(r.mean())
         std = float(r.std(ddof=1)) if len(r) > 1 else 0.0
         half = float(scipy_stats.t.ppf(0.975, len(r) - 1) * std / np.sqrt(len(r))) if len(r) > 1 and std > 0 else 0.0

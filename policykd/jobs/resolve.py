@@ -176,6 +176,9 @@ def load_recipe(student_dir: str | Path) -> EnvRecipe:
     return EnvRecipe(**read_json(path))
 
 
+MAX_HIDDEN_WEIGHTS = 100_000_000  # far past any useful student; a typo (an extra 0) would exhaust memory
+
+
 @dataclasses.dataclass(frozen=True)
 class Budgets:
     """What one task spends and how it is measured: the config's value where it sets one, else
@@ -200,6 +203,10 @@ def resolve_budgets(env_id: str, config: Any, fallback: Mapping[str, Any] | None
     given = {key: getattr(config, key, None) for key in keys}
     merged = {key: given[key] if given[key] is not None else (fallback or {}).get(key) for key in keys}
     values = resolve(env_id, merged, keys)
+    hidden = check_positive_sizes("--hidden", values["hidden_sizes"])
+    if sum(a * b for a, b in zip(hidden, hidden[1:])) > MAX_HIDDEN_WEIGHTS:
+        raise PolicyKDError(f"--hidden {' '.join(map(str, hidden))} makes a student of over {MAX_HIDDEN_WEIGHTS:,} "
+                            "weights; a distilled student is meant to be small: pick layers of a few hundred units")  # fmt: skip
     return Budgets(
         **{
             **values,

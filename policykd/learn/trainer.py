@@ -133,10 +133,12 @@ class Trainer:
             steps[task] = TaskStep(self.loss_fns[task](student_out, target), student_out, target, batch)
         # the mean over all B rows: each task's mean loss weighs n_t / B (one task: the loss itself)
         loss = sum(s.loss_out.loss * (len(s.batch.observations) / self.config.batch_size) for s in steps.values())
+        _check_finite("the loss", loss, self.n_updates_done + 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.max_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.max_grad_norm)
+            _check_finite("the gradient norm", norm, self.n_updates_done + 1)
         self.optimizer.step()
         self.n_updates_done += 1
         return loss, steps
@@ -226,6 +228,15 @@ def task_metrics(task_step: TaskStep, merge: MergeFn) -> dict[str, float]:
     if len(references) > 1:  # ensembles: how far the student is from each teacher, and theirs apart
         metrics.update(per_teacher_kl(student_out, references), **teacher_disagreement(references))
     return metrics
+
+
+def _check_finite(what: str, value: torch.Tensor, update: int) -> None:
+    """Stop a diverged run in one line instead of training (and reporting) NaN."""
+    if not torch.isfinite(value).all():
+        raise PolicyKDError(
+            f"training diverged: {what} is {value.item():g} at update {update}; "
+            "lower the learning rate (--lr) or check the teacher's outputs"
+        )
 
 
 def with_entropy_gap(metrics: dict[str, float]) -> dict[str, float]:

@@ -24,6 +24,7 @@ so they are replaced as SB3's ``custom_objects`` would. Policy weights are read 
 
 from __future__ import annotations
 
+import _compat_pickle
 import base64
 import enum
 import functools
@@ -139,6 +140,9 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         return PolicyKDError(f"{self.source}: refused to unpickle {what} ({why}; it could run code); {TRUST_HINT}")
 
     def find_class(self, module: str, name: str) -> Any:
+        if self.proto < 3:  # Python 2 names (__builtin__.set), which protocols 0-2 write: as pickle maps them
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         qualified = f"{module}.{name}"
         if qualified in _CALLABLE_GLOBALS:
             obj, permission = self._resolve(module, name), "call"

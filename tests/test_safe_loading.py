@@ -103,12 +103,20 @@ def test_restricted_loads_refuses_calls_outside_the_allow_list(module, name, fra
     assert fragment in str(excinfo.value) and TRUST in str(excinfo.value)
 
 
-def test_restricted_loads_refuses_changing_a_class() -> None:
-    """BUILD on a class would set class attributes for every later user of it."""
-    data = b"\x80\x02cgymnasium.spaces.box\nBox\n}X\x05\x00\x00\x00lowerK\x01sb."
-    with pytest.raises(PolicyKDError, match="'Box'"):
-        restricted_loads(data, "crafted.pkl")
-    assert not hasattr(gym.spaces.Box, "lower")
+def test_restricted_loads_refuses_changing_shared_objects() -> None:
+    """BUILD on a class or an enum member would change it for every later user; BUILD setting
+    ``__class__`` would turn data into another class."""
+    from stable_baselines3.common.type_aliases import TrainFrequencyUnit
+
+    on_class = b"\x80\x02cgymnasium.spaces.box\nBox\n}X\x05\x00\x00\x00lowerK\x01sb."
+    unit = b"cstable_baselines3.common.type_aliases\nTrainFrequencyUnit\n(Vstep\ntR"
+    on_member = b"\x80\x02" + unit + b"}X\x05\x00\x00\x00lowerK\x01sb."
+    slots = b"N}X\t\x00\x00\x00__class__cgymnasium.spaces.box\nBox\ns\x86"  # (None, {"__class__": Box})
+    dunder = b"\x80\x02cstable_baselines3.common.running_mean_std\nRunningMeanStd\n)\x81" + slots + b"b."
+    for data, fragment in ((on_class, "'Box'"), (on_member, "TrainFrequencyUnit.STEP"), (dunder, "a change")):
+        with pytest.raises(PolicyKDError, match=fragment):
+            restricted_loads(data, "crafted.pkl")
+    assert not hasattr(gym.spaces.Box, "lower") and not hasattr(TrainFrequencyUnit.STEP, "lower")
 
 
 def _allowed_objects() -> dict[str, object]:

@@ -187,9 +187,13 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         super()._instantiate(klass, args)
 
     def load_build(self) -> None:
-        target = self.stack[-2]
-        if id(target) in self._globals or isinstance(target, type):
-            raise self._refuse(f"a change to {getattr(target, '__qualname__', target)!r}", "only data may be set")
+        """Set an object's state: never a global's, a class's or an enum member's (each is shared by
+        every later user), and never a dunder attribute such as ``__class__``."""
+        state, target = self.stack[-1], self.stack[-2]
+        slots = state[1] if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict) else {}
+        shared = id(target) in self._globals or isinstance(target, (type, enum.Enum))
+        if shared or any(str(key).startswith("__") for key in slots):
+            raise self._refuse(f"a change to {getattr(target, '__qualname__', target)!r}", "only new data may be set")
         super().load_build()
 
     def get_extension(self, code: int) -> None:

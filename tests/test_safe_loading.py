@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import pickle
 import sys
 import zipfile
@@ -254,17 +255,39 @@ def test_custom_class_needs_trust(tmp_path) -> None:
     np.testing.assert_array_equal(teacher.act(obs), model.predict(obs, deterministic=True)[0])
 
 
+class _SystemCall:
+    """Pickles as ``os.system(command)``, inside a torch.save file too."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_policy_weights_are_read_weights_only(sb3_expert, tmp_path) -> None:
-    """A policy.pth that pickles a call is refused by torch.load(weights_only=True)."""
+@pytest.mark.parametrize("form", ["bare pickle", "torch.save"])
+def test_policy_weights_are_read_weights_only(sb3_expert, tmp_path, form) -> None:
+    """A policy.pth that pickles a call is refused by torch.load(weights_only=True), trusted or not."""
+    import io
+
     _, good = sb3_expert("ppo", "CartPole-v1")
     marker = tmp_path / "ran"
+    weights = io.BytesIO()
+    if form == "torch.save":
+        torch.save({"action_net.weight": _SystemCall(f"touch '{marker}'")}, weights)
+    else:
+        weights.write(_payloads(marker)["os.system"][0])
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
         for name in src.namelist():
-            dst.writestr(name, _payloads(marker)["os.system"][0] if name == "policy.pth" else src.read(name))
-    with pytest.raises(PolicyKDError, match="not a readable SB3 model"):
-        load_teacher(evil, env_id="CartPole-v1")
+            dst.writestr(name, weights.getvalue() if name == "policy.pth" else src.read(name))
+    for trust in (False, True):
+        with pytest.raises(PolicyKDError, match="weights_only=True") as excinfo:
+            load_teacher(evil, env_id="CartPole-v1", trust_pickles=trust)
+        message = str(excinfo.value)
+        assert "policy.pth" in message and len(message) < 300 and "\n" not in message
+        assert form != "torch.save" or f"{os.system.__module__}.system" in message
     assert not marker.exists()
 
 

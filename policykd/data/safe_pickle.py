@@ -246,6 +246,16 @@ def _cloudpickle_loads(data: bytes, _: str) -> Any:
     return cloudpickle.loads(data)  # the user trusts this file
 
 
+def _torch_refusal(err: Exception) -> str:
+    """The line of torch's weights-only refusal that says what it found."""
+    text = " ".join(str(err).split())
+    for lead in ("WeightsUnpickler error:", "trusted source."):
+        if lead in text:
+            text = text.split(lead, 1)[1]
+            break
+    return text.split(" Check the documentation")[0].strip().rstrip(".") or "not a state dict"
+
+
 def read_sb3_zip(
     path: Path, custom_objects: Mapping[str, Any], *, trust_pickles: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -258,5 +268,11 @@ def read_sb3_zip(
     with zipfile.ZipFile(path) as archive:
         data = zip_data(archive.read("data").decode(), custom_objects, source=str(path), trust_pickles=trust_pickles)
         with archive.open("policy.pth") as weights:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as err:  # torch's message is a page long and suggests weights_only=False
+                raise PolicyKDError(
+                    f"{path}: policy.pth holds more than tensors ({_torch_refusal(err)}), so "
+                    "torch.load(weights_only=True) refused it; policy weights are never unpickled otherwise"
+                ) from None
     return data, state

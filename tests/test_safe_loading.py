@@ -70,10 +70,7 @@ def test_payloads_are_real(payload, tmp_path) -> None:
     """The control: plain pickle runs each payload, so the refusals below prove something."""
     marker = tmp_path / "ran"
     data, _ = _payloads(marker)[payload]
-    try:
-        pickle.loads(data)  # noqa: S301 - the point of the control
-    except Exception:  # noqa: BLE001, S110 - exec/eval return None, which REDUCE accepts; others may raise after running
-        pass
+    pickle.loads(data)  # the point of the control: plain pickle runs it
     assert marker.exists()
 
 
@@ -381,6 +378,36 @@ def test_recipes_from_files_cannot_trust_themselves(evil_module) -> None:
     with pytest.raises(PolicyKDError, match="evil_wrappers.Wrapper"):
         make_vec_env(recipe, 1, 0)
     assert not marker.exists()
+
+
+def _student_with_recipe(folder: Path, recipe: dict) -> Path:
+    from policykd.learn.students import make_student
+
+    env = gym.make("CartPole-v1")
+    make_student("categorical", env.observation_space, env.action_space, hidden_sizes=(8,)).save(folder)
+    (folder / "recipe.json").write_text(json.dumps(recipe))
+    return folder
+
+
+def test_student_recipe_naming_a_wrapper_through_the_cli(evil_module, tmp_path, capsys) -> None:
+    """``policykd evaluate <student>`` whose recipe.json names a wrapper: refused in one line, exit 2;
+    with --trust-pickles it is imported and played. A recipe.json claiming trust is refused."""
+    from policykd.cli import main
+
+    name, marker = evil_module
+    recipe = {"env_id": "CartPole-v1", "env_wrapper": [f"{name}.Wrapper"]}
+    student = _student_with_recipe(tmp_path / "student", recipe)
+    for argv, fragment in (
+        ([str(student)], f"{name}.Wrapper"),
+        ([str(_student_with_recipe(tmp_path / "claims", {**recipe, "trusted": True}))], "does not hold an env recipe"),
+    ):
+        with pytest.raises(SystemExit) as excinfo:
+            main(["evaluate", *argv, "--episodes", "1"])
+        err = capsys.readouterr().err
+        assert excinfo.value.code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert not marker.exists()
+    main(["evaluate", str(student), "--episodes", "1", TRUST])
+    assert "return" in capsys.readouterr().out and marker.exists()
 
 
 @pytest.mark.parametrize("data", [[], "CartPole-v1", {"env_wrapper": None}, {"env_id": 3}])

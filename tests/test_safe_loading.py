@@ -416,6 +416,14 @@ def test_from_json_refuses_what_is_not_a_recipe(data) -> None:
         EnvRecipe.from_json(data, "policy.onnx")
 
 
+def test_recipe_env_id_naming_a_module_is_not_imported(evil_module) -> None:
+    """gymnasium imports the module of a ``module:EnvId`` id in make(); the id is refused before."""
+    name, marker = evil_module
+    with pytest.raises(PolicyKDError, match="unknown environment"):
+        make_vec_env(EnvRecipe.from_json({"env_id": f"{name}:Evil-v0"}, "recipe.json"), 1, 0)
+    assert not marker.exists() and name not in sys.modules
+
+
 def test_trusted_recipe_imports_its_wrapper(evil_module) -> None:
     _, marker = evil_module
     recipe = EnvRecipe("CartPole-v1", env_wrapper=["evil_wrappers.Wrapper"]).trusting()

@@ -459,6 +459,7 @@ def test_wrapper_class_given_in_python_is_used() -> None:
         (["gymnasium.wrappers.RecordVideo"], False),  # writes files
         (["gymnasium.wrappers.HumanRendering"], False),  # opens a window
         (["gymnasium.wrappers._private"], False),
+        (["rl_zoo3.wrappers.__main__.X"], False),  # importing a __main__ runs it
         (["gymnasium.wrappersx.Evil"], False),
         (["stable_baselines3.common.monitor.Monitor"], False),
         (["AtariWrapper"], False),

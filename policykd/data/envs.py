@@ -170,7 +170,8 @@ def _allowed_wrapper(name: Any) -> bool:
         return False
     module, class_name = name.rsplit(".", 1)
     modules_ok = any(module == root or module.startswith(root + ".") for root in WRAPPER_MODULES)
-    parts_ok = all(part.isidentifier() for part in name.split(".")) and not class_name.startswith("_")
+    parts_ok = all(part.isidentifier() and not part.startswith("__") for part in name.split("."))
+    parts_ok = parts_ok and not class_name.startswith("_")  # no private class, no __main__ module
     return modules_ok and parts_ok and class_name not in REFUSED_WRAPPERS
 
 

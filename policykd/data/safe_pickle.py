@@ -13,13 +13,14 @@ loaded. Here every such pickle is read by :class:`RestrictedUnpickler`, which
   statistics classes. Policy, layer, optimiser, extractor, distribution and buffer classes can
   only be *named* (as ``policy_class`` or ``activation_fn`` are), never called while unpickling;
 - never imports a module outside numpy, gymnasium.spaces, stable_baselines3, sb3_contrib,
-  torch.nn and torch.optim, and never sets attributes on a class or function.
+  torch.nn and torch.optim (nor a ``__main__`` module, nor a private or dunder attribute), and
+  never changes a class, a function or an enum member, nor sets a dunder such as ``__class__``.
 
 Anything else is refused with one :class:`PolicyKDError` line naming the global and the opt-in
 (``--trust-pickles``, ``trust_pickles=True`` in Python) for files the user trusts. Schedules
 (``learning_rate``, ``lr_schedule``, ``clip_range``...) are never unpickled: inference needs none,
 so they are replaced as SB3's ``custom_objects`` would. Policy weights are read with
-``torch.load(weights_only=True)``, which has its own allow-list of tensor types.
+``torch.load(weights_only=True)``, which has its own allow-list of tensor types, trusted or not.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 A Teacher maps a batch of raw observations to a ``TeacherOutput`` of plain tensors. Only the
 policy is rebuilt from the zip (no algorithm, no env, no replay buffer), so every SB3 /
 sb3-contrib algorithm loads the same way, and SB3's reused ``Distribution`` object never leaves
-this module: its tensors are copied out.
+this module: its tensors are copied out. An expert is someone else's file: its pickles are read
+through policykd.data.safe_pickle's allow-list unless the caller trusts it (``trust_pickles``).
 """
 
 from __future__ import annotations

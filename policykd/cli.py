@@ -41,19 +41,22 @@ acts with probability beta per step; schedules constant:B, linear:N, exponential
 
 def _commands() -> dict[str, Command]:
     return {
-        "collect": Command("teacher-driven rollouts -> labelled buffer (.npz)", COLLECT),
+        "collect": Command("teacher-driven rollouts -> labelled buffer (.npz)", (*COLLECT, "trust_pickles")),
         "distill": Command(
             "train a student (collecting first, or from --buffer); --task for several tasks",
-            ("config", *COLLECT, "buffer", "task", "task_weights", "input_width", *LOSS, *TRAINING),
+            ("config", *COLLECT, "trust_pickles", "buffer", "task", "task_weights", "input_width", *LOSS, *TRAINING),
             DISTILL_EXAMPLES,
         ),
         "evaluate": Command(
-            "play a teacher or a student and report its return", ("env", "seed"), defaults={"env_id": None, "seed": 0}
+            "play a teacher or a student and report its return",
+            ("env", "seed", "trust_pickles"),
+            defaults={"env_id": None, "seed": 0, "trust_pickles": False},
         ),
         "sweep": Command(
             "distil one student per (temperature, seed) from one buffer; table + plots",
             (
                 *EXPERIMENT,
+                "trust_pickles",
                 "temperatures",
                 "n_transitions",
                 "epsilon",
@@ -69,6 +72,7 @@ def _commands() -> dict[str, Command]:
             "student return vs teacher labels for teacher / student / DAgger drivers",
             (
                 *EXPERIMENT,
+                "trust_pickles",
                 "drivers",
                 "dagger_schedule",
                 "rounds",
@@ -224,7 +228,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
     if args.record and not (Path(args.source) / RECORD_FILE).is_file():  # refused before playing, not after
         raise PolicyKDError(f"--record needs a zoo folder with {RECORD_FILE}; {args.source} has none")
-    policy, recipe, what = resolve_policy(args.source, args.env_id, args.stochastic)
+    policy, recipe, what = resolve_policy(args.source, args.env_id, args.stochastic, trust_pickles=args.trust_pickles)
     deterministic = not args.stochastic
     stats = evaluate_policy(policy, recipe, args.episodes, seed=args.seed, deterministic=deterministic)
     print(

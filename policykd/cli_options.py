@@ -25,6 +25,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "task": (("--task",), dict(dest="tasks", action="append", help="ENV=TEACHER (or ENV for its preset expert); repeat for one student of several tasks")),
     "task_weights": (("--task-weights",), dict(type=float, nargs="+", help="share of each batch per --task (default equal)")),
     "buffer": (("--buffer",), dict(help="train from this saved buffer instead of collecting")),
+    "trust_pickles": (("--trust-pickles",), dict(action="store_const", const=True, help="read the teacher's pickles (SB3 zip, vecnormalize.pkl) and env wrappers as SB3 does, for files you trust: they may run code (default: only what SB3 experts need is read)")),
     "no_teacher_check": (("--no-teacher-check",), dict(dest="teacher_check", action="store_const", const=False, help="skip refusing a teacher that plays far below its recorded score")),
     # collection
     "n_transitions": (("--n-transitions",), dict(type=int, help="labelled transitions to collect (default: preset)")),

@@ -57,8 +57,9 @@ def test_read_yaml_refuses_other_python_tags(tmp_path) -> None:
     marker = tmp_path / "ran"
     path = tmp_path / "config.yml"
     path.write_text(f"!!python/object/apply:os.system ['touch {marker}']\n")
-    with pytest.raises(PolicyKDError, match="cannot read"):
+    with pytest.raises(PolicyKDError, match="cannot read") as excinfo:
         read_zoo_yaml(path)
+    assert "os.system" in str(excinfo.value) and "\n" not in str(excinfo.value)
     assert not marker.exists()
 
 
@@ -110,6 +111,15 @@ def test_recipe_defaults_and_fields() -> None:
         "PongNoFrameskip-v4", env_wrapper=["stable_baselines3.common.atari_wrappers.AtariWrapper"], frame_stack=4
     )
     assert recipe.to_json()["frame_stack"] == 4
+
+
+def test_recipe_json_round_trip() -> None:
+    """What distill writes into recipe.json (and export into ONNX metadata) reads back equal; a
+    trusted recipe's trust is not written, so a file never carries it."""
+    recipe = recipe_from_zoo_config("PongNoFrameskip-v4", PONG_CONFIG)
+    assert EnvRecipe.from_json(recipe.to_json(), "recipe.json") == recipe
+    assert recipe.trusting().to_json() == recipe.to_json() and "trusted" not in recipe.to_json()
+    assert not EnvRecipe.from_json(recipe.trusting().to_json(), "recipe.json").trusted
 
 
 def test_recipe_env_kwargs_merge_args_over_config() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import socket
 from collections import OrderedDict
 from pathlib import Path
@@ -142,6 +143,48 @@ def test_ale_repo_id_maps_to_namespaced_env(sb3_expert, offline_hf_cache, tmp_pa
     assert teacher.recipe.env_id == "ALE/Pong-v5"
 
 
+class _Touch:
+    """Pickles as a call of os.system that would create ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.path}'",))
+
+
+@pytest.mark.parametrize("crafted", ["vec_normalize.pkl", "zip"])
+def test_crafted_hub_download_is_refused(sb3_expert, offline_hf_cache, tmp_path, crafted) -> None:
+    """A hub download is read through the same allow-list as a local folder: nothing in it runs."""
+    import base64
+    import json
+    import zipfile
+
+    _, zip_path = sb3_expert("ppo", "Pendulum-v1")
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(_Touch(marker))
+    model_zip = zip_path.read_bytes()
+    if crafted == "zip":
+        with zipfile.ZipFile(zip_path) as src, zipfile.ZipFile(tmp_path / "evil.zip", "w") as dst:
+            for name in src.namelist():
+                content = src.read(name)
+                if name == "data":
+                    data = json.loads(content)
+                    data["observation_space"] = {":serialized:": base64.b64encode(payload).decode()}
+                    content = json.dumps(data).encode()
+                dst.writestr(name, content)
+        model_zip = (tmp_path / "evil.zip").read_bytes()
+    files = {"ppo-Pendulum-v1.zip": model_zip, "config.yml": yaml.dump({"normalize": crafted != "zip"}).encode()}
+    if crafted == "vec_normalize.pkl":
+        files["vec_normalize.pkl"] = payload
+    _add_cached_repo(offline_hf_cache, "sb3/ppo-Pendulum-v1", files)
+    with pytest.raises(PolicyKDError) as excinfo:
+        load_teacher("sb3/ppo-Pendulum-v1")
+    message = str(excinfo.value)
+    assert f"{os.system.__module__}.system" in message and "--trust-pickles" in message and "\n" not in message
+    assert not marker.exists()
+
+
 def test_hub_id_not_in_cache(offline_hf_cache) -> None:
     with pytest.raises(PolicyKDError, match="sb3/ppo-MountainCar-v0") as excinfo:
         load_teacher("sb3/ppo-MountainCar-v0")
@@ -175,6 +218,8 @@ def test_resolve_rejects_non_hub_id(tmp_path) -> None:
         ("./sb3/ppo-CartPole-v1", False),
         ("sb3/PPO-CartPole-v1", False),
         ("sb3/ppo", False),
+        ("sb3/ppo-..", False),
+        ("sb3/ppo-.hidden", False),
         ("", False),
     ],
 )

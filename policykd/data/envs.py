@@ -5,6 +5,11 @@ list (e.g. AtariWrapper), ``frame_stack``, ``env_kwargs`` and whether VecNormali
 The env built here stops *before* VecNormalize: a teacher normalises its own inputs with the
 statistics it was trained with, so buffers keep raw observations and students stay free to
 normalise however they like.
+
+Recipes come from files (a zoo ``config.yml``, a student's ``recipe.json``, an ONNX file's
+metadata, a buffer header), and ``env_wrapper`` names classes to import: a name from a file is
+imported only from the allow-list in :func:`check_wrappers`, unless the recipe is
+:meth:`EnvRecipe.trusting` (``--trust-pickles``). A wrapper class given in Python is used as is.
 """
 
 from __future__ import annotations
@@ -17,7 +22,18 @@ from typing import Any
 import gymnasium as gym
 import yaml
 
+from policykd.data.safe_pickle import TRUST_HINT
 from policykd.errors import PolicyKDError
+
+# Where an env wrapper named by a recipe may come from, unless the recipe is trusted.
+WRAPPER_MODULES = (
+    "stable_baselines3.common.atari_wrappers",
+    "gymnasium.wrappers",
+    "rl_zoo3.wrappers",
+    "sb3_contrib.common.wrappers",
+)
+# Wrappers in those modules that write files or open windows: never from a file.
+REFUSED_WRAPPERS = frozenset({"RecordVideo", "HumanRendering"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,9 +45,30 @@ class EnvRecipe:
     env_wrapper: Any = None  # rl-zoo syntax: "module.Class", a list of them, or {"module.Class": kwargs}
     frame_stack: int | None = None
     normalize: bool = False  # the teacher expects VecNormalize'd observations
+    trusted: bool = dataclasses.field(default=False, init=False, compare=False, repr=False)
+    """Import whatever ``env_wrapper`` names. Set by :meth:`trusting` only: no file can set it."""
+
+    def trusting(self) -> EnvRecipe:
+        """This recipe with its wrappers imported whatever they name: for a file the user trusts."""
+        recipe = dataclasses.replace(self)
+        object.__setattr__(recipe, "trusted", True)  # a frozen dataclass; not an __init__ argument on purpose
+        return recipe
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        del data["trusted"]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> EnvRecipe:
+        """The recipe ``source`` (a recipe.json, an ONNX file's metadata) records; refuses anything else."""
+        names = {field.name for field in dataclasses.fields(cls) if field.init}
+        if not isinstance(data, dict) or not isinstance(data.get("env_id"), str) or not set(data) <= names:
+            raise PolicyKDError(
+                f"{source} does not hold an env recipe (a mapping of {', '.join(sorted(names))}); "
+                "restore it or pass --env"
+            )
+        return cls(**data)
 
 
 class _ZooConfigLoader(yaml.SafeLoader):
@@ -53,6 +90,12 @@ def read_zoo_yaml(path: str | Path) -> dict[str, Any]:
     """Read an rl-zoo ``config.yml`` / ``args.yml`` without unsafe YAML."""
     try:
         data = yaml.load(Path(path).read_text(), Loader=_ZooConfigLoader)  # noqa: S506 - safe loader subclass
+    except yaml.constructor.ConstructorError as err:
+        tag = err.problem.split("tag", 1)[-1].strip(" '") if err.problem else "a python object"
+        raise PolicyKDError(
+            f"cannot read {path}: it asks YAML to build {tag!r}, and policykd reads plain settings only "
+            "(rl-zoo's OrderedDict and tuple tags); restore the zoo's file"
+        ) from None
     except (OSError, yaml.YAMLError) as err:
         raise PolicyKDError(f"cannot read {path}: {err}") from None
     if isinstance(data, list):  # very old rl-zoo dumps: a list of [key, value] pairs
@@ -114,9 +157,40 @@ def check_env_id(env_id: str) -> None:
         ) from None
 
 
+def _wrapper_names(env_wrapper: Any) -> list[Any]:
+    """Each wrapper of rl-zoo's syntax: "module.Class", {"module.Class": kwargs}, or a list of them."""
+    entries = env_wrapper if isinstance(env_wrapper, list) else [env_wrapper]
+    return [next(iter(entry)) if isinstance(entry, dict) and len(entry) == 1 else entry for entry in entries]
+
+
+def _allowed_wrapper(name: Any) -> bool:
+    if isinstance(name, type):  # a class given in Python: already imported code
+        return True
+    if not isinstance(name, str) or "." not in name:
+        return False
+    module, class_name = name.rsplit(".", 1)
+    modules_ok = any(module == root or module.startswith(root + ".") for root in WRAPPER_MODULES)
+    parts_ok = all(part.isidentifier() and not part.startswith("__") for part in name.split("."))
+    parts_ok = parts_ok and not class_name.startswith("_")  # no private class, no __main__ module
+    return modules_ok and parts_ok and class_name not in REFUSED_WRAPPERS
+
+
+def check_wrappers(env_wrapper: Any, source: str) -> None:
+    """Refuse a wrapper that ``source`` names outside :data:`WRAPPER_MODULES` (SB3's Atari wrappers,
+    gymnasium.wrappers, rl_zoo3.wrappers, sb3_contrib.common.wrappers) before anything is imported."""
+    for name in _wrapper_names(env_wrapper) if env_wrapper else []:
+        if not _allowed_wrapper(name):
+            raise PolicyKDError(
+                f"{source} names the env wrapper {name!r}, which is not on policykd's allow-list "
+                f"({', '.join(WRAPPER_MODULES)}), so it is not imported; {TRUST_HINT}"
+            )
+
+
 def _wrapper_class(recipe: EnvRecipe) -> Any:
     if not recipe.env_wrapper:
         return None
+    if not recipe.trusted:
+        check_wrappers(recipe.env_wrapper, f"the env recipe of {recipe.env_id}")
     try:
         from rl_zoo3.utils import get_wrapper_class
     except ImportError:

@@ -4,7 +4,8 @@ The files are fetched with ``huggingface_hub.hf_hub_download``, which serves the
 cache when it holds them (always, with ``HF_HUB_OFFLINE=1``), so the same code works on a machine
 without network once the cache is filled. The files are then laid out the way rl-zoo lays out its
 own runs, ``<algo>/<EnvId>_1/<EnvId>.zip`` + ``<EnvId>/config.yml`` (+ ``vecnormalize.pkl``), and
-loaded like any zoo folder.
+loaded like any zoo folder: so a download's pickles go through the same allow-list
+(policykd.data.safe_pickle) and its ``config.yml`` names env wrappers from the same allow-list.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from policykd.errors import PolicyKDError
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/(?P<algo>[a-z0-9]+)-(?P<env>[\w.-]+)$")
+# The env part starts with a letter or digit, so that no id names "." or ".." as a folder.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/(?P<algo>[a-z0-9]+)-(?P<env>[A-Za-z0-9][\w.-]*)$")
 DEFAULT_HUB_DIR = Path.home() / ".cache" / "policykd" / "hub"
 
 

@@ -3,7 +3,8 @@
 A Teacher maps a batch of raw observations to a ``TeacherOutput`` of plain tensors. Only the
 policy is rebuilt from the zip (no algorithm, no env, no replay buffer), so every SB3 /
 sb3-contrib algorithm loads the same way, and SB3's reused ``Distribution`` object never leaves
-this module: its tensors are copied out.
+this module: its tensors are copied out. An expert is someone else's file: its pickles are read
+through policykd.data.safe_pickle's allow-list unless the caller trusts it (``trust_pickles``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 
 from policykd.data.actions import ActionMapper
-from policykd.data.envs import EnvRecipe, read_zoo_yaml, recipe_from_zoo_config
+from policykd.data.envs import EnvRecipe, check_wrappers, read_zoo_yaml, recipe_from_zoo_config
+from policykd.data.safe_pickle import load_pickle, read_sb3_zip
 from policykd.errors import PolicyKDError
 from policykd.types import TeacherOutput
 
@@ -52,18 +54,20 @@ class ObsNormalizer:
         return np.clip((obs - self.mean) / self.std, -self.clip, self.clip).astype(np.float32)
 
     @classmethod
-    def from_vecnormalize(cls, path: Path) -> ObsNormalizer | None:
+    def from_vecnormalize(cls, path: Path, *, trust_pickles: bool = False) -> ObsNormalizer | None:
         """The observation statistics in ``path``; None when it normalised rewards only
-        (``norm_obs=False``: SB3 then keeps no ``obs_rms`` at all)."""
+        (``norm_obs=False``: SB3 then keeps no ``obs_rms`` at all). The pickle is read through
+        safe_pickle's allow-list unless ``trust_pickles``."""
         # vecnormalize.pkl is SB3's own pickle that users bring; we only read it, never write our state so.
         try:
-            with open(path, "rb") as f:
-                vec_normalize = pickle.load(f)  # noqa: S301
+            vec_normalize = load_pickle(path, trust_pickles=trust_pickles)
             if not vec_normalize.norm_obs:
                 return None
             rms = vec_normalize.obs_rms
             mean, var = rms.mean.astype(np.float32), rms.var.astype(np.float32)
             return cls(mean, var, float(vec_normalize.clip_obs), float(vec_normalize.epsilon))
+        except PolicyKDError:
+            raise
         except Exception as err:  # noqa: BLE001 - any unreadable pickle is the same user error
             reason = " ".join(f"{type(err).__name__}: {err}".split())
             raise PolicyKDError(
@@ -222,15 +226,15 @@ def _algo_from_zip(data: dict[str, Any]) -> str:
     return "ppo" if "clip_range" in data else "a2c"
 
 
-def _load_policy(zip_path: Path) -> tuple[Any, str, float]:
-    """The zip's policy, its algorithm and its exploration rate (0 for all but the DQN family)."""
+def _load_policy(zip_path: Path, trust_pickles: bool = False) -> tuple[Any, str, float]:
+    """The zip's policy, its algorithm and its exploration rate (0 for all but the DQN family).
+    Its pickles are read through safe_pickle's allow-list unless ``trust_pickles``."""
     from stable_baselines3.common.policies import ActorCriticPolicy
-    from stable_baselines3.common.save_util import load_from_zip_file
 
     if not zip_path.is_file():
         raise PolicyKDError(f"teacher file {zip_path} does not exist; pass an SB3 .zip, an rl-zoo folder or a hub id")
     try:
-        data, params, _ = load_from_zip_file(zip_path, device="cpu", custom_objects=_CUSTOM_OBJECTS)
+        data, state = read_sb3_zip(zip_path, _CUSTOM_OBJECTS, trust_pickles=trust_pickles)
         policy_class = data["policy_class"]
         policy_kwargs = dict(data.get("policy_kwargs") or {})
         if issubclass(policy_class, ActorCriticPolicy):
@@ -239,13 +243,27 @@ def _load_policy(zip_path: Path) -> tuple[Any, str, float]:
             policy_kwargs.setdefault("use_sde", bool(data.get("use_sde", False)))
             policy_kwargs["ortho_init"] = False  # load_state_dict overwrites every weight; QR inits are slow
         policy = policy_class(data["observation_space"], data["action_space"], lambda _: 0.0, **policy_kwargs)
-        policy.load_state_dict(params["policy"])
-    except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError, EOFError, TypeError, AttributeError) as err:
+        policy.load_state_dict(state)
+    except _UNREADABLE as err:
         reason = " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span several lines
         raise PolicyKDError(
             f"{zip_path} is not a readable SB3 model ({reason}); pass a zip saved by model.save()"
         ) from None
     return policy, _algo_from_zip(data), float(data.get("exploration_rate") or 0.0)
+
+
+# What a damaged zip, JSON, pickle or state dict raises (ValueError covers binascii and UnicodeDecodeError).
+_UNREADABLE = (
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+    KeyError,
+    IndexError,
+    ValueError,
+    RuntimeError,
+    EOFError,
+    TypeError,
+    AttributeError,
+)
 
 
 def _zoo_model_file(run_dir: Path) -> tuple[Path, str]:
@@ -260,24 +278,34 @@ def _zoo_model_file(run_dir: Path) -> tuple[Path, str]:
     raise PolicyKDError(f"{run_dir} holds no {env_id}.zip; an rl-zoo folder looks like <algo>/<EnvId>_1/<EnvId>.zip")
 
 
-def load_teacher(source: str | Path, *, env_id: str | None = None, recipe: EnvRecipe | None = None) -> Teacher:
+def load_teacher(
+    source: str | Path, *, env_id: str | None = None, recipe: EnvRecipe | None = None, trust_pickles: bool = False
+) -> Teacher:
     """Load a teacher from an rl-zoo folder, a bare ``.zip`` or a hub id (``org/algo-EnvId``).
 
     A zoo folder brings its env recipe (wrappers, frame stack, VecNormalize statistics). A bare
     zip needs ``env_id`` (or ``recipe``); its recipe then comes from the env's preset.
+
+    The pickles in the zip and in ``vecnormalize.pkl`` are read through an allow-list of what
+    SB3 experts hold (policykd.data.safe_pickle), and a ``config.yml`` may name env wrappers from
+    an allow-list only (policykd.data.envs); anything else is refused. ``trust_pickles=True``
+    (the CLI's ``--trust-pickles``) reads them as SB3 does, for files you trust: they may run code.
     """
     from policykd.data.hub import is_hub_id, resolve_hub_id
 
     source_str = str(source)
     path = resolve_hub_id(source_str) if is_hub_id(source_str) and not Path(source_str).exists() else Path(source)
-    teacher = _load_zoo_folder(path, env_id, recipe) if path.is_dir() else _load_bare_zip(path, env_id, recipe)
+    if path.is_dir():
+        teacher = _load_zoo_folder(path, env_id, recipe, trust_pickles)
+    else:
+        teacher = _load_bare_zip(path, env_id, recipe, trust_pickles)
     teacher.source = source_str
     if teacher.recipe.frame_stack and teacher.normalizer is not None:
         raise PolicyKDError(f"{path}: VecNormalize together with frame stacking is not supported yet")
     return teacher
 
 
-def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None) -> Teacher:
+def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None, trust_pickles: bool) -> Teacher:
     from policykd.data.hub import env_id_from_name
     from policykd.fileio import read_json
 
@@ -294,14 +322,21 @@ def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None) -
     if (params_dir / "env_kwargs.yml").is_file():  # what rl_zoo3.load_from_hub adds next to args.yml
         env_kwargs = read_zoo_yaml(params_dir / "env_kwargs.yml")
         args = dict(args, env_kwargs={**env_kwargs, **(args.get("env_kwargs") or {})})
-    recipe = recipe or recipe_from_zoo_config(folder_env_id, config, args)
+    if recipe is None:
+        recipe = recipe_from_zoo_config(folder_env_id, config, args)
+        if trust_pickles:
+            recipe = recipe.trusting()
+        else:  # refused here, before anything is loaded, and not only when its env is built
+            check_wrappers(recipe.env_wrapper, str(params_dir / "config.yml"))
     vecnorm_path = params_dir / "vecnormalize.pkl"
     if recipe.normalize and not vecnorm_path.is_file():
         raise PolicyKDError(
             f"{path}: the expert was trained with VecNormalize but {vecnorm_path} is missing; restore it from the zoo"
         )
-    normalizer = ObsNormalizer.from_vecnormalize(vecnorm_path) if vecnorm_path.is_file() else None
-    policy, algo, exploration_rate = _load_policy(zip_path)
+    normalizer = None
+    if vecnorm_path.is_file():
+        normalizer = ObsNormalizer.from_vecnormalize(vecnorm_path, trust_pickles=trust_pickles)
+    policy, algo, exploration_rate = _load_policy(zip_path, trust_pickles)
     if path.parent.name in _KNOWN_ALGOS:  # the zoo's <algo>/ folder names it better than the zip can
         algo = path.parent.name
     score = read_json(path / "expert.json").get("score") if (path / "expert.json").is_file() else None
@@ -316,7 +351,7 @@ def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None) -
     )
 
 
-def _load_bare_zip(path: Path, env_id: str | None, recipe: EnvRecipe | None) -> Teacher:
+def _load_bare_zip(path: Path, env_id: str | None, recipe: EnvRecipe | None, trust_pickles: bool) -> Teacher:
     if recipe is None:
         if env_id is None:
             raise PolicyKDError(
@@ -326,7 +361,7 @@ def _load_bare_zip(path: Path, env_id: str | None, recipe: EnvRecipe | None) -> 
 
         preset = load_preset(env_id)
         recipe = EnvRecipe(env_id, env_wrapper=preset.get("env_wrapper"), frame_stack=preset.get("frame_stack"))
-    policy, algo, exploration_rate = _load_policy(path)
+    policy, algo, exploration_rate = _load_policy(path, trust_pickles)
     return Teacher(policy, algo=algo, source=str(path), recipe=recipe, exploration_rate=exploration_rate)
 
 

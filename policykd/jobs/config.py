@@ -24,6 +24,8 @@ class CollectConfig:
     seed: int = 0
     teacher_check: bool = True
     """Play the teacher first and refuse it if it is far below its recorded score."""
+    trust_pickles: bool = False
+    """Read the teachers' pickles and env wrappers as SB3 does (files you trust: they may run code)."""
     teachers: tuple[str, ...] = ()
     """Several teachers of one env (an ensemble); overrides ``teacher``."""
     merge: str | None = None

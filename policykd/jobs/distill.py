@@ -151,7 +151,7 @@ def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
         raise PolicyKDError("a multi-task run needs at least two --task ENV=TEACHER")
     plans = []
     for env_id, source in tasks:
-        teacher = resolve_teacher(source, env_id)
+        teacher = resolve_teacher(source, env_id, trust_pickles=config.trust_pickles)
         budgets = resolve_budgets(env_id, config, MULTITASK_DEFAULTS)
         plans.append(TaskPlan(env_id, [teacher], budgets, _make_loss(config, teacher.kind)))
     return plans

@@ -55,6 +55,8 @@ class DriversConfig:
     seed: int = 0
     out_dir: str = "runs/compare-drivers"
     teacher_check: bool = True
+    trust_pickles: bool = False
+    """Read the teacher's pickles and env wrappers as SB3 does (a file you trust: it may run code)."""
 
 
 def _check_drivers_config(config: DriversConfig) -> dict[str, BetaSchedule]:
@@ -166,7 +168,7 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     from policykd.jobs.plots import plot_drivers  # matplotlib is an optional dependency
 
     schedules = _check_drivers_config(config)
-    teacher = resolve_teacher(config.teacher, config.env_id)
+    teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles)
     keys = ("hidden_sizes", "n_envs", "batch_size", "learning_rate", "deterministic_eval")
     budgets = resolve(teacher.recipe.env_id, config, keys)
     online = _online_config(config, budgets)

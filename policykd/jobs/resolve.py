@@ -27,12 +27,13 @@ from policykd.zoo.presets import DEFAULT_ENV_ID, default_expert, load_preset, re
 RECIPE_FILE = "recipe.json"
 
 
-def resolve_teacher(source: str | None, env_id: str | None) -> Teacher:
+def resolve_teacher(source: str | None, env_id: str | None, *, trust_pickles: bool = False) -> Teacher:
     """Load the teacher (default: the env preset's expert) and refuse it at once if its spaces are
-    not its env's (e.g. a bare CartPole zip with ``--env Acrobot-v1``), before any file is written."""
+    not its env's (e.g. a bare CartPole zip with ``--env Acrobot-v1``), before any file is written.
+    ``trust_pickles``: see :func:`load_teacher`."""
     if source is None:
         source = str(default_expert(env_id or DEFAULT_ENV_ID))
-    teacher = load_teacher(source, env_id=env_id)
+    teacher = load_teacher(source, env_id=env_id, trust_pickles=trust_pickles)
     check_teacher_env(teacher)
     return teacher
 
@@ -42,9 +43,9 @@ def resolve_teachers(config: CollectConfig) -> list[Teacher]:
     sources = list(config.teachers) or [config.teacher]
     if len(sources) > 1 and None in sources:
         raise PolicyKDError("with several teachers, name each one with --teacher")
-    teachers = [resolve_teacher(sources[0], config.env_id)]
+    teachers = [resolve_teacher(sources[0], config.env_id, trust_pickles=config.trust_pickles)]
     for source in sources[1:]:
-        other = resolve_teacher(source, config.env_id or teachers[0].recipe.env_id)
+        other = resolve_teacher(source, config.env_id or teachers[0].recipe.env_id, trust_pickles=config.trust_pickles)
         if (
             other.recipe.env_id != teachers[0].recipe.env_id
             or other.observation_space != teachers[0].observation_space
@@ -77,24 +78,29 @@ def check_teacher_env(teacher: Teacher) -> None:
         venv.close()
 
 
-def resolve_student(source: str | Path, env_id: str | None = None) -> tuple[Student, EnvRecipe]:
+def resolve_student(
+    source: str | Path, env_id: str | None = None, *, trust_pickles: bool = False
+) -> tuple[Student, EnvRecipe]:
     """Load a saved student and the env recipe to play it in: its ``recipe.json``, or with
     ``env_id`` (which must then agree with it) the env's preset. Refuses an env whose spaces
     are not the student's."""
     check_finished(Path(source).parent, f"student {source}")
     student = Student.load(source)
     recorded = load_recipe(source) if (Path(source) / RECIPE_FILE).is_file() else None
-    return student, playing_recipe(recorded, env_id, f"student {source}", student.config)
+    return student, playing_recipe(recorded, env_id, f"student {source}", student.config, trust_pickles=trust_pickles)
 
 
-def playing_recipe(recorded: EnvRecipe | None, env_id: str | None, name: str, config: StudentConfig) -> EnvRecipe:
+def playing_recipe(
+    recorded: EnvRecipe | None, env_id: str | None, name: str, config: StudentConfig, *, trust_pickles: bool = False
+) -> EnvRecipe:
     """The env recipe a student (or its export) called ``name`` plays in: the one recorded with it,
     or with ``env_id`` (which must then agree with it) the env's preset. Refuses an env whose
-    spaces are not the ones ``config`` describes."""
+    spaces are not the ones ``config`` describes. A recorded recipe names env wrappers from the
+    allow-list only, unless ``trust_pickles``."""
     if recorded is not None:
         if env_id is not None and env_id != recorded.env_id:
             raise PolicyKDError(f"{name} is for {recorded.env_id}, not {env_id}; drop --env or pick its env")
-        recipe = recorded
+        recipe = recorded.trusting() if trust_pickles else recorded
     elif env_id is not None:
         preset = load_preset(env_id)
         recipe = EnvRecipe(env_id, env_wrapper=preset.get("env_wrapper"), frame_stack=preset.get("frame_stack"))
@@ -173,7 +179,7 @@ def load_recipe(student_dir: str | Path) -> EnvRecipe:
     path = Path(student_dir) / RECIPE_FILE
     if not path.is_file():
         raise PolicyKDError(f"{student_dir} has no {RECIPE_FILE}; pass --env to evaluate this student")
-    return EnvRecipe(**read_json(path))
+    return EnvRecipe.from_json(read_json(path), str(path))
 
 
 MAX_HIDDEN_WEIGHTS = 100_000_000  # far past any useful student; a typo (an extra 0) would exhaust memory

@@ -69,6 +69,8 @@ class SweepConfig:
     seed: int = 0
     out_dir: str = "runs/sweep"
     teacher_check: bool = True
+    trust_pickles: bool = False
+    """Read the teacher's pickles and env wrappers as SB3 does (a file you trust: it may run code)."""
 
 
 def check_sweep_config(config: SweepConfig) -> tuple[float, ...]:
@@ -278,7 +280,7 @@ def _resolve_sweep(config: SweepConfig) -> tuple[tuple[float, ...], Teacher, dic
     """Refuse bad input, load the teacher and fill the budgets from its env's preset, all before
     minutes are spent or anything is written. Returns the temperatures, the teacher and the budgets."""
     temperatures = check_sweep_config(config)
-    teacher = resolve_teacher(config.teacher, config.env_id)
+    teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles)
     if student_kind_for(teacher.kind) == "deterministic":
         raise PolicyKDError(
             f"{teacher.source} is a deterministic ({teacher.algo}) teacher: it has no temperature to "

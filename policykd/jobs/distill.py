@@ -176,7 +176,7 @@ def playing_recipe(recorded: EnvRecipe | None, env_id: str | None, name: str, co
 
 def make_student_for(teacher: Teacher, kind: str, hidden_sizes: tuple[int, ...], cnn_width: float = 1.0) -> Student:
     """A fresh student with a ``kind`` head for ``teacher``'s env: its spaces, and its VecNormalize
-    statistics copied in so the student acts on raw observations."""
+    statistics (clip included) copied in so the student acts on raw observations."""
     normalizer = teacher.normalizer
     return make_student(
         kind,
@@ -186,6 +186,7 @@ def make_student_for(teacher: Teacher, kind: str, hidden_sizes: tuple[int, ...],
         cnn_width=cnn_width,
         obs_mean=None if normalizer is None else normalizer.mean,
         obs_std=None if normalizer is None else normalizer.std,
+        obs_clip=None if normalizer is None else normalizer.clip,
     )
 
 

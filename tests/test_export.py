@@ -69,17 +69,11 @@ def test_the_onnx_file_acts_as_the_student(tmp_path, teacher_kind):
         inside = (expected > BOX_ACTIONS.low + 1e-3) & (expected < BOX_ACTIONS.high - 1e-3)
         assert inside.mean() > 0.5
 
-
-@pytest.mark.parametrize("teacher_kind", list(HEADS))
-def test_a_file_whose_outputs_drift_is_refused_though_its_actions_agree(tmp_path, teacher_kind):
-    """The check compares head outputs, not only actions: a head bias moved by 1e-3 changes almost
-    no greedy action, yet the file no longer computes what the student computes."""
-    student = _student(tmp_path, teacher_kind, *HEADS[teacher_kind], hidden_sizes=(16,))
-    export_onnx(tmp_path / "student", tmp_path / "policy.onnx")
+    # the check compares head outputs, not only actions: a head bias moved by 1e-3 changes almost no
+    # greedy action, yet the file no longer computes what the student computes
     with torch.no_grad():
         student.head.bias.add_(1e-3)
-    if teacher_kind == "categorical":  # the greedy actions barely move
-        obs = np.random.default_rng(0).normal(2.0, 6.0, (256, 5)).astype(np.float32)
+    if teacher_kind == "categorical":
         assert (OnnxPolicy(tmp_path / "policy.onnx").act(obs) == student.act(obs)).mean() > 0.9
     with pytest.raises(PolicyKDError, match="picks other actions than the student"):
         check_onnx(tmp_path / "policy.onnx", student)

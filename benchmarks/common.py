@@ -81,6 +81,35 @@ def publish(name: str, text: str, *, quick: bool, readme_marker: str = "", readm
     return path
 
 
+DEMO_CHECK = "cartpole-ppo-kl"  # distill_checks' bare `policykd distill`: the job `make demo` runs
+DEMO_RUN_DIR = "runs/CartPole-v1/kl-tau1-seed0"  # where `make demo` writes its run (the check writes elsewhere)
+
+
+def demo_output(summary: dict[str, Any]) -> str:
+    """The README's ``make demo`` block for the summary of that job: what ``policykd distill``
+    prints, by the CLI's own code fed ``summary`` instead of running the job again, with the run
+    folder the demo uses."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    from policykd import cli
+    from policykd.jobs import distill as distill_job
+
+    printed = io.StringIO()
+    shown = {**summary, "out_dir": DEMO_RUN_DIR}
+    with mock.patch.object(distill_job, "distill", lambda config: shown), contextlib.redirect_stdout(printed):
+        cli.main(["distill"])
+    return "```\n$ make demo\n" + printed.getvalue().strip("\n") + "\n```"
+
+
+def publish_demo(summary: dict[str, Any], *, quick: bool) -> None:
+    """Regenerate the README's ``make demo`` block (markers ``demo``) from the demo job's summary;
+    a quick run leaves it quoting the full run."""
+    if not quick:
+        replace_between_markers(README, "demo", demo_output(summary))
+
+
 @functools.cache  # the source does not change while a benchmark runs; hash it once, not per cell
 def library_fingerprint() -> str:
     """A short hash of the library's source: a cached cell records the code that computed it."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish
+from common import DEMO_CHECK, RESULTS_DIR, cached_run, parse_quick_args, provenance, publish, publish_demo
 
 from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill import distill
@@ -72,6 +72,8 @@ def main() -> None:
         config = DistillConfig(**overrides, out_dir=f"runs/benchmarks/distill_checks/{name}", progress_bar=False)
         print(f"{name}: {cli_command(overrides)}", flush=True)
         s = cached_run(cache, name, lambda: distill(config), force=args.force, config=config)
+        if name == DEMO_CHECK:
+            publish_demo(s, quick=args.quick)  # the README's `make demo` block is this run's output
         rows.append(
             f"| {s['env_id']} | {s['teacher_algo']} | {s['loss']} | {s['temperature']:g} | "
             f"{s['teacher_return_mean']:.1f} ± {s['teacher_return_std']:.1f} | "

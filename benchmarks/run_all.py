@@ -5,10 +5,12 @@
     python benchmarks/run_all.py --only-results   # just rebuild RESULTS.md from the result files
 
 Each script caches finished runs under benchmarks/results/, so an interrupted run_all resumes. A
---quick run writes each script's results next to the full run's as <name>-quick.md and leaves the
-README quoting the full run; RESULTS.md shows the full run's results where they exist. Each
-invocation's wall time per script is recorded in results/run_all[-quick].json and quoted in
-RESULTS.md ("cold": nothing was cached and benchmarks/.venv-imitation had to be built).
+--quick run passes --quick to every script, which writes its results next to the full run's as
+<name>-quick.md (and -quick / quick/ caches), and leaves the full results, RESULTS.md and the README
+as they were (tests/test_quick_runs.py checks the names each script writes). RESULTS.md shows the
+full run's results where they exist (--only-results rebuilds it). Each invocation's wall time per
+script is recorded in results/run_all[-quick].json and quoted in RESULTS.md ("cold": nothing was
+cached and benchmarks/.venv-imitation had to be built).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS: list[tuple[str, bool, str]] = [
     ("check_zoo.py", True, ""),
     ("distill_checks.py", True, "distill_checks.md"),
-    ("throughput.py", False, "throughput.md"),
+    ("throughput.py", True, "throughput.md"),
     ("export_latency.py", True, "export_latency.md"),
     ("vs_imitation.py", True, "vs_imitation.md"),
     ("soft_vs_hard.py", True, "soft_vs_hard.md"),
@@ -110,8 +112,13 @@ def main() -> None:
                 "scripts": scripts,
             },
         )
-    write_results_md()
-    print(f"wrote {HERE / 'RESULTS.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    if args.quick and not args.only_results:  # its date and timing lines would change: a quick run leaves it
+        print(f"left {HERE / 'RESULTS.md'} as it was; `--only-results` rebuilds it", flush=True)
+    else:
+        write_results_md()
+        print(f"wrote {HERE / 'RESULTS.md'}", flush=True)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
     sys.exit(1 if failed else 0)
 
 

@@ -18,7 +18,7 @@ DISTILL_EXAMPLES = """examples:
   policykd distill                                   # the shipped CartPole PPO expert, preset budgets
   policykd distill --env Pendulum-v1                 # the preset's default expert for that env
   policykd distill --teacher agents/dqn/CartPole-v1_1 --loss mse
-  policykd distill --buffer runs/cartpole.npz --temperature 0.5 --temperature-on both
+  policykd distill --buffer runs/cartpole.npz --teacher agents/ppo/CartPole-v1_1 --temperature 0.5
 """
 
 

@@ -198,13 +198,72 @@ def test_save_writes_only_the_filled_rows_and_keeps_growing_after_load(tmp_path:
     assert len(loaded) == 8 and loaded.column("rewards").tolist() == [1.0] * 4 + [2.0] * 4
 
 
-def test_save_replaces_atomically(tmp_path: Path) -> None:
+def test_save_replaces_atomically(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "b.npz"
     for n in (2, 3):
         buf = make_buffer(10)
         add_step(buf, 0, n)
         buf.save(path)
     assert len(LabelledBuffer.load(path)) == 3
+    saved = path.read_bytes()
+
+    # a write that fails half-way (a full disk) leaves the previous file whole, and no temporary file
+    def half_then_fail(file, **arrays):
+        file.write(b"PK\x03\x04 half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", half_then_fail)
+    bigger = make_buffer(10)
+    add_step(bigger, 1, 7)
+    with pytest.raises(OSError, match="No space left"):
+        bigger.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == saved and len(LabelledBuffer.load(path)) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.npz"]
+
+
+def test_a_save_killed_mid_write_leaves_the_previous_file(tmp_path: Path) -> None:
+    """A process killed (SIGKILL: no cleanup runs) while it writes the new buffer: the file at the
+    path is still the previous buffer, byte for byte."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "b.npz"
+    buf = make_buffer(10)
+    add_step(buf, 0, 3)
+    buf.save(path)
+    saved = path.read_bytes()
+    script = f"""
+import sys, time
+import numpy as np
+sys.path[:0] = {sys.path!r}
+from tests.test_buffers import add_step, make_buffer
+
+def stall(file, **arrays):  # half the archive written, then the process stalls until killed
+    file.write(b"PK\\x03\\x04 half an archive")
+    file.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+np.savez = stall
+buf = make_buffer(10)
+add_step(buf, 1, 7)
+buf.save({str(path)!r})
+"""
+    root = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+        assert path.read_bytes() == saved  # while the new buffer is half written
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert path.read_bytes() == saved and len(LabelledBuffer.load(path)) == 3
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "b.npz"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".b.npz.")  # the killed write, under another name
 
 
 @pytest.mark.parametrize("spoil", ["missing", "truncated", "garbage", "foreign_npz", "npy", "no_header_format"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -91,6 +93,29 @@ def test_ensemble_distillation_reports_each_teacher_and_merge(cartpole_expert_di
     metrics = s["final_train_metrics"]
     assert {"teachers/kl_0", "teachers/kl_1", "teachers/kl_2"} <= set(metrics)
     assert any(key.startswith("teachers/disagreement") for key in metrics)
+    # each teacher was played (all three CartPole experts balance for 500 steps), and the student
+    # learned from their merged target: well above a random policy after 200 updates
+    assert [(t["mean"], t["n_episodes"]) for t in s["teachers"]] == [(500.0, 2)] * 3
+    assert s["pct_of_teacher"] > 30 and 0 < metrics["teachers/disagreement_kl"] < math.inf
+
+
+def test_merge_and_teacher_weights_reach_the_loss(cartpole_expert_dir, tmp_path):
+    """`--merge` and `--teacher-weights` from the command line change the first update's loss
+    (same seed, same initial student, and the first teacher drives, so the same batch): each
+    reaches the merge the trainer uses."""
+    from policykd.cli import main
+    from policykd.fileio import read_json
+
+    root = cartpole_expert_dir.parents[2]
+    teachers = [arg for t in CARTPOLE[:2] for arg in ("--teacher", str(root / t))] + ["--teacher-drive", "first"]
+    tiny = ["--n-transitions", "64", "--n-updates", "1", "--batch-size", "64", "--eval-episodes", "1"]
+    first = {}
+    for merge, weights in (("entropy-weighted", ["2", "1"]), ("entropy-weighted", ["1", "1"]), ("mean-probs", [])):
+        out = tmp_path / f"{merge}-{'-'.join(weights)}"
+        weight_args = ["--teacher-weights", *weights] if weights else []
+        main(["distill", *teachers, "--merge", merge, *weight_args, *tiny, "--no-progress", "--out", str(out)])
+        first[out.name] = read_json(out / "summary.json")["final_train_metrics"]["losses/distill"]
+    assert len({round(value, 6) for value in first.values()}) == 3, first
 
 
 @pytest.mark.parametrize(

@@ -257,11 +257,15 @@ def test_merged_target_acts_through_the_action_mapper():
     np.testing.assert_allclose(box.from_student(as_student_output(GAUSS_A)), [[0.0, 1.0], [1.0, -1.0]])
 
 
-def test_trainer_takes_a_merge():
+@pytest.mark.parametrize("merge_name", MERGE_NAMES)
+def test_trainer_takes_a_merge(merge_name):
+    """A PPO-like and a DQN-like teacher that disagree: a student trained through ``merge_name``
+    ends closer to that merge's target than to any other merge's, so the trainer uses the merge
+    it is given (another merge would fail this test)."""
     from gymnasium import spaces
 
     from policykd.data.buffers import LabelledBuffer
-    from policykd.learn.losses import KLLoss
+    from policykd.learn.losses import KLLoss, categorical_kl
     from policykd.learn.students import make_student
     from policykd.learn.trainer import Trainer, TrainerConfig
 
@@ -278,6 +282,17 @@ def test_trainer_takes_a_merge():
     buffer.add(obs, zeros.astype(np.int64), zeros, zeros > 0, zeros > 0, zeros > 0, 0, outputs)
     torch.manual_seed(0)
     student = make_student(ensemble_teacher_kind(buffer.teacher_kinds), obs_space, spaces.Discrete(2))
-    config = TrainerConfig(n_updates=30, batch_size=32, learning_rate=3e-3, log_every=10, progress_bar=False)
-    metrics = Trainer(student, KLLoss(), buffer, config=config, merge=make_merge("entropy-weighted")).train()
+    config = TrainerConfig(n_updates=300, batch_size=32, learning_rate=3e-3, log_every=10, progress_bar=False)
+    trainer = Trainer(student, KLLoss(), buffer, config=config, merge=make_merge(merge_name))
+    metrics = trainer.train()
     assert math.isfinite(metrics["losses/distill"]) and "teacher/entropy" in metrics
+    softened = [soften(out, 1.0) for out in buffer.batch_at(np.arange(64)).teacher_outputs]
+    with torch.no_grad():
+        log_q = torch.log_softmax(student(torch.as_tensor(obs)).logits, dim=-1)
+    kl = {name: categorical_kl(make_merge(name)(softened).log_probs, log_q).mean().item() for name in MERGE_NAMES}
+    assert min(kl, key=kl.get) == merge_name and kl[merge_name] < 0.01, kl
+    _, steps = trainer.step()  # the step's target is the merge of the batch's softened outputs
+    (step,) = steps.values()
+    target, batch = step.target, step.batch
+    expected = make_merge(merge_name)([soften(out, 1.0) for out in batch.teacher_outputs])
+    torch.testing.assert_close(target.log_probs, expected.log_probs)

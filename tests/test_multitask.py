@@ -267,7 +267,7 @@ def train(
     logger=None,
     **config,
 ) -> dict[str, float]:
-    """The Trainer on a MultiTaskSampler, as ``distill_tasks`` runs it."""
+    """The Trainer on a MultiTaskSampler, as the distill job runs several tasks."""
     trainer_config = TrainerConfig(**{"progress_bar": False, **config})
     sampler = MultiTaskSampler(buffers, task_weights)
     return Trainer(model, loss_fns, sampler, config=trainer_config, merge=merges or {}, logger=logger).train()

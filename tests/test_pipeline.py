@@ -104,8 +104,11 @@ def test_summary_has_every_required_key(cartpole_distill_run):
     assert on_disk["n_teacher_transitions"] == 5_000
     assert 0 < on_disk["student_params"] < on_disk["teacher_params"]
     assert on_disk["wall_time_s"] > 0
-    low, high = on_disk["student_return_ci95"]
-    assert low <= on_disk["student_return_mean"] <= high
+    for who in ("student", "teacher"):  # Student-t over the 3 episodes: mean ± t(0.975, 2) std / sqrt(3)
+        low, high = on_disk[f"{who}_return_ci95"]
+        half = 4.302652729911275 * on_disk[f"{who}_return_std"] / np.sqrt(3)
+        assert on_disk["n_eval_episodes"] == 3
+        assert low == pytest.approx(on_disk[f"{who}_return_mean"] - half) and high == pytest.approx(low + 2 * half)
     random_mean = on_disk["random_return_mean"]
     assert 5 < random_mean < 60  # CartPole's random policy lasts ~22 steps
     pct = 100 * (on_disk["student_return_mean"] - random_mean) / (on_disk["teacher_return_mean"] - random_mean)

@@ -1,18 +1,34 @@
-"""The README is part of the product: its Python example runs, and its two opening commands are
-the Makefile targets CI uses."""
+"""The README is part of the product: its two opening commands are what `make` and CI run, its
+`make demo` block is what the CLI prints for the recorded demo run, its command-line examples
+parse and (with small budgets) run, and its Python example runs."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
+sys.path.insert(0, str(REPO / "benchmarks"))
+import common as benchmarks_common  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 
-def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:
+def _make_dry_run(target: str) -> list[list[str]]:
+    """The commands ``make <target>`` runs, printed by ``make -n`` with the venv taken as set up."""
+    out = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", target], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    return [shlex.split(line) for line in out.splitlines() if line.strip()]
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one(tmp_path) -> None:
     first_block = re.search(r"```bash\n(.*?)```", README, re.S).group(1)
     commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
     assert commands == ["make demo", "make test"]
@@ -20,13 +36,104 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^demo: setup", makefile, re.M) and re.search(r"^test: setup", makefile, re.M)
 
+    # CI: run .ci/run with a `make` that records its arguments
+    (tmp_path / "make").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls"}\n')
+    (tmp_path / "make").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    subprocess.run([str(REPO / ".ci" / "run")], cwd=tmp_path, env=env, check=True)
+    assert (tmp_path / "calls").read_text().split("\n")[:-1] == ["test"]
+
+    # `make test` runs the whole suite (no selection), `make demo` the bare `policykd distill`,
+    # the console script pyproject installs, which is the job the demo block below records
+    assert _make_dry_run("test") == [[".venv/bin/python", "-m", "pytest", "-q"]]
+    assert _make_dry_run("demo") == [[".venv/bin/policykd", "distill"]]
+    assert re.search(r'^policykd = "policykd\.cli:main"$', (REPO / "pyproject.toml").read_text(), re.M)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import distill_checks
+
+    demo_check = dict(distill_checks.CHECKS)[benchmarks_common.DEMO_CHECK]
+    assert distill_checks.cli_command(demo_check) == "policykd distill"
+
+
+def test_the_demo_block_is_what_the_cli_prints_for_the_recorded_demo_run() -> None:
+    """The block sits between generated markers and equals the CLI's output for the summary of
+    the demo job in benchmarks/results (regenerate it with `python benchmarks/distill_checks.py`)."""
+    cell = REPO / "benchmarks" / "results" / "distill_checks" / f"{benchmarks_common.DEMO_CHECK}.json"
+    summary = json.loads(cell.read_text())
+    block = re.search(r"<!-- demo:start -->\n(.*?)\n<!-- demo:end -->", README, re.S).group(1)
+    assert block == benchmarks_common.demo_output(summary)
+    assert f"| {summary['teacher_latency_ms']:.3f}" in block and f"{summary['wall_time_s']:.0f} s" in block
+
+
+# The `policykd` lines of the README's command blocks; placeholders (A, B) and hub ids are parsed only.
+COMMAND_LINES = [
+    line.split("  #")[0].strip()
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S)
+    for line in block.replace("\\\n", " ").splitlines()
+    if line.strip().startswith("policykd ")
+]
+
+
+@pytest.mark.parametrize("line", COMMAND_LINES)
+def test_every_readme_command_line_parses(line, monkeypatch) -> None:
+    """Each example reaches its command with the options the README gives (nothing is run)."""
+    from policykd import cli
+
+    argv, called = shlex.split(line)[1:], []
+    monkeypatch.setitem(cli.COMMANDS, argv[0], lambda args: called.append(args))
+    cli.main(argv)
+    assert len(called) == 1 and called[0].command == argv[0]
+
+
+def test_the_readme_workflow_runs_with_small_budgets(tmp_path, monkeypatch, capsys) -> None:
+    """collect -> distill --buffer -> evaluate -> export -> evaluate the ONNX file, as the README's
+    command block writes them, with the budgets cut (transitions, updates, episodes)."""
+    from policykd.cli import main
+
+    smaller = {"--n-transitions": "512", "--episodes": "2"}
+    distill_budget = ["--n-updates", "50", "--eval-episodes", "1", "--no-progress", "--no-teacher-check"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "agents").symlink_to(REPO / "agents")
+    ran = []
+    for line in COMMAND_LINES:
+        argv = shlex.split(line)[1:]
+        if argv[0] not in ("collect", "evaluate", "export") and "--buffer" not in argv:
+            continue
+        if "PongNoFrameskip-v4_1" in line:
+            continue  # an Atari episode per evaluation: test_zoo covers the Atari recipe
+        argv = [smaller.get(argv[i - 1], arg) if i else arg for i, arg in enumerate(argv)]
+        if "--buffer" in argv:  # into the folder the following lines evaluate and export
+            argv += [*distill_budget, "--out", "runs/CartPole-v1/kl-tau1-seed0"]
+        main(argv)
+        ran.append(argv[0])
+        capsys.readouterr()
+    assert ran == ["collect", "distill", "evaluate", "export", "evaluate", "evaluate"]
+    assert (tmp_path / "runs/CartPole-v1/kl-tau1-seed0/student/policy.onnx").is_file()
+
 
 @pytest.mark.expensive
-def test_python_api_example_runs(tmp_path, monkeypatch) -> None:
+def test_python_api_example_runs(tmp_path, monkeypatch, capsys) -> None:
+    import numpy as np
+
+    from policykd.data.buffers import LabelledBuffer
+    from policykd.data.teachers import load_teacher
+    from policykd.learn.students import Student
+
     section = README.split("## Python API", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     code = code.replace('"agents/', f'"{REPO}/agents/')
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})  # noqa: S102
+    namespace = {"__name__": "readme_example"}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     assert (tmp_path / "runs/api-example/student/student.pt").is_file()
     assert (tmp_path / "runs/api-example/buffer.npz").is_file()
+    # what it prints and leaves behind: a smaller student that acts as its teacher
+    assert capsys.readouterr().out.strip() == "770 student params vs 4610 teacher params"
+    buffer = LabelledBuffer.load(tmp_path / "runs/api-example/buffer.npz")
+    assert len(buffer) == 10_000 and namespace["actions"].shape == (8,)
+    student, teacher = (
+        Student.load(tmp_path / "runs/api-example/student"),
+        load_teacher(REPO / "agents/ppo/CartPole-v1_1"),
+    )
+    observations = buffer.batch_at(np.arange(0, 10_000, 10)).observations.numpy()
+    assert (student.act(observations) == teacher.act(observations)).mean() > 0.8  # an untrained one: ~0.5

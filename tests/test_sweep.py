@@ -100,9 +100,12 @@ def test_one_buffer_serves_every_temperature_and_seed(cartpole_expert_dir, tmp_p
     low, high = (row["target_entropy"][0] for row in summary["rows"])
     assert low < high <= math.log(2), "the target softens as tau grows (softmax of logits / tau)"
     assert summary["labels"]["exploration"].startswith("state-visitation entropy")  # CartPole: 4 dimensions
-    for row in summary["rows"]:
+    per_run = list(csv.DictReader((out / "runs.csv").open()))
+    for row in summary["rows"]:  # mean and Student-t CI over the 2 seeds: mean ± t(0.975, 1) std / sqrt(2)
         m, lo, hi = row["return_greedy"]
-        assert lo <= m <= hi
+        returns = [float(r["return_greedy"]) for r in per_run if float(r["tau"]) == row["tau"]]
+        half = 12.706204736174698 * np.std(returns, ddof=1) / np.sqrt(2)
+        assert len(returns) == 2 and (m, lo, hi) == pytest.approx((np.mean(returns), m - half, m + half))
     table = (out / "sweep.md").read_text()
     assert "softmax(teacher scores / τ)" in table and "| 0.5 |" in table and "| 2 |" in table
     # a second sweep in the same folder reuses the buffer (an interrupted sweep resumes on the same data)

@@ -2,10 +2,13 @@
 
 The exported graph is the whole greedy policy: raw env observations ``(batch, *obs_shape)`` in
 (float32, or uint8 for images), env actions out (int64 indices, or float32 vectors already
-clipped or squashed to the action bounds). Input normalisation and the action mapping are the
+clipped or squashed to the action bounds), and beside them the head's outputs the actions are
+taken from (``head_outputs``: logits, the Gaussian mean, or the deterministic head's [-1, 1]
+action). Input normalisation (with the teacher's VecNormalize clip) and the action mapping are the
 student's own (``Student.forward`` and ``ActionMapper.greedy``), so the file acts exactly as
 ``policykd evaluate`` plays the student. After writing, the file is run with onnxruntime on
-random observations and compared with the student; a mismatch is an error, not a warning.
+random observations and its head outputs and actions are compared with the student's; a mismatch
+is an error, not a warning.
 
 The file carries the student's config and env recipe as ONNX metadata (``policykd.student``,
 ``policykd.recipe``), so ``policykd evaluate policy.onnx`` plays it with nothing else at hand.
@@ -30,23 +33,34 @@ from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path
 from policykd.jobs.evaluate import action_latency_ms
 from policykd.learn.students import Student
+from policykd.types import StudentOutput
 
-INPUT_NAME, OUTPUT_NAME = "observations", "actions"
+INPUT_NAME, OUTPUT_NAME, HEAD_OUTPUT_NAME = "observations", "actions", "head_outputs"
 CONFIG_KEY, RECIPE_KEY = "policykd.student", "policykd.recipe"
-# float32 kernels may differ in the last bits between torch and onnxruntime
+# float32 kernels may differ in the last bits between torch and onnxruntime: outputs and continuous
+# actions must agree within CONTINUOUS_TOLERANCE, absolute plus relative to the student's value
 CONTINUOUS_TOLERANCE = 1e-4
 INSTALL_HINT = "pip install 'policykd[onnx]' (onnx, onnxscript and onnxruntime)"
 
 
 class GreedyPolicy(nn.Module):
-    """A student and its action mapping as one module: raw observations -> greedy env actions."""
+    """A student and its action mapping as one module: raw observations -> (greedy env actions,
+    the head outputs they come from)."""
 
     def __init__(self, student: Student) -> None:
         super().__init__()
         self.student = student
 
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.student.mapper.greedy(self.student(observations))
+    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.student(observations)
+        return self.student.mapper.greedy(out), head_outputs(out)
+
+
+def head_outputs(out: StudentOutput) -> torch.Tensor:
+    """What a greedy action is taken from: the logits, the Gaussian mean, or the deterministic action."""
+    if out.kind == "discrete":
+        return out.logits
+    return out.action if out.kind == "deterministic" else out.mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +69,7 @@ class ExportReport:
     n_params: int
     size_bytes: int
     n_checked: int  # random observations compared between onnxruntime and the torch student
-    max_abs_diff: float  # continuous actions; 0 for discrete ones, which must match exactly
+    max_abs_diff: float  # between onnxruntime's and the student's head outputs (and continuous actions)
     latency_ms_torch: float  # median batch-1 action, policykd's Student.act
     latency_ms_onnx: float  # the same through onnxruntime (1 thread)
 
@@ -84,7 +98,7 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int =
             (example,),
             dynamo=True,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=[OUTPUT_NAME, HEAD_OUTPUT_NAME],
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             verbose=False,
         )
@@ -124,33 +138,43 @@ class OnnxPolicy:
     ) -> np.ndarray:
         if not deterministic:
             raise PolicyKDError("an exported student acts greedily only; drop --stochastic")
+        return self.run(observations, [OUTPUT_NAME])[0]  # files exported before head_outputs existed play too
+
+    def run(self, observations: np.ndarray, names: list[str] | None = None) -> list[np.ndarray]:
+        """The graph's outputs ``names`` (default: greedy env actions, head outputs) for raw
+        observations ``(B, *obs_shape)``."""
         dtype = np.uint8 if self.config.image else np.float32
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(observations, dtype=dtype)})[0]
+        feed = {INPUT_NAME: np.asarray(observations, dtype=dtype)}
+        return self.session.run(names or [OUTPUT_NAME, HEAD_OUTPUT_NAME], feed)
 
 
 def check_onnx(path: str | Path, student: Student, n_check: int = 256, seed: int = 0) -> tuple[int, float]:
     """Run the ONNX file and the student on the same random observations; raise PolicyKDError
-    unless they give the same actions. Returns (observations checked, max abs difference)."""
+    unless they give the same head outputs (within CONTINUOUS_TOLERANCE) and actions. Returns
+    (observations checked, max abs difference)."""
     return _compare(OnnxPolicy(path), student, n_check, seed)
 
 
 def _compare(exported: OnnxPolicy, student: Student, n_check: int, seed: int) -> tuple[int, float]:
     observations = random_observations(student, n_check, np.random.default_rng(seed))
-    actions = exported.act(observations)
-    expected = student.act(observations, deterministic=True)
+    actions, outputs = exported.run(observations)
+    expected_actions = student.act(observations, deterministic=True)  # as `policykd evaluate` plays it
+    with torch.no_grad():
+        expected_outputs = head_outputs(student(torch.as_tensor(observations))).numpy()
+    output_diff = np.abs(outputs - expected_outputs)
+    off = (output_diff > CONTINUOUS_TOLERANCE * (1.0 + np.abs(expected_outputs))).any(axis=-1)
     if student.config.head == "discrete":
-        mismatches = int((actions != expected).sum())
-        if mismatches:
-            raise PolicyKDError(
-                f"{exported.path}: the exported policy picks other actions than the student on "
-                f"{mismatches}/{n_check} observations; please report this with the student folder"
-            )
-        return n_check, 0.0
-    max_diff = float(np.abs(actions - expected).max())
-    if not max_diff <= CONTINUOUS_TOLERANCE:
+        top2 = np.sort(expected_outputs, axis=-1)[:, -2:]  # a near-tie may break either way in float32
+        off |= (actions != expected_actions) & (top2[:, 1] - top2[:, 0] > CONTINUOUS_TOLERANCE)
+        max_diff = float(output_diff.max())
+    else:
+        action_diff = np.abs(actions - expected_actions)
+        off |= (action_diff > CONTINUOUS_TOLERANCE * (1.0 + np.abs(expected_actions))).any(axis=-1)
+        max_diff = float(max(output_diff.max(), action_diff.max()))
+    if off.any():
         raise PolicyKDError(
-            f"{exported.path}: the exported actions differ from the student's by up to {max_diff:.3g}; "
-            "please report this with the student folder"
+            f"{exported.path}: the exported policy picks other actions than the student on {int(off.sum())}/{n_check} "
+            f"observations (its outputs differ by up to {max_diff:.3g}); please report this with the student folder"
         )
     return n_check, max_diff
 
@@ -189,12 +213,16 @@ def _quiet_exporter() -> Iterator[None]:
 
 def random_observations(student: Student, n: int, rng: np.random.Generator) -> np.ndarray:
     """Observations the student could meet: uniform bytes for images, else around its input
-    normalisation (mean ± 3 std, so saturated and clipped actions are exercised too)."""
+    normalisation (mean ± 3 std, so saturated and clipped actions are exercised too; with an input
+    clip, every other observation spreads to twice the clip, so the clip is exercised as well)."""
     shape = (n, *student.config.observation_shape)
     if student.config.image:
         return rng.integers(0, 256, size=shape, dtype=np.uint8)
     mean, std = student.obs_mean.numpy(), student.obs_std.numpy()
-    return (mean + 3.0 * std * rng.standard_normal(shape)).astype(np.float32)
+    noise = rng.standard_normal(shape)
+    if student.config.obs_clip is not None:
+        noise[1::2] *= max(1.0, 2.0 * student.config.obs_clip / 3.0)
+    return (mean + 3.0 * std * noise).astype(np.float32)
 
 
 def _require(*modules: str) -> None:

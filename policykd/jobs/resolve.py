@@ -125,7 +125,7 @@ def make_student_for(
     teacher: Teacher, kind: str, hidden_sizes: tuple[int, ...], cnn_width: float = 1.0, seed: int | None = None
 ) -> Student:
     """A fresh student with a ``kind`` head for ``teacher``'s env: its spaces, and its VecNormalize
-    statistics copied in so the student acts on raw observations. ``seed`` fixes its initial
+    statistics (clip included) copied in so the student acts on raw observations. ``seed`` fixes its initial
     weights without touching torch's global RNG (None: drawn from it)."""
     normalizer = teacher.normalizer
     return make_student(
@@ -136,6 +136,7 @@ def make_student_for(
         cnn_width=cnn_width,
         obs_mean=None if normalizer is None else normalizer.mean,
         obs_std=None if normalizer is None else normalizer.std,
+        obs_clip=None if normalizer is None else normalizer.clip,
         seed=seed,
     )
 

@@ -61,6 +61,7 @@ class StudentConfig:
     hidden_sizes: tuple[int, ...] = (64, 64)
     cnn_width: float = 1.0  # NatureCNN channel / unit multiplier, for image observations
     image: bool = False
+    obs_clip: float | None = None  # normalised inputs are clipped to ±obs_clip (VecNormalize's clip_obs); None: no clip
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StudentConfig:
@@ -183,15 +184,24 @@ class Student(nn.Module):
         self.head = make_head(n_features, config.head, config.action_dim)
         self.mapper = ActionMapper(config.action_space, squash=config.squash)
 
-    def set_input_normalization(self, mean: np.ndarray, std: np.ndarray) -> None:
+    def set_input_normalization(self, mean: np.ndarray, std: np.ndarray, clip: float | None = None) -> None:
+        """The teacher's VecNormalize statistics: inputs become ``clip((obs - mean) / std, ±clip)``,
+        as the teacher sees them (``clip`` None: not clipped). The clip is kept in the config."""
         self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.obs_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        self.config = dataclasses.replace(self.config, obs_clip=None if clip is None else float(clip))
+
+    def normalize_input(self, observations: torch.Tensor) -> torch.Tensor:
+        """What the network sees: uint8 images scaled to [0, 1], else the normalised (and clipped) input."""
+        x = observations.float()
+        if self.config.image:
+            return x / 255.0
+        x = (x - self.obs_mean) / self.obs_std
+        return x if self.config.obs_clip is None else x.clamp(-self.config.obs_clip, self.config.obs_clip)
 
     def forward(self, observations: torch.Tensor) -> StudentOutput:
-        """``(B, *obs_shape)`` raw observations (uint8 images are scaled to [0, 1])."""
-        x = observations.float()
-        x = x / 255.0 if self.config.image else (x - self.obs_mean) / self.obs_std
-        out = self.head(self.trunk(x))
+        """``(B, *obs_shape)`` raw observations (see ``normalize_input``)."""
+        out = self.head(self.trunk(self.normalize_input(observations)))
         if self.config.head == "discrete":
             return StudentOutput("discrete", logits=out)
         if self.config.head == "deterministic":
@@ -263,6 +273,7 @@ def make_student(
     cnn_width: float = 1.0,
     obs_mean: np.ndarray | None = None,
     obs_std: np.ndarray | None = None,
+    obs_clip: float | None = None,
     seed: int | None = None,
 ) -> Student:
     """A student whose head matches ``teacher_kind`` and whose input matches the env's raw
@@ -284,5 +295,5 @@ def make_student(
     with seeded_weights(seed):
         student = Student(config)
     if obs_mean is not None and obs_std is not None and not config.image:
-        student.set_input_normalization(obs_mean, obs_std)
+        student.set_input_normalization(obs_mean, obs_std, obs_clip)
     return student

@@ -123,6 +123,25 @@ def test_save_load_round_trip_gives_identical_actions(tmp_path):
     assert torch.equal(loaded.task_modules["task0"].obs_std, torch.full((4,), 2.0))
 
 
+def test_a_task_sees_its_inputs_clipped_as_its_teacher_does(tmp_path):
+    """VecNormalize clips normalised observations at clip_obs; a task's inputs are clipped the same
+    way, and the clip survives save / load (issue 21)."""
+    mean, std = np.zeros(4, np.float32), np.ones(4, np.float32)
+    model = student(seed=3, obs_stats={"CartPole-v1": (mean, std, 2.0)})
+    far = np.array([[50.0, -50.0, 0.5, 3.0]], np.float32)
+    at_clip = np.array([[2.0, -2.0, 0.5, 2.0]], np.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(torch.as_tensor(far), "CartPole-v1").logits, model(torch.as_tensor(at_clip), "CartPole-v1").logits
+        )
+        unclipped = student(seed=3, obs_stats={"CartPole-v1": (mean, std)})
+        assert not torch.allclose(
+            unclipped(torch.as_tensor(far), "CartPole-v1").logits, model(torch.as_tensor(far), "CartPole-v1").logits
+        )
+    model.save(tmp_path / "mt")
+    assert MultiTaskStudent.load(tmp_path / "mt").spec("CartPole-v1").obs_clip == 2.0
+
+
 def test_load_refuses_what_is_not_a_multitask_student(tmp_path):
     with pytest.raises(PolicyKDError, match="not a policykd multi-task student"):
         MultiTaskStudent.load(tmp_path)

@@ -275,7 +275,7 @@ def _train_tasks(
         input_width=config.input_width or MULTITASK_INPUT_WIDTH,
         cnn_width=plans[0].budgets.cnn_width,
         obs_stats={
-            plan.name: (plan.teacher.normalizer.mean, plan.teacher.normalizer.std)
+            plan.name: (plan.teacher.normalizer.mean, plan.teacher.normalizer.std, plan.teacher.normalizer.clip)
             for plan in plans
             if plan.teacher.normalizer is not None
         },

@@ -71,6 +71,7 @@ class TaskSpec:
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
     squash: bool = False
+    obs_clip: float | None = None  # the teacher's VecNormalize clip_obs, applied after normalising
 
     @property
     def action_space(self) -> gym.spaces.Space:
@@ -140,8 +141,9 @@ class MultiTaskStudent(nn.Module):
     def _modules_of(self, task: str) -> _TaskModules:
         return self.task_modules[f"task{self._task_index(task)}"]  # type: ignore[return-value]
 
-    def set_input_normalization(self, task: str, mean: np.ndarray, std: np.ndarray) -> None:
-        """Task ``task``'s observation mean and std (its teacher's VecNormalize statistics)."""
+    def set_input_normalization(self, task: str, mean: np.ndarray, std: np.ndarray, clip: float | None = None) -> None:
+        """Task ``task``'s observation mean, std and clip (its teacher's VecNormalize statistics):
+        its inputs become ``clip((obs - mean) / std, ±clip)``, as its teacher sees them."""
         modules = self._modules_of(task)
         mean_t, std_t = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (mean, std))
         if mean_t.shape != modules.obs_mean.shape or std_t.shape != modules.obs_std.shape:
@@ -151,6 +153,11 @@ class MultiTaskStudent(nn.Module):
             )
         modules.obs_mean.copy_(mean_t)
         modules.obs_std.copy_(std_t)
+        index, clip = self._task_index(task), None if clip is None else float(clip)
+        tasks = tuple(
+            dataclasses.replace(s, obs_clip=clip) if i == index else s for i, s in enumerate(self.config.tasks)
+        )
+        self.config = dataclasses.replace(self.config, tasks=tasks)
 
     def forward(self, observations: torch.Tensor, task: str) -> StudentOutput:
         """Raw observations ``(B, *obs_shape)`` of ``task`` -> its head's StudentOutput: logits
@@ -163,6 +170,8 @@ class MultiTaskStudent(nn.Module):
             )
         x = observations.float()
         x = x / 255.0 if self.config.image else (x - modules.obs_mean) / modules.obs_std
+        if spec.obs_clip is not None:
+            x = x.clamp(-spec.obs_clip, spec.obs_clip)
         return head_output(spec.head, modules.head(self.trunk(modules.encoder(x))))
 
     @torch.no_grad()
@@ -220,11 +229,12 @@ def make_multitask_student(
     hidden_sizes: tuple[int, ...] = (64, 64),
     input_width: int = 64,
     cnn_width: float = 1.0,
-    obs_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    obs_stats: Mapping[str, tuple[Any, ...]] | None = None,
     seed: int | None = None,
 ) -> MultiTaskStudent:
     """A student with one head per task, in the given order. ``obs_stats``: per task ``(mean,
-    std)`` of raw observations (the teacher's VecNormalize statistics; vector tasks only).
+    std)`` or ``(mean, std, clip)`` of raw observations (the teacher's VecNormalize statistics;
+    vector tasks only).
     ``seed`` fixes the initial weights without touching the global RNG
     (``students.seeded_weights``); None draws them from the global RNG."""
     from stable_baselines3.common.preprocessing import is_image_space
@@ -251,9 +261,9 @@ def make_multitask_student(
     )
     with seeded_weights(seed):
         student = MultiTaskStudent(config)
-    for name, (mean, std) in (obs_stats or {}).items():
+    for name, stats in (obs_stats or {}).items():
         if not config.image:
-            student.set_input_normalization(name, mean, std)
+            student.set_input_normalization(name, *stats)
     return student
 
 

@@ -16,7 +16,7 @@ from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publis
 
 from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill import distill
-from policykd.jobs.evaluate import ReturnStats, pct_of
+from policykd.jobs.evaluate import mean_ci, pct_of
 from policykd.zoo.layout import is_finished
 from policykd.zoo.presets import ZOO_DIR
 
@@ -64,7 +64,7 @@ def main() -> None:
     best_teacher = max((t for s in runs[STRATEGIES[0]] for t in s["teachers"]), key=lambda t: t["mean"])
     rows = []
     for name, summaries in runs.items():
-        per_seed = ReturnStats.of([s["student_return_mean"] for s in summaries])
+        mean, low, high = mean_ci([s["student_return_mean"] for s in summaries])  # Student t over seeds
         random_mean = float(np.mean([s["random_return_mean"] for s in summaries]))
         metrics = [s["final_train_metrics"] for s in summaries]
         kls = (
@@ -75,10 +75,10 @@ def main() -> None:
             else "-"
         )
         # the bar: the ensemble student reaches the best single teacher, within its CI over seeds
-        reaches = "yes" if per_seed.ci95[1] >= best_teacher["mean"] else "no"
+        reaches = "yes" if high >= best_teacher["mean"] else "no"
         rows.append(
-            f"| {name} | {per_seed.mean:.1f} | [{per_seed.ci95[0]:.1f}, {per_seed.ci95[1]:.1f}] | "
-            f"{pct_of(per_seed.mean, best_teacher['mean'], random_mean):.1f} | {reaches} | "
+            f"| {name} | {mean:.1f} | [{low:.1f}, {high:.1f}] | "
+            f"{pct_of(mean, best_teacher['mean'], random_mean):.1f} | {reaches} | "
             f"{np.mean([m['teacher/entropy'] for m in metrics]):.3f} | {kls} |"
         )
     scores = runs[STRATEGIES[0]][0]["teachers"]  # in the order of ``teachers``

@@ -15,7 +15,7 @@ from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publis
 
 from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill import distill
-from policykd.jobs.evaluate import ReturnStats
+from policykd.jobs.evaluate import mean_ci
 
 TASKS = (
     ("CartPole-v1", "agents/ppo/CartPole-v1_1"),
@@ -41,12 +41,12 @@ def main() -> None:
     ]
     rows = []
     for env_id, teacher in TASKS:
-        students = ReturnStats.of([r["tasks"][env_id]["student"]["mean"] for r in runs])
+        mean, low, high = mean_ci([r["tasks"][env_id]["student"]["mean"] for r in runs])  # Student t over seeds
         pcts = [r["tasks"][env_id]["pct_of_teacher"] for r in runs]
         t = runs[0]["tasks"][env_id]["teacher"]
         rows.append(
-            f"| {env_id} | `{teacher}` | {t['mean']:.1f} ± {t['std']:.1f} | {students.mean:.1f} "
-            f"[{students.ci95[0]:.1f}, {students.ci95[1]:.1f}] | {np.mean(pcts):.1f} (min {min(pcts):.1f}) | "
+            f"| {env_id} | `{teacher}` | {t['mean']:.1f} ± {t['std']:.1f} | {mean:.1f} "
+            f"[{low:.1f}, {high:.1f}] | {np.mean(pcts):.1f} (min {min(pcts):.1f}) | "
             f"{runs[0]['tasks'][env_id]['teacher_params']:,} |"
         )
     table = "\n".join(

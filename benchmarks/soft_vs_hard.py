@@ -61,6 +61,7 @@ from policykd.jobs.evaluate import (
     episode_returns,
     evaluate_random,
     evaluate_teacher,
+    mean_ci,
     pct_of,
 )
 from policykd.jobs.experiment import student_for
@@ -184,8 +185,9 @@ def run_task(name: str, source: str, plan: Plan, cache: Path, *, quick: bool, fo
 
     def baselines() -> dict[str, Any]:
         measured = evaluate_teacher(teacher, n_eval, EVAL_SEED_OFFSET, deterministic)
-        check_teacher_score(teacher, measured)  # refuses a teacher whose env recipe is wrong
-        return {"teacher": measured.to_json(), "random": evaluate_random(teacher, n_eval, EVAL_SEED_OFFSET).to_json()}
+        random = evaluate_random(teacher, n_eval, EVAL_SEED_OFFSET)
+        check_teacher_score(teacher, measured, random)  # refuses a teacher whose env recipe is wrong
+        return {"teacher": measured.to_json(), "random": random.to_json()}
 
     cache_cell = TaskCache(cache, force)
     base = cache_cell(f"baselines-e{n_eval}", baselines)
@@ -249,15 +251,15 @@ def summarise(
     losses = {}
     for loss in plan.losses:
         pct = [[pct_of(cells[loss, n, s]["return"]["mean"], teacher_mean, random_mean) for s in SEEDS] for n in budgets]
-        curve = [ReturnStats.of(p) for p in pct]
+        curve = [mean_ci(p) for p in pct]
         returns = [[cells[loss, n, s]["return"]["mean"] for s in SEEDS] for n in budgets]
         losses[loss] = {
             "temperature": plan.temperature(loss),
             "pct_per_seed": pct,
             "return_per_seed": returns,
-            "curve": [(c.mean, *c.ci95) for c in curve],
-            "to_target": transitions_to(budgets, [c.mean for c in curve]),
-            "stays_from": stays_from(budgets, [c.mean for c in curve]),
+            "curve": curve,
+            "to_target": transitions_to(budgets, [c[0] for c in curve]),
+            "stays_from": stays_from(budgets, [c[0] for c in curve]),
             "to_target_per_seed": [transitions_to(budgets, [p[i] for p in pct]) for i in range(len(SEEDS))],
         }
     return {

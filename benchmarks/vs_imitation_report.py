@@ -9,7 +9,7 @@ import numpy as np
 from common import provenance, replace_between_markers, stale_note
 
 from policykd.fileio import write_json_atomic, write_text_atomic
-from policykd.jobs.evaluate import ReturnStats, pct_of
+from policykd.jobs.evaluate import ReturnStats, mean_ci, pct_of
 
 METHODS = ("imitation", "nll", "kl")
 LABEL = {"imitation": "imitation", "nll": "policykd nll", "kl": "policykd kl"}
@@ -51,17 +51,17 @@ def summarise(t: dict[str, Any]) -> dict[str, Any]:
     methods = {}
     for m in METHODS:
         bc = {(n, s): t["bc"][f"bc-{m}-n{n}-seed{s}"]["return"] for n in budgets for s in seeds}
-        curve = [ReturnStats.of([bc[n, s]["mean"] for s in seeds]) for n in budgets]
+        curve = [mean_ci([bc[n, s]["mean"] for s in seeds]) for n in budgets]  # Student t over seeds
         final = pooled([t["bc"][f"bc-{m}-n{budgets[-1]}-seed{s}"] for s in seeds])
         runs = [t["dagger"]["runs"][f"dagger-{m}-seed{s}"]["rounds"] for s in seeds]
         labels = [float(np.mean([r[i]["n_labels"] for r in runs])) for i in range(len(runs[0]))]
         d_curve = [float(np.mean([r[i]["return"]["mean"] for r in runs])) for i in range(len(runs[0]))]
         d_final = pooled([r[-1] for r in runs])
         methods[m] = {
-            "bc_curve": [(c.mean, *c.ci95) for c in curve],
+            "bc_curve": curve,
             "bc_final": final.to_json(),
             "bc_final_pct_of_teacher": pct_of(final.mean, teacher, random),
-            "bc_to_95": reach(budgets, [c.mean for c in curve], threshold),
+            "bc_to_95": reach(budgets, [c[0] for c in curve], threshold),
             "bc_to_95_per_seed": [reach(budgets, [bc[n, s]["mean"] for n in budgets], threshold) for s in seeds],
             "samples_per_s": t["throughput"][m],
             "dagger_labels": labels,

@@ -50,7 +50,7 @@ def _commands() -> dict[str, Command]:
         "evaluate": Command(
             "play a teacher or a student and report its return",
             ("env", "seed", "trust_pickles"),
-            defaults={"env_id": None, "seed": 0, "trust_pickles": False},
+            defaults={"env_id": None, "seed": None, "trust_pickles": False},
         ),
         "sweep": Command(
             "distil one student per (temperature, seed) from one buffer; table + plots",
@@ -98,9 +98,11 @@ COMMAND_ARGUMENTS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
     "collect": [(("--out",), dict(required=True, help="buffer file to write (.npz)"))],
     "evaluate": [
         (("source",), dict(help="student run folder (…/student), exported student (.onnx), rl-zoo folder, SB3 .zip or hub id")),
-        (("--episodes",), dict(type=int, default=20)),
-        (("--stochastic",), dict(action="store_true", help="sample actions instead of acting greedily (a DQN / QR-DQN acts epsilon-greedily with its saved exploration rate, as SB3's predict does)")),
-        (("--record",), dict(action="store_true", help="write the score into the zoo folder's expert.json")),
+        (("--episodes",), dict(type=int, default=None, help="episodes to play (default: as distill evaluates: the run's for a student of a distill run, else the env preset's; 30 with --record)")),
+        (("--episode-seed",), dict(type=int, default=None, help="seed env i of the evaluation with EPISODE_SEED + i exactly (default: --seed S's distill evaluation episodes, S + 10000 + i; 0 + i with --record, the zoo's scoring episodes)")),
+        (("--stochastic",), dict(action="store_true", help="sample actions instead of acting greedily (a DQN / QR-DQN acts epsilon-greedily with its saved exploration rate, as SB3's predict does; default: as the env preset evaluates, greedily but on Atari)")),
+        (("--deterministic",), dict(action="store_true", help="act greedily even where the env preset evaluates stochastically (Atari)")),
+        (("--record",), dict(action="store_true", help="score on the zoo's protocol (30 episodes, env seeds from 0) and write it into the zoo folder's expert.json")),
     ],
     "export": [
         (("student",), dict(help="student folder (…/student, with student.json and student.pt)")),
@@ -149,6 +151,7 @@ def _fmt_return(s: dict[str, Any], who: str) -> list[str]:
 def _cmd_distill(args: argparse.Namespace) -> None:
     from policykd.jobs.config import DistillConfig, parse_task
     from policykd.jobs.distill import distill
+    from policykd.jobs.evaluate import EVAL_SEED_OFFSET
 
     config = _experiment_config(args, DistillConfig)
     s = distill(dataclasses.replace(config, tasks=tuple(parse_task(t) for t in config.tasks)))
@@ -182,9 +185,14 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         ],
         ["policy", "return (mean ± std)", "95 % CI", "% of teacher", "params", "latency (ms)"],
     )
+    raw = s["pct_of_teacher_raw"]  # None where returns can be negative: the ratio would mislead
     print(
-        f"% of teacher: (student - random) / (teacher - random), random policy {s['random_return_mean']:.1f}; "
-        f"raw student / teacher {s['pct_of_teacher_raw']:.1f} %"
+        f"% of teacher: (student - random) / (teacher - random), random policy {s['random_return_mean']:.1f}"
+        + ("" if raw is None else f"; raw student / teacher {raw:.1f} %")
+    )
+    print(
+        f"returns over {s['n_eval_episodes']} episodes, env seeds from {s['seed'] + EVAL_SEED_OFFSET}; 95 % CI: "
+        f"bootstrap of the mean; policykd evaluate {Path(s['out_dir']) / 'student'} replays them"
     )
     print(f"run folder: {s['out_dir']} (summary.json, student/, tb/), {s['wall_time_s']:.0f} s")
 
@@ -221,23 +229,35 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from policykd.jobs.evaluate import evaluate_policy
+    from policykd.jobs.evaluate import choose_episodes, evaluate_policy
     from policykd.jobs.play import resolve_policy
     from policykd.zoo.layout import RECORD_FILE
-    from policykd.zoo.scoring import record_score, score_entry
+    from policykd.zoo.scoring import SCORE_EPISODES, SCORE_SEED, record_score, score_entry
 
     if args.record and not (Path(args.source) / RECORD_FILE).is_file():  # refused before playing, not after
         raise PolicyKDError(f"--record needs a zoo folder with {RECORD_FILE}; {args.source} has none")
+    if args.stochastic and args.deterministic:
+        raise PolicyKDError("--stochastic and --deterministic contradict each other; give one of them")
     policy, recipe, what = resolve_policy(args.source, args.env_id, args.stochastic, trust_pickles=args.trust_pickles)
-    deterministic = not args.stochastic
-    stats = evaluate_policy(policy, recipe, args.episodes, seed=args.seed, deterministic=deterministic)
+    episodes = choose_episodes(
+        args.source,
+        recipe.env_id,
+        seed=args.seed,
+        episode_seed=args.episode_seed,
+        n_episodes=args.episodes,
+        deterministic=True if args.deterministic else (False if args.stochastic else None),
+        zoo=(SCORE_SEED, SCORE_EPISODES) if args.record else None,
+    )
+    stats = evaluate_policy(
+        policy, recipe, episodes.n_episodes, seed=episodes.env_seed, deterministic=episodes.deterministic
+    )
     print(
         f"{what}: return {stats.mean:.2f} ± {stats.std:.2f}, 95 % CI [{stats.ci95[0]:.2f}, {stats.ci95[1]:.2f}] "
-        f"over {stats.n_episodes} episodes (seed {args.seed})"
+        f"over {stats.n_episodes} episodes ({episodes.describe()})"
     )
     if args.record:
-        path = record_score(args.source, score_entry(stats, seed=args.seed, deterministic=deterministic))
-        print(f"recorded in {path}")
+        entry = score_entry(stats, seed=episodes.env_seed, deterministic=episodes.deterministic)
+        print(f"recorded in {record_score(args.source, entry)}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:

@@ -26,7 +26,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "task_weights": (("--task-weights",), dict(type=float, nargs="+", help="share of each batch per --task (default equal)")),
     "buffer": (("--buffer",), dict(help="train from this saved buffer instead of collecting")),
     "trust_pickles": (("--trust-pickles",), dict(action="store_const", const=True, help="read the teacher's pickles (SB3 zip, vecnormalize.pkl) and env wrappers as SB3 does, for files you trust: they may run code (default: only what SB3 experts need is read)")),
-    "no_teacher_check": (("--no-teacher-check",), dict(dest="teacher_check", action="store_const", const=False, help="skip refusing a teacher that plays far below its recorded score")),
+    "no_teacher_check": (("--no-teacher-check",), dict(dest="teacher_check", action="store_const", const=False, help="use a teacher even if it plays no better than a uniformly random policy, or far below its recorded score (refused by default: its env recipe is then almost surely wrong)")),
     # collection
     "n_transitions": (("--n-transitions",), dict(type=int, help="labelled transitions to collect (default: preset)")),
     "n_envs": (("--n-envs",), dict(type=int, help="vectorised envs while collecting (default: preset)")),

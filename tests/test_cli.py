@@ -145,11 +145,11 @@ def test_evaluate_the_shipped_teacher(cartpole_expert_dir, capsys):
 
 def test_evaluate_a_student_folder(cartpole_distill_run, capsys):
     summary, out_dir = cartpole_distill_run
-    # distill evaluates with seed + 10_000 over 3 episodes: the same episodes give the same mean
-    argv = ["evaluate", str(out_dir / "student"), "--episodes", "3", "--seed", "10000"]
-    code, out, err = run_cli(argv, capsys)
+    # by default evaluate replays its run's evaluation episodes (seed 0 + 10_000, 3 episodes): the same mean
+    code, out, err = run_cli(["evaluate", str(out_dir / "student")], capsys)
     assert code == 0, err
     assert out.startswith("student (")
+    assert "over 3 episodes (greedy, env seeds from 10000: distill --seed 0's evaluation episodes" in out
     assert _printed_return(out) == pytest.approx(summary["student_return_mean"], abs=0.01)
 
 

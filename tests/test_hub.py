@@ -136,7 +136,8 @@ def test_ale_repo_id_maps_to_namespaced_env(sb3_expert, offline_hf_cache, tmp_pa
     """The hub spells ALE/Pong-v5 as ALE-Pong-v5; the recipe gets the real id back. (The loader
     reads the recipe and does not build the env, so a small zip stands in for a Pong expert.)"""
     _, zip_path = sb3_expert("ppo", "CartPole-v1")
-    _add_cached_repo(offline_hf_cache, "sb3/ppo-ALE-Pong-v5", {"ppo-ALE-Pong-v5.zip": zip_path.read_bytes()})
+    files = {"ppo-ALE-Pong-v5.zip": zip_path.read_bytes(), "config.yml": yaml.dump({"policy": "MlpPolicy"}).encode()}
+    _add_cached_repo(offline_hf_cache, "sb3/ppo-ALE-Pong-v5", files)  # a download without config.yml is refused
     run_dir = resolve_hub_id("sb3/ppo-ALE-Pong-v5", hub_dir=tmp_path / "zoo")
     assert run_dir == tmp_path / "zoo" / "sb3" / "ppo" / "ALE-Pong-v5_1" and (run_dir / "ALE-Pong-v5.zip").is_file()
     teacher = load_teacher(run_dir, env_id="ALE/Pong-v5")

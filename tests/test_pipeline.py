@@ -114,7 +114,7 @@ def test_summary_has_every_required_key(cartpole_distill_run):
     pct = 100 * (on_disk["student_return_mean"] - random_mean) / (on_disk["teacher_return_mean"] - random_mean)
     assert on_disk["pct_of_teacher"] == pytest.approx(pct)
     raw = 100 * on_disk["student_return_mean"] / on_disk["teacher_return_mean"]
-    assert on_disk["pct_of_teacher_raw"] == pytest.approx(raw)
+    assert on_disk["pct_of_teacher_raw"] == pytest.approx(raw)  # CartPole's returns are never negative
     assert all(math.isfinite(on_disk[key]) for key in REQUIRED_KEYS if isinstance(on_disk[key], float))
 
 

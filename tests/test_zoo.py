@@ -124,7 +124,7 @@ def test_vecnormalize_expert_is_refused_without_its_statistics(tmp_path) -> None
     import shutil
 
     from policykd.errors import PolicyKDError
-    from policykd.jobs.evaluate import evaluate_teacher
+    from policykd.jobs.evaluate import evaluate_random, evaluate_teacher
     from policykd.jobs.resolve import check_teacher_score
 
     copy = tmp_path / "ppo" / "HalfCheetah-v5_1"
@@ -136,4 +136,4 @@ def test_vecnormalize_expert_is_refused_without_its_statistics(tmp_path) -> None
     config.write_text(config.read_text().replace("normalize: true", "normalize: false"))
     teacher = load_teacher(copy)
     with pytest.raises(PolicyKDError, match="missing vecnormalize.pkl"):
-        check_teacher_score(teacher, evaluate_teacher(teacher, 2, seed=0))
+        check_teacher_score(teacher, evaluate_teacher(teacher, 2, seed=0), evaluate_random(teacher, 2, seed=0))

@@ -283,8 +283,10 @@ def load_teacher(
 ) -> Teacher:
     """Load a teacher from an rl-zoo folder, a bare ``.zip`` or a hub id (``org/algo-EnvId``).
 
-    A zoo folder brings its env recipe (wrappers, frame stack, VecNormalize statistics). A bare
-    zip needs ``env_id`` (or ``recipe``); its recipe then comes from the env's preset.
+    A zoo folder brings its env recipe (wrappers, frame stack, VecNormalize statistics): one
+    without ``<EnvId>/config.yml`` (unless ``recipe`` is given), or whose config names observation
+    normalisation without ``vecnormalize.pkl``, is refused. A bare zip needs ``env_id`` (or
+    ``recipe``); its recipe then comes from the env's preset.
 
     The pickles in the zip and in ``vecnormalize.pkl`` are read through an allow-list of what
     SB3 experts hold (policykd.data.safe_pickle), and a ``config.yml`` may name env wrappers from
@@ -311,6 +313,13 @@ def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None, t
 
     zip_path, env_name = _zoo_model_file(path)
     params_dir = path / env_name
+    if recipe is None and not (params_dir / "config.yml").is_file():
+        # without it the env recipe is a guess: a VecNormalize + gSDE expert then scored -2.1 instead of 93.9
+        raise PolicyKDError(
+            f"{path} is an rl-zoo folder without {params_dir / 'config.yml'}, so the env recipe the expert was trained "
+            f"with (wrappers, frame stack, VecNormalize) is unknown; restore config.yml from the zoo, or pass "
+            f"{zip_path} alone with --env to play it in the env preset's recipe"
+        )
     config = read_zoo_yaml(params_dir / "config.yml") if (params_dir / "config.yml").is_file() else {}
     args = read_zoo_yaml(params_dir / "args.yml") if (params_dir / "args.yml").is_file() else {}
     # rl-zoo names files after the env with "/" written as "-" (ALE/Pong-v5 -> ALE-Pong-v5).
@@ -329,9 +338,10 @@ def _load_zoo_folder(path: Path, env_id: str | None, recipe: EnvRecipe | None, t
         else:  # refused here, before anything is loaded, and not only when its env is built
             check_wrappers(recipe.env_wrapper, str(params_dir / "config.yml"))
     vecnorm_path = params_dir / "vecnormalize.pkl"
-    if recipe.normalize and not vecnorm_path.is_file():
+    if recipe.normalize and not vecnorm_path.is_file():  # config.yml's normalize: true, or a dict with norm_obs
         raise PolicyKDError(
-            f"{path}: the expert was trained with VecNormalize but {vecnorm_path} is missing; restore it from the zoo"
+            f"{path}: its config.yml says the expert was trained with VecNormalize but {vecnorm_path} is missing; "
+            "restore it from the zoo (without the statistics the expert sees unscaled observations and fails)"
         )
     normalizer = None
     if vecnorm_path.is_file():

@@ -11,17 +11,22 @@ from policykd.data.collect import CollectStats, check_spaces, collect_rollouts
 from policykd.data.envs import make_vec_env
 from policykd.data.teachers import Teacher
 from policykd.jobs.config import CollectConfig
-from policykd.jobs.resolve import make_run_merge, resolve_budgets, resolve_teachers
+from policykd.jobs.evaluate import EVAL_SEED_OFFSET
+from policykd.jobs.resolve import make_run_merge, measure_teachers, resolve_budgets, resolve_teachers
 
 
 def collect(
     config: CollectConfig, teachers: Sequence[Teacher] | None = None
 ) -> tuple[LabelledBuffer, CollectStats, Teacher]:
-    """Collect with the run's teachers (resolved from ``config`` when not given); returns the
-    buffer, the statistics and the first teacher."""
+    """Collect with the run's teachers (resolved from ``config`` when not given, and then checked
+    as distill checks them unless ``config.teacher_check`` is off); returns the buffer, the
+    statistics and the first teacher."""
+    resolved = teachers is None
     teachers = list(teachers or resolve_teachers(config))
     teacher = teachers[0]
     budgets = resolve_budgets(teacher.recipe.env_id, config)
+    if resolved and config.teacher_check:  # a buffer is labelled by a teacher that plays, as distill's is
+        measure_teachers(teachers, budgets, config.seed + EVAL_SEED_OFFSET, check=True)
     drive = config.teacher_drive if len(teachers) > 1 else "first"
     venv = make_vec_env(teacher.recipe, budgets.n_envs, config.seed)
     try:

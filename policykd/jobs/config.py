@@ -23,7 +23,8 @@ class CollectConfig:
     """Gaussian action noise for continuous actions, as a fraction of the half range."""
     seed: int = 0
     teacher_check: bool = True
-    """Play the teacher first and refuse it if it is far below its recorded score."""
+    """Play the teacher first and refuse it if it is no better than a uniformly random policy or far
+    below its recorded score."""
     trust_pickles: bool = False
     """Read the teachers' pickles and env wrappers as SB3 does (files you trust: they may run code)."""
     teachers: tuple[str, ...] = ()

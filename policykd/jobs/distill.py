@@ -28,17 +28,15 @@ from policykd.jobs.evaluate import (
     EVAL_SEED_OFFSET,
     ReturnStats,
     evaluate_policy,
-    evaluate_random,
-    evaluate_teacher,
     pct_of,
 )
 from policykd.jobs.resolve import (
     RECIPE_FILE,
     Budgets,
     check_buffer_fits,
-    check_teacher_score,
     make_run_merge,
     make_student_for,
+    measure_teachers,
     resolve_budgets,
     resolve_teacher,
     resolve_teachers,
@@ -216,15 +214,11 @@ def make_trainer_config(config: DistillConfig, budgets: Budgets) -> TrainerConfi
 
 
 def measure_baselines(plan: TaskPlan, eval_seed: int, teacher_check: bool) -> Baselines:
-    """Play each teacher and a random policy on the evaluation episodes; refuse a teacher far
-    below its recorded score (its env recipe is then almost surely wrong)."""
-    n_eval, deterministic = plan.budgets.n_eval_episodes, plan.budgets.deterministic_eval
-    each_teacher = [evaluate_teacher(t, n_eval, eval_seed, deterministic) for t in plan.teachers]
-    if teacher_check:
-        for teacher, stats in zip(plan.teachers, each_teacher):
-            check_teacher_score(teacher, stats)
-    # % of teacher is normalised so that a uniformly random policy scores 0 % (returns can be negative)
-    return Baselines(each_teacher, evaluate_random(plan.teacher, n_eval, eval_seed))
+    """Play each teacher and a random policy on the evaluation episodes (env seeds from
+    ``eval_seed``); with ``teacher_check``, refuse a teacher not clearly better than the random
+    policy, or far below its recorded score (:func:`check_teacher_score`: its env recipe is then
+    almost surely wrong). % of teacher is normalised so that the random policy scores 0 %."""
+    return Baselines(*measure_teachers(plan.teachers, plan.budgets, eval_seed, check=teacher_check))
 
 
 def _collect_config(config: DistillConfig, plan: TaskPlan) -> DistillConfig:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policykd.jobs.evaluate import ReturnStats, action_latency_ms, pct_of
+from policykd.jobs.evaluate import ReturnStats, action_latency_ms, pct_of, raw_pct_of
 
 if TYPE_CHECKING:  # annotations only: distill imports this module
     from policykd.jobs.config import DistillConfig
@@ -45,7 +45,8 @@ def single_task_summary(
         **_stats_keys("student", student_stats),
         "random_return_mean": baselines.random.mean,
         "pct_of_teacher": pct_of(student_stats.mean, teacher_stats.mean, baselines.random.mean),
-        "pct_of_teacher_raw": pct_of(student_stats.mean, teacher_stats.mean),
+        # null where any return seen is negative: a ratio of means is a fraction only for returns >= 0
+        "pct_of_teacher_raw": raw_pct_of(student_stats, teacher_stats, baselines.random),
         "n_eval_episodes": plan.budgets.n_eval_episodes,
         "teacher_params": teacher_params,
         "student_params": student.n_params,

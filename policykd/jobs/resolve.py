@@ -18,7 +18,7 @@ from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.data.teachers import Teacher, load_teacher
 from policykd.errors import PolicyKDError
 from policykd.jobs.config import CollectConfig
-from policykd.jobs.evaluate import ReturnStats
+from policykd.jobs.evaluate import ReturnStats, evaluate_random, evaluate_teacher
 from policykd.jobs.run_folder import check_finished
 from policykd.learn.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
 from policykd.learn.students import Student, StudentConfig, make_student
@@ -141,19 +141,53 @@ def make_student_for(
     )
 
 
-def check_teacher_score(teacher: Teacher, measured: ReturnStats) -> None:
-    """Refuse a teacher that plays far below the score its zoo folder records: the env recipe is
-    almost surely wrong (missing VecNormalize statistics, other wrappers, no frame stack)."""
+SKIP_TEACHER_CHECK = "pass --no-teacher-check to use it anyway"
+
+
+def check_teacher_score(teacher: Teacher, measured: ReturnStats, random: ReturnStats) -> None:
+    """Refuse a teacher that plays far below the score its zoo folder records, or (recorded score
+    or not) that is not clearly better than a uniformly random policy on the same episodes
+    (``random``). Either way it is almost surely untrained, for another task, or loaded with the
+    wrong env recipe (missing VecNormalize statistics, other wrappers, no frame stack).
+
+    Clearly better: the teacher's 95 % interval of the mean lies above the random policy's
+    (bootstrap intervals, so with all-equal returns a point: a MountainCar teacher that never
+    reaches the flag ties the random policy's -200 and is refused)."""
     recorded = teacher.score
-    if not recorded:
-        return
-    tolerance = max(3.0 * recorded["std"], 0.2 * abs(recorded["mean"]), 1.0)
-    if measured.mean < recorded["mean"] - tolerance:
+    tolerance = max(3.0 * recorded["std"], 0.2 * abs(recorded["mean"]), 1.0) if recorded else 0.0
+    if recorded and measured.mean < recorded["mean"] - tolerance:
         raise PolicyKDError(
             f"teacher {teacher.source} scored {measured.mean:.1f} over {measured.n_episodes} episodes but its recorded "
             f"score is {recorded['mean']:.1f} ± {recorded['std']:.1f}: its env recipe is likely wrong "
-            f"(a missing vecnormalize.pkl, other wrappers or frame stack than it was trained with)"
+            f"(a missing vecnormalize.pkl, other wrappers or frame stack than it was trained with); {SKIP_TEACHER_CHECK}"
         )
+    if measured.ci95[0] <= random.ci95[1]:
+        raise PolicyKDError(
+            f"teacher {teacher.source} scored {_scored(measured)}, not clearly better than a uniformly random policy's "
+            f"{_scored(random)} on the same episodes: it is probably untrained, for another env, or loaded with the "
+            f"wrong env recipe (a missing vecnormalize.pkl, other wrappers or frame stack); {SKIP_TEACHER_CHECK}"
+        )
+
+
+def measure_teachers(
+    teachers: Sequence[Teacher], budgets: Budgets, eval_seed: int, *, check: bool
+) -> tuple[list[ReturnStats], ReturnStats]:
+    """Each teacher's returns and a uniformly random policy's on the evaluation episodes (env seeds
+    from ``eval_seed``: distill's are ``seed + EVAL_SEED_OFFSET``; ``budgets``' episodes, greedy or
+    not); with ``check``, :func:`check_teacher_score` refuses a teacher first."""
+    n_eval, deterministic = budgets.n_eval_episodes, budgets.deterministic_eval
+    each_teacher = [evaluate_teacher(t, n_eval, eval_seed, deterministic) for t in teachers]
+    # teachers share one env and its spaces (resolve_teachers), so one random policy serves them all
+    random = evaluate_random(teachers[0], n_eval, eval_seed)
+    if check:
+        for teacher, stats in zip(teachers, each_teacher):
+            check_teacher_score(teacher, stats, random)
+    return each_teacher, random
+
+
+def _scored(stats: ReturnStats) -> str:
+    episodes = "1 episode" if stats.n_episodes == 1 else f"{stats.n_episodes} episodes"
+    return f"{stats.mean:.1f} [95 % CI {stats.ci95[0]:.1f}, {stats.ci95[1]:.1f}] over {episodes}"
 
 
 def check_buffer_fits(buffer: LabelledBuffer, teachers: Sequence[Teacher], path: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from policykd.errors import PolicyKDError
 from policykd.fileio import read_json
 from policykd.zoo.layout import RECORD_FILE, RESUME_DIR
-from policykd.zoo.presets import find_zoo, load_preset, zoo_hint
+from policykd.zoo.presets import find_zoo, load_preset, zoo_hint, zoo_source
 
 
 def list_experts(zoo_dir: str | Path | None = None) -> list[dict[str, Any]]:
@@ -17,7 +17,8 @@ def list_experts(zoo_dir: str | Path | None = None) -> list[dict[str, Any]]:
     finished or still training. A zoo that cannot be found raises PolicyKDError."""
     zoo = find_zoo(zoo_dir)
     if zoo is None or not zoo.is_dir():
-        raise PolicyKDError(f"no expert zoo at {zoo}" if zoo is not None else "no expert zoo found; " + zoo_hint())
+        where = f"no expert zoo at {zoo}" if zoo is not None else "no expert zoo found"
+        raise PolicyKDError(f"{where} ({zoo_source(zoo_dir, zoo)}); {zoo_hint(teacher=False)}")
     rows = []
     for run_dir in sorted(p for p in zoo.glob("*/*_*") if p.is_dir()):
         algo, env_id = run_dir.parent.name, run_dir.name.rsplit("_", 1)[0]

@@ -102,21 +102,24 @@ def find_zoo(zoo_dir: str | Path | None = None) -> Path | None:
     return next((root / "agents" for root in (cwd, *cwd.parents, REPO_ROOT) if _is_checkout(root)), None)
 
 
-def _zoo_sources(zoo_dir: str | Path | None) -> str:
-    """Where :func:`find_zoo` looked, for messages."""
+def zoo_source(zoo_dir: str | Path | None, zoo: Path | None) -> str:
+    """Where :func:`find_zoo` found ``zoo`` (or looked for one), for messages."""
     if zoo_dir:
-        return f"--zoo {zoo_dir}"
+        return f"from --zoo {zoo_dir}"
     if os.environ.get(ZOO_VARIABLE):
-        return f"{ZOO_VARIABLE}={os.environ[ZOO_VARIABLE]}"
+        return f"from {ZOO_VARIABLE}={os.environ[ZOO_VARIABLE]}"
+    if zoo is not None:
+        return f"the agents/ of the checkout {zoo.parent}"
     return f"no --zoo, no {ZOO_VARIABLE}, and no policykd checkout around {Path.cwd()}"
 
 
-def zoo_hint(env_id: str = DEFAULT_ENV_ID) -> str:
-    """What to pass when no expert is found."""
-    return (
+def zoo_hint(teacher: bool = True) -> str:
+    """What to pass when no expert (``teacher``) or no zoo is found."""
+    zoo = (
         f"pass --zoo DIR or set {ZOO_VARIABLE}=DIR (an expert zoo laid out as <algo>/<EnvId>_<n>, such as a "
-        f"policykd clone's agents/), or --teacher with an SB3 .zip, an rl-zoo folder or a hub id like {HUB_EXAMPLE}"
+        "policykd clone's agents/)"
     )
+    return f"{zoo}, or --teacher with an SB3 .zip, an rl-zoo folder or a hub id like {HUB_EXAMPLE}" if teacher else zoo
 
 
 def default_expert(env_id: str, zoo_dir: str | Path | None = None) -> Path:
@@ -130,8 +133,7 @@ def default_expert(env_id: str, zoo_dir: str | Path | None = None) -> Path:
     if zoo is None or not (zoo / relative).exists():
         where = f"{zoo / relative} does not exist" if zoo is not None else "no expert zoo was found"
         raise PolicyKDError(
-            f"the {env_id} preset's expert {relative} is not found: {where} ({_zoo_sources(zoo_dir)}); "
-            + zoo_hint(env_id)
+            f"the {env_id} preset's expert {relative} is not found: {where} ({zoo_source(zoo_dir, zoo)}); " + zoo_hint()
         )
     return zoo / relative
 

@@ -11,7 +11,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from policykd.cli_options import COLLECT, EXPERIMENT, LOSS, TRAINING, Command, config_aliases, config_values
+from policykd.cli_options import (
+    COLLECT,
+    COMMON,
+    EXPERIMENT,
+    LOSS,
+    OPTIONS,
+    TRAINING,
+    Command,
+    config_aliases,
+    config_values,
+    option_keys,
+)
 from policykd.errors import PolicyKDError
 
 DISTILL_EXAMPLES = """examples:
@@ -41,11 +52,16 @@ acts with probability beta per step; schedules constant:B, linear:N, exponential
 
 def _commands() -> dict[str, Command]:
     return {
-        "collect": Command("teacher-driven rollouts -> labelled buffer (.npz)", (*COLLECT, "trust_pickles")),
+        "collect": Command(
+            "teacher-driven rollouts -> labelled buffer (.npz)",
+            (*COLLECT, "trust_pickles"),
+            config="policykd.jobs.config:CollectConfig",
+        ),
         "distill": Command(
             "train a student (collecting first, or from --buffer); --task for several tasks",
-            ("config", *COLLECT, "trust_pickles", "buffer", "task", "task_weights", "input_width", *LOSS, *TRAINING),
+            (*COLLECT, "trust_pickles", "buffer", "task", "task_weights", "input_width", *LOSS, *TRAINING),
             DISTILL_EXAMPLES,
+            config="policykd.jobs.config:DistillConfig",
         ),
         "evaluate": Command(
             "play a teacher or a student and report its return",
@@ -67,6 +83,7 @@ def _commands() -> dict[str, Command]:
                 "bins",
             ),
             SWEEP_EXAMPLES,
+            config="policykd.jobs.sweep:SweepConfig",
         ),  # fmt: skip
         "compare-drivers": Command(
             "student return vs teacher labels for teacher / student / DAgger drivers",
@@ -84,18 +101,19 @@ def _commands() -> dict[str, Command]:
                 "stochastic_drivers",
             ),
             COMPARE_EXAMPLES,
+            config="policykd.jobs.drivers:DriversConfig",
         ),  # fmt: skip
         "export": Command("write a student as one ONNX file (observations in, env actions out), checked"),
-        "zoo": Command("list the shipped experts and their recorded scores"),
+        "zoo": Command("list the zoo's experts, their recorded scores, and the env presets", ("zoo",)),
         "train-expert": Command(
-            "train (or resume) an rl-zoo expert into agents/", ("env", "seed"), defaults={"seed": 0}
+            "train (or resume) an rl-zoo expert into the zoo (agents/)", ("env", "seed", "zoo"), defaults={"seed": 0}
         ),
     }
 
 
 # Arguments that belong to one command only: (flags, argparse keyword arguments).
 COMMAND_ARGUMENTS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
-    "collect": [(("--out",), dict(required=True, help="buffer file to write (.npz)"))],
+    "collect": [(("--out",), dict(required=True, help="buffer file to write (.npz)"))],  # required: checked after --config
     "evaluate": [
         (("source",), dict(help="student run folder (…/student), exported student (.onnx), rl-zoo folder, SB3 .zip or hub id")),
         (("--episodes",), dict(type=int, default=None, help="episodes to play (default: as distill evaluates: the run's for a student of a distill run, else the env preset's; 30 with --record)")),
@@ -113,14 +131,16 @@ COMMAND_ARGUMENTS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
         (("--n-timesteps",), dict(type=int, help="default: rl-zoo's budget")),
         (("--checkpoint-every",), dict(type=int, default=50_000)),
         (("--run-id",), dict(type=int, default=1, help="run folder <algo>/<EnvId>_<run-id> (default 1)")),
-        (("--zoo-dir",), dict(default=None, help="default: the repository's agents/")),
         (("--device",), dict(default="cpu", help="torch device: cpu (default; fastest for MLPs), cuda or auto")),
         (("--selection-episodes",), dict(type=int, default=None, help="episodes that score the best and the final checkpoint before one ships (default 30, the zoo's protocol; 0: trust the in-training evaluations)")),
     ],
 }  # fmt: skip
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(file_values: dict[str, dict[str, Any]] | None = None) -> argparse.ArgumentParser:
+    """The parser; ``file_values`` (command -> dest -> value, from its --config file) become that
+    command's defaults, so the command line wins over the file and the file over the defaults.
+    A required option is checked after the file is read (:func:`_check_required`), not here."""
     from policykd.cli_options import THREADS_HELP, add_command
 
     parser = _OneLineParser(prog="policykd", description="Distil Stable-Baselines3 experts into small students.")
@@ -129,8 +149,51 @@ def _parser() -> argparse.ArgumentParser:
     for name, command in _commands().items():
         p = add_command(sub, name, command)
         for flags, kwargs in COMMAND_ARGUMENTS.get(name, []):
+            if kwargs.get("required") and flags[0].startswith("-"):
+                kwargs = {**kwargs, "required": False, "help": f"{kwargs.get('help', '')} (required)".strip()}
             p.add_argument(*flags, **kwargs)
+        p.set_defaults(**(file_values or {}).get(name, {}))
     return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line with its ``--config`` file's values under it (the one mechanism for every
+    command). The file's keys are the command's long options (``n-updates``, ``seeds``, ``env``)
+    or their dests, or the fields of the job's config dataclass, so a run folder's config.yml
+    reruns that run. Raises PolicyKDError for a bad file or a missing required option."""
+    args = _parser().parse_args(argv)
+    if getattr(args, "config", None):
+        command = _commands()[args.command]
+        config_cls = _config_class(command)
+        options = [OPTIONS[name] for name in (*command.options, *COMMON) if name != "config"]
+        options += [(flags, kwargs) for flags, kwargs in COMMAND_ARGUMENTS.get(args.command, []) if flags[0][0] == "-"]
+        from policykd.jobs.experiment import read_config_file
+
+        values = read_config_file(args.config, config_cls, config_aliases(options))
+        args = _parser({args.command: values}).parse_args(argv)
+    _check_required(args)
+    if getattr(args, "quiet", False) and getattr(args, "verbose", False):
+        raise PolicyKDError("-q/--quiet and -v/--verbose contradict each other; pass one of them")
+    if getattr(args, "quiet", False):
+        args.progress_bar = False
+    return args
+
+
+def _config_class(command: Command) -> type | None:
+    """The job's config dataclass named by ``command.config`` (``module:Class``), imported now."""
+    if command.config is None:
+        return None
+    import importlib
+
+    module, _, name = command.config.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _check_required(args: argparse.Namespace) -> None:
+    for flags, kwargs in COMMAND_ARGUMENTS.get(args.command, []):
+        name, dest = option_keys(flags, kwargs)
+        if kwargs.get("required") and getattr(args, dest, None) is None:
+            raise PolicyKDError(f"{flags[0]} is required: pass it, or set {name} in the --config file")
 
 
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
@@ -154,7 +217,9 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     from policykd.jobs.evaluate import EVAL_SEED_OFFSET
 
     config = _experiment_config(args, DistillConfig)
-    s = distill(dataclasses.replace(config, tasks=tuple(parse_task(t) for t in config.tasks)))
+    # --task ENV=TEACHER, or (env, teacher) pairs as a run folder's config.yml holds them
+    tasks = tuple(parse_task(t) if isinstance(t, str) else tuple(t) for t in config.tasks)
+    s = distill(dataclasses.replace(config, tasks=tasks))
     if "tasks" in s:
         return _print_tasks_summary(s)
     if len(s["teachers"]) > 1:
@@ -248,8 +313,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         deterministic=True if args.deterministic else (False if args.stochastic else None),
         zoo=(SCORE_SEED, SCORE_EPISODES) if args.record else None,
     )
+    bar = "evaluate" if getattr(args, "progress_bar", True) else None
     stats = evaluate_policy(
-        policy, recipe, episodes.n_episodes, seed=episodes.env_seed, deterministic=episodes.deterministic
+        policy, recipe, episodes.n_episodes, seed=episodes.env_seed, deterministic=episodes.deterministic, progress=bar
     )
     print(
         f"{what}: return {stats.mean:.2f} ± {stats.std:.2f}, 95 % CI [{stats.ci95[0]:.2f}, {stats.ci95[1]:.2f}] "
@@ -273,13 +339,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _experiment_config(args: argparse.Namespace, config_cls: type) -> Any:
-    """``config_cls`` from the --config file (if any) overridden by the options given. The file's
-    keys are the command's long options (``seeds``, ``env``, ``n-transitions``...) or the fields."""
-    from policykd.jobs.experiment import read_config_file
-
-    aliases = config_aliases(_commands()[args.command].options, config_cls)
-    values = read_config_file(args.config, config_cls, aliases) if getattr(args, "config", None) else {}
-    return config_cls(**{**values, **config_values(args, config_cls)})
+    """``config_cls`` from the options given, over the --config file's values (:func:`parse_args`
+    put them in ``args``), over its own defaults."""
+    return config_cls(**config_values(args, config_cls))
 
 
 def _run_experiment(
@@ -313,8 +375,9 @@ def _cmd_compare_drivers(args: argparse.Namespace) -> None:
     _run_experiment(args, DriversConfig, compare_drivers, drivers_markdown, files)
 
 
-def _cmd_zoo(_: argparse.Namespace) -> None:
+def _cmd_zoo(args: argparse.Namespace) -> None:
     from policykd.zoo.catalog import list_experts
+    from policykd.zoo.presets import available_presets
 
     rows = [
         [
@@ -327,29 +390,34 @@ def _cmd_zoo(_: argparse.Namespace) -> None:
             e["status"],
             os.path.relpath(e["path"]),
         ]  # what --teacher takes, from here
-        for e in list_experts()
+        for e in list_experts(getattr(args, "zoo_dir", None))
     ]
     _print_table(
         rows, ["algo", "env", "score (mean ± std)", "rl-zoo reference", "timesteps", "size", "status", "--teacher"]
     )
+    print(f"\nenv presets (--env): {', '.join(available_presets())}")
 
 
 def _cmd_train_expert(args: argparse.Namespace) -> None:
     from policykd.zoo.experts import train_expert
-    from policykd.zoo.presets import ZOO_DIR
+    from policykd.zoo.presets import find_zoo
 
     if not getattr(args, "env_id", None):
         raise PolicyKDError("train-expert needs --env ENV_ID, e.g. --env CartPole-v1")
+    zoo_dir = find_zoo(getattr(args, "zoo_dir", None))
+    if zoo_dir is None:
+        raise PolicyKDError("train-expert needs a zoo to write into: pass --zoo DIR or set POLICYKD_ZOO=DIR")
     run_dir = train_expert(
         args.algo,
         args.env_id,
-        zoo_dir=args.zoo_dir or ZOO_DIR,
+        zoo_dir=zoo_dir,
         seed=args.seed,
         n_timesteps=args.n_timesteps,
         checkpoint_every=args.checkpoint_every,
         run_id=args.run_id,
         device=args.device,
         selection_episodes=args.selection_episodes,
+        progress_bar=getattr(args, "progress_bar", True) and sys.stderr.isatty(),  # SB3's bar: a terminal only
     )
     print(f"expert written to {run_dir}; measure it with: policykd evaluate {run_dir} --episodes 30 --record")
 
@@ -378,9 +446,13 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # --help and usage errors exit here, before anything heavy is imported
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        args = parse_args(argv)
+        from policykd.progress import NORMAL, QUIET, VERBOSE, configure_output
+
+        configure_output(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
         if args.threads < 1:
             raise PolicyKDError(f"--threads must be >= 1, got {args.threads}")
         import torch

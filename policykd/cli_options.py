@@ -2,7 +2,10 @@
 
 Options default to "not given" (argparse.SUPPRESS): a job's config dataclass supplies the default,
 so one declaration serves every command, and a ``--config`` YAML file fills what the command line
-leaves out. ``dest`` is the config field an option sets.
+leaves out (cli.py turns its values into the parser's defaults). ``dest`` is the config field an
+option sets. Every command takes the COMMON options.
+
+Nothing heavy is imported here (nor in cli.py): ``policykd --help`` loads no torch.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "task": (("--task",), dict(dest="tasks", action="append", help="ENV=TEACHER (or ENV for its preset expert); repeat for one student of several tasks")),
     "task_weights": (("--task-weights",), dict(type=float, nargs="+", help="share of each batch per --task (default equal)")),
     "buffer": (("--buffer",), dict(help="train from this saved buffer instead of collecting")),
+    "zoo": (("--zoo", "--zoo-dir"), dict(dest="zoo_dir", metavar="DIR", help="expert zoo folder (<algo>/<EnvId>_<n>, such as a policykd clone's agents/) that the env presets' experts are read from (default: $POLICYKD_ZOO, else the agents/ of the policykd checkout you run in)")),
     "trust_pickles": (("--trust-pickles",), dict(action="store_const", const=True, help="read the teacher's pickles (SB3 zip, vecnormalize.pkl) and env wrappers as SB3 does, for files you trust: they may run code (default: only what SB3 experts need is read)")),
     "no_teacher_check": (("--no-teacher-check",), dict(dest="teacher_check", action="store_const", const=False, help="use a teacher even if it plays no better than a uniformly random policy, or far below its recorded score (refused by default: its env recipe is then almost surely wrong)")),
     # collection
@@ -49,12 +53,15 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "batch_size": (("--batch-size",), dict(type=int, help="transitions per gradient step (default: preset)")),
     "lr": (("--lr",), dict(dest="learning_rate", type=float, help="Adam step size (default: preset)")),
     "eval_episodes": (("--eval-episodes",), dict(dest="n_eval_episodes", type=int, help="episodes per evaluation (default: preset)")),
-    "eval_every": (("--eval-every",), dict(type=int, help="updates between evaluations (0: at the end; default 0)")),
+    "eval_every": (("--eval-every",), dict(type=int, help="updates between evaluations (0: only at the end; default: a quarter of --n-updates, so the curve has 4 points)")),
     "out_dir": (("--out",), dict(dest="out_dir", help="output folder (default: a new folder under runs/)")),
     "overwrite": (("--overwrite",), dict(action="store_const", const=True, help="empty --out and run again when it holds an earlier run (refused otherwise)")),
-    "no_progress": (("--no-progress",), dict(dest="progress_bar", action="store_const", const=False, help="no progress bar")),
+    # every command (COMMON)
+    "config": (("--config",), dict(metavar="FILE.yml", help="YAML file with any of this command's options as keys (n-updates: 500, teacher: ...); the command line wins; a run folder's config.yml reruns that run")),
+    "no_progress": (("--no-progress",), dict(dest="progress_bar", action="store_const", const=False, help="no progress bars (they show on a terminal only, never in a pipe or a file)")),
+    "quiet": (("-q", "--quiet"), dict(action="store_const", const=True, help="print the result and errors only: no progress bars, notes or warnings")),
+    "verbose": (("-v", "--verbose"), dict(action="store_const", const=True, help="also print each step as it ends, with its duration (unless --no-progress), and every library warning")),
     # experiments (sweep, compare-drivers)
-    "config": (("--config",), dict(help="YAML file with any of these options as keys (the command line wins)")),
     "seeds": (("--seeds",), dict(dest="n_seeds", type=int, help="students per setting, for the CIs (default 3)")),
     "temperatures": (("--temperatures",), dict(type=float, nargs="*", help="taus to sweep (default 0.01 0.1 0.5 1 2 5)")),
     "bins": (("--bins",), dict(dest="n_bins", type=int, help="bins per dimension for state-visitation entropy (default 8)")),
@@ -67,12 +74,13 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "stochastic_drivers": (("--stochastic-drivers",), dict(dest="deterministic_drivers", action="store_const", const=False, help="drivers sample their actions instead of acting greedily")),
 }  # fmt: skip
 
-COLLECT = ("teacher", "env", "merge", "teacher_weights", "teacher_drive", "n_transitions", "n_envs", "epsilon",
+COMMON = ("config", "no_progress", "quiet", "verbose")
+COLLECT = ("teacher", "zoo", "env", "merge", "teacher_weights", "teacher_drive", "n_transitions", "n_envs", "epsilon",
            "action_noise", "seed", "no_teacher_check")  # fmt: skip
 LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
 TRAINING = ("hidden", "cnn_width", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
-            "overwrite", "no_progress")  # fmt: skip
-EXPERIMENT = ("config", "teacher", "env", "seeds", "n_envs", "hidden", "batch_size", "lr", "eval_episodes", "seed",
+            "overwrite")  # fmt: skip
+EXPERIMENT = ("teacher", "zoo", "env", "seeds", "n_envs", "hidden", "batch_size", "lr", "eval_episodes", "seed",
               "out_dir", "no_teacher_check")  # fmt: skip
 
 
@@ -83,6 +91,8 @@ class Command:
     epilog: str | None = None
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Values for options not given, where no config dataclass supplies them."""
+    config: str | None = None
+    """``module:Class`` of the job's config dataclass (imported only when the command runs)."""
 
 
 def add_options(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
@@ -96,21 +106,27 @@ def add_command(sub: Any, name: str, command: Command) -> argparse.ArgumentParse
     parser = sub.add_parser(
         name, help=command.help, epilog=command.epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_options(parser, command.options)
-    parser.set_defaults(**command.defaults)
+    add_options(parser, (*command.options, *COMMON))
+    parser.set_defaults(quiet=False, verbose=False, **command.defaults)
     return parser
 
 
-def config_aliases(names: tuple[str, ...], config_class: Any) -> dict[str, str]:
-    """Option name -> config field, for the options whose CLI name is not a field of
-    ``config_class`` (the keys a ``--config`` file may use besides the field names)."""
-    fields = {f.name for f in dataclasses.fields(config_class)}
+def option_keys(flags: tuple[str, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+    """``(name, dest)`` of an option: its long flag as a config-file key (``n_updates`` for
+    ``--n-updates``) and the attribute it sets."""
+    long = next((flag for flag in flags if flag.startswith("--")), flags[0])
+    name = long.lstrip("-").replace("-", "_")
+    return name, kwargs.get("dest", name)
+
+
+def config_aliases(options: list[tuple[tuple[str, ...], dict[str, Any]]]) -> dict[str, str]:
+    """The keys a ``--config`` file may use for ``options`` ((flags, kwargs) pairs): each option's
+    name (``n_updates``, ``seeds``) and its dest (``n_seeds``), mapped to the dest. A config
+    dataclass's fields are keys too (jobs/experiment.read_config_file)."""
     aliases = {}
-    for name in names:
-        flags, kwargs = OPTIONS[name]
-        option = flags[0].lstrip("-").replace("-", "_")
-        if option not in fields and kwargs.get("dest", option) != option:
-            aliases[option] = kwargs["dest"]
+    for flags, kwargs in options:
+        name, dest = option_keys(flags, kwargs)
+        aliases.update({name: dest, dest: dest})
     return aliases
 
 

@@ -3,6 +3,7 @@ traceback, and nothing is written; evaluate, collect and zoo print what they sho
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -212,3 +213,178 @@ def test_zoo_lists_the_shipped_ppo_cartpole(capsys):
     # the last column is what --teacher takes: a path to the zoo folder, from the current directory
     cartpole = next(row for row in rows if row[0] == "ppo" and row[1] == "CartPole-v1")
     assert Path(cartpole[-1]).resolve() == (Path(__file__).parents[1] / "agents/ppo/CartPole-v1_1").resolve()
+
+
+# -- every command takes --config, --no-progress, -q and -v (issue 17) ---------------------------------
+
+
+TINY = ["--n-transitions", "1000", "--n-updates", "100", "--eval-episodes", "2", "--hidden", "8", "--batch-size", "64"]
+# what may differ between two runs of one config: timings and where they were written
+UNSTABLE = {"wall_time_s", "out_dir", "teacher_latency_ms", "student_latency_ms", "final_train_metrics"}
+
+
+def _stable(summary: dict) -> dict:
+    train = {k: v for k, v in summary["final_train_metrics"].items() if k not in ("charts/SPS", "train/wall_time_s")}
+    return {**{k: v for k, v in summary.items() if k not in UNSTABLE}, "train": train}
+
+
+def test_a_run_folders_config_yml_reruns_the_run(cartpole_expert_dir, tmp_path, capsys, monkeypatch):
+    """``distill --config runs/.../config.yml --out NEW`` gives the same summary; the default
+    evaluation points (a quarter of the updates) leave the final numbers as they are."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["distill", "--teacher", str(cartpole_expert_dir), *TINY, "--out", "first"], capsys)
+    assert code == 0, err
+    config = tmp_path / "first" / "config.yml"
+    first = json.loads((tmp_path / "first" / "summary.json").read_text())
+    code, _, err = run_cli(["distill", "--config", str(config)], capsys)  # its --out holds that run
+    assert_one_line_error(code, err, "distill", "--out first already holds an earlier run")
+    for out, extra in (("again", []), ("end-only", ["--eval-every", "0"])):
+        code, _, err = run_cli(["distill", "--config", str(config), "--out", out, *extra], capsys)
+        assert code == 0, err
+        assert _stable(json.loads((tmp_path / out / "summary.json").read_text())) == _stable(first), out
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "again" / "config.yml").read_text()) == {
+        **yaml.safe_load(config.read_text()),
+        "out_dir": "again",
+    }
+
+
+def test_every_command_reads_its_options_from_a_config_file(cartpole_expert_dir, tmp_path, capsys):
+    from policykd.cli import parse_args
+
+    def config(text: str) -> str:
+        path = tmp_path / f"c{len(list(tmp_path.iterdir()))}.yml"
+        path.write_text(text)
+        return str(path)
+
+    args = parse_args(
+        ["evaluate", "src", "--config", config("episodes: 4\nseed: 3\nenv: Acrobot-v1\nno-progress: true\n")]
+    )
+    assert (args.episodes, args.seed, args.env_id, args.progress_bar) == (4, 3, "Acrobot-v1", True)  # flag, not value
+    args = parse_args(["evaluate", "src", "--seed", "5", "--config", config("seed: 3\nprogress_bar: false\n")])
+    assert (args.seed, args.progress_bar, args.episodes) == (5, False, None), "the command line wins; defaults remain"
+    args = parse_args(["train-expert", "--config", config("algo: ppo\nenv: CartPole-v1\nzoo-dir: z\n")])
+    assert (args.algo, args.env_id, args.zoo_dir, args.seed) == ("ppo", "CartPole-v1", "z", 0)
+    args = parse_args(["zoo", "--config", config(f"zoo: {cartpole_expert_dir.parents[1]}\nquiet: true\n")])
+    assert args.zoo_dir == str(cartpole_expert_dir.parents[1]) and args.quiet and args.progress_bar is False
+    args = parse_args(["export", "student", "--config", config("out: s.onnx\n")])
+    assert args.out == "s.onnx"
+    out = tmp_path / "b.npz"
+    path = config(f"teacher: {cartpole_expert_dir}\nn-transitions: 200\nn_envs: 2\nout: {out}\n")
+    code, stdout, err = run_cli(["collect", "--config", path], capsys)  # --out, required, comes from the file
+    assert code == 0, err
+    assert len(LabelledBuffer.load(out)) == 200 and f"wrote {out}" in stdout
+    for argv, fragment in (
+        (["evaluate", "src", "--config", config("episode: 3\n")], "unknown key 'episode'"),
+        (["collect", "--config", config("n-transitions: 10\n")], "--out is required"),
+        (["zoo", "--config", config("config: other.yml\n")], "unknown key 'config'"),
+        (["zoo", "-q", "-v"], "contradict"),
+    ):
+        code, _, err = run_cli(argv, capsys)
+        assert_one_line_error(code, err, argv[0], fragment)
+
+
+def test_verbose_prints_each_step_and_quiet_prints_the_result_only(cartpole_expert_dir, tmp_path, capsys):
+    argv = ["collect", "--teacher", str(cartpole_expert_dir), "--n-transitions", "200", "--n-envs", "2"]
+    code, out, err = run_cli([*argv, "--out", str(tmp_path / "a.npz"), "-v"], capsys)
+    assert code == 0 and "wrote" in out
+    assert re.search(r"^policykd: collect: 200 transitions in \d+\.\d s$", err, re.M), err
+    code, out, err = run_cli([*argv, "--out", str(tmp_path / "b.npz"), "-q"], capsys)
+    assert code == 0 and "wrote" in out and err == ""
+    code, out, err = run_cli([*argv, "--out", str(tmp_path / "c.npz"), "-v", "--no-progress"], capsys)
+    assert code == 0 and "policykd: collect" not in err  # no bar, no step line
+
+
+def test_progress_bars_show_on_a_terminal_and_never_in_a_pipe(cartpole_expert_dir, tmp_path, capsys, monkeypatch):
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    argv = ["collect", "--teacher", str(cartpole_expert_dir), "--n-transitions", "3000", "--n-envs", "2", "--out"]
+    code, out, err = run_cli([*argv, str(tmp_path / "a.npz")], capsys)
+    assert code == 0 and "wrote" in out and err == "", err  # stderr is no terminal: no bar, no carriage returns
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    chunks: list[bytes] = []
+
+    def read() -> None:  # while the command runs: Linux drops what is unread when the terminal closes
+        while chunk := _read_or_empty(primary):
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    with open(secondary, "w", buffering=1) as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        code, _, _ = run_cli([*argv, str(tmp_path / "b.npz")], capsys)
+        monkeypatch.undo()
+    reader.join(10)
+    os.close(primary)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert code == 0
+    assert "collect:" in shown and "/3000 [" in shown, shown  # the bar ...
+    # ... with its ETA slot (a number once tqdm has refreshed; "?" if collection ended before the first refresh)
+    assert re.search(r"\d\d:\d\d<(\d\d:\d\d|\?), ([\d.]+|\?) transitions/s", shown), shown
+
+
+def _read_or_empty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # the terminal closed
+        return b""
+
+
+def test_zoo_takes_zoo_dir_and_lists_the_presets(cartpole_expert_dir, tmp_path, capsys, monkeypatch):
+    zoo = tmp_path / "zoo"
+    (zoo / "ppo").mkdir(parents=True)
+    (zoo / "ppo" / "CartPole-v1_1").symlink_to(cartpole_expert_dir, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)  # outside the checkout
+    for argv, env in ((["zoo", "--zoo", str(zoo)], None), (["zoo"], str(zoo))):
+        if env:
+            monkeypatch.setenv("POLICYKD_ZOO", env)
+        code, out, err = run_cli(argv, capsys)
+        assert code == 0, err
+        rows = [line for line in out.splitlines() if line.startswith("| ppo ")]
+        assert len(rows) == 1 and "CartPole-v1" in rows[0]
+        assert os.path.abspath(rows[0].strip("| ").split("|")[-1].strip()) == str(zoo / "ppo" / "CartPole-v1_1")
+        assert re.search(r"^env presets \(--env\): Acrobot-v1, CartPole-v1, .*Pendulum-v1", out, re.M), out
+    code, _, err = run_cli(["zoo", "--zoo", str(tmp_path / "none")], capsys)
+    assert_one_line_error(code, err, "zoo", f"no expert zoo at {tmp_path / 'none'}")
+
+
+def test_experts_resolve_from_the_zoo_and_missing_ones_say_where_they_were_looked_for(
+    cartpole_expert_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # outside the checkout: relative paths are read from here
+    argv = ["distill", *SMALL, "--out", str(tmp_path / "out")]
+    code, _, err = run_cli([*argv, "--teacher", "agents/ppo/CartPole-v1_1"], capsys)
+    assert_one_line_error(code, err, "distill", f"looked for {tmp_path / 'agents/ppo/CartPole-v1_1'}")
+    assert f"the zoo holds it as {cartpole_expert_dir}: pass that path" in err
+    monkeypatch.setenv("POLICYKD_ZOO", str(tmp_path / "empty-zoo"))
+    code, _, err = run_cli(argv, capsys)  # the preset's expert, in a zoo that lacks it
+    assert_one_line_error(code, err, "distill", f"{tmp_path / 'empty-zoo/ppo/CartPole-v1_1'} does not exist")
+    assert "POLICYKD_ZOO=" in err and "--zoo DIR" in err and "sb3/ppo-CartPole-v1" in err
+    code, _, err = run_cli([*argv, "--zoo", str(cartpole_expert_dir.parents[1]), "--temperature", "0"], capsys)
+    assert_one_line_error(code, err, "distill", "temperature must be > 0")  # the expert was found, then the check
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_multitask_config_yml_gives_the_same_tasks(tmp_path, capsys, monkeypatch):
+    """A run folder's config.yml holds ``tasks`` as [env, teacher] pairs: they come back as tuples."""
+    import yaml
+
+    import policykd.jobs.distill as distill_module
+    from policykd.jobs.config import DistillConfig
+
+    tasks = (("CartPole-v1", None), ("Acrobot-v1", "agents/dqn/Acrobot-v1_1"))
+    written = DistillConfig(tasks=tasks, task_weights=(2.0, 1.0), hidden_sizes=(32, 32), out_dir="first")
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(written))), sort_keys=False))
+    seen = []
+    monkeypatch.setattr(distill_module, "distill", lambda config: seen.append(config) or {"tasks": {}, "out_dir": ""})
+    monkeypatch.setattr("policykd.cli._print_tasks_summary", lambda s: None)
+    code, _, err = run_cli(["distill", "--config", str(path), "--out", "again"], capsys)
+    assert code == 0, err
+    assert seen == [dataclasses.replace(written, out_dir="again")]

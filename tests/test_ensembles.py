@@ -91,7 +91,10 @@ def test_ensemble_distillation_reports_each_teacher_and_merge(cartpole_expert_di
     assert s["merge"] == "entropy-weighted" and s["teacher_weights"] == [2.0, 1.0, 1.0]
     assert s["teacher_params"] == sum(t["params"] for t in s["teachers"])
     metrics = s["final_train_metrics"]
-    assert {"teachers/kl_0", "teachers/kl_1", "teachers/kl_2"} <= set(metrics)
+    # each teacher's tags are named by its algo and run (issue 17), not by its index
+    assert {"teachers/ppo-CartPole-v1_1/kl", "teachers/dqn-CartPole-v1_1/kl", "teachers/qrdqn-CartPole-v1_1/kl"} <= set(
+        metrics
+    )
     assert any(key.startswith("teachers/disagreement") for key in metrics)
     # each teacher was played (all three CartPole experts balance for 500 steps), and the student
     # learned from their merged target: well above a random policy after 200 updates

@@ -23,6 +23,7 @@ from policykd.learn.merging import (
     per_teacher_kl,
     single_teacher,
     teacher_disagreement,
+    teacher_names,
 )
 from policykd.learn.targets import soften
 from policykd.types import DistillTarget, StudentOutput, TeacherOutput
@@ -233,17 +234,39 @@ def test_teacher_disagreement():
 
 def test_per_teacher_kl_matches_torch_distributions():
     student = StudentOutput("discrete", logits=torch.tensor([[1.0, -0.2, 0.3], [0.0, 2.0, -1.0]], dtype=torch.float64))
-    metrics = per_teacher_kl(student, [DISCRETE_A, DISCRETE_B])
+    metrics = per_teacher_kl(student, [DISCRETE_A, DISCRETE_B], ["ppo-CartPole-v1_1", "dqn-CartPole-v1_1"])
     s = torch.distributions.Categorical(logits=student.logits)
-    for k, target in enumerate([DISCRETE_A, DISCRETE_B]):
+    for name, target in zip(["ppo-CartPole-v1_1", "dqn-CartPole-v1_1"], [DISCRETE_A, DISCRETE_B]):
         expected = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=target.log_probs), s)
-        assert metrics[f"teachers/kl_{k}"] == pytest.approx(expected.mean().item())
-    assert metrics["teachers/agreement_0"] == metrics["teachers/agreement_1"] == 0.5  # argmax (0, 1)
+        assert metrics[f"teachers/{name}/kl"] == pytest.approx(expected.mean().item())
+    assert metrics["teachers/ppo-CartPole-v1_1/agreement"] == metrics["teachers/dqn-CartPole-v1_1/agreement"] == 0.5
     same = per_teacher_kl(StudentOutput("gaussian", mean=GAUSS_A.mean, log_std=GAUSS_A.log_std), [GAUSS_A, GAUSS_B])
-    assert same["teachers/kl_0"] == pytest.approx(0.0) and same["teachers/action_gap_0"] == 0.0
-    assert same["teachers/kl_1"] > 0 and same["teachers/action_gap_1"] > 0
+    assert same["teachers/0/kl"] == pytest.approx(0.0) and same["teachers/0/action_gap"] == 0.0  # unnamed: 0, 1
+    assert same["teachers/1/kl"] > 0 and same["teachers/1/action_gap"] > 0
     with pytest.raises(PolicyKDError, match="cannot be compared"):
         per_teacher_kl(student, [GAUSS_A])
+    with pytest.raises(PolicyKDError, match="one distinct name per teacher"):
+        per_teacher_kl(student, [DISCRETE_A, DISCRETE_B], ["same", "same"])
+
+
+def test_teacher_names_are_algo_and_run_and_distinct():
+    records = [
+        {"source": "agents/ppo/CartPole-v1_1", "algo": "ppo"},
+        {"source": "/zoo/dqn/CartPole-v1_1/", "algo": "dqn"},
+        {"source": "sb3/qrdqn-CartPole-v1", "algo": "qrdqn"},
+        {"source": "experts/CartPole-v1.zip", "algo": "ppo"},
+        {"source": "other/ppo/CartPole-v1_1", "algo": "ppo"},
+        {"source": "my run/a2c model.zip", "algo": "a2c"},
+    ]
+    assert teacher_names(records, 6) == [
+        "ppo-CartPole-v1_1",
+        "dqn-CartPole-v1_1",
+        "qrdqn-CartPole-v1",
+        "ppo-CartPole-v1",
+        "ppo-CartPole-v1_1-2",
+        "a2c-a2c_model",
+    ]
+    assert teacher_names(None, 2) == teacher_names(records[:1], 2) == ["0", "1"]  # no (matching) records
 
 
 def test_merged_target_acts_through_the_action_mapper():

@@ -30,6 +30,7 @@ TRAIN_TAGS = {
     "buffer/share_teacher",
     "buffer/share_student",
     "charts/SPS",
+    "charts/teacher_transitions",
 }
 EVAL_TAGS = {"eval/student_return", "eval/pct_of_teacher"}
 

@@ -20,6 +20,7 @@ from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.learn.merging import as_student_output
 from policykd.learn.targets import soften
+from policykd.progress import progress_bar
 from policykd.types import ActFn, DistillTarget
 
 
@@ -108,6 +109,7 @@ def collect_rollouts(
     cursor: RolloutCursor | None = None,
     teacher_drive: str = "first",
     merge: Callable[[Sequence[DistillTarget]], DistillTarget] | None = None,
+    progress: str | None = None,
 ) -> tuple[LabelledBuffer, CollectStats]:
     """Step ``venv`` until ``n_transitions`` transitions are labelled (rounded up to whole vector steps).
 
@@ -121,12 +123,14 @@ def collect_rollouts(
       ``merged`` (the greedy action of ``merge`` over the teachers at tau 1), ``round-robin``
       (each env moves to the next teacher at every episode end) or ``random`` (each env draws a
       teacher at every episode start). Every teacher labels every transition whoever drives.
+    - ``progress``: a progress bar over the transitions with this description (None: none).
     Returns the buffer (created on the first step when None) and the collection statistics.
     """
     n_transitions = _check_collect_args(teachers, n_transitions, beta, student_act, epsilon, action_noise)
     drivers = _Drivers(teachers, teacher_drive, merge, beta, student_act, deterministic, venv.num_envs)
     stats = CollectStats()
     obs, episode_starts = _start(venv, cursor)
+    bar = progress_bar(n_transitions, progress or "", enabled=progress is not None, unit="transitions")
     while stats.n_transitions < n_transitions:
         outputs = [teacher(obs) for teacher in teachers]  # one batched forward pass per teacher
         actions, teacher_drives = drivers.act(obs, outputs, episode_starts, rng)
@@ -138,6 +142,8 @@ def collect_rollouts(
         stats.count(teacher_drives, infos)
         drivers.episodes_ended(dones)
         obs, episode_starts = next_obs, dones
+        bar.update(len(teacher_drives))
+    bar.close()
     if cursor is not None:
         cursor.observations, cursor.episode_starts = obs, episode_starts
     assert buffer is not None

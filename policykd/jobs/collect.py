@@ -52,6 +52,7 @@ def collect(
             meta=meta,
             teacher_drive=drive,
             merge=make_run_merge(config, len(teachers)),
+            progress="collect" if config.progress_bar else None,
         )
     finally:
         venv.close()

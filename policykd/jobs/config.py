@@ -27,6 +27,10 @@ class CollectConfig:
     below its recorded score."""
     trust_pickles: bool = False
     """Read the teachers' pickles and env wrappers as SB3 does (files you trust: they may run code)."""
+    zoo_dir: str | None = None
+    """The expert zoo the presets' experts are read from (default: presets.find_zoo)."""
+    progress_bar: bool = True
+    """Progress bars with an ETA on stderr (shown on a terminal only)."""
     teachers: tuple[str, ...] = ()
     """Several teachers of one env (an ensemble); overrides ``teacher``."""
     merge: str | None = None
@@ -63,12 +67,13 @@ class DistillConfig(CollectConfig):
     batch_size: int | None = None
     learning_rate: float | None = None
     n_eval_episodes: int | None = None
-    eval_every: int = 0
+    eval_every: int | None = None
+    """Updates between evaluations (0: only after the last one; default: n_updates // 4, so a run
+    logs four evaluation points; the final evaluation, and so the summary, is the same either way)."""
     out_dir: str | None = None
     """The run folder (default: a new ``runs/<env>/<loss>-tau<t>-seed<s>``)."""
     overwrite: bool = False
     """Empty ``out_dir`` and run again when it holds an earlier run (refused otherwise)."""
-    progress_bar: bool = True
 
 
 def parse_task(text: str) -> tuple[str, str | None]:

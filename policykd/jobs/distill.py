@@ -42,7 +42,7 @@ from policykd.jobs.resolve import (
     resolve_teachers,
 )
 from policykd.jobs.run_folder import check_reusable, claim_run_folder, run_folder
-from policykd.learn.logging import TensorBoardLogger
+from policykd.learn.logging import TensorBoardLogger, hparams_of
 from policykd.learn.losses import make_loss
 from policykd.learn.merging import ensemble_teacher_kind, single_teacher
 from policykd.learn.multitask import MultiTaskSampler, TaskSpace, make_multitask_student, named_items
@@ -116,7 +116,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     if config.out_dir is not None:
         check_reusable(config.out_dir, config.overwrite)
     eval_seed = config.seed + EVAL_SEED_OFFSET  # teacher and student play the same episodes
-    baselines = [measure_baselines(plan, eval_seed, config.teacher_check) for plan in plans]
+    baselines = [measure_baselines(plan, eval_seed, config.teacher_check, config.progress_bar) for plan in plans]
     for plan in plans:
         if plan.buffer is None:
             plan.buffer, _, _ = collect(_collect_config(config, plan), plan.teachers)
@@ -149,7 +149,7 @@ def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
         raise PolicyKDError("a multi-task run needs at least two --task ENV=TEACHER")
     plans = []
     for env_id, source in tasks:
-        teacher = resolve_teacher(source, env_id, trust_pickles=config.trust_pickles)
+        teacher = resolve_teacher(source, env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
         budgets = resolve_budgets(env_id, config, MULTITASK_DEFAULTS)
         plans.append(TaskPlan(env_id, [teacher], budgets, _make_loss(config, teacher.kind)))
     return plans
@@ -207,18 +207,18 @@ def make_trainer_config(config: DistillConfig, budgets: Budgets) -> TrainerConfi
         batch_size=budgets.batch_size,
         learning_rate=budgets.learning_rate,
         temperature=config.temperature,
-        eval_every=config.eval_every,
+        eval_every=config.eval_every if config.eval_every is not None else budgets.n_updates // 4,
         seed=config.seed,
         progress_bar=config.progress_bar,
     )
 
 
-def measure_baselines(plan: TaskPlan, eval_seed: int, teacher_check: bool) -> Baselines:
+def measure_baselines(plan: TaskPlan, eval_seed: int, teacher_check: bool, progress: bool = False) -> Baselines:
     """Play each teacher and a random policy on the evaluation episodes (env seeds from
     ``eval_seed``); with ``teacher_check``, refuse a teacher not clearly better than the random
     policy, or far below its recorded score (:func:`check_teacher_score`: its env recipe is then
     almost surely wrong). % of teacher is normalised so that the random policy scores 0 %."""
-    return Baselines(*measure_teachers(plan.teachers, plan.budgets, eval_seed, check=teacher_check))
+    return Baselines(*measure_teachers(plan.teachers, plan.budgets, eval_seed, check=teacher_check, progress=progress))
 
 
 def _collect_config(config: DistillConfig, plan: TaskPlan) -> DistillConfig:
@@ -250,7 +250,9 @@ def _train_single_task(
         return {"eval/student_return": evaluations[-1].mean, "eval/pct_of_teacher": _pct(evaluations[-1], baselines)}
 
     assert plan.buffer is not None
-    trainer, metrics = _train(config, trainer_config, out_dir, student, plan.loss_fn, plan.buffer, plan.merge, evaluate)
+    trainer, metrics = _train(
+        config, trainer_config, out_dir, student, plan.loss_fn, plan.buffer, plan.merge, evaluate, plan.budgets
+    )
     write_json_atomic(out_dir / "student" / RECIPE_FILE, plan.teacher.recipe.to_json())
     return single_task_summary(config, plan, baselines, student, evaluations[-1], trainer, metrics)
 
@@ -287,7 +289,11 @@ def _train_tasks(
 
     sampler = MultiTaskSampler({plan.name: plan.buffer for plan in plans}, config.task_weights)
     loss_fns = {plan.name: plan.loss_fn for plan in plans}
-    _, metrics = _train(config, trainer_config, out_dir, student, loss_fns, sampler, None, evaluate)
+    shared = {
+        "hidden_sizes": plans[0].budgets.hidden_sizes,
+        "n_transitions": sum(p.budgets.n_transitions for p in plans),
+    }
+    _, metrics = _train(config, trainer_config, out_dir, student, loss_fns, sampler, None, evaluate, shared)
     write_json_atomic(out_dir / "student" / "recipes.json", {p.name: p.teacher.recipe.to_json() for p in plans})
     return multitask_summary(config, plans, baselines, student, results, metrics)
 
@@ -301,12 +307,14 @@ def _train(
     sampler: Any,
     merge: Any,
     evaluate: Any,
+    budgets: Any = None,
 ) -> tuple[Trainer, dict[str, float]]:
     """Train with TensorBoard in ``out_dir/tb`` and checkpoints in ``out_dir/student``; returns the
-    trainer and its last training metrics (evaluations left out)."""
+    trainer and its last training metrics (evaluations left out). The HParams are the config with
+    the resolved ``budgets`` (a Budgets or a mapping) in place of its None ("the preset's")."""
     logger = TensorBoardLogger(out_dir / "tb")
     try:
-        logger.log_hparams({**dataclasses.asdict(config), **dataclasses.asdict(trainer_config)})
+        logger.log_hparams(hparams_of(config, budgets or {}, trainer_config))
         merges = {} if merge is None else {"merge": merge}
         trainer = Trainer(
             student, loss_fns, sampler, config=trainer_config, logger=logger, evaluate=evaluate,

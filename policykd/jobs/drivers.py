@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,14 @@ from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, mean_ci
-from policykd.jobs.experiment import RunCache, checked_baselines, no_cache, run_logger, student_for
+from policykd.jobs.experiment import RunCache, experiment_baselines, no_cache, run_logger, student_for
 from policykd.jobs.online import OnlineConfig, return_evaluator, train_online
 from policykd.jobs.resolve import resolve_teacher
+from policykd.learn.logging import hparams_of
 from policykd.learn.losses import make_loss
 from policykd.learn.schedules import BetaSchedule, ConstantBeta, parse_schedule
 from policykd.learn.trainer import TrainerConfig
+from policykd.progress import progress_bar
 from policykd.zoo.presets import resolve
 
 DRIVERS: tuple[str, ...] = ("teacher", "student", "dagger")
@@ -57,6 +59,10 @@ class DriversConfig:
     teacher_check: bool = True
     trust_pickles: bool = False
     """Read the teacher's pickles and env wrappers as SB3 does (a file you trust: it may run code)."""
+    zoo_dir: str | None = None
+    """The expert zoo the preset's expert is read from (default: presets.find_zoo)."""
+    progress_bar: bool = True
+    """Progress bars with an ETA on stderr (shown on a terminal only)."""
 
 
 def _check_drivers_config(config: DriversConfig) -> dict[str, BetaSchedule]:
@@ -107,12 +113,17 @@ def _drive_one(
     online: OnlineConfig,
     budgets: dict[str, Any],
     out: Path,
+    on_round: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
-    """One (driver, seed) online run; JSON-able rounds."""
+    """One (driver, seed) online run; JSON-able rounds. ``on_round(record)`` after each round."""
     loss = config.loss or ("mse" if teacher.kind == "deterministic" else "kl")
     loss_fn = make_loss(loss, teacher.kind, temperature=config.temperature)
     eval_seed = config.seed + EVAL_SEED_OFFSET  # every driver and seed plays the same evaluation episodes
-    hparams = {"driver": driver, "schedule": repr(schedule), "loss": loss, **dataclasses.asdict(online)}
+    hparams = hparams_of(
+        online,
+        {"seed": seed, "driver": driver, "schedule": repr(schedule), "loss": loss, "temperature": config.temperature},
+        {"hidden_sizes": budgets["hidden_sizes"], "n_eval_episodes": config.n_eval_episodes, "teacher": teacher.source},
+    )
     with run_logger(out, f"{driver}-seed{seed}", hparams) as logger:
         result = train_online(
             teacher,
@@ -125,6 +136,7 @@ def _drive_one(
             evaluate=return_evaluator(
                 teacher.recipe, config.n_eval_episodes, eval_seed, bool(budgets["deterministic_eval"])
             ),
+            on_round=on_round,
         )
     return {"driver": driver, "seed": seed, "schedule": repr(schedule), **result.to_json()}
 
@@ -168,26 +180,26 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     from policykd.jobs.plots import plot_drivers  # matplotlib is an optional dependency
 
     schedules = _check_drivers_config(config)
-    teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles)
+    teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
     keys = ("hidden_sizes", "n_envs", "batch_size", "learning_rate", "deterministic_eval")
     budgets = resolve(teacher.recipe.env_id, config, keys)
     online = _online_config(config, budgets)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or no_cache
-    baselines = checked_baselines(
-        teacher, config.n_eval_episodes, config.seed, cache=cache, teacher_check=config.teacher_check
-    )
+    baselines = experiment_baselines(teacher, config, cache)
     teacher_return = baselines["teacher_greedy" if budgets["deterministic_eval"] else "teacher_sampled"]
     threshold = baselines["random"] + 0.95 * (teacher_return - baselines["random"])
-    runs = [
-        cache(
-            f"{driver}-seed{seed}",
-            functools.partial(_drive_one, teacher, driver, schedules[driver], seed, config, online, budgets, out),
-        )
-        for driver in config.drivers
-        for seed in range(config.seed, config.seed + config.n_seeds)
-    ]
+    n_runs = len(config.drivers) * config.n_seeds
+    bar = progress_bar(n_runs * config.n_rounds, "compare-drivers", enabled=config.progress_bar, unit="rounds")
+    runs = []
+    for driver in config.drivers:
+        for seed in range(config.seed, config.seed + config.n_seeds):
+            bar.set_postfix_str(f"{driver}, seed {seed}")
+            args = (teacher, driver, schedules[driver], seed, config, online, budgets, out, lambda _: bar.update(1))
+            runs.append(cache(f"{driver}-seed{seed}", functools.partial(_drive_one, *args)))
+            bar.advance_to(len(runs) * config.n_rounds)  # a cached run reports no rounds
+    bar.close()
     results = {driver: _driver_results(driver, runs, threshold) for driver in config.drivers}
     summary = {
         "env_id": teacher.recipe.env_id,

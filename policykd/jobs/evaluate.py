@@ -23,6 +23,7 @@ from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.fileio import read_json
+from policykd.progress import progress_bar
 from policykd.types import ActFn
 from policykd.zoo.presets import load_preset
 
@@ -103,17 +104,21 @@ def _finite_values(values: np.ndarray | list[float]) -> np.ndarray:
     return r
 
 
-def episode_returns(act: ActFn, recipe: EnvRecipe, n_episodes: int, *, seed: int, n_envs: int = 8) -> np.ndarray:
+def episode_returns(
+    act: ActFn, recipe: EnvRecipe, n_episodes: int, *, seed: int, n_envs: int = 8, progress: str | None = None
+) -> np.ndarray:
     """Returns of ``n_episodes`` full episodes (Monitor's, so Atari life losses don't cut them).
 
     Env i is seeded ``seed + i``; each env plays a fixed share of the episodes, as SB3's
-    evaluate_policy does, so short episodes are not over-represented."""
+    evaluate_policy does, so short episodes are not over-represented. ``progress``: a progress
+    bar over the episodes with this description (None: none)."""
     check_int("the number of evaluation episodes", n_episodes)
     n_envs = max(1, min(n_envs, n_episodes))
     venv = make_vec_env(recipe, n_envs, seed)
     targets = np.array([(n_episodes + i) // n_envs for i in range(n_envs)])
     counts = np.zeros(n_envs, dtype=int)
     returns: list[float] = []
+    bar = progress_bar(n_episodes, progress or "", enabled=progress is not None, unit="episodes")
     obs = venv.reset()
     try:
         while (counts < targets).any():
@@ -122,21 +127,29 @@ def episode_returns(act: ActFn, recipe: EnvRecipe, n_episodes: int, *, seed: int
                 if "episode" in info and counts[i] < targets[i]:
                     returns.append(float(info["episode"]["r"]))
                     counts[i] += 1
+                    bar.update(1)
     finally:
+        bar.close()
         venv.close()
     return np.asarray(returns)
 
 
 def evaluate_policy(
-    policy: Policy, recipe: EnvRecipe, n_episodes: int, *, seed: int, deterministic: bool = True
+    policy: Policy,
+    recipe: EnvRecipe,
+    n_episodes: int,
+    *,
+    seed: int,
+    deterministic: bool = True,
+    progress: str | None = None,
 ) -> ReturnStats:
     """Play ``n_episodes`` of ``recipe``'s env (env i seeded ``seed + i``) with ``policy`` and
     summarise the returns. The policy's own randomness (sampled actions, epsilon) comes from a
-    fresh generator seeded ``seed``, so every call with the same arguments plays the same episodes."""
+    fresh generator seeded ``seed``, so every call with the same arguments plays the same episodes.
+    ``progress``: a progress bar over the episodes with this description (None: none)."""
     rng = np.random.default_rng(seed)
-    return ReturnStats.of(
-        episode_returns(lambda obs: policy.act(obs, deterministic, rng), recipe, n_episodes, seed=seed)
-    )
+    act = lambda obs: policy.act(obs, deterministic, rng)  # noqa: E731
+    return ReturnStats.of(episode_returns(act, recipe, n_episodes, seed=seed, progress=progress))
 
 
 def pct_of(student_mean: float, teacher_mean: float, random_mean: float | None = None) -> float:
@@ -177,14 +190,18 @@ def call_latency_ms(call: ActFn, inputs: np.ndarray, n_calls: int = 200, n_warmu
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never reuse the collection seeds
 
 
-def evaluate_teacher(teacher: Teacher, n_episodes: int, seed: int, deterministic: bool = True) -> ReturnStats:
+def evaluate_teacher(
+    teacher: Teacher, n_episodes: int, seed: int, deterministic: bool = True, progress: str | None = None
+) -> ReturnStats:
     """The teacher on its own env recipe."""
-    return evaluate_policy(teacher, teacher.recipe, n_episodes, seed=seed, deterministic=deterministic)
+    return evaluate_policy(
+        teacher, teacher.recipe, n_episodes, seed=seed, deterministic=deterministic, progress=progress
+    )
 
 
-def evaluate_random(teacher: Teacher, n_episodes: int, seed: int) -> ReturnStats:
+def evaluate_random(teacher: Teacher, n_episodes: int, seed: int, progress: str | None = None) -> ReturnStats:
     """A uniformly random policy on the teacher's env and episodes: the 0 % of "% of teacher"."""
-    return evaluate_policy(RandomPolicy(teacher.mapper), teacher.recipe, n_episodes, seed=seed)
+    return evaluate_policy(RandomPolicy(teacher.mapper), teacher.recipe, n_episodes, seed=seed, progress=progress)
 
 
 def mean_ci(values: list[float] | np.ndarray) -> tuple[float, float, float]:
@@ -201,12 +218,14 @@ def mean_ci(values: list[float] | np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def teacher_baselines(teacher: Teacher, n_episodes: int, seed: int) -> dict[str, Any]:
+def teacher_baselines(teacher: Teacher, n_episodes: int, seed: int, progress: bool = False) -> dict[str, Any]:
     """Mean returns of the teacher (greedy and sampled) and of a uniform random policy on the
-    evaluation episodes (the 100 % and 0 % of "% of teacher"), plus the greedy and random returns."""
-    greedy = evaluate_teacher(teacher, n_episodes, seed)
-    sampled = evaluate_teacher(teacher, n_episodes, seed, deterministic=False)
-    random = evaluate_random(teacher, n_episodes, seed)
+    evaluation episodes (the 100 % and 0 % of "% of teacher"), plus the greedy and random returns.
+    ``progress``: a progress bar over each one's episodes."""
+    bars = ("teacher check (greedy)", "teacher (sampled)", "random policy") if progress else (None, None, None)
+    greedy = evaluate_teacher(teacher, n_episodes, seed, progress=bars[0])
+    sampled = evaluate_teacher(teacher, n_episodes, seed, deterministic=False, progress=bars[1])
+    random = evaluate_random(teacher, n_episodes, seed, progress=bars[2])
     return {
         "teacher_greedy": greedy.mean,
         "teacher_sampled": sampled.mean,

@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,12 @@ def no_cache(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return run()
 
 
-def read_config_file(path: str | Path, config_cls: type, aliases: dict[str, str]) -> dict[str, Any]:
-    """The fields of ``config_cls`` set by a YAML file. Keys are the CLI's long options (``seeds``,
-    ``env``, ``n-transitions`` ...; ``aliases`` maps them to fields) or the field names; lists
-    become tuples. An unknown key or a file that is not a mapping raises PolicyKDError."""
+def read_config_file(path: str | Path, config_cls: type | None, aliases: Mapping[str, str]) -> dict[str, Any]:
+    """The settings a YAML file gives, by field / option dest. Keys are the fields of
+    ``config_cls`` (a dataclass, or None for a command without one; a run folder's config.yml has
+    exactly these) or the CLI's long options (``seeds``, ``env``, ``n-transitions`` ...), which
+    ``aliases`` maps to their dests; a field wins over an option of the same name. Lists become
+    tuples, nested ones too. An unknown key or a file that is not a mapping raises PolicyKDError."""
     import yaml
 
     try:
@@ -39,15 +41,22 @@ def read_config_file(path: str | Path, config_cls: type, aliases: dict[str, str]
         raise PolicyKDError(f"cannot read config file {path}: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise PolicyKDError(f"config file {path} must be a mapping of option: value, e.g. 'seeds: 3'")
-    fields = {f.name for f in dataclasses.fields(config_cls)}
+    fields = {f.name for f in dataclasses.fields(config_cls)} if config_cls is not None else set()
+    known = fields | set(aliases.values())
     values: dict[str, Any] = {}
     for key, value in data.items():
-        name = aliases.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
-        if name not in fields:
-            known = sorted({alias for alias, field in aliases.items() if field in fields} | fields)
-            raise PolicyKDError(f"config file {path}: unknown key {key!r}; use one of {', '.join(known)}")
-        values[name] = tuple(value) if isinstance(value, list) else value
+        key_ = str(key).replace("-", "_")
+        name = key_ if key_ in fields else aliases.get(key_, key_)
+        if name not in known:
+            keys = sorted(fields | {alias for alias, dest in aliases.items() if dest in known})
+            raise PolicyKDError(f"config file {path}: unknown key {key!r}; use one of {', '.join(keys)}")
+        values[name] = _tuples(value)
     return values
+
+
+def _tuples(value: Any) -> Any:
+    """YAML lists as tuples, nested ones too (config fields are tuples: ``tasks`` holds pairs)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def student_for(teacher: Teacher, hidden_sizes: Sequence[int], seed: int) -> Student:
@@ -71,14 +80,28 @@ def run_logger(out: Path, name: str, hparams: dict[str, Any]) -> Iterator[Tensor
 
 
 def checked_baselines(
-    teacher: Teacher, n_episodes: int, seed: int, *, cache: RunCache, teacher_check: bool = True
+    teacher: Teacher, n_episodes: int, seed: int, *, cache: RunCache, teacher_check: bool = True, progress: bool = False
 ) -> dict[str, Any]:
     """``teacher_baselines`` on the evaluation episodes (seeds from ``seed + EVAL_SEED_OFFSET``),
     through ``cache`` under the name ``teacher``. With ``teacher_check``, refuses a teacher that
-    is not clearly better than a random policy or plays far below the score its zoo folder records."""
-    measure = functools.partial(teacher_baselines, teacher, n_episodes, seed + EVAL_SEED_OFFSET)
+    is not clearly better than a random policy or plays far below the score its zoo folder records.
+    ``progress``: bars over the episodes."""
+    measure = functools.partial(teacher_baselines, teacher, n_episodes, seed + EVAL_SEED_OFFSET, progress=progress)
     baselines = cache("teacher", measure)
     if teacher_check:  # a result cached before random_returns was kept holds the random mean only
         random = ReturnStats.of(baselines.get("random_returns") or [baselines["random"]])
         check_teacher_score(teacher, ReturnStats.of(baselines["teacher_greedy_returns"]), random)
     return baselines
+
+
+def experiment_baselines(teacher: Teacher, config: Any, cache: RunCache) -> dict[str, Any]:
+    """:func:`checked_baselines` with an experiment config's (SweepConfig, DriversConfig)
+    ``n_eval_episodes``, ``seed``, ``teacher_check`` and ``progress_bar``."""
+    return checked_baselines(
+        teacher,
+        config.n_eval_episodes,
+        config.seed,
+        cache=cache,
+        teacher_check=config.teacher_check,
+        progress=config.progress_bar,
+    )

@@ -109,13 +109,14 @@ def train_online(
     logger: MetricLogger | None = None,
     temperature: float | None = None,
     venv: Any = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
 ) -> OnlineResult:
     """Alternate collection rounds (driver mixture ``schedule(round)``) and training rounds.
 
     ``venv`` defaults to ``n_envs`` copies of the teacher's env seeded ``config.seed``; episodes
     run on across rounds (no reset between them). ``temperature`` goes to the Trainer (None: the
     loss's). Logs ``online/beta``, ``online/n_labels`` and ``eval/student_return`` per round at the
-    global update count, next to the Trainer's own tags.
+    global update count, next to the Trainer's own tags. ``on_round(record)`` after each round.
     """
     logger = logger or NullLogger()
     owns_venv = venv is None
@@ -149,6 +150,8 @@ def train_online(
             student_return = evaluate(student) if evaluate is not None else None
             rounds.append(_round_record(index, beta, stats, rounds, ring, metrics, student_return))
             _log_round(logger, rounds[-1], trainer.n_updates_done)
+            if on_round is not None:  # e.g. a progress bar over rounds
+                on_round(rounds[-1])
     finally:
         if owns_venv:
             venv.close()
@@ -198,7 +201,10 @@ def _round_record(
 
 
 def _log_round(logger: MetricLogger, record: RoundRecord, step: int) -> None:
+    """The round at update ``step``; its evaluation also against teacher labels (a second x-axis:
+    ``eval_vs_labels/student_return`` at step = labels used so far)."""
     logged = {"online/beta": record.beta, "online/n_labels": float(record.n_labels)}
     if record.student_return is not None:
         logged["eval/student_return"] = record.student_return
+        logger.log({"eval_vs_labels/student_return": record.student_return}, record.n_labels)
     logger.log(logged, step)

@@ -15,6 +15,7 @@ from policykd.checks import check_int, check_positive_float, check_positive_size
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.collect import check_policy_spaces, check_spaces
 from policykd.data.envs import EnvRecipe, make_vec_env
+from policykd.data.hub import is_hub_id
 from policykd.data.teachers import Teacher, load_teacher
 from policykd.errors import PolicyKDError
 from policykd.jobs.config import CollectConfig
@@ -22,17 +23,22 @@ from policykd.jobs.evaluate import ReturnStats, evaluate_random, evaluate_teache
 from policykd.jobs.run_folder import check_finished
 from policykd.learn.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
 from policykd.learn.students import Student, StudentConfig, make_student
-from policykd.zoo.presets import DEFAULT_ENV_ID, default_expert, load_preset, resolve
+from policykd.zoo.presets import DEFAULT_ENV_ID, default_expert, load_preset, missing_teacher, resolve
 
 RECIPE_FILE = "recipe.json"
 
 
-def resolve_teacher(source: str | None, env_id: str | None, *, trust_pickles: bool = False) -> Teacher:
-    """Load the teacher (default: the env preset's expert) and refuse it at once if its spaces are
-    not its env's (e.g. a bare CartPole zip with ``--env Acrobot-v1``), before any file is written.
-    ``trust_pickles``: see :func:`load_teacher`."""
+def resolve_teacher(
+    source: str | None, env_id: str | None, *, trust_pickles: bool = False, zoo_dir: str | None = None
+) -> Teacher:
+    """Load the teacher (default: the env preset's expert, from the zoo ``zoo_dir`` or the default
+    one: presets.find_zoo) and refuse it at once if its spaces are not its env's (e.g. a bare
+    CartPole zip with ``--env Acrobot-v1``), before any file is written. A path that does not exist
+    is refused with where it was looked for. ``trust_pickles``: see :func:`load_teacher`."""
     if source is None:
-        source = str(default_expert(env_id or DEFAULT_ENV_ID))
+        source = str(default_expert(env_id or DEFAULT_ENV_ID, zoo_dir))
+    elif not is_hub_id(source) and not Path(source).exists():
+        raise missing_teacher(source, zoo_dir)
     teacher = load_teacher(source, env_id=env_id, trust_pickles=trust_pickles)
     check_teacher_env(teacher)
     return teacher
@@ -43,9 +49,10 @@ def resolve_teachers(config: CollectConfig) -> list[Teacher]:
     sources = list(config.teachers) or [config.teacher]
     if len(sources) > 1 and None in sources:
         raise PolicyKDError("with several teachers, name each one with --teacher")
-    teachers = [resolve_teacher(sources[0], config.env_id, trust_pickles=config.trust_pickles)]
+    options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir}
+    teachers = [resolve_teacher(sources[0], config.env_id, **options)]
     for source in sources[1:]:
-        other = resolve_teacher(source, config.env_id or teachers[0].recipe.env_id, trust_pickles=config.trust_pickles)
+        other = resolve_teacher(source, config.env_id or teachers[0].recipe.env_id, **options)
         if (
             other.recipe.env_id != teachers[0].recipe.env_id
             or other.observation_space != teachers[0].observation_space
@@ -170,15 +177,16 @@ def check_teacher_score(teacher: Teacher, measured: ReturnStats, random: ReturnS
 
 
 def measure_teachers(
-    teachers: Sequence[Teacher], budgets: Budgets, eval_seed: int, *, check: bool
+    teachers: Sequence[Teacher], budgets: Budgets, eval_seed: int, *, check: bool, progress: bool = False
 ) -> tuple[list[ReturnStats], ReturnStats]:
     """Each teacher's returns and a uniformly random policy's on the evaluation episodes (env seeds
     from ``eval_seed``: distill's are ``seed + EVAL_SEED_OFFSET``; ``budgets``' episodes, greedy or
-    not); with ``check``, :func:`check_teacher_score` refuses a teacher first."""
+    not); with ``check``, :func:`check_teacher_score` refuses a teacher first. ``progress``: bars."""
     n_eval, deterministic = budgets.n_eval_episodes, budgets.deterministic_eval
-    each_teacher = [evaluate_teacher(t, n_eval, eval_seed, deterministic) for t in teachers]
+    bar = "teacher check" if progress else None
+    each_teacher = [evaluate_teacher(t, n_eval, eval_seed, deterministic, bar) for t in teachers]
     # teachers share one env and its spaces (resolve_teachers), so one random policy serves them all
-    random = evaluate_random(teachers[0], n_eval, eval_seed)
+    random = evaluate_random(teachers[0], n_eval, eval_seed, "random policy" if progress else None)
     if check:
         for teacher, stats in zip(teachers, each_teacher):
             check_teacher_score(teacher, stats, random)

@@ -28,13 +28,15 @@ from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
 from policykd.jobs.collect import collect
 from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_policy, mean_ci
-from policykd.jobs.experiment import RunCache, checked_baselines, no_cache, run_logger, student_for
+from policykd.jobs.experiment import RunCache, experiment_baselines, no_cache, run_logger, student_for
 from policykd.jobs.resolve import resolve_teacher
+from policykd.learn.logging import hparams_of
 from policykd.learn.losses import make_loss
 from policykd.learn.metrics import distill_metrics
 from policykd.learn.students import Student
 from policykd.learn.targets import check_temperature, soften, student_kind_for
 from policykd.learn.trainer import Trainer, TrainerConfig
+from policykd.progress import progress_bar
 from policykd.zoo.presets import resolve
 
 DEFAULT_TEMPERATURES: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
@@ -71,6 +73,10 @@ class SweepConfig:
     teacher_check: bool = True
     trust_pickles: bool = False
     """Read the teacher's pickles and env wrappers as SB3 does (a file you trust: it may run code)."""
+    zoo_dir: str | None = None
+    """The expert zoo the preset's expert is read from (default: presets.find_zoo)."""
+    progress_bar: bool = True
+    """Progress bars with an ETA on stderr (shown on a terminal only)."""
 
 
 def check_sweep_config(config: SweepConfig) -> tuple[float, ...]:
@@ -194,13 +200,18 @@ def _distil_one(
         seed=seed,
         progress_bar=False,
     )
-    hparams = {
-        "temperature": tau,
-        "seed": seed,
-        **dataclasses.asdict(trainer_config),
-        "temperature_on": config.temperature_on,
-        "kl_direction": config.kl_direction,
-    }
+    hparams = hparams_of(
+        trainer_config,
+        {
+            "loss": "kl",
+            "temperature_on": config.temperature_on,
+            "kl_direction": config.kl_direction,
+            "hidden_sizes": budgets["hidden_sizes"],
+            "n_transitions": len(buffer),
+            "n_eval_episodes": config.n_eval_episodes,
+            "teacher": teacher.source,
+        },
+    )
     with run_logger(out, f"tau{tau:g}-seed{seed}", hparams) as logger:
         student = student_for(teacher, budgets["hidden_sizes"], seed)
         Trainer(student, loss_fn, buffer, config=trainer_config, logger=logger).train()
@@ -269,6 +280,7 @@ def _sweep_buffer(config: SweepConfig, teacher: Teacher, n_transitions: int, out
         epsilon=config.epsilon,
         action_noise=config.action_noise,
         seed=config.seed,
+        progress_bar=config.progress_bar,
     )
     buffer, _, _ = collect(collect_config, [teacher])
     buffer.meta["sweep_collect"] = settings
@@ -280,7 +292,7 @@ def _resolve_sweep(config: SweepConfig) -> tuple[tuple[float, ...], Teacher, dic
     """Refuse bad input, load the teacher and fill the budgets from its env's preset, all before
     minutes are spent or anything is written. Returns the temperatures, the teacher and the budgets."""
     temperatures = check_sweep_config(config)
-    teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles)
+    teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
     if student_kind_for(teacher.kind) == "deterministic":
         raise PolicyKDError(
             f"{teacher.source} is a deterministic ({teacher.algo}) teacher: it has no temperature to "
@@ -318,16 +330,18 @@ def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str
     cache = cache or no_cache
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    baselines = checked_baselines(
-        teacher, config.n_eval_episodes, config.seed, cache=cache, teacher_check=config.teacher_check
-    )
+    baselines = experiment_baselines(teacher, config, cache)
     buffer = _sweep_buffer(config, teacher, budgets["n_transitions"], out)
     probe, grid = _probe(buffer, config)
     runs = []
+    bar = progress_bar(len(temperatures) * config.n_seeds, "sweep", enabled=config.progress_bar, unit="runs")
     for tau in temperatures:
         for seed in range(config.seed, config.seed + config.n_seeds):
+            bar.set_postfix_str(f"tau {tau:g}, seed {seed}")
             run = functools.partial(_distil_one, teacher, buffer, tau, seed, config, budgets, probe, grid, out)
             runs.append(cache(f"tau{tau:g}-seed{seed}", run))
+            bar.update(1)
+    bar.close()
     rows = []
     for tau in temperatures:
         cell = [r for r in runs if r["tau"] == tau]

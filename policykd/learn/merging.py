@@ -36,7 +36,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -232,28 +234,57 @@ def teacher_disagreement(targets: Sequence[DistillTarget]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def per_teacher_kl(student: StudentOutput, targets: Sequence[DistillTarget]) -> dict[str, float]:
-    """How close the student is to each teacher k (pass targets softened at tau = 1 to compare
-    with the student as it acts). Keys: ``teachers/kl_{k}`` = mean KL(teacher_k || student)
-    (stochastic kinds), ``teachers/agreement_{k}`` = top-1 agreement (discrete),
-    ``teachers/action_gap_{k}`` = mean L2 gap of greedy actions (continuous)."""
+def per_teacher_kl(
+    student: StudentOutput, targets: Sequence[DistillTarget], names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """How close the student is to each teacher (pass targets softened at tau = 1 to compare with
+    the student as it acts). ``names``: one TensorBoard-safe name per teacher, such as
+    :func:`teacher_names` gives (``ppo-CartPole-v1_1``); default ``0``, ``1``, ... Keys:
+    ``teachers/<name>/kl`` = mean KL(teacher || student) (stochastic kinds),
+    ``teachers/<name>/agreement`` = top-1 agreement (discrete), ``teachers/<name>/action_gap`` =
+    mean L2 gap of greedy actions (continuous)."""
     kind, _ = _prepare(targets, None)
     if (student.kind == "discrete") != (kind == "discrete"):
         raise PolicyKDError(f"a {student.kind} student cannot be compared with {kind} teachers")
+    names = [str(k) for k in range(len(targets))] if names is None else list(names)
+    if len(names) != len(targets) or len(set(names)) != len(names):
+        raise PolicyKDError(f"per_teacher_kl needs one distinct name per teacher, got {names} for {len(targets)}")
     metrics: dict[str, float] = {}
-    for k, target in enumerate(targets):
+    for name, target in zip(names, targets):
         if kind == "discrete":
             student_lp = torch.log_softmax(student.logits, dim=-1)
-            metrics[f"teachers/kl_{k}"] = categorical_kl(target.log_probs, student_lp).mean().item()
+            metrics[f"teachers/{name}/kl"] = categorical_kl(target.log_probs, student_lp).mean().item()
             agree = student.logits.argmax(dim=-1) == target.log_probs.argmax(dim=-1)
-            metrics[f"teachers/agreement_{k}"] = agree.float().mean().item()
+            metrics[f"teachers/{name}/agreement"] = agree.float().mean().item()
             continue
         if kind == "gaussian" and student.kind == "gaussian":
             kl = diag_gaussian_kl(target.mean, target.log_std, student.mean, student.log_std)
-            metrics[f"teachers/kl_{k}"] = kl.mean().item()
+            metrics[f"teachers/{name}/kl"] = kl.mean().item()
         greedy = student.mean if student.kind == "gaussian" else student.action
-        metrics[f"teachers/action_gap_{k}"] = torch.linalg.vector_norm(greedy - target.action, dim=-1).mean().item()
+        gap = torch.linalg.vector_norm(greedy - target.action, dim=-1).mean().item()
+        metrics[f"teachers/{name}/action_gap"] = gap
     return metrics
+
+
+def teacher_names(teachers: Sequence[Mapping[str, Any]] | None, n_teachers: int) -> list[str]:
+    """One distinct, TensorBoard-safe name per teacher, by algo and run: ``ppo-CartPole-v1_1`` for
+    ``agents/ppo/CartPole-v1_1``, ``dqn-CartPole-v1`` for ``.../CartPole-v1.zip`` or the hub's
+    ``sb3/dqn-CartPole-v1``; a name given twice gets ``-2``, ``-3``. ``teachers`` are a buffer's
+    ``meta["teachers"]`` records (``source``, ``algo``); without them (or a count that differs
+    from ``n_teachers``): ``0``, ``1``, ..."""
+    if not teachers or len(teachers) != n_teachers:
+        return [str(k) for k in range(n_teachers)]
+    names: list[str] = []
+    for record in teachers:
+        source, algo = str(record.get("source", "")).rstrip("/"), str(record.get("algo", "teacher"))
+        run = source.rsplit("/", 1)[-1].removesuffix(".zip") or "teacher"
+        name = re.sub(r"[^\w.-]", "_", run if run.startswith(f"{algo}-") else f"{algo}-{run}")
+        candidate, n = name, 1
+        while candidate in names:
+            n += 1
+            candidate = f"{name}-{n}"
+        names.append(candidate)
+    return names
 
 
 # -- helpers ---------------------------------------------------------------------------------------

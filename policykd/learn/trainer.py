@@ -23,16 +23,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from policykd.checks import check_int, check_positive_float
 from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
 from policykd.learn.logging import MetricLogger, NullLogger
-from policykd.learn.merging import per_teacher_kl, single_teacher, teacher_disagreement
+from policykd.learn.merging import per_teacher_kl, single_teacher, teacher_disagreement, teacher_names
 from policykd.learn.metrics import distill_metrics
 from policykd.learn.multitask import MultiTaskSampler, check_tasks
 from policykd.learn.targets import check_temperature, soften
+from policykd.progress import progress_bar
 from policykd.types import DistillBatch, DistillTarget, EvalFn, LossFn, LossOutput, MergeFn, Sampler, StudentOutput
 
 Task = str | None  # a task's name; None in single-task training (``student(obs)``, no ``tasks/`` prefix)
@@ -153,7 +153,7 @@ class Trainer:
         self.student.train()
         metrics: dict[str, float] = {}
         started, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
-        bar = tqdm(total=cfg.n_updates, desc="distil", disable=not cfg.progress_bar, leave=False)
+        bar = progress_bar(cfg.n_updates, "distil", enabled=cfg.progress_bar, unit="updates")
         for update in range(1, cfg.n_updates + 1):
             loss, steps = self.step()
             step = self.n_updates_done  # global: counts the updates of earlier train() calls too
@@ -182,11 +182,19 @@ class Trainer:
         minimised) and each task's :func:`task_metrics` under ``tasks/<task>/``."""
         if not self.multitask:
             (only,) = steps.values()
-            return {**with_entropy_gap(task_metrics(only, self.merges[None])), **self._tracking_metrics()}
-        metrics = {"losses/distill": loss.item()}
+            names = self._teacher_names(None, only)
+            return {**with_entropy_gap(task_metrics(only, self.merges[None], names)), **self._tracking_metrics()}
+        metrics = {"losses/distill": loss.item(), **self._tracking_metrics()}
         for task, task_step in steps.items():
-            metrics.update({f"tasks/{task}/{k}": v for k, v in task_metrics(task_step, self.merges[task]).items()})
+            logged = task_metrics(task_step, self.merges[task], self._teacher_names(task, task_step))
+            metrics.update({f"tasks/{task}/{k}": v for k, v in logged.items()})
         return metrics
+
+    def _teacher_names(self, task: Task, task_step: TaskStep) -> list[str]:
+        """The task's teachers by algo and run (merging.teacher_names), from its buffer's meta."""
+        buffer = self.sampler if task is None else getattr(self.sampler, "buffers", {}).get(task)
+        meta = getattr(buffer, "meta", None) or {}
+        return teacher_names(meta.get("teachers"), len(task_step.batch.teacher_outputs))
 
     def _sample(self) -> dict[Task, DistillBatch]:
         """This step's batch per task: the sampler's dict, or one batch under the task None."""
@@ -198,10 +206,14 @@ class Trainer:
         return self.student(observations) if task is None else self.student(observations, task)
 
     def _tracking_metrics(self) -> dict[str, float]:
-        """Each driver's share of the buffer: ``buffer/share_teacher``, ``buffer/share_student``."""
+        """``charts/teacher_transitions``: the teacher-labelled transitions trained on (all tasks'),
+        a second x-axis next to the update count; one task: each driver's share of the buffer
+        (``buffer/share_teacher``, ``buffer/share_student``)."""
         if not isinstance(self.sampler, LabelledBuffer):
-            return {}
-        return {f"buffer/share_{name}": share for name, share in self.sampler.driver_shares().items()}
+            buffers = getattr(self.sampler, "buffers", {}).values()
+            return {"charts/teacher_transitions": float(sum(len(b) for b in buffers))} if buffers else {}
+        shares = {f"buffer/share_{name}": share for name, share in self.sampler.driver_shares().items()}
+        return {**shares, "charts/teacher_transitions": float(len(self.sampler))}
 
     def run_evaluation(self, update: int) -> None:
         """Evaluate the student in eval mode, log the result at ``update`` and save a checkpoint."""
@@ -218,15 +230,15 @@ class Trainer:
         return dataclasses.asdict(self.config)
 
 
-def task_metrics(task_step: TaskStep, merge: MergeFn) -> dict[str, float]:
+def task_metrics(task_step: TaskStep, merge: MergeFn, teacher_names: list[str] | None = None) -> dict[str, float]:
     """One task's detached metrics: the loss's, :func:`metrics.distill_metrics` against its
     teachers at tau = 1 (merged by ``merge``) and, with several teachers, their disagreement and
-    the student's KL to each (``teachers/...``)."""
+    the student's KL to each (``teachers/<name>/...``, named by ``teacher_names``)."""
     references = [soften(out, 1.0) for out in task_step.batch.teacher_outputs]  # the teachers at tau = 1
     student_out, target = task_step.student_out, task_step.target
     metrics = {**task_step.loss_out.metrics, **distill_metrics(student_out, target, merge(references))}
     if len(references) > 1:  # ensembles: how far the student is from each teacher, and theirs apart
-        metrics.update(per_teacher_kl(student_out, references), **teacher_disagreement(references))
+        metrics.update(per_teacher_kl(student_out, references, teacher_names), **teacher_disagreement(references))
     return metrics
 
 

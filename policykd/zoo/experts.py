@@ -45,10 +45,9 @@ from policykd.checks import check_int
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, read_json, write_json_atomic, write_text_atomic
 from policykd.zoo.layout import RECORD_FILE, RESUME_DIR, is_finished, run_dir_for
+from policykd.zoo.presets import hyperparams_path
 from policykd.zoo.scoring import SCORE_EPISODES, SCORE_SEED, score_checkpoint
 
-# Our own hyperparameters (e.g. MuJoCo -v5 entries rl_zoo3 lacks) override rl_zoo3's defaults.
-OUR_HYPERPARAMS_DIR = Path(__file__).resolve().parents[2] / "envs" / "hyperparams"
 VERSIONED_PACKAGES = ("torch", "stable_baselines3", "sb3_contrib", "rl_zoo3", "gymnasium", "ale_py", "mujoco", "numpy")
 
 
@@ -63,8 +62,9 @@ def package_versions() -> dict[str, str]:
 
 
 def hyperparams_file(algo: str, env_id: str) -> str | None:
-    """Our config file for ``algo`` if it has an entry for ``env_id``; else None (rl_zoo3's own)."""
-    ours = OUR_HYPERPARAMS_DIR / f"{algo}.yml"
+    """Our config file for ``algo`` if it has an entry for ``env_id``; else None (rl_zoo3's own).
+    Our own hyperparameters (e.g. MuJoCo -v5 entries rl_zoo3 lacks) override rl_zoo3's defaults."""
+    ours = hyperparams_path(algo)  # envs/hyperparams/<algo>.yml, shipped in the package
     if ours.is_file() and env_id in (yaml.safe_load(ours.read_text()) or {}):
         return str(ours)
     return None

@@ -1,7 +1,8 @@
 """policykd: distil Stable-Baselines3 experts into smaller, faster or merged student policies.
 
 The data flow (see the README): load_teacher -> collect_rollouts -> LabelledBuffer -> Trainer
-(soften -> merge -> loss) -> Student -> evaluation, and export_onnx to deploy it.
+(soften -> merge -> loss) -> Student -> evaluation, and export_onnx to deploy it. ``load_student``
+gives a distilled student SB3's ``predict``, so SB3's ``evaluate_policy`` plays it.
 """
 
 from policykd.data.buffers import LabelledBuffer
@@ -12,8 +13,10 @@ from policykd.errors import PolicyKDError
 from policykd.jobs.collect import collect
 from policykd.jobs.config import CollectConfig, DistillConfig
 from policykd.jobs.distill import distill
-from policykd.jobs.export import export_onnx
+from policykd.jobs.export import export_onnx, export_sb3
+from policykd.jobs.load import load_student
 from policykd.learn.losses import KLLoss, MSELoss, NLLLoss, make_loss
+from policykd.learn.sb3_policy import StudentPolicy
 from policykd.learn.students import Student, make_student
 from policykd.learn.targets import soften
 from policykd.learn.trainer import Trainer, TrainerConfig
@@ -35,6 +38,7 @@ __all__ = [
     "PolicyKDError",
     "Student",
     "StudentOutput",
+    "StudentPolicy",
     "Teacher",
     "TeacherOutput",
     "Trainer",
@@ -43,6 +47,8 @@ __all__ = [
     "collect_rollouts",
     "distill",
     "export_onnx",
+    "export_sb3",
+    "load_student",
     "load_teacher",
     "make_loss",
     "make_student",

@@ -60,8 +60,8 @@ def _commands() -> dict[str, Command]:
         ),
         "evaluate": Command(
             "play a teacher or a student and report its return",
-            ("env", "seed", "trust_pickles", "video_dir", "video_episodes"),
-            defaults={"env_id": None, "seed": 0, "trust_pickles": False, "video_dir": None, "video_episodes": 1},
+            ("env", "seed", "trust_pickles", "video_dir", "video_episodes", "gif"),
+            defaults=dict(env_id=None, seed=0, trust_pickles=False, video_dir=None, video_episodes=1, gif=False),
         ),
         "sweep": Command(
             "distil one student per (temperature, seed) from one buffer; table + plots",
@@ -249,6 +249,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.record and not (Path(args.source) / RECORD_FILE).is_file():  # refused before playing, not after
         raise PolicyKDError(f"--record needs a zoo folder with {RECORD_FILE}; {args.source} has none")
     policy, recipe, what = resolve_policy(args.source, args.env_id, args.stochastic, trust_pickles=args.trust_pickles)
+    if args.gif and args.video_dir is None:
+        raise PolicyKDError("--gif converts the videos of --video DIR; add --video DIR")
     if args.video_dir is not None:
         from policykd.jobs.video import check_video_support
 
@@ -271,11 +273,11 @@ def _record_video(args: argparse.Namespace, policy: Any, recipe: Any, determinis
     from policykd.jobs.video import record_episodes
 
     name = "teacher" if isinstance(policy, Teacher) else "student"
-    paths = record_episodes(
-        policy, recipe, args.video_dir, name=name, n_episodes=args.video_episodes, seed=args.seed,
-        deterministic=deterministic,
-    )  # fmt: skip
-    print(f"videos (the first {len(paths)} episode(s) of env 0, seed {args.seed}): {', '.join(map(str, paths))}")
+    options = dict(name=name, n_episodes=args.video_episodes, seed=args.seed, deterministic=deterministic)
+    paths = record_episodes(policy, recipe, args.video_dir, **options, gif=args.gif)
+    print(
+        f"videos (the first {args.video_episodes} episode(s) of env 0, seed {args.seed}): {', '.join(map(str, paths))}"
+    )
 
 
 def _cmd_export(args: argparse.Namespace) -> None:

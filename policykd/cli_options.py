@@ -57,6 +57,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "video": (("--video",), dict(action="store_const", const=True, help="after training, record the teacher and the student on the first evaluation episodes as mp4 into <run>/videos (needs moviepy)")),
     "video_dir": (("--video",), dict(dest="video_dir", metavar="DIR", help="also record the first episode(s) as mp4 into DIR, on the same seeds (needs moviepy)")),
     "video_episodes": (("--video-episodes",), dict(type=int, help="episodes recorded per policy with --video (default 1)")),
+    "gif": (("--gif",), dict(action="store_const", const=True, help="with --video, also write each episode as an animated GIF, 320 px wide (e.g. for a README; slow for long episodes)")),
     "export_format": (("--format",), dict(dest="export_format", choices=("onnx", "sb3", "hub"), help="onnx: one ONNX file (default) | sb3: a zip that PPO / DQN / SAC / TD3.load reads | hub: a Hugging Face hub folder (model card, zip, config, video)")),
     # experiments (sweep, compare-drivers)
     "config": (("--config",), dict(help="YAML file with any of these options as keys (the command line wins)")),

@@ -11,6 +11,7 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 import torch
+from PIL import Image
 
 from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.errors import PolicyKDError
@@ -68,15 +69,21 @@ def test_evaluate_video_records_the_evaluated_episodes(tmp_path, capsys):
     from policykd.cli import main
 
     student = _leaning_student(tmp_path / "student")
-    main(["evaluate", str(tmp_path / "student"), "--episodes", "3", "--video", str(tmp_path / "vid"), "--video-episodes", "2"])  # fmt: skip
+    video = ["--video", str(tmp_path / "vid"), "--video-episodes", "2", "--gif"]
+    main(["evaluate", str(tmp_path / "student"), "--episodes", "3", *video])
     out = capsys.readouterr().out
-    assert "videos (the first 2 episode(s) of env 0, seed 0)" in out
-    paths = [tmp_path / "vid" / f"student-episode-{k}.mp4" for k in range(2)]
+    assert "videos (the first 2 episode(s) of env 0, seed 0)" in out and ".gif" in out
+    paths = [tmp_path / "vid" / f"student-episode-{k}.{ext}" for k in range(2) for ext in ("gif", "mp4")]
     assert sorted(tmp_path.joinpath("vid").iterdir()) == paths and all(p.stat().st_size > 0 for p in paths)
     lengths = _cartpole_lengths(student, 2, seed=0)
     assert abs(lengths[0] - lengths[1]) > 2  # so the check below tells the episodes apart
-    for path, length in zip(paths, lengths):
-        assert abs(_n_frames(path) - (length + 1)) <= 1  # the reset frame, then one per step
+    for k, length in enumerate(lengths):
+        assert abs(_n_frames(paths[2 * k + 1]) - (length + 1)) <= 1  # the reset frame, then one per step
+        with Image.open(paths[2 * k]) as gif:  # README-sized, every frame kept
+            assert gif.size[0] == 320 and abs(gif.n_frames - (length + 1)) <= 1
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(tmp_path / "student"), "--gif"])
+    assert "--gif converts the videos of --video DIR; add --video DIR" in capsys.readouterr().err
 
 
 def test_distill_video_records_teacher_and_student_on_the_evaluation_seeds(tmp_path, capsys, sb3_expert):
@@ -89,8 +96,8 @@ def test_distill_video_records_teacher_and_student_on_the_evaluation_seeds(tmp_p
 
     _, teacher_zip = sb3_expert("ppo", "CartPole-v1")
     run = tmp_path / "run"
-    main(["distill", "--teacher", str(teacher_zip), "--env", "CartPole-v1", "--n-transitions", "256", "--n-updates", "5", "--batch-size", "32",
-          "--eval-episodes", "2", "--hidden", "8", "--out", str(run), "--no-progress", "--video"])  # fmt: skip
+    budgets = "--n-transitions 256 --n-updates 5 --batch-size 32 --eval-episodes 2 --hidden 8 --no-progress".split()
+    main(["distill", "--teacher", str(teacher_zip), "--env", "CartPole-v1", *budgets, "--out", str(run), "--video"])
     assert "videos (teacher and student, same episodes)" in capsys.readouterr().out
     summary = json.loads((run / "summary.json").read_text())
     assert summary["videos"] == ["videos/teacher-episode-0.mp4", "videos/student-episode-0.mp4"]
@@ -121,7 +128,8 @@ def test_video_refusals_come_first_and_nothing_renders_without_video(tmp_path, c
     with pytest.raises(SystemExit):
         main(["evaluate", str(tmp_path / "student"), "--episodes", "2", "--video", str(tmp_path / "vid")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "CartPole-v1 cannot render frames here (DependencyNotInstalled: pygame is not installed); install the env's rendering extra" in err[0]  # fmt: skip
+    reason = "(DependencyNotInstalled: pygame is not installed); install the env's rendering extra"
+    assert len(err) == 1 and f"CartPole-v1 cannot render frames here {reason}" in err[0]
     assert not (tmp_path / "vid").exists()
     monkeypatch.undo()
 

@@ -168,7 +168,7 @@ def model_card(measured: dict[str, Any], opened: OpenedStudent, zip_name: str, s
 # {algo.upper()} student of {env_id}, distilled with policykd
 
 A {measured["student_params"]:,}-parameter student{task} distilled from the {teacher["algo"]} expert
-`{teacher["source"]}` with policykd (loss {summary.get("loss")}, temperature
+`{_public_source(teacher["source"])}` with policykd (loss {summary.get("loss")}, temperature
 {summary.get("temperature")}). It is a plain Stable-Baselines3 `{algo.upper()}` model: the student's input
 normalisation is folded into its first layer, so it plays on the env's raw observations (no VecNormalize).
 
@@ -223,6 +223,13 @@ def card_metadata(env_id: str, algo: str, student: dict[str, Any]) -> dict[str, 
             }
         ],
     }
+
+
+def _public_source(source: str) -> str:
+    """A teacher source as a public card shows it: a hub id as is, a local folder or zip by its last
+    two parts (``ppo/CartPole-v1_1``), never the machine's own path."""
+    path = Path(source)
+    return "/".join(path.parts[-2:]) if path.is_absolute() or path.exists() else source
 
 
 def _return_cells(stats: dict[str, Any]) -> list[str]:

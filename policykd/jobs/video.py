@@ -28,9 +28,11 @@ from policykd.checks import check_int
 from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
+from policykd.fileio import atomic_path
 from policykd.jobs.evaluate import Policy
 
 VIDEOS_DIR = "videos"  # in a run folder
+GIF_WIDTH = 320  # pixels: a README's animation, not a recording
 VIDEO_INSTALL_HINT = "pip install 'policykd[video]' (moviepy)"
 RENDER_HINT = {
     "mujoco": "MuJoCo renders off-screen through EGL or OSMesa: set MUJOCO_GL=egl (or osmesa) and install that library",
@@ -68,10 +70,12 @@ def record_episodes(
     n_episodes: int = 1,
     seed: int = 0,
     deterministic: bool = True,
+    gif: bool = False,
 ) -> list[Path]:
     """Play ``n_episodes`` of ``recipe``'s env (seeded ``seed``) with ``policy`` and write each as
-    ``folder/<name>-episode-<k>.mp4``; returns those paths. Sampled actions (``deterministic``
-    False) draw from a generator seeded ``seed``, as in ``evaluate_policy``."""
+    ``folder/<name>-episode-<k>.mp4`` (and, with ``gif``, ``.gif``: :func:`write_gif`); returns
+    those paths. Sampled actions (``deterministic`` False) draw from a generator seeded ``seed``,
+    as in ``evaluate_policy``."""
     from gymnasium.wrappers import RecordVideo
 
     check_int("--video-episodes", n_episodes)
@@ -99,7 +103,17 @@ def record_episodes(
     missing = [str(p) for p in paths if not p.is_file() or p.stat().st_size == 0]
     if missing:
         raise PolicyKDError(f"no video was written to {', '.join(missing)}; check that moviepy can write mp4 (ffmpeg)")
-    return paths
+    return [*paths, *(write_gif(path) for path in paths)] if gif else paths
+
+
+def write_gif(mp4: Path, width: int = GIF_WIDTH) -> Path:
+    """``mp4`` as an animated GIF next to it, at most ``width`` pixels wide (for a README); every
+    frame is kept, so a long episode makes a slow conversion and a large file."""
+    from moviepy import VideoFileClip
+
+    with VideoFileClip(str(mp4)) as clip, atomic_path(mp4.with_suffix(".gif"), suffix=".gif") as tmp:
+        (clip.resized(width=width) if clip.w > width else clip).write_gif(str(tmp), logger=None)
+    return mp4.with_suffix(".gif")
 
 
 def record_teacher_and_student(

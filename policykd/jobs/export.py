@@ -147,10 +147,15 @@ def export_sb3(
     that SB3 class and must act as the student on ``n_check`` random observations before it is
     put in place; a student SB3 cannot hold exactly is refused."""
     opened = open_student(source, task)
-    student = opened.student
-    algo = algo or sb3_algo_for(student.config, (opened.summary or {}).get("loss"))
-    check_expressible(student.config, algo)
+    algo = algo or sb3_algo_for(opened.student.config, (opened.summary or {}).get("loss"))
     out_path = Path(out_path) if out_path is not None else Path(source) / f"{algo}-{model_env_name(opened)}.zip"
+    return write_sb3_zip(opened, out_path, algo, n_check=n_check, seed=seed)
+
+
+def write_sb3_zip(opened: OpenedStudent, out_path: Path, algo: str, *, n_check: int, seed: int) -> SB3ExportReport:
+    """:func:`export_sb3` for a student already opened."""
+    student = opened.student
+    check_expressible(student.config, algo)
     if out_path.suffix != ".zip":
         raise PolicyKDError(f"{out_path}: the output file must end in .zip")
     model = to_sb3_model(student, algo, *_env_spaces(opened))

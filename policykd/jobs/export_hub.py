@@ -34,7 +34,7 @@ import yaml
 
 from policykd.errors import PolicyKDError
 from policykd.fileio import read_json, write_json_atomic, write_text_atomic
-from policykd.jobs.export import SB3ExportReport, export_sb3, model_env_name
+from policykd.jobs.export import SB3ExportReport, model_env_name, write_sb3_zip
 from policykd.jobs.load import OpenedStudent, open_student
 from policykd.jobs.run_folder import CONFIG_FILE
 from policykd.jobs.video import VIDEOS_DIR, task_folder_name
@@ -79,7 +79,7 @@ def export_hub(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         zip_name = f"{algo}-{model_env_name(opened)}.zip"
-        sb3 = export_sb3(source, staging / zip_name, task=task, algo=algo, n_check=n_check)
+        sb3 = write_sb3_zip(opened, staging / zip_name, algo, n_check=n_check, seed=0)
         _write_files(staging, opened, summary, zip_name)
         check_hub_folder(staging, zip_name)
         if out.exists():

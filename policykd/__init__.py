@@ -15,6 +15,7 @@ from policykd.jobs.config import CollectConfig, DistillConfig
 from policykd.jobs.distill import distill
 from policykd.jobs.export import export_onnx, export_sb3
 from policykd.jobs.load import load_student
+from policykd.jobs.video import record_episodes
 from policykd.learn.losses import KLLoss, MSELoss, NLLLoss, make_loss
 from policykd.learn.sb3_policy import StudentPolicy
 from policykd.learn.students import Student, make_student
@@ -53,5 +54,6 @@ __all__ = [
     "make_loss",
     "make_student",
     "make_vec_env",
+    "record_episodes",
     "soften",
 ]

@@ -86,6 +86,17 @@ def test_evaluate_video_records_the_evaluated_episodes(tmp_path, capsys):
     assert "--gif converts the videos of --video DIR; add --video DIR" in capsys.readouterr().err
 
 
+def test_the_python_api_records_a_loaded_student(tmp_path):
+    """README's quick-start: load_student, then record_episodes on the recipe it carries."""
+    import policykd
+
+    student = _leaning_student(tmp_path / "student")
+    policy = policykd.load_student(tmp_path / "student")
+    (path,) = policykd.record_episodes(policy, policy.recipe, tmp_path / "vid", name="student", seed=3)
+    (length,) = _cartpole_lengths(student, 1, seed=3)
+    assert path == tmp_path / "vid" / "student-episode-0.mp4" and abs(_n_frames(path) - (length + 1)) <= 1
+
+
 def test_distill_video_records_teacher_and_student_on_the_evaluation_seeds(tmp_path, capsys, sb3_expert):
     """A tiny run with an untrained teacher (short episodes): both videos are the first episode of
     env 0 on the evaluation seed, and the hub folder ships the student's as replay.mp4."""

@@ -1,7 +1,8 @@
 """policykd: distil Stable-Baselines3 experts into smaller, faster or merged student policies.
 
 The data flow (see the README): load_teacher -> collect_rollouts -> LabelledBuffer -> Trainer
-(soften -> merge -> loss) -> Student -> evaluation, and export_onnx to deploy it.
+(soften -> merge -> loss) -> Student -> evaluation, and export_onnx to deploy it. ``load_student``
+gives a distilled student SB3's ``predict``, so SB3's ``evaluate_policy`` plays it.
 
 Every name below is imported on first use (PEP 562), so ``import policykd`` and ``policykd --help``
 load neither torch nor gymnasium; ``from policykd import distill`` imports what distill needs.
@@ -28,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "NLLLoss": "policykd.learn.losses",
     "PolicyKDError": "policykd.errors",
     "Student": "policykd.learn.students",
+    "StudentPolicy": "policykd.learn.sb3_policy",
     "StudentOutput": "policykd.types",
     "Teacher": "policykd.data.teachers",
     "TeacherOutput": "policykd.types",
@@ -37,6 +39,9 @@ _EXPORTS: dict[str, str] = {
     "collect_rollouts": "policykd.data.collect",
     "distill": "policykd.jobs.distill",
     "export_onnx": "policykd.jobs.export",
+    "export_sb3": "policykd.jobs.export",
+    "load_student": "policykd.jobs.load",
+    "record_episodes": "policykd.jobs.video",
     "load_teacher": "policykd.data.teachers",
     "make_loss": "policykd.learn.losses",
     "make_student": "policykd.learn.students",
@@ -58,6 +63,7 @@ __all__ = [
     "PolicyKDError",
     "Student",
     "StudentOutput",
+    "StudentPolicy",
     "Teacher",
     "TeacherOutput",
     "Trainer",
@@ -66,10 +72,13 @@ __all__ = [
     "collect_rollouts",
     "distill",
     "export_onnx",
+    "export_sb3",
+    "load_student",
     "load_teacher",
     "make_loss",
     "make_student",
     "make_vec_env",
+    "record_episodes",
     "soften",
 ]
 

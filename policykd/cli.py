@@ -14,9 +14,10 @@ from typing import Any, NoReturn
 from policykd.cli_options import (
     COLLECT,
     COMMON,
-    EXPERIMENT,
+    DRIVERS,
     LOSS,
     OPTIONS,
+    SWEEP,
     TRAINING,
     Command,
     config_aliases,
@@ -40,6 +41,17 @@ SWEEP_EXAMPLES = """examples:
 
 temperature: discrete teachers give softmax(logits / tau) (or softmax(Q / tau)); Gaussian teachers
 (PPO on Box, SAC) keep their mean and have their standard deviation multiplied by tau.
+"""
+EXPORT_HELP = "write a student as one ONNX file, an SB3 zip or a hub folder; checked against the student"
+EXPORT_EXAMPLES = """examples:
+  policykd export runs/CartPole-v1/kl-tau1-seed0                  # policy.onnx in the run folder
+  policykd export runs/CartPole-v1/kl-tau1-seed0 --format sb3     # ppo-CartPole-v1.zip: PPO.load plays it
+  policykd export runs/CartPole-v1/kl-tau1-seed0 --format hub     # hub/: model card, zip, config, replay.mp4
+  policykd export runs/multitask/CartPole+Acrobot-seed0 --env Acrobot-v1 --format sb3   # one task
+
+SB3 classes: PPO (discrete or Gaussian head), DQN (discrete head trained with --loss mse on Q-values),
+SAC (squashed Gaussian), TD3 (deterministic). The student's input normalisation is folded into the
+first layer: the zip plays on raw observations, without VecNormalize.
 """
 COMPARE_EXAMPLES = """examples:
   policykd compare-drivers --teacher agents/ppo/LunarLander-v3_1 --seeds 3
@@ -65,45 +77,24 @@ def _commands() -> dict[str, Command]:
         ),
         "evaluate": Command(
             "play a teacher or a student and report its return",
-            ("env", "seed", "trust_pickles"),
-            defaults={"env_id": None, "seed": None, "trust_pickles": False},
+            ("env", "seed", "trust_pickles", "video_dir", "video_episodes", "gif"),
+            defaults=dict(env_id=None, seed=None, trust_pickles=False, video_dir=None, video_episodes=1, gif=False),
         ),
         "sweep": Command(
             "distil one student per (temperature, seed) from one buffer; table + plots",
-            (
-                *EXPERIMENT,
-                "trust_pickles",
-                "temperatures",
-                "n_transitions",
-                "epsilon",
-                "action_noise",
-                "temperature_on",
-                "kl_direction",
-                "n_updates",
-                "bins",
-            ),
+            SWEEP,
             SWEEP_EXAMPLES,
             config="policykd.jobs.sweep:SweepConfig",
-        ),  # fmt: skip
+        ),
         "compare-drivers": Command(
             "student return vs teacher labels for teacher / student / DAgger drivers",
-            (
-                *EXPERIMENT,
-                "trust_pickles",
-                "drivers",
-                "dagger_schedule",
-                "rounds",
-                "round_transitions",
-                "round_updates",
-                "capacity",
-                "loss",
-                "temperature",
-                "stochastic_drivers",
-            ),
+            DRIVERS,
             COMPARE_EXAMPLES,
             config="policykd.jobs.drivers:DriversConfig",
-        ),  # fmt: skip
-        "export": Command("write a student as one ONNX file (observations in, env actions out), checked"),
+        ),
+        "export": Command(
+            EXPORT_HELP, ("env", "export_format"), EXPORT_EXAMPLES, dict(env_id=None, export_format="onnx")
+        ),
         "zoo": Command("list the zoo's experts, their recorded scores, and the env presets", ("zoo",)),
         "train-expert": Command(
             "train (or resume) an rl-zoo expert into the zoo (agents/)", ("env", "seed", "zoo"), defaults={"seed": 0}
@@ -115,7 +106,7 @@ def _commands() -> dict[str, Command]:
 COMMAND_ARGUMENTS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
     "collect": [(("--out",), dict(required=True, help="buffer file to write (.npz)"))],  # required: checked after --config
     "evaluate": [
-        (("source",), dict(help="student run folder (…/student), exported student (.onnx), rl-zoo folder, SB3 .zip or hub id")),
+        (("source",), dict(help="run folder of `policykd distill` (or its student/), exported student (.onnx), rl-zoo folder, SB3 .zip or hub id")),
         (("--episodes",), dict(type=int, default=None, help="episodes to play (default: as distill evaluates: the run's for a student of a distill run, else the env preset's; 30 with --record)")),
         (("--episode-seed",), dict(type=int, default=None, help="seed env i of the evaluation with EPISODE_SEED + i exactly (default: --seed S's distill evaluation episodes, S + 10000 + i; 0 + i with --record, the zoo's scoring episodes)")),
         (("--stochastic",), dict(action="store_true", help="sample actions instead of acting greedily (a DQN / QR-DQN acts epsilon-greedily with its saved exploration rate, as SB3's predict does; default: as the env preset evaluates, greedily but on Atari)")),
@@ -123,8 +114,8 @@ COMMAND_ARGUMENTS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
         (("--record",), dict(action="store_true", help="score on the zoo's protocol (30 episodes, env seeds from 0) and write it into the zoo folder's expert.json")),
     ],
     "export": [
-        (("student",), dict(help="student folder (…/student, with student.json and student.pt)")),
-        (("--out",), dict(help="the .onnx file to write (default: <student>/policy.onnx)")),
+        (("student",), dict(help="run folder of `policykd distill`, or its student/ folder")),
+        (("--out",), dict(help="the file (or hub folder) to write (default: policy.onnx, <algo>-<env>.zip or hub/ in the folder given)")),
     ],
     "train-expert": [
         (("--algo",), dict(required=True)),
@@ -260,6 +251,12 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         f"bootstrap of the mean; policykd evaluate {Path(s['out_dir']) / 'student'} replays them"
     )
     print(f"run folder: {s['out_dir']} (summary.json, student/, tb/), {s['wall_time_s']:.0f} s")
+    _print_videos(s)
+
+
+def _print_videos(s: dict[str, Any]) -> None:
+    if s.get("videos"):
+        print(f"videos (teacher and student, same episodes) in {s['out_dir']}: {', '.join(s['videos'])}")
 
 
 def _print_tasks_summary(s: dict[str, Any]) -> None:
@@ -279,6 +276,7 @@ def _print_tasks_summary(s: dict[str, Any]) -> None:
         f"one student of {s['student_params']:,} params for {len(rows)} tasks (teachers: {s['sum_teacher_params']:,} "
         f"in all); mean % of teacher {s['overall_pct_of_teacher']:.1f}; run folder {s['out_dir']}"
     )
+    _print_videos(s)
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
@@ -304,6 +302,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.stochastic and args.deterministic:
         raise PolicyKDError("--stochastic and --deterministic contradict each other; give one of them")
     policy, recipe, what = resolve_policy(args.source, args.env_id, args.stochastic, trust_pickles=args.trust_pickles)
+    if args.gif and args.video_dir is None:
+        raise PolicyKDError("--gif converts the videos of --video DIR; add --video DIR")
+    if args.video_dir is not None:
+        from policykd.jobs.video import check_video_support
+
+        check_video_support(recipe, args.video_episodes)  # before playing, not after
     episodes = choose_episodes(
         args.source,
         recipe.env_id,
@@ -321,21 +325,55 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         f"{what}: return {stats.mean:.2f} ± {stats.std:.2f}, 95 % CI [{stats.ci95[0]:.2f}, {stats.ci95[1]:.2f}] "
         f"over {stats.n_episodes} episodes ({episodes.describe()})"
     )
+    if args.video_dir is not None:
+        _record_video(args, policy, recipe, episodes.env_seed, episodes.deterministic)
     if args.record:
         entry = score_entry(stats, seed=episodes.env_seed, deterministic=episodes.deterministic)
         print(f"recorded in {record_score(args.source, entry)}")
 
 
-def _cmd_export(args: argparse.Namespace) -> None:
-    from policykd.jobs.export import export_onnx
+def _record_video(args: argparse.Namespace, policy: Any, recipe: Any, seed: int, deterministic: bool) -> None:
+    from policykd.data.teachers import Teacher
+    from policykd.jobs.video import record_episodes
 
-    report = export_onnx(args.student, args.out or Path(args.student) / "policy.onnx")
+    name = "teacher" if isinstance(policy, Teacher) else "student"
+    options = dict(name=name, n_episodes=args.video_episodes, seed=seed, deterministic=deterministic)
+    paths = record_episodes(policy, recipe, args.video_dir, **options, gif=args.gif)
+    print(
+        f"videos (the first {args.video_episodes} episode(s) of env 0, seed {seed}): {', '.join(map(str, paths))}"
+    )
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from policykd.jobs.export import export_onnx, export_sb3
+    from policykd.jobs.export_hub import export_hub
+
+    task = args.env_id
+    if args.export_format == "hub":
+        hub = export_hub(args.student, args.out, task=task)
+        print(
+            f"wrote {hub.folder}: {', '.join(hub.files)}; checked offline (every file reads, and {_sb3_check(hub.sb3)})"
+        )
+        print(f"push it with: huggingface-cli upload <user>/{hub.sb3.path.stem} {hub.folder}")
+        return
+    if args.export_format == "sb3":
+        sb3 = export_sb3(args.student, args.out, task=task)
+        print(f"wrote {sb3.path} ({sb3.size_bytes / 1e3:.1f} kB, {sb3.n_params:,} params); {_sb3_check(sb3)}")
+        return
+    default = "policy.onnx" if task is None else f"policy-{task.replace('/', '-')}.onnx"
+    report = export_onnx(args.student, args.out or Path(args.student) / default, task=task)
     check = "identical actions" if report.max_abs_diff == 0 else f"actions within {report.max_abs_diff:.1g}"
     print(
         f"wrote {report.path} ({report.size_bytes / 1e3:.1f} kB, {report.n_params:,} params); "
         f"onnxruntime and the student agree on {report.n_checked} random observations ({check}); "
         f"batch-1 latency {report.latency_ms_onnx:.3f} ms onnxruntime vs {report.latency_ms_torch:.3f} ms torch"
     )
+
+
+def _sb3_check(report: Any) -> str:
+    check = "identical actions" if report.max_abs_diff == 0 else f"actions within {report.max_abs_diff:.1g}"
+    algo = report.algo.upper()
+    return f"{algo}.load plays it: its greedy predict and the student agree on {report.n_checked} random observations ({check})"
 
 
 def _experiment_config(args: argparse.Namespace, config_cls: type) -> Any:

@@ -21,7 +21,7 @@ THREADS_HELP = "torch threads (default 1: small MLPs run fastest on one; raise i
 OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # what to distil
     "teacher": (("--teacher",), dict(dest="teachers", action="append", help="rl-zoo folder, SB3 .zip or hub id (default: the env preset's expert); repeat it for an ensemble of teachers on one task")),
-    "env": (("--env",), dict(dest="env_id", help="env id (default: the teacher's, else CartPole-v1)")),
+    "env": (("--env",), dict(dest="env_id", help="env id (default: the teacher's, else CartPole-v1); evaluate / export: the task of a multi-task student")),
     "merge": (("--merge",), dict(help="how an ensemble's targets combine: mean-probs | mean-logits | entropy-weighted | most-confident (default mean-probs)")),
     "teacher_weights": (("--teacher-weights",), dict(type=float, nargs="+", help="one weight per --teacher, for the merge")),
     "teacher_drive": (("--teacher-drive",), dict(help="who acts among several teachers: merged | round-robin (per episode) | random | first (default merged)")),
@@ -61,6 +61,12 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "no_progress": (("--no-progress",), dict(dest="progress_bar", action="store_const", const=False, help="no progress bars (they show on a terminal only, never in a pipe or a file)")),
     "quiet": (("-q", "--quiet"), dict(action="store_const", const=True, help="print the result and errors only: no progress bars, notes or warnings")),
     "verbose": (("-v", "--verbose"), dict(action="store_const", const=True, help="also print each step as it ends, with its duration (unless --no-progress), and every library warning")),
+    # videos and export
+    "video": (("--video",), dict(action="store_const", const=True, help="after training, record the teacher and the student on the first evaluation episodes as mp4 into <run>/videos (needs moviepy)")),
+    "video_dir": (("--video",), dict(dest="video_dir", metavar="DIR", help="also record the first episode(s) as mp4 into DIR, on the same seeds (needs moviepy)")),
+    "video_episodes": (("--video-episodes",), dict(type=int, help="episodes recorded per policy with --video (default 1)")),
+    "gif": (("--gif",), dict(action="store_const", const=True, help="with --video, also write each episode as an animated GIF, 320 px wide (e.g. for a README; slow for long episodes)")),
+    "export_format": (("--format",), dict(dest="export_format", choices=("onnx", "sb3", "hub"), help="onnx: one ONNX file (default) | sb3: a zip that PPO / DQN / SAC / TD3.load reads | hub: a Hugging Face hub folder (model card, zip, config, video)")),
     # experiments (sweep, compare-drivers)
     "seeds": (("--seeds",), dict(dest="n_seeds", type=int, help="students per setting, for the CIs (default 3)")),
     "temperatures": (("--temperatures",), dict(type=float, nargs="*", help="taus to sweep (default 0.01 0.1 0.5 1 2 5)")),
@@ -78,10 +84,15 @@ COMMON = ("config", "no_progress", "quiet", "verbose")
 COLLECT = ("teacher", "zoo", "env", "merge", "teacher_weights", "teacher_drive", "n_transitions", "n_envs", "epsilon",
            "action_noise", "seed", "no_teacher_check")  # fmt: skip
 LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
+# the student, its training, and the videos recorded after it (distill)
 TRAINING = ("hidden", "cnn_width", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
-            "overwrite")  # fmt: skip
+            "overwrite", "video", "video_episodes")  # fmt: skip
 EXPERIMENT = ("teacher", "zoo", "env", "seeds", "n_envs", "hidden", "batch_size", "lr", "eval_episodes", "seed",
               "out_dir", "no_teacher_check")  # fmt: skip
+SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon", "action_noise", "temperature_on",
+         "kl_direction", "n_updates", "bins")  # fmt: skip
+DRIVERS = (*EXPERIMENT, "trust_pickles", "drivers", "dagger_schedule", "rounds", "round_transitions", "round_updates",
+           "capacity", "loss", "temperature", "stochastic_drivers")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

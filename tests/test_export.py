@@ -120,14 +120,28 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys, monkeypa
     import importlib.util
 
     from policykd.cli import main
+    from policykd.learn.multitask import TaskSpace, make_multitask_student
 
     _student(tmp_path, "categorical", *HEADS["categorical"], hidden_sizes=(16,))
-    (tmp_path / "multi").mkdir()
-    (tmp_path / "multi" / "multitask.json").write_text("{}")
+    tasks = {
+        "CartPole-v1": TaskSpace("categorical", *HEADS["categorical"]),
+        "Pendulum-v1": TaskSpace("gaussian", *HEADS["gaussian"]),
+    }
+    make_multitask_student(tasks, hidden_sizes=(8,), seed=0).save(tmp_path / "multi")
     cases = [
         ([str(tmp_path)], "is not a policykd student"),
-        ([str(tmp_path / "multi")], "is a multi-task student; `policykd export` writes single-task students only"),
+        # issue 17: a multi-task student exports one task at a time (--env), no longer refused as a whole
+        ([str(tmp_path / "multi")], "is a multi-task student (tasks: CartPole-v1, Pendulum-v1); pick one with --env"),
+        (
+            [str(tmp_path / "multi"), "--env", "Acrobot-v1"],
+            "unknown task 'Acrobot-v1'; this student knows CartPole-v1, Pendulum-v1",
+        ),
         ([str(tmp_path / "student"), "--out", str(tmp_path / "policy.pt")], "must end in .onnx"),
+        ([str(tmp_path / "student"), "--format", "sb3", "--out", str(tmp_path / "policy.onnx")], "must end in .zip"),
+        (
+            [str(tmp_path / "student"), "--format", "hub"],
+            "--format hub writes the measured table of a `policykd distill` run",
+        ),
     ]
     for argv, fragment in cases:
         with pytest.raises(SystemExit) as exit_:

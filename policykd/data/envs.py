@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,16 +201,23 @@ def _wrapper_class(recipe: EnvRecipe) -> Any:
     return get_wrapper_class({"env_wrapper": recipe.env_wrapper})
 
 
-def make_vec_env(recipe: EnvRecipe, n_envs: int, seed: int) -> Any:
+def make_vec_env(
+    recipe: EnvRecipe, n_envs: int, seed: int, *, wrap_base: Callable[[gym.Env], gym.Env] | None = None
+) -> Any:
     """An SB3 VecEnv of ``n_envs`` copies: Monitor (true episode returns) -> zoo wrappers ->
-    frame stack -> channel-first images. Env i is seeded with ``seed + i``."""
+    frame stack -> channel-first images. Env i is seeded with ``seed + i``. Envs render
+    ``rgb_array`` frames (SB3's default). ``wrap_base`` wraps each bare env first, under Monitor
+    and the zoo wrappers (a video recorder sees whole episodes, not Atari lives)."""
     from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
     from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
     from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
 
     check_env_id(recipe.env_id)
+    env_id = recipe.env_id
+    if wrap_base is not None:
+        env_id = lambda **kwargs: wrap_base(gym.make(recipe.env_id, **{"render_mode": "rgb_array", **kwargs}))  # noqa: E731
     venv = sb3_make_vec_env(
-        recipe.env_id,
+        env_id,
         n_envs=n_envs,
         seed=seed,
         env_kwargs=recipe.env_kwargs,

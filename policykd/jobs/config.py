@@ -74,6 +74,11 @@ class DistillConfig(CollectConfig):
     """The run folder (default: a new ``runs/<env>/<loss>-tau<t>-seed<s>``)."""
     overwrite: bool = False
     """Empty ``out_dir`` and run again when it holds an earlier run (refused otherwise)."""
+    video: bool = False
+    """After training, record the teacher and the student on the first evaluation episodes
+    (``<run>/videos/``; see jobs/video.py)."""
+    video_episodes: int = 1
+    """Episodes recorded per policy with ``video``."""
 
 
 def parse_task(text: str) -> tuple[str, str | None]:

@@ -42,6 +42,7 @@ from policykd.jobs.resolve import (
     resolve_teachers,
 )
 from policykd.jobs.run_folder import check_reusable, claim_run_folder, run_folder
+from policykd.jobs.video import check_video_support, record_run_videos
 from policykd.learn.logging import TensorBoardLogger, hparams_of
 from policykd.learn.losses import make_loss
 from policykd.learn.merging import ensemble_teacher_kind, single_teacher
@@ -112,6 +113,9 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     started = time.perf_counter()
     plans = plan_tasks(config)
     trainer_config = make_trainer_config(config, plans[0].budgets)
+    if config.video:  # refused now (no moviepy, an env that cannot render here), not after training
+        for plan in plans:
+            check_video_support(plan.teacher.recipe, config.video_episodes)
     check_out_dir(config.out_dir)
     if config.out_dir is not None:
         check_reusable(config.out_dir, config.overwrite)
@@ -126,6 +130,9 @@ def distill(config: DistillConfig) -> dict[str, Any]:
             summary = _train_single_task(config, plans[0], baselines[0], trainer_config, eval_seed, out_dir)
         else:
             summary = _train_tasks(config, plans, baselines, trainer_config, eval_seed, out_dir)
+        if config.video:
+            tasks = {plan.name: (plan.teacher, plan.budgets.deterministic_eval) for plan in plans}
+            summary["videos"] = record_run_videos(out_dir, tasks, n_episodes=config.video_episodes, seed=eval_seed)
         summary.update(wall_time_s=time.perf_counter() - started, seed=config.seed, out_dir=str(out_dir))
         write_json_atomic(out_dir / "summary.json", summary)
     return summary

@@ -2,16 +2,21 @@
 
 The exported graph is the whole greedy policy: raw env observations ``(batch, *obs_shape)`` in
 (float32, or uint8 for images), env actions out (int64 indices, or float32 vectors already
-clipped or squashed to the action bounds), and beside them the head's outputs the actions are
-taken from (``head_outputs``: logits, the Gaussian mean, or the deterministic head's [-1, 1]
-action). Input normalisation (with the teacher's VecNormalize clip) and the action mapping are the
+clipped or squashed to the action bounds). Input normalisation and the action mapping are the
 student's own (``Student.forward`` and ``ActionMapper.greedy``), so the file acts exactly as
 ``policykd evaluate`` plays the student. After writing, the file is run with onnxruntime on
-random observations and its head outputs and actions are compared with the student's; a mismatch
-is an error, not a warning.
+random observations and compared with the student; a mismatch is an error, not a warning.
 
 The file carries the student's config and env recipe as ONNX metadata (``policykd.student``,
-``policykd.recipe``), so ``policykd evaluate policy.onnx`` plays it with nothing else at hand.
+``policykd.recipe``), so ``policykd evaluate policy.onnx`` plays it with nothing else at hand
+(``jobs/onnx_policy.py``).
+
+``--format sb3`` writes the student as a Stable-Baselines3 zip (``learn/sb3_export.py`` says how
+each head maps onto PPO, DQN, SAC or TD3); it is loaded back with that SB3 class and its
+``predict(obs, deterministic=True)`` compared with the student on random observations before the
+file is put in place. ``--format hub`` writes a folder ready for the Hugging Face hub
+(``jobs/export_hub.py``). Every format takes a run folder, a student folder, or one task of a
+multi-task student (``task``, ``--env``), as ``jobs/load.py`` resolves them.
 """
 
 from __future__ import annotations
@@ -29,18 +34,29 @@ import numpy as np
 import torch
 from torch import nn
 
+from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path
 from policykd.jobs.evaluate import action_latency_ms
+from policykd.jobs.load import OpenedStudent, open_student
+from policykd.jobs.onnx_policy import (
+    CONFIG_KEY,
+    HEAD_OUTPUT_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    RECIPE_KEY,
+    OnnxPolicy,
+    require_modules,
+)
+from policykd.learn.sb3_export import check_expressible, sb3_algo_for, to_sb3_model
+from policykd.learn.sb3_policy import student_spaces
 from policykd.learn.students import Student
-from policykd.types import StudentOutput
+from policykd.types import ActFn, StudentOutput
 
-INPUT_NAME, OUTPUT_NAME, HEAD_OUTPUT_NAME = "observations", "actions", "head_outputs"
-CONFIG_KEY, RECIPE_KEY = "policykd.student", "policykd.recipe"
-# float32 kernels may differ in the last bits between torch and onnxruntime: outputs and continuous
-# actions must agree within CONTINUOUS_TOLERANCE, absolute plus relative to the student's value
+# float32 kernels may differ in the last bits between torch and onnxruntime (or SB3's folded layers):
+# outputs and continuous actions must agree within CONTINUOUS_TOLERANCE, absolute plus relative
 CONTINUOUS_TOLERANCE = 1e-4
-INSTALL_HINT = "pip install 'policykd[onnx]' (onnx, onnxscript and onnxruntime)"
+FORMATS = ("onnx", "sb3", "hub")
 
 
 class GreedyPolicy(nn.Module):
@@ -77,16 +93,14 @@ class ExportReport:
         return {**dataclasses.asdict(self), "path": str(self.path)}
 
 
-def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int = 256, seed: int = 0) -> ExportReport:
-    """Write ``student_dir``'s student to ``out_path`` as ONNX (dynamic batch size), then check it."""
-    from policykd.learn.multitask import CONFIG_FILE as MULTITASK_CONFIG
-
+def export_onnx(
+    student_dir: str | Path, out_path: str | Path, *, n_check: int = 256, seed: int = 0, task: str | None = None
+) -> ExportReport:
+    """Write the student at ``student_dir`` (a run or student folder; ``task``: one task of a
+    multi-task student) to ``out_path`` as ONNX (dynamic batch size), then check it."""
     _require("onnxscript", "onnx", "onnxruntime")
-    if (Path(student_dir) / MULTITASK_CONFIG).is_file():
-        raise PolicyKDError(
-            f"{student_dir} is a multi-task student; `policykd export` writes single-task students only"
-        )
-    student = Student.load(student_dir)
+    opened = open_student(student_dir, task)
+    student = opened.student
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise PolicyKDError(f"{out_path}: the output file must end in .onnx")
@@ -102,60 +116,125 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int =
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             verbose=False,
         )
-        program.model.metadata_props.update(_metadata(student, Path(student_dir)))
+        program.model.metadata_props.update(_metadata(student, opened.recipe))
         program.save(str(tmp))  # weights embedded: one self-contained file
     exported = OnnxPolicy(out_path)
-    n_checked, max_diff = _compare(exported, student, n_check, seed)
+    n_checked, max_diff = _compare_onnx(exported, student, n_check, seed)
     observation = random_observations(student, 1, np.random.default_rng(seed))[0]
     torch_ms = action_latency_ms(lambda obs: student.act(obs), observation)
     onnx_ms = action_latency_ms(lambda obs: exported.session.run([OUTPUT_NAME], {INPUT_NAME: obs})[0], observation)
     return ExportReport(out_path, student.n_params, out_path.stat().st_size, n_checked, max_diff, torch_ms, onnx_ms)
 
 
-class OnnxPolicy:
-    """An exported student, played through onnxruntime: ``act`` as ``Student.act`` (greedy only)."""
-
-    def __init__(self, path: str | Path) -> None:
-        from policykd.data.envs import EnvRecipe
-        from policykd.learn.students import StudentConfig
-
-        _require("onnxruntime")
-        self.path = path
-        try:
-            self.session = onnx_session(path)
-        except Exception as err:  # onnxruntime raises its own exception types
-            raise PolicyKDError(f"{path} is not a readable ONNX file ({' '.join(str(err).split())[:200]})") from None
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if CONFIG_KEY not in metadata:
-            raise PolicyKDError(
-                f"{path} was not written by `policykd export` (no {CONFIG_KEY} metadata); export it again"
-            )
-        self.config = StudentConfig.from_json(json.loads(metadata[CONFIG_KEY]))
-        self.recipe = EnvRecipe(**json.loads(metadata[RECIPE_KEY])) if RECIPE_KEY in metadata else None
-
-    def act(
-        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
-    ) -> np.ndarray:
-        if not deterministic:
-            raise PolicyKDError("an exported student acts greedily only; drop --stochastic")
-        return self.run(observations, [OUTPUT_NAME])[0]  # files exported before head_outputs existed play too
-
-    def run(self, observations: np.ndarray, names: list[str] | None = None) -> list[np.ndarray]:
-        """The graph's outputs ``names`` (default: greedy env actions, head outputs) for raw
-        observations ``(B, *obs_shape)``."""
-        dtype = np.uint8 if self.config.image else np.float32
-        feed = {INPUT_NAME: np.asarray(observations, dtype=dtype)}
-        return self.session.run(names or [OUTPUT_NAME, HEAD_OUTPUT_NAME], feed)
-
-
 def check_onnx(path: str | Path, student: Student, n_check: int = 256, seed: int = 0) -> tuple[int, float]:
     """Run the ONNX file and the student on the same random observations; raise PolicyKDError
     unless they give the same head outputs (within CONTINUOUS_TOLERANCE) and actions. Returns
     (observations checked, max abs difference)."""
-    return _compare(OnnxPolicy(path), student, n_check, seed)
+    return _compare_onnx(OnnxPolicy(path), student, n_check, seed)
 
 
-def _compare(exported: OnnxPolicy, student: Student, n_check: int, seed: int) -> tuple[int, float]:
+@dataclasses.dataclass(frozen=True)
+class SB3ExportReport:
+    path: Path
+    algo: str  # the SB3 class that loads it: ppo, dqn, sac or td3
+    n_params: int  # the student's
+    size_bytes: int
+    n_checked: int  # random observations compared between the loaded zip's predict and the student
+    max_abs_diff: float  # continuous actions; 0 for discrete ones, which must match exactly
+
+
+def export_sb3(
+    source: str | Path,
+    out_path: str | Path | None = None,
+    *,
+    task: str | None = None,
+    algo: str | None = None,
+    n_check: int = 1000,
+    seed: int = 0,
+) -> SB3ExportReport:
+    """Write the student at ``source`` (a run or student folder; ``task``: one task of a
+    multi-task student) as an SB3 zip: ``algo`` (default :func:`sb3_algo_for`, from the run's
+    loss) at ``out_path`` (default ``<source>/<algo>-<env>.zip``). The zip is loaded back with
+    that SB3 class and must act as the student on ``n_check`` random observations before it is
+    put in place; a student SB3 cannot hold exactly is refused."""
+    opened = open_student(source, task)
+    algo = algo or sb3_algo_for(opened.student.config, (opened.summary or {}).get("loss"))
+    out_path = Path(out_path) if out_path is not None else Path(source) / f"{algo}-{model_env_name(opened)}.zip"
+    return write_sb3_zip(opened, out_path, algo, n_check=n_check, seed=seed)
+
+
+def write_sb3_zip(opened: OpenedStudent, out_path: Path, algo: str, *, n_check: int, seed: int) -> SB3ExportReport:
+    """:func:`export_sb3` for a student already opened."""
+    student = opened.student
+    check_expressible(student.config, algo)
+    if out_path.suffix != ".zip":
+        raise PolicyKDError(f"{out_path}: the output file must end in .zip")
+    model = to_sb3_model(student, algo, *_env_spaces(opened))
+    with atomic_path(out_path, suffix=".zip") as tmp:
+        model.save(tmp)
+        loaded = sb3_class(algo).load(tmp, device="cpu")
+        n_checked, max_diff = _compare(
+            lambda obs: loaded.predict(obs, deterministic=True)[0], out_path, student, n_check, seed
+        )
+    return SB3ExportReport(out_path, algo, student.n_params, out_path.stat().st_size, n_checked, max_diff)
+
+
+def sb3_class(algo: str) -> Any:
+    """The SB3 class that loads an ``algo`` zip."""
+    from stable_baselines3 import DQN, PPO, SAC, TD3
+
+    return {"ppo": PPO, "dqn": DQN, "sac": SAC, "td3": TD3}[algo]
+
+
+def model_env_name(opened: OpenedStudent) -> str:
+    """The env part of the zip's name, as the hub writes it (``ALE/Pong-v5`` -> ``ALE-Pong-v5``)."""
+    env_id = opened.recipe.env_id if opened.recipe is not None else opened.task or "student"
+    return env_id.replace("/", "-")
+
+
+def _env_spaces(opened: OpenedStudent) -> tuple[Any, Any]:
+    """The spaces SB3 records in the zip: the env's (SB3 compares them with the env it is loaded
+    with), else the student's own (``student_spaces``) when no env recipe is recorded."""
+    config = opened.student.config
+    if opened.recipe is None:
+        return student_spaces(config)
+    venv = make_vec_env(opened.recipe, 1, 0)
+    try:
+        observation_space, action_space = venv.observation_space, venv.action_space
+    finally:
+        venv.close()
+    if observation_space.shape != config.observation_shape or student_spaces(config)[1].shape != action_space.shape:
+        raise PolicyKDError(
+            f"student {opened.folder} takes observations {config.observation_shape} but its recorded env "
+            f"{opened.recipe.env_id} gives {observation_space.shape}; restore the student's recipe.json"
+        )
+    return observation_space, action_space
+
+
+def _compare(act: ActFn, path: str | Path, student: Student, n_check: int, seed: int) -> tuple[int, float]:
+    """``act`` (an exported file's greedy policy) against the student on ``n_check`` random
+    observations: discrete actions must match exactly, continuous ones within the tolerance."""
+    observations = random_observations(student, n_check, np.random.default_rng(seed))
+    actions = np.asarray(act(observations))
+    expected = student.act(observations, deterministic=True)
+    if student.config.head == "discrete":
+        mismatches = int((actions != expected).sum())
+        if mismatches:
+            raise PolicyKDError(
+                f"{path}: the exported policy picks other actions than the student on "
+                f"{mismatches}/{n_check} observations; please report this with the student folder"
+            )
+        return n_check, 0.0
+    max_diff = float(np.abs(actions - expected).max())
+    if not max_diff <= CONTINUOUS_TOLERANCE:
+        raise PolicyKDError(
+            f"{path}: the exported actions differ from the student's by up to {max_diff:.3g}; "
+            "please report this with the student folder"
+        )
+    return n_check, max_diff
+
+
+def _compare_onnx(exported: OnnxPolicy, student: Student, n_check: int, seed: int) -> tuple[int, float]:
     observations = random_observations(student, n_check, np.random.default_rng(seed))
     actions, outputs = exported.run(observations)
     expected_actions = student.act(observations, deterministic=True)  # as `policykd evaluate` plays it
@@ -179,22 +258,12 @@ def _compare(exported: OnnxPolicy, student: Student, n_check: int, seed: int) ->
     return n_check, max_diff
 
 
-def _metadata(student: Student, student_dir: Path) -> dict[str, str]:
-    """What the ONNX file records: the student's config and (when its folder has one) env recipe."""
-    from policykd.jobs.resolve import RECIPE_FILE
-
+def _metadata(student: Student, recipe: EnvRecipe | None) -> dict[str, str]:
+    """What the ONNX file records: the student's config and (when recorded) its env recipe."""
     entries = {CONFIG_KEY: json.dumps(dataclasses.asdict(student.config))}
-    if (student_dir / RECIPE_FILE).is_file():
-        entries[RECIPE_KEY] = (student_dir / RECIPE_FILE).read_text()
+    if recipe is not None:
+        entries[RECIPE_KEY] = json.dumps(recipe.to_json())
     return entries
-
-
-def onnx_session(path: str | Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1  # as policykd's torch runs: 1 thread
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @contextlib.contextmanager
@@ -226,10 +295,6 @@ def random_observations(student: Student, n: int, rng: np.random.Generator) -> n
 
 
 def _require(*modules: str) -> None:
-    import importlib.util
-
     if tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 6):
         raise PolicyKDError(f"exporting to ONNX needs torch >= 2.6 (this is {torch.__version__}): pip install -U torch")
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise PolicyKDError(f"exporting to ONNX needs {', '.join(missing)}: {INSTALL_HINT}")
+    require_modules("exporting to ONNX", *modules)

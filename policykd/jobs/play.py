@@ -1,4 +1,5 @@
-"""What ``policykd evaluate`` plays: an exported student, a student folder or a teacher."""
+"""What ``policykd evaluate`` plays: an exported student, a student (its run folder, its folder, or
+one task of a multi-task student) or a teacher."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ from typing import Any
 
 from policykd.data.envs import EnvRecipe
 from policykd.errors import PolicyKDError
-from policykd.jobs.export import OnnxPolicy
-from policykd.jobs.resolve import playing_recipe, resolve_student, resolve_teacher
-from policykd.learn.students import is_student_dir
+from policykd.jobs.load import open_student, student_folder
+from policykd.jobs.onnx_policy import OnnxPolicy
+from policykd.jobs.resolve import playing_recipe, resolve_teacher
 
 
 def resolve_policy(
     source: str, env_id: str | None, stochastic: bool = False, *, trust_pickles: bool = False
 ) -> tuple[Any, EnvRecipe, str]:
     """Whatever ``policykd evaluate`` is given, as ``(policy, recipe, description)``: an exported
-    student (.onnx), a student folder, or a teacher (rl-zoo folder, SB3 .zip or hub id).
+    student (.onnx), a student (run folder, student folder; ``env_id`` picks the task of a
+    multi-task student), or a teacher (rl-zoo folder, SB3 .zip or hub id).
     ``trust_pickles``: see :func:`policykd.data.teachers.load_teacher`."""
     if str(source).endswith(".onnx"):
         if stochastic:
@@ -25,8 +27,11 @@ def resolve_policy(
             onnx.recipe, env_id, f"exported student {source}", onnx.config, trust_pickles=trust_pickles
         )
         return onnx, recipe, "exported student (onnxruntime)"
-    if is_student_dir(source):
-        student, recipe = resolve_student(source, env_id, trust_pickles=trust_pickles)
-        return student, recipe, f"student ({student.n_params:,} params)"
+    if student_folder(source) is not None:
+        opened = open_student(source, env_id)
+        name = f"student {opened.folder}" + (f" (task {opened.task})" if opened.task else "")
+        recipe = playing_recipe(opened.recipe, env_id, name, opened.student.config, trust_pickles=trust_pickles)
+        task = f"task {opened.task}, " if opened.task else ""
+        return opened.student, recipe, f"student ({task}{opened.student.n_params:,} params)"
     teacher = resolve_teacher(source, env_id, trust_pickles=trust_pickles)
     return teacher, teacher.recipe, teacher.describe()

@@ -20,7 +20,6 @@ from policykd.data.teachers import Teacher, load_teacher
 from policykd.errors import PolicyKDError
 from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import ReturnStats, evaluate_random, evaluate_teacher
-from policykd.jobs.run_folder import check_finished
 from policykd.learn.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
 from policykd.learn.students import Student, StudentConfig, make_student
 from policykd.zoo.presets import DEFAULT_ENV_ID, default_expert, load_preset, missing_teacher, resolve
@@ -83,18 +82,6 @@ def check_teacher_env(teacher: Teacher) -> None:
         check_spaces(teacher, venv)
     finally:
         venv.close()
-
-
-def resolve_student(
-    source: str | Path, env_id: str | None = None, *, trust_pickles: bool = False
-) -> tuple[Student, EnvRecipe]:
-    """Load a saved student and the env recipe to play it in: its ``recipe.json``, or with
-    ``env_id`` (which must then agree with it) the env's preset. Refuses an env whose spaces
-    are not the student's."""
-    check_finished(Path(source).parent, f"student {source}")
-    student = Student.load(source)
-    recorded = load_recipe(source) if (Path(source) / RECIPE_FILE).is_file() else None
-    return student, playing_recipe(recorded, env_id, f"student {source}", student.config, trust_pickles=trust_pickles)
 
 
 def playing_recipe(

@@ -140,3 +140,23 @@ def test_python_api_example_runs(tmp_path, monkeypatch, capsys) -> None:
     )
     observations = buffer.batch_at(np.arange(0, 10_000, 10)).observations.numpy()
     assert (student.act(observations) == teacher.act(observations)).mean() > 0.8  # an untrained one: ~0.5
+
+
+@pytest.mark.expensive
+def test_five_line_quick_start_runs(tmp_path, monkeypatch) -> None:
+    """The README's load / predict / evaluate_policy / export / record block, on a small run in the
+    folder it names."""
+    from policykd.jobs.config import DistillConfig
+    from policykd.jobs.distill import distill
+
+    monkeypatch.chdir(tmp_path)
+    run = "runs/CartPole-v1/kl-tau1-seed0"
+    distill(DistillConfig(teacher=str(REPO / "agents/ppo/CartPole-v1_1"), n_transitions=2_000, n_updates=300,
+                          n_eval_episodes=2, progress_bar=False, out_dir=run))  # fmt: skip
+    section = README.split("## Five lines", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {"__name__": "readme_quick_start"}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["actions"].shape == (1,) and namespace["mean_return"] > 100  # well above random (~22)
+    assert (tmp_path / run / "ppo-CartPole-v1.zip").is_file()
+    assert (tmp_path / "runs/videos/student-episode-0.mp4").stat().st_size > 0

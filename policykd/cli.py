@@ -41,7 +41,11 @@ acts with probability beta per step; schedules constant:B, linear:N, exponential
 
 def _commands() -> dict[str, Command]:
     return {
-        "collect": Command("teacher-driven rollouts -> labelled buffer (.npz)", (*COLLECT, "trust_pickles")),
+        "collect": Command(
+            "teacher-driven rollouts -> labelled buffer (.npz)",
+            (*COLLECT, "trust_pickles", "overwrite"),
+            defaults={"overwrite": False},
+        ),
         "distill": Command(
             "train a student (collecting first, or from --buffer); --task for several tasks",
             ("config", *COLLECT, "trust_pickles", "buffer", "task", "task_weights", "input_width", *LOSS, *TRAINING),
@@ -209,12 +213,11 @@ def _print_tasks_summary(s: dict[str, Any]) -> None:
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
-    from policykd.jobs.collect import collect
+    from policykd.jobs.collect import collect_to_file
     from policykd.jobs.config import CollectConfig
 
     config = CollectConfig(**config_values(args, CollectConfig))
-    buffer, stats, teacher = collect(config)
-    buffer.save(args.out)
+    buffer, stats, teacher = collect_to_file(config, args.out, overwrite=args.overwrite)
     returns = stats.episode_returns
     mean = f"{sum(returns) / len(returns):.1f} over {len(returns)} episodes" if returns else "no finished episode"
     print(f"{len(buffer):,} transitions labelled by {teacher.describe()}; driver return {mean}; wrote {args.out}")

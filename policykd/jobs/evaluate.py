@@ -90,6 +90,7 @@ def evaluate_policy(
     """Play ``n_episodes`` of ``recipe``'s env (env i seeded ``seed + i``) with ``policy`` and
     summarise the returns. The policy's own randomness (sampled actions, epsilon) comes from a
     fresh generator seeded ``seed``, so every call with the same arguments plays the same episodes."""
+    check_int("--seed", seed, 0)
     rng = np.random.default_rng(seed)
     return ReturnStats.of(
         episode_returns(lambda obs: policy.act(obs, deterministic, rng), recipe, n_episodes, seed=seed)

@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from policykd.errors import PolicyKDError
-from policykd.fileio import atomic_path
+from policykd.fileio import atomic_path, check_folder_path
 from policykd.jobs.evaluate import action_latency_ms
+from policykd.jobs.run_folder import check_finished
 from policykd.learn.students import Student
 
 INPUT_NAME, OUTPUT_NAME = "observations", "actions"
@@ -68,6 +69,7 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int =
     from policykd.learn.multitask import CONFIG_FILE as MULTITASK_CONFIG
 
     _require("onnxscript", "onnx", "onnxruntime")
+    check_finished(Path(student_dir).parent, f"student {student_dir}")  # a failed or running run's student
     if (Path(student_dir) / MULTITASK_CONFIG).is_file():
         raise PolicyKDError(
             f"{student_dir} is a multi-task student; `policykd export` writes single-task students only"
@@ -76,6 +78,7 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, n_check: int =
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise PolicyKDError(f"{out_path}: the output file must end in .onnx")
+    check_folder_path(out_path.parent)  # a folder that is a file or a loop: refused before the export
     policy = GreedyPolicy(student).eval()
     example = torch.as_tensor(random_observations(student, 2, np.random.default_rng(seed)))
     with atomic_path(out_path, suffix=".onnx") as tmp, _quiet_exporter():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from policykd.data.envs import EnvRecipe
@@ -28,5 +29,9 @@ def resolve_policy(
     if is_student_dir(source):
         student, recipe = resolve_student(source, env_id, trust_pickles=trust_pickles)
         return student, recipe, f"student ({student.n_params:,} params)"
+    if is_student_dir(Path(source) / "student"):
+        raise PolicyKDError(
+            f"{source} is a policykd run folder; evaluate its student: policykd evaluate {Path(source) / 'student'}"
+        )
     teacher = resolve_teacher(source, env_id, trust_pickles=trust_pickles)
     return teacher, teacher.recipe, teacher.describe()

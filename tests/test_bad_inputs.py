@@ -683,6 +683,7 @@ def catalogue_markdown() -> str:
             answer = "works (exit 0)" if case.code == 0 else says + (" (exit 130)" if case.code == 130 else "")
             answer = f"**open**: {case.gap}" if case.gap else answer
             extra = f" (file size limit {case.file_limit} B)" if case.file_limit else ""
+            extra += f" (`out` holds a copy of `./{case.setup}`)" if case.setup else ""
             lines.append(f"| {case.what}{extra} | `{command}` | {answer} |")
     return "\n".join(lines) + "\n"
 

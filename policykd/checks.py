@@ -1,7 +1,7 @@
 """The validations every job repeats, written once. Each returns the checked value (converted) or
 raises PolicyKDError with a message that names the option and what to pass instead.
 
-Uses nothing of ours but ``errors``, so any layer may import it.
+Uses nothing of ours but ``errors`` and ``fileio``, so any layer may import it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from policykd.errors import PolicyKDError
+from policykd.fileio import check_folder_path
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -45,9 +46,12 @@ def check_positive_sizes(name: str, sizes: Sequence[Any]) -> tuple[int, ...]:
 
 
 def check_out_dir(out_dir: str | Path | None) -> None:
-    """An output folder may exist (as a folder) or not yet; a file in its place is refused."""
+    """An output folder may exist (as a folder) or not yet; a file in its place is refused, and so
+    is a path under a file or through a symlink loop (an OSError naming it)."""
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise PolicyKDError(f"--out {out_dir} is a file; pass a folder for the run")
+    if out_dir is not None:
+        check_folder_path(out_dir)
 
 
 def _as_float(value: Any) -> float:

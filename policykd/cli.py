@@ -66,7 +66,8 @@ def _commands() -> dict[str, Command]:
     return {
         "collect": Command(
             "teacher-driven rollouts -> labelled buffer (.npz)",
-            (*COLLECT, "trust_pickles"),
+            (*COLLECT, "trust_pickles", "overwrite"),
+            defaults={"overwrite": False},
             config="policykd.jobs.config:CollectConfig",
         ),
         "distill": Command(
@@ -280,12 +281,11 @@ def _print_tasks_summary(s: dict[str, Any]) -> None:
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
-    from policykd.jobs.collect import collect
+    from policykd.jobs.collect import collect_to_file
     from policykd.jobs.config import CollectConfig
 
     config = CollectConfig(**config_values(args, CollectConfig))
-    buffer, stats, teacher = collect(config)
-    buffer.save(args.out)
+    buffer, stats, teacher = collect_to_file(config, args.out, overwrite=args.overwrite)
     returns = stats.episode_returns
     mean = f"{sum(returns) / len(returns):.1f} over {len(returns)} episodes" if returns else "no finished episode"
     print(f"{len(buffer):,} transitions labelled by {teacher.describe()}; driver return {mean}; wrote {args.out}")
@@ -339,9 +339,7 @@ def _record_video(args: argparse.Namespace, policy: Any, recipe: Any, seed: int,
     name = "teacher" if isinstance(policy, Teacher) else "student"
     options = dict(name=name, n_episodes=args.video_episodes, seed=seed, deterministic=deterministic)
     paths = record_episodes(policy, recipe, args.video_dir, **options, gif=args.gif)
-    print(
-        f"videos (the first {args.video_episodes} episode(s) of env 0, seed {seed}): {', '.join(map(str, paths))}"
-    )
+    print(f"videos (the first {args.video_episodes} episode(s) of env 0, seed {seed}): {', '.join(map(str, paths))}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
 import os
+import resource
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from policykd.errors import PolicyKDError
 
 
 @contextlib.contextmanager
@@ -22,6 +28,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     (SB3's ``model.save`` appends ``.zip`` otherwise).
     """
     path = Path(path)
+    check_folder_path(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
@@ -30,9 +37,47 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; our files are meant to be shared and committed
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err  # say which file ("File too large" alone does not)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_folder_path(folder: str | os.PathLike) -> Path:
+    """Raise an OSError that names the culprit when ``folder`` cannot be (made) a folder: its
+    nearest existing ancestor is a file (``mkdir`` would only say "File exists") or a symlink
+    loop. Returns that ancestor."""
+    for ancestor in (Path(folder), *Path(folder).parents):
+        if os.path.lexists(ancestor):
+            if not stat.S_ISDIR(os.stat(ancestor).st_mode):  # os.stat raises ELOOP for a symlink loop
+                raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(ancestor))
+            return ancestor
+    return Path(".")
+
+
+def format_bytes(n_bytes: float) -> str:
+    """``n_bytes`` for people: "812 B", "3.1 kB", "44.0 GB"."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n_bytes) < 1000:
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    return f"{n_bytes:,.1f} TB"
+
+
+def check_room(path: str | os.PathLike, n_bytes: int, what: str) -> None:
+    """Refuse, before the work that makes it, a file of about ``n_bytes`` that cannot be written at
+    ``path``: more than the free space of its file system, or than the file-size limit (``ulimit -f``)."""
+    folder = check_folder_path(Path(path).parent)
+    free = shutil.disk_usage(folder).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    need = f"{what} needs about {format_bytes(n_bytes)}"
+    if n_bytes > free:
+        raise PolicyKDError(f"{need} but {folder} has {format_bytes(free)} free; free some space or pass another --out")
+    if limit != resource.RLIM_INFINITY and n_bytes > limit:
+        raise PolicyKDError(f"{need} but files may not exceed {format_bytes(limit)} here (ulimit -f); raise the limit")
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -66,4 +111,10 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON document in ``path``; one that is not valid JSON (truncated, edited, binary) is a
+    PolicyKDError naming the file. OSError (missing, unreadable) passes through."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = " ".join(str(err).split())[:120]
+        raise PolicyKDError(f"{path} is not valid JSON ({reason}); restore it from a copy or delete it") from None

@@ -227,6 +227,7 @@ def test_compare_drivers_writes_its_outputs(cartpole_expert_dir, tmp_path):
         n_envs=N_ENVS,
         n_eval_episodes=1,
         hidden_sizes=(8,),
+        batch_size=32,  # the first round holds 64 labels: a larger batch is refused
         out_dir=str(tmp_path / "drivers"),
     )
     summary = compare_drivers(config, cache=cache)

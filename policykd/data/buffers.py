@@ -45,6 +45,36 @@ _TRANSITION_DTYPES: dict[str, np.dtype] = {
 }
 
 
+def _allocate(columns: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray]:
+    """One array per column (teacher outputs NaN-filled, the rest zeros), refused in one line
+    when they cannot fit in this machine's memory, before any is allocated."""
+    n_rows = next(iter(columns.values()))[0][0]
+    n_bytes = sum(int(np.prod(shape, dtype=np.float64)) * dtype.itemsize for shape, dtype in columns.values())
+    total = _physical_memory()
+    too_big = PolicyKDError(
+        f"a buffer of {n_rows:,} transitions needs {n_bytes / 1e9:,.1f} GB of memory"
+        + (f", more than this machine's {total / 1e9:,.1f} GB" if total else "")
+        + "; collect fewer transitions (--n-transitions)"
+    )
+    if total and n_bytes > total:
+        raise too_big
+    try:
+        return {
+            name: np.full(shape, np.nan, dtype) if name.startswith(_teacher_key("")) else np.zeros(shape, dtype)
+            for name, (shape, dtype) in columns.items()
+        }
+    except MemoryError:
+        raise too_big from None
+
+
+def _physical_memory() -> int:
+    """Bytes of RAM (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
 def _teacher_key(field: str) -> str:
     return f"teacher_{field}"
 
@@ -111,14 +141,16 @@ class LabelledBuffer:
             if self.frame_stack > 1
             else self.observation_shape
         )
-        self._data: dict[str, np.ndarray] = {
-            "observations": np.zeros((self._capacity, *stored_obs_shape), self.observation_dtype),
-            "actions": np.zeros((self._capacity, *self.action_shape), self.action_dtype),
-            **{name: np.zeros(self._capacity, dtype) for name, dtype in _TRANSITION_DTYPES.items()},
+        columns: dict[str, tuple[tuple[int, ...], np.dtype]] = {
+            "observations": ((self._capacity, *stored_obs_shape), self.observation_dtype),
+            "actions": ((self._capacity, *self.action_shape), self.action_dtype),
+            **{name: ((self._capacity,), dtype) for name, dtype in _TRANSITION_DTYPES.items()},
+            **{
+                _teacher_key(field): ((self._capacity, len(self._kinds), *shape), np.dtype(np.float32))
+                for field, shape in self.teacher_field_shapes.items()
+            },
         }
-        k = len(self._kinds)
-        for field, shape in self.teacher_field_shapes.items():
-            self._data[_teacher_key(field)] = np.full((self._capacity, k, *shape), np.nan, np.float32)
+        self._data: dict[str, np.ndarray] = _allocate(columns)
 
     @classmethod
     def for_teachers(

@@ -169,8 +169,10 @@ def _check_collect_args(
     if beta < 1.0 and student_act is None:
         raise PolicyKDError("a student must be given when it drives (beta < 1)")
     check_probability("epsilon", epsilon)
-    if not action_noise >= 0:  # `not >=` also refuses NaN
-        raise PolicyKDError(f"action noise must be >= 0 (a fraction of the half range), got {action_noise}")
+    if not (action_noise >= 0 and np.isfinite(action_noise)):  # `not >=` refuses NaN
+        raise PolicyKDError(
+            f"action noise must be a finite number >= 0 (a fraction of the half range), got {action_noise}"
+        )
     return n_transitions
 
 
@@ -237,6 +239,17 @@ def _new_buffer(
         frame_stack=_dedup_frames(driver, venv.observation_space),
         n_envs=n_envs,
     )
+
+
+def buffer_nbytes(teachers: Sequence[Teacher], n_transitions: int, n_envs: int = 1) -> int:
+    """Bytes of the buffer :func:`collect_rollouts` fills with ``n_transitions`` labelled by
+    ``teachers`` on ``n_envs`` envs: its memory, and the size of its saved ``.npz`` give or take
+    the header. Costs one forward pass of each teacher, nothing is collected."""
+    teacher, space = teachers[0], teachers[0].observation_space
+    example = [t(np.asarray(space.sample())[None]) for t in teachers]
+    frame_stack = _dedup_frames(teacher, space)
+    row = LabelledBuffer.for_teachers(1, space, teacher.action_space, example, frame_stack=frame_stack).nbytes
+    return row * -(-n_transitions // n_envs) * n_envs
 
 
 def _store(

@@ -10,8 +10,11 @@ loaded like any zoo folder: so a download's pickles go through the same allow-li
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from policykd.errors import PolicyKDError
@@ -19,6 +22,19 @@ from policykd.errors import PolicyKDError
 # The env part starts with a letter or digit, so that no id names "." or ".." as a folder.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/(?P<algo>[a-z0-9]+)-(?P<env>[A-Za-z0-9][\w.-]*)$")
 DEFAULT_HUB_DIR = Path.home() / ".cache" / "policykd" / "hub"
+
+
+@contextlib.contextmanager
+def _quiet_hub_logs() -> Iterator[None]:
+    """huggingface_hub logs a warning for each retry of a failed request (a dozen lines without
+    network); what failed is raised as one PolicyKDError instead."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def is_hub_id(source: str) -> bool:
@@ -46,7 +62,8 @@ def resolve_hub_id(repo_id: str, *, hub_dir: Path | None = None) -> Path:
 
     def fetch(filename: str, required: bool) -> Path | None:
         try:
-            return Path(hf_hub_download(repo_id=repo_id, filename=filename, library_name="policykd"))
+            with _quiet_hub_logs():  # one line on failure, not a warning per retry
+                return Path(hf_hub_download(repo_id=repo_id, filename=filename, library_name="policykd"))
         except (EntryNotFoundError, LocalEntryNotFoundError) as err:
             if required:
                 raise PolicyKDError(

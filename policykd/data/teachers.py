@@ -10,6 +10,7 @@ through policykd.data.safe_pickle's allow-list unless the caller trusts it (``tr
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -232,6 +233,8 @@ def _load_policy(zip_path: Path, trust_pickles: bool = False) -> tuple[Any, str,
     from stable_baselines3.common.policies import ActorCriticPolicy
 
     if not zip_path.is_file():
+        if os.path.lexists(zip_path):
+            zip_path.stat()  # a symlink loop or a dangling link: its OSError says which
         raise PolicyKDError(f"teacher file {zip_path} does not exist; pass an SB3 .zip, an rl-zoo folder or a hub id")
     try:
         data, state = read_sb3_zip(zip_path, _CUSTOM_OBJECTS, trust_pickles=trust_pickles)

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from policykd.checks import check_int
 from policykd.data.buffers import LabelledBuffer
-from policykd.data.collect import CollectStats, check_spaces, collect_rollouts
+from policykd.data.collect import CollectStats, buffer_nbytes, check_spaces, collect_rollouts
 from policykd.data.envs import make_vec_env
 from policykd.data.teachers import Teacher
+from policykd.errors import PolicyKDError
+from policykd.fileio import check_folder_path, check_room
 from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET
 from policykd.jobs.resolve import make_run_merge, measure_teachers, resolve_budgets, resolve_teachers
 
 
 def collect(
-    config: CollectConfig, teachers: Sequence[Teacher] | None = None
+    config: CollectConfig, teachers: Sequence[Teacher] | None = None, *, teachers_checked: bool | None = None
 ) -> tuple[LabelledBuffer, CollectStats, Teacher]:
-    """Collect with the run's teachers (resolved from ``config`` when not given, and then checked
-    as distill checks them unless ``config.teacher_check`` is off); returns the buffer, the
-    statistics and the first teacher."""
-    resolved = teachers is None
+    """Collect with the run's teachers (resolved from ``config`` when not given) and return the
+    buffer, the statistics and the first teacher. Unless ``teachers_checked`` (default: whether
+    ``teachers`` were given, as distill gives the teachers it has played) or
+    ``config.teacher_check`` is off, the teachers are checked first as distill checks them."""
+    resolved = not teachers_checked if teachers_checked is not None else teachers is None
+    check_int("--seed", config.seed, 0)
     teachers = list(teachers or resolve_teachers(config))
     teacher = teachers[0]
     budgets = resolve_budgets(teacher.recipe.env_id, config)
@@ -58,3 +65,34 @@ def collect(
         venv.close()
     buffer.meta["collect_stats"] = {"n_transitions": stats.n_transitions, "episode_returns": stats.episode_returns}
     return buffer, stats, teacher
+
+
+def collect_to_file(
+    config: CollectConfig, out: str | os.PathLike, *, overwrite: bool = False
+) -> tuple[LabelledBuffer, CollectStats, Teacher]:
+    """The collect command: refuse an ``out`` that is not a free ``.npz`` path (an existing file
+    is replaced only with ``overwrite``) or has no room for the buffer, all before the env
+    moves; then collect and save the buffer atomically. Returns what :func:`collect` returns."""
+    check_int("--seed", config.seed, 0)
+    path = check_buffer_path(out, overwrite)
+    teachers = resolve_teachers(config)
+    budgets = resolve_budgets(teachers[0].recipe.env_id, config)
+    check_room(path, buffer_nbytes(teachers, budgets.n_transitions, budgets.n_envs), "the buffer")
+    buffer, stats, teacher = collect(config, teachers, teachers_checked=False)
+    buffer.save(path)
+    return buffer, stats, teacher
+
+
+def check_buffer_path(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """``out`` as the path of a buffer to write: ends in ``.npz``, its folder can exist, and no
+    file is there unless ``overwrite`` (a folder never)."""
+    path = Path(out)
+    if path.suffix != ".npz":
+        raise PolicyKDError(f"--out {out}: a buffer file must end in .npz")
+    check_folder_path(path.parent)
+    if os.path.lexists(path):
+        if path.is_dir():
+            raise PolicyKDError(f"--out {out} is a folder; pass the buffer's file name, e.g. {path / 'buffer.npz'}")
+        if not overwrite:
+            raise PolicyKDError(f"--out {out} already exists; pass another --out, or --overwrite to replace it")
+    return path

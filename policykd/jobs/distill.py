@@ -44,9 +44,15 @@ from policykd.jobs.resolve import (
 from policykd.jobs.run_folder import check_reusable, claim_run_folder, run_folder
 from policykd.jobs.video import check_video_support, record_run_videos
 from policykd.learn.logging import TensorBoardLogger, hparams_of
-from policykd.learn.losses import make_loss
+from policykd.learn.losses import check_loss_options, make_loss
 from policykd.learn.merging import ensemble_teacher_kind, single_teacher
-from policykd.learn.multitask import MultiTaskSampler, TaskSpace, make_multitask_student, named_items
+from policykd.learn.multitask import (
+    MultiTaskSampler,
+    TaskSpace,
+    check_task_weights,
+    make_multitask_student,
+    named_items,
+)
 from policykd.learn.trainer import Trainer, TrainerConfig
 
 # Several tasks share one student and one training budget, so it does not come from one env's preset.
@@ -151,9 +157,12 @@ def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
             f"--task names each task's teacher (ENV=TEACHER); drop {', '.join(given)}: "
             "ensembles and saved buffers are for one task"
         )
+    if config.input_width is not None:
+        check_int("--input-width", config.input_width)
     tasks = named_items(list(config.tasks), "task")  # refuses a task listed twice
     if len(tasks) < 2:
         raise PolicyKDError("a multi-task run needs at least two --task ENV=TEACHER")
+    check_task_weights(config.task_weights, tuple(name for name, _ in tasks))
     plans = []
     for env_id, source in tasks:
         teacher = resolve_teacher(source, env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
@@ -196,16 +205,17 @@ def _without_collection(config: DistillConfig) -> DistillConfig:
 
 
 def _make_loss(config: DistillConfig, kind: str) -> Any:
-    return make_loss(
-        config.loss,
-        kind,
-        temperature=config.temperature,
-        temperature_on=config.temperature_on,
-        direction=config.kl_direction,
-        tau2_scaling=config.tau2_scaling,
-        center_q=config.center_q,
-        nll_min_std=config.nll_min_std,
-    )
+    options = {
+        "temperature": config.temperature,
+        "temperature_on": config.temperature_on,
+        "direction": config.kl_direction,
+        "tau2_scaling": config.tau2_scaling,
+        "center_q": config.center_q,
+        "nll_min_std": config.nll_min_std,
+    }
+    loss_fn = make_loss(config.loss, kind, **options)
+    check_loss_options(config.loss, **options)  # an option of another loss would be silently ignored
+    return loss_fn
 
 
 def make_trainer_config(config: DistillConfig, budgets: Budgets) -> TrainerConfig:

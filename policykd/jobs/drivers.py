@@ -21,9 +21,9 @@ from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, mean_ci
 from policykd.jobs.experiment import RunCache, experiment_baselines, no_cache, run_logger, student_for
 from policykd.jobs.online import OnlineConfig, return_evaluator, train_online
-from policykd.jobs.resolve import resolve_teacher
+from policykd.jobs.resolve import check_batch_size, check_hidden_sizes, resolve_teacher
 from policykd.learn.logging import hparams_of
-from policykd.learn.losses import make_loss
+from policykd.learn.losses import check_loss_options, make_loss
 from policykd.learn.schedules import BetaSchedule, ConstantBeta, parse_schedule
 from policykd.learn.trainer import TrainerConfig
 from policykd.progress import progress_bar
@@ -70,15 +70,16 @@ def _check_drivers_config(config: DriversConfig) -> dict[str, BetaSchedule]:
     unknown = [d for d in config.drivers if d not in DRIVERS]
     if not config.drivers or unknown:
         raise PolicyKDError(f"unknown or no drivers {unknown or []}; choose from {', '.join(DRIVERS)}")
-    for flag, value in (
-        ("--seeds", config.n_seeds),
-        ("--eval-episodes", config.n_eval_episodes),
-        ("--rounds", config.n_rounds),
-        ("--round-transitions", config.n_transitions_per_round),
-        ("--round-updates", config.n_updates_per_round),
-        ("--capacity", config.capacity or 1),
+    for flag, value, minimum in (
+        ("--seed", config.seed, 0),
+        ("--seeds", config.n_seeds, 1),
+        ("--eval-episodes", config.n_eval_episodes, 1),
+        ("--rounds", config.n_rounds, 1),
+        ("--round-transitions", config.n_transitions_per_round, 1),
+        ("--round-updates", config.n_updates_per_round, 1),
+        ("--capacity", 1 if config.capacity is None else config.capacity, 1),
     ):
-        check_int(flag, value, 1)
+        check_int(flag, value, minimum)
     check_out_dir(config.out_dir)
     return {
         "teacher": ConstantBeta(1.0),
@@ -104,6 +105,14 @@ def _online_config(config: DriversConfig, budgets: dict[str, Any]) -> OnlineConf
     return online
 
 
+def _make_loss(config: DriversConfig, teacher: Teacher) -> tuple[str, Any]:
+    """The loss's name (default kl; mse for a deterministic teacher) and the loss, checked."""
+    loss = config.loss or ("mse" if teacher.kind == "deterministic" else "kl")
+    loss_fn = make_loss(loss, teacher.kind, temperature=config.temperature)
+    check_loss_options(loss, temperature=config.temperature)  # mse and nll would ignore --temperature
+    return loss, loss_fn
+
+
 def _drive_one(
     teacher: Teacher,
     driver: str,
@@ -116,8 +125,7 @@ def _drive_one(
     on_round: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """One (driver, seed) online run; JSON-able rounds. ``on_round(record)`` after each round."""
-    loss = config.loss or ("mse" if teacher.kind == "deterministic" else "kl")
-    loss_fn = make_loss(loss, teacher.kind, temperature=config.temperature)
+    loss, loss_fn = _make_loss(config, teacher)
     eval_seed = config.seed + EVAL_SEED_OFFSET  # every driver and seed plays the same evaluation episodes
     hparams = hparams_of(
         online,
@@ -184,6 +192,10 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     keys = ("hidden_sizes", "n_envs", "batch_size", "learning_rate", "deterministic_eval")
     budgets = resolve(teacher.recipe.env_id, config, keys)
     online = _online_config(config, budgets)
+    check_hidden_sizes(budgets["hidden_sizes"])
+    n_first = min(online.capacity, online.n_transitions_per_round)  # what the first round trains on
+    check_batch_size(online.batch_size, n_first, "label more per round (--round-transitions, --capacity)")
+    _make_loss(config, teacher)  # refused now, not after the baselines
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or no_cache

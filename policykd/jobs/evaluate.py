@@ -147,6 +147,7 @@ def evaluate_policy(
     summarise the returns. The policy's own randomness (sampled actions, epsilon) comes from a
     fresh generator seeded ``seed``, so every call with the same arguments plays the same episodes.
     ``progress``: a progress bar over the episodes with this description (None: none)."""
+    check_int("--seed", seed, 0)
     rng = np.random.default_rng(seed)
     act = lambda obs: policy.act(obs, deterministic, rng)  # noqa: E731
     return ReturnStats.of(episode_returns(act, recipe, n_episodes, seed=seed, progress=progress))

@@ -37,7 +37,7 @@ def read_config_file(path: str | Path, config_cls: type | None, aliases: Mapping
 
     try:
         data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: not UTF-8 text
         raise PolicyKDError(f"cannot read config file {path}: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise PolicyKDError(f"config file {path} must be a mapping of option: value, e.g. 'seeds: 3'")

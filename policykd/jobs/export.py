@@ -36,7 +36,7 @@ from torch import nn
 
 from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.errors import PolicyKDError
-from policykd.fileio import atomic_path
+from policykd.fileio import atomic_path, check_folder_path
 from policykd.jobs.evaluate import action_latency_ms
 from policykd.jobs.load import OpenedStudent, open_student
 from policykd.jobs.onnx_policy import (
@@ -104,6 +104,7 @@ def export_onnx(
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise PolicyKDError(f"{out_path}: the output file must end in .onnx")
+    check_folder_path(out_path.parent)  # a folder that is a file or a loop: refused before the export
     policy = GreedyPolicy(student).eval()
     example = torch.as_tensor(random_observations(student, 2, np.random.default_rng(seed)))
     with atomic_path(out_path, suffix=".onnx") as tmp, _quiet_exporter():

@@ -4,6 +4,7 @@ plays in, and a fresh student for a teacher. Every check here runs before a job 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from policykd.checks import check_int, check_positive_float, check_positive_sizes
+from policykd.checks import check_int, check_positive_float, check_positive_sizes, check_probability
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.collect import check_policy_spaces, check_spaces
 from policykd.data.envs import EnvRecipe, make_vec_env
@@ -48,6 +49,9 @@ def resolve_teachers(config: CollectConfig) -> list[Teacher]:
     sources = list(config.teachers) or [config.teacher]
     if len(sources) > 1 and None in sources:
         raise PolicyKDError("with several teachers, name each one with --teacher")
+    twice = sorted({str(s) for s in sources if sources.count(s) > 1})
+    if twice:
+        raise PolicyKDError(f"--teacher {twice[0]} is given twice; an ensemble names each teacher once")
     options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir}
     teachers = [resolve_teacher(sources[0], config.env_id, **options)]
     for source in sources[1:]:
@@ -64,13 +68,31 @@ def resolve_teachers(config: CollectConfig) -> list[Teacher]:
         teachers.append(other)
     check_weights(config.teacher_weights, len(teachers))
     ensemble_teacher_kind([t.kind for t in teachers])  # refuses mixes such as PPO-Gaussian + SAC
+    check_exploration(config, teachers[0])
     return teachers
+
+
+def check_exploration(config: CollectConfig, teacher: Teacher) -> None:
+    """``--epsilon`` applies to discrete actions and ``--action-noise`` to continuous ones: either
+    given (above 0) for the other kind of action space is refused, not ignored."""
+    discrete = isinstance(teacher.action_space, gym.spaces.Discrete)
+    option, value, other = (
+        ("--action-noise", config.action_noise, "--epsilon")
+        if discrete
+        else ("--epsilon", config.epsilon, "--action-noise")
+    )
+    if value:
+        kind = "discrete" if discrete else "continuous"
+        raise PolicyKDError(f"{option} {value:g} does not apply to {teacher.recipe.env_id}'s {kind} actions; "
+                            f"drop it (use {other} for exploration)")  # fmt: skip
 
 
 def make_run_merge(config: CollectConfig, n_teachers: int) -> Any:
     if n_teachers == 1:
         if config.merge is not None or config.teacher_weights is not None:
             raise PolicyKDError("--merge and --teacher-weights need several --teacher")
+        if config.teacher_drive not in ("merged", "first"):
+            raise PolicyKDError(f"--teacher-drive {config.teacher_drive} needs several --teacher")
         return single_teacher
     return make_merge(config.merge or "mean-probs", config.teacher_weights)
 
@@ -239,18 +261,45 @@ def resolve_budgets(env_id: str, config: Any, fallback: Mapping[str, Any] | None
     given = {key: getattr(config, key, None) for key in keys}
     merged = {key: given[key] if given[key] is not None else (fallback or {}).get(key) for key in keys}
     values = resolve(env_id, merged, keys)
-    hidden = check_positive_sizes("--hidden", values["hidden_sizes"])
-    if sum(a * b for a, b in zip(hidden, hidden[1:])) > MAX_HIDDEN_WEIGHTS:
-        raise PolicyKDError(f"--hidden {' '.join(map(str, hidden))} makes a student of over {MAX_HIDDEN_WEIGHTS:,} "
-                            "weights; a distilled student is meant to be small: pick layers of a few hundred units")  # fmt: skip
-    return Budgets(
+    budgets = Budgets(
         **{
             **values,
             "n_transitions": check_int("--n-transitions", values["n_transitions"]),
             "n_envs": check_int("--n-envs", values["n_envs"]),
+            "epsilon": check_probability("--epsilon", values["epsilon"]),
+            "action_noise": check_action_noise(values["action_noise"]),
             "n_eval_episodes": check_int("--eval-episodes", values["n_eval_episodes"]),
             "deterministic_eval": bool(values["deterministic_eval"]),
-            "hidden_sizes": check_positive_sizes("--hidden", values["hidden_sizes"]),
+            "hidden_sizes": check_hidden_sizes(values["hidden_sizes"]),
             "cnn_width": check_positive_float("--cnn-width", values["cnn_width"]),
         }
     )
+    if budgets.n_envs > budgets.n_transitions:
+        raise PolicyKDError(f"--n-envs {budgets.n_envs} is more than the {budgets.n_transitions:,} transitions to "
+                            "collect (each env adds one per step); lower --n-envs")  # fmt: skip
+    return budgets
+
+
+def check_hidden_sizes(sizes: Sequence[Any]) -> tuple[int, ...]:
+    """``--hidden``: integers >= 1 that make a student of at most MAX_HIDDEN_WEIGHTS weights."""
+    hidden = check_positive_sizes("--hidden", sizes)
+    if sum(a * b for a, b in zip(hidden, hidden[1:])) > MAX_HIDDEN_WEIGHTS:
+        raise PolicyKDError(f"--hidden {' '.join(map(str, hidden))} makes a student of over {MAX_HIDDEN_WEIGHTS:,} "
+                            "weights; a distilled student is meant to be small: pick layers of a few hundred units")  # fmt: skip
+    return hidden
+
+
+def check_batch_size(batch_size: int, n_rows: int, more: str = "collect more (--n-transitions)") -> None:
+    """A batch larger than the transitions it draws from would only repeat them: refused."""
+    if batch_size > n_rows:
+        raise PolicyKDError(
+            f"--batch-size {batch_size} is more than the {n_rows:,} transitions to train on; lower --batch-size or {more}"
+        )
+
+
+def check_action_noise(value: Any) -> float:
+    """``--action-noise``: a finite fraction of the half action range, >= 0."""
+    noise = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    if not (noise >= 0 and math.isfinite(noise)):  # `not >=` also refuses NaN
+        raise PolicyKDError(f"--action-noise must be a finite number >= 0 (a fraction of the half range), got {value}")
+    return noise

@@ -28,8 +28,20 @@ from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
 from policykd.jobs.collect import collect
 from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_policy, mean_ci
-from policykd.jobs.experiment import RunCache, experiment_baselines, no_cache, run_logger, student_for
-from policykd.jobs.resolve import resolve_teacher
+from policykd.jobs.experiment import (
+    RunCache,
+    experiment_baselines,
+    no_cache,
+    run_logger,
+    student_for,
+)
+from policykd.jobs.resolve import (
+    check_batch_size,
+    check_exploration,
+    check_hidden_sizes,
+    resolve_budgets,
+    resolve_teacher,
+)
 from policykd.learn.logging import hparams_of
 from policykd.learn.losses import make_loss
 from policykd.learn.metrics import distill_metrics
@@ -89,6 +101,7 @@ def check_sweep_config(config: SweepConfig) -> tuple[float, ...]:
     if len(set(temperatures)) != len(temperatures):
         raise PolicyKDError(f"temperatures {list(config.temperatures)} repeat a value; list each tau once")
     for flag, value, minimum in (
+        ("--seed", config.seed, 0),
         ("--seeds", config.n_seeds, 1),
         ("--eval-episodes", config.n_eval_episodes, 1),
         ("--bins", config.n_bins, 2),
@@ -272,7 +285,14 @@ def _sweep_buffer(config: SweepConfig, teacher: Teacher, n_transitions: int, out
         buffer = LabelledBuffer.load(path)
         if buffer.meta.get("sweep_collect") == settings:
             return buffer
-    collect_config = CollectConfig(
+    buffer, _, _ = collect(_collect_config(config, teacher, n_transitions), [teacher])
+    buffer.meta["sweep_collect"] = settings
+    buffer.save(path)
+    return buffer
+
+
+def _collect_config(config: SweepConfig, teacher: Teacher, n_transitions: int) -> CollectConfig:
+    return CollectConfig(
         teacher=teacher.source,
         env_id=teacher.recipe.env_id,
         n_transitions=n_transitions,
@@ -282,10 +302,6 @@ def _sweep_buffer(config: SweepConfig, teacher: Teacher, n_transitions: int, out
         seed=config.seed,
         progress_bar=config.progress_bar,
     )
-    buffer, _, _ = collect(collect_config, [teacher])
-    buffer.meta["sweep_collect"] = settings
-    buffer.save(path)
-    return buffer
 
 
 def _resolve_sweep(config: SweepConfig) -> tuple[tuple[float, ...], Teacher, dict[str, Any]]:
@@ -303,6 +319,11 @@ def _resolve_sweep(config: SweepConfig) -> tuple[tuple[float, ...], Teacher, dic
     TrainerConfig(
         n_updates=budgets["n_updates"], batch_size=budgets["batch_size"], learning_rate=budgets["learning_rate"]
     )  # validates them
+    collect_config = _collect_config(config, teacher, budgets["n_transitions"])
+    check_exploration(collect_config, teacher)
+    collection = resolve_budgets(teacher.recipe.env_id, collect_config)  # the collection options, checked now
+    check_hidden_sizes(budgets["hidden_sizes"])
+    check_batch_size(budgets["batch_size"], collection.n_transitions)
     make_loss("kl", teacher.kind, temperature_on=config.temperature_on, direction=config.kl_direction)
     return temperatures, teacher, budgets
 

@@ -228,6 +228,28 @@ def make_loss(
     return MSELoss(reduction, center_q)  # type: ignore[arg-type]
 
 
+# Options that only one loss reads: (that loss, the default, the CLI flag).
+LOSS_OPTIONS: dict[str, tuple[str, object, str]] = {
+    "temperature": ("kl", 1.0, "--temperature"),
+    "temperature_on": ("kl", "teacher", "--temperature-on"),
+    "direction": ("kl", "forward", "--kl-direction"),
+    "tau2_scaling": ("kl", False, "--tau2-scaling"),
+    "center_q": ("mse", True, "--no-q-center"),
+    "nll_min_std": ("nll", 0.1, "--nll-min-std"),
+}
+
+
+def check_loss_options(name: str, **options: object) -> None:
+    """Refuse an option of another loss than ``name`` set away from its default, which the loss
+    would silently ignore (``--loss mse --temperature 2``). ``options`` are LOSS_OPTIONS' keys."""
+    for option, value in options.items():
+        loss, default, flag = LOSS_OPTIONS[option]
+        if name != loss and value != default:
+            raise PolicyKDError(
+                f"{flag} applies to --loss {loss} only, not {name} (got {value}); drop it or use --loss {loss}"
+            )
+
+
 def reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
     """Reduce a (B,) per-sample loss: ``mean`` and ``sum`` give a scalar, ``none`` returns it."""
     if reduction == "mean":

@@ -287,7 +287,7 @@ class MultiTaskSampler:
         for task, buffer in self.buffers.items():
             if len(buffer) == 0:
                 raise PolicyKDError(f"the buffer of task {task!r} is empty; collect transitions for it first")
-        self.weights = _check_task_weights(task_weights, self.tasks)
+        self.weights = check_task_weights(task_weights, self.tasks)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -389,7 +389,7 @@ def _check_config(config: MultiTaskConfig) -> None:
         )
 
 
-def _check_task_weights(weights: Mapping[str, float] | Sequence[float] | None, tasks: tuple[str, ...]) -> np.ndarray:
+def check_task_weights(weights: Mapping[str, float] | Sequence[float] | None, tasks: tuple[str, ...]) -> np.ndarray:
     if weights is None:
         return np.full(len(tasks), 1.0 / len(tasks))
     if isinstance(weights, Mapping):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import pickle
 from collections.abc import Callable, Iterator
@@ -239,8 +240,10 @@ def save_without_pickle(
     module: nn.Module, directory: Path, config: dict[str, Any], weights: str, config_file: str
 ) -> None:
     """A state dict (read back with ``weights_only=True``) next to a JSON config, both atomic."""
+    data = io.BytesIO()  # in memory: a full disk is then an OSError, and no temporary name ends up in the file
+    torch.save(module.state_dict(), data)
     with atomic_path(directory / weights) as tmp:
-        torch.save(module.state_dict(), tmp)
+        tmp.write_bytes(data.getvalue())
     write_json_atomic(directory / config_file, config)
 
 
@@ -254,7 +257,7 @@ def load_without_pickle(
         module = build(json.loads((directory / config_file).read_text()))
         module.load_state_dict(torch.load(directory / weights, weights_only=True))
     except LOAD_ERRORS as err:
-        reason = " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span several lines
+        reason = " ".join(f"{type(err).__name__}: {err}".split()).split(". ")[0][:200]  # torch's run to 1,000 chars
         raise PolicyKDError(f"{directory} is not {what} ({reason}); {advice}") from None
     return module.eval()
 

@@ -42,6 +42,7 @@ import torch as th
 import yaml
 
 from policykd.checks import check_int
+from policykd.data.envs import check_env_id
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, read_json, write_json_atomic, write_text_atomic
 from policykd.zoo.layout import RECORD_FILE, RESUME_DIR, is_finished, run_dir_for
@@ -177,6 +178,7 @@ class ExpertRequest:
 
         if self.algo not in ALGOS:
             raise PolicyKDError(f"unknown algo {self.algo!r}: choose one of {', '.join(sorted(ALGOS))}")
+        check_env_id(self.env_id)  # rl_zoo3 would fail on it with a KeyError
         try:
             th.device("cpu" if self.device == "auto" else self.device)
         except RuntimeError:

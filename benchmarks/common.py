@@ -119,10 +119,47 @@ def library_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def config_fingerprint(config: Any) -> str:
-    """A short hash of a run's configuration (a dataclass or a JSON-able dict)."""
-    fields = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+# Fields that say how a run is executed, not what it computes.
+RUN_ONLY_FIELDS = frozenset({"out_dir", "overwrite", "progress_bar", "resume", "checkpoint_every", "video",
+                             "video_episodes", "zoo_dir"})  # fmt: skip
+# DistillConfig's fields when the cached cells were first stamped (up to 2026-12-01), and the
+# defaults that changed since: such a cell hashed every one of these fields.
+LEGACY_FIELDS = {
+    "DistillConfig": ("teacher", "env_id", "n_transitions", "n_envs", "epsilon", "action_noise", "seed",
+                      "teacher_check", "teachers", "merge", "teacher_weights", "teacher_drive", "buffer", "loss",
+                      "temperature", "temperature_on", "kl_direction", "tau2_scaling", "center_q", "nll_min_std",
+                      "hidden_sizes", "cnn_width", "n_updates", "batch_size", "learning_rate", "n_eval_episodes",
+                      "eval_every", "out_dir", "progress_bar"),
+}  # fmt: skip
+LEGACY_DEFAULTS = {"eval_every": 0}
+
+
+def _hash(fields: Any) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def config_fingerprint(config: Any) -> str:
+    """A short hash of what a run computes: a dataclass's fields that differ from their defaults
+    (so a field added to a config later, left at its default, changes no cell's question), leaving
+    out how it is executed (RUN_ONLY_FIELDS); or a JSON-able dict as it is."""
+    if not dataclasses.is_dataclass(config):
+        return _hash(config)
+    return _hash({f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                  if f.name not in RUN_ONLY_FIELDS and getattr(config, f.name) != f.default})  # fmt: skip
+
+
+def legacy_fingerprint(config: Any) -> str | None:
+    """The hash a cell stamped before the fields of LEGACY_FIELDS changed holds for ``config``, or
+    None when ``config`` sets a field added since (that cell answered another question)."""
+    names = LEGACY_FIELDS.get(type(config).__name__) if dataclasses.is_dataclass(config) else None
+    if names is None:
+        return None
+    added = [f for f in dataclasses.fields(config) if f.name not in names and f.name not in RUN_ONLY_FIELDS]
+    if any(getattr(config, f.name) != f.default for f in added):
+        return None
+    values = {name: dataclasses.asdict(config)[name] for name in names}
+    values.update({k: v for k, v in LEGACY_DEFAULTS.items() if values.get(k) is None})
+    return _hash(values)
 
 
 def cached_run(
@@ -141,7 +178,10 @@ def cached_run(
     if path.is_file() and not force:
         result = json.loads(path.read_text())
         recorded = result.pop(CACHE_STAMP, {})
-        if "config" in stamp and recorded.get("config", stamp["config"]) != stamp["config"]:
+        if "config" in stamp and recorded.get("config", stamp["config"]) not in (
+            stamp["config"],
+            legacy_fingerprint(config),
+        ):
             print(f"recomputing {path.name}: its configuration changed", flush=True)
         else:
             if recorded.get("library") != stamp["library"]:

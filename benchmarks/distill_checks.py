@@ -69,7 +69,9 @@ def main() -> None:
             teacher and not (ZOO_DIR.parent / teacher / "expert.json").is_file()
         ):
             continue  # --only reruns the selected checks and keeps the others' cached rows in the table
-        config = DistillConfig(**overrides, out_dir=f"runs/benchmarks/distill_checks/{name}", progress_bar=False)
+        config = DistillConfig(
+            **overrides, out_dir=f"runs/benchmarks/distill_checks/{name}", overwrite=True, progress_bar=False
+        )
         print(f"{name}: {cli_command(overrides)}", flush=True)
         s = cached_run(cache, name, lambda: distill(config), force=args.force, config=config)
         if name == DEMO_CHECK:

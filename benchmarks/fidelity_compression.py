@@ -114,6 +114,7 @@ def main() -> None:
                     hidden_sizes=(width, width),
                     seed=seed,
                     out_dir=f"runs/benchmarks/fidelity/{name}",
+                    overwrite=True,
                     progress_bar=False,
                     **loss_for(teacher.kind),
                     **budget,

@@ -55,7 +55,9 @@ def main() -> None:
                 config = DistillConfig(teacher=next(t for t in teachers if label(t) == name[6:]), seed=seed, **budget)
             else:
                 config = DistillConfig(teachers=teachers, merge=name, seed=seed, **budget)
-            config = DistillConfig(**{**config.__dict__, "out_dir": f"runs/benchmarks/merge/{name}-seed{seed}"})
+            config = DistillConfig(
+                **{**config.__dict__, "out_dir": f"runs/benchmarks/merge/{name}-seed{seed}", "overwrite": True}
+            )
             print(f"{name} seed {seed}", flush=True)
             runs.setdefault(name, []).append(
                 cached_run(cache, f"{name.replace(':', '-')}-seed{seed}", lambda: distill(config), config=config)

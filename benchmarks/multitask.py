@@ -34,7 +34,9 @@ def main() -> None:
             RESULTS_DIR / "multitask",
             f"seed{seed}",
             lambda seed=seed: distill(
-                DistillConfig(tasks=TASKS, seed=seed, out_dir=f"runs/benchmarks/multitask/seed{seed}", **BUDGET)
+                DistillConfig(
+                    tasks=TASKS, seed=seed, out_dir=f"runs/benchmarks/multitask/seed{seed}", overwrite=True, **BUDGET
+                )
             ),
         )
         for seed in seeds

@@ -23,7 +23,11 @@ import common as benchmarks_common  # noqa: E402  (benchmarks/ is a folder of sc
 def _make_dry_run(target: str) -> list[list[str]]:
     """The commands ``make <target>`` runs, printed by ``make -n`` with the venv taken as set up."""
     out = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", target], cwd=REPO, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", target],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return [shlex.split(line) for line in out.splitlines() if line.strip()]
 

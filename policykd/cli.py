@@ -103,7 +103,7 @@ COMMAND_ARGUMENTS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
         (("--record",), dict(action="store_true", help="write the score into the zoo folder's expert.json")),
     ],
     "export": [
-        (("student",), dict(help="student folder (…/student, with student.json and student.pt)")),
+        (("student",), dict(help="student folder (…/student, with student.json and student.safetensors)")),
         (("--out",), dict(help="the .onnx file to write (default: <student>/policy.onnx)")),
     ],
     "train-expert": [

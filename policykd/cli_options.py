@@ -52,6 +52,8 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "eval_every": (("--eval-every",), dict(type=int, help="updates between evaluations (0: at the end; default 0)")),
     "out_dir": (("--out",), dict(dest="out_dir", help="output folder (default: a new folder under runs/)")),
     "overwrite": (("--overwrite",), dict(action="store_const", const=True, help="empty --out and run again when it holds an earlier run (refused otherwise)")),
+    "resume": (("--resume",), dict(action="store_const", const=True, help="continue the stopped run in --out (same options): its saved buffer, evaluations and last checkpoint are used; a finished run is left as it is")),
+    "checkpoint_every": (("--checkpoint-every",), dict(dest="checkpoint_every_s", type=float, metavar="SECONDS", help="seconds between training checkpoints (default 30; also around evaluations and on Ctrl-C / SIGTERM)")),
     "no_progress": (("--no-progress",), dict(dest="progress_bar", action="store_const", const=False, help="no progress bar")),
     # experiments (sweep, compare-drivers)
     "config": (("--config",), dict(help="YAML file with any of these options as keys (the command line wins)")),
@@ -71,7 +73,7 @@ COLLECT = ("teacher", "env", "merge", "teacher_weights", "teacher_drive", "n_tra
            "action_noise", "seed", "no_teacher_check")  # fmt: skip
 LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
 TRAINING = ("hidden", "cnn_width", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
-            "overwrite", "no_progress")  # fmt: skip
+            "overwrite", "resume", "checkpoint_every", "no_progress")  # fmt: skip
 EXPERIMENT = ("config", "teacher", "env", "seeds", "n_envs", "hidden", "batch_size", "lr", "eval_episodes", "seed",
               "out_dir", "no_teacher_check")  # fmt: skip
 

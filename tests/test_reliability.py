@@ -115,6 +115,6 @@ def test_an_interrupted_run_says_so_and_is_marked_failed(cartpole_expert_dir, tm
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert "interrupted" in one_line(err)
+    assert "interrupted" in one_line(err) and "resume with the same command plus --resume" in err
     assert run_state(out)["state"] == "failed"
     assert Path(out / "config.yml").is_file()

@@ -67,6 +67,11 @@ class DistillConfig(CollectConfig):
     """The run folder (default: a new ``runs/<env>/<loss>-tau<t>-seed<s>``)."""
     overwrite: bool = False
     """Empty ``out_dir`` and run again when it holds an earlier run (refused otherwise)."""
+    resume: bool = False
+    """Continue the stopped run in ``out_dir`` (same options): its saved buffers, baselines and
+    training checkpoint are used; a folder with no run yet starts one."""
+    checkpoint_every_s: float = 30.0
+    """Seconds between training checkpoints (also written around evaluations and on SIGINT / SIGTERM)."""
     progress_bar: bool = True
 
 

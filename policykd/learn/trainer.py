@@ -345,7 +345,9 @@ class Trainer:
             self.rng.bit_generator.state = header["rng"]
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             reason = " ".join(f"{type(err).__name__}: {err}".split())
-            raise PolicyKDError(f"the checkpoint does not fit this training run ({reason}); run it again") from None
+            raise PolicyKDError(
+                f"the checkpoint does not fit this training run ({reason}); run again with --overwrite"
+            ) from None
         for key in _CHECKPOINT_FIELDS:
             setattr(self, key, header[key])
         self.progress.clear()

@@ -254,3 +254,65 @@ def test_sigkill_then_resume_from_the_command_line(cartpole_expert_dir, referenc
     assert "run folder" in capsys.readouterr().out
     assert run_state(out)["state"] == "done"
     assert sha256(out / STUDENT_FILE) == sha256(reference_out / STUDENT_FILE)
+
+
+def test_a_stopped_sweep_reruns_only_the_cells_it_had_not_finished(cartpole_expert_dir, tmp_path, monkeypatch):
+    """`policykd sweep` resumes by running the same command again: its finished (tau, seed) cells
+    are kept in out/cells/ with their settings; a cell of other settings is computed again."""
+    from policykd.jobs import sweep as sweep_job
+    from policykd.jobs.sweep import SweepConfig, run_sweep
+
+    cells: list[str] = []
+    original = sweep_job._distil_one
+
+    def distil_one(teacher, buffer, tau, seed, *args):
+        cells.append(f"tau{tau:g}-seed{seed}")
+        if cells == ["tau0.5-seed0", "tau2-seed0"]:
+            raise Crash("the second cell")
+        return original(teacher, buffer, tau, seed, *args)
+
+    monkeypatch.setattr(sweep_job, "_distil_one", distil_one)
+    monkeypatch.setattr("policykd.jobs.plots.plot_sweep", lambda summary, path: None)  # seconds of matplotlib
+    budget = {"temperatures": (0.5, 2.0), "n_seeds": 1, "n_transitions": 256, "n_envs": 4, "n_updates": 10}
+    budget.update(batch_size=32, hidden_sizes=(8,), n_eval_episodes=1, n_metric_states=200)
+    sweep = SweepConfig(teacher=str(cartpole_expert_dir), out_dir=str(tmp_path / "run"), **budget)
+    with pytest.raises(Crash):
+        run_sweep(sweep)
+    resumed = run_sweep(sweep)
+    assert cells == ["tau0.5-seed0", "tau2-seed0", "tau2-seed0"]
+    reference = run_sweep(dataclasses.replace(sweep, out_dir=str(tmp_path / "reference")))
+    timeless = [[{k: v for k, v in r.items() if k != "wall_time_s"} for r in s["runs"]] for s in (resumed, reference)]
+    assert timeless[0] == timeless[1] and resumed["rows"] == reference["rows"]
+    cells.clear()
+    run_sweep(dataclasses.replace(sweep, temperatures=(2.0, 1.0)))  # other cells: kept and added
+    assert cells == ["tau1-seed0"]
+    run_sweep(dataclasses.replace(sweep, temperatures=(2.0,), n_updates=11))  # other settings: computed again
+    assert cells == ["tau1-seed0", "tau2-seed0"]
+
+
+def test_a_stopped_drivers_comparison_reruns_only_its_unfinished_cells(cartpole_expert_dir, tmp_path, monkeypatch):
+    from policykd.jobs import drivers as drivers_job
+    from policykd.jobs.drivers import DriversConfig, compare_drivers
+
+    cells: list[str] = []
+    original = drivers_job._drive_one
+
+    def drive_one(teacher, driver, schedule, seed, *args):
+        cells.append(f"{driver}-seed{seed}")
+        if cells == ["teacher-seed0", "student-seed0"]:
+            raise Crash("the second cell")
+        return original(teacher, driver, schedule, seed, *args)
+
+    monkeypatch.setattr(drivers_job, "_drive_one", drive_one)
+    monkeypatch.setattr("policykd.jobs.plots.plot_drivers", lambda summary, path: None)
+    config = DriversConfig(
+        teacher=str(cartpole_expert_dir), drivers=("teacher", "student"), n_seeds=1, n_rounds=2,
+        n_transitions_per_round=64, n_updates_per_round=10, n_envs=4, n_eval_episodes=1, hidden_sizes=(8,),
+        out_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    with pytest.raises(Crash):
+        compare_drivers(config)
+    resumed = compare_drivers(config)
+    assert cells == ["teacher-seed0", "student-seed0", "student-seed0"]
+    reference = compare_drivers(dataclasses.replace(config, out_dir=str(tmp_path / "reference")))
+    assert resumed["curves"] == reference["curves"]

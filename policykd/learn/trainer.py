@@ -196,10 +196,10 @@ class Trainer:
         except KeyboardInterrupt:
             if not self._in_update:  # between two updates the state is whole: keep it
                 self.save_checkpoint()
-            self._in_update = self._stop_requested = False
             raise
         finally:
             bar.close()
+            self._in_update = self._stop_requested = False
         self.student.eval()
         if self.checkpoint_dir is not None:
             self.student.save(self.checkpoint_dir)

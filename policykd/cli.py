@@ -500,8 +500,8 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:  # a path that cannot be read or written, a full disk: the user's to fix
         where = f" ({err.filename})" if err.filename else ""
         _fail(args.command, f"{err.strerror or err}{where}; check the path, its permissions and free space", 2)
-    except KeyboardInterrupt:
-        _fail(args.command, "interrupted; files written before the interruption are kept", 130)
+    except KeyboardInterrupt as err:  # a job may say where it stopped and how to resume
+        _fail(args.command, str(err) or "interrupted; files written before the interruption are kept", 130)
 
 
 def _fail(command: str, message: str, code: int) -> NoReturn:

@@ -67,6 +67,8 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "video_episodes": (("--video-episodes",), dict(type=int, help="episodes recorded per policy with --video (default 1)")),
     "gif": (("--gif",), dict(action="store_const", const=True, help="with --video, also write each episode as an animated GIF, 320 px wide (e.g. for a README; slow for long episodes)")),
     "export_format": (("--format",), dict(dest="export_format", choices=("onnx", "sb3", "hub"), help="onnx: one ONNX file (default) | sb3: a zip that PPO / DQN / SAC / TD3.load reads | hub: a Hugging Face hub folder (model card, zip, config, video)")),
+    "resume": (("--resume",), dict(action="store_const", const=True, help="continue the stopped run in --out (same options): its saved buffer, evaluations and last checkpoint are used; a finished run is left as it is")),
+    "checkpoint_every": (("--checkpoint-every",), dict(dest="checkpoint_every_s", type=float, metavar="SECONDS", help="seconds between training checkpoints (default 30; also around evaluations and on Ctrl-C / SIGTERM)")),
     # experiments (sweep, compare-drivers)
     "seeds": (("--seeds",), dict(dest="n_seeds", type=int, help="students per setting, for the CIs (default 3)")),
     "temperatures": (("--temperatures",), dict(type=float, nargs="*", help="taus to sweep (default 0.01 0.1 0.5 1 2 5)")),
@@ -86,7 +88,7 @@ COLLECT = ("teacher", "zoo", "env", "merge", "teacher_weights", "teacher_drive",
 LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
 # the student, its training, and the videos recorded after it (distill)
 TRAINING = ("hidden", "cnn_width", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
-            "overwrite", "video", "video_episodes")  # fmt: skip
+            "overwrite", "resume", "checkpoint_every", "video", "video_episodes")  # fmt: skip
 EXPERIMENT = ("teacher", "zoo", "env", "seeds", "n_envs", "hidden", "batch_size", "lr", "eval_episodes", "seed",
               "out_dir", "no_teacher_check")  # fmt: skip
 SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon", "action_noise", "temperature_on",

@@ -56,9 +56,9 @@ class Progress(tqdm):
             LOGGER.info("%s: %s %s in %.1f s", desc, f"{self._done:,}", unit, time.perf_counter() - self._started)
 
 
-def progress_bar(total: int, desc: str, *, enabled: bool = True, unit: str = "it") -> Progress:
-    """A :class:`Progress` bar (the one way jobs make one)."""
-    return Progress(total, desc, enabled=enabled, unit=unit)
+def progress_bar(total: int, desc: str, *, enabled: bool = True, unit: str = "it", initial: int = 0) -> Progress:
+    """A :class:`Progress` bar (the one way jobs make one); ``initial``: the steps already done (a resumed run)."""
+    return Progress(total, desc, enabled=enabled, unit=unit, initial=initial)
 
 
 class _StderrHandler(logging.StreamHandler):

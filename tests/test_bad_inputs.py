@@ -102,7 +102,7 @@ CASES: list[Case] = [
     Case("files", "a folder as config file", f"distill --config {F}/empty --out {{O}}", "Is a directory"),
     Case("files", "random bytes as .onnx", f"evaluate {F}/random.onnx", "not a readable ONNX file"),
     Case("files", "an .onnx not written by policykd export", f"evaluate {F}/foreign.onnx", "not written by `policykd export`"),
-    Case("files", "student weights of random bytes", f"evaluate {F}/bad-weights", "Weights only load failed"),
+    Case("files", "student weights of random bytes", f"evaluate {F}/bad-weights", "not a policykd student"),
     Case("files", "student.json truncated", f"export {F}/bad-config", "not a policykd student"),
     Case("files", "student's recipe.json truncated", f"evaluate {F}/bad-recipe/student", "recipe.json is not valid JSON"),
     Case("files", "run folder's state.json truncated", f"evaluate {F}/bad-state/student", "state.json is not valid JSON"),
@@ -179,7 +179,7 @@ CASES: list[Case] = [
     Case("numbers", "--lr 1e20 (training diverges)", f"distill --teacher {CP} --lr 1e20 --n-transitions 64 --n-updates 50 --batch-size 32 --eval-episodes 1 --no-progress --no-teacher-check --out {{O}}", "training diverged", leaves="{O}"),
     Case("numbers", "--n-transitions 0", f"distill --teacher {CP} --n-transitions 0 --out {{O}}", "--n-transitions must be an integer >= 1"),
     Case("numbers", "--n-transitions 10^12 (no disk for it)", f"collect --teacher {CP} --n-transitions 1000000000000 --out {{O}}/b.npz", "free some space"),
-    Case("numbers", "--n-transitions 10^11 (no memory for it)", f"distill --teacher {CP} --n-transitions 100000000000 --no-teacher-check --eval-episodes 1 --out {{O}}", "collect fewer transitions"),
+    Case("numbers", "--n-transitions 10^11 (no memory for it)", f"distill --teacher {CP} --n-transitions 100000000000 --no-teacher-check --eval-episodes 1 --out {{O}}", "collect fewer transitions", leaves="{O}"),
     Case("numbers", "--n-updates -3", f"distill --teacher {CP} --n-updates -3 --out {{O}}", "n_updates must be an integer >= 1"),
     Case("numbers", "--batch-size 0", f"compare-drivers --teacher {CP} --batch-size 0 --out {{O}}", "batch_size must be an integer >= 1"),
     Case("numbers", "distill --batch-size above the transitions", f"distill --teacher {CP} --n-transitions 64 --batch-size 1000 --out {{O}}", "more than the 64 transitions"),
@@ -338,7 +338,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, cartpole_expert_dir: Path) -
     _run_copy(run, root / "bad-recipe", None)
     (root / "bad-recipe" / "student" / "recipe.json").write_text('{"env_id": "CartP')
     shutil.copytree(run / "student", root / "bad-weights")
-    (root / "bad-weights" / "student.pt").write_bytes(rng.bytes(1000))
+    (root / "bad-weights" / "student.safetensors").write_bytes(rng.bytes(1000))
     shutil.copytree(run / "student", root / "bad-config")
     (root / "bad-config" / "student.json").write_text("{not json")
     model_zip = cartpole_expert_dir / "CartPole-v1.zip"
@@ -709,4 +709,4 @@ def test_student_weights_are_the_same_bytes_on_every_save(tmp_path: Path) -> Non
     )
     student.save(tmp_path / "a")
     student.save(tmp_path / "b")
-    assert (tmp_path / "a" / "student.pt").read_bytes() == (tmp_path / "b" / "student.pt").read_bytes()
+    assert (tmp_path / "a" / "student.safetensors").read_bytes() == (tmp_path / "b" / "student.safetensors").read_bytes()

@@ -146,7 +146,7 @@ def test_load_refuses_what_is_not_a_multitask_student(tmp_path):
     with pytest.raises(PolicyKDError, match="not a policykd multi-task student"):
         MultiTaskStudent.load(tmp_path)
     student().save(tmp_path / "mt")
-    (tmp_path / "mt" / "multitask.pt").write_bytes(b"not a state dict")
+    (tmp_path / "mt" / "multitask.safetensors").write_bytes(b"not a state dict")
     with pytest.raises(PolicyKDError, match="not a policykd multi-task student"):
         MultiTaskStudent.load(tmp_path / "mt")
 

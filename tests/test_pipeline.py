@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from safetensors.torch import load_file
 
 from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
@@ -87,7 +88,7 @@ def reproducible_numbers(summary: dict) -> dict[str, float]:
 
 
 def student_weights(out_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(out_dir / "student" / "student.pt", weights_only=True)
+    return load_file(out_dir / "student" / "student.safetensors")
 
 
 # -- one run with a moderate budget ---------------------------------------------------------------
@@ -121,8 +122,8 @@ def test_summary_has_every_required_key(cartpole_distill_run):
 def test_student_folder_is_loadable_without_pickle(cartpole_distill_run):
     _, out_dir = cartpole_distill_run
     student_dir = out_dir / "student"
-    assert {"student.pt", "student.json", "recipe.json"} <= {p.name for p in student_dir.iterdir()}
-    state = torch.load(student_dir / "student.pt", weights_only=True)
+    assert {"student.safetensors", "student.json", "recipe.json"} <= {p.name for p in student_dir.iterdir()}
+    state = load_file(student_dir / "student.safetensors")  # no pickle
     assert set(state) >= {"obs_mean", "obs_std", "head.weight", "head.bias"}
     assert json.loads((student_dir / "recipe.json").read_text())["env_id"] == "CartPole-v1"
     student = Student.load(student_dir)
@@ -199,7 +200,7 @@ def test_distill_from_a_saved_buffer(cartpole_expert_dir, tmp_path, monkeypatch)
     assert summary["n_teacher_transitions"] == len(buffer) == 2_000
     assert summary["teacher"] == teacher.source == str(cartpole_expert_dir)
     assert summary["n_updates"] == 300
-    assert (tmp_path / "run" / "student" / "student.pt").is_file()
+    assert (tmp_path / "run" / "student" / "student.safetensors").is_file()
 
 
 def _tiny_buffer(observation_shape: tuple[int, ...], meta: dict | None) -> LabelledBuffer:

@@ -132,7 +132,7 @@ def test_python_api_example_runs(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "readme_example"}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
-    assert (tmp_path / "runs/api-example/student/student.pt").is_file()
+    assert (tmp_path / "runs/api-example/student/student.safetensors").is_file()
     assert (tmp_path / "runs/api-example/buffer.npz").is_file()
     # what it prints and leaves behind: a smaller student that acts as its teacher
     assert capsys.readouterr().out.strip() == "770 student params vs 4610 teacher params"

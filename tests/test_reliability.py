@@ -42,12 +42,12 @@ def test_a_finished_run_is_never_overwritten_silently(cartpole_expert_dir, tmp_p
     argv = ["distill", "--teacher", str(cartpole_expert_dir), *TINY, "--out", str(out)]
     assert run_cli(argv, capsys)[0] == 0
     assert run_state(out)["state"] == "done" and (out / "config.yml").is_file()
-    before = (out / "student" / "student.pt").read_bytes()
+    before = (out / "student" / "student.safetensors").read_bytes()
     (out / "student" / "policy.onnx").write_text("an export of the first student")
 
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "--overwrite" in one_line(err)
-    assert (out / "student" / "student.pt").read_bytes() == before  # nothing lost
+    assert (out / "student" / "student.safetensors").read_bytes() == before  # nothing lost
 
     code, _, err = run_cli([*argv, "--overwrite", "--seed", "1"], capsys)
     assert code == 0, err
@@ -115,6 +115,6 @@ def test_an_interrupted_run_says_so_and_is_marked_failed(cartpole_expert_dir, tm
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert "interrupted" in one_line(err)
+    assert "interrupted" in one_line(err) and "resume with the same command plus --resume" in err
     assert run_state(out)["state"] == "failed"
     assert Path(out / "config.yml").is_file()

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from safetensors.torch import load_file
 
 from policykd.errors import PolicyKDError
 from policykd.learn.students import (
+    LEGACY_WEIGHTS_FILE,
     LOG_STD_MAX,
+    WEIGHTS_FILE,
     Student,
     action_space_for,
     head_fields,
@@ -138,8 +141,8 @@ def test_save_load_round_trip_without_pickle(teacher_kind, observation_space, ac
     mean, std = np.array([1.0, -2.0, 0.5, 3.0]), np.array([2.0, 0.5, 1.0, 4.0])
     student = seeded(teacher_kind, observation_space, action_space, cnn_width=0.25, obs_mean=mean, obs_std=std)
     student.save(tmp_path)
-    state = torch.load(tmp_path / "student.pt", weights_only=True)  # plain tensors only
-    assert all(isinstance(value, torch.Tensor) for value in state.values())
+    state = load_file(tmp_path / WEIGHTS_FILE)  # safetensors: plain tensors, no pickle
+    assert state.keys() == student.state_dict().keys()
     assert json.loads((tmp_path / "student.json").read_text())["head"] == student.config.head
     loaded = Student.load(tmp_path)
     assert loaded.config == student.config and not loaded.training
@@ -160,7 +163,7 @@ def test_input_normalisation_is_part_of_the_saved_student(tmp_path):
         normalised = (obs - torch.as_tensor(mean, dtype=torch.float32)) / torch.as_tensor(std, dtype=torch.float32)
         assert torch.allclose(student(obs).logits, student.head(student.trunk(normalised)))
     student.save(tmp_path)
-    state = torch.load(tmp_path / "student.pt", weights_only=True)
+    state = load_file(tmp_path / WEIGHTS_FILE)
     np.testing.assert_allclose(state["obs_mean"].numpy(), mean)
     np.testing.assert_allclose(state["obs_std"].numpy(), std)
     loaded = Student.load(tmp_path)
@@ -171,7 +174,7 @@ def test_input_normalisation_is_part_of_the_saved_student(tmp_path):
 @pytest.mark.parametrize("damage", ["garbage weights", "truncated weights", "no config", "bad config"])
 def test_a_damaged_student_folder_is_a_user_error(damage, tmp_path):
     seeded("categorical", VECTOR_OBS, spaces.Discrete(2)).save(tmp_path)
-    weights, config = tmp_path / "student.pt", tmp_path / "student.json"
+    weights, config = tmp_path / WEIGHTS_FILE, tmp_path / "student.json"
     if damage == "garbage weights":
         weights.write_bytes(b"not a torch file at all")
     elif damage == "truncated weights":
@@ -182,6 +185,31 @@ def test_a_damaged_student_folder_is_a_user_error(damage, tmp_path):
         config.write_text('{"head": "discrete"}')
     with pytest.raises(PolicyKDError, match="is not a policykd student"):
         Student.load(tmp_path)
+
+
+def test_the_same_weights_give_the_same_bytes_and_a_student_pt_folder_still_loads(tmp_path):
+    """Reproducible files (issue 16): equal students are byte-identical on disk, other weights are
+    not; a folder of the torch-state-dict era (``student.pt``) loads, and saving over it leaves one file."""
+    students = [seeded("categorical", VECTOR_OBS, spaces.Discrete(2), obs_mean=np.ones(4), obs_std=np.ones(4))]
+    students += [seeded("categorical", VECTOR_OBS, spaces.Discrete(2), obs_mean=np.ones(4), obs_std=np.ones(4))]
+    with torch.no_grad():
+        students.append(seeded("categorical", VECTOR_OBS, spaces.Discrete(2)))
+        students[2].head.bias.add_(1e-6)
+    for i, student in enumerate(students):
+        student.save(tmp_path / str(i))
+    files = [(tmp_path / str(i) / WEIGHTS_FILE).read_bytes() for i in range(3)]
+    assert files[0] == files[1] and files[0] != files[2]
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "student.json").write_bytes((tmp_path / "0" / "student.json").read_bytes())
+    torch.save(students[0].state_dict(), old / LEGACY_WEIGHTS_FILE)
+    loaded = Student.load(old)
+    for name, value in students[0].state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    loaded.save(old)
+    assert sorted(p.name for p in old.iterdir()) == ["student.json", WEIGHTS_FILE]
+    assert (old / WEIGHTS_FILE).read_bytes() == files[0]
 
 
 def test_unsupported_spaces_and_sizes_are_user_errors():

@@ -14,7 +14,7 @@ from policykd.errors import PolicyKDError
 from policykd.learn.losses import KLLoss, categorical_kl
 from policykd.learn.students import Student, make_student
 from policykd.learn.targets import soften
-from policykd.learn.trainer import Trainer, TrainerConfig, resolve_temperature
+from policykd.learn.trainer import Trainer, TrainerConfig, read_checkpoint, resolve_temperature
 from policykd.types import TeacherOutput
 
 OBS_DIM, N_ACTIONS, N_TRANSITIONS = 6, 4, 2_048
@@ -188,6 +188,8 @@ def test_temperature_softens_the_logged_teacher_entropy(synthetic_buffer):
         {"temperature": 0.0},
         {"temperature": -1.0},
         {"max_grad_norm": 0.0},
+        {"checkpoint_every_s": -1.0},
+        {"checkpoint_every_s": float("nan")},
     ],
 )
 def test_bad_trainer_config_is_a_user_error(bad):
@@ -239,3 +241,139 @@ def test_every_loss_declares_its_temperature_and_reduction():
 def test_losses_per_task_need_a_multitask_sampler(synthetic_buffer):
     with pytest.raises(PolicyKDError, match="MultiTaskSampler"):
         Trainer(fresh_student(), {"CartPole-v1": KLLoss()}, synthetic_buffer, config=config())
+
+
+# -- checkpoints and resume (issue 16) -------------------------------------------------------------
+
+
+class Crash(Exception):
+    """A crash that leaves no chance to write anything (as SIGKILL)."""
+
+
+def checkpointed_trainer(buffer, tmp_path, every_s: float, fault=None) -> tuple[Trainer, RecordingLogger, list]:
+    """250 updates, evaluations after 120, 240 and 250, checkpoints in ``tmp_path/ckpt``. The
+    evaluation keeps its results in the trainer's ``progress``; ``fault(trainer, where)`` is called
+    before each update ("update") and inside each evaluation ("evaluate")."""
+    logger, progress, calls = RecordingLogger(), {"returns": []}, []
+    trainer: Trainer
+
+    def evaluate(student: Student) -> dict[str, float]:
+        calls.append(trainer.n_updates_done)
+        if fault is not None:
+            fault(trainer, "evaluate")
+        kl, agreement = buffer_kl_and_agreement(student, buffer)
+        progress["returns"].append(kl)
+        return {"eval/student_return": agreement, "eval/pct_of_teacher": kl}
+
+    trainer = Trainer(
+        fresh_student(),
+        KLLoss(),
+        buffer,
+        config=config(n_updates=250, eval_every=120, log_every=50, checkpoint_every_s=every_s),
+        logger=logger,
+        evaluate=evaluate,
+        checkpoint_path=tmp_path / "ckpt",
+        progress=progress,
+    )
+    sample = trainer._sample
+
+    def faulty_sample():
+        if fault is not None:
+            fault(trainer, "update")
+        return sample()
+
+    trainer._sample = faulty_sample  # type: ignore[method-assign]
+    return trainer, logger, calls
+
+
+def crash_at_update(k: int):
+    def fault(trainer: Trainer, where: str) -> None:
+        if where == "update" and trainer.n_updates_done == k - 1:
+            raise Crash
+
+    return fault
+
+
+def interrupt_inside_update(k: int):
+    def fault(trainer: Trainer, where: str) -> None:  # a signal arriving mid-update: it is finished first
+        if where == "update" and trainer.n_updates_done == k - 1:
+            trainer.interrupt()
+
+    return fault
+
+
+def interrupt_evaluation(n: int):
+    def fault(trainer: Trainer, where: str) -> None:  # a signal during an evaluation stops it at once
+        if where == "evaluate" and trainer.n_updates_done == n:
+            trainer.interrupt()
+
+    return fault
+
+
+def without_timing(records: list[tuple[int, dict[str, float]]]) -> list[tuple[int, dict[str, float]]]:
+    return [(step, {k: v for k, v in m.items() if k != "charts/SPS"}) for step, m in records]
+
+
+@pytest.mark.parametrize(
+    ("fault", "every_s", "resumed_at", "n_calls"),
+    [
+        (crash_at_update(131), 0.0, 130, 3),  # the checkpoint after update 130 survives the crash
+        (crash_at_update(131), 1e9, 120, 3),  # only evaluation checkpoints: 120's evaluation is kept
+        (interrupt_inside_update(131), 1e9, 131, 3),  # the update in progress is finished and kept
+        (interrupt_evaluation(240), 1e9, 240, 4),  # the cut evaluation is redone, not the updates
+    ],
+    ids=["crash", "crash-sparse-checkpoints", "interrupt-in-update", "interrupt-in-evaluation"],
+)
+def test_a_restored_trainer_ends_bitwise_where_an_uninterrupted_one_does(
+    synthetic_buffer, tmp_path, fault, every_s, resumed_at, n_calls
+):
+    reference, reference_log, reference_calls = checkpointed_trainer(synthetic_buffer, tmp_path / "ref", 1e9)
+    reference_metrics = reference.train()
+
+    stopped, stopped_log, stopped_calls = checkpointed_trainer(synthetic_buffer, tmp_path / "run", every_s, fault)
+    with pytest.raises((Crash, KeyboardInterrupt)):
+        stopped.train()
+    checkpoint = read_checkpoint(tmp_path / "run" / "ckpt")
+    assert checkpoint.n_updates_done == resumed_at
+    resumed, resumed_log, resumed_calls = checkpointed_trainer(synthetic_buffer, tmp_path / "run", every_s)
+    resumed.restore(checkpoint)
+    metrics = resumed.train()
+
+    for name, value in reference.student.state_dict().items():
+        assert torch.equal(resumed.student.state_dict()[name], value), name
+    optimizer = resumed.optimizer.state_dict()["state"]
+    for index, state in reference.optimizer.state_dict()["state"].items():
+        assert all(torch.equal(optimizer[index][key], value) for key, value in state.items())
+    assert resumed.n_updates_done == 250 and resumed.progress == reference.progress
+    assert metrics["eval/student_return"] == reference_metrics["eval/student_return"]
+    assert len(stopped_calls) + len(resumed_calls) == n_calls and reference_calls == [120, 240, 250]
+    # TensorBoard purges the steps from the checkpoint's on (purge_step); the resumed run logs them again
+    kept = [(step, m) for step, m in stopped_log.records if step < resumed_at]
+    assert without_timing(kept + resumed_log.records) == without_timing(reference_log.records)
+
+
+def test_a_finished_checkpoint_resumes_to_nothing_left_to_do(synthetic_buffer, tmp_path):
+    trainer, _, calls = checkpointed_trainer(synthetic_buffer, tmp_path, 1e9)
+    metrics = trainer.train()
+    again, log, again_calls = checkpointed_trainer(synthetic_buffer, tmp_path, 1e9)
+    again.restore(read_checkpoint(tmp_path / "ckpt"))
+    assert again.train()["eval/student_return"] == metrics["eval/student_return"]
+    assert again.n_updates_done == 250 and again_calls == [] and len(calls) == 3
+    (step, logged), *more = log.records  # what had been logged at 250 (metrics and evaluation), logged again
+    assert step == 250 and set(logged) == TRAIN_TAGS | EVAL_TAGS and not more
+
+
+def test_a_checkpoint_that_does_not_fit_is_a_user_error(synthetic_buffer, tmp_path):
+    trainer, _, _ = checkpointed_trainer(synthetic_buffer, tmp_path, 1e9)
+    trainer.save_checkpoint()
+    other = Trainer(
+        make_student("categorical", OBSERVATION_SPACE, ACTION_SPACE, hidden_sizes=(8,), seed=0),
+        KLLoss(),
+        synthetic_buffer,
+        config=config(),
+    )
+    with pytest.raises(PolicyKDError, match="does not fit this training run"):
+        other.restore(read_checkpoint(tmp_path / "ckpt"))
+    (tmp_path / "junk").write_bytes(b"\x10" + bytes(20))
+    with pytest.raises(PolicyKDError, match="is not a policykd training checkpoint"):
+        read_checkpoint(tmp_path / "junk")

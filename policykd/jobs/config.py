@@ -79,6 +79,11 @@ class DistillConfig(CollectConfig):
     (``<run>/videos/``; see jobs/video.py)."""
     video_episodes: int = 1
     """Episodes recorded per policy with ``video``."""
+    resume: bool = False
+    """Continue the stopped run in ``out_dir`` (same options): its saved buffers, baselines and
+    training checkpoint are used; a folder with no run yet starts one."""
+    checkpoint_every_s: float = 30.0
+    """Seconds between training checkpoints (also written around evaluations and on SIGINT / SIGTERM)."""
 
 
 def parse_task(text: str) -> tuple[str, str | None]:

@@ -5,12 +5,24 @@ check everything (:func:`plan_tasks`), measure the teachers (and refuse one far 
 score), collect one buffer per task, train with the one Trainer, evaluate, write the run folder.
 Every user error is raised before anything is written. An option that cannot apply to several
 tasks is refused in one line when ``--task`` is given.
+
+A run resumes (``--resume``): the run folder keeps the baselines (``baselines.json``), each task's
+collected buffer (``buffer.npz``; ``buffer-<env>.npz`` per task with several) and the training
+checkpoint (``checkpoint.safetensors``), so a resumed run measures, collects and evaluates nothing
+twice, trains from the last checkpoint and ends with the student an uninterrupted run writes,
+bitwise (on CPU). SIGINT / SIGTERM during training stop it after the update in progress, with a
+checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +32,7 @@ from policykd.checks import check_int, check_out_dir
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
-from policykd.fileio import write_json_atomic
+from policykd.fileio import read_json, write_json_atomic
 from policykd.jobs.collect import collect
 from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill_summary import multitask_summary, single_task_summary
@@ -41,7 +53,7 @@ from policykd.jobs.resolve import (
     resolve_teacher,
     resolve_teachers,
 )
-from policykd.jobs.run_folder import check_reusable, claim_run_folder, run_folder
+from policykd.jobs.run_folder import DONE, check_resumable, check_reusable, claim_run_folder, run_folder
 from policykd.jobs.video import check_video_support, record_run_videos
 from policykd.learn.logging import TensorBoardLogger, hparams_of
 from policykd.learn.losses import check_loss_options, make_loss
@@ -53,7 +65,7 @@ from policykd.learn.multitask import (
     make_multitask_student,
     named_items,
 )
-from policykd.learn.trainer import Trainer, TrainerConfig
+from policykd.learn.trainer import Trainer, TrainerConfig, read_checkpoint
 
 # Several tasks share one student and one training budget, so it does not come from one env's preset.
 MULTITASK_DEFAULTS: dict[str, Any] = {
@@ -64,6 +76,9 @@ MULTITASK_DEFAULTS: dict[str, Any] = {
     "cnn_width": 1.0,
 }
 MULTITASK_INPUT_WIDTH = 64
+CHECKPOINT_FILE, BASELINES_FILE, SUMMARY_FILE = "checkpoint.safetensors", "baselines.json", "summary.json"
+# DistillConfig fields that change no result: a run resumes whatever they were
+RESUME_MAY_DIFFER = ("out_dir", "overwrite", "resume", "progress_bar", "checkpoint_every_s")
 # Options of one task's teachers that several tasks cannot take (each task names its own teacher).
 SINGLE_TASK_ONLY = {
     "teacher": None,
@@ -115,33 +130,115 @@ class Baselines:
 
 def distill(config: DistillConfig) -> dict[str, Any]:
     """Collect (or load) a labelled buffer per task, train a student, evaluate it against each
-    task's teacher; write the run folder. Returns the summary also written to ``summary.json``."""
+    task's teacher; write the run folder. Returns the summary also written to ``summary.json``
+    (with ``--resume`` of a finished run: the summary it wrote)."""
     started = time.perf_counter()
+    _check_resume_options(config)
     plans = plan_tasks(config)
     trainer_config = make_trainer_config(config, plans[0].budgets)
     if config.video:  # refused now (no moviepy, an env that cannot render here), not after training
         for plan in plans:
             check_video_support(plan.teacher.recipe, config.video_episodes)
     check_out_dir(config.out_dir)
-    if config.out_dir is not None:
-        check_reusable(config.out_dir, config.overwrite)
+    state = _check_run_folder(config)
+    if state is not None and state.get("state") == DONE and Path(config.out_dir or "", SUMMARY_FILE).is_file():
+        return read_json(Path(config.out_dir or "", SUMMARY_FILE))  # resumed a finished run: nothing to do
     eval_seed = config.seed + EVAL_SEED_OFFSET  # teacher and student play the same episodes
-    baselines = [measure_baselines(plan, eval_seed, config.teacher_check, config.progress_bar) for plan in plans]
-    for plan in plans:
-        if plan.buffer is None:
-            plan.buffer, _, _ = collect(_collect_config(config, plan), plan.teachers)
+    baselines = _saved_baselines(Path(config.out_dir or "")) if state is not None else None
+    if baselines is None:
+        baselines = [measure_baselines(plan, eval_seed, config.teacher_check, config.progress_bar) for plan in plans]
     out_dir = claim_run_folder(config.out_dir, default_run_folder(config, plans))
-    with run_folder(out_dir, dataclasses.asdict(config), config.overwrite):
-        if len(plans) == 1:
-            summary = _train_single_task(config, plans[0], baselines[0], trainer_config, eval_seed, out_dir)
-        else:
-            summary = _train_tasks(config, plans, baselines, trainer_config, eval_seed, out_dir)
+    resume = RESUME_MAY_DIFFER if config.resume else None
+    with run_folder(out_dir, dataclasses.asdict(config), config.overwrite, resume):
+        stage = _Stage()
+        try:
+            write_json_atomic(out_dir / BASELINES_FILE, [_baselines_json(b) for b in baselines])
+            for plan in plans:
+                stage.doing = f"while collecting {plan.name}"
+                if plan.buffer is None:
+                    plan.buffer = _task_buffer(config, plan, out_dir / _buffer_file(plan.name, len(plans) > 1))
+            stage.doing = "before its first update"
+            if len(plans) == 1:
+                summary = _train_single_task(config, plans[0], baselines[0], trainer_config, eval_seed, out_dir, stage)
+            else:
+                summary = _train_tasks(config, plans, baselines, trainer_config, eval_seed, out_dir, stage)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(stage.interrupted(config, out_dir)) from None
         if config.video:
             tasks = {plan.name: (plan.teacher, plan.budgets.deterministic_eval) for plan in plans}
             summary["videos"] = record_run_videos(out_dir, tasks, n_episodes=config.video_episodes, seed=eval_seed)
         summary.update(wall_time_s=time.perf_counter() - started, seed=config.seed, out_dir=str(out_dir))
-        write_json_atomic(out_dir / "summary.json", summary)
+        write_json_atomic(out_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def _check_resume_options(config: DistillConfig) -> None:
+    if config.resume and config.overwrite:
+        raise PolicyKDError("--resume continues the run in --out and --overwrite empties it; pass one of them")
+    if config.resume and config.out_dir is None:
+        raise PolicyKDError("--resume needs --out, the folder of the run to continue")
+    if not config.checkpoint_every_s >= 0:  # `not >=` also refuses NaN
+        raise PolicyKDError(f"--checkpoint-every must be >= 0 seconds, got {config.checkpoint_every_s}")
+
+
+def _check_run_folder(config: DistillConfig) -> dict[str, Any] | None:
+    """Before anything runs: the state of the run ``--resume`` continues (None: there is none, it
+    starts); without ``--resume``, refuse a folder that holds an earlier run unless ``--overwrite``."""
+    if config.out_dir is None:
+        return None
+    if config.resume:
+        return check_resumable(config.out_dir, dataclasses.asdict(config), RESUME_MAY_DIFFER)
+    check_reusable(config.out_dir, config.overwrite)
+    return None
+
+
+@dataclasses.dataclass
+class _Stage:
+    """What a run is doing, for the one line an interruption prints."""
+
+    doing: str = "while starting"
+    trainer: Trainer | None = None
+
+    def interrupted(self, config: DistillConfig, out_dir: Path) -> str:
+        if self.trainer is not None:
+            n = self.trainer.n_updates_done
+            where = f"at update {n:,} of {self.trainer.config.n_updates:,} (checkpoint saved)"
+        else:
+            where = self.doing
+        again = "the same command plus --resume" + ("" if config.out_dir else f" --out {out_dir}")
+        return f"interrupted {where}; resume with {again}"
+
+
+def _buffer_file(task: str, several: bool) -> str:
+    """Where a task's collected buffer is kept in the run folder."""
+    return f"buffer-{task.replace('/', '_')}.npz" if several else "buffer.npz"
+
+
+def _task_buffer(config: DistillConfig, plan: TaskPlan, path: Path) -> LabelledBuffer:
+    """The buffer a resumed run collected already (saved whole at ``path`` when its collection
+    ended), else collected now and saved there."""
+    if config.resume and path.is_file():
+        buffer = LabelledBuffer.load(path)
+        check_buffer_fits(buffer, plan.teachers, str(path))
+        return buffer
+    buffer, _, _ = collect(_collect_config(config, plan), plan.teachers)
+    buffer.save(path)
+    return buffer
+
+
+def _baselines_json(baselines: Baselines) -> dict[str, Any]:
+    return {"each_teacher": [list(s.returns) for s in baselines.each_teacher], "random": list(baselines.random.returns)}
+
+
+def _saved_baselines(out_dir: Path) -> list[Baselines] | None:
+    """The baselines a resumed run measured already (its episode returns), or None."""
+    path = out_dir / BASELINES_FILE
+    if not path.is_file():
+        return None
+    return [
+        Baselines([ReturnStats.of(r) for r in task["each_teacher"]], ReturnStats.of(task["random"]))
+        for task in read_json(path)
+    ]
 
 
 def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
@@ -227,6 +324,7 @@ def make_trainer_config(config: DistillConfig, budgets: Budgets) -> TrainerConfi
         eval_every=config.eval_every if config.eval_every is not None else budgets.n_updates // 4,
         seed=config.seed,
         progress_bar=config.progress_bar,
+        checkpoint_every_s=config.checkpoint_every_s,
     )
 
 
@@ -257,21 +355,23 @@ def _train_single_task(
     trainer_config: TrainerConfig,
     eval_seed: int,
     out_dir: Path,
+    stage: _Stage,
 ) -> dict[str, Any]:
     budgets = plan.budgets
     student = make_student_for(plan.teacher, plan.kind, budgets.hidden_sizes, budgets.cnn_width, seed=config.seed)
-    evaluations: list[ReturnStats] = []
+    progress: dict[str, Any] = {"evaluations": []}  # each evaluation's returns, kept in the checkpoints
 
     def evaluate(s: Any) -> dict[str, float]:
-        evaluations.append(_evaluate_task(s, plan, eval_seed))
-        return {"eval/student_return": evaluations[-1].mean, "eval/pct_of_teacher": _pct(evaluations[-1], baselines)}
+        stats = _evaluate_task(s, plan, eval_seed)
+        progress["evaluations"].append(list(stats.returns))
+        return {"eval/student_return": stats.mean, "eval/pct_of_teacher": _pct(stats, baselines)}
 
     assert plan.buffer is not None
-    trainer, metrics = _train(
-        config, trainer_config, out_dir, student, plan.loss_fn, plan.buffer, plan.merge, evaluate, plan.budgets
-    )
+    run = _TrainRun(config, trainer_config, out_dir, progress, stage, plan.budgets)
+    trainer, metrics = run.train(student, plan.loss_fn, plan.buffer, plan.merge, evaluate)
     write_json_atomic(out_dir / "student" / RECIPE_FILE, plan.teacher.recipe.to_json())
-    return single_task_summary(config, plan, baselines, student, evaluations[-1], trainer, metrics)
+    final = ReturnStats.of(progress["evaluations"][-1])
+    return single_task_summary(config, plan, baselines, student, final, trainer, metrics)
 
 
 def _train_tasks(
@@ -281,6 +381,7 @@ def _train_tasks(
     trainer_config: TrainerConfig,
     eval_seed: int,
     out_dir: Path,
+    stage: _Stage,
 ) -> dict[str, Any]:
     student = make_multitask_student(
         {plan.name: TaskSpace(plan.kind, plan.teacher.observation_space, plan.teacher.action_space) for plan in plans},
@@ -294,14 +395,15 @@ def _train_tasks(
         },
         seed=config.seed,
     )
-    results: dict[str, ReturnStats] = {}
+    progress: dict[str, Any] = {"returns": {}}  # each task's last evaluation, kept in the checkpoints
 
     def evaluate(s: Any) -> dict[str, float]:
         logged = {}
         for plan, base in zip(plans, baselines):
-            results[plan.name] = _evaluate_task(s.task_policy(plan.name), plan, eval_seed)
-            logged[f"tasks/{plan.name}/eval/student_return"] = results[plan.name].mean
-            logged[f"tasks/{plan.name}/eval/pct_of_teacher"] = _pct(results[plan.name], base)
+            stats = _evaluate_task(s.task_policy(plan.name), plan, eval_seed)
+            progress["returns"][plan.name] = list(stats.returns)
+            logged[f"tasks/{plan.name}/eval/student_return"] = stats.mean
+            logged[f"tasks/{plan.name}/eval/pct_of_teacher"] = _pct(stats, base)
         return logged
 
     sampler = MultiTaskSampler({plan.name: plan.buffer for plan in plans}, config.task_weights)
@@ -310,37 +412,70 @@ def _train_tasks(
         "hidden_sizes": plans[0].budgets.hidden_sizes,
         "n_transitions": sum(p.budgets.n_transitions for p in plans),
     }
-    _, metrics = _train(config, trainer_config, out_dir, student, loss_fns, sampler, None, evaluate, shared)
+    _, metrics = _TrainRun(config, trainer_config, out_dir, progress, stage, shared).train(
+        student, loss_fns, sampler, None, evaluate
+    )
     write_json_atomic(out_dir / "student" / "recipes.json", {p.name: p.teacher.recipe.to_json() for p in plans})
+    results = {plan.name: ReturnStats.of(progress["returns"][plan.name]) for plan in plans}
     return multitask_summary(config, plans, baselines, student, results, metrics)
 
 
-def _train(
-    config: DistillConfig,
-    trainer_config: TrainerConfig,
-    out_dir: Path,
-    student: Any,
-    loss_fns: Any,
-    sampler: Any,
-    merge: Any,
-    evaluate: Any,
-    budgets: Any = None,
-) -> tuple[Trainer, dict[str, float]]:
-    """Train with TensorBoard in ``out_dir/tb`` and checkpoints in ``out_dir/student``; returns the
-    trainer and its last training metrics (evaluations left out). The HParams are the config with
-    the resolved ``budgets`` (a Budgets or a mapping) in place of its None ("the preset's")."""
-    logger = TensorBoardLogger(out_dir / "tb")
+@dataclasses.dataclass
+class _TrainRun:
+    """Training in a run folder: TensorBoard in ``tb/``, the student in ``student/``, checkpoints
+    in ``checkpoint.safetensors`` (a resumed run starts from it), SIGINT / SIGTERM as a checkpointed stop."""
+
+    config: DistillConfig
+    trainer_config: TrainerConfig
+    out_dir: Path
+    progress: dict[str, Any]
+    stage: _Stage
+    budgets: Any = None
+    """The resolved budgets (a Budgets or a mapping) the HParams show in place of the config's None."""
+
+    def train(
+        self, student: Any, loss_fns: Any, sampler: Any, merge: Any, evaluate: Any
+    ) -> tuple[Trainer, dict[str, float]]:
+        """Returns the trainer and its last training metrics (evaluations left out)."""
+        path = self.out_dir / CHECKPOINT_FILE
+        checkpoint = read_checkpoint(path) if self.config.resume and path.is_file() else None
+        if checkpoint is None:  # what a run stopped before its first checkpoint logged is dropped
+            shutil.rmtree(self.out_dir / "tb", ignore_errors=True)
+        # TensorBoard hides what the stopped run logged from the checkpoint's step on; restore() logs that step again
+        purge_step = None if checkpoint is None else max(checkpoint.n_updates_done, 1)
+        logger = TensorBoardLogger(self.out_dir / "tb", purge_step=purge_step)
+        try:
+            if checkpoint is None:
+                logger.log_hparams(hparams_of(self.config, self.budgets or {}, self.trainer_config))
+            trainer = Trainer(
+                student, loss_fns, sampler, config=self.trainer_config, logger=logger, evaluate=evaluate,
+                checkpoint_dir=self.out_dir / "student", checkpoint_path=path, progress=self.progress,
+                **({} if merge is None else {"merge": merge}),
+            )  # fmt: skip
+            if checkpoint is not None:
+                trainer.restore(checkpoint)
+            self.stage.trainer = trainer
+            with _signals_stop(trainer):
+                metrics = trainer.train()  # evaluates every eval_every updates and after the last one
+        finally:
+            logger.close()
+        return trainer, {k: v for k, v in metrics.items() if not (k.startswith("eval/") or "/eval/" in k)}
+
+
+@contextlib.contextmanager
+def _signals_stop(trainer: Trainer) -> Iterator[None]:
+    """While training, SIGINT and SIGTERM stop it where its state is whole (``Trainer.interrupt``:
+    after the update in progress), so the checkpoint it writes resumes bitwise."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda *_: trainer.interrupt()) for signum in signals}
     try:
-        logger.log_hparams(hparams_of(config, budgets or {}, trainer_config))
-        merges = {} if merge is None else {"merge": merge}
-        trainer = Trainer(
-            student, loss_fns, sampler, config=trainer_config, logger=logger, evaluate=evaluate,
-            checkpoint_dir=out_dir / "student", **merges,
-        )  # fmt: skip
-        metrics = trainer.train()  # evaluates every eval_every updates and after the last one
+        yield
     finally:
-        logger.close()
-    return trainer, {k: v for k, v in metrics.items() if not (k.startswith("eval/") or "/eval/" in k)}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _evaluate_task(policy: Any, plan: TaskPlan, eval_seed: int) -> ReturnStats:

@@ -19,7 +19,7 @@ from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, mean_ci
-from policykd.jobs.experiment import RunCache, experiment_baselines, no_cache, run_logger, student_for
+from policykd.jobs.experiment import RunCache, experiment_baselines, folder_cache, run_logger, student_for
 from policykd.jobs.online import OnlineConfig, return_evaluator, train_online
 from policykd.jobs.resolve import check_batch_size, check_hidden_sizes, resolve_teacher
 from policykd.learn.logging import hparams_of
@@ -30,6 +30,8 @@ from policykd.progress import progress_bar
 from policykd.zoo.presets import resolve
 
 DRIVERS: tuple[str, ...] = ("teacher", "student", "dagger")
+# DriversConfig fields that change no (driver, seed) cell: a rerun into the same folder reuses its cells
+CELL_INDEPENDENT = ("out_dir", "drivers", "n_seeds", "teacher_check", "progress_bar", "zoo_dir", "trust_pickles")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +186,8 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     """Run every driver for ``n_seeds`` seeds with the same label budget per round and write
     ``drivers.md``, ``drivers.csv``, ``drivers.png``, ``summary.json`` and ``tb/<driver>-seed<s>/``
     into ``config.out_dir``. The threshold is 95 % of the teacher, normalised so that a uniform
-    random policy is 0 %: ``random + 0.95 * (teacher - random)``. Returns the summary."""
+    random policy is 0 %: ``random + 0.95 * (teacher - random)``. Finished cells are kept in
+    ``out_dir/cells/`` unless ``cache`` is given (see ``run_sweep``): a rerun resumes. Returns the summary."""
     from policykd.jobs.plots import plot_drivers  # matplotlib is an optional dependency
 
     schedules = _check_drivers_config(config)
@@ -198,7 +201,7 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     _make_loss(config, teacher)  # refused now, not after the baselines
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cache = cache or no_cache
+    cache = cache or folder_cache(out, config, CELL_INDEPENDENT)
     baselines = experiment_baselines(teacher, config, cache)
     teacher_return = baselines["teacher_greedy" if budgets["deterministic_eval"] else "teacher_sampled"]
     threshold = baselines["random"] + 0.95 * (teacher_return - baselines["random"])

@@ -1,19 +1,22 @@
 """What the experiment jobs (the temperature sweep and the drivers comparison) share: a cache of
-finished runs, their YAML config files, a fresh student per seed, one TensorBoard run per
-setting, and the teacher's baselines measured once."""
+finished runs (kept in the output folder, so a rerun of a stopped experiment resumes), their YAML
+config files, a fresh student per seed, one TensorBoard run per setting, and the teacher's
+baselines measured once."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
+import json
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
+from policykd.fileio import write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, teacher_baselines
 from policykd.jobs.resolve import check_teacher_score, make_student_for
 from policykd.learn.logging import TensorBoardLogger
@@ -23,8 +26,33 @@ RunCache = Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]  # (nam
 
 
 def no_cache(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The default RunCache: always run."""
+    """A RunCache that always runs."""
     return run()
+
+
+CELLS_DIR = "cells"
+
+
+def folder_cache(out: Path, config: Any, ignore: Collection[str]) -> RunCache:
+    """The experiments' default RunCache: each finished cell's result in ``out/cells/<name>.json``
+    with the settings it was computed under (``config``'s fields but ``ignore``: those that change
+    no cell, such as the output folder or the list of cells). Rerunning the same command after a
+    crash, SIGKILL or Ctrl-C reuses the cells done and computes the others; a cell computed under
+    other settings is computed again and replaced. A cell is seeded by its name's seed, so a
+    reused cell is the one a rerun would compute."""
+    settings = json.loads(json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k not in ignore}))
+
+    def cache(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        path = out / CELLS_DIR / f"{name}.json"
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            if stored.get("settings") == settings:
+                return stored["result"]
+        result = run()
+        write_text_atomic(path, json.dumps({"settings": settings, "result": result}))  # NaN kept as NaN
+        return result
+
+    return cache
 
 
 def read_config_file(path: str | Path, config_cls: type | None, aliases: Mapping[str, str]) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 earlier run. Readers (evaluate, export) refuse a folder whose run is not ``done``.
 
 ``state.json`` sits next to ``summary.json``; a student folder's run is its parent folder.
+
+A run that stopped (``failed``, or ``running`` with no process holding the lock: killed) can be
+resumed into the same folder when its ``config.yml`` matches the new command but for the fields
+that change no result (:func:`check_resumable`); the job then picks up the checkpoints it finds.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +69,46 @@ def check_finished(folder: str | Path, what: str) -> None:
         )
 
 
+def check_resumable(folder: str | Path, config: dict[str, Any], ignore: Collection[str]) -> dict[str, Any] | None:
+    """Before anything runs, for ``--resume``: the state of the run ``folder`` holds, or None when
+    there is none yet (nothing to resume: the run starts). Refuses, in one line, a folder being
+    written, a folder of something else, and a run whose ``config.yml`` differs from ``config``
+    in a key not in ``ignore`` (naming the key)."""
+    path = Path(folder)
+    if not path.is_dir() or not any(child.name != LOCK_FILE for child in path.iterdir()):
+        return None
+    _check_unlocked(path)
+    _check_same_config(path, config, ignore)
+    return run_state(path) or {"state": RUNNING}
+
+
+def _check_same_config(path: Path, config: dict[str, Any], ignore: Collection[str]) -> None:
+    if not (path / CONFIG_FILE).is_file():
+        raise PolicyKDError(f"--resume: {path} holds no run (no {CONFIG_FILE}); pass the --out of a run")
+    try:
+        recorded = yaml.safe_load((path / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise PolicyKDError(f"--resume: cannot read {path / CONFIG_FILE} ({' '.join(str(err).split())})") from None
+    given = _plain(config)
+    if not isinstance(recorded, dict):
+        raise PolicyKDError(f"--resume: {path / CONFIG_FILE} is not a run's config; pass the --out of a run")
+    for key in sorted(set(recorded) | set(given)):
+        if key not in ignore and recorded.get(key) != given.get(key):
+            raise PolicyKDError(
+                f"--resume: {path} was run with {key} = {recorded.get(key)!r}, this command gives "
+                f"{given.get(key)!r}; resume with the run's options (its {CONFIG_FILE}) or pass another --out"
+            )
+
+
+def _check_unlocked(path: Path) -> None:
+    """Refuse a folder whose lock a live process holds (the lock is released when it dies)."""
+    if not (path / LOCK_FILE).is_file():
+        return
+    with open(path / LOCK_FILE, "a") as lock:
+        _lock(lock, path)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def check_reusable(folder: str | Path, overwrite: bool) -> None:
     """Before anything runs: refuse to write into a folder that holds another run, unless ``overwrite``."""
     path = Path(folder)
@@ -72,26 +116,37 @@ def check_reusable(folder: str | Path, overwrite: bool) -> None:
         return
     state = run_state(path)
     what = f"an earlier run ({state['state']})" if state else "files of an earlier run or of something else"
+    resume = ", --resume to continue it" if state and state["state"] != DONE else ""
     raise PolicyKDError(
-        f"--out {folder} already holds {what}; pass another --out, or --overwrite to empty it and run again"
+        f"--out {folder} already holds {what}; pass another --out{resume}, or --overwrite to empty it and run again"
     )
 
 
 @contextlib.contextmanager
-def run_folder(path: Path, config: dict[str, Any], overwrite: bool = False) -> Iterator[Path]:
+def run_folder(
+    path: Path, config: dict[str, Any], overwrite: bool = False, resume: Collection[str] | None = None
+) -> Iterator[Path]:
     """Hold ``path`` as the one writer for the ``with`` block: lock it, empty it when
     ``overwrite``, record the config and the state ``running``; ``done`` when the block ends,
-    ``failed`` with the error when it raises (the exception propagates)."""
+    ``failed`` with the error when it raises (the exception propagates). ``resume``: the config
+    keys that may differ from the run's (see :func:`check_resumable`); the folder's files stay."""
     path.mkdir(parents=True, exist_ok=True)
     with open(path / LOCK_FILE, "a") as lock:
         _lock(lock, path)
-        check_reusable(path, overwrite)  # again under the lock: another run may have finished here meanwhile
+        # again under the lock: another run may have finished (or started) here meanwhile
+        if resume is not None:
+            if any(child.name != LOCK_FILE for child in path.iterdir()):
+                _check_same_config(path, config, resume)
+        else:
+            check_reusable(path, overwrite)
         if overwrite:
             _empty(path)
+        _remove_orphans(path)
         started = time.time()
         base = {"pid": os.getpid(), "host": socket.gethostname(), "started": started}
-        write_json_atomic(path / STATE_FILE, {"state": RUNNING, **base})
+        # the config first: a folder with a state always has the config that state belongs to
         write_text_atomic(path / CONFIG_FILE, yaml.safe_dump(_plain(config), sort_keys=False))
+        write_json_atomic(path / STATE_FILE, {"state": RUNNING, **base})
         try:
             yield path
         except BaseException as err:
@@ -108,6 +163,14 @@ def _lock(lock: Any, path: Path) -> None:
         state = run_state(path) or {}
         holder = f"process {state.get('pid', '?')} on {state.get('host', '?')}"
         raise PolicyKDError(f"{path} is being written by {holder}; wait for it or pass another --out") from None
+
+
+def _remove_orphans(path: Path) -> None:
+    """The temporary files of atomic writes a killed run left behind (``fileio.atomic_path``'s
+    ``.<name>.<random>.tmp``); this process holds the lock, so no writer of this run is using them."""
+    for orphan in path.rglob(".*.tmp*"):
+        if orphan.is_file() and not orphan.is_symlink():
+            orphan.unlink(missing_ok=True)
 
 
 def _empty(path: Path) -> None:

@@ -31,7 +31,7 @@ from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_policy, mean_ci
 from policykd.jobs.experiment import (
     RunCache,
     experiment_baselines,
-    no_cache,
+    folder_cache,
     run_logger,
     student_for,
 )
@@ -52,6 +52,8 @@ from policykd.progress import progress_bar
 from policykd.zoo.presets import resolve
 
 DEFAULT_TEMPERATURES: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
+# SweepConfig fields that change no (tau, seed) cell: a rerun into the same folder reuses its cells whatever they are
+CELL_INDEPENDENT = ("out_dir", "temperatures", "n_seeds", "teacher_check", "progress_bar", "zoo_dir", "trust_pickles")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,14 +345,16 @@ def _probe(
 def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str, Any]:
     """Run the sweep and write ``sweep.md``, ``sweep.csv``, ``runs.csv``, ``summary.json``,
     ``sweep.png`` (one panel per metric) and ``tb/tau<t>-seed<s>/`` into
-    ``config.out_dir``. ``cache(name, run)`` may return a stored result of ``run()`` (resume).
-    Returns the summary (also in ``summary.json``)."""
+    ``config.out_dir``. ``cache(name, run)`` may return a stored result of ``run()`` (resume);
+    by default the finished cells are kept in ``out_dir/cells/`` (``experiment.folder_cache``), so
+    rerunning a stopped sweep computes only the cells it had not finished. Returns the summary
+    (also in ``summary.json``)."""
     from policykd.jobs.plots import plot_sweep
 
     temperatures, teacher, budgets = _resolve_sweep(config)
-    cache = cache or no_cache
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cache = cache or folder_cache(out, config, CELL_INDEPENDENT)
     baselines = experiment_baselines(teacher, config, cache)
     buffer = _sweep_buffer(config, teacher, budgets["n_transitions"], out)
     probe, grid = _probe(buffer, config)

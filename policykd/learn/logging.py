@@ -69,12 +69,14 @@ def hparam_value(value: Any) -> float | str | None:
 
 class TensorBoardLogger:
     """Scalars to TensorBoard event files under ``log_dir``; hyperparameters to the HParams
-    plugin of this same run (and as a Markdown table under TEXT, every setting with its value)."""
+    plugin of this same run (and as a Markdown table under TEXT, every setting with its value).
+    ``purge_step``: a resumed run's first step; TensorBoard hides what earlier writers logged at
+    that step and after (so a resumed run shows no step twice)."""
 
-    def __init__(self, log_dir: str | Path) -> None:
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(log_dir))
+        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for tag, value in metrics.items():
@@ -93,6 +95,10 @@ class TensorBoardLogger:
         writer = self.writer.file_writer
         writer.add_summary(session_start)
         writer.add_summary(session_end)
+
+    def flush(self) -> None:
+        """Write what is queued to disk (before a checkpoint: a crash then loses no logged step)."""
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()

@@ -9,8 +9,9 @@
 - Heads follow each task's teacher kind (``student_kind_for``) and action space, as in
   ``students.Student``.
 
-Saved as ``multitask.pt`` (a state dict, loaded with ``weights_only=True``) next to
-``multitask.json`` (the config): no pickle. Training is ``trainer.Trainer`` with a
+Saved as ``multitask.safetensors`` (the state dict; deterministic bytes, no pickle) next to
+``multitask.json`` (the config); an older folder's ``multitask.pt`` (read with ``weights_only=True``)
+still loads. Training is ``trainer.Trainer`` with a
 :class:`MultiTaskSampler`, which draws every step's batch from all tasks' buffers in proportion to
 the task weights; :func:`check_tasks` is what the Trainer refuses before it starts.
 """
@@ -47,7 +48,7 @@ from policykd.learn.students import (
 from policykd.learn.targets import TARGET_KINDS, student_kind_for
 from policykd.types import DistillBatch, LossFn, MergeFn, StudentKind, StudentOutput, TeacherKind
 
-CONFIG_FILE, WEIGHTS_FILE = "multitask.json", "multitask.pt"
+CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE = "multitask.json", "multitask.safetensors", "multitask.pt"
 FORMAT, FORMAT_VERSION = "policykd.multitask_student", 1
 T = TypeVar("T")
 
@@ -194,14 +195,14 @@ class MultiTaskStudent(nn.Module):
 
     def save(self, directory: str | Path) -> None:
         config = {"format": FORMAT, "version": FORMAT_VERSION, **dataclasses.asdict(self.config)}
-        save_without_pickle(self, Path(directory), config, WEIGHTS_FILE, CONFIG_FILE)
+        save_without_pickle(self, Path(directory), config, WEIGHTS_FILE, CONFIG_FILE, LEGACY_WEIGHTS_FILE)
 
     @classmethod
     def load(cls, directory: str | Path) -> MultiTaskStudent:
         return load_without_pickle(
             lambda raw: cls(_config_from_json(raw)),
             Path(directory),
-            WEIGHTS_FILE,
+            (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE),
             CONFIG_FILE,
             what="a policykd multi-task student",
             advice="distil one with several --task",

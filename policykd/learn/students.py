@@ -2,8 +2,10 @@
 
 A student is self-contained: it carries its own input normalisation (copied from the teacher's
 VecNormalize statistics, or /255 for images), so it acts on raw env observations. It is saved as
-``student.pt`` (a state dict, loaded with ``weights_only=True``) next to ``student.json`` (its
-config): no pickle.
+``student.safetensors`` (its state dict: no pickle, and the same weights always give the same bytes,
+so a file hash proves that two runs trained the same student) next to ``student.json`` (its config).
+Folders written before safetensors hold ``student.pt``, a state dict read with ``weights_only=True``;
+they still load.
 
 The builders (``mlp``, ``nature_cnn``, ``make_head``, ``head_output``, ``head_fields``) are shared
 with ``multitask.MultiTaskStudent``. Initial weights come from ``seed`` (``make_student(...,
@@ -14,16 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from policykd.data.actions import ActionMapper
@@ -33,7 +37,7 @@ from policykd.learn.targets import student_kind_for
 from policykd.types import StudentKind, StudentOutput, TeacherKind
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
-CONFIG_FILE, WEIGHTS_FILE = "student.json", "student.pt"
+CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE = "student.json", "student.safetensors", "student.pt"
 # What a damaged or foreign student folder raises on load; each becomes one PolicyKDError.
 LOAD_ERRORS = (
     OSError,
@@ -44,6 +48,7 @@ LOAD_ERRORS = (
     RuntimeError,
     EOFError,
     pickle.UnpicklingError,
+    SafetensorError,
     PolicyKDError,
 )
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -222,40 +227,65 @@ class Student(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def save(self, directory: str | Path) -> None:
-        save_without_pickle(self, Path(directory), dataclasses.asdict(self.config), WEIGHTS_FILE, CONFIG_FILE)
+        config = dataclasses.asdict(self.config)
+        save_without_pickle(self, Path(directory), config, WEIGHTS_FILE, CONFIG_FILE, LEGACY_WEIGHTS_FILE)
 
     @classmethod
     def load(cls, directory: str | Path) -> Student:
         return load_without_pickle(
             lambda raw: cls(StudentConfig.from_json(raw)),
             Path(directory),
-            WEIGHTS_FILE,
+            (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE),
             CONFIG_FILE,
             what="a policykd student",
             advice="distil one with `policykd distill`",
         )
 
 
+def state_dict_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """``state`` as safetensors bytes: no pickle, and equal tensors always give equal bytes (the
+    header lists tensors in a fixed order; keep ``metadata`` to one key, since its keys are not)."""
+    return save_safetensors({name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}, metadata)
+
+
 def save_without_pickle(
-    module: nn.Module, directory: Path, config: dict[str, Any], weights: str, config_file: str
+    module: nn.Module, directory: Path, config: dict[str, Any], weights: str, config_file: str, legacy: str = ""
 ) -> None:
-    """A state dict (read back with ``weights_only=True``) next to a JSON config, both atomic."""
-    data = io.BytesIO()  # in memory: a full disk is then an OSError, and no temporary name ends up in the file
-    torch.save(module.state_dict(), data)
+    """The state dict as safetensors next to a JSON config, both atomic (serialised in memory first:
+    a full disk is then an OSError); a ``legacy`` weights file (``.pt``) left by an older version
+    is removed, so the folder holds one student."""
+    data = state_dict_bytes(module.state_dict())
     with atomic_path(directory / weights) as tmp:
-        tmp.write_bytes(data.getvalue())
+        tmp.write_bytes(data)
     write_json_atomic(directory / config_file, config)
+    if legacy:
+        (directory / legacy).unlink(missing_ok=True)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors, or from a torch file (``.pt``) read with ``weights_only=True``."""
+    if path.suffix == ".safetensors":
+        return load_safetensors(path.read_bytes())
+    return torch.load(path, weights_only=True)
 
 
 def load_without_pickle(
-    build: Callable[[Any], ModuleT], directory: Path, weights: str, config_file: str, *, what: str, advice: str
+    build: Callable[[Any], ModuleT],
+    directory: Path,
+    weights: tuple[str, ...],
+    config_file: str,
+    *,
+    what: str,
+    advice: str,
 ) -> ModuleT:
     """What :func:`save_without_pickle` wrote: ``build(config)`` from the JSON config, then the
-    state dict read with ``weights_only=True``; returned in eval mode. Anything unreadable is one
-    PolicyKDError: ``"<directory> is not <what> (<reason>); <advice>"``."""
+    state dict from the first of ``weights`` that exists (safetensors, else an older folder's
+    ``.pt``); returned in eval mode. Anything unreadable is one PolicyKDError: ``"<directory> is
+    not <what> (<reason>); <advice>"``."""
+    path = next((directory / name for name in weights if (directory / name).is_file()), directory / weights[0])
     try:
         module = build(json.loads((directory / config_file).read_text()))
-        module.load_state_dict(torch.load(directory / weights, weights_only=True))
+        module.load_state_dict(read_state_dict(path))
     except LOAD_ERRORS as err:
         reason = " ".join(f"{type(err).__name__}: {err}".split()).split(". ")[0][:200]  # torch's run to 1,000 chars
         raise PolicyKDError(f"{directory} is not {what} ({reason}); {advice}") from None

@@ -11,11 +11,19 @@ weights act through the row counts n_t; with one task that is the loss itself.
 Nothing here draws from torch's global RNG (no dropout, no sampling: batches come from the numpy
 generator seeded ``TrainerConfig.seed``), so training does not seed or advance it; a student's
 initial weights come from ``make_student(..., seed=...)``.
+
+Checkpoints (given a ``checkpoint_path``): one safetensors file holding the student, the Adam state,
+the sampling generator's state, the update counters, the last metrics and evaluation, and the
+caller's ``progress``, written atomically every ``checkpoint_every_s`` seconds, before and after
+each evaluation, at the end and when training is interrupted (:meth:`Trainer.interrupt`). A Trainer
+built the same way and :meth:`Trainer.restore`-d from it continues bitwise as if never stopped (on
+CPU, with the same thread count).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,19 +31,24 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 
 from policykd.checks import check_int, check_positive_float
 from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
+from policykd.fileio import atomic_path
 from policykd.learn.logging import MetricLogger, NullLogger
 from policykd.learn.merging import per_teacher_kl, single_teacher, teacher_disagreement, teacher_names
 from policykd.learn.metrics import distill_metrics
 from policykd.learn.multitask import MultiTaskSampler, check_tasks
+from policykd.learn.students import state_dict_bytes
 from policykd.learn.targets import check_temperature, soften
 from policykd.progress import progress_bar
 from policykd.types import DistillBatch, DistillTarget, EvalFn, LossFn, LossOutput, MergeFn, Sampler, StudentOutput
 
 Task = str | None  # a task's name; None in single-task training (``student(obs)``, no ``tasks/`` prefix)
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "policykd.trainer_checkpoint", 1
 
 
 class TaskStep(NamedTuple):
@@ -67,11 +80,16 @@ class TrainerConfig:
     seed: int = 0
     """Seeds the numpy generator the batches are sampled with (the only randomness in training)."""
     progress_bar: bool = True
+    checkpoint_every_s: float = 30.0
+    """Seconds between checkpoints (with a ``checkpoint_path``); 0: after every update. Checkpoints
+    are also written around each evaluation, at the end and on :meth:`Trainer.interrupt`."""
 
     def __post_init__(self) -> None:
         for name, minimum in (("n_updates", 1), ("batch_size", 1), ("log_every", 1), ("eval_every", 0)):
             check_int(name, getattr(self, name), minimum)
         check_positive_float("learning_rate", self.learning_rate)
+        if not self.checkpoint_every_s >= 0:  # `not >=` also refuses NaN
+            raise PolicyKDError(f"checkpoint_every_s must be >= 0 seconds, got {self.checkpoint_every_s!r}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise PolicyKDError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
         if self.temperature is not None:
@@ -98,7 +116,13 @@ class Trainer:
         logger: MetricLogger | None = None,
         evaluate: EvalFn | None = None,
         checkpoint_dir: str | Path | None = None,
+        checkpoint_path: str | Path | None = None,
+        progress: dict[str, Any] | None = None,
     ) -> None:
+        """``checkpoint_dir``: the student is saved there (``student.save``) after each evaluation
+        and at the end. ``checkpoint_path``: the file of the training checkpoints (module
+        docstring). ``progress``: a JSON-able dict the caller keeps its own progress in (e.g. its
+        evaluation results), saved with each checkpoint and refilled in place by :meth:`restore`."""
         self.student, self.sampler, self.config = student, sampler, config
         self.loss_fns, self.merges = _per_task(student, sampler, loss_fn, merge)
         self.temperatures = {
@@ -106,10 +130,18 @@ class Trainer:
         }
         self.logger, self.evaluate = logger or NullLogger(), evaluate
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.progress = progress if progress is not None else {}
         self.optimizer = torch.optim.Adam(student.parameters(), lr=config.learning_rate)
         self.rng = np.random.default_rng(config.seed)
         self.n_updates_done = 0
+        self.round_updates = 0  # updates of the train() call in progress (a restored one continues it)
         self.last_eval: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}  # the last training metrics logged
+        self.evaluated_at: int | None = None  # n_updates_done of the last evaluation
+        self.logged_now: dict[str, float] = {}  # everything logged at step n_updates_done
+        self._in_update = self._stop_requested = False
+        self._last_checkpoint = time.monotonic()
 
     @property
     def multitask(self) -> bool:
@@ -148,33 +180,80 @@ class Trainer:
         Returns the last logged metrics merged with the last evaluation.
 
         Calling it again continues training (the online loop does, once per round): the optimizer
-        state carries over and metrics are logged at the global update count ``n_updates_done``."""
+        state carries over and metrics are logged at the global update count ``n_updates_done``.
+        After :meth:`restore`, it finishes the call the checkpoint was taken in (an evaluation
+        the interruption cut short first)."""
         cfg = self.config
         self.student.train()
-        metrics: dict[str, float] = {}
-        started, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
-        bar = progress_bar(cfg.n_updates, "distil", enabled=cfg.progress_bar, unit="updates")
-        for update in range(1, cfg.n_updates + 1):
-            loss, steps = self.step()
-            step = self.n_updates_done  # global: counts the updates of earlier train() calls too
-            window_steps += 1
-            if update % cfg.log_every == 0 or update == cfg.n_updates:
-                sps = window_steps * cfg.batch_size / max(time.perf_counter() - window_start, 1e-9)
-                metrics = {**self.step_metrics(loss, steps), "charts/SPS": sps}
-                self.logger.log(metrics, step)
-                bar.set_postfix(loss=f"{metrics['losses/distill']:.4f}")
-                window_start, window_steps = time.perf_counter(), 0
-            if self.evaluate is not None and (
-                update == cfg.n_updates or (cfg.eval_every > 0 and update % cfg.eval_every == 0)
-            ):
-                self.run_evaluation(step)
-            bar.update(1)
-        bar.close()
+        started = time.perf_counter()
+        bar = progress_bar(
+            cfg.n_updates, "distil", enabled=cfg.progress_bar, unit="updates", initial=self.round_updates
+        )
+        try:
+            if self._evaluation_due(self.round_updates) and self.evaluated_at != self.n_updates_done:
+                self.run_evaluation(self.n_updates_done)
+            self._run_updates(bar)
+        except KeyboardInterrupt:
+            if not self._in_update:  # between two updates the state is whole: keep it
+                self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+            self._in_update = self._stop_requested = False
         self.student.eval()
         if self.checkpoint_dir is not None:
             self.student.save(self.checkpoint_dir)
-        metrics["train/wall_time_s"] = time.perf_counter() - started
-        return {**metrics, **self.last_eval}
+        self.save_checkpoint()
+        self.round_updates = 0
+        return {**self.last_metrics, "train/wall_time_s": time.perf_counter() - started, **self.last_eval}
+
+    def _run_updates(self, bar: Any) -> None:
+        """The updates left in this train() call: step, log, evaluate, checkpoint."""
+        cfg = self.config
+        window_start, window_steps = time.perf_counter(), 0
+        while self.round_updates < cfg.n_updates:
+            self._in_update = True  # interrupt() waits for the end of the update (see there)
+            loss, steps = self.step()
+            self.round_updates += 1
+            self.logged_now = {}
+            self._in_update = False
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            update, window_steps = self.round_updates, window_steps + 1
+            if update % cfg.log_every == 0 or update == cfg.n_updates:
+                sps = window_steps * cfg.batch_size / max(time.perf_counter() - window_start, 1e-9)
+                self.last_metrics = {**self.step_metrics(loss, steps), "charts/SPS": sps}
+                self._log(self.last_metrics)
+                bar.set_postfix(loss=f"{self.last_metrics['losses/distill']:.4f}")
+                window_start, window_steps = time.perf_counter(), 0
+            if self._evaluation_due(update):
+                self.run_evaluation(self.n_updates_done)
+            elif time.monotonic() - self._last_checkpoint >= cfg.checkpoint_every_s:
+                self.save_checkpoint()
+            bar.update(1)
+
+    def _evaluation_due(self, update: int) -> bool:
+        """Whether this train() call evaluates after its ``update``-th update."""
+        every = self.config.eval_every
+        return (
+            self.evaluate is not None
+            and update > 0
+            and (update == self.config.n_updates or (every > 0 and update % every == 0))
+        )
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        """Log at step ``n_updates_done``, remembering it for a checkpoint (see :meth:`restore`)."""
+        self.logger.log(metrics, self.n_updates_done)
+        self.logged_now.update(metrics)
+
+    def interrupt(self) -> None:
+        """Stop training where its state is whole, for a SIGINT / SIGTERM handler: outside an
+        update, at once (KeyboardInterrupt); inside one, once it is done. :meth:`train` writes a
+        checkpoint before the KeyboardInterrupt leaves it."""
+        if self._in_update:
+            self._stop_requested = True
+        else:
+            raise KeyboardInterrupt
 
     def step_metrics(self, loss: torch.Tensor, steps: dict[Task, TaskStep]) -> dict[str, float]:
         """The detached floats logged for a step. One task: its :func:`task_metrics` with the
@@ -216,18 +295,125 @@ class Trainer:
         return {**shares, "charts/teacher_transitions": float(len(self.sampler))}
 
     def run_evaluation(self, update: int) -> None:
-        """Evaluate the student in eval mode, log the result at ``update`` and save a checkpoint."""
+        """Evaluate the student in eval mode, log the result at ``update`` and save the student
+        (``checkpoint_dir``); checkpoints before (a cut evaluation is redone, not the updates
+        before it) and after it (a finished one is never redone)."""
         assert self.evaluate is not None
+        self.save_checkpoint()
         self.student.eval()
         self.last_eval = self.evaluate(self.student)
         self.student.train()
-        self.logger.log(self.last_eval, update)
+        self._log(self.last_eval)
+        self.evaluated_at = self.n_updates_done
         if self.checkpoint_dir is not None:
             self.student.save(self.checkpoint_dir)
+        self.save_checkpoint()
+
+    def save_checkpoint(self) -> None:
+        """Write the training state to ``checkpoint_path`` (if any) in one atomic file; TensorBoard
+        is flushed first, so it holds every step the checkpoint knows of."""
+        if self.checkpoint_path is None:
+            return
+        flush = getattr(self.logger, "flush", None)
+        if flush is not None:
+            flush()
+        tensors = {f"student/{name}": value for name, value in self.student.state_dict().items()}
+        optimizer = self.optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for index, state in optimizer["state"].items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer/{index}/{key}"] = value
+                else:
+                    scalars.setdefault(str(index), {})[key] = value
+        header = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            **{key: getattr(self, key) for key in _CHECKPOINT_FIELDS},
+            "progress": self.progress,
+            "rng": self.rng.bit_generator.state,
+            "optimizer": {"param_groups": optimizer["param_groups"], "scalars": scalars},
+        }
+        with atomic_path(self.checkpoint_path) as tmp:
+            tmp.write_bytes(state_dict_bytes(tensors, {"policykd": json.dumps(header)}))
+        self._last_checkpoint = time.monotonic()
+
+    def restore(self, checkpoint: TrainerCheckpoint) -> None:
+        """Continue from ``checkpoint`` (:func:`read_checkpoint`): a Trainer built as the one that
+        wrote it (same student architecture, config and sampler) takes its student weights, Adam
+        state, sampling generator, counters and ``progress``, and logs again what had been logged
+        at its step (a logger with ``purge_step`` there drops what came after: no duplicate steps)."""
+        header, tensors = checkpoint.header, checkpoint.tensors
+        try:
+            self.student.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("student/")})
+            state: dict[int, dict[str, Any]] = {}
+            for key, value in tensors.items():
+                if key.startswith("optimizer/"):
+                    _, index, name = key.split("/", 2)
+                    state.setdefault(int(index), {})[name] = value
+            for index, values in header["optimizer"]["scalars"].items():
+                state.setdefault(int(index), {}).update(values)
+            self.optimizer.load_state_dict({"state": state, "param_groups": header["optimizer"]["param_groups"]})
+            self.rng.bit_generator.state = header["rng"]
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            reason = " ".join(f"{type(err).__name__}: {err}".split())
+            raise PolicyKDError(
+                f"the checkpoint does not fit this training run ({reason}); run again with --overwrite"
+            ) from None
+        for key in _CHECKPOINT_FIELDS:
+            setattr(self, key, header[key])
+        self.progress.clear()
+        self.progress.update(header["progress"])
+        if self.logged_now:
+            self.logger.log(self.logged_now, self.n_updates_done)
 
     def hparams(self) -> dict[str, Any]:
         """The TrainerConfig as a dict, for ``MetricLogger.log_hparams``."""
         return dataclasses.asdict(self.config)
+
+
+# Trainer attributes a checkpoint keeps as JSON (besides the tensors, the Adam settings and the generator).
+_CHECKPOINT_FIELDS = (
+    "n_updates_done",
+    "round_updates",
+    "last_eval",
+    "last_metrics",
+    "evaluated_at",
+    "logged_now",
+)
+
+
+class TrainerCheckpoint(NamedTuple):
+    """A checkpoint file read back: its JSON header and its tensors (``student/...``, ``optimizer/...``)."""
+
+    header: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def n_updates_done(self) -> int:
+        return int(self.header["n_updates_done"])
+
+
+def read_checkpoint(path: str | Path) -> TrainerCheckpoint:
+    """A checkpoint written by :meth:`Trainer.save_checkpoint`; anything else is a PolicyKDError."""
+    try:
+        raw = Path(path).read_bytes()
+        tensors = load_safetensors(raw)
+        header = json.loads(_safetensors_metadata(raw)["policykd"])
+        if header.get("format") != CHECKPOINT_FORMAT or header.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"its header is {header.get('format')!r} version {header.get('version')!r}")
+    except (OSError, SafetensorError, ValueError, KeyError, TypeError) as err:
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise PolicyKDError(
+            f"{path} is not a policykd training checkpoint ({reason}); run again with --overwrite"
+        ) from None
+    return TrainerCheckpoint(header, tensors)
+
+
+def _safetensors_metadata(raw: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of safetensors bytes: an 8-byte little-endian header length, then JSON."""
+    size = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8 : 8 + size]).get("__metadata__") or {}
 
 
 def task_metrics(task_step: TaskStep, merge: MergeFn, teacher_names: list[str] | None = None) -> dict[str, float]:

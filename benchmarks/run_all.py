@@ -39,6 +39,7 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("fidelity_compression.py", True, "fidelity_compression.md"),
     ("merge_strategies.py", True, "merge_strategies.md"),
     ("multitask.py", True, "multitask.md"),
+    ("faults.py", True, "faults.md"),
 ]
 
 

@@ -164,3 +164,13 @@ def test_five_line_quick_start_runs(tmp_path, monkeypatch) -> None:
     assert namespace["actions"].shape == (1,) and namespace["mean_return"] > 100  # well above random (~22)
     assert (tmp_path / run / "ppo-CartPole-v1.zip").is_file()
     assert (tmp_path / "runs/videos/student-episode-0.mp4").stat().st_size > 0
+
+
+def test_the_readme_quotes_the_faults_benchmark_as_recorded() -> None:
+    """The reliability section's resume figures are the ones benchmarks/faults.py recorded."""
+    recorded = json.loads((REPO / "benchmarks/results/faults-quick.json").read_text())
+    for job in ("distill", "sweep"):
+        trials = recorded[job]["trials"]
+        passed = sum(bool(t["equal"] and t["tb_steps_equal"]) for t in trials)
+        quoted = re.search(rf"`policykd {job}`[^*]*\*\*(\d+)/(\d+)\*\*", README.split("## Reliability", 1)[1])
+        assert quoted and (int(quoted.group(1)), int(quoted.group(2))) == (passed, len(trials)), job

@@ -12,23 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from test_cli import run_cli  # the one in-process CLI runner of the tests
 
-from policykd.cli import main
 from policykd.errors import PolicyKDError
 from policykd.fileio import write_json_atomic
 from policykd.jobs.run_folder import check_finished, run_folder, run_state
 
 TINY = ["--n-transitions", "300", "--n-updates", "20", "--eval-episodes", "1", "--no-progress"]
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line(err: str) -> str:

@@ -108,3 +108,17 @@ def test_an_interrupted_run_says_so_and_is_marked_failed(cartpole_expert_dir, tm
     assert "interrupted" in one_line(err) and "resume with the same command plus --resume" in err
     assert run_state(out)["state"] == "failed"
     assert Path(out / "config.yml").is_file()
+
+
+def test_a_killed_run_is_shown_as_stopped_not_running(tmp_path):
+    """A SIGKILLed process cannot mark its run failed: while nobody holds the lock its 'running'
+    state is shown as stopped, and a live run (the lock held) as running."""
+    from policykd.jobs.run_folder import check_reusable
+
+    with run_folder(tmp_path / "run", {}):
+        with pytest.raises(PolicyKDError, match=r"earlier run \(running\)"):
+            check_reusable(tmp_path / "run", overwrite=False)
+    state = run_state(tmp_path / "run")
+    write_json_atomic(tmp_path / "run" / "state.json", {**state, "state": "running"})  # as a kill -9 leaves it
+    with pytest.raises(PolicyKDError, match=r"stopped: its process is gone.*--resume"):
+        check_reusable(tmp_path / "run", overwrite=False)

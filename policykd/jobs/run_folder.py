@@ -115,11 +115,24 @@ def check_reusable(folder: str | Path, overwrite: bool) -> None:
     if not path.is_dir() or overwrite or not any(child.name != LOCK_FILE for child in path.iterdir()):
         return
     state = run_state(path)
-    what = f"an earlier run ({state['state']})" if state else "files of an earlier run or of something else"
+    what = f"an earlier run ({_shown_state(path, state)})" if state else "files of an earlier run or of something else"
     resume = ", --resume to continue it" if state and state["state"] != DONE else ""
     raise PolicyKDError(
         f"--out {folder} already holds {what}; pass another --out{resume}, or --overwrite to empty it and run again"
     )
+
+
+def _shown_state(path: Path, state: dict[str, Any]) -> str:
+    """``running`` only while a process holds the run's lock; a killed one could not say it stopped."""
+    if state.get("state") != RUNNING or not (path / LOCK_FILE).is_file():
+        return str(state.get("state"))
+    with open(path / LOCK_FILE, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return RUNNING
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return "stopped: its process is gone"
 
 
 @contextlib.contextmanager

@@ -709,4 +709,6 @@ def test_student_weights_are_the_same_bytes_on_every_save(tmp_path: Path) -> Non
     )
     student.save(tmp_path / "a")
     student.save(tmp_path / "b")
-    assert (tmp_path / "a" / "student.safetensors").read_bytes() == (tmp_path / "b" / "student.safetensors").read_bytes()
+    assert (tmp_path / "a" / "student.safetensors").read_bytes() == (
+        tmp_path / "b" / "student.safetensors"
+    ).read_bytes()

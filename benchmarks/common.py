@@ -157,7 +157,8 @@ def legacy_fingerprint(config: Any) -> str | None:
     added = [f for f in dataclasses.fields(config) if f.name not in names and f.name not in RUN_ONLY_FIELDS]
     if any(getattr(config, f.name) != f.default for f in added):
         return None
-    values = {name: dataclasses.asdict(config)[name] for name in names}
+    fields = dataclasses.asdict(config)
+    values = {name: fields[name] for name in names}
     values.update({k: v for k, v in LEGACY_DEFAULTS.items() if values.get(k) is None})
     return _hash(values)
 

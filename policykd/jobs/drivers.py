@@ -19,7 +19,13 @@ from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, mean_ci
-from policykd.jobs.experiment import RunCache, experiment_baselines, folder_cache, run_logger, student_for
+from policykd.jobs.experiment import (
+    RunCache,
+    cell_cache,
+    experiment_baselines,
+    run_logger,
+    student_for,
+)
 from policykd.jobs.online import OnlineConfig, return_evaluator, train_online
 from policykd.jobs.resolve import check_batch_size, check_hidden_sizes, resolve_teacher
 from policykd.learn.logging import hparams_of
@@ -30,8 +36,8 @@ from policykd.progress import progress_bar
 from policykd.zoo.presets import resolve
 
 DRIVERS: tuple[str, ...] = ("teacher", "student", "dagger")
-# DriversConfig fields that change no (driver, seed) cell: a rerun into the same folder reuses its cells
-CELL_INDEPENDENT = ("out_dir", "drivers", "n_seeds", "teacher_check", "progress_bar", "zoo_dir", "trust_pickles")
+# The field that lists the comparison's cells: a rerun with other drivers reuses the cells it shares
+CELLS_LISTED_BY = "drivers"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +207,7 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     _make_loss(config, teacher)  # refused now, not after the baselines
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cache = cache or folder_cache(out, config, CELL_INDEPENDENT)
+    cache = cache or cell_cache(out, config, CELLS_LISTED_BY)
     baselines = experiment_baselines(teacher, config, cache)
     teacher_return = baselines["teacher_greedy" if budgets["deterministic_eval"] else "teacher_sampled"]
     threshold = baselines["random"] + 0.95 * (teacher_return - baselines["random"])

@@ -31,6 +31,15 @@ def no_cache(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 CELLS_DIR = "cells"
+# Experiment config fields that change no cell (the output folder, how many seeds, checks and
+# display); each experiment adds the field that lists its cells (temperatures, drivers).
+CELL_INDEPENDENT = ("out_dir", "n_seeds", "teacher_check", "progress_bar", "zoo_dir", "trust_pickles")
+
+
+def cell_cache(out: Path, config: Any, listed_by: str) -> RunCache:
+    """:func:`folder_cache` for an experiment whose cells ``config.<listed_by>`` lists: the cells it
+    shares with an earlier run in ``out`` are reused, whatever else that run listed."""
+    return folder_cache(out, config, (*CELL_INDEPENDENT, listed_by))
 
 
 def folder_cache(out: Path, config: Any, ignore: Collection[str]) -> RunCache:

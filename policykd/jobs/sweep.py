@@ -30,8 +30,8 @@ from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_policy, mean_ci
 from policykd.jobs.experiment import (
     RunCache,
+    cell_cache,
     experiment_baselines,
-    folder_cache,
     run_logger,
     student_for,
 )
@@ -52,8 +52,8 @@ from policykd.progress import progress_bar
 from policykd.zoo.presets import resolve
 
 DEFAULT_TEMPERATURES: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
-# SweepConfig fields that change no (tau, seed) cell: a rerun into the same folder reuses its cells whatever they are
-CELL_INDEPENDENT = ("out_dir", "temperatures", "n_seeds", "teacher_check", "progress_bar", "zoo_dir", "trust_pickles")
+# The field that lists the sweep's cells: a rerun with more or fewer taus reuses the cells it shares
+CELLS_LISTED_BY = "temperatures"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,7 +354,7 @@ def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str
     temperatures, teacher, budgets = _resolve_sweep(config)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cache = cache or folder_cache(out, config, CELL_INDEPENDENT)
+    cache = cache or cell_cache(out, config, CELLS_LISTED_BY)
     baselines = experiment_baselines(teacher, config, cache)
     buffer = _sweep_buffer(config, teacher, budgets["n_transitions"], out)
     probe, grid = _probe(buffer, config)

@@ -174,3 +174,14 @@ def test_the_readme_quotes_the_faults_benchmark_as_recorded() -> None:
         passed = sum(bool(t["equal"] and t["tb_steps_equal"]) for t in trials)
         quoted = re.search(rf"`policykd {job}`[^*]*\*\*(\d+)/(\d+)\*\*", README.split("## Reliability", 1)[1])
         assert quoted and (int(quoted.group(1)), int(quoted.group(2))) == (passed, len(trials)), job
+
+
+def test_the_readme_counts_the_bad_input_catalogue_as_it_is() -> None:
+    """The reliability section's counts are the catalogue's (tests/test_bad_inputs.py)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import test_bad_inputs
+
+    cases = test_bad_inputs.CASES
+    open_rows = sum(1 for case in cases if case.gap)
+    quoted = re.search(r"lists the (\d+) bad\s+inputs the tests try over every command \((\d+) handled", README)
+    assert quoted and (int(quoted.group(1)), int(quoted.group(2))) == (len(cases), len(cases) - open_rows)

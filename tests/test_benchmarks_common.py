@@ -130,3 +130,25 @@ def test_task_cache_keeps_the_timing_of_the_invocation_that_computed(tmp_path, f
 
     forced = common.TaskCache(tmp_path, force=True)
     assert forced("a", lambda: {"x": 10}) == {"x": 10} and not forced.resumed
+
+
+def test_distill_checks_force_with_only_recomputes_just_the_selected_rows(monkeypatch):
+    """`distill_checks.py --force --only dqn` reruns the DQN checks and keeps every other cached row."""
+    import distill_checks
+
+    forced = {}
+
+    def fake_cached_run(cache, name, run, force=False, config=None):
+        forced[name] = force
+        row = dict.fromkeys(["teacher_return_mean", "teacher_return_std", "student_return_mean"], 1.0)
+        row |= dict.fromkeys(["student_return_std", "pct_of_teacher", "param_fraction", "wall_time_s"], 1.0)
+        row |= {"env_id": "E", "teacher_algo": "A", "loss": "kl", "temperature": 1.0, "student_return_ci95": [0, 1]}
+        return row | {"student_params": 1, "teacher_params": 1, "n_teacher_transitions": 1}
+
+    monkeypatch.setattr(distill_checks, "cached_run", fake_cached_run)
+    monkeypatch.setattr(distill_checks, "publish", lambda *a, **k: None)
+    monkeypatch.setattr(distill_checks, "publish_demo", lambda *a, **k: None)
+    monkeypatch.setattr(sys, "argv", ["distill_checks.py", "--quick", "--force", "--only", "dqn"])
+    distill_checks.main()
+    assert forced, "no check ran"
+    assert {name for name, f in forced.items() if f} == {name for name in forced if "dqn" in name} != set()

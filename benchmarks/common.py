@@ -5,6 +5,7 @@ view of a buffer that data-budget curves train on."""
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import datetime
 import functools
@@ -112,11 +113,31 @@ def publish_demo(summary: dict[str, Any], *, quick: bool) -> None:
 
 @functools.cache  # the source does not change while a benchmark runs; hash it once, not per cell
 def library_fingerprint() -> str:
-    """A short hash of the library's source: a cached cell records the code that computed it."""
+    """A short hash of the library's code: a cached cell records the code that computed it.
+
+    Each module is hashed as its syntax tree without docstrings, so comments, docstrings and
+    formatting do not make cached cells stale; any change to what the code does does."""
     digest = hashlib.sha256()
     for path in sorted(LIBRARY_DIR.rglob("*.py")):
-        digest.update(path.relative_to(LIBRARY_DIR).as_posix().encode() + b"\0" + path.read_bytes())
+        digest.update(path.relative_to(LIBRARY_DIR).as_posix().encode() + b"\0" + code_of(path.read_text()).encode())
     return digest.hexdigest()[:12]
+
+
+def code_of(source: str) -> str:
+    """``source``'s syntax tree with docstrings removed, as text: equal for two sources that
+    differ only in comments, docstrings or layout."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 # Fields that say how a run is executed, not what it computes.
@@ -249,7 +270,7 @@ def stale_note() -> str:
     lines = [f"> - `{folder}/`: {n} cell(s)" for folder, n in per_folder.items()]
     note = (
         f"\n> **Cached results from another library version:** {len(STALE_CELLS)} cached cell(s) were computed "
-        "by policykd source other than the current one. Rerun with `--force` to refresh them.\n>\n"
+        "by policykd code other than the current (comments and docstrings aside). Rerun with `--force` to refresh them.\n>\n"
         + "\n".join(lines)
         + "\n"
     )

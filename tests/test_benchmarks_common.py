@@ -152,3 +152,11 @@ def test_distill_checks_force_with_only_recomputes_just_the_selected_rows(monkey
     distill_checks.main()
     assert forced, "no check ran"
     assert {name for name, f in forced.items() if f} == {name for name in forced if "dqn" in name} != set()
+
+
+def test_library_fingerprint_ignores_comments_docstrings_and_layout_but_not_code():
+    base = 'def f(x):\n    """Doc."""\n    return x + 1  # add one\n'
+    same = "def f(x):\n    # a comment\n    return (x +\n            1)\n"
+    assert common.code_of(base) == common.code_of(same)
+    assert common.code_of(base) != common.code_of('def f(x):\n    """Doc."""\n    return x + 2\n')
+    assert common.code_of('"""Module doc."""\nX = 1\n') == common.code_of("X = 1\n")

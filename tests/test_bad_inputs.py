@@ -242,10 +242,8 @@ CASES: list[Case] = [
     Case("runs", "a second distill into a running run", f"distill --teacher {CP} {TINY} --out {{live}}", "already holds an earlier run (running)"),
     Case("runs", "a second distill into a running run, --overwrite", f"distill --teacher {CP} {TINY} --overwrite --out {{live}}", "is being written by process"),
     Case("runs", "SIGTERM during training", f"distill --teacher {CP} --n-transitions 64 --n-updates 10000000 --batch-size 32 --eval-episodes 1 --no-progress --no-teacher-check --out {{live}}", "interrupted", code=130, runner="interrupt"),
-    Case("runs", "sweep into a finished distill run", f"sweep --teacher {CP} {SWEEP_TINY} --no-teacher-check --out {{O}}", "already holds", setup="run",
-         gap="sweep and compare-drivers have no run-folder lock or state yet: they write into any --out (resume design pending)"),
-    Case("runs", "compare-drivers into a finished distill run", f"compare-drivers --teacher {CP} {DRIVERS_TINY} --drivers teacher --no-teacher-check --out {{O}}", "already holds", setup="run",
-         gap="sweep and compare-drivers have no run-folder lock or state yet: they write into any --out (resume design pending)"),
+    Case("runs", "sweep into a finished distill run", f"sweep --teacher {CP} {SWEEP_TINY} --no-teacher-check --out {{O}}", "already holds", setup="run"),
+    Case("runs", "compare-drivers into a finished distill run", f"compare-drivers --teacher {CP} {DRIVERS_TINY} --drivers teacher --no-teacher-check --out {{O}}", "already holds", setup="run"),
     # -- a full disk: a file-size limit (RLIMIT_FSIZE) in a subprocess --------------------------------------
     Case("disk", "collect: no room for the buffer", f"collect --teacher {CP} --n-transitions 64 --out {F}/buffer.npz --overwrite", "files may not exceed 1.0 kB", runner="subprocess", file_limit=1000),
     Case("disk", "distill: the disk fills while saving the student", f"distill --teacher {CP} {TINY} --out {{O}}", "File too large", runner="subprocess", file_limit=4000, leaves="{O}"),

@@ -5,16 +5,19 @@ one TensorBoard run per setting, and seeded students."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from policykd.errors import PolicyKDError
 from policykd.fileio import write_csv
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, episode_returns, mean_ci, teacher_baselines
-from policykd.jobs.experiment import checked_baselines, no_cache, run_logger, student_for
+from policykd.jobs.experiment import checked_baselines, experiment_folder, no_cache, run_logger, student_for
+from policykd.jobs.run_folder import run_state
 
 
 def test_write_csv_keeps_the_key_order(tmp_path):
@@ -83,3 +86,32 @@ def test_student_for_fixes_the_initial_weights_by_seed(cartpole_teacher):
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb)
     assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+@dataclasses.dataclass
+class _Experiment:
+    out_dir: str
+    temperatures: tuple = (1.0,)
+
+
+def test_an_experiment_folder_resumes_itself_and_refuses_other_runs_and_a_live_writer(tmp_path):
+    out = tmp_path / "sweep"
+    with experiment_folder(_Experiment(str(out)), "sweep"):
+        assert run_state(out)["state"] == "running"
+        with pytest.raises(PolicyKDError, match="is being written by process"):
+            with experiment_folder(_Experiment(str(out), (2.0,)), "sweep"):
+                pass
+    assert run_state(out)["state"] == "done"
+    (out / "cells").mkdir()
+    (out / "cells" / "tau1-seed0.json").write_text("{}")
+    with experiment_folder(_Experiment(str(out), (1.0, 2.0)), "sweep"):  # same experiment, more cells: resumes
+        pass
+    assert (out / "cells" / "tau1-seed0.json").is_file()
+    assert yaml.safe_load((out / "config.yml").read_text())["temperatures"] == [1.0, 2.0]
+    other = tmp_path / "distill-run"
+    other.mkdir()
+    (other / "config.yml").write_text("teacher: x\nloss: kl\n")
+    with pytest.raises(PolicyKDError, match="already holds files of another command's run"):
+        with experiment_folder(_Experiment(str(other)), "sweep"):
+            pass
+    assert sorted(p.name for p in other.iterdir()) == ["config.yml"]

@@ -23,6 +23,7 @@ from policykd.jobs.experiment import (
     RunCache,
     cell_cache,
     experiment_baselines,
+    experiment_folder,  # the run folder an experiment writes
     run_logger,
     student_for,
 )
@@ -194,7 +195,6 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     into ``config.out_dir``. The threshold is 95 % of the teacher, normalised so that a uniform
     random policy is 0 %: ``random + 0.95 * (teacher - random)``. Finished cells are kept in
     ``out_dir/cells/`` unless ``cache`` is given (see ``run_sweep``): a rerun resumes. Returns the summary."""
-    from policykd.jobs.plots import plot_drivers  # matplotlib is an optional dependency
 
     schedules = _check_drivers_config(config)
     teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
@@ -205,8 +205,21 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     n_first = min(online.capacity, online.n_transitions_per_round)  # what the first round trains on
     check_batch_size(online.batch_size, n_first, "label more per round (--round-transitions, --capacity)")
     _make_loss(config, teacher)  # refused now, not after the baselines
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with experiment_folder(config, "compare-drivers") as out:
+        return _compare_in(out, config, teacher, schedules, online, budgets, cache)
+
+
+def _compare_in(
+    out: Path,
+    config: DriversConfig,
+    teacher: Teacher,
+    schedules: dict[str, BetaSchedule],
+    online: OnlineConfig,
+    budgets: dict[str, Any],
+    cache: RunCache | None,
+) -> dict[str, Any]:
+    from policykd.jobs.plots import plot_drivers
+
     cache = cache or cell_cache(out, config, CELLS_LISTED_BY)
     baselines = experiment_baselines(teacher, config, cache)
     teacher_return = baselines["teacher_greedy" if budgets["deterministic_eval"] else "teacher_sampled"]

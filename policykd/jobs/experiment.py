@@ -19,6 +19,7 @@ from policykd.errors import PolicyKDError
 from policykd.fileio import write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, teacher_baselines
 from policykd.jobs.resolve import check_teacher_score, make_student_for
+from policykd.jobs.run_folder import CONFIG_FILE, LOCK_FILE, run_folder
 from policykd.learn.logging import TensorBoardLogger
 from policykd.learn.students import Student
 
@@ -62,6 +63,38 @@ def folder_cache(out: Path, config: Any, ignore: Collection[str]) -> RunCache:
         return result
 
     return cache
+
+
+@contextlib.contextmanager
+def experiment_folder(config: Any, command: str) -> Iterator[Path]:
+    """``config.out_dir`` held as a run folder (``run_folder``'s lock, config and state) for the
+    ``with`` block. Rerunning the same experiment there resumes it (its finished cells are reused,
+    see :func:`folder_cache`), even with other settings; a folder holding anything else (another
+    command's run, other files) is refused before anything is written, and so is a folder that a
+    live process is writing."""
+    out = Path(config.out_dir)
+    fields = dataclasses.asdict(config)
+    if out.is_dir() and any(child.name != LOCK_FILE for child in out.iterdir()) and not _same_experiment(out, fields):
+        raise PolicyKDError(
+            f"--out {out} already holds files of another command's run or of something else, not a {command} "
+            "run; pass another --out"
+        )
+    with run_folder(out, fields, resume=tuple(fields)):
+        yield out
+
+
+def _same_experiment(out: Path, fields: dict[str, Any]) -> bool:
+    """Whether ``out`` holds a run of the experiment ``fields`` configure: its config.yml has the
+    same keys, or it has cells but no config.yml (an experiment run before run folders had one)."""
+    import yaml
+
+    if not (out / CONFIG_FILE).exists():
+        return (out / CELLS_DIR).is_dir()
+    try:
+        recorded = yaml.safe_load((out / CONFIG_FILE).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(recorded, dict) and set(recorded) == set(fields)
 
 
 def read_config_file(path: str | Path, config_cls: type | None, aliases: Mapping[str, str]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from policykd.jobs.experiment import (
     RunCache,
     cell_cache,
     experiment_baselines,
+    experiment_folder,
     run_logger,
     student_for,
 )
@@ -349,11 +350,21 @@ def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str
     by default the finished cells are kept in ``out_dir/cells/`` (``experiment.folder_cache``), so
     rerunning a stopped sweep computes only the cells it had not finished. Returns the summary
     (also in ``summary.json``)."""
+    temperatures, teacher, budgets = _resolve_sweep(config)
+    with experiment_folder(config, "sweep") as out:
+        return _sweep_in(out, config, temperatures, teacher, budgets, cache)
+
+
+def _sweep_in(
+    out: Path,
+    config: SweepConfig,
+    temperatures: tuple[float, ...],
+    teacher: Teacher,
+    budgets: dict[str, Any],
+    cache: RunCache | None,
+) -> dict[str, Any]:
     from policykd.jobs.plots import plot_sweep
 
-    temperatures, teacher, budgets = _resolve_sweep(config)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     cache = cache or cell_cache(out, config, CELLS_LISTED_BY)
     baselines = experiment_baselines(teacher, config, cache)
     buffer = _sweep_buffer(config, teacher, budgets["n_transitions"], out)

@@ -45,6 +45,9 @@ EXPERTS: list[tuple[str, str, int, int | None, int, int, int]] = [
     ("td3", "Hopper-v5", 0, None, 50_000, 5, 1),
     # 60-95 steps/s on 2 threads; shipped at 1.9M of its 3M steps after five runs (agents/README.md)
     ("qrdqn", "PongNoFrameskip-v4", 0, 1_900_000, 100_000, 3, 1),
+    # issue 22's second Atari game: rl-zoo's Atari PPO recipe, 3M of its 10M steps (as Pong);
+    # ~190 steps/s on 2 cores, so it trains across sessions from resume/ (or in minutes on a GPU)
+    ("ppo", "BreakoutNoFrameskip-v4", 0, 3_000_000, 50_000, 3, 1),
 ]
 
 

@@ -30,6 +30,34 @@ SMALL_NET = {"net_arch": [32, 32]}
 ON_POLICY = {"n_steps": 64, "batch_size": 64, "policy_kwargs": SMALL_NET}
 OFF_POLICY = {"learning_starts": 100, "buffer_size": 1_000, "batch_size": 32, "policy_kwargs": SMALL_NET}
 TQC_NET = {**SMALL_NET, "n_quantiles": 5, "n_critics": 2}
+CNN = {"features_extractor_kwargs": {"features_dim": 32}}
+IMAGE_ENV = "PolicykdTinyImage-v0"
+
+
+class TinyImageEnv(gym.Env):
+    """36x36 grey images (channel-last, as SB3 transposes them) whose brightness says which of two
+    actions pays: the smallest image NatureCNN takes, for the CnnPolicy cases."""
+
+    observation_space = gym.spaces.Box(0, 255, (36, 36, 1), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        return self._observe(), {}
+
+    def _observe(self) -> np.ndarray:
+        self._bright = bool(self.np_random.random() < 0.5)
+        return self.np_random.integers(0, 128, (36, 36, 1), dtype=np.uint8) + np.uint8(127 * self._bright)
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = float(int(action) == int(self._bright))
+        self._t += 1
+        return self._observe(), reward, False, self._t >= 20, {}
+
+
+if IMAGE_ENV not in gym.registry:
+    gym.register(IMAGE_ENV, entry_point=TinyImageEnv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +88,21 @@ MATRIX = [
     Case("a2c-box-gsde", "a2c", "Pendulum-v1", "gaussian", {"use_sde": True, "policy_kwargs": SMALL_NET}),
     Case("trpo-box", "trpo", "Pendulum-v1", "gaussian", ON_POLICY),
     Case("trpo-box-gsde", "trpo", "Pendulum-v1", "gaussian", {**ON_POLICY, "use_sde": True}, new=True),
+    Case("ppo-image", "ppo", IMAGE_ENV, "categorical", {**ON_POLICY, "policy_kwargs": CNN}, "CnnPolicy"),
+    Case("dqn-image", "dqn", IMAGE_ENV, "q_values", {**OFF_POLICY, "policy_kwargs": CNN}, "CnnPolicy"),
+    Case("qrdqn-image", "qrdqn", IMAGE_ENV, "quantiles", {**OFF_POLICY, "policy_kwargs": CNN}, "CnnPolicy"),
     Case("dqn-discrete", "dqn", "CartPole-v1", "q_values", OFF_POLICY),
     Case("qrdqn-discrete", "qrdqn", "CartPole-v1", "quantiles", OFF_POLICY),
     Case("sac-box", "sac", "Pendulum-v1", "squashed_gaussian", OFF_POLICY),
     Case("sac-box-gsde", "sac", "Pendulum-v1", "squashed_gaussian", {**OFF_POLICY, "use_sde": True}, new=True),
+    Case(
+        "sac-box-gsde-expln",  # rl-zoo's gSDE SAC / TQC settings (MountainCarContinuous) use expln
+        "sac",
+        "Pendulum-v1",
+        "squashed_gaussian",
+        {**OFF_POLICY, "use_sde": True, "policy_kwargs": {**SMALL_NET, "use_expln": True, "log_std_init": 0.5}},
+        new=True,
+    ),
     Case("tqc-box", "tqc", "Pendulum-v1", "squashed_gaussian", {**OFF_POLICY, "policy_kwargs": TQC_NET}, new=True),
     Case(
         "tqc-box-gsde",
@@ -113,14 +152,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 def _observations(env_id: str, n: int = B) -> np.ndarray:
     space = gym.make(env_id).observation_space
     low, high = np.maximum(space.low, -3.0), np.minimum(space.high, 3.0)
-    return np.random.default_rng(1).uniform(low, high, size=(n, *space.shape)).astype(np.float32)
+    obs = np.random.default_rng(1).uniform(low, high, size=(n, *space.shape))
+    return obs.astype(space.dtype if space.dtype == np.uint8 else np.float32)
 
 
-def _gsde_std(latent: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+def _gsde_std(latent: torch.Tensor, log_std: torch.Tensor, use_expln: bool = False) -> torch.Tensor:
     """StateDependentNoiseDistribution's per-sample std, written out: the action noise is
-    ``latent @ W`` with ``W[i, d] ~ N(0, exp(log_std[i, d])^2)``, so its variance is
-    ``latent^2 @ exp(log_std)^2`` (+ SB3's epsilon 1e-6). ``(B, latent), (latent, D) -> (B, D)``."""
-    return torch.sqrt(latent**2 @ log_std.exp() ** 2 + 1e-6)
+    ``latent @ W`` with ``W[i, d] ~ N(0, s[i, d]^2)``, so its variance is ``latent^2 @ s^2`` (+ SB3's
+    epsilon 1e-6), where ``s = exp(log_std)``, or with ``use_expln`` ``exp(x)`` for x <= 0 and
+    ``log1p(x) + 1`` above. ``(B, latent), (latent, D) -> (B, D)``."""
+    scale = (
+        torch.where(log_std > 0, torch.log1p(log_std.clamp(min=0)) + 1.0, log_std.exp()) if use_expln else log_std.exp()
+    )
+    return torch.sqrt(latent**2 @ scale**2 + 1e-6)
 
 
 def _reference(model: Any, obs: torch.Tensor, case: Case) -> dict[str, torch.Tensor]:
@@ -132,13 +176,17 @@ def _reference(model: Any, obs: torch.Tensor, case: Case) -> dict[str, torch.Ten
         out = policy.action_net(latent_pi)
         if case.kind == "categorical":
             return {"logits": torch.log_softmax(out, dim=-1)}
-        std = _gsde_std(latent_pi, policy.log_std) if policy.use_sde else policy.log_std.exp().expand_as(out)
+        use_expln = getattr(policy.action_dist, "use_expln", False)
+        std = _gsde_std(latent_pi, policy.log_std, use_expln) if policy.use_sde else policy.log_std.exp().expand_as(out)
         return {"mean": out, "log_std": std.log()}
     if case.algo in ("sac", "tqc"):
         actor = policy.actor
         latent_pi = actor.latent_pi(actor.extract_features(obs, actor.features_extractor))
         mean = actor.mu(latent_pi)
-        std = _gsde_std(latent_pi, actor.log_std) if actor.use_sde else actor.log_std(latent_pi).clamp(-20, 2).exp()
+        if actor.use_sde:
+            std = _gsde_std(latent_pi, actor.log_std, actor.use_expln)
+        else:
+            std = actor.log_std(latent_pi).clamp(-20, 2).exp()
         return {"mean": mean, "log_std": std.log()}
     if case.algo == "dqn":
         return {"q_values": policy.q_net(obs)}
@@ -165,7 +213,7 @@ def test_adapter_equals_sb3(trained, case: Case) -> None:
     assert {f for f in KIND_FIELDS[case.kind] if getattr(out, f) is not None} == set(KIND_FIELDS[case.kind])
     assert out.value.shape == (B,) and torch.isfinite(out.value).all()
     with torch.no_grad():
-        expected = _reference(model, torch.as_tensor(obs), case)
+        expected = _reference(model, model.policy.obs_to_tensor(obs)[0], case)  # images: transposed, as SB3 does
     for field, tensor in expected.items():
         torch.testing.assert_close(getattr(out, field), tensor.float(), rtol=1e-5, atol=1e-5, msg=field)
     actions, _ = model.predict(obs, deterministic=True)
@@ -228,26 +276,30 @@ def _untrained(algo: str, policy: str, env: Any) -> Any:
     return getattr(sb3_contrib, algo)(policy, env, seed=0, device="cpu", n_steps=64, batch_size=64)
 
 
-@pytest.mark.parametrize(
-    ("algo", "policy", "env_id", "message"),
-    [
-        ("RecurrentPPO", "MlpLstmPolicy", "CartPole-v1", "recurrent teachers (RecurrentPPO) need a recurrent student"),
-        ("MaskablePPO", "MlpPolicy", "CartPole-v1", "MaskablePPO teachers need action masks stored"),
-    ],
-)
-def test_unsupported_policies_are_refused_in_one_line(tmp_path: Path, algo, policy, env_id, message) -> None:
-    _untrained(algo, policy, env_id).save(tmp_path / "model.zip")
+# (algorithm, policy, action space, what the refusal says): loaded, refused in one line
+REFUSED = [
+    ("RecurrentPPO", "MlpLstmPolicy", "any", "recurrent teachers (RecurrentPPO) need a recurrent student"),
+    ("MaskablePPO", "MlpPolicy", "Discrete", "MaskablePPO teachers need action masks stored"),
+    ("any", "MultiInputPolicy", "any", "dict observations (MultiInputPolicy) need a student with one encoder per key"),
+    ("any", "any", "MultiDiscrete", "MultiDiscrete / MultiBinary actions need a factorised student head"),
+    ("any", "any", "MultiBinary", "MultiDiscrete / MultiBinary actions need a factorised student head"),
+]
+
+
+@pytest.mark.parametrize(("algo", "policy", "message"), [(r[0], r[1], r[3]) for r in REFUSED[:2]])
+def test_unsupported_policies_are_refused_in_one_line(tmp_path: Path, algo, policy, message) -> None:
+    _untrained(algo, policy, "CartPole-v1").save(tmp_path / "model.zip")
     with pytest.raises(PolicyKDError, match="not supported yet") as err:
-        load_teacher(tmp_path / "model.zip", env_id=env_id)
+        load_teacher(tmp_path / "model.zip", env_id="CartPole-v1")
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(
     ("observation_space", "action_space", "message"),
     [
-        (gym.spaces.Box(-1, 1, (3,)), gym.spaces.MultiDiscrete([3, 2]), "MultiDiscrete / MultiBinary actions need"),
-        (gym.spaces.Box(-1, 1, (3,)), gym.spaces.MultiBinary(4), "MultiDiscrete / MultiBinary actions need"),
-        (gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (3,))}), gym.spaces.Discrete(2), "dict observations"),
+        (gym.spaces.Box(-1, 1, (3,)), gym.spaces.MultiDiscrete([3, 2]), REFUSED[3][3]),
+        (gym.spaces.Box(-1, 1, (3,)), gym.spaces.MultiBinary(4), REFUSED[4][3]),
+        (gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (3,))}), gym.spaces.Discrete(2), REFUSED[2][3]),
     ],
     ids=["multidiscrete", "multibinary", "dict-obs"],
 )
@@ -262,3 +314,34 @@ def test_unsupported_spaces_are_refused_in_one_line(observation_space, action_sp
     with pytest.raises(PolicyKDError, match="not supported yet") as err:
         Teacher(policy, algo="ppo", source="memory", recipe=EnvRecipe("none"))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+# -- the README's "What loads as a teacher" table is this matrix ---------------------------------------
+ALGO_NAMES = {"ppo": "PPO", "a2c": "A2C", "trpo": "TRPO", "dqn": "DQN", "qrdqn": "QR-DQN", "sac": "SAC",
+              "tqc": "TQC", "td3": "TD3", "ddpg": "DDPG", "ars": "ARS"}  # fmt: skip
+
+
+def _option(case: Case) -> str:
+    policy_kwargs = case.kwargs.get("policy_kwargs", {})
+    options = ["gSDE"] if case.kwargs.get("use_sde") else []
+    options += [name for name in ("squash_output", "use_expln") if policy_kwargs.get(name)]
+    return " + ".join(options) or "—"
+
+
+def matrix_table() -> str:
+    """The README table: one row per matrix case, then the refusals."""
+    rows = [
+        f"| {ALGO_NAMES[c.algo]} | {c.policy} | {_option(c)} | {'Box' if c.env_id == 'Pendulum-v1' else 'Discrete'} "
+        f"| `{c.kind}` | `{c.name}` |"
+        for c in MATRIX
+    ]
+    rows += [f"| {algo} | {policy} | — | {space} | refused: {message}, not supported yet | refusal |"
+             for algo, policy, space, message in REFUSED]  # fmt: skip
+    header = "| algorithm | policy | option | action space | teacher kind | matrix case |\n|---|---|---|---|---|---|"
+    return header + "\n" + "\n".join(rows)
+
+
+def test_readme_lists_what_loads() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- teacher-matrix:start -->\n")[1].split("\n<!-- teacher-matrix:end -->")[0]
+    assert block == matrix_table(), "regenerate the README block from tests/test_teacher_matrix.matrix_table()"

@@ -9,8 +9,8 @@ and budget) into ``runs/teacher_coverage[-quick]/zoo/`` (git-ignored; a killed t
 from its checkpoint), then distilled with the env preset's budgets (policykd's DEFAULTS where the
 env has no preset) and the loss that suits the teacher kind (KL at tau 1; KL at tau 0.1 for scores
 read as Q-values; action MSE for deterministic teachers). The student is a two-hidden-layer MLP
-whose width puts it closest to 25 % of the teacher's acting parameters (ARS's linear policy has
-8: no MLP is that small, so its student is the smallest useful one-layer MLP (4 units), and the table says so).
+whose width puts it closest to 25 % of the teacher's acting parameters (ARS's linear policy has 8:
+no MLP is that small, so its student is a one-layer MLP of 4 units; the table shows the fraction).
 % of teacher is normalised so that a uniformly random policy scores 0 %. Resumable: a finished
 distillation is cached under results/teacher_coverage/.
 """

@@ -67,7 +67,8 @@ def uses_sde(policy) -> bool:
     return bool(getattr(policy, "use_sde", False) or getattr(getattr(policy, "actor", None), "use_sde", False))
 
 
-def run_cell(pair: str, algo: str, env_id: str, quick: bool, zoo: Path, cache: TaskCache, steps) -> dict:
+def distill_expert(pair: str, algo: str, env_id: str, quick: bool, zoo: Path, cache: TaskCache, steps) -> dict:
+    """Train (or reuse) the expert, distil it (a cached cell of its own) and return the table's cell."""
     run_dir = train(algo, env_id, zoo, steps if quick else None)
     teacher = load_teacher(run_dir)
     hidden = student_width(teacher)
@@ -89,6 +90,15 @@ def run_cell(pair: str, algo: str, env_id: str, quick: bool, zoo: Path, cache: T
     cell |= {"pair": pair, "algo": algo, "env_id": env_id, "kind": teacher.kind, "hidden_sizes": list(hidden)}
     cell |= {"loss": summary["loss"], "temperature": summary["temperature"], "use_sde": uses_sde(teacher.policy)}
     return cell
+
+
+def run_cell(pair: str, algo: str, env_id: str, quick: bool, zoo: Path, cache: TaskCache, steps) -> dict:
+    """The cell, cached whole: a checkout without the experts under runs/ (git-ignored) reads it
+    without training them again (``--force`` recomputes)."""
+    question = {"pair": pair, "algo": algo, "env_id": env_id, "timesteps": steps if quick else None}
+    return cache(
+        f"cell-{algo}-{env_id}", lambda: distill_expert(pair, algo, env_id, quick, zoo, cache, steps), question
+    )
 
 
 def table(cells: list[dict]) -> str:

@@ -24,7 +24,7 @@ from policykd.data.actions import ActionMapper
 from policykd.data.envs import EnvRecipe, check_wrappers, read_zoo_yaml, recipe_from_zoo_config
 from policykd.data.safe_pickle import load_pickle, read_sb3_zip
 from policykd.errors import PolicyKDError
-from policykd.types import TeacherOutput
+from policykd.types import TeacherKind, TeacherOutput
 
 # Schedules are cloudpickled closures in SB3 zips; inference needs none of them.
 _CUSTOM_OBJECTS = {
@@ -33,6 +33,8 @@ _CUSTOM_OBJECTS = {
     "clip_range": lambda _: 0.0,
     "clip_range_vf": None,
     "exploration_schedule": lambda _: 0.0,
+    "delta_std_schedule": lambda _: 0.0,  # ARS
+    "weights": None,  # ARS's flat copy of its policy's parameters (a pickled tensor); the state dict holds them
 }
 _VALUE_ONLY_PREFIXES = ("value_net.", "mlp_extractor.value_net.", "vf_features_extractor.")
 
@@ -90,39 +92,64 @@ class Teacher:
         score: dict[str, Any] | None = None,
         exploration_rate: float = 0.0,
     ) -> None:
-        from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
-        from sb3_contrib.qrdqn.policies import QRDQNPolicy
-        from stable_baselines3.common.policies import ActorCriticPolicy
-        from stable_baselines3.dqn.policies import DQNPolicy
-        from stable_baselines3.sac.policies import SACPolicy
-        from stable_baselines3.td3.policies import TD3Policy
-
         self.policy = policy.eval()
         self.algo, self.source, self.recipe, self.normalizer = algo, source, recipe, normalizer
         self.score = score  # recorded in the zoo's expert.json, if any
         self.exploration_rate = float(exploration_rate)  # a Q-learner's epsilon when it acts stochastically
         self.observation_space: gym.spaces.Space = policy.observation_space
         self.action_space: gym.spaces.Space = policy.action_space
-        if isinstance(policy, RecurrentActorCriticPolicy):
-            raise PolicyKDError(f"{source}: recurrent policies (RecurrentPPO) are not supported as teachers yet")
-        if isinstance(policy, ActorCriticPolicy):
-            self.kind = "categorical" if isinstance(self.action_space, gym.spaces.Discrete) else "gaussian"
-            self._label = self._actor_critic
-        elif isinstance(policy, QRDQNPolicy):
-            self.kind, self._label = "quantiles", self._quantiles
-        elif isinstance(policy, DQNPolicy):
-            self.kind, self._label = "q_values", self._q_values
-        elif isinstance(policy, SACPolicy):
-            self.kind, self._label = "squashed_gaussian", self._sac
-        elif isinstance(policy, TD3Policy):
-            self.kind, self._label = "deterministic", self._td3
-        else:
-            raise PolicyKDError(f"{source}: policy class {type(policy).__name__} is not supported as a teacher")
         if not isinstance(self.action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-            raise PolicyKDError(f"{source}: action space {self.action_space} is not supported (Discrete or Box only)")
+            raise PolicyKDError(
+                f"{source}: action space {self.action_space} is not supported (Discrete or Box only); "
+                "MultiDiscrete / MultiBinary actions need a factorised student head, not supported yet"
+            )
+        if isinstance(self.observation_space, gym.spaces.Dict):
+            raise PolicyKDError(
+                f"{source}: dict observations (MultiInputPolicy) need a student with one encoder per key and a buffer "
+                "of dict observations, not supported yet; wrap the env with FlattenObservation and train on that"
+            )
+        self.kind, self._label = self._adapter(policy, source)
         self.mapper = ActionMapper(self.action_space, squash=self.kind == "squashed_gaussian")
         self._device = policy.device
         self._plain_box_obs = isinstance(self.observation_space, gym.spaces.Box)
+
+    def _adapter(self, policy: Any, source: str) -> tuple[TeacherKind, Any]:
+        """The teacher kind and labelling method for this SB3 / sb3-contrib policy class."""
+        from sb3_contrib.ars.policies import ARSPolicy
+        from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+        from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+        from sb3_contrib.qrdqn.policies import QRDQNPolicy
+        from sb3_contrib.tqc.policies import TQCPolicy
+        from stable_baselines3.common.policies import ActorCriticPolicy
+        from stable_baselines3.dqn.policies import DQNPolicy
+        from stable_baselines3.sac.policies import SACPolicy
+        from stable_baselines3.td3.policies import TD3Policy
+
+        discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        if isinstance(policy, RecurrentActorCriticPolicy):
+            raise PolicyKDError(
+                f"{source}: recurrent teachers (RecurrentPPO) need a recurrent student (LSTM state carried through "
+                "collection, sequences sampled from the buffer), not supported yet; distil a feed-forward expert"
+            )
+        if isinstance(policy, MaskableActorCriticPolicy):
+            raise PolicyKDError(
+                f"{source}: MaskablePPO teachers need action masks stored with each transition and applied in the "
+                "loss, not supported yet; distil an expert trained without masks"
+            )
+        if isinstance(policy, ActorCriticPolicy):  # PPO, A2C, TRPO
+            squashed = policy.use_sde and policy.squash_output  # gSDE's squash_output: tanh, like SAC
+            return ("categorical" if discrete else "squashed_gaussian" if squashed else "gaussian"), self._actor_critic
+        if isinstance(policy, QRDQNPolicy):
+            return "quantiles", self._quantiles
+        if isinstance(policy, DQNPolicy):
+            return "q_values", self._q_values
+        if isinstance(policy, (SACPolicy, TQCPolicy)):
+            return "squashed_gaussian", self._squashed_actor
+        if isinstance(policy, TD3Policy):  # TD3 and DDPG
+            return "deterministic", self._td3
+        if isinstance(policy, ARSPolicy):  # ARS acts deterministically: argmax of its scores, or its action
+            return ("q_values", self._ars_scores) if discrete else ("deterministic", self._ars_action)
+        raise PolicyKDError(f"{source}: policy class {type(policy).__name__} is not supported as a teacher")
 
     # -- labelling -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -145,7 +172,9 @@ class Teacher:
         value = self.policy.predict_values(obs).flatten().clone()
         if self.kind == "categorical":
             return TeacherOutput("categorical", logits=dist.logits.clone(), value=value)
-        return TeacherOutput("gaussian", mean=dist.mean.clone(), log_std=dist.stddev.log().clone(), value=value)
+        # gSDE: the per-sample std SB3 samples from, sqrt(latent_sde^2 @ std^2 + eps); the mean is pre-tanh
+        # when squash_output is set (the kind is then squashed_gaussian)
+        return TeacherOutput(self.kind, mean=dist.mean.clone(), log_std=dist.stddev.log().clone(), value=value)
 
     def _actor_critic_fused(self, obs: torch.Tensor) -> TeacherOutput:
         """One pass through the shared layers for both heads, and no Distribution object: what
@@ -172,15 +201,39 @@ class Teacher:
         q = quantiles.mean(dim=1)
         return TeacherOutput("quantiles", q_values=q, quantiles=quantiles.clone(), value=q.max(dim=1).values)
 
-    def _sac(self, obs: torch.Tensor) -> TeacherOutput:
-        mean, log_std, _ = self.policy.actor.get_action_dist_params(obs)
-        value = torch.cat(self.policy.critic(obs, torch.tanh(mean)), dim=1).min(dim=1).values
+    def _squashed_actor(self, obs: torch.Tensor) -> TeacherOutput:
+        """SAC / TQC: the pre-tanh mean and the log-std of the Gaussian SB3's actor samples from.
+        With gSDE, ``get_action_dist_params`` gives the (latent, D) log-std matrix, so the
+        per-sample std is taken from the distribution SB3 builds from it (``proba_distribution``)."""
+        actor = self.policy.actor
+        mean, log_std, extra = actor.get_action_dist_params(obs)
+        if actor.use_sde:
+            log_std = actor.action_dist.proba_distribution(mean, log_std, **extra).distribution.stddev.log()
+        critic = self.policy.critic(obs, torch.tanh(mean))
+        if isinstance(critic, torch.Tensor):  # TQC: quantiles (B, n_critics, n_quantiles); Q is their mean
+            value = critic.mean(dim=2).min(dim=1).values
+        else:  # SAC: one (B, 1) Q per critic
+            value = torch.cat(critic, dim=1).min(dim=1).values
         return TeacherOutput("squashed_gaussian", mean=mean.clone(), log_std=log_std.clone(), value=value)
 
     def _td3(self, obs: torch.Tensor) -> TeacherOutput:
         action = self.policy.actor(obs)
         value = torch.cat(self.policy.critic(obs, action), dim=1).min(dim=1).values
         return TeacherOutput("deterministic", action=action.clone(), value=value)
+
+    def _ars_scores(self, obs: torch.Tensor) -> TeacherOutput:
+        """ARS on Discrete: the action net's scores, whose argmax is the action (read like Q-values)."""
+        scores = self.policy.action_net(self.policy.extract_features(obs, self.policy.features_extractor))
+        return TeacherOutput("q_values", q_values=scores.clone(), value=scores.max(dim=1).values)
+
+    def _ars_action(self, obs: torch.Tensor) -> TeacherOutput:
+        """ARS on Box: its action in [-1, 1] (tanh-squashed, or clipped to the bounds and rescaled as
+        SB3's ``predict`` clips it); ARS has no critic, so the value is 0."""
+        action = self.policy(obs)
+        if not self.policy.squash_output:
+            low, high = (torch.as_tensor(b, device=action.device) for b in (self.mapper.low, self.mapper.high))
+            action = 2.0 * (torch.clamp(action, low, high) - low) / (high - low) - 1.0
+        return TeacherOutput("deterministic", action=action.clone(), value=action.new_zeros(len(action)))
 
     # -- acting ------------------------------------------------------------------------------
     def act(
@@ -200,12 +253,10 @@ class Teacher:
     @property
     def n_params(self) -> int:
         """Parameters used to act (the value / critic branches are left out)."""
-        if self.kind in ("squashed_gaussian", "deterministic"):
-            return sum(p.numel() for p in self.policy.actor.parameters())
-        if self.kind == "q_values":
-            return sum(p.numel() for p in self.policy.q_net.parameters())
-        if self.kind == "quantiles":
-            return sum(p.numel() for p in self.policy.quantile_net.parameters())
+        for acting_part in ("actor", "q_net", "quantile_net"):  # SAC / TQC / TD3 / DDPG, DQN, QR-DQN
+            if hasattr(self.policy, acting_part):
+                return sum(p.numel() for p in getattr(self.policy, acting_part).parameters())
+        # actor-critics without their value branch; ARS (no value branch) whole
         return sum(p.numel() for n, p in self.policy.named_parameters() if not n.startswith(_VALUE_ONLY_PREFIXES))
 
     def describe(self) -> str:
@@ -217,8 +268,11 @@ def _algo_from_zip(data: dict[str, Any]) -> str:
     # the module that defines the class (``sb3_contrib.qrdqn.policies``) is what tells them apart.
     cls = data.get("policy_class")
     name = f"{cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else str(cls)
-    for algo in ("qrdqn", "tqc", "dqn", "sac"):
+    for algo in ("qrdqn", "tqc", "dqn", "sac", "ars"):
         if f".{algo}." in name:
+            return algo
+    for module, algo in ((".maskable.", "ppo_mask"), (".recurrent.", "ppo_lstm")):  # rl-zoo's names
+        if module in name:
             return algo
     if ".td3." in name:  # DDPG is TD3 without delayed policy updates
         return "td3" if data.get("policy_delay", 2) > 1 else "ddpg"
@@ -245,7 +299,10 @@ def _load_policy(zip_path: Path, trust_pickles: bool = False) -> tuple[Any, str,
             # is a (latent, D) matrix), so it has to be put back here.
             policy_kwargs.setdefault("use_sde", bool(data.get("use_sde", False)))
             policy_kwargs["ortho_init"] = False  # load_state_dict overwrites every weight; QR inits are slow
-        policy = policy_class(data["observation_space"], data["action_space"], lambda _: 0.0, **policy_kwargs)
+        if policy_class.__module__.startswith("sb3_contrib.ars."):  # ARS policies take no learning-rate schedule
+            policy = policy_class(data["observation_space"], data["action_space"], **policy_kwargs)
+        else:
+            policy = policy_class(data["observation_space"], data["action_space"], lambda _: 0.0, **policy_kwargs)
         policy.load_state_dict(state)
     except _UNREADABLE as err:
         reason = " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span several lines
@@ -378,4 +435,4 @@ def _load_bare_zip(path: Path, env_id: str | None, recipe: EnvRecipe | None, tru
     return Teacher(policy, algo=algo, source=str(path), recipe=recipe, exploration_rate=exploration_rate)
 
 
-_KNOWN_ALGOS = ("a2c", "ppo", "dqn", "qrdqn", "sac", "td3", "ddpg", "tqc", "trpo")
+_KNOWN_ALGOS = ("a2c", "ppo", "dqn", "qrdqn", "sac", "td3", "ddpg", "tqc", "trpo", "ars", "ppo_mask", "ppo_lstm")

@@ -1,0 +1,152 @@
+"""Teacher coverage: one real rl-zoo expert per newly supported (algorithm, policy option) pair,
+distilled with policykd's defaults into a student of at most ~25 % of its acting parameters.
+
+    python benchmarks/teacher_coverage.py            # 5 experts with rl-zoo's hyperparameters: ~25 CPU-min
+    python benchmarks/teacher_coverage.py --quick    # 2 cheap experts, short budgets: ~3 min
+
+Each expert is trained with ``policykd.zoo.experts.train_expert`` (rl_zoo3's tuned hyperparameters
+and budget) into ``runs/teacher_coverage[-quick]/zoo/`` (git-ignored; a killed training resumes
+from its checkpoint), then distilled with the env preset's budgets (policykd's DEFAULTS where the
+env has no preset) and the loss that suits the teacher kind (KL at tau 1; KL at tau 0.1 for scores
+read as Q-values; action MSE for deterministic teachers). The student is a two-hidden-layer MLP
+whose width puts it closest to 25 % of the teacher's acting parameters (ARS's linear policy has 8:
+no MLP is that small, so its student is a one-layer MLP of 4 units; the table shows the fraction).
+% of teacher is normalised so that a uniformly random policy scores 0 %. Resumable: a finished
+distillation is cached under results/teacher_coverage/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from common import RESULTS_DIR, TaskCache, parse_quick_args, provenance, publish, results_name
+from fidelity_compression import loss_for, width_for
+
+from policykd.data.teachers import load_teacher
+from policykd.fileio import write_json_atomic
+from policykd.jobs.config import DistillConfig
+from policykd.jobs.distill import distill
+from policykd.zoo.experts import train_expert
+from policykd.zoo.layout import is_finished, run_dir_for
+
+TARGET_PCT, TARGET_FRACTION = 90.0, 0.30
+# (pair, rl-zoo algo, env id, --quick's timesteps or None: not in --quick); rl-zoo's hyperparameters as they are
+CELLS: list[tuple[str, str, str, int | None]] = [
+    ("SAC + gSDE (rl-zoo's use_sde: True)", "sac", "MountainCarContinuous-v0", None),
+    ("TQC", "tqc", "Pendulum-v1", None),
+    ("TRPO, Discrete", "trpo", "CartPole-v1", 30_000),
+    ("TRPO + gSDE, Box", "trpo", "Pendulum-v1", None),
+    ("ARS, LinearPolicy, Discrete", "ars", "CartPole-v1", 20_000),
+]
+
+
+def train(algo: str, env_id: str, zoo: Path, n_timesteps: int | None) -> Path:
+    """The expert's rl-zoo folder, trained (or resumed) unless it is finished."""
+    run_dir = run_dir_for(zoo, algo, env_id, 1)
+    if not is_finished(run_dir):
+        print(f"training {algo} on {env_id}", flush=True)
+        every = max(5_000, (n_timesteps or 50_000) // 4)
+        train_expert(algo, env_id, zoo_dir=zoo, n_timesteps=n_timesteps, checkpoint_every=every,
+                     n_eval_episodes=5, progress_bar=False, selection_episodes=10)  # fmt: skip
+    return run_dir
+
+
+def student_width(teacher, fraction: float = 0.25) -> tuple[int, ...]:
+    obs_dim = int(np.prod(teacher.observation_space.shape))
+    out_dim = int(getattr(teacher.action_space, "n", 0) or np.prod(teacher.action_space.shape))
+    out_dim *= 2 if teacher.kind in ("gaussian", "squashed_gaussian") else 1
+    if teacher.n_params < 100:  # a linear policy: the smallest MLP with a hidden layer
+        return (4,)
+    width = width_for(fraction, teacher.n_params, obs_dim, out_dim)
+    return (width, width)
+
+
+def uses_sde(policy) -> bool:
+    """Whether the expert explores with gSDE (actor-critics hold the flag, SAC / TQC their actor)."""
+    return bool(getattr(policy, "use_sde", False) or getattr(getattr(policy, "actor", None), "use_sde", False))
+
+
+def distill_expert(pair: str, algo: str, env_id: str, quick: bool, zoo: Path, cache: TaskCache, steps) -> dict:
+    """Train (or reuse) the expert, distil it (a cached cell of its own) and return the table's cell."""
+    run_dir = train(algo, env_id, zoo, steps if quick else None)
+    teacher = load_teacher(run_dir)
+    hidden = student_width(teacher)
+    config = DistillConfig(
+        teacher=str(run_dir),
+        hidden_sizes=hidden,
+        seed=0,
+        out_dir=f"{zoo.parent}/distill/{algo}-{env_id}",
+        overwrite=True,
+        progress_bar=False,
+        **({"n_updates": 1_000, "n_transitions": 10_000, "n_eval_episodes": 10} if quick else {}),
+        **loss_for(teacher.kind),
+    )
+    print(f"distilling {algo} on {env_id} into {hidden}", flush=True)
+    summary = cache(f"{algo}-{env_id}", lambda: distill(config), config=config)
+    keys = ("teacher_return_mean", "student_return_mean", "random_return_mean", "pct_of_teacher")
+    cell = {k: summary[k] for k in keys} | {"student_params": summary["student_params"]}
+    cell |= {"teacher_params": summary["teacher_params"], "param_fraction": summary["param_fraction"]}
+    cell |= {"pair": pair, "algo": algo, "env_id": env_id, "kind": teacher.kind, "hidden_sizes": list(hidden)}
+    cell |= {"loss": summary["loss"], "temperature": summary["temperature"], "use_sde": uses_sde(teacher.policy)}
+    return cell
+
+
+def run_cell(pair: str, algo: str, env_id: str, quick: bool, zoo: Path, cache: TaskCache, steps) -> dict:
+    """The cell, cached whole: a checkout without the experts under runs/ (git-ignored) reads it
+    without training them again (``--force`` recomputes)."""
+    question = {"pair": pair, "algo": algo, "env_id": env_id, "timesteps": steps if quick else None}
+    return cache(
+        f"cell-{algo}-{env_id}", lambda: distill_expert(pair, algo, env_id, quick, zoo, cache, steps), question
+    )
+
+
+def table(cells: list[dict]) -> str:
+    rows = []
+    for c in cells:
+        met = c["pct_of_teacher"] >= TARGET_PCT and c["param_fraction"] <= TARGET_FRACTION
+        rows.append(
+            f"| {c['pair']} | {c['env_id']} | {c['kind']} | {c['teacher_return_mean']:.1f} | "
+            f"{c['random_return_mean']:.1f} | {c['student_return_mean']:.1f} | {c['pct_of_teacher']:.1f} | "
+            f"{c['student_params']:,} / {c['teacher_params']:,} ({100 * c['param_fraction']:.1f} %) | "
+            f"{c['loss']} τ={c['temperature']:g} | {'yes' if met else 'no'} |"
+        )
+    return "\n".join(
+        [
+            f"Target: ≥ {TARGET_PCT:.0f} % of teacher at ≤ {100 * TARGET_FRACTION:.0f} % of its acting parameters.",
+            "",
+            "| pair | env | teacher kind | teacher return | random | student | % of teacher | params student / "
+            "teacher | loss | target met |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
+def main() -> None:
+    args = parse_quick_args(__doc__, only_help="run only the cells whose algo or env id contains this")
+    stem = results_name("teacher_coverage", args.quick)
+    zoo = Path("runs") / stem / "zoo"
+    cache = TaskCache(RESULTS_DIR / "teacher_coverage" / ("quick" if args.quick else "full"), force=args.force)
+    cells = [
+        run_cell(pair, algo, env_id, args.quick, zoo, cache, steps)
+        for pair, algo, env_id, steps in CELLS
+        if (steps is not None or not args.quick) and args.only in f"{algo} {env_id}"
+    ]
+    text = table(cells)
+    write_json_atomic(RESULTS_DIR / f"{stem}.json", {"cells": cells})
+    command = "python benchmarks/teacher_coverage.py" + (" --quick" if args.quick else "")
+    publish(
+        "teacher_coverage",
+        "# Teacher coverage\n\nGenerated by `benchmarks/teacher_coverage.py`; do not edit by hand.\n\n"
+        + provenance(command)
+        + "\n"
+        + text
+        + "\n",
+        quick=args.quick,
+    )
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""Every (algorithm, policy option) pair that loads as a teacher, on a tiny expert trained here.
+
+Each case trains an SB3 / sb3-contrib model for a few hundred steps (once per session), saves it,
+loads it with ``load_teacher`` and checks the adapter against SB3 computed independently of the
+adapter's code: logits / mean / std / Q-values / quantiles / actions, and ``teacher.act`` against
+``model.predict(obs, deterministic=True)``. gSDE's per-sample std is checked against the formula
+of SB3's StateDependentNoiseDistribution written out by hand, and, for SAC / TQC, against the
+spread of the actions SB3 actually samples. The newly supported pairs then go through ``distill``
+end to end on a tiny budget. The README's "What loads as a teacher" table lists these cases.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from policykd.data.teachers import load_teacher
+from policykd.errors import PolicyKDError
+from policykd.types import KIND_FIELDS
+
+B = 32
+SMALL_NET = {"net_arch": [32, 32]}
+ON_POLICY = {"n_steps": 64, "batch_size": 64, "policy_kwargs": SMALL_NET}
+OFF_POLICY = {"learning_starts": 100, "buffer_size": 1_000, "batch_size": 32, "policy_kwargs": SMALL_NET}
+TQC_NET = {**SMALL_NET, "n_quantiles": 5, "n_critics": 2}
+CNN = {"features_extractor_kwargs": {"features_dim": 32}}
+IMAGE_ENV = "PolicykdTinyImage-v0"
+
+
+class TinyImageEnv(gym.Env):
+    """36x36 grey images (channel-last, as SB3 transposes them) whose brightness says which of two
+    actions pays: the smallest image NatureCNN takes, for the CnnPolicy cases."""
+
+    observation_space = gym.spaces.Box(0, 255, (36, 36, 1), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        return self._observe(), {}
+
+    def _observe(self) -> np.ndarray:
+        self._bright = bool(self.np_random.random() < 0.5)
+        return self.np_random.integers(0, 128, (36, 36, 1), dtype=np.uint8) + np.uint8(127 * self._bright)
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = float(int(action) == int(self._bright))
+        self._t += 1
+        return self._observe(), reward, False, self._t >= 20, {}
+
+
+if IMAGE_ENV not in gym.registry:
+    gym.register(IMAGE_ENV, entry_point=TinyImageEnv)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    algo: str
+    env_id: str
+    kind: str
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    policy: str = "MlpPolicy"
+    new: bool = False  # first supported by issue 23: also distilled end to end here
+
+
+MATRIX = [
+    Case("ppo-discrete", "ppo", "CartPole-v1", "categorical", ON_POLICY),
+    Case("a2c-discrete", "a2c", "CartPole-v1", "categorical", {"policy_kwargs": SMALL_NET}),
+    Case("trpo-discrete", "trpo", "CartPole-v1", "categorical", ON_POLICY, new=True),
+    Case("ppo-box", "ppo", "Pendulum-v1", "gaussian", ON_POLICY),
+    Case("ppo-box-gsde", "ppo", "Pendulum-v1", "gaussian", {**ON_POLICY, "use_sde": True}),
+    Case(
+        "ppo-box-gsde-squash",
+        "ppo",
+        "Pendulum-v1",
+        "squashed_gaussian",
+        {**ON_POLICY, "use_sde": True, "policy_kwargs": {**SMALL_NET, "squash_output": True}},
+        new=True,
+    ),
+    Case("a2c-box-gsde", "a2c", "Pendulum-v1", "gaussian", {"use_sde": True, "policy_kwargs": SMALL_NET}),
+    Case("trpo-box", "trpo", "Pendulum-v1", "gaussian", ON_POLICY),
+    Case("trpo-box-gsde", "trpo", "Pendulum-v1", "gaussian", {**ON_POLICY, "use_sde": True}, new=True),
+    Case("ppo-image", "ppo", IMAGE_ENV, "categorical", {**ON_POLICY, "policy_kwargs": CNN}, "CnnPolicy"),
+    Case("dqn-image", "dqn", IMAGE_ENV, "q_values", {**OFF_POLICY, "policy_kwargs": CNN}, "CnnPolicy"),
+    Case("qrdqn-image", "qrdqn", IMAGE_ENV, "quantiles", {**OFF_POLICY, "policy_kwargs": CNN}, "CnnPolicy"),
+    Case("dqn-discrete", "dqn", "CartPole-v1", "q_values", OFF_POLICY),
+    Case("qrdqn-discrete", "qrdqn", "CartPole-v1", "quantiles", OFF_POLICY),
+    Case("sac-box", "sac", "Pendulum-v1", "squashed_gaussian", OFF_POLICY),
+    Case("sac-box-gsde", "sac", "Pendulum-v1", "squashed_gaussian", {**OFF_POLICY, "use_sde": True}, new=True),
+    Case(
+        "sac-box-gsde-expln",  # rl-zoo's gSDE SAC / TQC settings (MountainCarContinuous) use expln
+        "sac",
+        "Pendulum-v1",
+        "squashed_gaussian",
+        {**OFF_POLICY, "use_sde": True, "policy_kwargs": {**SMALL_NET, "use_expln": True, "log_std_init": 0.5}},
+        new=True,
+    ),
+    Case("tqc-box", "tqc", "Pendulum-v1", "squashed_gaussian", {**OFF_POLICY, "policy_kwargs": TQC_NET}, new=True),
+    Case(
+        "tqc-box-gsde",
+        "tqc",
+        "Pendulum-v1",
+        "squashed_gaussian",
+        {**OFF_POLICY, "policy_kwargs": TQC_NET, "use_sde": True},
+        new=True,
+    ),
+    Case("td3-box", "td3", "Pendulum-v1", "deterministic", OFF_POLICY),
+    Case("ddpg-box", "ddpg", "Pendulum-v1", "deterministic", OFF_POLICY),
+    Case("ars-discrete-mlp", "ars", "CartPole-v1", "q_values", {"n_delta": 2, "policy_kwargs": SMALL_NET}, new=True),
+    Case("ars-discrete-linear", "ars", "CartPole-v1", "q_values", {"n_delta": 2}, "LinearPolicy", new=True),
+    Case("ars-box-mlp", "ars", "Pendulum-v1", "deterministic", {"n_delta": 2, "policy_kwargs": SMALL_NET}, new=True),
+    Case("ars-box-linear", "ars", "Pendulum-v1", "deterministic", {"n_delta": 2}, "LinearPolicy", new=True),
+]
+NEW_CASES = [case for case in MATRIX if case.new]
+
+
+def _algo_class(algo: str) -> type:
+    import sb3_contrib
+    import stable_baselines3
+
+    names = {"qrdqn": "QRDQN", "tqc": "TQC", "trpo": "TRPO", "ars": "ARS"}
+    return getattr(sb3_contrib, names[algo]) if algo in names else getattr(stable_baselines3, algo.upper())
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """``trained(case) -> (model, zip_path)``: the case's expert trained for 300 steps, once per session."""
+    root = tmp_path_factory.mktemp("teacher_matrix")
+    cache: dict[str, tuple[Any, Path]] = {}
+
+    def make(case: Case) -> tuple[Any, Path]:
+        if case.name not in cache:
+            kwargs = copy.deepcopy(case.kwargs)  # SB3 writes into policy_kwargs
+            model = _algo_class(case.algo)(case.policy, case.env_id, seed=0, device="cpu", **kwargs)
+            model.learn(300)
+            path = root / f"{case.name}.zip"
+            model.save(path)
+            cache[case.name] = (model, path)
+        return cache[case.name]
+
+    return make
+
+
+def _observations(env_id: str, n: int = B) -> np.ndarray:
+    space = gym.make(env_id).observation_space
+    low, high = np.maximum(space.low, -3.0), np.minimum(space.high, 3.0)
+    obs = np.random.default_rng(1).uniform(low, high, size=(n, *space.shape))
+    return obs.astype(space.dtype if space.dtype == np.uint8 else np.float32)
+
+
+def _gsde_std(latent: torch.Tensor, log_std: torch.Tensor, use_expln: bool = False) -> torch.Tensor:
+    """StateDependentNoiseDistribution's per-sample std, written out: the action noise is
+    ``latent @ W`` with ``W[i, d] ~ N(0, s[i, d]^2)``, so its variance is ``latent^2 @ s^2`` (+ SB3's
+    epsilon 1e-6), where ``s = exp(log_std)``, or with ``use_expln`` ``exp(x)`` for x <= 0 and
+    ``log1p(x) + 1`` above. ``(B, latent), (latent, D) -> (B, D)``."""
+    scale = (
+        torch.where(log_std > 0, torch.log1p(log_std.clamp(min=0)) + 1.0, log_std.exp()) if use_expln else log_std.exp()
+    )
+    return torch.sqrt(latent**2 @ scale**2 + 1e-6)
+
+
+def _reference(model: Any, obs: torch.Tensor, case: Case) -> dict[str, torch.Tensor]:
+    """The teacher fields as SB3's modules compute them, by a route other than the adapter's."""
+    policy = model.policy
+    if case.algo in ("ppo", "a2c", "trpo"):
+        features = policy.extract_features(obs)
+        latent_pi = policy.mlp_extractor.forward_actor(features)
+        out = policy.action_net(latent_pi)
+        if case.kind == "categorical":
+            return {"logits": torch.log_softmax(out, dim=-1)}
+        use_expln = getattr(policy.action_dist, "use_expln", False)
+        std = _gsde_std(latent_pi, policy.log_std, use_expln) if policy.use_sde else policy.log_std.exp().expand_as(out)
+        return {"mean": out, "log_std": std.log()}
+    if case.algo in ("sac", "tqc"):
+        actor = policy.actor
+        latent_pi = actor.latent_pi(actor.extract_features(obs, actor.features_extractor))
+        mean = actor.mu(latent_pi)
+        if actor.use_sde:
+            std = _gsde_std(latent_pi, actor.log_std, actor.use_expln)
+        else:
+            std = actor.log_std(latent_pi).clamp(-20, 2).exp()
+        return {"mean": mean, "log_std": std.log()}
+    if case.algo == "dqn":
+        return {"q_values": policy.q_net(obs)}
+    if case.algo == "qrdqn":
+        return {"quantiles": policy.quantile_net(obs)}
+    if case.algo in ("td3", "ddpg"):
+        return {"action": policy.actor(obs)}
+    if case.kind == "q_values":  # ARS on Discrete: the scores its argmax acts on
+        return {"q_values": policy.action_net(policy.extract_features(obs, policy.features_extractor))}
+    raw = policy.action_net(policy.extract_features(obs, policy.features_extractor))  # ARS on Box
+    if policy.squash_output:  # tanh inside action_net
+        return {"action": raw}
+    clipped = np.clip(raw.numpy(), policy.action_space.low, policy.action_space.high)  # what predict does
+    return {"action": torch.as_tensor(policy.scale_action(clipped))}
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=[case.name for case in MATRIX])
+def test_adapter_equals_sb3(trained, case: Case) -> None:
+    model, path = trained(case)
+    teacher = load_teacher(path, env_id=case.env_id)
+    assert (teacher.algo, teacher.kind) == (case.algo, case.kind)
+    obs = _observations(case.env_id)
+    out = teacher(obs)
+    assert {f for f in KIND_FIELDS[case.kind] if getattr(out, f) is not None} == set(KIND_FIELDS[case.kind])
+    assert out.value.shape == (B,) and torch.isfinite(out.value).all()
+    with torch.no_grad():
+        expected = _reference(model, model.policy.obs_to_tensor(obs)[0], case)  # images: transposed, as SB3 does
+    for field, tensor in expected.items():
+        torch.testing.assert_close(getattr(out, field), tensor.float(), rtol=1e-5, atol=1e-5, msg=field)
+    actions, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(teacher.act(obs), actions, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("algo", ["sac", "tqc"])
+def test_gsde_std_is_the_spread_sb3_samples_with(trained, algo: str) -> None:
+    """Sample 4,000 actions per state the way SB3 explores (a fresh noise matrix per sample): the
+    spread of the pre-tanh actions is the std the teacher reports, and that std varies by state."""
+    case = next(c for c in MATRIX if c.name == f"{algo}-box-gsde")
+    model, path = trained(case)
+    teacher = load_teacher(path, env_id=case.env_id)
+    obs = _observations(case.env_id, n=4)
+    out = teacher(obs)
+    n = 4_000
+    actor = model.policy.actor
+    torch.manual_seed(0)
+    for i in range(len(obs)):
+        actor.reset_noise(batch_size=n)
+        with torch.no_grad():
+            sampled = actor(torch.as_tensor(obs[i : i + 1]).repeat(n, 1), deterministic=False)
+        pre_tanh = torch.atanh(sampled.double().clamp(-1 + 1e-7, 1 - 1e-7))
+        assert pre_tanh.std(dim=0).item() == pytest.approx(out.log_std[i].exp().item(), rel=0.08)
+        assert pre_tanh.mean(dim=0).item() == pytest.approx(out.mean[i].item(), abs=0.1 * out.log_std[i].exp().item())
+    assert out.log_std.shape == (4, 1) and out.log_std.std() > 1e-3
+
+
+@pytest.mark.parametrize("case", NEW_CASES, ids=[case.name for case in NEW_CASES])
+def test_distill_accepts_the_teacher(trained, tmp_path: Path, case: Case) -> None:
+    from policykd.jobs.config import DistillConfig
+    from policykd.jobs.distill import distill
+    from policykd.learn.students import Student
+
+    _, path = trained(case)
+    config = DistillConfig(
+        teacher=str(path),
+        env_id=case.env_id,
+        loss="mse" if case.kind == "deterministic" else "kl",  # kl needs a stochastic teacher
+        n_transitions=128,
+        n_updates=4,
+        batch_size=32,
+        hidden_sizes=(16,),
+        n_eval_episodes=1,
+        teacher_check=False,
+        progress_bar=False,
+        out_dir=str(tmp_path / "run"),
+    )
+    summary = distill(config)
+    student = Student.load(tmp_path / "run" / "student")
+    expected_head = {"categorical": "discrete", "q_values": "discrete"}.get(case.kind, case.kind)
+    assert student.config.head == {"squashed_gaussian": "gaussian"}.get(expected_head, expected_head)
+    assert student.config.squash == (case.kind == "squashed_gaussian")
+    assert np.isfinite(summary["student_return_mean"]) and np.isfinite(summary["teacher_return_mean"])
+
+
+def _untrained(algo: str, policy: str, env: Any) -> Any:
+    import sb3_contrib
+
+    return getattr(sb3_contrib, algo)(policy, env, seed=0, device="cpu", n_steps=64, batch_size=64)
+
+
+# (algorithm, policy, action space, what the refusal says): loaded, refused in one line
+REFUSED = [
+    ("RecurrentPPO", "MlpLstmPolicy", "any", "recurrent teachers (RecurrentPPO) need a recurrent student"),
+    ("MaskablePPO", "MlpPolicy", "Discrete", "MaskablePPO teachers need action masks stored"),
+    ("any", "MultiInputPolicy", "any", "dict observations (MultiInputPolicy) need a student with one encoder per key"),
+    ("any", "any", "MultiDiscrete", "MultiDiscrete / MultiBinary actions need a factorised student head"),
+    ("any", "any", "MultiBinary", "MultiDiscrete / MultiBinary actions need a factorised student head"),
+]
+
+
+@pytest.mark.parametrize(("algo", "policy", "message"), [(r[0], r[1], r[3]) for r in REFUSED[:2]])
+def test_unsupported_policies_are_refused_in_one_line(tmp_path: Path, algo, policy, message) -> None:
+    _untrained(algo, policy, "CartPole-v1").save(tmp_path / "model.zip")
+    with pytest.raises(PolicyKDError, match="not supported yet") as err:
+        load_teacher(tmp_path / "model.zip", env_id="CartPole-v1")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("observation_space", "action_space", "message"),
+    [
+        (gym.spaces.Box(-1, 1, (3,)), gym.spaces.MultiDiscrete([3, 2]), REFUSED[3][3]),
+        (gym.spaces.Box(-1, 1, (3,)), gym.spaces.MultiBinary(4), REFUSED[4][3]),
+        (gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (3,))}), gym.spaces.Discrete(2), REFUSED[2][3]),
+    ],
+    ids=["multidiscrete", "multibinary", "dict-obs"],
+)
+def test_unsupported_spaces_are_refused_in_one_line(observation_space, action_space, message) -> None:
+    from stable_baselines3.common.policies import ActorCriticPolicy, MultiInputActorCriticPolicy
+
+    from policykd.data.envs import EnvRecipe
+    from policykd.data.teachers import Teacher
+
+    policy_class = MultiInputActorCriticPolicy if isinstance(observation_space, gym.spaces.Dict) else ActorCriticPolicy
+    policy = policy_class(observation_space, action_space, lambda _: 0.0)
+    with pytest.raises(PolicyKDError, match="not supported yet") as err:
+        Teacher(policy, algo="ppo", source="memory", recipe=EnvRecipe("none"))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+# -- the README's "What loads as a teacher" table is this matrix ---------------------------------------
+ALGO_NAMES = {"ppo": "PPO", "a2c": "A2C", "trpo": "TRPO", "dqn": "DQN", "qrdqn": "QR-DQN", "sac": "SAC",
+              "tqc": "TQC", "td3": "TD3", "ddpg": "DDPG", "ars": "ARS"}  # fmt: skip
+
+
+def _option(case: Case) -> str:
+    policy_kwargs = case.kwargs.get("policy_kwargs", {})
+    options = ["gSDE"] if case.kwargs.get("use_sde") else []
+    options += [name for name in ("squash_output", "use_expln") if policy_kwargs.get(name)]
+    return " + ".join(options) or "—"
+
+
+def matrix_table() -> str:
+    """The README table: one row per matrix case, then the refusals."""
+    rows = [
+        f"| {ALGO_NAMES[c.algo]} | {c.policy} | {_option(c)} | {'Box' if c.env_id == 'Pendulum-v1' else 'Discrete'} "
+        f"| `{c.kind}` | `{c.name}` |"
+        for c in MATRIX
+    ]
+    rows += [f"| {algo} | {policy} | — | {space} | refused: {message}, not supported yet | refusal |"
+             for algo, policy, space, message in REFUSED]  # fmt: skip
+    header = "| algorithm | policy | option | action space | teacher kind | matrix case |\n|---|---|---|---|---|---|"
+    return header + "\n" + "\n".join(rows)
+
+
+def test_readme_lists_what_loads() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- teacher-matrix:start -->\n")[1].split("\n<!-- teacher-matrix:end -->")[0]
+    assert block == matrix_table(), "regenerate the README block from tests/test_teacher_matrix.matrix_table()"

@@ -65,7 +65,9 @@ from policykd.learn.multitask import (
     make_multitask_student,
     named_items,
 )
+from policykd.learn.targets import confidence_temperature
 from policykd.learn.trainer import Trainer, TrainerConfig, read_checkpoint
+from policykd.zoo.presets import Q_TARGET_CONFIDENCE
 
 # Several tasks share one student and one training budget, so it does not come from one env's preset.
 MULTITASK_DEFAULTS: dict[str, Any] = {
@@ -100,6 +102,9 @@ class TaskPlan:
     loss_fn: Any
     merge: Any = single_teacher
     buffer: LabelledBuffer | None = None
+    temperature: float = 1.0
+    """The tau the run trains at: ``--temperature``, else :func:`settle_temperature`'s once the buffer is in."""
+    temperature_why: str = ""
 
     @property
     def teacher(self) -> Teacher:
@@ -157,6 +162,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
                 stage.doing = f"while collecting {plan.name}"
                 if plan.buffer is None:
                     plan.buffer = _task_buffer(config, plan, out_dir / _buffer_file(plan.name, len(plans) > 1))
+                settle_temperature(config, plan)
             stage.doing = "before its first update"
             if len(plans) == 1:
                 summary = _train_single_task(config, plans[0], baselines[0], trainer_config, eval_seed, out_dir, stage)
@@ -263,7 +269,7 @@ def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
     plans = []
     for env_id, source in tasks:
         teacher = resolve_teacher(source, env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
-        budgets = resolve_budgets(env_id, config, MULTITASK_DEFAULTS)
+        budgets = resolve_budgets(env_id, config, MULTITASK_DEFAULTS, teacher)
         plans.append(TaskPlan(env_id, [teacher], budgets, _make_loss(config, teacher.kind)))
     return plans
 
@@ -286,7 +292,11 @@ def _plan_single_task(config: DistillConfig) -> TaskPlan:
     merge = make_run_merge(config, len(teachers))
     # Validate the loss and every budget before spending minutes on evaluation and collection.
     loss_fn = _make_loss(config, kind)
-    budgets = resolve_budgets(teachers[0].recipe.env_id, _without_collection(config) if buffer else config)
+    if config.student_fraction is not None and config.hidden_sizes is not None:
+        raise PolicyKDError("--student-fraction sizes the student and --hidden too; pass one of them")
+    budgets = resolve_budgets(
+        teachers[0].recipe.env_id, _without_collection(config) if buffer else config, teacher=teachers[0]
+    )
     n_rows = len(buffer) if buffer is not None else budgets.n_transitions
     if budgets.batch_size > n_rows:
         raise PolicyKDError(
@@ -301,9 +311,11 @@ def _without_collection(config: DistillConfig) -> DistillConfig:
     return dataclasses.replace(config, n_transitions=None, n_envs=None)
 
 
-def _make_loss(config: DistillConfig, kind: str) -> Any:
+def _make_loss(config: DistillConfig, kind: str, temperature: float | None = None) -> Any:
+    """The run's loss at ``temperature`` (default: ``--temperature``, else 1 until
+    :func:`settle_temperature` knows it)."""
     options = {
-        "temperature": config.temperature,
+        "temperature": temperature or (1.0 if config.temperature is None else config.temperature),
         "temperature_on": config.temperature_on,
         "direction": config.kl_direction,
         "tau2_scaling": config.tau2_scaling,
@@ -311,8 +323,31 @@ def _make_loss(config: DistillConfig, kind: str) -> Any:
         "nll_min_std": config.nll_min_std,
     }
     loss_fn = make_loss(config.loss, kind, **options)
-    check_loss_options(config.loss, **options)  # an option of another loss would be silently ignored
+    check_loss_options(config.loss, **{**options, "temperature": config.temperature or 1.0})  # ignored otherwise
     return loss_fn
+
+
+def auto_temperature(config: DistillConfig, kind: str) -> bool:
+    """Whether the run's tau is derived from its buffer: ``kl`` on Q-value / quantile teachers, no ``--temperature``."""
+    return config.temperature is None and config.loss == "kl" and kind in ("q_values", "quantiles")
+
+
+def settle_temperature(config: DistillConfig, plan: TaskPlan) -> None:
+    """Fix ``plan``'s tau (and its loss) once its buffer is in: ``--temperature``, else for ``kl``
+    on a Q-value / quantile teacher the confidence temperature of the first teacher's Q-values
+    over the buffer (greedy action at presets.Q_TARGET_CONFIDENCE against the runner-up in the
+    median state), else 1. The same buffer gives the same tau, so a resumed run trains at it too."""
+    if not auto_temperature(config, plan.kind):
+        plan.temperature = 1.0 if config.temperature is None else config.temperature
+        return
+    assert plan.buffer is not None
+    raw = plan.buffer.batch_at(np.arange(len(plan.buffer))).teacher_outputs[0]
+    plan.temperature = confidence_temperature(raw, Q_TARGET_CONFIDENCE)
+    plan.loss_fn = _make_loss(config, plan.kind, plan.temperature)
+    plan.temperature_why = (
+        f"tau {plan.temperature:.3g} from the teacher's Q-values (greedy action at "
+        f"{Q_TARGET_CONFIDENCE:.0%} against the runner-up in the median state)"
+    )
 
 
 def make_trainer_config(config: DistillConfig, budgets: Budgets) -> TrainerConfig:
@@ -343,7 +378,8 @@ def _collect_config(config: DistillConfig, plan: TaskPlan) -> DistillConfig:
 
 def default_run_folder(config: DistillConfig, plans: list[TaskPlan]) -> Path:
     if len(plans) == 1:
-        return Path("runs") / plans[0].name / f"{config.loss}-tau{config.temperature:g}-seed{config.seed}"
+        tau = "auto" if auto_temperature(config, plans[0].kind) else f"{config.temperature or 1.0:g}"
+        return Path("runs") / plans[0].name / f"{config.loss}-tau{tau}-seed{config.seed}"
     names = "+".join(plan.name.split("-")[0] for plan in plans)
     return Path("runs") / "multitask" / f"{names}-seed{config.seed}"
 
@@ -367,7 +403,8 @@ def _train_single_task(
         return {"eval/student_return": stats.mean, "eval/pct_of_teacher": _pct(stats, baselines)}
 
     assert plan.buffer is not None
-    run = _TrainRun(config, trainer_config, out_dir, progress, stage, plan.budgets)
+    shown = {**dataclasses.asdict(plan.budgets), "temperature": plan.temperature}  # the HParams' tau, settled
+    run = _TrainRun(config, trainer_config, out_dir, progress, stage, shown)
     trainer, metrics = run.train(student, plan.loss_fn, plan.buffer, plan.merge, evaluate)
     write_json_atomic(out_dir / "student" / RECIPE_FILE, plan.teacher.recipe.to_json())
     final = ReturnStats.of(progress["evaluations"][-1])

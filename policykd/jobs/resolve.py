@@ -14,7 +14,7 @@ import numpy as np
 
 from policykd.checks import check_int, check_positive_float, check_positive_sizes, check_probability
 from policykd.data.buffers import LabelledBuffer
-from policykd.data.collect import check_policy_spaces, check_spaces
+from policykd.data.collect import check_policy_spaces, check_spaces, episode_covering_envs, max_episode_steps
 from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.data.hub import is_hub_id
 from policykd.data.teachers import Teacher, load_teacher
@@ -23,7 +23,20 @@ from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import ReturnStats, evaluate_random, evaluate_teacher
 from policykd.learn.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
 from policykd.learn.students import Student, StudentConfig, make_student
-from policykd.zoo.presets import DEFAULT_ENV_ID, default_expert, load_preset, missing_teacher, resolve
+from policykd.zoo.presets import (
+    CONTINUOUS_NOISE,
+    DEFAULT_ENV_ID,
+    DEFAULTS,
+    NO_PRESET,
+    STUDENT_FRACTION,
+    TEACHER_DEFAULTS,
+    check_preset_choice,
+    default_expert,
+    has_preset,
+    load_preset,
+    missing_teacher,
+    resolve,
+)
 
 RECIPE_FILE = "recipe.json"
 
@@ -254,13 +267,24 @@ class Budgets:
     n_updates: int
     batch_size: int
     learning_rate: float
+    picked: str = ""
+    """Where no preset applies (or with ``--student-fraction``): the one line that says which
+    defaults were derived from the teacher and why (:func:`teacher_defaults`)."""
 
 
-def resolve_budgets(env_id: str, config: Any, fallback: Mapping[str, Any] | None = None) -> Budgets:
-    keys = [field.name for field in dataclasses.fields(Budgets)]
+def resolve_budgets(
+    env_id: str, config: Any, fallback: Mapping[str, Any] | None = None, teacher: Teacher | None = None
+) -> Budgets:
+    """Each budget: the config's, else ``fallback``'s, else the env preset's; with ``teacher``,
+    where the env has no preset or the config says ``preset="none"``, the defaults derived from
+    the teacher (:func:`teacher_defaults`) replace the preset's."""
+    keys = [field.name for field in dataclasses.fields(Budgets) if field.name != "picked"]
+    use_file = uses_preset(env_id, config)
+    derived, picked = teacher_defaults(teacher, config, use_file) if teacher is not None else ({}, "")
     given = {key: getattr(config, key, None) for key in keys}
-    merged = {key: given[key] if given[key] is not None else (fallback or {}).get(key) for key in keys}
-    values = resolve(env_id, merged, keys)
+    asked = {key: given[key] if given[key] is not None else (fallback or {}).get(key) for key in keys}
+    merged = {key: derived.get(key) if asked[key] is None else asked[key] for key in keys}
+    values = resolve(env_id, merged, keys, use_file)
     budgets = Budgets(
         **{
             **values,
@@ -274,10 +298,97 @@ def resolve_budgets(env_id: str, config: Any, fallback: Mapping[str, Any] | None
             "cnn_width": check_positive_float("--cnn-width", values["cnn_width"]),
         }
     )
+    if asked["n_envs"] is None:  # fewer envs where a small budget cuts episodes
+        steps = (teacher.recipe.env_kwargs.get("max_episode_steps") if teacher else None) or max_episode_steps(env_id)
+        n_envs = episode_covering_envs(budgets.n_transitions, budgets.n_envs, steps)
+        budgets = dataclasses.replace(budgets, n_envs=n_envs)
+    if picked:
+        shown = [k for k in PICKED_SHOWN if asked[k] is None and (k in derived or k == "n_envs")]
+        budget = ", ".join(f"{k} {getattr(budgets, k):,}" if k != "action_noise" else f"{k} {budgets.action_noise:g}"
+                           for k in shown)  # fmt: skip
+        budgets = dataclasses.replace(budgets, picked=picked.format(budget=budget))
     if budgets.n_envs > budgets.n_transitions:
         raise PolicyKDError(f"--n-envs {budgets.n_envs} is more than the {budgets.n_transitions:,} transitions to "
                             "collect (each env adds one per step); lower --n-envs")  # fmt: skip
     return budgets
+
+
+PICKED_SHOWN = ("n_transitions", "n_updates", "n_envs", "n_eval_episodes", "action_noise")
+"""The budgets the defaults line names (with their resolved values) where they were not given."""
+
+
+def uses_preset(env_id: str, config: Any) -> bool:
+    """Whether ``env_id``'s preset file applies: it exists and the config's ``preset`` is not ``none``."""
+    return check_preset_choice(getattr(config, "preset", None) or "auto") != NO_PRESET and has_preset(env_id)
+
+
+def teacher_domain(teacher: Teacher) -> str:
+    """``image`` (uint8 image observations), ``continuous-control`` (Box actions of 2 or more
+    dimensions, or 10 or more observation dimensions: MuJoCo-like) or ``classic-control``."""
+    obs = teacher.observation_space
+    if len(getattr(obs, "shape", ())) == 3 and getattr(obs, "dtype", None) == np.uint8:
+        return "image"
+    continuous = isinstance(teacher.action_space, gym.spaces.Box)
+    obs_dim = int(np.prod(getattr(obs, "shape", ()) or (1,)))
+    if continuous and (int(np.prod(teacher.action_space.shape)) >= 2 or obs_dim >= 10):
+        return "continuous-control"
+    return "classic-control"
+
+
+def teacher_defaults(teacher: Teacher, config: Any, use_file: bool) -> tuple[dict[str, Any], str]:
+    """The budgets derived from ``teacher`` where no preset applies (``use_file`` False): its
+    domain's (presets.TEACHER_DEFAULTS) and a student of about ``--student-fraction`` (default
+    presets.STUDENT_FRACTION) of its acting parameters; with a preset, only the student's size,
+    and only when ``--student-fraction`` is given. Returns them and the line that says why."""
+    fraction = getattr(config, "student_fraction", None)
+    if use_file and fraction is None:
+        return {}, ""
+    fraction = STUDENT_FRACTION if fraction is None else check_student_fraction(fraction)
+    domain = teacher_domain(teacher)
+    values = {} if use_file else dict(TEACHER_DEFAULTS[domain])
+    if not use_file and domain == "classic-control" and isinstance(teacher.action_space, gym.spaces.Box):
+        values.update(CONTINUOUS_NOISE)
+    values.update(student_size(teacher, fraction))
+    student = make_student_for(teacher, teacher.kind, tuple(values["hidden_sizes"]), values.get("cnn_width", 1.0))
+    size = f"CNN width {values['cnn_width']:g}" if domain == "image" else "×".join(map(str, values["hidden_sizes"]))
+    why = (
+        f"student {size}: {student.n_params:,} params, {100 * student.n_params / teacher.n_params:.1f} % of the "
+        f"teacher's {teacher.n_params:,} acting params (student fraction {fraction:g})"
+    )
+    if not use_file:
+        reason = "--preset none" if has_preset(teacher.recipe.env_id) else f"no preset for {teacher.recipe.env_id}"
+        why = f"defaults from the teacher ({reason}): {domain} budgets ({{budget}}); {why}"
+    return values, why
+
+
+def student_size(teacher: Teacher, fraction: float) -> dict[str, Any]:
+    """``hidden_sizes`` (an (h, h) MLP) or, for image observations, ``cnn_width`` (with the
+    default MLP after it): the largest student of at most ``fraction`` of the teacher's acting
+    parameters (the smallest one tried where none fits)."""
+    budget = fraction * teacher.n_params
+
+    def n_params(hidden: tuple[int, ...], cnn_width: float = 1.0) -> int:
+        return make_student_for(teacher, teacher.kind, hidden, cnn_width).n_params
+
+    if teacher_domain(teacher) == "image":
+        hidden = tuple(DEFAULTS["hidden_sizes"])
+        widths = [w / 16 for w in range(1, 17)]
+        fits = [w for w in widths if n_params(hidden, w) <= budget]
+        return {"hidden_sizes": hidden, "cnn_width": max(fits) if fits else widths[0]}
+    low, high = 1, 1024  # the largest h whose (h, h) student fits, by bisection (params grow with h)
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if n_params((mid, mid)) <= budget else (low, mid - 1)
+    return {"hidden_sizes": (low, low)}
+
+
+def check_student_fraction(value: Any) -> float:
+    """``--student-fraction``: a share of the teacher's acting parameters in (0, 1]."""
+    fraction = check_positive_float("--student-fraction", value)
+    if fraction > 1.0:
+        raise PolicyKDError(f"--student-fraction {value} is above 1: a student larger than its teacher compresses "
+                            "nothing; pass a share such as 0.25")  # fmt: skip
+    return fraction
 
 
 def check_hidden_sizes(sizes: Sequence[Any]) -> tuple[int, ...]:

@@ -40,6 +40,8 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("merge_strategies.py", True, "merge_strategies.md"),
     ("multitask.py", True, "multitask.md"),
     ("faults.py", True, "faults.md"),
+    ("small_data.py", True, "small_data.md"),
+    ("no_preset.py", True, "no_preset.md"),
 ]
 
 

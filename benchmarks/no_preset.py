@@ -22,7 +22,7 @@ import numpy as np
 from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish, results_name
 
 from policykd.data.teachers import load_teacher
-from policykd.fileio import write_json_atomic
+from policykd.fileio import read_json, write_json_atomic
 from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill import distill
 from policykd.jobs.evaluate import mean_ci
@@ -89,6 +89,12 @@ def run_expert(expert: str, seeds: tuple[int, ...], quick: bool, cache: Any) -> 
     }
 
 
+def cached_rows(quick: bool) -> list[dict[str, Any]]:
+    """The rows the last invocation wrote (an ``--only`` run keeps the other experts' rows)."""
+    path = RESULTS_DIR / f"{results_name('no_preset', quick)}.json"
+    return read_json(path)["rows"] if path.is_file() else []
+
+
 def table(rows: list[dict[str, Any]], skipped: list[str]) -> str:
     lines = [
         "| expert | student | params student / teacher | transitions, updates | τ | % of teacher [95 % CI] | goal |",
@@ -105,7 +111,7 @@ def table(rows: list[dict[str, Any]], skipped: list[str]) -> str:
             f"{r['n_transitions']:,}, {r['n_updates']:,} | {r['loss']} {tau} | {mean:.1f}{ci} | "
             f"{'yes' if met else 'no'} |"
         )
-    lines += [f"| `{e}` | not run in this session (compute budget: `--all` runs it) | | | | | |" for e in skipped]
+    lines += [f"| `{e}` | not run (compute budget; `--all` or `--only` runs it) | | | | | |" for e in skipped]
     return "\n".join(lines)
 
 
@@ -114,13 +120,17 @@ def main() -> None:
         __doc__,
         "CartPole PPO and Acrobot DQN, seed 0, 5,000 transitions and 500 updates",
         extra=[(("--seeds",), dict(type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")),
-               (("--all",), dict(action="store_true", help="also the MuJoCo and Atari experts"))],
+               (("--all",), dict(action="store_true", help="also the MuJoCo and Atari experts")),
+               (("--only",), dict(default="", help="run only experts whose folder contains this (others: from cache)"))],
     )  # fmt: skip
     started = time.perf_counter()
     seeds = tuple(args.seeds or ((0,) if args.quick else SEEDS))
     cache = RESULTS_DIR / results_name("no_preset", args.quick)
     chosen, skipped = experts(args.quick, args.all)
-    rows = [run_expert(expert, seeds, args.quick, cache) for expert in chosen]
+    rows = [run_expert(expert, seeds, args.quick, cache) for expert in chosen if args.only in expert]
+    rows += [row for row in cached_rows(args.quick) if args.only not in row["expert"] and row["expert"] in chosen]
+    rows.sort(key=lambda row: row["expert"])
+    skipped += [e for e in chosen if e not in {row["expert"] for row in rows}]
     text = table(rows, skipped)
     met = sum(r["pct_mean_ci"][0] >= GOAL_PCT and r["param_fraction"] <= GOAL_FRACTION for r in rows)
     command = "python benchmarks/no_preset.py" + (" --quick" if args.quick else "")

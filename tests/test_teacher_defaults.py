@@ -16,7 +16,15 @@ from policykd.data.teachers import load_teacher
 from policykd.errors import PolicyKDError
 from policykd.jobs.config import CollectConfig, DistillConfig
 from policykd.jobs.distill import distill, plan_tasks
-from policykd.jobs.resolve import make_student_for, resolve_budgets, teacher_domain
+from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats
+from policykd.jobs.resolve import (
+    MAX_EVAL_EPISODES,
+    episodes_for_variance,
+    make_student_for,
+    measure_teachers,
+    resolve_budgets,
+    teacher_domain,
+)
 from policykd.learn.targets import confidence_temperature, soften
 from policykd.types import TeacherOutput
 from policykd.zoo.presets import ZOO_DIR
@@ -159,3 +167,29 @@ def test_distill_with_no_preset_records_its_defaults(tmp_path):
     assert summary["temperature"] != 1.0 and f"tau {summary['temperature']:.3g}" in summary["defaults"]
     given = distill(DistillConfig(**{**config.__dict__, "temperature": 0.5, "out_dir": str(tmp_path / "g")}))
     assert given["temperature"] == 0.5 and "tau" not in given["defaults"]
+
+
+# -- evaluation episodes by return variance ---------------------------------------------------------------
+
+
+def test_episodes_for_variance_follows_the_spread_of_the_teachers_returns():
+    random = ReturnStats.of([-200.0, -200.0])
+    steady = ReturnStats.of([100.0, 100.0, 100.0])
+    noisy = ReturnStats.of([0.0, 200.0, 100.0, 100.0])  # std 81.6 over a gap of 300
+    assert episodes_for_variance(steady, random) == 1
+    assert episodes_for_variance(noisy, random) == math.ceil((1.96 * np.std(noisy.returns, ddof=1) / 7.5) ** 2)
+    assert episodes_for_variance(noisy, random, precision=0.05) < episodes_for_variance(noisy, random)
+
+
+def test_with_no_preset_evaluation_grows_until_the_teacher_is_measured_precisely():
+    teacher = zoo_teacher("sac/Pendulum-v1_1")
+    budgets = resolve_budgets(teacher.recipe.env_id, CollectConfig(preset="none"), teacher=teacher)
+    assert budgets.n_eval_episodes == 20 and budgets.max_eval_episodes == MAX_EVAL_EPISODES
+    (measured,), random = measure_teachers([teacher], budgets, EVAL_SEED_OFFSET, check=False)
+    needed = episodes_for_variance(measured, random)
+    assert measured.n_episodes == random.n_episodes >= 20
+    assert needed <= measured.n_episodes or measured.n_episodes == MAX_EVAL_EPISODES
+    given = resolve_budgets(teacher.recipe.env_id, DistillConfig(preset="none", n_eval_episodes=5), teacher=teacher)
+    assert given.max_eval_episodes == 0  # --eval-episodes is kept as given
+    with_preset = resolve_budgets(teacher.recipe.env_id, CollectConfig(), teacher=teacher)
+    assert with_preset.max_eval_episodes == 0

@@ -152,6 +152,8 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     baselines = _saved_baselines(Path(config.out_dir or "")) if state is not None else None
     if baselines is None:
         baselines = [measure_baselines(plan, eval_seed, config.teacher_check, config.progress_bar) for plan in plans]
+    for plan, base in zip(plans, baselines):  # with no preset, the episodes the teacher's variance asked for
+        plan.budgets = dataclasses.replace(plan.budgets, n_eval_episodes=base.random.n_episodes)
     out_dir = claim_run_folder(config.out_dir, default_run_folder(config, plans))
     resume = RESUME_MAY_DIFFER if config.resume else None
     with run_folder(out_dir, dataclasses.asdict(config), config.overwrite, resume):

@@ -15,7 +15,10 @@ if TYPE_CHECKING:  # annotations only: distill imports this module
 
 def defaults_line(plan: TaskPlan) -> str | None:
     """Which defaults were derived (not read from a preset or given) and why: one line, or None."""
-    parts = [part for part in (plan.budgets.picked, plan.temperature_why) if part]
+    episodes = ""
+    if plan.budgets.max_eval_episodes:
+        episodes = f"{plan.budgets.n_eval_episodes} evaluation episodes (from the teacher's return variance)"
+    parts = [part for part in (plan.budgets.picked, episodes, plan.temperature_why) if part]
     return "; ".join(parts) or None
 
 

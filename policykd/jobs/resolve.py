@@ -206,13 +206,36 @@ def measure_teachers(
     not); with ``check``, :func:`check_teacher_score` refuses a teacher first. ``progress``: bars."""
     n_eval, deterministic = budgets.n_eval_episodes, budgets.deterministic_eval
     bar = "teacher check" if progress else None
-    each_teacher = [evaluate_teacher(t, n_eval, eval_seed, deterministic, bar) for t in teachers]
-    # teachers share one env and its spaces (resolve_teachers), so one random policy serves them all
-    random = evaluate_random(teachers[0], n_eval, eval_seed, "random policy" if progress else None)
+    while True:
+        each_teacher = [evaluate_teacher(t, n_eval, eval_seed, deterministic, bar) for t in teachers]
+        # teachers share one env and its spaces (resolve_teachers), so one random policy serves them all
+        random = evaluate_random(teachers[0], n_eval, eval_seed, "random policy" if progress else None)
+        wanted = min(episodes_for_variance(max(each_teacher, key=lambda s: s.mean), random), budgets.max_eval_episodes)
+        if wanted <= n_eval:
+            break
+        n_eval = wanted  # episodes i < n_eval are seeded alike, so the ones played are played again
     if check:
         for teacher, stats in zip(teachers, each_teacher):
             check_teacher_score(teacher, stats, random)
     return each_teacher, random
+
+
+MAX_EVAL_EPISODES = 100
+EVAL_PRECISION = 0.025
+"""With no preset, evaluation episodes are added until the 95 % interval of the teacher's mean return
+is within this share of the teacher - random gap on either side (up to MAX_EVAL_EPISODES)."""
+
+
+def episodes_for_variance(teacher: ReturnStats, random: ReturnStats, precision: float = EVAL_PRECISION) -> int:
+    """Episodes whose normal 95 % interval of the teacher's mean return is ``± precision`` of the
+    teacher - random gap: ``(1.96 std / (precision gap))^2``, 1 where the returns do not vary."""
+    gap = abs(teacher.mean - random.mean)
+    std = float(np.std(teacher.returns, ddof=1)) if len(teacher.returns) > 1 else 0.0
+    if std == 0:
+        return 1
+    if gap == 0:
+        return MAX_EVAL_EPISODES
+    return math.ceil((1.96 * std / (precision * gap)) ** 2)
 
 
 def _scored(stats: ReturnStats) -> str:
@@ -270,6 +293,9 @@ class Budgets:
     picked: str = ""
     """Where no preset applies (or with ``--student-fraction``): the one line that says which
     defaults were derived from the teacher and why (:func:`teacher_defaults`)."""
+    max_eval_episodes: int = 0
+    """Above 0 (no preset, no ``--eval-episodes``): :func:`measure_teachers` plays more evaluation
+    episodes, up to this many, where the teacher's returns vary (:func:`episodes_for_variance`)."""
 
 
 def resolve_budgets(
@@ -278,7 +304,7 @@ def resolve_budgets(
     """Each budget: the config's, else ``fallback``'s, else the env preset's; with ``teacher``,
     where the env has no preset or the config says ``preset="none"``, the defaults derived from
     the teacher (:func:`teacher_defaults`) replace the preset's."""
-    keys = [field.name for field in dataclasses.fields(Budgets) if field.name != "picked"]
+    keys = [field.name for field in dataclasses.fields(Budgets) if field.name not in ("picked", "max_eval_episodes")]
     use_file = uses_preset(env_id, config)
     derived, picked = teacher_defaults(teacher, config, use_file) if teacher is not None else ({}, "")
     given = {key: getattr(config, key, None) for key in keys}
@@ -307,13 +333,15 @@ def resolve_budgets(
         budget = ", ".join(f"{k} {getattr(budgets, k):,}" if k != "action_noise" else f"{k} {budgets.action_noise:g}"
                            for k in shown)  # fmt: skip
         budgets = dataclasses.replace(budgets, picked=picked.format(budget=budget))
+    if asked["n_eval_episodes"] is None and "n_eval_episodes" in derived:
+        budgets = dataclasses.replace(budgets, max_eval_episodes=MAX_EVAL_EPISODES)
     if budgets.n_envs > budgets.n_transitions:
         raise PolicyKDError(f"--n-envs {budgets.n_envs} is more than the {budgets.n_transitions:,} transitions to "
                             "collect (each env adds one per step); lower --n-envs")  # fmt: skip
     return budgets
 
 
-PICKED_SHOWN = ("n_transitions", "n_updates", "n_envs", "n_eval_episodes", "action_noise")
+PICKED_SHOWN = ("n_transitions", "n_updates", "n_envs", "action_noise")
 """The budgets the defaults line names (with their resolved values) where they were not given."""
 
 

@@ -193,3 +193,13 @@ def test_with_no_preset_evaluation_grows_until_the_teacher_is_measured_precisely
     assert given.max_eval_episodes == 0  # --eval-episodes is kept as given
     with_preset = resolve_budgets(teacher.recipe.env_id, CollectConfig(), teacher=teacher)
     assert with_preset.max_eval_episodes == 0
+
+
+def test_each_online_round_plays_whole_episodes():
+    from policykd.jobs.drivers import DriversConfig, _online_config
+
+    budgets = {"n_envs": 8, "batch_size": 64, "learning_rate": 1e-3}
+    small = _online_config(DriversConfig(n_transitions_per_round=1_000), budgets, "CartPole-v1")
+    assert small.n_envs == 2  # 500 consecutive steps per env and round: each round sees a whole episode
+    given = DriversConfig(n_transitions_per_round=1_000, n_envs=8)
+    assert _online_config(given, budgets, "CartPole-v1").n_envs == 8

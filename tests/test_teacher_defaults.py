@@ -203,3 +203,12 @@ def test_each_online_round_plays_whole_episodes():
     assert small.n_envs == 2  # 500 consecutive steps per env and round: each round sees a whole episode
     given = DriversConfig(n_transitions_per_round=1_000, n_envs=8)
     assert _online_config(given, budgets, "CartPole-v1").n_envs == 8
+
+
+def test_the_readme_shows_the_defaults_line_as_it_is():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    teacher = zoo_teacher("dqn/CartPole-v1_1")
+    budgets = resolve_budgets("CartPole-v1", DistillConfig(preset="none"), teacher=teacher)
+    assert f"$ policykd distill --teacher agents/dqn/CartPole-v1_1 --preset none\n{budgets.picked}; " in readme

@@ -87,6 +87,7 @@ def test_preset_none_sizes_the_student_at_a_quarter_of_the_teacher(cartpole_teac
     wider = make_student_for(cartpole_teacher, cartpole_teacher.kind, (h + 1, h + 1)).n_params
     assert n_params <= 0.25 * cartpole_teacher.n_params < wider  # the largest (h, h) student that fits
     assert budgets.n_transitions == 50_000 and budgets.n_updates == 5_000  # classic-control budgets
+    assert budgets.learning_rate == pytest.approx(1e-3 * 64 / h)  # a narrower student takes larger steps
     assert "--preset none" in budgets.picked and "classic-control" in budgets.picked
     assert f"{n_params:,} params" in budgets.picked
 
@@ -96,6 +97,8 @@ def test_student_fraction_overrides_the_preset_size(cartpole_teacher):
     n_params = make_student_for(cartpole_teacher, cartpole_teacher.kind, budgets.hidden_sizes).n_params
     assert n_params <= 0.01 * cartpole_teacher.n_params
     assert budgets.n_transitions == 20_000  # the preset's budgets stay
+    assert budgets.hidden_sizes == (6,)  # a 3x3 student would fit; one layer of 6 is wider for the same budget
+    assert budgets.learning_rate == pytest.approx(0.01)  # the preset's 1e-3 times 64 / 6, capped at 10x
     assert "student fraction 0.01" in budgets.picked and "--preset none" not in budgets.picked
 
 

@@ -12,6 +12,8 @@ count is closest to the fraction, trained with the loss that suits the teacher k
 policy-gradient teachers, KL at τ = 0.1 for Q-value teachers, action MSE for TD3). Reports the mean %
 of teacher (random = 0 %) with a bootstrap 95 % CI over seeds, and the interquartile mean (IQM)
 across tasks with a bootstrap CI over (task, seed) runs, as rliable computes it. Resumable.
+The 1 % and 0.5 % students are sized by `--student-fraction` (policykd's own rule: the largest that
+fits, one hidden layer below 8 units, Adam's step scaled by 64 / width up to 10x), not closest-width.
 """
 
 from __future__ import annotations
@@ -116,7 +118,13 @@ def main() -> None:
                 name = f"{run_dir.parent.name}-{run_dir.name}-f{fraction}-seed{seed}"
                 config = DistillConfig(
                     teacher=str(run_dir.relative_to(ZOO_DIR.parent)),
-                    hidden_sizes=(width, width),
+                    # the 1 % and 0.5 % students: sized by policykd itself (resolve.student_size: one hidden
+                    # layer below 8 units, Adam's step scaled up for narrow students)
+                    **(
+                        {"student_fraction": fraction}
+                        if fraction in TINY_FRACTIONS
+                        else {"hidden_sizes": (width, width)}
+                    ),
                     seed=seed,
                     out_dir=f"runs/benchmarks/fidelity/{name}",
                     overwrite=True,
@@ -134,7 +142,7 @@ def main() -> None:
             low, high = bootstrap_ci(pcts, np.mean, np.random.default_rng(0)) if len(pcts) > 1 else (pcts[0], pcts[0])
             s0 = summaries[0]
             rows.append(
-                f"| {teacher.recipe.env_id} | {name_of_teacher} | {100 * fraction:g}% | {width}×{width} | "
+                f"| {teacher.recipe.env_id} | {name_of_teacher} | {100 * fraction:g}% | {'×'.join(map(str, s0['hidden_sizes']))} | "
                 f"{s0['student_params']:,} / {s0['teacher_params']:,} ({100 * s0['param_fraction']:.1f} %) | "
                 f"{s0['loss']} τ={s0['temperature']:g} | {pcts.mean():.1f} [{low:.1f}, {high:.1f}] |"
             )

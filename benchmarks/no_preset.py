@@ -46,7 +46,7 @@ def experts(quick: bool, everything: bool) -> tuple[list[str], list[str]]:
     return [e for e in found if e not in skipped], skipped
 
 
-def run_expert(expert: str, seeds: tuple[int, ...], quick: bool, cache: Any) -> dict[str, Any]:
+def run_expert(expert: str, seeds: tuple[int, ...], quick: bool, cache: Any, force: bool) -> dict[str, Any]:
     teacher = load_teacher(ZOO_DIR / expert)
     loss = "mse" if teacher.kind == "deterministic" else "kl"
     runs = []
@@ -63,7 +63,7 @@ def run_expert(expert: str, seeds: tuple[int, ...], quick: bool, cache: Any) -> 
             **(QUICK_BUDGETS if quick else {}),
         )
         print(name, flush=True)
-        runs.append(cached_run(cache, name, lambda config=config: distill(config), config=config))
+        runs.append(cached_run(cache, name, lambda config=config: distill(config), force=force, config=config))
     pcts = [r["pct_of_teacher"] for r in runs]
     first = runs[0]
     return {
@@ -120,14 +120,14 @@ def main() -> None:
         __doc__,
         "CartPole PPO and Acrobot DQN, seed 0, 5,000 transitions and 500 updates",
         extra=[(("--seeds",), dict(type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")),
-               (("--all",), dict(action="store_true", help="also the MuJoCo and Atari experts")),
-               (("--only",), dict(default="", help="run only experts whose folder contains this (others: from cache)"))],
+               (("--all",), dict(action="store_true", help="also the MuJoCo and Atari experts"))],
+        only_help="run only experts whose folder contains this (others: from the last results)",
     )  # fmt: skip
     started = time.perf_counter()
     seeds = tuple(args.seeds or ((0,) if args.quick else SEEDS))
     cache = RESULTS_DIR / results_name("no_preset", args.quick)
     chosen, skipped = experts(args.quick, args.all)
-    rows = [run_expert(expert, seeds, args.quick, cache) for expert in chosen if args.only in expert]
+    rows = [run_expert(expert, seeds, args.quick, cache, args.force) for expert in chosen if args.only in expert]
     rows += [row for row in cached_rows(args.quick) if args.only not in row["expert"] and row["expert"] in chosen]
     rows.sort(key=lambda row: row["expert"])
     skipped += [e for e in chosen if e not in {row["expert"] for row in rows}]

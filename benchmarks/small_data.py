@@ -207,7 +207,7 @@ def make_task(source: str, n_updates: int, budgets: tuple[int, ...], quick: bool
 
 def run_task(source: str, n_updates: int, cache_dir: Path, args: Any, python: Path | None) -> dict[str, Any]:
     """Every cell of one task for the seeds asked (each cached), then its summary (``cache_dir/summary.json``)."""
-    budgets = QUICK_BUDGETS if args.quick else BUDGETS
+    budgets = tuple(args.budgets or (QUICK_BUDGETS if args.quick else BUDGETS))
     task = make_task(source, n_updates, budgets, args.quick)
     cache = TaskCache(cache_dir, args.force)
     deterministic = bool(task.preset["deterministic_eval"])
@@ -331,7 +331,8 @@ def main() -> None:
         "Acrobot and CartPole DQN only, budgets 100 / 500 / 2,000, seed 0, half the evaluation episodes",
         only_help="run only tasks whose name contains this (others: from cache)",
         extra=[(("--seeds",), dict(type=int, nargs="+", help="seeds to run (default 0 1 2; --quick: 0)")),
-               (("--no-imitation",), dict(action="store_true", help="skip imitation's BC (no venv built)"))],
+               (("--no-imitation",), dict(action="store_true", help="skip imitation's BC (no venv built)")),
+               (("--budgets",), dict(type=int, nargs="+", help="transition budgets (default 100 200 500 1000 2000 5000)"))],
     )  # fmt: skip
     started, stem = time.perf_counter(), results_name("small_data", args.quick)
     python = None if args.no_imitation else ensure_imitation_venv()

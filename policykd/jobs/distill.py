@@ -45,6 +45,7 @@ from policykd.jobs.evaluate import (
 from policykd.jobs.resolve import (
     RECIPE_FILE,
     Budgets,
+    auto_temperature,
     check_buffer_fits,
     make_run_merge,
     make_student_for,
@@ -52,6 +53,7 @@ from policykd.jobs.resolve import (
     resolve_budgets,
     resolve_teacher,
     resolve_teachers,
+    run_temperature,
 )
 from policykd.jobs.run_folder import DONE, check_resumable, check_reusable, claim_run_folder, run_folder
 from policykd.jobs.video import check_video_support, record_run_videos
@@ -65,9 +67,7 @@ from policykd.learn.multitask import (
     make_multitask_student,
     named_items,
 )
-from policykd.learn.targets import confidence_temperature
 from policykd.learn.trainer import Trainer, TrainerConfig, read_checkpoint
-from policykd.zoo.presets import Q_TARGET_CONFIDENCE
 
 # Several tasks share one student and one training budget, so it does not come from one env's preset.
 MULTITASK_DEFAULTS: dict[str, Any] = {
@@ -329,27 +329,12 @@ def _make_loss(config: DistillConfig, kind: str, temperature: float | None = Non
     return loss_fn
 
 
-def auto_temperature(config: DistillConfig, kind: str) -> bool:
-    """Whether the run's tau is derived from its buffer: ``kl`` on Q-value / quantile teachers, no ``--temperature``."""
-    return config.temperature is None and config.loss == "kl" and kind in ("q_values", "quantiles")
-
-
 def settle_temperature(config: DistillConfig, plan: TaskPlan) -> None:
-    """Fix ``plan``'s tau (and its loss) once its buffer is in: ``--temperature``, else for ``kl``
-    on a Q-value / quantile teacher the confidence temperature of the first teacher's Q-values
-    over the buffer (greedy action at presets.Q_TARGET_CONFIDENCE against the runner-up in the
-    median state), else 1. The same buffer gives the same tau, so a resumed run trains at it too."""
-    if not auto_temperature(config, plan.kind):
-        plan.temperature = 1.0 if config.temperature is None else config.temperature
-        return
+    """Fix ``plan``'s tau (and its loss) once its buffer is in (resolve.run_temperature)."""
     assert plan.buffer is not None
-    raw = plan.buffer.batch_at(np.arange(len(plan.buffer))).teacher_outputs[0]
-    plan.temperature = confidence_temperature(raw, Q_TARGET_CONFIDENCE)
-    plan.loss_fn = _make_loss(config, plan.kind, plan.temperature)
-    plan.temperature_why = (
-        f"tau {plan.temperature:.3g} from the teacher's Q-values (greedy action at "
-        f"{Q_TARGET_CONFIDENCE:.0%} against the runner-up in the median state)"
-    )
+    plan.temperature, plan.temperature_why = run_temperature(config.temperature, config.loss, plan.kind, plan.buffer)
+    if plan.temperature_why:
+        plan.loss_fn = _make_loss(config, plan.kind, plan.temperature)
 
 
 def make_trainer_config(config: DistillConfig, budgets: Budgets) -> TrainerConfig:
@@ -380,7 +365,11 @@ def _collect_config(config: DistillConfig, plan: TaskPlan) -> DistillConfig:
 
 def default_run_folder(config: DistillConfig, plans: list[TaskPlan]) -> Path:
     if len(plans) == 1:
-        tau = "auto" if auto_temperature(config, plans[0].kind) else f"{config.temperature or 1.0:g}"
+        tau = (
+            "auto"
+            if auto_temperature(config.temperature, config.loss, plans[0].kind)
+            else f"{config.temperature or 1.0:g}"
+        )
         return Path("runs") / plans[0].name / f"{config.loss}-tau{tau}-seed{config.seed}"
     names = "+".join(plan.name.split("-")[0] for plan in plans)
     return Path("runs") / "multitask" / f"{names}-seed{config.seed}"

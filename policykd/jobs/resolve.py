@@ -23,11 +23,13 @@ from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import ReturnStats, evaluate_random, evaluate_teacher
 from policykd.learn.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
 from policykd.learn.students import Student, StudentConfig, make_student
+from policykd.learn.targets import confidence_temperature
 from policykd.zoo.presets import (
     CONTINUOUS_NOISE,
     DEFAULT_ENV_ID,
     DEFAULTS,
     NO_PRESET,
+    Q_TARGET_CONFIDENCE,
     STUDENT_FRACTION,
     TEACHER_DEFAULTS,
     check_preset_choice,
@@ -431,7 +433,7 @@ MIN_TWO_LAYER_WIDTH = 8
 3x3 student (35 params) stayed at a random policy's return, a (6,) one (44 params) reached 500."""
 
 
-def _widest(fits: Any, low: int = 1, high: int = 4096) -> int:
+def _widest(fits: Any, low: int = 1, high: int = 1024) -> int:
     """The largest h in [low, high] with ``fits(h)`` (``fits`` holds up to some h), by bisection; ``low`` if none."""
     while low < high:
         mid = (low + high + 1) // 2
@@ -446,6 +448,23 @@ def check_student_fraction(value: Any) -> float:
         raise PolicyKDError(f"--student-fraction {value} is above 1: a student larger than its teacher compresses "
                             "nothing; pass a share such as 0.25")  # fmt: skip
     return fraction
+
+
+def auto_temperature(temperature: float | None, loss: str, kind: str) -> bool:
+    """Whether a run's tau comes from its buffer: ``kl`` on a Q-value / quantile teacher, no ``--temperature``."""
+    return temperature is None and loss == "kl" and kind in ("q_values", "quantiles")
+
+
+def run_temperature(temperature: float | None, loss: str, kind: str, buffer: LabelledBuffer) -> tuple[float, str]:
+    """A run's tau and, where it was derived, the words that say how: ``temperature`` (``--temperature``),
+    else for ``kl`` on a Q-value / quantile teacher the confidence temperature of the first teacher's
+    Q-values over ``buffer`` (greedy action at presets.Q_TARGET_CONFIDENCE against the runner-up in
+    the median state), else 1. The same buffer gives the same tau, so a resumed run trains at it too."""
+    if not auto_temperature(temperature, loss, kind):
+        return (1.0 if temperature is None else temperature), ""
+    tau = confidence_temperature(buffer.batch_at(np.arange(len(buffer))).teacher_outputs[0], Q_TARGET_CONFIDENCE)
+    why = f"tau {tau:.3g} from the teacher's Q-values (greedy action at {Q_TARGET_CONFIDENCE:.0%} against the runner-up in the median state)"
+    return tau, why
 
 
 def check_hidden_sizes(sizes: Sequence[Any]) -> tuple[int, ...]:

@@ -368,7 +368,8 @@ def main() -> None:
 
 
 def readme_table(summaries: dict[str, dict[str, Any]]) -> str:
-    """Per task: transitions to 95 % of the teacher for each method (from results/small_data.json)."""
+    """Per task and method: the first budget reaching 95 % of the teacher, and (in brackets) the % of
+    teacher at the smallest budget (from results/small_data.json)."""
     order = ("default", "kl", "nll", "imitation", "default-8envs")
     lines = [
         "| task (seeds) | " + " | ".join(LABEL[m] for m in order) + " |",
@@ -376,7 +377,10 @@ def readme_table(summaries: dict[str, dict[str, Any]]) -> str:
     ]
     for name, s in summaries.items():
         methods = {**s["methods"], **({} if "default" in s["methods"] else {"default": s["methods"].get("kl")})}
-        cells = [fmt_n(methods[m]["to_target"]) if methods.get(m) else "not run" for m in order]
+        cells = [
+            f"{fmt_n(methods[m]['to_target'])} ({methods[m]['curve'][0][0]:.0f} %)" if methods.get(m) else "not run"
+            for m in order
+        ]
         lines.append(f"| {name} ({len(s['seeds'])}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -395,6 +395,7 @@ def _train_single_task(
 
     assert plan.buffer is not None
     shown = {**dataclasses.asdict(plan.budgets), "temperature": plan.temperature}  # the HParams' tau, settled
+    shown.pop("picked")  # a sentence, in summary.json's "defaults"
     run = _TrainRun(config, trainer_config, out_dir, progress, stage, shown)
     trainer, metrics = run.train(student, plan.loss_fn, plan.buffer, plan.merge, evaluate)
     write_json_atomic(out_dir / "student" / RECIPE_FILE, plan.teacher.recipe.to_json())

@@ -219,6 +219,8 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         for t in s["teachers"]:
             print(f"  {t['algo']:>6} {t['source']}: {t['mean']:.1f} ± {t['std']:.1f} ({t['params']:,} params)")
         print("the student is compared with the best of them; params: the sum of the teachers'")
+    if s.get("defaults"):
+        print(f"\n{s['defaults']}")
     print(
         f"\n{s['env_id']}: {s['teacher_algo']} teacher -> student, loss {s['loss']}, tau {s['temperature']:g}, "
         f"{s['n_teacher_transitions']:,} teacher transitions, {s['n_updates']:,} updates, {s['n_eval_episodes']} eval episodes"

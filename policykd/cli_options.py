@@ -30,6 +30,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "buffer": (("--buffer",), dict(help="train from this saved buffer instead of collecting")),
     "zoo": (("--zoo", "--zoo-dir"), dict(dest="zoo_dir", metavar="DIR", help="expert zoo folder (<algo>/<EnvId>_<n>, such as a policykd clone's agents/) that the env presets' experts are read from (default: $POLICYKD_ZOO, else the agents/ of the policykd checkout you run in)")),
     "trust_pickles": (("--trust-pickles",), dict(action="store_const", const=True, help="read the teacher's pickles (SB3 zip, vecnormalize.pkl) and env wrappers as SB3 does, for files you trust: they may run code (default: only what SB3 experts need is read)")),
+    "preset": (("--preset",), dict(help="auto: the env's preset (envs/<EnvId>.yml) where it has one; none: every default derived from the teacher (default auto)")),
     "no_teacher_check": (("--no-teacher-check",), dict(dest="teacher_check", action="store_const", const=False, help="use a teacher even if it plays no better than a uniformly random policy, or far below its recorded score (refused by default: its env recipe is then almost surely wrong)")),
     # collection
     "n_transitions": (("--n-transitions",), dict(type=int, help="labelled transitions to collect (default: preset)")),
@@ -39,7 +40,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "seed": (("--seed",), dict(type=int, help="seed of collection, initial weights and evaluation (default 0)")),
     # the loss
     "loss": (("--loss",), dict(help="kl | nll | mse (default kl; mse for a deterministic TD3/DDPG teacher where it applies)")),
-    "temperature": (("--temperature",), dict(type=float, help="tau: softmax(x/tau) or std*tau (default 1)")),
+    "temperature": (("--temperature",), dict(type=float, help="tau: softmax(x/tau) or std*tau (default 1; kl on a DQN / QR-DQN teacher: from its Q-values' median gap)")),
     "temperature_on": (("--temperature-on",), dict(help="teacher | both (default teacher)")),
     "kl_direction": (("--kl-direction",), dict(help="forward = KL(teacher||student) | reverse (default forward)")),
     "tau2_scaling": (("--tau2-scaling",), dict(action="store_const", const=True, help="multiply the KL by tau^2 (Hinton)")),
@@ -48,6 +49,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # the student and its training
     "hidden": (("--hidden",), dict(dest="hidden_sizes", type=int, nargs="+", help="student MLP hidden sizes (default: preset)")),
     "cnn_width": (("--cnn-width",), dict(type=float, help="NatureCNN width multiplier for image observations (default: preset)")),
+    "student_fraction": (("--student-fraction",), dict(type=float, help="student size as a share of the teacher's acting parameters (default 0.25 where no preset applies)")),
     "input_width": (("--input-width",), dict(type=int, help="width of each vector task's own input layer, with --task (default 64)")),
     "n_updates": (("--n-updates",), dict(type=int, help="gradient steps per student (default: preset)")),
     "batch_size": (("--batch-size",), dict(type=int, help="transitions per gradient step (default: preset)")),
@@ -84,10 +86,10 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 
 COMMON = ("config", "no_progress", "quiet", "verbose")
 COLLECT = ("teacher", "zoo", "env", "merge", "teacher_weights", "teacher_drive", "n_transitions", "n_envs", "epsilon",
-           "action_noise", "seed", "no_teacher_check")  # fmt: skip
+           "action_noise", "seed", "no_teacher_check", "preset")  # fmt: skip
 LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
 # the student, its training, and the videos recorded after it (distill)
-TRAINING = ("hidden", "cnn_width", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
+TRAINING = ("hidden", "cnn_width", "student_fraction", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
             "overwrite", "resume", "checkpoint_every", "video", "video_episodes")  # fmt: skip
 EXPERIMENT = ("teacher", "zoo", "env", "seeds", "n_envs", "hidden", "batch_size", "lr", "eval_episodes", "seed",
               "out_dir", "no_teacher_check")  # fmt: skip

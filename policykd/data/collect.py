@@ -151,6 +151,31 @@ def collect_rollouts(
 
 
 TEACHER_DRIVES = ("first", "merged", "round-robin", "random")
+LONGEST_COVERED_EPISODE = 10_000
+"""Time limits above this (Atari's 108,000 frames) say nothing of a real episode's length:
+:func:`episode_covering_envs` keeps the asked env count there."""
+
+
+def episode_covering_envs(n_transitions: int, n_envs: int, max_episode_steps: int | None) -> int:
+    """How many of ``n_envs`` envs to collect ``n_transitions`` with so that each env plays at least
+    one episode to its time limit (``max_episode_steps``): ``n_transitions // max_episode_steps``,
+    at least 1 and at most ``n_envs``. Each env adds ``n_transitions / n_envs`` consecutive steps,
+    so with 8 envs a small budget holds only the first steps of 8 episodes (a LunarLander student
+    would never see a landing); with fewer envs it holds whole episodes, from start to end.
+    ``max_episode_steps`` None or above LONGEST_COVERED_EPISODE: ``n_envs``, unchanged."""
+    if not max_episode_steps or max_episode_steps > LONGEST_COVERED_EPISODE:
+        return n_envs
+    return max(1, min(n_envs, n_transitions // max_episode_steps))
+
+
+def max_episode_steps(env_id: str) -> int | None:
+    """The registered time limit of ``env_id`` (None: none, or not a registered id)."""
+    import gymnasium as gym
+
+    try:
+        return gym.spec(env_id).max_episode_steps
+    except gym.error.Error:
+        return None
 
 
 def _check_collect_args(

@@ -31,7 +31,7 @@ def collect(
     check_int("--seed", config.seed, 0)
     teachers = list(teachers or resolve_teachers(config))
     teacher = teachers[0]
-    budgets = resolve_budgets(teacher.recipe.env_id, config)
+    budgets = resolve_budgets(teacher.recipe.env_id, config, teacher=teacher)
     if resolved and config.teacher_check:  # a buffer is labelled by a teacher that plays, as distill's is
         measure_teachers(teachers, budgets, config.seed + EVAL_SEED_OFFSET, check=True)
     drive = config.teacher_drive if len(teachers) > 1 else "first"
@@ -76,7 +76,7 @@ def collect_to_file(
     check_int("--seed", config.seed, 0)
     path = check_buffer_path(out, overwrite)
     teachers = resolve_teachers(config)
-    budgets = resolve_budgets(teachers[0].recipe.env_id, config)
+    budgets = resolve_budgets(teachers[0].recipe.env_id, config, teacher=teachers[0])
     check_room(path, buffer_nbytes(teachers, budgets.n_transitions, budgets.n_envs), "the buffer")
     buffer, stats, teacher = collect(config, teachers, teachers_checked=False)
     buffer.save(path)

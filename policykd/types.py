@@ -124,6 +124,9 @@ EvalFn = Callable[[torch.nn.Module], dict[str, float]]
 
 class Sampler(Protocol):
     """Where the Trainer's batches come from: a ``LabelledBuffer`` gives one DistillBatch of
-    ``batch_size`` rows, a ``MultiTaskSampler`` one per task (rows summing to ``batch_size``)."""
+    ``batch_size`` rows, a ``MultiTaskSampler`` one per task (rows summing to ``batch_size``), as
+    tensors on ``device``."""
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> DistillBatch | dict[str, DistillBatch]: ...
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, device: str | torch.device = "cpu"
+    ) -> DistillBatch | dict[str, DistillBatch]: ...

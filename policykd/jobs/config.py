@@ -39,6 +39,9 @@ class CollectConfig:
     """Per-teacher weights for the merge (default equal)."""
     teacher_drive: str = "merged"
     """Who acts among several teachers while collecting: merged | round-robin | random | first."""
+    device: str = "cpu"
+    """Torch device of teacher labelling, student training and evaluation: cpu | cuda | cuda:N | auto
+    (policykd.devices.resolve_device; auto: cuda for image observations when a GPU is visible)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -91,6 +91,8 @@ class SweepConfig:
     """The expert zoo the preset's expert is read from (default: presets.find_zoo)."""
     progress_bar: bool = True
     """Progress bars with an ETA on stderr (shown on a terminal only)."""
+    device: str = "cpu"
+    """Torch device of teacher labelling, student training and evaluation (``--device``)."""
 
 
 def check_sweep_config(config: SweepConfig) -> tuple[float, ...]:
@@ -147,7 +149,9 @@ def buffer_metrics(student: Student, observations: torch.Tensor, raw: Any, tempe
     """On buffer states ``(B, *obs_shape)`` with the teacher's raw output there: student entropy
     (as it acts), target entropy at tau, KL(teacher at tau = 1 || student), and top-1 agreement
     (discrete) or mean L2 gap of greedy actions (continuous)."""
-    m = distill_metrics(student(observations), soften(raw, temperature), soften(raw, 1.0))
+    device = student.obs_mean.device  # the probe lives on the CPU; the student where it trained
+    raw = raw._replace(**{k: v.to(device) for k, v in raw._asdict().items() if isinstance(v, torch.Tensor)})
+    m = distill_metrics(student(observations.to(device)), soften(raw, temperature), soften(raw, 1.0))
     return {
         "student_entropy": m["student/entropy"],
         "target_entropy": m["teacher/entropy"],
@@ -214,6 +218,7 @@ def _distil_one(
         temperature=tau,
         seed=seed,
         progress_bar=False,
+        device=str(teacher.device),
     )
     hparams = hparams_of(
         trainer_config,
@@ -310,7 +315,8 @@ def _resolve_sweep(config: SweepConfig) -> tuple[tuple[float, ...], Teacher, dic
     """Refuse bad input, load the teacher and fill the budgets from its env's preset, all before
     minutes are spent or anything is written. Returns the temperatures, the teacher and the budgets."""
     temperatures = check_sweep_config(config)
-    teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
+    options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
+    teacher = resolve_teacher(config.teacher, config.env_id, **options)
     if student_kind_for(teacher.kind) == "deterministic":
         raise PolicyKDError(
             f"{teacher.source} is a deterministic ({teacher.algo}) teacher: it has no temperature to "

@@ -43,6 +43,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "action_noise": (("--action-noise",), dict(type=float, help="Gaussian action noise, fraction of the half action range (default: preset)")),
     "seed": (("--seed",), dict(type=int, help="seed of collection, initial weights and evaluation (default 0)")),
     "device": (("--device",), dict(help=DEVICE_HELP)),
+    "backend": (("--backend",), dict(choices=("local", "ray"), help="where collection runs: local (this process, default) or ray (one Ray actor per --workers; pip install 'policykd[ray]')")),
+    "workers": (("--workers",), dict(type=int, help="collection workers, each with its own --n-envs envs and teacher copies, sharing --n-transitions; worker w is the collection --seed S+w*n_envs makes, so local and ray give the same buffer (default 1)")),
+    "ray_address": (("--ray-address",), dict(metavar="ADDRESS", help="join this running Ray cluster (ray://host:10001, or auto) instead of starting a local Ray; with --backend ray")),
     # the loss
     "loss": (("--loss",), dict(help="kl | nll | mse (default kl; mse for a deterministic TD3/DDPG teacher where it applies)")),
     "temperature": (("--temperature",), dict(type=float, help="tau: softmax(x/tau) or std*tau (default 1)")),
@@ -90,7 +93,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 
 COMMON = ("config", "no_progress", "quiet", "verbose")
 COLLECT = ("teacher", "zoo", "env", "merge", "teacher_weights", "teacher_drive", "n_transitions", "n_envs", "epsilon",
-           "action_noise", "seed", "no_teacher_check", "device")  # fmt: skip
+           "action_noise", "seed", "no_teacher_check", "device", "backend", "workers", "ray_address")  # fmt: skip
 LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
 # the student, its training, and the videos recorded after it (distill)
 TRAINING = ("hidden", "cnn_width", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",

@@ -78,7 +78,16 @@ MULTITASK_DEFAULTS: dict[str, Any] = {
 MULTITASK_INPUT_WIDTH = 64
 CHECKPOINT_FILE, BASELINES_FILE, SUMMARY_FILE = "checkpoint.safetensors", "baselines.json", "summary.json"
 # DistillConfig fields that change no result: a run resumes whatever they were
-RESUME_MAY_DIFFER = ("out_dir", "overwrite", "resume", "progress_bar", "checkpoint_every_s", "device")
+RESUME_MAY_DIFFER = (
+    "out_dir",
+    "overwrite",
+    "resume",
+    "progress_bar",
+    "checkpoint_every_s",
+    "device",
+    "backend",
+    "ray_address",
+)
 # Options of one task's teachers that several tasks cannot take (each task names its own teacher).
 SINGLE_TASK_ONLY = {
     "teacher": None,

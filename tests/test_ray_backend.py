@@ -100,3 +100,24 @@ def test_ray_missing_is_a_one_line_error(small, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(PolicyKDError, match=r"--backend ray needs Ray: pip install 'policykd\[ray\]'"):
         collect(dataclasses.replace(small, backend="ray"))
+
+
+@pytest.mark.expensive
+def test_sweep_cells_on_a_local_ray_head_give_the_same_runs(cartpole_expert_dir, tmp_path):
+    ray = pytest.importorskip("ray")
+    from policykd.jobs.sweep import SweepConfig, run_sweep
+
+    config = SweepConfig(
+        teacher=str(cartpole_expert_dir), temperatures=(0.5, 2.0), n_seeds=1, n_transitions=400, n_envs=4,
+        n_updates=20, batch_size=64, n_eval_episodes=1, n_metric_states=100, progress_bar=False,
+    )  # fmt: skip
+    here = run_sweep(dataclasses.replace(config, out_dir=str(tmp_path / "here")))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = run_sweep(dataclasses.replace(config, out_dir=str(tmp_path / "ray"), backend="ray"))
+    finally:
+        ray.shutdown()
+    assert [r["tau"] for r in on_ray["runs"]] == [0.5, 2.0]
+    for a, b in zip(here["runs"], on_ray["runs"]):
+        assert {k: v for k, v in a.items() if k != "wall_time_s"} == {k: v for k, v in b.items() if k != "wall_time_s"}
+    assert {"tau0.5-seed0.json", "tau2-seed0.json"} <= {p.name for p in (tmp_path / "ray" / "cells").iterdir()}

@@ -31,11 +31,12 @@ from policykd.jobs.config import CollectConfig
 BACKENDS = ("local", "ray")
 
 
-def check_backend(config: CollectConfig) -> None:
-    """Refuse an unknown backend, a worker count below 1 and an address without Ray, in one line."""
+def check_backend(config: Any) -> None:
+    """Refuse an unknown backend, a worker count below 1 and an address without Ray, in one line
+    (``config``: a CollectConfig, or a SweepConfig, which has no ``workers``)."""
     if config.backend not in BACKENDS:
         raise PolicyKDError(f"--backend {config.backend!r}: use local (this process) or ray")
-    check_int("--workers", config.workers)
+    check_int("--workers", getattr(config, "workers", 1))
     if config.ray_address is not None and config.backend != "ray":
         raise PolicyKDError("--ray-address joins a Ray cluster; add --backend ray")
     if config.backend == "ray":
@@ -150,3 +151,71 @@ class CollectWorker:
 
         torch.set_num_threads(1)  # one CPU per actor
         return run_chunk(config)
+
+
+# -- experiment cells (sweep) -------------------------------------------------------------------
+
+
+class _Submitted(Exception):
+    """Raised out of a RunCache's ``run`` once the cell is sent to Ray, so nothing is stored yet."""
+
+
+def run_cells(
+    cells: Sequence[tuple[str, Callable[[], dict[str, Any]]]],
+    cache: Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]],
+    *,
+    backend: str = "local",
+    address: str | None = None,
+    on_done: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Each cell's result, in order: ``cache(name, run)`` one after the other here, or with
+    ``backend="ray"`` the cells the cache does not hold as Ray tasks at once (one CPU each),
+    stored through the same cache when they come back. Cells are seeded by their names, so
+    either way a cell's result is the same. ``on_done(name)`` after each cell."""
+    if backend != "ray":
+        results = []
+        for name, run in cells:
+            results.append(cache(name, run))
+            if on_done is not None:
+                on_done(name)
+        return results
+    return _run_cells_on_ray(cells, cache, address, on_done)
+
+
+def _run_cells_on_ray(cells: Sequence, cache: Callable, address: str | None, on_done: Callable | None) -> list:
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        remote = ray.remote(num_cpus=1)(_run_cell)
+        futures, done = {}, {}
+        for name, run in cells:
+
+            def submit(name: str = name, run: Callable = run) -> dict[str, Any]:
+                futures[name] = remote.remote(run)
+                raise _Submitted
+
+            try:
+                done[name] = cache(name, submit)  # a stored cell comes back at once
+            except _Submitted:
+                continue
+        for name, result in zip(futures, ray.get(list(futures.values()))):
+            done[name] = cache(name, lambda result=result: result)
+        if on_done is not None:
+            for name, _ in cells:
+                on_done(name)
+        return [done[name] for name, _ in cells]
+    except ray.exceptions.RayError as err:
+        reason = " ".join(str(err).split())[:300]
+        raise PolicyKDError(f"a Ray task failed ({reason}); run with --backend local to see the error") from None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run_cell(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)  # one CPU per task
+    return run()

@@ -35,6 +35,7 @@ from policykd.jobs.experiment import (
     run_logger,
     student_for,
 )
+from policykd.jobs.ray_backend import check_backend, run_cells
 from policykd.jobs.resolve import (
     check_batch_size,
     check_exploration,
@@ -93,6 +94,10 @@ class SweepConfig:
     """Progress bars with an ETA on stderr (shown on a terminal only)."""
     device: str = "cpu"
     """Torch device of teacher labelling, student training and evaluation (``--device``)."""
+    backend: str = "local"
+    """Where the cells run: local (one after the other) or ray (Ray tasks, one CPU each; jobs/ray_backend.py)."""
+    ray_address: str | None = None
+    """A running Ray cluster to join with ``backend="ray"`` (default: a local Ray started for the sweep)."""
 
 
 def check_sweep_config(config: SweepConfig) -> tuple[float, ...]:
@@ -315,6 +320,7 @@ def _resolve_sweep(config: SweepConfig) -> tuple[tuple[float, ...], Teacher, dic
     """Refuse bad input, load the teacher and fill the budgets from its env's preset, all before
     minutes are spent or anything is written. Returns the temperatures, the teacher and the budgets."""
     temperatures = check_sweep_config(config)
+    check_backend(config)
     options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
     teacher = resolve_teacher(config.teacher, config.env_id, **options)
     if student_kind_for(teacher.kind) == "deterministic":
@@ -364,14 +370,13 @@ def run_sweep(config: SweepConfig, *, cache: RunCache | None = None) -> dict[str
     baselines = experiment_baselines(teacher, config, cache)
     buffer = _sweep_buffer(config, teacher, budgets["n_transitions"], out)
     probe, grid = _probe(buffer, config)
-    runs = []
-    bar = progress_bar(len(temperatures) * config.n_seeds, "sweep", enabled=config.progress_bar, unit="runs")
-    for tau in temperatures:
-        for seed in range(config.seed, config.seed + config.n_seeds):
-            bar.set_postfix_str(f"tau {tau:g}, seed {seed}")
-            run = functools.partial(_distil_one, teacher, buffer, tau, seed, config, budgets, probe, grid, out)
-            runs.append(cache(f"tau{tau:g}-seed{seed}", run))
-            bar.update(1)
+    cells = [
+        (f"tau{tau:g}-seed{seed}", functools.partial(_distil_one, teacher, buffer, tau, seed, config, budgets, probe, grid, out))
+        for tau in temperatures
+        for seed in range(config.seed, config.seed + config.n_seeds)
+    ]  # fmt: skip
+    bar = progress_bar(len(cells), "sweep", enabled=config.progress_bar, unit="runs")
+    runs = run_cells(cells, cache, backend=config.backend, address=config.ray_address, on_done=lambda _: bar.update(1))
     bar.close()
     rows = []
     for tau in temperatures:

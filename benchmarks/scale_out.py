@@ -21,8 +21,10 @@ from common import head_of
 
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.teachers import Teacher
-from policykd.jobs.collect import collect
+from policykd.jobs.collect import collect, collect_chunk
 from policykd.jobs.config import CollectConfig
+from policykd.jobs.ray_backend import CollectWorker, merge_chunks, worker_configs
+from policykd.jobs.resolve import resolve_budgets, resolve_teachers
 from policykd.learn.losses import make_loss
 from policykd.learn.students import make_student
 from policykd.learn.trainer import Trainer, TrainerConfig
@@ -36,15 +38,16 @@ SWEEP_EXPERTS = 12
 
 
 def ray_overhead(teacher_dir: str, n_transitions: int) -> dict[str, Any]:
-    """CartPole collection in this process against Ray with 1 and 2 actors. Each Ray run is timed
-    at ``n_transitions`` and at 3x that; the difference gives the steady rate, the rest the fixed
-    start-up cost (actors, teacher loads, the merge). Rates are transitions/s, start-ups seconds."""
+    """CartPole collection in this process against Ray with 1 and 2 actors: each backend's rate
+    once started (transitions/s, the chunks' trip back and the merge included) and, for Ray, the
+    start-up a user also waits for (starting the actors and their imports), in seconds."""
     base = CollectConfig(
         teacher=teacher_dir, n_transitions=n_transitions, seed=0, teacher_check=False, progress_bar=False
     )
+    _seconds(dataclasses.replace(base, n_transitions=64))  # warm, as the Ray actors are before they are timed
     results: dict[str, Any] = {
-        "in_process": _steady(base),
-        "local_2_workers": _steady(dataclasses.replace(base, workers=2)),
+        "in_process": {"rate": n_transitions / _seconds(base), "startup_s": 0.0},
+        "local_2_workers": {"rate": n_transitions / _seconds(dataclasses.replace(base, workers=2)), "startup_s": 0.0},
     }
     try:
         import ray
@@ -53,17 +56,30 @@ def ray_overhead(teacher_dir: str, n_transitions: int) -> dict[str, Any]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         for workers in (1, 2):
-            results[f"ray_{workers}_workers"] = _steady(dataclasses.replace(base, backend="ray", workers=workers))
+            results[f"ray_{workers}_workers"] = _ray_rate(
+                ray, dataclasses.replace(base, backend="ray", workers=workers)
+            )
     finally:
         ray.shutdown()
     return results
 
 
-def _steady(config: CollectConfig) -> dict[str, float]:
-    """``{"rate": steady transitions/s, "startup_s": fixed seconds}`` from runs of N and 3N transitions."""
-    short, long = _seconds(config), _seconds(dataclasses.replace(config, n_transitions=3 * config.n_transitions))
-    rate = 2 * config.n_transitions / max(long - short, 1e-9)
-    return {"rate": rate, "startup_s": max(short - config.n_transitions / rate, 0.0)}
+def _ray_rate(ray: Any, config: CollectConfig) -> dict[str, float]:
+    """A cold run as the CLI makes it (new actors), then the same split on actors already started."""
+    cold = _seconds(config)
+    teachers = resolve_teachers(config)
+    n_envs = resolve_budgets(teachers[0].recipe.env_id, config).n_envs
+    configs = worker_configs(config, teachers, config.n_transitions, n_envs)
+    actors = [ray.remote(num_cpus=1)(CollectWorker).remote() for _ in configs]
+    warm_up = dataclasses.replace(configs[0], n_transitions=n_envs)
+    ray.get([actor.collect.remote(collect_chunk, warm_up) for actor in actors])
+    start = time.perf_counter()
+    chunks = ray.get([actor.collect.remote(collect_chunk, c) for actor, c in zip(actors, configs)])
+    merge_chunks(chunks, config, configs)
+    rate = config.n_transitions / (time.perf_counter() - start)
+    for actor in actors:
+        ray.kill(actor)
+    return {"rate": rate, "startup_s": max(cold - config.n_transitions / rate, 0.0)}
 
 
 def _seconds(config: CollectConfig) -> float:

@@ -86,26 +86,33 @@ def _timed_collection(teacher: Teacher, n_envs: int, n_steps: int) -> tuple[Labe
     return buffer, seconds
 
 
-def collection_vs_env(teacher: Teacher, n_envs: int, n_steps: int) -> dict[str, float]:
+def collection_vs_env(teacher: Teacher, n_envs: int, n_steps: int, repeats: int = 1) -> dict[str, float]:
     """Labelled collection against two limits, all on the same env count and seeds:
     - ``random``: the env stepping uniformly random actions (the limit the issue names);
     - ``replay``: the env replaying the very actions the teacher chose (the envs are seeded, so it
       walks the same trajectories). Simulation cost depends on the trajectory (an expert
       LunarLander hovers with its engines on, which costs Box2D more than a random crash), so this
-      is the ratio that isolates what policykd adds: labelling, buffer writes, bookkeeping."""
-    venv = make_vec_env(teacher.recipe, n_envs, seed=0)
-    venv.action_space.seed(0)
-    random_actions = np.array([[venv.action_space.sample() for _ in range(n_envs)] for _ in range(n_steps)])
-    random_s = _timed_steps(venv, random_actions)
-    venv.close()
-
-    buffer, collect_s = _timed_collection(teacher, n_envs, n_steps)
-    with old_collection_path():
-        _, old_s = _timed_collection(teacher, n_envs, n_steps)
-
-    venv = make_vec_env(teacher.recipe, n_envs, seed=0)
-    replay_s = _timed_steps(venv, buffer.column("actions").reshape(n_steps, n_envs, *buffer.action_shape))
-    venv.close()
+      is the ratio that isolates what policykd adds: labelling, buffer writes, bookkeeping.
+    Also collection through the old path (see :func:`old_collection_path`). Each time is the
+    median of ``repeats`` rounds, each round timing every side back to back (a shared machine's
+    load moves between rounds more than within one)."""
+    times: dict[str, list[float]] = {"random": [], "collect": [], "old": [], "replay": []}
+    for _ in range(repeats):
+        venv = make_vec_env(teacher.recipe, n_envs, seed=0)
+        venv.action_space.seed(0)
+        random_actions = np.array([[venv.action_space.sample() for _ in range(n_envs)] for _ in range(n_steps)])
+        times["random"].append(_timed_steps(venv, random_actions))
+        venv.close()
+        buffer, collect_s = _timed_collection(teacher, n_envs, n_steps)
+        times["collect"].append(collect_s)
+        with old_collection_path():
+            times["old"].append(_timed_collection(teacher, n_envs, n_steps)[1])
+        venv = make_vec_env(teacher.recipe, n_envs, seed=0)
+        times["replay"].append(
+            _timed_steps(venv, buffer.column("actions").reshape(n_steps, n_envs, *buffer.action_shape))
+        )
+        venv.close()
+    random_s, collect_s, old_s, replay_s = (float(np.median(times[k])) for k in ("random", "collect", "old", "replay"))
     steps = n_steps * n_envs
     return {
         "collect": steps / collect_s,
@@ -114,6 +121,7 @@ def collection_vs_env(teacher: Teacher, n_envs: int, n_steps: int) -> dict[str, 
         "ratio_random": random_s / collect_s,
         "ratio_replay": replay_s / collect_s,
         "ratio_random_old": random_s / old_s,
+        "repeats": repeats,
         "bytes_per_transition": buffer.nbytes / buffer.capacity,
         **collection_breakdown(teacher, buffer, n_envs, collect_s, replay_s),
     }
@@ -232,7 +240,8 @@ def measure(quick: bool) -> dict[str, Any]:
     for label, source, n_envs, n_steps in cases:
         case_teacher = pong_teacher() if source == "pong" else load_teacher(REPO / source)
         print(f"collection: {label}, {n_envs} envs", flush=True)
-        collection.append({"label": label, "n_envs": n_envs, **collection_vs_env(case_teacher, n_envs, n_steps)})
+        measured = collection_vs_env(case_teacher, n_envs, n_steps, repeats=1 if quick else 3)
+        collection.append({"label": label, "n_envs": n_envs, **measured})
     results["collection"] = collection
     results["collection_ratio"] = collection[0]["ratio_random"]
 
@@ -327,7 +336,8 @@ def table(results: dict[str, Any]) -> str:
             (
                 f"labelled collection ÷ random-action env steps ({c['label']}, {c['n_envs']} envs)",
                 f"{c['collect']:,.0f} / {c['random']:,.0f} steps/s (same trajectories replayed: {c['replay']:,.0f}, "
-                f"ratio {c['ratio_replay']:.2f}; before issue 20's changes: ratio {c['ratio_random_old']:.2f}); "
+                f"ratio {c['ratio_replay']:.2f}; before issue 20's changes: ratio {c['ratio_random_old']:.2f}; "
+                f"median of {c.get('repeats', 1)}); "
                 f"time: env {c['share_env']:.0%}, teacher {c['share_teacher']:.0%}, "
                 f"buffer {c['share_buffer']:.0%}, other {c['share_other']:.0%}",
                 c["ratio_random"],

@@ -76,10 +76,13 @@ def _flat_features(extractor: nn.Module) -> bool:
 def fast_labeller(teacher: Any) -> Labeller:
     """A callable labelling raw observations as ``teacher(obs)`` does, without module calls where
     the teacher is a small MLP on Box observations (see the module docstring); else ``teacher``."""
-    forward = _compile(teacher)
+    try:
+        forward = _compile(teacher)
+        normalizer, shape, device = teacher.normalizer, tuple(teacher.observation_space.shape), teacher.device
+    except AttributeError:  # a stand-in with a Teacher's call but not its parts labels by itself
+        return teacher
     if forward is None:
         return teacher
-    normalizer, shape, device = teacher.normalizer, tuple(teacher.observation_space.shape), teacher.device
     mean, std = (None, None) if normalizer is None else (normalizer.mean, normalizer.std)
 
     @torch.inference_mode()

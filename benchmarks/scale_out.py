@@ -3,7 +3,7 @@ from them what 10 and 100 nodes would reach (results/scaling.md). Imported by th
 never run on its own.
 
 - Ray overhead: CartPole collection in this process against the same collection as 1 and 2 Ray
-  actors on a local Ray head (and 2 workers run one after the other here, for the split's own cost).
+  tasks on a local Ray head (and 2 workers run one after the other here, for the split's own cost).
 - The learner's side: how fast the driver merges workers' chunks into one buffer (transitions/s),
   the first ceiling a cluster meets, with the bytes each transition sends.
 - CPU against GPU for a Pong CNN distillation, when torch sees a GPU (else "not measured").
@@ -16,6 +16,7 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from common import head_of
 
@@ -23,7 +24,7 @@ from policykd.data.buffers import LabelledBuffer
 from policykd.data.teachers import Teacher
 from policykd.jobs.collect import collect, collect_chunk
 from policykd.jobs.config import CollectConfig
-from policykd.jobs.ray_backend import CollectWorker, merge_chunks, worker_configs
+from policykd.jobs.ray_backend import collect_task, merge_chunks, worker_configs
 from policykd.jobs.resolve import resolve_budgets, resolve_teachers
 from policykd.learn.losses import make_loss
 from policykd.learn.students import make_student
@@ -38,13 +39,13 @@ SWEEP_EXPERTS = 12
 
 
 def ray_overhead(teacher_dir: str, n_transitions: int) -> dict[str, Any]:
-    """CartPole collection in this process against Ray with 1 and 2 actors: each backend's rate
+    """CartPole collection in this process against Ray with 1 and 2 workers: each backend's rate
     once started (transitions/s, the chunks' trip back and the merge included) and, for Ray, the
-    start-up a user also waits for (starting the actors and their imports), in seconds."""
+    start-up a user also waits for (Ray's worker processes and their imports), in seconds."""
     base = CollectConfig(
         teacher=teacher_dir, n_transitions=n_transitions, seed=0, teacher_check=False, progress_bar=False
     )
-    _seconds(dataclasses.replace(base, n_transitions=64))  # warm, as the Ray actors are before they are timed
+    _seconds(dataclasses.replace(base, n_transitions=64))  # warm, as Ray's workers are before they are timed
     results: dict[str, Any] = {
         "in_process": {"rate": n_transitions / _seconds(base), "startup_s": 0.0},
         "local_2_workers": {"rate": n_transitions / _seconds(dataclasses.replace(base, workers=2)), "startup_s": 0.0},
@@ -65,21 +66,29 @@ def ray_overhead(teacher_dir: str, n_transitions: int) -> dict[str, Any]:
 
 
 def _ray_rate(ray: Any, config: CollectConfig) -> dict[str, float]:
-    """A cold run as the CLI makes it (new actors), then the same split on actors already started."""
+    """A cold run as the CLI makes it (Ray's workers start), then the same split on warm workers,
+    three times, each beside the same collection in this process (wall-clock seconds throughout)."""
     cold = _seconds(config)
+    in_process: list[float] = []
     teachers = resolve_teachers(config)
     n_envs = resolve_budgets(teachers[0].recipe.env_id, config).n_envs
     configs = worker_configs(config, teachers, config.n_transitions, n_envs)
-    actors = [ray.remote(num_cpus=1)(CollectWorker).remote() for _ in configs]
-    warm_up = dataclasses.replace(configs[0], n_transitions=n_envs)
-    ray.get([actor.collect.remote(collect_chunk, warm_up) for actor in actors])
-    start = time.perf_counter()
-    chunks = ray.get([actor.collect.remote(collect_chunk, c) for actor, c in zip(actors, configs)])
-    merge_chunks(chunks, config, configs)
-    rate = config.n_transitions / (time.perf_counter() - start)
-    for actor in actors:
-        ray.kill(actor)
-    return {"rate": rate, "startup_s": max(cold - config.n_transitions / rate, 0.0)}
+    remote = ray.remote(num_cpus=1)(collect_task)
+    warm_up = dataclasses.replace(configs[0], n_transitions=n_envs)  # Ray keeps its worker processes warm
+    ray.get([remote.remote(collect_chunk, warm_up) for _ in configs])
+    seconds = []
+    for _ in range(3):  # the median of 3, each beside an in-process run (the machine's load moves)
+        start = time.perf_counter()
+        chunks = ray.get([remote.remote(collect_chunk, c) for c in configs])
+        merge_chunks(chunks, config, configs)
+        seconds.append(time.perf_counter() - start)
+        in_process.append(_seconds(dataclasses.replace(config, backend="local", workers=1)))
+    rate = config.n_transitions / float(np.median(seconds))
+    return {
+        "rate": rate,
+        "startup_s": max(cold - config.n_transitions / rate, 0.0),
+        "in_process_rate": config.n_transitions / float(np.median(in_process)),
+    }
 
 
 def _seconds(config: CollectConfig) -> float:
@@ -139,7 +148,8 @@ def scaling_page(results: dict[str, Any], command: str) -> str:
     """results/scaling.md: the predictions, each from the measurements it names."""
     ray = results["ray"]
     # a worker is at best as fast as this process (a measured ratio above 1 is the machine's load moving)
-    ray_eff = min(ray.get("ray_1_workers", ray["in_process"])["rate"] / ray["in_process"]["rate"], 1.0)
+    one = ray.get("ray_1_workers")
+    ray_eff = min(one["rate"] / one["in_process_rate"], 1.0) if one else 1.0
     rows = prediction_rows(results["collection"], results["merge"], results["pong_bytes_per_transition"], ray_eff)
     lines = [
         "# Planning past one machine",
@@ -147,8 +157,8 @@ def scaling_page(results: dict[str, Any], command: str) -> str:
         f"Generated by `{command}` from the measurements in throughput.md; do not edit by hand.",
         "",
         f"Model: a node has {CORES_PER_NODE} cores, one collection worker each, each as fast as one worker here "
-        f"(in-process rate × the measured ratio of one Ray actor's steady rate to it, capped at 1: {ray_eff:.2f}; each "
-        "actor's start-up, a few seconds, is paid once per collection); collection grows linearly until the "
+        f"(in-process rate × the measured ratio of one Ray worker's steady rate to it, capped at 1: {ray_eff:.2f}; each "
+        "worker's start-up, a few seconds, is paid once per collection); collection grows linearly until the "
         f"driver's ceiling: the lower of its measured merge rate ({results['merge']['merge_transitions_per_s']:,.0f} "
         f"transitions/s into one buffer) and an assumed {DRIVER_BANDWIDTH_BYTES_S / 1e9:.0f} GB/s into the driver "
         "node divided by the bytes each transition carries.",

@@ -13,7 +13,7 @@
 5. buffer bytes per transition for Pong (frame-deduplicated), and 1M transitions in GiB          target < 8 GiB
 6. (issue 20) each collection case also through the old path (the teacher's modules, one buffer add
    per vector step), measured back to back; CartPole collection in-process ÷ through Ray with 1 and
-   2 actors; the driver's merge rate; Pong distillation on the CPU ÷ the GPU when torch sees one;
+   2 workers; the driver's merge rate; Pong distillation on the CPU ÷ the GPU when torch sees one;
    and from these results/scaling.md, what 10 and 100 nodes would reach (benchmarks/scale_out.py)
 
 All timings on 1 torch thread. Other jobs may share the machine: each ratio's two sides are
@@ -55,12 +55,15 @@ CARTPOLE = REPO / "agents/ppo/CartPole-v1_1"
 
 
 def _timed_steps(venv: Any, actions: np.ndarray) -> float:
-    """Seconds to step ``venv`` through ``actions (n_steps, n_envs, ...)`` from a reset (not timed)."""
+    """CPU seconds to step ``venv`` through ``actions (n_steps, n_envs, ...)`` from a reset (not timed).
+    Collection and the env limits are timed in this process's CPU time (``time.process_time``): the
+    work is single-threaded, so that is its wall time on an idle core, whatever else the shared
+    machine runs (wall-clock ratios moved by ±0.3 between runs beside four other jobs)."""
     venv.reset()
-    start = time.perf_counter()
+    start = time.process_time()
     for step_actions in actions:
         venv.step(step_actions)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 @contextlib.contextmanager
@@ -79,9 +82,9 @@ def old_collection_path():
 def _timed_collection(teacher: Teacher, n_envs: int, n_steps: int) -> tuple[LabelledBuffer, float]:
     venv = make_vec_env(teacher.recipe, n_envs, seed=0)
     cursor = RolloutCursor(venv.reset(), np.ones(n_envs, dtype=bool))  # the reset is not timed on either side
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time, as _timed_steps
     buffer, _ = collect_rollouts(venv, [teacher], n_steps * n_envs, rng=np.random.default_rng(0), cursor=cursor)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     venv.close()
     return buffer, seconds
 
@@ -137,16 +140,16 @@ def collection_breakdown(
         buffer.batch_at(np.arange(i * n_envs, (i + 1) * n_envs)).observations.numpy() for i in range(n_steps)
     ]
     label = fast_labeller(teacher)  # as collect_rollouts labels
-    start = time.perf_counter()
+    start = time.process_time()
     outputs = [label(obs) for obs in observations]
-    teacher_s = time.perf_counter() - start
+    teacher_s = time.process_time() - start
     chunks = StepChunks(LabelledBuffer(len(buffer), meta=buffer.meta, **buffer.layout()))
     columns = [buffer.column(c) for c in ("actions", "rewards", "terminated", "truncated", "episode_starts", "drivers")]
-    start = time.perf_counter()
+    start = time.process_time()
     for i, (obs, out) in enumerate(zip(observations, outputs)):
         chunks.add(obs, *(c[i * n_envs : (i + 1) * n_envs] for c in columns), outputs=[out])
     chunks.flush()
-    buffer_s = time.perf_counter() - start
+    buffer_s = time.process_time() - start
     shares = {"env": env_s, "teacher": teacher_s, "buffer": buffer_s}
     shares["other"] = max(collect_s - sum(shares.values()), 0.0)
     return {f"share_{name}": value / collect_s for name, value in shares.items()}
@@ -308,15 +311,17 @@ def scale_rows(results: dict[str, Any]) -> list[tuple[str, str, float, str]]:
     base = ray["in_process"]["rate"]
     rows = []
     cases = [("local_2_workers", "CartPole collection, 2 workers one after the other in this process")]
-    cases += [(f"ray_{w}_workers", f"CartPole collection on a local Ray head (2 CPUs), {w} actor(s)") for w in (1, 2)]
+    cases += [(f"ray_{w}_workers", f"CartPole collection on a local Ray head (2 CPUs), {w} worker(s)") for w in (1, 2)]
     for key, label in cases:
         if key not in ray:
             rows.append((f"{label} ÷ in-process", ray["ray"], float("nan"), "-"))
             continue
+        reference = ray[key].get("in_process_rate", base)  # measured beside it
         measured = (
-            f"{ray[key]['rate']:,.0f} / {base:,.0f} transitions/s once started; start-up {ray[key]['startup_s']:.1f} s"
+            f"{ray[key]['rate']:,.0f} / {reference:,.0f} transitions/s once started (wall clock, median of 3 beside "
+            f"in-process runs); start-up {ray[key]['startup_s']:.1f} s"
         )
-        rows.append((f"{label} ÷ in-process (steady rate)", measured, ray[key]["rate"] / base, "-"))
+        rows.append((f"{label} ÷ in-process (steady rate)", measured, ray[key]["rate"] / reference, "-"))
     rows.append(("driver merge of 8 worker chunks into one buffer (CartPole)",
                  f"{merge['merge_transitions_per_s']:,.0f} transitions/s, {merge['bytes_per_transition']:,.0f} bytes each",
                  float("nan"), "-"))  # fmt: skip

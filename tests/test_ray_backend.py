@@ -73,7 +73,7 @@ def test_bad_worker_options_are_one_line_errors(cartpole_expert_dir, tmp_path, c
 def test_a_local_ray_head_collects_the_same_buffer_as_this_process(cartpole_expert_dir, tmp_path, capsys):
     ray = pytest.importorskip("ray")
     argv = ["collect", "--teacher", str(cartpole_expert_dir), "--n-transitions", "400", "--n-envs", "4", "--seed", "3"]
-    argv += ["--workers", "2", "--no-teacher-check", "--no-progress"]
+    argv += ["--workers", "3", "--no-teacher-check", "--no-progress"]  # more workers than Ray's 2 CPUs: they queue
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         code, _, err = run_cli([*argv, "--backend", "ray", "--out", str(tmp_path / "ray.npz")], capsys)
@@ -84,7 +84,7 @@ def test_a_local_ray_head_collects_the_same_buffer_as_this_process(cartpole_expe
     assert code == 0, err
     on_ray, here = LabelledBuffer.load(tmp_path / "ray.npz"), LabelledBuffer.load(tmp_path / "local.npz")
     assert_same_buffer(on_ray, here)
-    assert on_ray.meta["worker_seeds"] == [3, 7]
+    assert on_ray.meta["worker_seeds"] == [3, 7, 11]
 
 
 def test_ray_missing_is_a_one_line_error(small, monkeypatch):

@@ -43,7 +43,7 @@ class CollectConfig:
     """Torch device of teacher labelling, student training and evaluation: cpu | cuda | cuda:N | auto
     (policykd.devices.resolve_device; auto: cuda for image observations when a GPU is visible)."""
     backend: str = "local"
-    """Where collection runs: local (this process) or ray (Ray actors; jobs/ray_backend.py)."""
+    """Where collection runs: local (this process) or ray (a Ray task per worker; jobs/ray_backend.py)."""
     workers: int = 1
     """Collection workers, each with its own envs and teacher copies, sharing the transitions
     (worker w seeded seed + w * n_envs; jobs/ray_backend.py)."""

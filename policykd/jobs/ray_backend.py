@@ -1,5 +1,5 @@
 """Collection split across workers: in this process one after another (``--backend local``), or
-as Ray actors on this machine or a cluster (``--backend ray``, ``--ray-address``).
+as Ray tasks (one per worker) on this machine or a cluster (``--backend ray``, ``--ray-address``).
 
 The split, whichever backend runs it: ``--workers W`` share the ``N`` transitions (worker ``w``
 takes ``N // W``, one more while ``w < N % W``), each on its own ``n_envs`` envs with its own copy
@@ -122,18 +122,19 @@ def merge_chunks(chunks: Sequence[Chunk], config: CollectConfig, configs: Sequen
 def _run_on_ray(
     run_chunk: Callable[[CollectConfig], Chunk], configs: Sequence[CollectConfig], address: str | None, device: str
 ) -> list[Chunk]:
-    """One Ray actor per worker (one CPU each; one GPU each with ``--device cuda``). A Ray
-    already started in this process (``ray.init``) is used as it is; else one is started (a
-    local head, or the cluster at ``address``) and shut down after."""
+    """One Ray task per worker (one CPU each; one GPU each with ``--device cuda``): each loads its
+    own teachers and builds its own envs. Tasks, not actors, so more workers than CPUs queue
+    instead of waiting forever for CPUs that live actors hold. A Ray already started in this
+    process (``ray.init``) is used as it is; else one is started (a local head, or the cluster at
+    ``address``) and shut down after."""
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         gpus = 1 if str(device).startswith("cuda") else 0
-        worker_class = ray.remote(num_cpus=1, num_gpus=gpus)(CollectWorker)
-        workers = [worker_class.remote() for _ in configs]
-        return ray.get([worker.collect.remote(run_chunk, config) for worker, config in zip(workers, configs)])
+        remote = ray.remote(num_cpus=1, num_gpus=gpus)(collect_task)
+        return ray.get([remote.remote(run_chunk, config) for config in configs])
     except ray.exceptions.RayError as err:
         reason = " ".join(str(err).split())[:300]
         raise PolicyKDError(f"a Ray worker failed ({reason}); run with --backend local to see the error") from None
@@ -142,15 +143,12 @@ def _run_on_ray(
             ray.shutdown()
 
 
-class CollectWorker:
-    """A Ray actor: its own vector env and teacher copies, loaded for each chunk it collects. The
-    class is plain here; ``ray.remote`` wraps it when Ray is used."""
+def collect_task(run_chunk: Callable[[CollectConfig], Chunk], config: CollectConfig) -> Chunk:
+    """What a Ray task runs: one worker's chunk on one torch thread (one CPU per task)."""
+    import torch
 
-    def collect(self, run_chunk: Callable[[CollectConfig], Chunk], config: CollectConfig) -> Chunk:
-        import torch
-
-        torch.set_num_threads(1)  # one CPU per actor
-        return run_chunk(config)
+    torch.set_num_threads(1)
+    return run_chunk(config)
 
 
 # -- experiment cells (sweep) -------------------------------------------------------------------

@@ -8,7 +8,7 @@ K = teachers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol, get_args
 
 import numpy as np
@@ -90,7 +90,7 @@ class LossOutput(NamedTuple):
     """``loss`` is the differentiable term; ``metrics`` are detached floats for logging."""
 
     loss: torch.Tensor
-    metrics: dict[str, float]
+    metrics: Mapping[str, float]
 
 
 # -- what the trainer and the jobs call ------------------------------------------------------------

@@ -78,8 +78,10 @@ def _commands() -> dict[str, Command]:
         ),
         "evaluate": Command(
             "play a teacher or a student and report its return",
-            ("env", "seed", "trust_pickles", "video_dir", "video_episodes", "gif"),
-            defaults=dict(env_id=None, seed=None, trust_pickles=False, video_dir=None, video_episodes=1, gif=False),
+            ("env", "seed", "trust_pickles", "video_dir", "video_episodes", "gif", "device"),
+            defaults=dict(
+                env_id=None, seed=None, trust_pickles=False, video_dir=None, video_episodes=1, gif=False, device="cpu"
+            ),  # fmt: skip
         ),
         "sweep": Command(
             "distil one student per (temperature, seed) from one buffer; table + plots",
@@ -303,7 +305,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise PolicyKDError(f"--record needs a zoo folder with {RECORD_FILE}; {args.source} has none")
     if args.stochastic and args.deterministic:
         raise PolicyKDError("--stochastic and --deterministic contradict each other; give one of them")
-    policy, recipe, what = resolve_policy(args.source, args.env_id, args.stochastic, trust_pickles=args.trust_pickles)
+    policy, recipe, what = resolve_policy(
+        args.source, args.env_id, args.stochastic, trust_pickles=args.trust_pickles, device=args.device
+    )
     if args.gif and args.video_dir is None:
         raise PolicyKDError("--gif converts the videos of --video DIR; add --video DIR")
     if args.video_dir is not None:

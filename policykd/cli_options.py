@@ -15,6 +15,11 @@ import dataclasses
 from typing import Any
 
 THREADS_HELP = "torch threads (default 1: small MLPs run fastest on one; raise it for CNNs)"
+DEVICE_HELP = (
+    "torch device of teacher labelling, student training and evaluation: cpu | cuda | cuda:N | auto (default cpu: "
+    "the small MLPs here run faster on one CPU thread than a GPU's copies and kernel launches allow; auto: cuda for "
+    "image observations, such as Atari, when torch sees a GPU, else cpu)"
+)
 
 # name -> (flags, argparse keyword arguments). Help says where the default comes from when a
 # config dataclass field is None ("preset": the env's envs/<EnvId>.yml).
@@ -38,6 +43,10 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "epsilon": (("--epsilon",), dict(type=float, help="epsilon-greedy exploration for discrete actions (default: preset)")),
     "action_noise": (("--action-noise",), dict(type=float, help="Gaussian action noise, fraction of the half action range (default: preset)")),
     "seed": (("--seed",), dict(type=int, help="seed of collection, initial weights and evaluation (default 0)")),
+    "device": (("--device",), dict(help=DEVICE_HELP)),
+    "backend": (("--backend",), dict(choices=("local", "ray"), help="where the work runs: local (this process, default) or ray (collect, distill: one Ray task per --workers; sweep: one Ray task per cell; pip install 'policykd[ray]')")),
+    "workers": (("--workers",), dict(type=int, help="collection workers, each with its own --n-envs envs and teacher copies, sharing --n-transitions; worker w is the collection --seed S+w*n_envs makes, so local and ray give the same buffer (default 1)")),
+    "ray_address": (("--ray-address",), dict(metavar="ADDRESS", help="join this running Ray cluster (ray://host:10001, or auto) instead of starting a local Ray; with --backend ray")),
     # the loss
     "loss": (("--loss",), dict(help="kl | nll | mse (default kl; mse for a deterministic TD3/DDPG teacher where it applies)")),
     "temperature": (("--temperature",), dict(type=float, help="tau: softmax(x/tau) or std*tau (default 1; kl on a DQN / QR-DQN teacher: from its Q-values' median gap)")),
@@ -86,15 +95,15 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 
 COMMON = ("config", "no_progress", "quiet", "verbose")
 COLLECT = ("teacher", "zoo", "env", "merge", "teacher_weights", "teacher_drive", "n_transitions", "n_envs", "epsilon",
-           "action_noise", "seed", "no_teacher_check", "preset")  # fmt: skip
+            "action_noise", "seed", "no_teacher_check", "preset", "device", "backend", "workers", "ray_address")  # fmt: skip
 LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
 # the student, its training, and the videos recorded after it (distill)
 TRAINING = ("hidden", "cnn_width", "student_fraction", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
             "overwrite", "resume", "checkpoint_every", "video", "video_episodes")  # fmt: skip
 EXPERIMENT = ("teacher", "zoo", "env", "seeds", "n_envs", "hidden", "batch_size", "lr", "eval_episodes", "seed",
-              "out_dir", "no_teacher_check")  # fmt: skip
+              "out_dir", "no_teacher_check", "device")  # fmt: skip
 SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon", "action_noise", "temperature_on",
-         "kl_direction", "n_updates", "bins")  # fmt: skip
+         "kl_direction", "n_updates", "bins", "backend", "ray_address")  # fmt: skip
 DRIVERS = (*EXPERIMENT, "trust_pickles", "drivers", "dagger_schedule", "rounds", "round_transitions", "round_updates",
            "capacity", "loss", "temperature", "stochastic_drivers")  # fmt: skip
 

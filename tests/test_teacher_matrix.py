@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from policykd.data.fast_forward import fast_labeller
 from policykd.data.teachers import load_teacher
 from policykd.errors import PolicyKDError
 from policykd.types import KIND_FIELDS
@@ -218,6 +219,18 @@ def test_adapter_equals_sb3(trained, case: Case) -> None:
         torch.testing.assert_close(getattr(out, field), tensor.float(), rtol=1e-5, atol=1e-5, msg=field)
     actions, _ = model.predict(obs, deterministic=True)
     np.testing.assert_allclose(teacher.act(obs), actions, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=[case.name for case in MATRIX])
+def test_collection_labels_as_the_teacher_does(trained, case: Case) -> None:
+    """Collection labels through ``fast_forward.fast_labeller``: every field, the value included,
+    must be the teacher's own (a TQC critic's quantiles are not a SAC critic's Q-values)."""
+    _, path = trained(case)
+    teacher = load_teacher(path, env_id=case.env_id)
+    obs = _observations(case.env_id)
+    fast, own = fast_labeller(teacher)(obs), teacher(obs)
+    for field in (*KIND_FIELDS[case.kind], "value"):
+        torch.testing.assert_close(getattr(fast, field), getattr(own, field), rtol=1e-6, atol=1e-6, msg=field)
 
 
 @pytest.mark.parametrize("algo", ["sac", "tqc"])

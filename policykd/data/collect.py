@@ -16,6 +16,8 @@ import numpy as np
 
 from policykd.checks import check_int, check_probability
 from policykd.data.buffers import DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
+from policykd.data.fast_forward import fast_labeller
+from policykd.data.step_chunks import StepChunks
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.learn.merging import as_student_output
@@ -131,18 +133,23 @@ def collect_rollouts(
     stats = CollectStats()
     obs, episode_starts = _start(venv, cursor)
     bar = progress_bar(n_transitions, progress or "", enabled=progress is not None, unit="transitions")
+    labellers = [fast_labeller(teacher) for teacher in teachers]  # no nn.Module calls for MLPs (fast_forward.py)
+    chunks: StepChunks | None = None
     while stats.n_transitions < n_transitions:
-        outputs = [teacher(obs) for teacher in teachers]  # one batched forward pass per teacher
+        outputs = [label(obs) for label in labellers]  # one batched forward pass per teacher
         actions, teacher_drives = drivers.act(obs, outputs, episode_starts, rng)
         actions = _explore(actions, teachers[0].mapper, rng, epsilon, action_noise)
         next_obs, rewards, dones, infos = venv.step(actions)
         if buffer is None:
             buffer = _new_buffer(venv, teachers[0], outputs, n_transitions, meta)
-        _store(buffer, obs, actions, rewards, dones, infos, episode_starts, teacher_drives, outputs)
+        chunks = chunks or StepChunks(buffer)  # one buffer add per chunk of vector steps (step_chunks.py)
+        _store(chunks, obs, actions, rewards, dones, infos, episode_starts, teacher_drives, outputs)
         stats.count(teacher_drives, infos)
         drivers.episodes_ended(dones)
         obs, episode_starts = next_obs, dones
         bar.update(len(teacher_drives))
+    if chunks is not None:
+        chunks.flush()
     bar.close()
     if cursor is not None:
         cursor.observations, cursor.episode_starts = obs, episode_starts
@@ -278,7 +285,7 @@ def buffer_nbytes(teachers: Sequence[Teacher], n_transitions: int, n_envs: int =
 
 
 def _store(
-    buffer: LabelledBuffer,
+    chunks: StepChunks,
     obs: np.ndarray,
     actions: np.ndarray,
     rewards: np.ndarray,
@@ -291,7 +298,7 @@ def _store(
     """Add one vector step; a time-limit end is stored as truncated, not terminated."""
     truncated = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
     drivers = np.where(teacher_drives, DRIVER_TEACHER, DRIVER_STUDENT).astype(np.int8)
-    buffer.add(obs, actions, rewards, dones & ~truncated, truncated, episode_starts, drivers, outputs)
+    chunks.add(obs, actions, rewards, dones & ~truncated, truncated, episode_starts, drivers, outputs=outputs)
 
 
 def _teacher_actions(

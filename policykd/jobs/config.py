@@ -42,6 +42,16 @@ class CollectConfig:
     preset: str = "auto"
     """``auto``: the env's preset (envs/<EnvId>.yml) where it has one; ``none``: every default
     derived from the teacher (its domain's budgets, a student of a share of its parameters)."""
+    device: str = "cpu"
+    """Torch device of teacher labelling, student training and evaluation: cpu | cuda | cuda:N | auto
+    (policykd.devices.resolve_device; auto: cuda for image observations when a GPU is visible)."""
+    backend: str = "local"
+    """Where collection runs: local (this process) or ray (a Ray task per worker; jobs/ray_backend.py)."""
+    workers: int = 1
+    """Collection workers, each with its own envs and teacher copies, sharing the transitions
+    (worker w seeded seed + w * n_envs; jobs/ray_backend.py)."""
+    ray_address: str | None = None
+    """A running Ray cluster to join (``ray.init(address=...)``); default: a local Ray started for the run."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,7 +80,16 @@ MULTITASK_DEFAULTS: dict[str, Any] = {
 MULTITASK_INPUT_WIDTH = 64
 CHECKPOINT_FILE, BASELINES_FILE, SUMMARY_FILE = "checkpoint.safetensors", "baselines.json", "summary.json"
 # DistillConfig fields that change no result: a run resumes whatever they were
-RESUME_MAY_DIFFER = ("out_dir", "overwrite", "resume", "progress_bar", "checkpoint_every_s")
+RESUME_MAY_DIFFER = (
+    "out_dir",
+    "overwrite",
+    "resume",
+    "progress_bar",
+    "checkpoint_every_s",
+    "device",
+    "backend",
+    "ray_address",
+)
 # Options of one task's teachers that several tasks cannot take (each task names its own teacher).
 SINGLE_TASK_ONLY = {
     "teacher": None,
@@ -140,7 +149,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     started = time.perf_counter()
     _check_resume_options(config)
     plans = plan_tasks(config)
-    trainer_config = make_trainer_config(config, plans[0].budgets)
+    trainer_config = make_trainer_config(config, plans[0].budgets, str(plans[0].teacher.device))
     if config.video:  # refused now (no moviepy, an env that cannot render here), not after training
         for plan in plans:
             check_video_support(plan.teacher.recipe, config.video_episodes)
@@ -270,7 +279,8 @@ def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
     check_task_weights(config.task_weights, tuple(name for name, _ in tasks))
     plans = []
     for env_id, source in tasks:
-        teacher = resolve_teacher(source, env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
+        options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
+        teacher = resolve_teacher(source, env_id, **options)
         budgets = resolve_budgets(env_id, config, MULTITASK_DEFAULTS, teacher)
         plans.append(TaskPlan(env_id, [teacher], budgets, _make_loss(config, teacher.kind)))
     return plans
@@ -337,7 +347,8 @@ def settle_temperature(config: DistillConfig, plan: TaskPlan) -> None:
         plan.loss_fn = _make_loss(config, plan.kind, plan.temperature)
 
 
-def make_trainer_config(config: DistillConfig, budgets: Budgets) -> TrainerConfig:
+def make_trainer_config(config: DistillConfig, budgets: Budgets, device: str = "cpu") -> TrainerConfig:
+    """``device``: where the student trains, the teachers' resolved ``--device``."""
     return TrainerConfig(
         n_updates=budgets.n_updates,
         batch_size=budgets.batch_size,
@@ -347,6 +358,7 @@ def make_trainer_config(config: DistillConfig, budgets: Budgets) -> TrainerConfi
         seed=config.seed,
         progress_bar=config.progress_bar,
         checkpoint_every_s=config.checkpoint_every_s,
+        device=device,
     )
 
 

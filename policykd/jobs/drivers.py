@@ -73,6 +73,8 @@ class DriversConfig:
     """The expert zoo the preset's expert is read from (default: presets.find_zoo)."""
     progress_bar: bool = True
     """Progress bars with an ETA on stderr (shown on a terminal only)."""
+    device: str = "cpu"
+    """Torch device of teacher labelling, student training and evaluation (``--device``)."""
 
 
 def _check_drivers_config(config: DriversConfig) -> dict[str, BetaSchedule]:
@@ -203,7 +205,8 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     ``out_dir/cells/`` unless ``cache`` is given (see ``run_sweep``): a rerun resumes. Returns the summary."""
 
     schedules = _check_drivers_config(config)
-    teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
+    options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
+    teacher = resolve_teacher(config.teacher, config.env_id, **options)
     keys = ("hidden_sizes", "n_envs", "batch_size", "learning_rate", "deterministic_eval")
     budgets = resolve(teacher.recipe.env_id, config, keys)
     online = _online_config(config, budgets, teacher.recipe.env_id)

@@ -18,6 +18,7 @@ from policykd.data.collect import check_policy_spaces, check_spaces, episode_cov
 from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.data.hub import is_hub_id
 from policykd.data.teachers import Teacher, load_teacher
+from policykd.devices import is_image_space, resolve_device
 from policykd.errors import PolicyKDError
 from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import ReturnStats, evaluate_random, evaluate_teacher
@@ -44,19 +45,26 @@ RECIPE_FILE = "recipe.json"
 
 
 def resolve_teacher(
-    source: str | None, env_id: str | None, *, trust_pickles: bool = False, zoo_dir: str | None = None
+    source: str | None,
+    env_id: str | None,
+    *,
+    trust_pickles: bool = False,
+    zoo_dir: str | None = None,
+    device: str | None = None,
 ) -> Teacher:
     """Load the teacher (default: the env preset's expert, from the zoo ``zoo_dir`` or the default
     one: presets.find_zoo) and refuse it at once if its spaces are not its env's (e.g. a bare
     CartPole zip with ``--env Acrobot-v1``), before any file is written. A path that does not exist
-    is refused with where it was looked for. ``trust_pickles``: see :func:`load_teacher`."""
+    is refused with where it was looked for. ``trust_pickles``: see :func:`load_teacher`. ``device``:
+    where it labels and plays (``--device``; checked before the teacher is loaded, default cpu)."""
+    resolve_device(device)  # a bad --device or a missing GPU is refused before anything loads
     if source is None:
         source = str(default_expert(env_id or DEFAULT_ENV_ID, zoo_dir))
     elif not is_hub_id(source) and not Path(source).exists():
         raise missing_teacher(source, zoo_dir)
     teacher = load_teacher(source, env_id=env_id, trust_pickles=trust_pickles)
     check_teacher_env(teacher)
-    return teacher
+    return teacher.to(resolve_device(device, image_observations=is_image_space(teacher.observation_space)))
 
 
 def resolve_teachers(config: CollectConfig) -> list[Teacher]:
@@ -67,7 +75,7 @@ def resolve_teachers(config: CollectConfig) -> list[Teacher]:
     twice = sorted({str(s) for s in sources if sources.count(s) > 1})
     if twice:
         raise PolicyKDError(f"--teacher {twice[0]} is given twice; an ensemble names each teacher once")
-    options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir}
+    options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
     teachers = [resolve_teacher(sources[0], config.env_id, **options)]
     for source in sources[1:]:
         other = resolve_teacher(source, config.env_id or teachers[0].recipe.env_id, **options)

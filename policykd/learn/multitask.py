@@ -180,7 +180,8 @@ class MultiTaskStudent(nn.Module):
         self, observations: np.ndarray, task: str, deterministic: bool = True, rng: np.random.Generator | None = None
     ) -> np.ndarray:
         """Env actions of ``task`` for raw observations ``(B, *obs_shape)``."""
-        out = self(torch.as_tensor(np.asarray(observations)), task)
+        device = next(self.parameters()).device  # where the student is
+        out = self(torch.as_tensor(np.asarray(observations), device=device), task)
         return self._modules_of(task).mapper.from_student(out, deterministic, rng)
 
     def task_policy(self, task: str) -> TaskPolicy:

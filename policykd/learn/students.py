@@ -220,7 +220,8 @@ class Student(nn.Module):
         self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
     ) -> np.ndarray:
         """Env actions for raw observations ``(B, *obs_shape)``."""
-        return self.mapper.from_student(self(torch.as_tensor(np.asarray(observations))), deterministic, rng)
+        obs = torch.as_tensor(np.asarray(observations), device=self.obs_mean.device)  # where the student is
+        return self.mapper.from_student(self(obs), deterministic, rng)
 
     @property
     def n_params(self) -> int:

@@ -1,0 +1,232 @@
+"""RL fine-tuning with a distillation term (`policykd finetune`): beyond the teacher, faster than
+from scratch, and the lambda schedules compared.
+
+    python benchmarks/kickstart.py               # 1 seed per arm (--seeds 3 for three), budgets cut to ~40 CPU-min
+    python benchmarks/kickstart.py --quick       # tiny budgets, 1 seed: ~5 min, kickstart-quick.* only
+
+(a) Beyond the teacher: the weak DQN LunarLander expert (zoo score ~146 ± 142) is distilled into a
+    student of its size (Q-value mse), which is then fine-tuned by SB3's DQN with rl-zoo's
+    hyperparameters, with the distillation term (QDagger's tau-KL, performance-based lambda) and
+    without it (lambda = 0), on the same env-step budget.
+(b) Faster than from scratch: SB3's PPO with rl-zoo's LunarLander hyperparameters from random
+    weights, kickstarted (constant lambda = 1) and not (lambda = 0); env steps until the student's
+    evaluation return first reaches 90 % of the teacher's. Learning curves into kickstart.png.
+(c) Schedules: constant, linear, exponential and performance-based lambda, and none, on CartPole
+    PPO from scratch.
+
+Every cell is one `finetune` run, cached under results/kickstart/<full|quick>/, so an interrupted
+run resumes. HalfCheetah and Atari were not measured (budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+import numpy as np
+from common import RESULTS_DIR, TaskCache, provenance, publish, results_name
+
+from policykd.fileio import write_json_atomic
+from policykd.jobs.config import DistillConfig
+from policykd.jobs.distill import distill
+from policykd.jobs.evaluate import mean_ci
+from policykd.jobs.finetune import FinetuneConfig, finetune
+from policykd.zoo.presets import ZOO_DIR
+
+DQN_TEACHER, PPO_TEACHER, CARTPOLE_TEACHER = (
+    "agents/dqn/LunarLander-v3_1",
+    "agents/ppo/LunarLander-v3_1",
+    "agents/ppo/CartPole-v1_1",
+)
+THRESHOLD = 0.9  # of the teacher's return
+SCHEDULES = {"none": "constant:0", "constant": "constant:1", "performance": "performance"}
+
+
+def budgets(quick: bool) -> dict[str, int]:
+    if quick:
+        return dict(distill_transitions=10_000, distill_updates=1_000, dqn_steps=5_000, ppo_steps=16_384,
+                    ppo_eval_every=8_192, cartpole_steps=6_000, cartpole_eval_every=2_000, eval_episodes=5)  # fmt: skip
+    return dict(distill_transitions=50_000, distill_updates=5_000, dqn_steps=40_000, ppo_steps=163_840,
+                ppo_eval_every=16_384, cartpole_steps=30_000, cartpole_eval_every=2_048, eval_episodes=10)  # fmt: skip
+
+
+def parse_args() -> argparse.Namespace:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny budgets, 1 seed")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per arm (default 1: the CPU budget)")
+    parser.add_argument("--force", action="store_true", help="recompute cached cells")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.chdir(ZOO_DIR.parent)
+    return args
+
+
+def run_cell(cache: TaskCache, name: str, config: FinetuneConfig) -> dict:
+    config = dataclasses.replace(
+        config, out_dir=f"runs/benchmarks/kickstart/{name}", overwrite=True, progress_bar=False
+    )
+    print(name, flush=True)
+    return cache(name, lambda: finetune(config), config=config)
+
+
+def beyond_teacher(cache: TaskCache, b: dict[str, int], seed: int) -> dict[str, dict]:
+    """(a): the distilled DQN student fine-tuned with and without the distillation term."""
+    config = DistillConfig(
+        teacher=DQN_TEACHER, loss="mse", center_q=False, hidden_sizes=(256, 256), seed=seed,
+        n_transitions=b["distill_transitions"], n_updates=b["distill_updates"], n_eval_episodes=b["eval_episodes"],
+        out_dir=f"runs/benchmarks/kickstart/dqn-student-seed{seed}", overwrite=True, progress_bar=False,
+    )  # fmt: skip
+    student = cache(f"dqn-student-seed{seed}", lambda: distill(config), config=config)
+    arms = {"distilled student": {"student_return": {"mean": student["student_return_mean"]}, "curve": []}}
+    for arm, schedule in (("fine-tuned, no distillation", "constant:0"), ("fine-tuned + QDagger term", "performance")):
+        ft = FinetuneConfig(
+            teacher=DQN_TEACHER, algo="dqn", start=student["out_dir"], schedule=schedule, n_timesteps=b["dqn_steps"],
+            seed=seed, n_eval_episodes=b["eval_episodes"], eval_every_steps=b["dqn_steps"] // 4,
+        )  # fmt: skip
+        arms[arm] = run_cell(cache, f"dqn-{schedule.replace(':', '')}-seed{seed}", ft)
+    return arms
+
+
+def faster(cache: TaskCache, b: dict[str, int], seed: int, teacher: str, steps: str, every: str) -> dict[str, dict]:
+    """(b) and (c): from scratch, with each lambda schedule."""
+    schedules = dict(SCHEDULES)
+    if teacher == CARTPOLE_TEACHER:
+        schedules.update(linear=f"linear:{b[steps] // 2}", exponential=f"exponential:{b[steps] // 8}")
+    else:
+        schedules.pop("performance")
+    env = teacher.split("/")[-1].split("_")[0]
+    return {
+        arm: run_cell(
+            cache,
+            f"{env}-ppo-{schedule.replace(':', '')}-seed{seed}",
+            FinetuneConfig(
+                teacher=teacher,
+                algo="ppo",
+                schedule=schedule,
+                n_timesteps=b[steps],
+                seed=seed,
+                n_eval_episodes=b["eval_episodes"],
+                eval_every_steps=b[every],
+            ),  # fmt: skip
+        )
+        for arm, schedule in schedules.items()
+    }
+
+
+def steps_to(curve: list[list[float]], target: float) -> int | None:
+    """Env steps of the first evaluation whose mean return reaches ``target`` (None: never)."""
+    return next((int(point[0]) for point in curve if point[1] >= target), None)
+
+
+def table(runs: dict[str, list[dict]], teacher_return: float, budget: int) -> list[str]:
+    rows = ["| arm | final return | 95 % CI (over seeds) | steps to 90 % of teacher (per seed) | ratio to teacher |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for arm, seeds in runs.items():
+        mean, low, high = mean_ci([s["student_return"]["mean"] for s in seeds])
+        reached = [steps_to(s["curve"], THRESHOLD * teacher_return) for s in seeds]
+        shown = (
+            ", ".join(f"{r:,}" if r is not None else f"not within {budget:,}" for r in reached)
+            if seeds[0]["curve"]
+            else "-"
+        )
+        rows.append(f"| {arm} | {mean:.1f} | [{low:.1f}, {high:.1f}] | {shown} | {mean / teacher_return:.2f} |")
+    return rows
+
+
+def plot(parts: dict[str, dict[str, list[dict]]], teachers: dict[str, float], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(parts), figsize=(5 * len(parts), 3.6))
+    for ax, (title, runs) in zip(np.atleast_1d(axes), parts.items()):
+        for arm, seeds in runs.items():
+            if not seeds[0]["curve"]:
+                continue
+            steps = [p[0] for p in seeds[0]["curve"]]
+            values = np.array([[p[1] for p in s["curve"]] for s in seeds])
+            if len(seeds) > 1:
+                stats = [mean_ci(values[:, i]) for i in range(values.shape[1])]
+            else:  # one seed: the bootstrap CI of the mean over evaluation episodes
+                stats = [(p[1], p[2], p[3]) for p in seeds[0]["curve"]]
+            ax.plot(steps, [s[0] for s in stats], label=arm)
+            ax.fill_between(steps, [s[1] for s in stats], [s[2] for s in stats], alpha=0.2)
+        ax.axhline(THRESHOLD * teachers[title], color="k", ls="--", lw=0.8, label="90 % of teacher")
+        ax.set(title=title, xlabel="env steps", ylabel="evaluation return")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    args = parse_args()
+    b = budgets(args.quick)
+    seeds = range(1 if args.quick else args.seeds)
+    cache = TaskCache(RESULTS_DIR / "kickstart" / ("quick" if args.quick else "full"), force=args.force)
+    parts: dict[str, dict[str, list[dict]]] = {"a": {}, "b": {}, "c": {}}
+    for seed in seeds:  # seed-major: a stopped run has every arm of the first seeds
+        for key, arms in (
+            ("a", beyond_teacher(cache, b, seed)),
+            ("b", faster(cache, b, seed, PPO_TEACHER, "ppo_steps", "ppo_eval_every")),
+            ("c", faster(cache, b, seed, CARTPOLE_TEACHER, "cartpole_steps", "cartpole_eval_every")),
+        ):
+            for arm, summary in arms.items():
+                parts[key].setdefault(arm, []).append(summary)
+    report(args, b, list(seeds), parts)
+
+
+def report(args: argparse.Namespace, b: dict[str, int], seeds: list[int], parts: dict) -> None:
+    teacher = {key: np.mean([s["teacher_return"]["mean"] for s in runs[list(runs)[-1]]]) for key, runs in parts.items()}
+    stem = results_name("kickstart", args.quick)
+    titles = {"b": "LunarLander PPO: kickstarted vs scratch", "c": "CartPole PPO: lambda schedules"}
+    plot(
+        {titles[k]: parts[k] for k in titles}, {titles[k]: teacher[k] for k in titles}, str(RESULTS_DIR / f"{stem}.png")
+    )
+    lines = [
+        f"Seeds {seeds}; evaluation: {b['eval_episodes']} greedy episodes on the distill evaluation seeds; the teacher "
+        "is measured on the same episodes. One seed per arm: the CI is then a point (the curves in the PNG show "
+        "the bootstrap CI over evaluation episodes instead).",
+        "",
+        f"**(a) Beyond the teacher**: DQN LunarLander, teacher `{DQN_TEACHER}` returns {teacher['a']:.1f} here; its "
+        f"student (Q-value mse, 256-256) is fine-tuned by DQN with rl-zoo's hyperparameters for {b['dqn_steps']:,} env steps.",
+        "",
+        *table(parts["a"], teacher["a"], b["dqn_steps"]),
+        "",
+        f"**(b) Faster than from scratch**: PPO LunarLander, teacher `{PPO_TEACHER}` returns {teacher['b']:.1f}; "
+        f"rl-zoo's hyperparameters (16 envs), {b['ppo_steps']:,} env steps, random initial weights.",
+        "",
+        *table(parts["b"], teacher["b"], b["ppo_steps"]),
+        "",
+        f"**(c) Schedules**: PPO CartPole from scratch, teacher `{CARTPOLE_TEACHER}` ({teacher['c']:.1f}), "
+        f"{b['cartpole_steps']:,} env steps.",
+        "",
+        *table(parts["c"], teacher["c"], b["cartpole_steps"]),
+        "",
+        "Not measured (budget): HalfCheetah (PPO or SAC) and Atari; 3 seeds per arm.",
+        "",
+        f"![learning curves]({stem}.png)",
+    ]
+    text = "\n".join(lines)
+    write_json_atomic(RESULTS_DIR / f"{stem}.json", {"seeds": seeds, "budgets": b, "teacher_returns": teacher, "parts": {
+        key: {arm: [s["student_return"]["mean"] for s in runs] for arm, runs in part.items()} for key, part in parts.items()
+    }})  # fmt: skip
+    command = "python benchmarks/kickstart.py" + (" --quick" if args.quick else f" --seeds {args.seeds}")
+    readme = text.replace(f"]({stem}.png)", f"](benchmarks/results/{stem}.png)") + f"\n\n`{command}`"
+    publish(
+        "kickstart",
+        "# RL fine-tuning with a distillation term\n\nGenerated by `benchmarks/kickstart.py`; do not edit by hand.\n\n"
+        + provenance(command) + "\n" + text + "\n",
+        quick=args.quick,
+        readme_marker="kickstart",
+        readme_text=readme,
+    )  # fmt: skip
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

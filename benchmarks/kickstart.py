@@ -1,8 +1,8 @@
 """RL fine-tuning with a distillation term (`policykd finetune`): beyond the teacher, faster than
 from scratch, and the lambda schedules compared.
 
-    python benchmarks/kickstart.py               # 1 seed per arm (--seeds 3 for three), budgets cut to ~40 CPU-min
-    python benchmarks/kickstart.py --quick       # tiny budgets, 1 seed: ~5 min, kickstart-quick.* only
+    python benchmarks/kickstart.py               # 1 seed per arm (--seeds 3 for three), budgets cut to ~20 CPU-min
+    python benchmarks/kickstart.py --quick       # tiny budgets, 1 seed: ~3 min, kickstart-quick.* only
 
 (a) Beyond the teacher: the weak DQN LunarLander expert (zoo score ~146 ± 142) is distilled into a
     student of its size (Q-value mse), which is then fine-tuned by SB3's DQN with rl-zoo's
@@ -45,10 +45,10 @@ SCHEDULES = {"none": "constant:0", "constant": "constant:1", "performance": "per
 
 def budgets(quick: bool) -> dict[str, int]:
     if quick:
-        return dict(distill_transitions=10_000, distill_updates=1_000, dqn_steps=5_000, ppo_steps=16_384,
-                    ppo_eval_every=8_192, cartpole_steps=6_000, cartpole_eval_every=2_000, eval_episodes=5)  # fmt: skip
-    return dict(distill_transitions=50_000, distill_updates=5_000, dqn_steps=40_000, ppo_steps=163_840,
-                ppo_eval_every=16_384, cartpole_steps=30_000, cartpole_eval_every=2_048, eval_episodes=10)  # fmt: skip
+        return dict(distill_transitions=5_000, distill_updates=500, dqn_steps=2_000, ppo_steps=16_384,
+                    ppo_eval_every=8_192, cartpole_steps=4_000, cartpole_eval_every=1_000, eval_episodes=3)  # fmt: skip
+    return dict(distill_transitions=30_000, distill_updates=3_000, dqn_steps=20_000, ppo_steps=98_304,
+                ppo_eval_every=16_384, cartpole_steps=20_000, cartpole_eval_every=2_048, eval_episodes=10)  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
@@ -78,6 +78,7 @@ def beyond_teacher(cache: TaskCache, b: dict[str, int], seed: int) -> dict[str, 
         teacher=DQN_TEACHER, loss="mse", center_q=False, hidden_sizes=(256, 256), seed=seed,
         n_transitions=b["distill_transitions"], n_updates=b["distill_updates"], n_eval_episodes=b["eval_episodes"],
         out_dir=f"runs/benchmarks/kickstart/dqn-student-seed{seed}", overwrite=True, progress_bar=False,
+        teacher_check=False,  # the weak expert (146 ± 142) is not always clear of random on a few episodes
     )  # fmt: skip
     student = cache(f"dqn-student-seed{seed}", lambda: distill(config), config=config)
     arms = {"distilled student": {"student_return": {"mean": student["student_return_mean"]}, "curve": []}}
@@ -117,12 +118,17 @@ def faster(cache: TaskCache, b: dict[str, int], seed: int, teacher: str, steps: 
 
 
 def steps_to(curve: list[list[float]], target: float) -> int | None:
-    """Env steps of the first evaluation whose mean return reaches ``target`` (None: never)."""
-    return next((int(point[0]) for point in curve if point[1] >= target), None)
+    """Env steps of the first evaluation from which every evaluation reaches ``target`` (None:
+    not by the end). "Reaches and holds": a student that starts above it (a lucky random network on
+    CartPole) and is then unlearned by RL does not count as having reached it at step 0."""
+    for i, point in enumerate(curve):
+        if all(later[1] >= target for later in curve[i:]):
+            return int(point[0])
+    return None
 
 
 def table(runs: dict[str, list[dict]], teacher_return: float, budget: int) -> list[str]:
-    rows = ["| arm | final return | 95 % CI (over seeds) | steps to 90 % of teacher (per seed) | ratio to teacher |",
+    rows = ["| arm | final return | 95 % CI (over seeds) | env steps to reach and hold 90 % of teacher (per seed) | ratio to teacher |",
             "|---|---|---|---|---|"]  # fmt: skip
     for arm, seeds in runs.items():
         mean, low, high = mean_ci([s["student_return"]["mean"] for s in seeds])
@@ -170,10 +176,10 @@ def main() -> None:
     cache = TaskCache(RESULTS_DIR / "kickstart" / ("quick" if args.quick else "full"), force=args.force)
     parts: dict[str, dict[str, list[dict]]] = {"a": {}, "b": {}, "c": {}}
     for seed in seeds:  # seed-major: a stopped run has every arm of the first seeds
-        for key, arms in (
-            ("a", beyond_teacher(cache, b, seed)),
-            ("b", faster(cache, b, seed, PPO_TEACHER, "ppo_steps", "ppo_eval_every")),
+        for key, arms in (  # cheapest first
             ("c", faster(cache, b, seed, CARTPOLE_TEACHER, "cartpole_steps", "cartpole_eval_every")),
+            ("b", faster(cache, b, seed, PPO_TEACHER, "ppo_steps", "ppo_eval_every")),
+            ("a", beyond_teacher(cache, b, seed)),
         ):
             for arm, summary in arms.items():
                 parts[key].setdefault(arm, []).append(summary)

@@ -102,6 +102,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         curve = EvalCurve(teacher.recipe, n_eval, eval_seed, config.eval_every_steps)
         model.learn(config.n_timesteps, callback=curve.callback(), tb_log_name="finetune")
         student_stats = evaluate_policy(SB3Actor(model), teacher.recipe, n_eval, seed=eval_seed)
+        curve.add(int(model.num_timesteps), student_stats)
         model.save(out_dir / MODEL_FILE)
         summary = _summary(config, teacher, algo, setup, student_stats, teacher_stats, curve.points)
         summary.update(out_dir=str(out_dir), wall_time_s=time.perf_counter() - started)
@@ -216,16 +217,24 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
 
 class EvalCurve:
     """The student's evaluation return before training and every ``every`` env steps (0: before and
-    at the end only), logged as ``eval/student_return``; ``points`` are ``[steps, mean, ci low, ci high]``."""
+    at the end only), logged as ``eval/student_return``; ``points`` are ``[steps, mean, ci low, ci high]``.
+    Evaluations run when a rollout starts, after SB3's ``train()`` on the steps so far: an on-policy
+    rollout (LunarLander PPO: 16,384 steps) updates the policy only at its end."""
 
     def __init__(self, recipe: Any, n_episodes: int, seed: int, every: int) -> None:
         self.recipe, self.n_episodes, self.seed, self.every = recipe, n_episodes, seed, every
         self.points: list[list[float]] = []
 
     def evaluate(self, model: Any) -> None:
-        stats = evaluate_policy(SB3Actor(model), self.recipe, self.n_episodes, seed=self.seed)
-        self.points.append([int(model.num_timesteps), stats.mean, *stats.ci95])
-        model.logger.record("eval/student_return", stats.mean)
+        self.add(
+            int(model.num_timesteps), evaluate_policy(SB3Actor(model), self.recipe, self.n_episodes, seed=self.seed)
+        )
+        model.logger.record("eval/student_return", self.points[-1][1])
+
+    def add(self, steps: int, stats: ReturnStats) -> None:
+        """A point measured elsewhere (the job's final evaluation), unless one exists at ``steps``."""
+        if not self.points or self.points[-1][0] != steps:
+            self.points.append([steps, stats.mean, *stats.ci95])
 
     def callback(self) -> Any:
         from stable_baselines3.common.callbacks import BaseCallback
@@ -237,10 +246,13 @@ class EvalCurve:
                 curve.evaluate(self.model)
                 self.next_eval = curve.every
 
-            def _on_step(self) -> bool:
+            def _on_rollout_start(self) -> None:
                 if curve.every and self.model.num_timesteps >= self.next_eval:
                     curve.evaluate(self.model)
-                    self.next_eval += curve.every
+                    while self.next_eval <= self.model.num_timesteps:
+                        self.next_eval += curve.every
+
+            def _on_step(self) -> bool:
                 return True
 
         return _Callback()

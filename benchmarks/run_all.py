@@ -40,6 +40,7 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("merge_strategies.py", True, "merge_strategies.md"),
     ("multitask.py", True, "multitask.md"),
     ("faults.py", True, "faults.md"),
+    ("kickstart.py", True, "kickstart.md"),
 ]
 
 

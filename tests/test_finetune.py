@@ -143,3 +143,32 @@ def test_zoo_hyperparams_come_from_the_teacher_folder_first(cartpole_expert_dir:
     raw, source = zoo_hyperparams("a2c", "CartPole-v1")
     assert source == "rl_zoo3/hyperparams/a2c.yml" and raw["n_envs"] == 8
     assert zoo_hyperparams("a2c", "NoSuchEnv-v0") == ({}, "SB3 defaults")
+
+
+# -- the README ----------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_kickstart_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fine-tuning section's Python block, with a smaller step budget."""
+    import re
+
+    section = (REPO / "README.md").read_text().split("## Fine-tuning with the environment's reward", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "model.learn(30_000)" in code
+    code = code.replace('"agents/', f'"{REPO}/agents/').replace("model.learn(30_000)", "model.learn(1024)")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "readme_kickstart"}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    model = namespace["model"]
+    assert model.num_timesteps == 1024 and model.distill_values and model.distill_lambda > 0.9  # linear: 1 -> 0 over 20k
+
+
+def test_readme_quotes_the_kickstart_benchmark_as_recorded() -> None:
+    """The README's measured block is benchmarks/kickstart.py's full-run results file, table for table."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- kickstart:start -->", 1)[1].split("<!-- kickstart:end -->", 1)[0]
+    recorded = (REPO / "benchmarks/results/kickstart.md").read_text()
+    rows = [line for line in block.splitlines() if line.startswith("|")]
+    assert len(rows) >= 10 and all(row in recorded for row in rows)

@@ -74,12 +74,14 @@ def test_start_from_a_distilled_run_folder_plays_as_the_student(
     distilled, run_dir = cartpole_distill_run
     out = tmp_path / "ft"
     argv = ["finetune", "--teacher", str(cartpole_expert_dir), "--start", str(run_dir), "--timesteps", "256",
-            "--eval-episodes", "3", "--out", str(out)]  # fmt: skip
+            "--eval-episodes", "3", "--value-init", "512", "--out", str(out)]  # fmt: skip
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     summary = read_json(out / "summary.json")
     assert summary["curve"][0][1] == pytest.approx(distilled["student_return_mean"])
     assert summary["start"] == str(run_dir)
+    value = summary["value_init"]  # the critic starts near the teacher's value; the actor is untouched (above)
+    assert value["n_observations"] == 512 and value["mse_after"] < 0.2 * value["mse_before"]
 
 
 @pytest.mark.parametrize(
@@ -162,7 +164,9 @@ def test_readme_kickstart_python_example_runs(tmp_path: Path, monkeypatch: pytes
     namespace: dict = {"__name__": "readme_kickstart"}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     model = namespace["model"]
-    assert model.num_timesteps == 1024 and model.distill_values and model.distill_lambda > 0.9  # linear: 1 -> 0 over 20k
+    assert (
+        model.num_timesteps == 1024 and model.distill_values and model.distill_lambda > 0.9
+    )  # linear: 1 -> 0 over 20k
 
 
 def test_readme_quotes_the_kickstart_benchmark_as_recorded() -> None:

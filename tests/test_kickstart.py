@@ -270,3 +270,17 @@ def test_start_from_a_student_of_another_env_is_refused(cartpole_distill_run: An
         copy_student_weights(model, student, "ppo")
     assert math.isfinite(float(_params(model).sum()))
     assert isinstance(model.action_space, gym.spaces.Box)
+
+
+def test_value_init_fits_the_critic_and_leaves_the_actor(cartpole_teacher: Any) -> None:
+    from policykd.learn.kickstart_start import distill_value
+
+    model = ks.KickstartPPO("MlpPolicy", make_vec_env(EnvRecipe("CartPole-v1"), 1, 0), teacher=cartpole_teacher, seed=0)
+    obs = np.random.default_rng(0).uniform(-0.3, 0.3, (512, 4)).astype(np.float32)
+    logits = model.student_output(torch.as_tensor(obs)).logits.detach().clone()
+    before, after = distill_value(model, cartpole_teacher, obs, n_updates=500)
+    assert after < 0.1 * before  # measured: 2480 -> 126
+    assert torch.equal(model.student_output(torch.as_tensor(obs)).logits, logits)  # the actor did not move
+    dqn = ks.KickstartDQN("MlpPolicy", make_vec_env(EnvRecipe("CartPole-v1"), 1, 0), teacher=cartpole_teacher)
+    with pytest.raises(PolicyKDError, match="no state-value head"):
+        distill_value(dqn, cartpole_teacher, obs)

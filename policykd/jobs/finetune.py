@@ -60,6 +60,9 @@ class FinetuneConfig:
     tau2_scaling: bool = False
     center_q: bool = True
     nll_min_std: float = 0.1
+    value_init: int = 0
+    """PPO / A2C: fit the student's value head to the teacher's value on this many observations the
+    student visits, before RL (0: no)."""
     teacher_return: float | None = None
     """G_teacher of the performance schedule and the return ratio (default: the expert's recorded score)."""
     seed: int = 0
@@ -99,15 +102,35 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     out_dir = claim_run_folder(config.out_dir, _default_folder(config, teacher.recipe.env_id, algo))
     with run_folder(out_dir, dataclasses.asdict(config), config.overwrite):
         model = build_model(config, teacher, algo, setup, out_dir / TB_DIR)
+        value_init = init_value(model, teacher, config.value_init, config.seed)
         curve = EvalCurve(teacher.recipe, n_eval, eval_seed, config.eval_every_steps)
         model.learn(config.n_timesteps, callback=curve.callback(), tb_log_name="finetune")
         student_stats = evaluate_policy(SB3Actor(model), teacher.recipe, n_eval, seed=eval_seed)
         curve.add(int(model.num_timesteps), student_stats)
         model.save(out_dir / MODEL_FILE)
         summary = _summary(config, teacher, algo, setup, student_stats, teacher_stats, curve.points)
+        summary["value_init"] = value_init
         summary.update(out_dir=str(out_dir), wall_time_s=time.perf_counter() - started)
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def init_value(model: Any, teacher: Any, n_observations: int, seed: int) -> dict[str, float] | None:
+    """Distil the teacher's value into the student's value head on ``n_observations`` states the
+    student visits (kickstart_start.distill_value); None when ``n_observations`` is 0."""
+    if not n_observations:
+        return None
+    from policykd.data.envs import make_vec_env
+    from policykd.learn.kickstart_start import distill_value
+
+    venv = make_vec_env(teacher.recipe, 8, seed + 1)  # not the training envs' seeds
+    observations, obs = [], venv.reset()
+    while len(observations) * venv.num_envs < n_observations:
+        observations.append(obs)
+        obs = venv.step(model.predict(obs, deterministic=False)[0])[0]
+    venv.close()
+    before, after = distill_value(model, teacher, np.concatenate(observations)[:n_observations], seed=seed)
+    return {"n_observations": n_observations, "mse_before": before, "mse_after": after}
 
 
 def _check_options(config: FinetuneConfig) -> None:
@@ -115,6 +138,7 @@ def _check_options(config: FinetuneConfig) -> None:
     check_int("--timesteps", config.n_timesteps, 1)
     check_int("--eval-every-steps", config.eval_every_steps, 0)
     check_int("--seed", config.seed, 0)
+    check_int("--value-init", config.value_init, 0)
     if config.n_eval_episodes is not None:
         check_int("--eval-episodes", config.n_eval_episodes, 1)
     parse_lambda_schedule(config.schedule)

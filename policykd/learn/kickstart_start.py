@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
@@ -140,3 +141,48 @@ def _part(net_arch: Any, key: str, default: list[int]) -> list[int]:
 
 def _same_box(a: gym.spaces.Space, b: gym.spaces.Space) -> bool:
     return isinstance(a, gym.spaces.Box) and isinstance(b, gym.spaces.Box) and a.shape == b.shape
+
+
+VALUE_PREFIXES = ("mlp_extractor.value_net.", "value_net.", "vf_features_extractor.")
+
+
+def value_parameters(model: Any) -> list[torch.nn.Parameter]:
+    """The parameters only the critic of a PPO / A2C policy uses (its value branch and head); the
+    actor's are left out, so fitting them leaves the student's actions as they were."""
+    if not hasattr(model.policy, "value_net"):
+        raise PolicyKDError(
+            f"{type(model).__name__} has no state-value head to initialise (PPO and A2C have one); drop --value-init"
+        )
+    return [p for name, p in model.policy.named_parameters() if name.startswith(VALUE_PREFIXES)]
+
+
+def distill_value(
+    model: Any,
+    teacher: Teacher,
+    observations: np.ndarray,
+    *,
+    n_updates: int = 500,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Fit a PPO / A2C student's value head to the teacher's value (``TeacherOutput.value``: its
+    V(s), or max Q / min Q(s, a*) for Q-learners and SAC / TD3) on ``observations`` (N, *obs_shape),
+    by Adam on the mean squared error; only the critic's own parameters move. Returns the mean
+    squared error on ``observations`` (before, after)."""
+    params = value_parameters(model)
+    obs = torch.as_tensor(observations, dtype=torch.float32, device=model.device)
+    target = teacher(observations).value.to(model.device).float()  # type: ignore[union-attr]
+
+    def error() -> float:
+        with torch.no_grad():
+            return float(((model.policy.predict_values(obs).flatten() - target) ** 2).mean())
+
+    before, optimizer, rng = error(), torch.optim.Adam(params, lr=learning_rate), np.random.default_rng(seed)
+    for _ in range(n_updates):
+        rows = torch.as_tensor(rng.integers(len(obs), size=min(batch_size, len(obs))), device=model.device)
+        loss = ((model.policy.predict_values(obs[rows]).flatten() - target[rows]) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return before, error()

@@ -176,3 +176,17 @@ def test_readme_quotes_the_kickstart_benchmark_as_recorded() -> None:
     recorded = (REPO / "benchmarks/results/kickstart.md").read_text()
     rows = [line for line in block.splitlines() if line.startswith("|")]
     assert len(rows) >= 10 and all(row in recorded for row in rows)
+
+
+@pytest.mark.parametrize(
+    "teacher", ["agents/dqn/CartPole-v1_1", "agents/sac/Pendulum-v1_1", "agents/td3/Pendulum-v1_1"]
+)
+def test_start_from_the_teachers_weights_plays_as_the_teacher(teacher: str, tmp_path: Path) -> None:
+    """Before any update the student is the teacher: the same return on the same episode."""
+    from policykd.jobs.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(teacher=str(REPO / teacher), start="teacher", n_timesteps=64, n_eval_episodes=1,
+                            out_dir=str(tmp_path / "run"), progress_bar=False)  # fmt: skip
+    summary = finetune(config)
+    assert summary["algo"] == teacher.split("/")[1]
+    assert summary["curve"][0][1] == pytest.approx(summary["teacher_return"]["mean"])

@@ -284,3 +284,10 @@ def test_value_init_fits_the_critic_and_leaves_the_actor(cartpole_teacher: Any) 
     dqn = ks.KickstartDQN("MlpPolicy", make_vec_env(EnvRecipe("CartPole-v1"), 1, 0), teacher=cartpole_teacher)
     with pytest.raises(PolicyKDError, match="no state-value head"):
         distill_value(dqn, cartpole_teacher, obs)
+
+
+@pytest.mark.parametrize("value", [0.0, float("nan")])
+def test_a_teacher_return_the_ratio_cannot_divide_by_is_refused(value: float, cartpole_teacher: Any) -> None:
+    with pytest.raises(PolicyKDError, match="must be a finite number other than 0"):
+        ks.KickstartPPO("MlpPolicy", make_vec_env(EnvRecipe("CartPole-v1"), 1, 0), teacher=cartpole_teacher,
+                        teacher_return=value)  # fmt: skip

@@ -30,6 +30,7 @@ with an entropy bonus, and ``distill/return_ratio`` (the student's recent return
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -151,8 +152,13 @@ class KickstartMixin:
             raise PolicyKDError("a TD3 actor is deterministic and has no entropy; drop entropy_coef")
         recorded = (teachers[0].score or {}).get("mean")
         self.distill_teacher_return = teacher_return if teacher_return is not None else recorded
-        if self.distill_teacher_return is not None and not float(self.distill_teacher_return) != 0:
-            raise PolicyKDError("the teacher's return is 0, so the student/teacher return ratio is undefined")
+        if self.distill_teacher_return is not None and not (
+            math.isfinite(float(self.distill_teacher_return)) and float(self.distill_teacher_return) != 0
+        ):
+            raise PolicyKDError(
+                f"the teacher's return must be a finite number other than 0 (the student/teacher return ratio "
+                f"divides by it), got {self.distill_teacher_return!r}; pass teacher_return= (CLI: --teacher-return)"
+            )
         if _is_performance(self.distill_schedule) and self.distill_teacher_return is None:
             raise PolicyKDError(
                 f"the performance lambda schedule needs the teacher's return and {teachers[0].source} records "

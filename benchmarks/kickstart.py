@@ -41,6 +41,7 @@ DQN_TEACHER, PPO_TEACHER, CARTPOLE_TEACHER = (
     "agents/ppo/CartPole-v1_1",
 )
 THRESHOLD = 0.9  # of the teacher's return
+RUNS = {False: "runs/benchmarks/kickstart", True: "runs/benchmarks/kickstart-quick"}  # run folders, by --quick
 SCHEDULES = {"none": "constant:0", "constant": "constant:1", "performance": "performance"}
 
 
@@ -67,9 +68,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_cell(cache: TaskCache, name: str, config: FinetuneConfig) -> dict:
-    config = dataclasses.replace(
-        config, out_dir=f"runs/benchmarks/kickstart/{name}", overwrite=True, progress_bar=False
-    )
+    out_dir = f"{RUNS[cache.cache_dir.name == 'quick']}/{name}"
+    config = dataclasses.replace(config, out_dir=out_dir, overwrite=True, progress_bar=False)
     print(name, flush=True)
     return cache(name, lambda: finetune(config), config=config)
 
@@ -79,7 +79,7 @@ def beyond_teacher(cache: TaskCache, b: dict[str, int], seed: int) -> dict[str, 
     config = DistillConfig(
         teacher=DQN_TEACHER, loss="mse", center_q=False, hidden_sizes=(256, 256), seed=seed,
         n_transitions=b["distill_transitions"], n_updates=b["distill_updates"], n_eval_episodes=b["eval_episodes"],
-        out_dir=f"runs/benchmarks/kickstart/dqn-student-seed{seed}", overwrite=True, progress_bar=False,
+        out_dir=f"{RUNS[cache.cache_dir.name == 'quick']}/dqn-student-seed{seed}", overwrite=True, progress_bar=False,
         teacher_check=False,  # the weak expert (146 ± 142) is not always clear of random on a few episodes
     )  # fmt: skip
     student = cache(f"dqn-student-seed{seed}", lambda: distill(config), config=config)

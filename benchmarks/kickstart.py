@@ -28,7 +28,7 @@ import os
 import numpy as np
 from common import RESULTS_DIR, TaskCache, provenance, publish, results_name
 
-from policykd.fileio import write_json_atomic
+from policykd.fileio import read_json, write_json_atomic
 from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill import distill
 from policykd.jobs.evaluate import mean_ci
@@ -83,7 +83,8 @@ def beyond_teacher(cache: TaskCache, b: dict[str, int], seed: int) -> dict[str, 
         teacher_check=False,  # the weak expert (146 ± 142) is not always clear of random on a few episodes
     )  # fmt: skip
     student = cache(f"dqn-student-seed{seed}", lambda: distill(config), config=config)
-    arms = {"distilled student": {"student_return": {"mean": student["student_return_mean"]}, "curve": []}}
+    distilled = {"mean": student["student_return_mean"], "ci95": student["student_return_ci95"]}
+    arms = {"distilled student": {"student_return": distilled, "curve": []}}
     for arm, schedule in (("fine-tuned, no distillation", "constant:0"), ("fine-tuned + QDagger term", "performance")):
         ft = FinetuneConfig(
             teacher=DQN_TEACHER, algo="dqn", start=student["out_dir"], schedule=schedule, n_timesteps=b["dqn_steps"],
@@ -130,10 +131,12 @@ def steps_to(curve: list[list[float]], target: float) -> int | None:
 
 
 def table(runs: dict[str, list[dict]], teacher_return: float, budget: int) -> list[str]:
-    rows = ["| arm | final return | 95 % CI (over seeds) | env steps to reach and hold 90 % of teacher (per seed) | ratio to teacher |",
+    rows = ["| arm | final return | 95 % CI (seeds; 1 seed: episodes) | env steps to reach and hold 90 % of teacher (per seed) | ratio to teacher |",
             "|---|---|---|---|---|"]  # fmt: skip
     for arm, seeds in runs.items():
         mean, low, high = mean_ci([s["student_return"]["mean"] for s in seeds])
+        if len(seeds) == 1:  # one seed: the bootstrap CI over its evaluation episodes
+            low, high = seeds[0]["student_return"]["ci95"]
         reached = [steps_to(s["curve"], THRESHOLD * teacher_return) for s in seeds]
         shown = (
             ", ".join(f"{r:,}" if r is not None else f"not within {budget:,}" for r in reached)
@@ -189,6 +192,12 @@ def main() -> None:
     report(args, b, list(seeds), parts)
 
 
+def _teacher_ci(runs: dict[str, list[dict]]) -> str:
+    """The teacher's CI on the evaluation episodes of the first seed (the same for every arm)."""
+    low, high = runs[list(runs)[-1]][0]["teacher_return"]["ci95"]
+    return f"[95 % CI {low:.1f}, {high:.1f}]"
+
+
 def _seeds(runs: dict[str, list[dict]]) -> str:
     n = len(next(iter(runs.values())))
     return f"{n} seed{'s' if n > 1 else ''} per arm"
@@ -197,16 +206,18 @@ def _seeds(runs: dict[str, list[dict]]) -> str:
 def report(args: argparse.Namespace, b: dict[str, int], seeds: list[int], parts: dict) -> None:
     teacher = {key: np.mean([s["teacher_return"]["mean"] for s in runs[list(runs)[-1]]]) for key, runs in parts.items()}
     stem = results_name("kickstart", args.quick)
+    zoo = read_json(ZOO_DIR.parent / DQN_TEACHER / "expert.json")["score"]
     titles = {"b": "LunarLander PPO: kickstarted vs scratch", "c": "CartPole PPO: lambda schedules"}
     plot(
         {titles[k]: parts[k] for k in titles}, {titles[k]: teacher[k] for k in titles}, str(RESULTS_DIR / f"{stem}.png")
     )
     lines = [
         f"Evaluation: {b['eval_episodes']} greedy episodes on the distill evaluation seeds (seed + 10,000 + i); the "
-        "teacher is measured on the same episodes. The CI is a Student-t interval over seeds (a point with one "
-        "seed); the PNG's curves show it over seeds, or with one seed the bootstrap CI over evaluation episodes.",
+        "teacher is measured on the same episodes. The CI is a Student-t interval over seeds, or with one seed the "
+        "bootstrap CI of the mean over its evaluation episodes (as in the PNG's curves).",
         "",
-        f"**(a) Beyond the teacher**: DQN LunarLander, teacher `{DQN_TEACHER}` returns {teacher['a']:.1f} here; its "
+        f"**(a) Beyond the teacher**: DQN LunarLander, teacher `{DQN_TEACHER}` (zoo score {zoo['mean']:.0f} ± "
+        f"{zoo['std']:.0f} over {zoo['n_episodes']} episodes) returns {teacher['a']:.1f} {_teacher_ci(parts['a'])} on these episodes; its "
         f"student (Q-value mse, 256-256, {b['distill_transitions']:,} transitions, {b['distill_updates']:,} updates) is "
         f"fine-tuned by DQN with rl-zoo's hyperparameters for {b['dqn_steps']:,} env steps; {_seeds(parts['a'])}.",
         "",

@@ -42,7 +42,11 @@ DQN_TEACHER, PPO_TEACHER, CARTPOLE_TEACHER = (
 )
 THRESHOLD = 0.9  # of the teacher's return
 RUNS = {False: "runs/benchmarks/kickstart", True: "runs/benchmarks/kickstart-quick"}  # run folders, by --quick
-SCHEDULES = {"none": "constant:0", "constant": "constant:1", "performance": "performance"}
+SCHEDULES = {
+    "none (λ = 0, plain PPO)": "constant:0",
+    "constant λ = 1": "constant:1",
+    "performance-based λ": "performance",
+}
 
 
 def budgets(quick: bool) -> dict[str, int]:
@@ -98,9 +102,10 @@ def faster(cache: TaskCache, b: dict[str, int], seed: int, teacher: str, steps: 
     """(b) and (c): from scratch, with each lambda schedule."""
     schedules = dict(SCHEDULES)
     if teacher == CARTPOLE_TEACHER:
-        schedules.update(linear=f"linear:{b[steps] // 2}", exponential=f"exponential:{b[steps] // 8}")
+        schedules[f"linear λ 1 → 0 over {b[steps] // 2:,} steps"] = f"linear:{b[steps] // 2}"
+        schedules[f"exponential λ, half-life {b[steps] // 8:,} steps"] = f"exponential:{b[steps] // 8}"
     else:
-        schedules.pop("performance")
+        schedules.pop("performance-based λ")
     env = teacher.split("/")[-1].split("_")[0]
     return {
         arm: run_cell(
@@ -153,7 +158,7 @@ def plot(parts: dict[str, dict[str, list[dict]]], teachers: dict[str, float], pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(parts), figsize=(5 * len(parts), 3.6))
+    fig, axes = plt.subplots(1, len(parts), figsize=(5.2 * len(parts), 3.8))
     for ax, (title, runs) in zip(np.atleast_1d(axes), parts.items()):
         for arm, seeds in runs.items():
             if not seeds[0]["curve"]:
@@ -207,7 +212,11 @@ def report(args: argparse.Namespace, b: dict[str, int], seeds: list[int], parts:
     teacher = {key: np.mean([s["teacher_return"]["mean"] for s in runs[list(runs)[-1]]]) for key, runs in parts.items()}
     stem = results_name("kickstart", args.quick)
     zoo = read_json(ZOO_DIR.parent / DQN_TEACHER / "expert.json")["score"]
-    titles = {"b": "LunarLander PPO: kickstarted vs scratch", "c": "CartPole PPO: lambda schedules"}
+    titles = {
+        "a": "LunarLander DQN: fine-tuning its distilled student",
+        "b": "LunarLander PPO: kickstarted vs scratch",
+        "c": "CartPole PPO: lambda schedules",
+    }
     plot(
         {titles[k]: parts[k] for k in titles}, {titles[k]: teacher[k] for k in titles}, str(RESULTS_DIR / f"{stem}.png")
     )

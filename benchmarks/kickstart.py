@@ -2,7 +2,7 @@
 from scratch, and the lambda schedules compared.
 
     python benchmarks/kickstart.py               # 1 seed per arm, budgets cut to ~15 CPU-min on 2 shared cores
-    python benchmarks/kickstart.py --seeds 2 --parts bc   # a second seed for parts (b) and (c), as published
+    python benchmarks/kickstart.py --seeds a=3,b=2,c=3    # seeds per part, as published
     python benchmarks/kickstart.py --quick       # tiny budgets, 1 seed: ~3 min, kickstart-quick.* only
 
 (a) Beyond the teacher: the weak DQN LunarLander expert (zoo score ~146 ± 142) is distilled into a
@@ -62,8 +62,7 @@ def parse_args() -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny budgets, 1 seed")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per arm (default 1: the CPU budget)")
-    parser.add_argument("--parts", default="abc", help="the parts seeds after the first run (default abc: all)")
+    parser.add_argument("--seeds", default="1", help="seeds per arm: N, or per part as a=3,b=2,c=3 (default 1)")
     parser.add_argument("--force", action="store_true", help="recompute cached cells")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -182,19 +181,19 @@ def plot(parts: dict[str, dict[str, list[dict]]], teachers: dict[str, float], pa
 def main() -> None:
     args = parse_args()
     b = budgets(args.quick)
-    seeds = range(1 if args.quick else args.seeds)
+    n_seeds = {"a": 1, "b": 1, "c": 1} if args.quick else seeds_per_part(args.seeds)
     cache = TaskCache(RESULTS_DIR / "kickstart" / ("quick" if args.quick else "full"), force=args.force)
     parts: dict[str, dict[str, list[dict]]] = {"a": {}, "b": {}, "c": {}}
-    for seed in seeds:  # seed-major: a stopped run has every arm of the first seeds
+    for seed in range(max(n_seeds.values())):  # seed-major: a stopped run has every arm of the first seeds
         for key, run in (  # cheapest first
             ("c", lambda: faster(cache, b, seed, CARTPOLE_TEACHER, "cartpole_steps", "cartpole_eval_every")),
             ("b", lambda: faster(cache, b, seed, PPO_TEACHER, "ppo_steps", "ppo_eval_every")),
             ("a", lambda: beyond_teacher(cache, b, seed)),
         ):
-            if seed == 0 or key in args.parts:
+            if seed < n_seeds[key]:
                 for arm, summary in run().items():
                     parts[key].setdefault(arm, []).append(summary)
-    report(args, b, list(seeds), parts)
+    report(args, b, n_seeds, parts)
 
 
 def _teacher_ci(runs: dict[str, list[dict]]) -> str:
@@ -208,7 +207,15 @@ def _seeds(runs: dict[str, list[dict]]) -> str:
     return f"{n} seed{'s' if n > 1 else ''} per arm"
 
 
-def report(args: argparse.Namespace, b: dict[str, int], seeds: list[int], parts: dict) -> None:
+def seeds_per_part(spec: str) -> dict[str, int]:
+    """``3`` -> 3 seeds for every part; ``a=3,b=2,c=3`` -> per part (a part left out: 1)."""
+    if "=" not in spec:
+        return dict.fromkeys("abc", int(spec))
+    given = {key.strip(): int(n) for key, _, n in (item.partition("=") for item in spec.split(","))}
+    return {key: given.get(key, 1) for key in "abc"}
+
+
+def report(args: argparse.Namespace, b: dict[str, int], seeds: dict[str, int], parts: dict) -> None:
     teacher = {key: np.mean([s["teacher_return"]["mean"] for s in runs[list(runs)[-1]]]) for key, runs in parts.items()}
     stem = results_name("kickstart", args.quick)
     zoo = read_json(ZOO_DIR.parent / DQN_TEACHER / "expert.json")["score"]
@@ -251,7 +258,6 @@ def report(args: argparse.Namespace, b: dict[str, int], seeds: list[int], parts:
         key: {arm: [s["student_return"]["mean"] for s in runs] for arm, runs in part.items()} for key, part in parts.items()
     }})  # fmt: skip
     command = "python benchmarks/kickstart.py" + (" --quick" if args.quick else f" --seeds {args.seeds}")
-    command += f" --parts {args.parts}" if args.parts != "abc" and not args.quick else ""
     readme = text.replace(f"]({stem}.png)", f"](benchmarks/results/{stem}.png)") + f"\n\n`{command}`"
     publish(
         "kickstart",

@@ -249,7 +249,9 @@ def report(args: argparse.Namespace, b: dict[str, int], seeds: dict[str, int], p
         "",
         *table(parts["c"], teacher["c"], b["cartpole_steps"]),
         "",
-        "Not measured (budget): HalfCheetah (PPO or SAC), Atari, and 3 seeds per arm everywhere.",
+        "Not measured (budget): HalfCheetah (PPO or SAC) and Atari"
+        + "".join(f"; 3 seeds for ({key}), which has {n}" for key, n in seeds.items() if n < 3)
+        + ".",
         "",
         f"![learning curves]({stem}.png)",
     ]

@@ -196,6 +196,29 @@ def main() -> None:
     report(args, b, n_seeds, parts)
 
 
+def verdict_a(runs: dict[str, list[dict]], teacher: float) -> str:
+    """Whether the fine-tuned student ends above its teacher, and above RL without the term, by its CI."""
+    with_term, without = (runs[arm] for arm in ("fine-tuned + QDagger term", "fine-tuned, no distillation"))
+    mean, low, _ = mean_ci([s["student_return"]["mean"] for s in with_term])
+    _, _, high_without = mean_ci([s["student_return"]["mean"] for s in without])
+    above = "yes" if low > teacher else "no"
+    beats = "yes" if low > high_without else "no"
+    return (f"Reached? Above the teacher by the CI: **{above}** (mean {mean:.1f} vs the teacher's {teacher:.1f}); "
+            f"above RL without the term by the CIs: **{beats}**.")  # fmt: skip
+
+
+def verdict_b(runs: dict[str, list[dict]], teacher: float, budget: int) -> str:
+    """Kickstarted steps to 90 % of the teacher against from scratch's (a lower bound when it never got there)."""
+    scratch, kicked = (runs[arm] for arm in runs)
+    reached = [steps_to(s["curve"], THRESHOLD * teacher) for s in kicked]
+    never = all(steps_to(s["curve"], THRESHOLD * teacher) is None for s in scratch)
+    if None in reached or not never:
+        return "Reached? See the table: the speed-up is not a clean bound on this budget."
+    worst = max(reached)  # type: ignore[type-var]
+    return (f"Reached? Kickstarted: 90 % of the teacher by {worst:,} env steps in every seed; from scratch: not within "
+            f"{budget:,}, so kickstarting took **under {worst / budget:.2f}** of scratch's steps (goal: 1/3).")  # fmt: skip
+
+
 def _teacher_ci(runs: dict[str, list[dict]]) -> str:
     """The teacher's CI on the evaluation episodes of the first seed (the same for every arm)."""
     low, high = runs[list(runs)[-1]][0]["teacher_return"]["ci95"]
@@ -239,10 +262,14 @@ def report(args: argparse.Namespace, b: dict[str, int], seeds: dict[str, int], p
         "",
         *table(parts["a"], teacher["a"], b["dqn_steps"]),
         "",
+        verdict_a(parts["a"], teacher["a"]),
+        "",
         f"**(b) Faster than from scratch**: PPO LunarLander, teacher `{PPO_TEACHER}` returns {teacher['b']:.1f}; "
         f"rl-zoo's hyperparameters (16 envs), {b['ppo_steps']:,} env steps, random initial weights; {_seeds(parts['b'])}.",
         "",
         *table(parts["b"], teacher["b"], b["ppo_steps"]),
+        "",
+        verdict_b(parts["b"], teacher["b"], b["ppo_steps"]),
         "",
         f"**(c) Schedules**: PPO CartPole from scratch, teacher `{CARTPOLE_TEACHER}` ({teacher['c']:.1f}), "
         f"{b['cartpole_steps']:,} env steps; {_seeds(parts['c'])}.",

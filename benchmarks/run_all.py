@@ -43,6 +43,7 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("teacher_coverage.py", True, "teacher_coverage.md"),
     ("small_data.py", True, "small_data.md"),
     ("no_preset.py", True, "no_preset.md"),
+    ("kickstart.py", True, "kickstart.md"),
 ]
 
 

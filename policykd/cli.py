@@ -15,6 +15,7 @@ from policykd.cli_options import (
     COLLECT,
     COMMON,
     DRIVERS,
+    FINETUNE,
     LOSS,
     OPTIONS,
     SWEEP,
@@ -52,6 +53,14 @@ EXPORT_EXAMPLES = """examples:
 SB3 classes: PPO (discrete or Gaussian head), DQN (discrete head trained with --loss mse on Q-values),
 SAC (squashed Gaussian), TD3 (deterministic). The student's input normalisation is folded into the
 first layer: the zip plays on raw observations, without VecNormalize.
+"""
+FINETUNE_EXAMPLES = """examples:
+  policykd finetune --teacher agents/ppo/LunarLander-v3_1 --schedule linear:100000 --timesteps 200000
+  policykd finetune --teacher agents/dqn/LunarLander-v3_1 --start runs/dqn-student --schedule performance
+  policykd finetune --teacher agents/ppo/CartPole-v1_1 --net-fraction 0.5 --schedule exponential:20000
+
+loss = SB3's loss + lambda * distillation loss toward the teacher (--loss kl | nll | mse; a DQN / QR-DQN
+student: QDagger's tau-KL) - entropy_coef * entropy; rl-zoo's hyperparameters for --algo on the env.
 """
 COMPARE_EXAMPLES = """examples:
   policykd compare-drivers --teacher agents/ppo/LunarLander-v3_1 --seeds 3
@@ -97,6 +106,12 @@ def _commands() -> dict[str, Command]:
         ),
         "export": Command(
             EXPORT_HELP, ("env", "export_format"), EXPORT_EXAMPLES, dict(env_id=None, export_format="onnx")
+        ),
+        "finetune": Command(
+            "train a student with the env's reward plus a distillation term (SB3's PPO, A2C, DQN, QR-DQN, SAC, TD3)",
+            FINETUNE,
+            FINETUNE_EXAMPLES,
+            config="policykd.jobs.finetune:FinetuneConfig",
         ),
         "zoo": Command("list the zoo's experts, their recorded scores, and the env presets", ("zoo",)),
         "train-expert": Command(
@@ -464,8 +479,27 @@ def _cmd_train_expert(args: argparse.Namespace) -> None:
     print(f"expert written to {run_dir}; measure it with: policykd evaluate {run_dir} --episodes 30 --record")
 
 
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from policykd.jobs.finetune import FinetuneConfig, finetune
+
+    s = finetune(_experiment_config(args, FinetuneConfig))
+    print(
+        f"\n{s['env_id']}: {s['algo'].upper()} student from {s['start']}, lambda {s['schedule']}, "
+        f"{s['n_timesteps']:,} env steps, hyperparameters from {s['hyperparams_source']}"
+    )
+    rows = [[who, f"{r['mean']:.1f} ± {r['std']:.1f}", f"[{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]"]
+            for who, r in (("teacher", s["teacher_return"]), ("student", s["student_return"]))]  # fmt: skip
+    _print_table(rows, ["policy", "return (mean ± std)", "95 % CI"])
+    if s["hyperparams_not_applied"]:
+        print(
+            f"rl-zoo settings not applied: {', '.join(s['hyperparams_not_applied'])} (the student sees raw observations)"
+        )
+    print(f"run folder: {s['out_dir']} (summary.json, model.zip, tb/), {s['wall_time_s']:.0f} s")
+
+
 COMMANDS = {
     "distill": _cmd_distill,
+    "finetune": _cmd_finetune,
     "collect": _cmd_collect,
     "evaluate": _cmd_evaluate,
     "sweep": _cmd_sweep,

@@ -91,6 +91,16 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "round_updates": (("--round-updates",), dict(dest="n_updates_per_round", type=int, help="updates per round (default 500)")),
     "capacity": (("--capacity",), dict(type=int, help="ring buffer size (default: keep every label)")),
     "stochastic_drivers": (("--stochastic-drivers",), dict(dest="deterministic_drivers", action="store_const", const=False, help="drivers sample their actions instead of acting greedily")),
+    # RL fine-tuning with a distillation term (finetune)
+    "algo": (("--algo",), dict(help="the student's SB3 algorithm: ppo | a2c | dqn | qrdqn | sac | td3 (default: the teacher's)")),
+    "start": (("--start",), dict(help="scratch (default) | teacher (its weights) | a run folder of `policykd distill` (its student)")),
+    "net_fraction": (("--net-fraction",), dict(type=float, help="from scratch: hidden sizes as a fraction of the teacher's (default 1)")),
+    "lambda_schedule": (("--schedule",), dict(dest="schedule", help="weight of the distillation term over env steps: constant:L | linear:N | exponential:H | performance (default constant:1; 0 is plain RL)")),
+    "entropy_coef": (("--entropy-coef",), dict(type=float, help="entropy bonus on the student, added with the distillation term (default 0)")),
+    "timesteps": (("--timesteps",), dict(dest="n_timesteps", type=int, help="env steps of RL training (default 50000)")),
+    "teacher_return": (("--teacher-return",), dict(type=float, help="the teacher's return for the performance schedule (default: its recorded score)")),
+    "value_init": (("--value-init",), dict(type=int, metavar="N", help="PPO / A2C: fit the student's value head to the teacher's value on N states it visits, before RL (default 0: no)")),
+    "eval_every_steps": (("--eval-every-steps",), dict(type=int, help="env steps between evaluations of the learning curve (default 0: before and after training)")),
 }  # fmt: skip
 
 COMMON = ("config", "no_progress", "quiet", "verbose")
@@ -106,6 +116,8 @@ SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon
          "kl_direction", "n_updates", "bins", "backend", "ray_address")  # fmt: skip
 DRIVERS = (*EXPERIMENT, "trust_pickles", "drivers", "dagger_schedule", "rounds", "round_transitions", "round_updates",
            "capacity", "loss", "temperature", "stochastic_drivers")  # fmt: skip
+FINETUNE = ("teacher", "zoo", "env", "trust_pickles", "algo", "start", "net_fraction", "lambda_schedule", "entropy_coef",
+            "timesteps", "teacher_return", "value_init", *LOSS, "seed", "eval_episodes", "eval_every_steps", "out_dir", "overwrite")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,9 @@ ray backend is chosen. Every node needs policykd, the zoo's experts at the paths
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,17 +128,34 @@ def _run_on_ray(
     instead of waiting forever for CPUs that live actors hold. A Ray already started in this
     process (``ray.init``) is used as it is; else one is started (a local head, or the cluster at
     ``address``) and shut down after."""
+    with ray_session(address) as ray:
+        try:
+            gpus = 1 if str(device).startswith("cuda") else 0
+            remote = ray.remote(num_cpus=1, num_gpus=gpus)(collect_task)
+            return ray.get([remote.remote(run_chunk, config) for config in configs])
+        except ray.exceptions.RayError as err:
+            reason = " ".join(str(err).split())[:300]
+            raise PolicyKDError(f"a Ray worker failed ({reason}); run with --backend local to see the error") from None
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[Any]:
+    """The ``ray`` module, connected for the ``with`` block: a Ray already started in this process
+    as it is, else one started here (a local head, or the cluster at ``address``) and shut down
+    after. A cluster that cannot be reached is one line that says what to do."""
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        except (ConnectionError, TimeoutError, ray.exceptions.RayError) as err:
+            reason = " ".join(str(err).split())[:200]
+            raise PolicyKDError(
+                f"cannot start or join Ray at {address or 'a local head'} ({reason}); check --ray-address "
+                "(the cluster's `ray start --head` prints it) or drop it to start a local Ray"
+            ) from None
     try:
-        gpus = 1 if str(device).startswith("cuda") else 0
-        remote = ray.remote(num_cpus=1, num_gpus=gpus)(collect_task)
-        return ray.get([remote.remote(run_chunk, config) for config in configs])
-    except ray.exceptions.RayError as err:
-        reason = " ".join(str(err).split())[:300]
-        raise PolicyKDError(f"a Ray worker failed ({reason}); run with --backend local to see the error") from None
+        yield ray
     finally:
         if started:
             ray.shutdown()
@@ -181,10 +199,11 @@ def run_cells(
 
 
 def _run_cells_on_ray(cells: Sequence, cache: Callable, address: str | None, on_done: Callable | None) -> list:
-    ray = import_ray()
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    with ray_session(address) as ray:
+        return _gather_cells(ray, cells, cache, on_done)
+
+
+def _gather_cells(ray: Any, cells: Sequence, cache: Callable, on_done: Callable | None) -> list:
     try:
         remote = ray.remote(num_cpus=1)(_run_cell)
         futures, done = {}, {}
@@ -207,9 +226,6 @@ def _run_cells_on_ray(cells: Sequence, cache: Callable, address: str | None, on_
     except ray.exceptions.RayError as err:
         reason = " ".join(str(err).split())[:300]
         raise PolicyKDError(f"a Ray task failed ({reason}); run with --backend local to see the error") from None
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _run_cell(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:

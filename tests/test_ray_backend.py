@@ -103,21 +103,35 @@ def test_ray_missing_is_a_one_line_error(small, monkeypatch):
 
 
 @pytest.mark.expensive
-def test_sweep_cells_on_a_local_ray_head_give_the_same_runs(cartpole_expert_dir, tmp_path):
+def test_experiment_cells_on_a_local_ray_head_give_the_same_runs(cartpole_expert_dir, tmp_path):
+    """sweep and compare-drivers with --backend ray: the same cells as in this process (one Ray head for both)."""
     ray = pytest.importorskip("ray")
+    from policykd.jobs.drivers import DriversConfig, compare_drivers
     from policykd.jobs.sweep import SweepConfig, run_sweep
 
     config = SweepConfig(
         teacher=str(cartpole_expert_dir), temperatures=(0.5, 2.0), n_seeds=1, n_transitions=400, n_envs=4,
         n_updates=20, batch_size=64, n_eval_episodes=1, n_metric_states=100, progress_bar=False,
     )  # fmt: skip
+    drivers = DriversConfig(
+        teacher=str(cartpole_expert_dir), drivers=("teacher", "dagger"), n_seeds=1, n_rounds=2,
+        n_transitions_per_round=200, n_updates_per_round=10, batch_size=64, n_eval_episodes=1, n_envs=2,
+        progress_bar=False,
+    )  # fmt: skip
     here = run_sweep(dataclasses.replace(config, out_dir=str(tmp_path / "here")))
+    here_drivers = compare_drivers(dataclasses.replace(drivers, out_dir=str(tmp_path / "drivers-here")))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         on_ray = run_sweep(dataclasses.replace(config, out_dir=str(tmp_path / "ray"), backend="ray"))
+        drivers_on_ray = compare_drivers(
+            dataclasses.replace(drivers, out_dir=str(tmp_path / "drivers-ray"), backend="ray")
+        )
     finally:
         ray.shutdown()
     assert [r["tau"] for r in on_ray["runs"]] == [0.5, 2.0]
-    for a, b in zip(here["runs"], on_ray["runs"]):
+    for a, b in [*zip(here["runs"], on_ray["runs"]), *zip(here_drivers["runs"], drivers_on_ray["runs"])]:
         assert {k: v for k, v in a.items() if k != "wall_time_s"} == {k: v for k, v in b.items() if k != "wall_time_s"}
     assert {"tau0.5-seed0.json", "tau2-seed0.json"} <= {p.name for p in (tmp_path / "ray" / "cells").iterdir()}
+    assert {"teacher-seed0.json", "dagger-seed0.json"} <= {
+        p.name for p in (tmp_path / "drivers-ray" / "cells").iterdir()
+    }

@@ -21,6 +21,7 @@ from policykd.errors import PolicyKDError
 from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, mean_ci
 from policykd.jobs.experiment import (
+    ExperimentOptions,
     RunCache,
     cell_cache,
     experiment_baselines,
@@ -29,6 +30,7 @@ from policykd.jobs.experiment import (
     student_for,
 )
 from policykd.jobs.online import OnlineConfig, return_evaluator, train_online
+from policykd.jobs.ray_backend import check_backend, run_cells
 from policykd.jobs.resolve import check_batch_size, check_hidden_sizes, resolve_teacher
 from policykd.learn.logging import hparams_of
 from policykd.learn.losses import check_loss_options, make_loss
@@ -43,7 +45,7 @@ CELLS_LISTED_BY = "drivers"
 
 
 @dataclasses.dataclass(frozen=True)
-class DriversConfig:
+class DriversConfig(ExperimentOptions):
     teacher: str | None = None
     env_id: str | None = None
     drivers: tuple[str, ...] = DRIVERS
@@ -66,15 +68,6 @@ class DriversConfig:
     deterministic_drivers: bool = True
     seed: int = 0
     out_dir: str = "runs/compare-drivers"
-    teacher_check: bool = True
-    trust_pickles: bool = False
-    """Read the teacher's pickles and env wrappers as SB3 does (a file you trust: it may run code)."""
-    zoo_dir: str | None = None
-    """The expert zoo the preset's expert is read from (default: presets.find_zoo)."""
-    progress_bar: bool = True
-    """Progress bars with an ETA on stderr (shown on a terminal only)."""
-    device: str = "cpu"
-    """Torch device of teacher labelling, student training and evaluation (``--device``)."""
 
 
 def _check_drivers_config(config: DriversConfig) -> dict[str, BetaSchedule]:
@@ -93,6 +86,7 @@ def _check_drivers_config(config: DriversConfig) -> dict[str, BetaSchedule]:
     ):
         check_int(flag, value, minimum)
     check_out_dir(config.out_dir)
+    check_backend(config)
     return {
         "teacher": ConstantBeta(1.0),
         "student": ConstantBeta(0.0),
@@ -235,13 +229,21 @@ def _compare_in(
     threshold = baselines["random"] + 0.95 * (teacher_return - baselines["random"])
     n_runs = len(config.drivers) * config.n_seeds
     bar = progress_bar(n_runs * config.n_rounds, "compare-drivers", enabled=config.progress_bar, unit="rounds")
-    runs = []
-    for driver in config.drivers:
-        for seed in range(config.seed, config.seed + config.n_seeds):
-            bar.set_postfix_str(f"{driver}, seed {seed}")
-            args = (teacher, driver, schedules[driver], seed, config, online, budgets, out, lambda _: bar.update(1))
-            runs.append(cache(f"{driver}-seed{seed}", functools.partial(_drive_one, *args)))
-            bar.advance_to(len(runs) * config.n_rounds)  # a cached run reports no rounds
+    # rounds tick the bar here; a Ray task's rounds cannot reach it, its run's end does
+    on_round = (lambda _: bar.update(1)) if config.backend == "local" else None
+    cells = [
+        (f"{driver}-seed{seed}", functools.partial(_drive_one, teacher, driver, schedules[driver], seed, config, online, budgets, out, on_round))
+        for driver in config.drivers
+        for seed in range(config.seed, config.seed + config.n_seeds)
+    ]  # fmt: skip
+    n_done = 0
+
+    def run_done(name: str) -> None:
+        nonlocal n_done
+        n_done += 1
+        bar.advance_to(n_done * config.n_rounds)  # a cached run reports no rounds
+
+    runs = run_cells(cells, cache, backend=config.backend, address=config.ray_address, on_done=run_done)
     bar.close()
     results = {driver: _driver_results(driver, runs, threshold) for driver in config.drivers}
     summary = {

@@ -38,6 +38,27 @@ CELL_INDEPENDENT = ("out_dir", "n_seeds", "teacher_check", "progress_bar", "zoo_
                     "ray_address")  # fmt: skip
 
 
+@dataclasses.dataclass(frozen=True)
+class ExperimentOptions:
+    """How an experiment (SweepConfig, DriversConfig) runs, beside what it computes: the teacher
+    check, how the teacher is read, progress bars, the device, and where its cells run."""
+
+    teacher_check: bool = True
+    trust_pickles: bool = False
+    """Read the teacher's pickles and env wrappers as SB3 does (a file you trust: it may run code)."""
+    zoo_dir: str | None = None
+    """The expert zoo the preset's expert is read from (default: presets.find_zoo)."""
+    progress_bar: bool = True
+    """Progress bars with an ETA on stderr (shown on a terminal only)."""
+    device: str = "cpu"
+    """Torch device of teacher labelling, student training and evaluation (``--device``)."""
+    backend: str = "local"
+    """Where the cells run: local (one after the other) or ray (a Ray task per cell, one CPU each;
+    jobs/ray_backend.py)."""
+    ray_address: str | None = None
+    """A running Ray cluster to join with ``backend="ray"`` (default: a local Ray started for the run)."""
+
+
 def cell_cache(out: Path, config: Any, listed_by: str) -> RunCache:
     """:func:`folder_cache` for an experiment whose cells ``config.<listed_by>`` lists: the cells it
     shares with an earlier run in ``out`` are reused, whatever else that run listed."""

@@ -29,6 +29,7 @@ from policykd.jobs.collect import collect
 from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_policy, mean_ci
 from policykd.jobs.experiment import (
+    ExperimentOptions,
     RunCache,
     cell_cache,
     experiment_baselines,
@@ -59,7 +60,7 @@ CELLS_LISTED_BY = "temperatures"
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(ExperimentOptions):
     teacher: str | None = None
     """Teacher source (default: the env preset's expert)."""
     env_id: str | None = None
@@ -86,19 +87,6 @@ class SweepConfig:
     """Buffer states that entropies, KL and agreement are measured on."""
     seed: int = 0
     out_dir: str = "runs/sweep"
-    teacher_check: bool = True
-    trust_pickles: bool = False
-    """Read the teacher's pickles and env wrappers as SB3 does (a file you trust: it may run code)."""
-    zoo_dir: str | None = None
-    """The expert zoo the preset's expert is read from (default: presets.find_zoo)."""
-    progress_bar: bool = True
-    """Progress bars with an ETA on stderr (shown on a terminal only)."""
-    device: str = "cpu"
-    """Torch device of teacher labelling, student training and evaluation (``--device``)."""
-    backend: str = "local"
-    """Where the cells run: local (one after the other) or ray (Ray tasks, one CPU each; jobs/ray_backend.py)."""
-    ray_address: str | None = None
-    """A running Ray cluster to join with ``backend="ray"`` (default: a local Ray started for the sweep)."""
 
 
 def check_sweep_config(config: SweepConfig) -> tuple[float, ...]:

@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from policykd.data.actions import ActionMapper
+from policykd.data.actions import ActionMapper, factor_layout, factor_logits
 from policykd.data.envs import EnvRecipe, check_wrappers, read_zoo_yaml, recipe_from_zoo_config
 from policykd.data.safe_pickle import load_pickle, read_sb3_zip
 from policykd.errors import PolicyKDError
@@ -98,11 +98,13 @@ class Teacher:
         self.exploration_rate = float(exploration_rate)  # a Q-learner's epsilon when it acts stochastically
         self.observation_space: gym.spaces.Space = policy.observation_space
         self.action_space: gym.spaces.Space = policy.action_space
-        if not isinstance(self.action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        supported = (gym.spaces.Discrete, gym.spaces.Box, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
+        if not isinstance(self.action_space, supported):
             raise PolicyKDError(
-                f"{source}: action space {self.action_space} is not supported (Discrete or Box only); "
-                "MultiDiscrete / MultiBinary actions need a factorised student head, not supported yet"
+                f"{source}: action space {self.action_space} is not supported "
+                "(Discrete, Box, MultiDiscrete or MultiBinary only)"
             )
+        self.nvec, self._binary = factor_layout(self.action_space)  # () unless MultiDiscrete / MultiBinary
         if isinstance(self.observation_space, gym.spaces.Dict):
             raise PolicyKDError(
                 f"{source}: dict observations (MultiInputPolicy) need a student with one encoder per key and a buffer "
@@ -126,6 +128,11 @@ class Teacher:
         from stable_baselines3.td3.policies import TD3Policy
 
         discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        if self.nvec and not isinstance(policy, ActorCriticPolicy):
+            raise PolicyKDError(
+                f"{source}: {type(policy).__name__} on {self.action_space} is not supported as a teacher; "
+                "MultiDiscrete / MultiBinary teachers are PPO, A2C or TRPO"
+            )
         if isinstance(policy, RecurrentActorCriticPolicy):
             raise PolicyKDError(
                 f"{source}: recurrent teachers (RecurrentPPO) need a recurrent student (LSTM state carried through "
@@ -138,7 +145,9 @@ class Teacher:
             )
         if isinstance(policy, ActorCriticPolicy):  # PPO, A2C, TRPO
             squashed = policy.use_sde and policy.squash_output  # gSDE's squash_output: tanh, like SAC
-            return ("categorical" if discrete else "squashed_gaussian" if squashed else "gaussian"), self._actor_critic
+            if discrete or self.nvec:
+                return "categorical", self._actor_critic
+            return ("squashed_gaussian" if squashed else "gaussian"), self._actor_critic
         if isinstance(policy, QRDQNPolicy):
             return "quantiles", self._quantiles
         if isinstance(policy, DQNPolicy):
@@ -188,6 +197,8 @@ class Teacher:
             latent_vf = policy.mlp_extractor.forward_critic(features[1])
         value = policy.value_net(latent_vf).flatten()
         out = policy.action_net(latent_pi)
+        if self.nvec:  # MultiDiscrete / MultiBinary: per-factor logits (B, F, C)
+            out = factor_logits(out, self.nvec, self._binary)
         if self.kind == "categorical":  # torch's Categorical stores logits normalised the same way
             return TeacherOutput("categorical", logits=torch.log_softmax(out, dim=-1), value=value)
         return TeacherOutput("gaussian", mean=out, log_std=policy.log_std.expand_as(out).clone(), value=value)

@@ -75,7 +75,7 @@ def resolve_teachers(config: CollectConfig) -> list[Teacher]:
 def check_exploration(config: CollectConfig, teacher: Teacher) -> None:
     """``--epsilon`` applies to discrete actions and ``--action-noise`` to continuous ones: either
     given (above 0) for the other kind of action space is refused, not ignored."""
-    discrete = isinstance(teacher.action_space, gym.spaces.Discrete)
+    discrete = teacher.mapper.discrete  # Discrete, MultiDiscrete or MultiBinary
     option, value, other = (
         ("--action-noise", config.action_noise, "--epsilon")
         if discrete

@@ -86,6 +86,7 @@ class DistillBatch(NamedTuple):
     actions: torch.Tensor  # (B,) discrete or (B, D) continuous: the action the driver took
     rewards: torch.Tensor  # (B,)
     teacher_outputs: tuple[TeacherOutput, ...]  # K entries, one per teacher
+    action_masks: torch.Tensor | None = None  # (B, A) bool, True = allowed: the env's masks (MaskablePPO), else None
 
 
 class LossOutput(NamedTuple):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Categorical, kl_divergence
 
-from policykd.data.actions import FACTOR_PAD_LOGIT, ActionMapper, factor_logits
+from policykd.data.actions import INVALID_LOGIT, ActionMapper, factor_logits
 from policykd.learn.losses import KLLoss, NLLLoss
 from policykd.learn.merging import mean_logits, mean_probs
 from policykd.learn.metrics import categorical_entropy, distill_metrics
@@ -36,7 +36,7 @@ def test_factor_logits_pad_and_binary_pairs() -> None:
     assert logits.shape == (1, 3, 4)
     assert logits[0, 0, :3].tolist() == [0, 1, 2] and logits[0, 1, :2].tolist() == [3, 4]
     assert logits[0, 2].tolist() == [5, 6, 7, 8]
-    assert torch.all(logits[0, 0, 3:] == FACTOR_PAD_LOGIT) and torch.all(logits[0, 1, 2:] == FACTOR_PAD_LOGIT)
+    assert torch.all(logits[0, 0, 3:] == INVALID_LOGIT) and torch.all(logits[0, 1, 2:] == INVALID_LOGIT)
     bernoulli_logits = torch.tensor([[-1.0, 0.5]])
     pairs = factor_logits(bernoulli_logits, (2, 2), binary=True)
     torch.testing.assert_close(torch.softmax(pairs, dim=-1)[..., 1], Bernoulli(logits=bernoulli_logits).probs)

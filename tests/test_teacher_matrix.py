@@ -87,6 +87,29 @@ class TinyFactoredEnv(gym.Env):
         return self._obs, reward, False, self._t >= 20, {}
 
 
+MASKED_ENV = "PolicykdInvalidAction-v0"
+
+
+class OneHotInvalidActionEnv(gym.ObservationWrapper):
+    """sb3-contrib's InvalidActionEnvDiscrete (each step forbids 2 of 5 actions, never the right one;
+    its Discrete state one-hot encoded, as SB3 feeds it to a policy): the MaskablePPO cases' env."""
+
+    def __init__(self) -> None:
+        from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+
+        super().__init__(InvalidActionEnvDiscrete(dim=5, ep_length=20, n_invalid_actions=2))
+        self.observation_space = gym.spaces.Box(0, 1, (5,), np.float32)
+
+    def observation(self, observation: int) -> np.ndarray:
+        return np.eye(5, dtype=np.float32)[int(observation)]
+
+    def action_masks(self) -> list[bool]:
+        return self.env.unwrapped.action_masks()
+
+
+if MASKED_ENV not in gym.registry:
+    gym.register(MASKED_ENV, entry_point=OneHotInvalidActionEnv)
+
 for _env_id, _binary in ((MULTI_DISCRETE_ENV, False), (MULTI_BINARY_ENV, True)):
     if _env_id not in gym.registry:
         gym.register(_env_id, entry_point=TinyFactoredEnv, kwargs={"binary": _binary})
@@ -154,6 +177,7 @@ MATRIX = [
     Case("a2c-multidiscrete", "a2c", MULTI_DISCRETE_ENV, "categorical", {"policy_kwargs": SMALL_NET}, new=True),
     Case("ppo-multibinary", "ppo", MULTI_BINARY_ENV, "categorical", ON_POLICY, new=True),
     Case("trpo-multibinary", "trpo", MULTI_BINARY_ENV, "categorical", ON_POLICY, new=True),
+    Case("maskableppo-discrete", "ppo_mask", MASKED_ENV, "categorical", ON_POLICY, new=True),
 ]
 FACTORED_CASES = [case for case in MATRIX if case.env_id in (MULTI_DISCRETE_ENV, MULTI_BINARY_ENV)]
 NEW_CASES = [case for case in MATRIX if case.new]
@@ -163,7 +187,7 @@ def _algo_class(algo: str) -> type:
     import sb3_contrib
     import stable_baselines3
 
-    names = {"qrdqn": "QRDQN", "tqc": "TQC", "trpo": "TRPO", "ars": "ARS"}
+    names = {"qrdqn": "QRDQN", "tqc": "TQC", "trpo": "TRPO", "ars": "ARS", "ppo_mask": "MaskablePPO"}
     return getattr(sb3_contrib, names[algo]) if algo in names else getattr(stable_baselines3, algo.upper())
 
 
@@ -209,7 +233,7 @@ def _reference(model: Any, obs: torch.Tensor, case: Case) -> dict[str, torch.Ten
     policy = model.policy
     if case in FACTORED_CASES:
         return {}  # checked factor by factor in test_factored_logits_are_sb3s_distribution
-    if case.algo in ("ppo", "a2c", "trpo"):
+    if case.algo in ("ppo", "a2c", "trpo", "ppo_mask"):  # MaskablePPO: its raw logits, before any mask
         features = policy.extract_features(obs)
         latent_pi = policy.mlp_extractor.forward_actor(features)
         out = policy.action_net(latent_pi)
@@ -311,6 +335,75 @@ def test_factored_student_learns_and_acts(trained, tmp_path: Path, env_id: str, 
     assert np.isfinite(summary["student_return_mean"])
 
 
+def _random_masks(n: int, n_actions: int = 5, seed: int = 2) -> np.ndarray:
+    """``(n, A)`` masks allowing 1 to A actions per row (one always allowed)."""
+    rng = np.random.default_rng(seed)
+    masks = rng.random((n, n_actions)) < 0.5
+    masks[np.arange(n), rng.integers(0, n_actions, n)] = True
+    return masks
+
+
+def test_maskable_teacher_acts_as_maskableppo(trained) -> None:
+    """The raw logits are stored; masked (forbidden actions at INVALID_LOGIT) they are SB3's masked
+    distribution, and the teacher's masked greedy action is ``predict(obs, action_masks=...)``."""
+    from policykd.data.actions import masked_output
+
+    case = next(c for c in MATRIX if c.algo == "ppo_mask")
+    model, path = trained(case)
+    teacher = load_teacher(path, env_id=case.env_id)
+    obs, masks = _observations(case.env_id), _random_masks(B)
+    out = masked_output(teacher(obs), masks)
+    with torch.no_grad():
+        dist = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0], action_masks=masks).distribution
+    torch.testing.assert_close(out.logits.softmax(dim=-1), dist.probs, rtol=1e-5, atol=1e-6)
+    assert torch.all(out.logits.softmax(dim=-1)[~torch.as_tensor(masks)] == 0)
+    expected, _ = model.predict(obs, deterministic=True, action_masks=masks)
+    np.testing.assert_array_equal(teacher.act(obs, action_masks=masks), expected)
+    sampled = teacher.act(obs, deterministic=False, rng=np.random.default_rng(0), action_masks=masks)
+    assert masks[np.arange(B), sampled].all()
+
+
+@pytest.mark.parametrize("kl_direction", ["forward", "reverse"])
+def test_maskable_distill_stores_masks_and_the_student_obeys_them(trained, tmp_path: Path, kl_direction: str) -> None:
+    """distill stores the env's masks beside the raw logits (in the saved .npz, no pickle), the loss
+    masks both sides (finite, also in the reverse direction), and the student only takes allowed
+    actions, when collecting on its own (beta 0) and when evaluated."""
+    from policykd.data.buffers import LabelledBuffer
+    from policykd.data.collect import collect_rollouts
+    from policykd.data.envs import make_vec_env
+    from policykd.jobs.config import DistillConfig
+    from policykd.jobs.distill import distill
+    from policykd.learn.students import Student
+
+    _, path = trained(next(c for c in MATRIX if c.algo == "ppo_mask"))
+    config = DistillConfig(
+        teacher=str(path), env_id=MASKED_ENV, loss="kl", kl_direction=kl_direction, n_transitions=256,
+        n_updates=200, batch_size=64, hidden_sizes=(32,), n_eval_episodes=4, teacher_check=False,
+        progress_bar=False, out_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    summary = distill(config)
+    assert np.isfinite(summary["student_return_mean"]) and np.isfinite(summary["final_train_metrics"]["losses/distill"])
+    buffer = LabelledBuffer.load(next((tmp_path / "run").rglob("*.npz")))
+    masks = buffer.column("action_masks")
+    assert masks.shape == (256, 5) and masks.dtype == bool and (masks.sum(axis=1) == 3).all()
+    assert masks[np.arange(256), buffer.column("actions")].all()  # the teacher drove within the masks
+    student = Student.load(tmp_path / "run" / "student")
+    teacher = load_teacher(path, env_id=MASKED_ENV)
+    venv = make_vec_env(teacher.recipe, 2, 0)
+    try:
+        on_policy, _ = collect_rollouts(
+            venv, [teacher], 200, rng=np.random.default_rng(0), beta=0.0,
+            student_act=lambda obs, **kw: student.act(obs, False, np.random.default_rng(1), **kw),
+        )  # fmt: skip
+    finally:
+        venv.close()
+    allowed = on_policy.column("action_masks")[np.arange(len(on_policy)), on_policy.column("actions")]
+    assert allowed.all()
+    obs = _observations(MASKED_ENV, n=64)
+    all_forbidden_but = _random_masks(64, seed=5)
+    assert all_forbidden_but[np.arange(64), student.act(obs, action_masks=all_forbidden_but)].all()
+
+
 @pytest.mark.parametrize("algo", ["sac", "tqc"])
 def test_gsde_std_is_the_spread_sb3_samples_with(trained, algo: str) -> None:
     """Sample 4,000 actions per state the way SB3 explores (a fresh noise matrix per sample): the
@@ -370,12 +463,11 @@ def _untrained(algo: str, policy: str, env: Any) -> Any:
 # (algorithm, policy, action space, what the refusal says): loaded, refused in one line
 REFUSED = [
     ("RecurrentPPO", "MlpLstmPolicy", "any", "recurrent teachers (RecurrentPPO) need a recurrent student"),
-    ("MaskablePPO", "MlpPolicy", "Discrete", "MaskablePPO teachers need action masks stored"),
     ("any", "MultiInputPolicy", "any", "dict observations (MultiInputPolicy) need a student with one encoder per key"),
 ]
 
 
-@pytest.mark.parametrize(("algo", "policy", "message"), [(r[0], r[1], r[3]) for r in REFUSED[:2]])
+@pytest.mark.parametrize(("algo", "policy", "message"), [(r[0], r[1], r[3]) for r in REFUSED[:1]])
 def test_unsupported_policies_are_refused_in_one_line(tmp_path: Path, algo, policy, message) -> None:
     _untrained(algo, policy, "CartPole-v1").save(tmp_path / "model.zip")
     with pytest.raises(PolicyKDError, match="not supported yet") as err:
@@ -385,7 +477,7 @@ def test_unsupported_policies_are_refused_in_one_line(tmp_path: Path, algo, poli
 
 @pytest.mark.parametrize(
     ("observation_space", "action_space", "message"),
-    [(gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (3,))}), gym.spaces.Discrete(2), REFUSED[2][3])],
+    [(gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (3,))}), gym.spaces.Discrete(2), REFUSED[1][3])],
     ids=["dict-obs"],
 )
 def test_unsupported_spaces_are_refused_in_one_line(observation_space, action_space, message) -> None:
@@ -403,7 +495,7 @@ def test_unsupported_spaces_are_refused_in_one_line(observation_space, action_sp
 
 # -- the README's "What loads as a teacher" table is this matrix ---------------------------------------
 ALGO_NAMES = {"ppo": "PPO", "a2c": "A2C", "trpo": "TRPO", "dqn": "DQN", "qrdqn": "QR-DQN", "sac": "SAC",
-              "tqc": "TQC", "td3": "TD3", "ddpg": "DDPG", "ars": "ARS"}  # fmt: skip
+              "tqc": "TQC", "td3": "TD3", "ddpg": "DDPG", "ars": "ARS", "ppo_mask": "MaskablePPO"}  # fmt: skip
 
 
 def _option(case: Case) -> str:

@@ -11,6 +11,8 @@ Output spaces, by kind:
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -18,9 +20,30 @@ import torch
 from policykd.errors import PolicyKDError
 from policykd.types import StudentOutput, TeacherOutput
 
-FACTOR_PAD_LOGIT = -1e8
-"""The logit of a choice a factor does not have (factors with fewer choices than the widest): finite, so
-no NaN reaches a gradient, yet its probability is exactly 0 and it is never an argmax or a sample."""
+OutputT = TypeVar("OutputT", TeacherOutput, StudentOutput)
+
+INVALID_LOGIT = -1e8
+"""The logit of an action that cannot be taken (a choice a factor does not have, as factors with fewer
+choices than the widest; an action an env's mask forbids): finite, so no NaN reaches a gradient, yet
+its probability is exactly 0 and it is never an argmax or a sample."""
+
+
+def mask_logits(logits: torch.Tensor, action_masks: torch.Tensor | np.ndarray | None) -> torch.Tensor:
+    """``logits (B, A)`` with the actions ``action_masks (B, A)`` (True: allowed) forbids set to
+    INVALID_LOGIT, as MaskablePPO masks its distribution; unchanged when ``action_masks`` is None."""
+    if action_masks is None:
+        return logits
+    allowed = torch.as_tensor(np.asarray(action_masks, dtype=bool), device=logits.device)
+    return torch.where(allowed, logits, torch.full_like(logits, INVALID_LOGIT))
+
+
+def masked_output(out: OutputT, action_masks: torch.Tensor | np.ndarray | None) -> OutputT:
+    """A teacher's ``categorical`` output or a student's ``discrete`` one with :func:`mask_logits`
+    applied (other kinds, and ``action_masks`` None, unchanged). Masks are applied late: buffers keep
+    the raw logits and the env's masks side by side."""
+    if action_masks is None or out.logits is None:
+        return out
+    return out._replace(logits=mask_logits(out.logits, action_masks))
 
 
 def factor_layout(action_space: gym.spaces.Space) -> tuple[tuple[int, ...], bool]:
@@ -43,14 +66,14 @@ def factor_logits(flat: torch.Tensor, nvec: tuple[int, ...], binary: bool) -> to
     """A factorised policy's flat output as per-factor logits ``(B, F, C)``, C = max(nvec).
 
     MultiDiscrete: SB3's ``action_net`` output ``(B, sum(nvec))``, split per factor, each padded to C
-    with FACTOR_PAD_LOGIT. MultiBinary: SB3's Bernoulli logits ``(B, F)`` as ``[0, logit]`` pairs,
+    with INVALID_LOGIT. MultiBinary: SB3's Bernoulli logits ``(B, F)`` as ``[0, logit]`` pairs,
     whose softmax is ``[1 - sigmoid(logit), sigmoid(logit)]``. A softmax over the last axis is then
     SB3's distribution, factor by factor."""
     if binary:
         return torch.stack([torch.zeros_like(flat), flat], dim=-1)
     width = max(nvec)
     parts = torch.split(flat, list(nvec), dim=-1)
-    padded = [torch.nn.functional.pad(part, (0, width - part.shape[-1]), value=FACTOR_PAD_LOGIT) for part in parts]
+    padded = [torch.nn.functional.pad(part, (0, width - part.shape[-1]), value=INVALID_LOGIT) for part in parts]
     return torch.stack(padded, dim=-2)
 
 
@@ -123,8 +146,11 @@ class ActionMapper:
             return self._deterministic(out.action)
         return self._gaussian(out.mean, out.log_std, deterministic, rng)
 
-    def random(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Uniform random env actions ``(n,)`` / ``(n, F)`` / ``(n, D)`` for epsilon-greedy exploration."""
+    def random(self, n: int, rng: np.random.Generator, action_masks: np.ndarray | None = None) -> np.ndarray:
+        """Uniform random env actions ``(n,)`` / ``(n, F)`` / ``(n, D)`` for epsilon-greedy exploration;
+        with ``action_masks (n, A)``, uniform over the allowed actions."""
+        if action_masks is not None:
+            return self._discrete(mask_logits(torch.zeros(np.shape(action_masks)), action_masks), False, rng)
         if self.nvec:
             return rng.integers(0, self.nvec, size=(n, len(self.nvec)))
         if self.discrete:

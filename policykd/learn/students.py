@@ -30,7 +30,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from policykd.data.actions import ActionMapper, factor_layout, factor_logits
+from policykd.data.actions import ActionMapper, factor_layout, factor_logits, masked_output
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, write_json_atomic
 from policykd.learn.targets import student_kind_for
@@ -235,10 +235,17 @@ class Student(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+        self,
+        observations: np.ndarray,
+        deterministic: bool = True,
+        rng: np.random.Generator | None = None,
+        *,
+        action_masks: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Env actions for raw observations ``(B, *obs_shape)``."""
-        return self.mapper.from_student(self(torch.as_tensor(np.asarray(observations))), deterministic, rng)
+        """Env actions for raw observations ``(B, *obs_shape)``; with the env's ``action_masks (B, A)``
+        (True: allowed, as MaskablePPO's), only allowed actions."""
+        out = masked_output(self(torch.as_tensor(np.asarray(observations))), action_masks)
+        return self.mapper.from_student(out, deterministic, rng)
 
     @property
     def n_params(self) -> int:

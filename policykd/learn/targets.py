@@ -16,8 +16,17 @@ import math
 
 import torch
 
+from policykd.data.actions import masked_output
 from policykd.errors import PolicyKDError
-from policykd.types import DISCRETE_KINDS, GAUSSIAN_KINDS, KIND_FIELDS, TEACHER_KINDS, DistillTarget, TeacherOutput
+from policykd.types import (
+    DISCRETE_KINDS,
+    GAUSSIAN_KINDS,
+    KIND_FIELDS,
+    TEACHER_KINDS,
+    DistillBatch,
+    DistillTarget,
+    TeacherOutput,
+)
 
 TARGET_KINDS: tuple[str, ...] = ("discrete", "gaussian", "deterministic")
 
@@ -63,6 +72,18 @@ def soften(out: TeacherOutput, temperature: float) -> DistillTarget:
         mean = _field(out, "mean")
         return DistillTarget("gaussian", mean=mean, log_std=_field(out, "log_std") + math.log(tau), action=mean)
     return DistillTarget("deterministic", action=_field(out, "action"))
+
+
+def with_masks_applied(batch: DistillBatch) -> DistillBatch:
+    """``batch`` with its stored action masks (MaskablePPO) applied to every teacher's raw logits
+    (``data.actions.masked_output``), so that softening, merging and the loss see the distribution the
+    teacher acted with; the student's logits are masked the same way before the loss. Unchanged
+    without masks."""
+    if batch.action_masks is None:
+        return batch
+    return batch._replace(
+        teacher_outputs=tuple(masked_output(out, batch.action_masks) for out in batch.teacher_outputs)
+    )
 
 
 def _discrete_scores(out: TeacherOutput) -> torch.Tensor:

@@ -363,6 +363,17 @@ def test_maskable_teacher_acts_as_maskableppo(trained) -> None:
     assert masks[np.arange(B), sampled].all()
 
 
+def test_epsilon_is_refused_for_a_maskable_teacher(trained) -> None:
+    from policykd.jobs.config import CollectConfig
+    from policykd.jobs.resolve import check_exploration
+
+    _, path = trained(next(c for c in MATRIX if c.algo == "ppo_mask"))
+    teacher = load_teacher(path, env_id=MASKED_ENV)
+    check_exploration(CollectConfig(epsilon=0.0), teacher)
+    with pytest.raises(PolicyKDError, match="action masks forbid"):
+        check_exploration(CollectConfig(epsilon=0.1), teacher)
+
+
 @pytest.mark.parametrize("kl_direction", ["forward", "reverse"])
 def test_maskable_distill_stores_masks_and_the_student_obeys_them(trained, tmp_path: Path, kl_direction: str) -> None:
     """distill stores the env's masks beside the raw logits (in the saved .npz, no pickle), the loss

@@ -81,6 +81,9 @@ def check_exploration(config: CollectConfig, teacher: Teacher) -> None:
         if discrete
         else ("--epsilon", config.epsilon, "--action-noise")
     )
+    if getattr(teacher, "masked", False) and config.epsilon:  # its random actions would ignore the env's masks
+        raise PolicyKDError(f"--epsilon {config.epsilon:g} would take actions {teacher.recipe.env_id}'s action masks "
+                            "forbid (MaskablePPO teacher); drop it")  # fmt: skip
     if value:
         kind = "discrete" if discrete else "continuous"
         raise PolicyKDError(f"{option} {value:g} does not apply to {teacher.recipe.env_id}'s {kind} actions; "

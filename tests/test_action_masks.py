@@ -91,3 +91,29 @@ def test_random_and_student_actions_obey_masks() -> None:
         acted = student.act(obs, deterministic, np.random.default_rng(2), action_masks=masks)
         assert masks[np.arange(len(masks)), acted].all()
     assert not masks[np.arange(len(masks)), student.act(obs)].all()  # unmasked, it would break them
+
+
+def test_a_task_of_a_multitask_student_obeys_masks() -> None:
+    from policykd.learn.multitask import TaskSpace, make_multitask_student
+
+    space = TaskSpace("categorical", gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(A))
+    policy = make_multitask_student({"a": space, "b": space}, hidden_sizes=(8,), seed=0).task_policy("a")
+    masks = np.repeat(MASKS, 50, axis=0)
+    obs = np.random.default_rng(1).uniform(-1, 1, (len(masks), 3)).astype(np.float32)
+    assert masks[np.arange(len(masks)), policy.act(obs, False, np.random.default_rng(2), action_masks=masks)].all()
+    assert not masks[np.arange(len(masks)), policy.act(obs)].all()
+
+
+def test_an_exported_student_refuses_masks_in_one_line(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from policykd.jobs.export import export_onnx
+    from policykd.jobs.onnx_policy import OnnxPolicy
+    from policykd.learn.students import make_student
+
+    make_student("categorical", gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(A), seed=0).save(tmp_path)
+    export_onnx(tmp_path, tmp_path / "student.onnx", n_check=16)
+    obs = np.zeros((N, 3), np.float32)
+    assert OnnxPolicy(tmp_path / "student.onnx").act(obs).shape == (N,)
+    with pytest.raises(PolicyKDError, match="an exported student cannot obey yet") as err:
+        OnnxPolicy(tmp_path / "student.onnx").act(obs, action_masks=MASKS)
+    assert "\n" not in str(err.value)

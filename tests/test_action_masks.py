@@ -117,3 +117,17 @@ def test_an_exported_student_refuses_masks_in_one_line(tmp_path) -> None:
     with pytest.raises(PolicyKDError, match="an exported student cannot obey yet") as err:
         OnnxPolicy(tmp_path / "student.onnx").act(obs, action_masks=MASKS)
     assert "\n" not in str(err.value)
+
+
+def test_the_sb3_speaking_student_takes_masks_as_maskableppo_predict() -> None:
+    from policykd.learn.sb3_policy import StudentPolicy
+    from policykd.learn.students import make_student
+
+    student = make_student("categorical", gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(A), seed=0)
+    policy = StudentPolicy(student, student.config, seed=0)
+    masks = np.repeat(MASKS, 50, axis=0)
+    obs = np.random.default_rng(1).uniform(-1, 1, (len(masks), 3)).astype(np.float32)
+    actions, _ = policy.predict(obs, deterministic=True, action_masks=masks)
+    assert masks[np.arange(len(masks)), actions].all()
+    one, _ = policy.predict(obs[3], deterministic=True, action_masks=MASKS[3])
+    assert one == 3  # the only action row 3 allows

@@ -48,9 +48,12 @@ def provenance(command: str) -> str:
     )
 
 
-def parse_quick_args(doc: str, quick_help: str | None = None, *, only_help: str | None = None) -> argparse.Namespace:
+def parse_quick_args(
+    doc: str, quick_help: str | None = None, *, only_help: str | None = None, extra: Any = ()
+) -> argparse.Namespace:
     """A benchmark's flags: --quick, and for a resumable sweep (``only_help`` given) --force and
-    --only. Also pins torch to one thread and runs from the repository root, as every benchmark does."""
+    --only; ``extra``: the script's own, ``(flags, add_argument keywords)`` each. Also pins torch
+    to one thread and runs from the repository root, as every benchmark does."""
     import torch
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +61,8 @@ def parse_quick_args(doc: str, quick_help: str | None = None, *, only_help: str 
     if only_help is not None:
         parser.add_argument("--force", action="store_true", help="recompute cached cells")
         parser.add_argument("--only", default="", help=only_help)
+    for flags, kwargs in extra:
+        parser.add_argument(*flags, **kwargs)
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.chdir(ZOO_DIR.parent)

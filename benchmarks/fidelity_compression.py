@@ -1,4 +1,6 @@
-"""Fidelity vs compression: students at ~25 %, 7 % and 4 % of each zoo expert's acting parameters.
+"""Fidelity vs compression: students at ~25 %, 7 % and 4 % of each zoo expert's acting parameters, and at
+~1 % and 0.5 % of the classic-control experts' (CLASSIC_ENVS: a CartPole student of under 60 parameters
+can reach 500).
 
     python benchmarks/fidelity_compression.py            # every finished MLP expert (not Atari), 3 seeds
     python benchmarks/fidelity_compression.py --quick    # 4 classic experts (one per env, each teacher kind
@@ -10,6 +12,8 @@ count is closest to the fraction, trained with the loss that suits the teacher k
 policy-gradient teachers, KL at τ = 0.1 for Q-value teachers, action MSE for TD3). Reports the mean %
 of teacher (random = 0 %) with a bootstrap 95 % CI over seeds, and the interquartile mean (IQM)
 across tasks with a bootstrap CI over (task, seed) runs, as rliable computes it. Resumable.
+The 1 % and 0.5 % students are sized by `--student-fraction` (policykd's own rule: the largest that
+fits, one hidden layer below 8 units, Adam's step scaled by 64 / width up to 10x), not closest-width.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from policykd.jobs.distill import distill
 from policykd.zoo.layout import is_finished
 from policykd.zoo.presets import ZOO_DIR, load_preset
 
-FRACTIONS = (0.25, 0.07, 0.04)
+FRACTIONS = (0.25, 0.07, 0.04, 0.01, 0.005)
+TINY_FRACTIONS = (0.01, 0.005)  # classic control only: a 1 % MuJoCo student is a 4x4 MLP, nothing to learn from it
+CLASSIC_ENVS = ("CartPole", "Acrobot", "Pendulum", "LunarLander", "MountainCar")
 # --quick: one expert per classic env, covering categorical, Q-value and Gaussian teachers
 QUICK_EXPERTS = ("ppo/CartPole-v1_1", "dqn/Acrobot-v1_1", "ppo/LunarLander-v3_1", "sac/Pendulum-v1_1")
 IMAGE_ENVS = ("NoFrameskip",)  # CNN teachers: an (h, h) MLP student does not apply
@@ -104,14 +110,21 @@ def main() -> None:
             "n_updates": preset["n_updates"] // (2 if args.quick else 1),
             "n_eval_episodes": 10 if args.quick else 20,
         }
-        for fraction in FRACTIONS:
+        classic = any(teacher.recipe.env_id.startswith(env) for env in CLASSIC_ENVS)
+        for fraction in [f for f in FRACTIONS if classic or f not in TINY_FRACTIONS]:
             width = width_for(fraction, teacher.n_params, obs_dim, out_dim)
             summaries = []
             for seed in seeds:
                 name = f"{run_dir.parent.name}-{run_dir.name}-f{fraction}-seed{seed}"
                 config = DistillConfig(
                     teacher=str(run_dir.relative_to(ZOO_DIR.parent)),
-                    hidden_sizes=(width, width),
+                    # the 1 % and 0.5 % students: sized by policykd itself (resolve.student_size: one hidden
+                    # layer below 8 units, Adam's step scaled up for narrow students)
+                    **(
+                        {"student_fraction": fraction}
+                        if fraction in TINY_FRACTIONS
+                        else {"hidden_sizes": (width, width)}
+                    ),
                     seed=seed,
                     out_dir=f"runs/benchmarks/fidelity/{name}",
                     overwrite=True,
@@ -129,16 +142,18 @@ def main() -> None:
             low, high = bootstrap_ci(pcts, np.mean, np.random.default_rng(0)) if len(pcts) > 1 else (pcts[0], pcts[0])
             s0 = summaries[0]
             rows.append(
-                f"| {teacher.recipe.env_id} | {name_of_teacher} | {fraction:.0%} | {width}×{width} | "
+                f"| {teacher.recipe.env_id} | {name_of_teacher} | {100 * fraction:g}% | {'×'.join(map(str, s0['hidden_sizes']))} | "
                 f"{s0['student_params']:,} / {s0['teacher_params']:,} ({100 * s0['param_fraction']:.1f} %) | "
                 f"{s0['loss']} τ={s0['temperature']:g} | {pcts.mean():.1f} [{low:.1f}, {high:.1f}] |"
             )
     rng = np.random.default_rng(0)
     iqm_rows = []
     for fraction, values in per_fraction.items():
+        if not values:
+            continue
         v = np.array(values)
         low, high = bootstrap_ci(v, iqm, rng)
-        iqm_rows.append(f"| {fraction:.0%} | {iqm(v):.1f} | [{low:.1f}, {high:.1f}] | {len(v)} |")
+        iqm_rows.append(f"| {100 * fraction:g}% | {iqm(v):.1f} | [{low:.1f}, {high:.1f}] | {len(v)} |")
     table = "\n".join(
         [
             f"Seeds {list(seeds)}; % of teacher with a uniformly random policy at 0 %, on 10000+ evaluation seeds.",
@@ -147,7 +162,8 @@ def main() -> None:
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            "IQM across tasks (Rusu et al. 2016, geometric mean over 10 Atari games: 108.3 / 101.7 / 83.9 % at 25 / 7 / 4 %):",
+            "IQM across tasks (Rusu et al. 2016, geometric mean over 10 Atari games: 108.3 / 101.7 / 83.9 % at 25 / 7 / 4 %;"
+            " the 1 % and 0.5 % rows are classic-control experts only):",
             "",
             "| target size | IQM % of teacher | bootstrap 95 % CI | runs |",
             "|---|---|---|---|",

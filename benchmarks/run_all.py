@@ -41,6 +41,9 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("multitask.py", True, "multitask.md"),
     ("faults.py", True, "faults.md"),
     ("teacher_coverage.py", True, "teacher_coverage.md"),
+    ("small_data.py", True, "small_data.md"),
+    ("no_preset.py", True, "no_preset.md"),
+    ("kickstart.py", True, "kickstart.md"),
 ]
 
 

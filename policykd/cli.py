@@ -15,6 +15,7 @@ from policykd.cli_options import (
     COLLECT,
     COMMON,
     DRIVERS,
+    FINETUNE,
     LOSS,
     OPTIONS,
     SWEEP,
@@ -53,6 +54,14 @@ SB3 classes: PPO (discrete or Gaussian head), DQN (discrete head trained with --
 SAC (squashed Gaussian), TD3 (deterministic). The student's input normalisation is folded into the
 first layer: the zip plays on raw observations, without VecNormalize.
 """
+FINETUNE_EXAMPLES = """examples:
+  policykd finetune --teacher agents/ppo/LunarLander-v3_1 --schedule linear:100000 --timesteps 200000
+  policykd finetune --teacher agents/dqn/LunarLander-v3_1 --start runs/dqn-student --schedule performance
+  policykd finetune --teacher agents/ppo/CartPole-v1_1 --net-fraction 0.5 --schedule exponential:20000
+
+loss = SB3's loss + lambda * distillation loss toward the teacher (--loss kl | nll | mse; a DQN / QR-DQN
+student: QDagger's tau-KL) - entropy_coef * entropy; rl-zoo's hyperparameters for --algo on the env.
+"""
 COMPARE_EXAMPLES = """examples:
   policykd compare-drivers --teacher agents/ppo/LunarLander-v3_1 --seeds 3
   policykd compare-drivers --env CartPole-v1 --drivers student dagger --dagger-schedule exponential:0.5
@@ -78,8 +87,10 @@ def _commands() -> dict[str, Command]:
         ),
         "evaluate": Command(
             "play a teacher or a student and report its return",
-            ("env", "seed", "trust_pickles", "video_dir", "video_episodes", "gif"),
-            defaults=dict(env_id=None, seed=None, trust_pickles=False, video_dir=None, video_episodes=1, gif=False),
+            ("env", "seed", "trust_pickles", "video_dir", "video_episodes", "gif", "device"),
+            defaults=dict(
+                env_id=None, seed=None, trust_pickles=False, video_dir=None, video_episodes=1, gif=False, device="cpu"
+            ),  # fmt: skip
         ),
         "sweep": Command(
             "distil one student per (temperature, seed) from one buffer; table + plots",
@@ -95,6 +106,12 @@ def _commands() -> dict[str, Command]:
         ),
         "export": Command(
             EXPORT_HELP, ("env", "export_format"), EXPORT_EXAMPLES, dict(env_id=None, export_format="onnx")
+        ),
+        "finetune": Command(
+            "train a student with the env's reward plus a distillation term (SB3's PPO, A2C, DQN, QR-DQN, SAC, TD3)",
+            FINETUNE,
+            FINETUNE_EXAMPLES,
+            config="policykd.jobs.finetune:FinetuneConfig",
         ),
         "zoo": Command("list the zoo's experts, their recorded scores, and the env presets", ("zoo",)),
         "train-expert": Command(
@@ -219,6 +236,8 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         for t in s["teachers"]:
             print(f"  {t['algo']:>6} {t['source']}: {t['mean']:.1f} ± {t['std']:.1f} ({t['params']:,} params)")
         print("the student is compared with the best of them; params: the sum of the teachers'")
+    if s.get("defaults"):
+        print(f"\n{s['defaults']}")
     print(
         f"\n{s['env_id']}: {s['teacher_algo']} teacher -> student, loss {s['loss']}, tau {s['temperature']:g}, "
         f"{s['n_teacher_transitions']:,} teacher transitions, {s['n_updates']:,} updates, {s['n_eval_episodes']} eval episodes"
@@ -301,7 +320,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise PolicyKDError(f"--record needs a zoo folder with {RECORD_FILE}; {args.source} has none")
     if args.stochastic and args.deterministic:
         raise PolicyKDError("--stochastic and --deterministic contradict each other; give one of them")
-    policy, recipe, what = resolve_policy(args.source, args.env_id, args.stochastic, trust_pickles=args.trust_pickles)
+    policy, recipe, what = resolve_policy(
+        args.source, args.env_id, args.stochastic, trust_pickles=args.trust_pickles, device=args.device
+    )
     if args.gif and args.video_dir is None:
         raise PolicyKDError("--gif converts the videos of --video DIR; add --video DIR")
     if args.video_dir is not None:
@@ -458,8 +479,27 @@ def _cmd_train_expert(args: argparse.Namespace) -> None:
     print(f"expert written to {run_dir}; measure it with: policykd evaluate {run_dir} --episodes 30 --record")
 
 
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from policykd.jobs.finetune import FinetuneConfig, finetune
+
+    s = finetune(_experiment_config(args, FinetuneConfig))
+    print(
+        f"\n{s['env_id']}: {s['algo'].upper()} student from {s['start']}, lambda {s['schedule']}, "
+        f"{s['n_timesteps']:,} env steps, hyperparameters from {s['hyperparams_source']}"
+    )
+    rows = [[who, f"{r['mean']:.1f} ± {r['std']:.1f}", f"[{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]"]
+            for who, r in (("teacher", s["teacher_return"]), ("student", s["student_return"]))]  # fmt: skip
+    _print_table(rows, ["policy", "return (mean ± std)", "95 % CI"])
+    if s["hyperparams_not_applied"]:
+        print(
+            f"rl-zoo settings not applied: {', '.join(s['hyperparams_not_applied'])} (the student sees raw observations)"
+        )
+    print(f"run folder: {s['out_dir']} (summary.json, model.zip, tb/), {s['wall_time_s']:.0f} s")
+
+
 COMMANDS = {
     "distill": _cmd_distill,
+    "finetune": _cmd_finetune,
     "collect": _cmd_collect,
     "evaluate": _cmd_evaluate,
     "sweep": _cmd_sweep,

@@ -15,6 +15,11 @@ import dataclasses
 from typing import Any
 
 THREADS_HELP = "torch threads (default 1: small MLPs run fastest on one; raise it for CNNs)"
+DEVICE_HELP = (
+    "torch device of teacher labelling, student training and evaluation: cpu | cuda | cuda:N | auto (default cpu: "
+    "the small MLPs here run faster on one CPU thread than a GPU's copies and kernel launches allow; auto: cuda for "
+    "image observations, such as Atari, when torch sees a GPU, else cpu)"
+)
 
 # name -> (flags, argparse keyword arguments). Help says where the default comes from when a
 # config dataclass field is None ("preset": the env's envs/<EnvId>.yml).
@@ -30,6 +35,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "buffer": (("--buffer",), dict(help="train from this saved buffer instead of collecting")),
     "zoo": (("--zoo", "--zoo-dir"), dict(dest="zoo_dir", metavar="DIR", help="expert zoo folder (<algo>/<EnvId>_<n>, such as a policykd clone's agents/) that the env presets' experts are read from (default: $POLICYKD_ZOO, else the agents/ of the policykd checkout you run in)")),
     "trust_pickles": (("--trust-pickles",), dict(action="store_const", const=True, help="read the teacher's pickles (SB3 zip, vecnormalize.pkl) and env wrappers as SB3 does, for files you trust: they may run code (default: only what SB3 experts need is read)")),
+    "preset": (("--preset",), dict(help="auto: the env's preset (envs/<EnvId>.yml) where it has one; none: every default derived from the teacher (default auto)")),
     "no_teacher_check": (("--no-teacher-check",), dict(dest="teacher_check", action="store_const", const=False, help="use a teacher even if it plays no better than a uniformly random policy, or far below its recorded score (refused by default: its env recipe is then almost surely wrong)")),
     # collection
     "n_transitions": (("--n-transitions",), dict(type=int, help="labelled transitions to collect (default: preset)")),
@@ -37,9 +43,13 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "epsilon": (("--epsilon",), dict(type=float, help="epsilon-greedy exploration for discrete actions (default: preset)")),
     "action_noise": (("--action-noise",), dict(type=float, help="Gaussian action noise, fraction of the half action range (default: preset)")),
     "seed": (("--seed",), dict(type=int, help="seed of collection, initial weights and evaluation (default 0)")),
+    "device": (("--device",), dict(help=DEVICE_HELP)),
+    "backend": (("--backend",), dict(choices=("local", "ray"), help="where the work runs: local (this process, default) or ray (collect, distill: one Ray task per --workers; sweep: one Ray task per cell; pip install 'policykd[ray]')")),
+    "workers": (("--workers",), dict(type=int, help="collection workers, each with its own --n-envs envs and teacher copies, sharing --n-transitions; worker w is the collection --seed S+w*n_envs makes, so local and ray give the same buffer (default 1)")),
+    "ray_address": (("--ray-address",), dict(metavar="ADDRESS", help="join this running Ray cluster (ray://host:10001, or auto) instead of starting a local Ray; with --backend ray")),
     # the loss
     "loss": (("--loss",), dict(help="kl | nll | mse (default kl; mse for a deterministic TD3/DDPG teacher where it applies)")),
-    "temperature": (("--temperature",), dict(type=float, help="tau: softmax(x/tau) or std*tau (default 1)")),
+    "temperature": (("--temperature",), dict(type=float, help="tau: softmax(x/tau) or std*tau (default 1; kl on a DQN / QR-DQN teacher: from its Q-values' median gap)")),
     "temperature_on": (("--temperature-on",), dict(help="teacher | both (default teacher)")),
     "kl_direction": (("--kl-direction",), dict(help="forward = KL(teacher||student) | reverse (default forward)")),
     "tau2_scaling": (("--tau2-scaling",), dict(action="store_const", const=True, help="multiply the KL by tau^2 (Hinton)")),
@@ -48,6 +58,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # the student and its training
     "hidden": (("--hidden",), dict(dest="hidden_sizes", type=int, nargs="+", help="student MLP hidden sizes (default: preset)")),
     "cnn_width": (("--cnn-width",), dict(type=float, help="NatureCNN width multiplier for image observations (default: preset)")),
+    "student_fraction": (("--student-fraction",), dict(type=float, help="student size as a share of the teacher's acting parameters (default 0.25 where no preset applies)")),
     "input_width": (("--input-width",), dict(type=int, help="width of each vector task's own input layer, with --task (default 64)")),
     "n_updates": (("--n-updates",), dict(type=int, help="gradient steps per student (default: preset)")),
     "batch_size": (("--batch-size",), dict(type=int, help="transitions per gradient step (default: preset)")),
@@ -80,21 +91,33 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "round_updates": (("--round-updates",), dict(dest="n_updates_per_round", type=int, help="updates per round (default 500)")),
     "capacity": (("--capacity",), dict(type=int, help="ring buffer size (default: keep every label)")),
     "stochastic_drivers": (("--stochastic-drivers",), dict(dest="deterministic_drivers", action="store_const", const=False, help="drivers sample their actions instead of acting greedily")),
+    # RL fine-tuning with a distillation term (finetune)
+    "algo": (("--algo",), dict(help="the student's SB3 algorithm: ppo | a2c | dqn | qrdqn | sac | td3 (default: the teacher's)")),
+    "start": (("--start",), dict(help="scratch (default) | teacher (its weights) | a run folder of `policykd distill` (its student)")),
+    "net_fraction": (("--net-fraction",), dict(type=float, help="from scratch: hidden sizes as a fraction of the teacher's (default 1)")),
+    "lambda_schedule": (("--schedule",), dict(dest="schedule", help="weight of the distillation term over env steps: constant:L | linear:N | exponential:H | performance (default constant:1; 0 is plain RL)")),
+    "entropy_coef": (("--entropy-coef",), dict(type=float, help="entropy bonus on the student, added with the distillation term (default 0)")),
+    "timesteps": (("--timesteps",), dict(dest="n_timesteps", type=int, help="env steps of RL training (default 50000)")),
+    "teacher_return": (("--teacher-return",), dict(type=float, help="the teacher's return for the performance schedule (default: its recorded score)")),
+    "value_init": (("--value-init",), dict(type=int, metavar="N", help="PPO / A2C: fit the student's value head to the teacher's value on N states it visits, before RL (default 0: no)")),
+    "eval_every_steps": (("--eval-every-steps",), dict(type=int, help="env steps between evaluations of the learning curve (default 0: before and after training)")),
 }  # fmt: skip
 
 COMMON = ("config", "no_progress", "quiet", "verbose")
 COLLECT = ("teacher", "zoo", "env", "merge", "teacher_weights", "teacher_drive", "n_transitions", "n_envs", "epsilon",
-           "action_noise", "seed", "no_teacher_check")  # fmt: skip
+            "action_noise", "seed", "no_teacher_check", "preset", "device", "backend", "workers", "ray_address")  # fmt: skip
 LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
 # the student, its training, and the videos recorded after it (distill)
-TRAINING = ("hidden", "cnn_width", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
+TRAINING = ("hidden", "cnn_width", "student_fraction", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
             "overwrite", "resume", "checkpoint_every", "video", "video_episodes")  # fmt: skip
 EXPERIMENT = ("teacher", "zoo", "env", "seeds", "n_envs", "hidden", "batch_size", "lr", "eval_episodes", "seed",
-              "out_dir", "no_teacher_check")  # fmt: skip
+              "out_dir", "no_teacher_check", "device")  # fmt: skip
 SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon", "action_noise", "temperature_on",
-         "kl_direction", "n_updates", "bins")  # fmt: skip
+         "kl_direction", "n_updates", "bins", "backend", "ray_address")  # fmt: skip
 DRIVERS = (*EXPERIMENT, "trust_pickles", "drivers", "dagger_schedule", "rounds", "round_transitions", "round_updates",
            "capacity", "loss", "temperature", "stochastic_drivers")  # fmt: skip
+FINETUNE = ("teacher", "zoo", "env", "trust_pickles", "algo", "start", "net_fraction", "lambda_schedule", "entropy_coef",
+            "timesteps", "teacher_return", "value_init", *LOSS, "seed", "eval_episodes", "eval_every_steps", "out_dir", "overwrite")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ KL / NLL / entropy summed over factors; see ``data.actions.factor_logits``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol, get_args
 
 import numpy as np
@@ -93,7 +93,7 @@ class LossOutput(NamedTuple):
     """``loss`` is the differentiable term; ``metrics`` are detached floats for logging."""
 
     loss: torch.Tensor
-    metrics: dict[str, float]
+    metrics: Mapping[str, float]
 
 
 # -- what the trainer and the jobs call ------------------------------------------------------------
@@ -127,6 +127,9 @@ EvalFn = Callable[[torch.nn.Module], dict[str, float]]
 
 class Sampler(Protocol):
     """Where the Trainer's batches come from: a ``LabelledBuffer`` gives one DistillBatch of
-    ``batch_size`` rows, a ``MultiTaskSampler`` one per task (rows summing to ``batch_size``)."""
+    ``batch_size`` rows, a ``MultiTaskSampler`` one per task (rows summing to ``batch_size``), as
+    tensors on ``device``."""
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> DistillBatch | dict[str, DistillBatch]: ...
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, device: str | torch.device = "cpu"
+    ) -> DistillBatch | dict[str, DistillBatch]: ...

@@ -17,7 +17,7 @@ from policykd.fileio import read_json
 
 TINY = [
     *("--n-transitions", "64", "--n-updates", "1", "--batch-size", "64", "--eval-episodes", "1"),
-    *("--no-progress", "--no-teacher-check"),
+    *("--no-progress", "--no-teacher-check", "--n-envs", "8"),  # 8 envs: states of 8 episodes' starts, as before
 ]
 
 

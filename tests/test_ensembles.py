@@ -81,6 +81,7 @@ def test_ensemble_distillation_reports_each_teacher_and_merge(cartpole_expert_di
             merge="entropy-weighted",
             teacher_weights=(2.0, 1.0, 1.0),
             n_transitions=2000,
+            n_envs=8,  # the starts of 8 episodes, as this check was calibrated on (2,000 alone would take 4 envs)
             n_updates=200,
             n_eval_episodes=2,
             out_dir=str(tmp_path / "run"),

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from policykd.data.fast_forward import fast_labeller
 from policykd.data.teachers import load_teacher
 from policykd.errors import PolicyKDError
 from policykd.types import KIND_FIELDS
@@ -413,6 +414,18 @@ def test_maskable_distill_stores_masks_and_the_student_obeys_them(trained, tmp_p
     obs = _observations(MASKED_ENV, n=64)
     all_forbidden_but = _random_masks(64, seed=5)
     assert all_forbidden_but[np.arange(64), student.act(obs, action_masks=all_forbidden_but)].all()
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=[case.name for case in MATRIX])
+def test_collection_labels_as_the_teacher_does(trained, case: Case) -> None:
+    """Collection labels through ``fast_forward.fast_labeller``: every field, the value included,
+    must be the teacher's own (a TQC critic's quantiles are not a SAC critic's Q-values)."""
+    _, path = trained(case)
+    teacher = load_teacher(path, env_id=case.env_id)
+    obs = _observations(case.env_id)
+    fast, own = fast_labeller(teacher)(obs), teacher(obs)
+    for field in (*KIND_FIELDS[case.kind], "value"):
+        torch.testing.assert_close(getattr(fast, field), getattr(own, field), rtol=1e-6, atol=1e-6, msg=field)
 
 
 @pytest.mark.parametrize("algo", ["sac", "tqc"])

@@ -92,7 +92,7 @@ class ActionMapper:
         """A continuous policy's action in its own space -> env units, as the module docstring
         lists (``deterministic_kind``: a TD3 / DDPG action, already in [-1, 1]). Torch ops only,
         so an exported student (``policykd export``) computes exactly what ``act`` does."""
-        low, high = torch.as_tensor(self.low), torch.as_tensor(self.high)
+        low, high = (torch.as_tensor(bound, device=action.device) for bound in (self.low, self.high))
         if not (deterministic_kind or self.squash):
             return torch.clamp(action, low, high)
         unit = action if deterministic_kind else torch.tanh(action)

@@ -460,14 +460,14 @@ class LabelledBuffer:
             raise PolicyKDError(f"buffer indices must lie in [0, {len(self)}); got {indices.min()}..{indices.max()}")
 
         def tensor(array: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(array[indices], device=device)
+            return to_device(array[indices], device)
 
         outputs = tuple(
             TeacherOutput(kind, **{f: tensor(self._data[_teacher_key(f)][:, k]) for f in KIND_FIELDS[kind]})
             for k, kind in enumerate(self._kinds)
         )
         observations = (
-            torch.as_tensor(self._stacked_observations(indices), device=device)
+            to_device(self._stacked_observations(indices), device)
             if self.frame_stack > 1
             else tensor(self._data["observations"])
         )
@@ -561,6 +561,15 @@ class LabelledBuffer:
                 )
             array[:n] = stored
         self._pos, self._full = pos, full
+
+
+def to_device(array: np.ndarray, device: str | torch.device) -> torch.Tensor:
+    """``array`` as a tensor on ``device``; to a GPU through pinned host memory, without waiting
+    for the copy (the next kernel on the stream does), so sampling overlaps the previous step."""
+    tensor = torch.as_tensor(array)
+    if torch.device(device).type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _check_finite(what: str, values: np.ndarray, n_before: int) -> None:

@@ -18,6 +18,8 @@ from policykd.checks import check_int, check_probability
 from policykd.data.actions import masked_output
 from policykd.data.buffers import DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
 from policykd.data.envs import env_action_masks
+from policykd.data.fast_forward import fast_labeller
+from policykd.data.step_chunks import StepChunks
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.learn.merging import as_student_output
@@ -133,19 +135,23 @@ def collect_rollouts(
     stats = CollectStats()
     obs, episode_starts = _start(venv, cursor)
     bar = progress_bar(n_transitions, progress or "", enabled=progress is not None, unit="transitions")
+    labellers = [fast_labeller(teacher) for teacher in teachers]  # no nn.Module calls for MLPs (fast_forward.py)
+    chunks: StepChunks | None = None
     while stats.n_transitions < n_transitions:
-        outputs = [teacher(obs) for teacher in teachers]  # one batched forward pass per teacher
-        masks = env_action_masks(venv) if drivers.masked else None  # MaskablePPO: stored, and obeyed by all
-        actions, teacher_drives = drivers.act(obs, outputs, episode_starts, rng, masks)
+        outputs = [label(obs) for label in labellers]  # one batched forward pass per teacher
+        actions, teacher_drives = drivers.act(obs, outputs, episode_starts, rng, venv)
         actions = _explore(actions, teachers[0].mapper, rng, epsilon, action_noise)
         next_obs, rewards, dones, infos = venv.step(actions)
         if buffer is None:
-            buffer = _new_buffer(venv, teachers[0], outputs, n_transitions, meta, masks)
-        _store(buffer, obs, actions, rewards, dones, infos, episode_starts, teacher_drives, outputs, masks)
+            buffer = _new_buffer(venv, teachers[0], outputs, n_transitions, meta, drivers.masks)
+        chunks = chunks or StepChunks(buffer)  # one buffer add per chunk of vector steps (step_chunks.py)
+        _store(chunks, obs, actions, rewards, dones, infos, episode_starts, teacher_drives, outputs, drivers.masks)
         stats.count(teacher_drives, infos)
         drivers.episodes_ended(dones)
         obs, episode_starts = next_obs, dones
         bar.update(len(teacher_drives))
+    if chunks is not None:
+        chunks.flush()
     bar.close()
     if cursor is not None:
         cursor.observations, cursor.episode_starts = obs, episode_starts
@@ -154,6 +160,31 @@ def collect_rollouts(
 
 
 TEACHER_DRIVES = ("first", "merged", "round-robin", "random")
+LONGEST_COVERED_EPISODE = 10_000
+"""Time limits above this (Atari's 108,000 frames) say nothing of a real episode's length:
+:func:`episode_covering_envs` keeps the asked env count there."""
+
+
+def episode_covering_envs(n_transitions: int, n_envs: int, max_episode_steps: int | None) -> int:
+    """How many of ``n_envs`` envs to collect ``n_transitions`` with so that each env plays at least
+    one episode to its time limit (``max_episode_steps``): ``n_transitions // max_episode_steps``,
+    at least 1 and at most ``n_envs``. Each env adds ``n_transitions / n_envs`` consecutive steps,
+    so with 8 envs a small budget holds only the first steps of 8 episodes (a LunarLander student
+    would never see a landing); with fewer envs it holds whole episodes, from start to end.
+    ``max_episode_steps`` None or above LONGEST_COVERED_EPISODE: ``n_envs``, unchanged."""
+    if not max_episode_steps or max_episode_steps > LONGEST_COVERED_EPISODE:
+        return n_envs
+    return max(1, min(n_envs, n_transitions // max_episode_steps))
+
+
+def max_episode_steps(env_id: str) -> int | None:
+    """The registered time limit of ``env_id`` (None: none, or not a registered id)."""
+    import gymnasium as gym
+
+    try:
+        return gym.spec(env_id).max_episode_steps
+    except gym.error.Error:
+        return None
 
 
 def _check_collect_args(
@@ -202,6 +233,7 @@ class _Drivers:
         self.n_envs = n_envs
         self.which = np.arange(n_envs) % len(teachers)  # per env: the teacher that acts (round-robin / random)
         self.masked = any(getattr(teacher, "masked", False) for teacher in teachers)  # MaskablePPO teachers
+        self.masks: np.ndarray | None = None  # the env's action masks at the last step (MaskablePPO), else None
 
     def act(
         self,
@@ -209,10 +241,12 @@ class _Drivers:
         outputs: Sequence[Any],
         episode_starts: np.ndarray,
         rng: np.random.Generator,
-        action_masks: np.ndarray | None = None,
+        venv: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Env actions ``(n_envs, ...)`` before exploration, and whether the teacher drove each ``(n_envs,)``;
-        the student gets the env's ``action_masks`` when there are any (``student_act(obs, action_masks=...)``)."""
+        """Env actions ``(n_envs, ...)`` before exploration, and whether the teacher drove each ``(n_envs,)``.
+        With MaskablePPO teachers, ``venv``'s action masks (kept as ``masks``) are obeyed by teachers and
+        student (``student_act(obs, action_masks=...)``)."""
+        self.masks = action_masks = env_action_masks(venv) if self.masked else None
         teacher_drives = rng.random(self.n_envs) < self.beta
         outputs = [masked_output(out, action_masks) for out in outputs]
         if self.drive == "random":
@@ -271,7 +305,7 @@ def buffer_nbytes(teachers: Sequence[Teacher], n_transitions: int, n_envs: int =
 
 
 def _store(
-    buffer: LabelledBuffer,
+    chunks: StepChunks,
     obs: np.ndarray,
     actions: np.ndarray,
     rewards: np.ndarray,
@@ -285,7 +319,8 @@ def _store(
     """Add one vector step; a time-limit end is stored as truncated, not terminated."""
     truncated = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
     drivers = np.where(teacher_drives, DRIVER_TEACHER, DRIVER_STUDENT).astype(np.int8)
-    buffer.add(obs, actions, rewards, dones & ~truncated, truncated, episode_starts, drivers, outputs, action_masks)
+    chunks.add(obs, actions, rewards, dones & ~truncated, truncated, episode_starts, drivers, outputs=outputs,
+               action_masks=action_masks)  # fmt: skip
 
 
 def _teacher_actions(

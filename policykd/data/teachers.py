@@ -116,6 +116,16 @@ class Teacher:
         self._device = policy.device
         self._plain_box_obs = isinstance(self.observation_space, gym.spaces.Box)
 
+    def to(self, device: str | torch.device) -> Teacher:
+        """Label on ``device`` from now on (the policy's weights move there); returns the teacher."""
+        self.policy.to(device)
+        self._device = torch.device(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
     def _adapter(self, policy: Any, source: str) -> tuple[TeacherKind, Any]:
         """The teacher kind and labelling method for this SB3 / sb3-contrib policy class."""
         from sb3_contrib.ars.policies import ARSPolicy

@@ -17,7 +17,8 @@ from policykd.errors import PolicyKDError
 from policykd.fileio import check_folder_path, check_room
 from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET
-from policykd.jobs.resolve import make_run_merge, measure_teachers, resolve_budgets, resolve_teachers
+from policykd.jobs.ray_backend import check_backend, collect_split
+from policykd.jobs.resolve import Budgets, make_run_merge, measure_teachers, resolve_budgets, resolve_teachers
 
 
 def collect(
@@ -29,11 +30,31 @@ def collect(
     ``config.teacher_check`` is off, the teachers are checked first as distill checks them."""
     resolved = not teachers_checked if teachers_checked is not None else teachers is None
     check_int("--seed", config.seed, 0)
+    check_backend(config)  # before the teachers are played
     teachers = list(teachers or resolve_teachers(config))
     teacher = teachers[0]
-    budgets = resolve_budgets(teacher.recipe.env_id, config)
+    budgets = resolve_budgets(teacher.recipe.env_id, config, teacher=teacher)
     if resolved and config.teacher_check:  # a buffer is labelled by a teacher that plays, as distill's is
         measure_teachers(teachers, budgets, config.seed + EVAL_SEED_OFFSET, check=True)
+    if config.backend != "local" or config.workers != 1:  # several workers: jobs/ray_backend.py
+        buffer, stats = collect_split(config, teachers, budgets.n_transitions, budgets.n_envs, collect_chunk)
+    else:
+        buffer, stats = _collect_here(config, teachers, budgets)
+    buffer.meta["collect_stats"] = {"n_transitions": stats.n_transitions, "episode_returns": stats.episode_returns}
+    return buffer, stats, teacher
+
+
+def collect_chunk(config: CollectConfig) -> tuple[LabelledBuffer, CollectStats]:
+    """One worker's chunk (jobs/ray_backend.py): its teachers loaded afresh, unchecked, in this process."""
+    buffer, stats, _ = collect(config, teachers_checked=True)
+    return buffer, stats
+
+
+def _collect_here(
+    config: CollectConfig, teachers: list[Teacher], budgets: Budgets
+) -> tuple[LabelledBuffer, CollectStats]:
+    """Collect in this process, on one vector env of ``budgets.n_envs`` envs seeded from ``config.seed``."""
+    teacher = teachers[0]
     drive = config.teacher_drive if len(teachers) > 1 else "first"
     venv = make_vec_env(teacher.recipe, budgets.n_envs, config.seed)
     try:
@@ -63,8 +84,7 @@ def collect(
         )
     finally:
         venv.close()
-    buffer.meta["collect_stats"] = {"n_transitions": stats.n_transitions, "episode_returns": stats.episode_returns}
-    return buffer, stats, teacher
+    return buffer, stats
 
 
 def collect_to_file(
@@ -76,7 +96,7 @@ def collect_to_file(
     check_int("--seed", config.seed, 0)
     path = check_buffer_path(out, overwrite)
     teachers = resolve_teachers(config)
-    budgets = resolve_budgets(teachers[0].recipe.env_id, config)
+    budgets = resolve_budgets(teachers[0].recipe.env_id, config, teacher=teachers[0])
     check_room(path, buffer_nbytes(teachers, budgets.n_transitions, budgets.n_envs), "the buffer")
     buffer, stats, teacher = collect(config, teachers, teachers_checked=False)
     buffer.save(path)

@@ -39,6 +39,19 @@ class CollectConfig:
     """Per-teacher weights for the merge (default equal)."""
     teacher_drive: str = "merged"
     """Who acts among several teachers while collecting: merged | round-robin | random | first."""
+    preset: str = "auto"
+    """``auto``: the env's preset (envs/<EnvId>.yml) where it has one; ``none``: every default
+    derived from the teacher (its domain's budgets, a student of a share of its parameters)."""
+    device: str = "cpu"
+    """Torch device of teacher labelling, student training and evaluation: cpu | cuda | cuda:N | auto
+    (policykd.devices.resolve_device; auto: cuda for image observations when a GPU is visible)."""
+    backend: str = "local"
+    """Where collection runs: local (this process) or ray (a Ray task per worker; jobs/ray_backend.py)."""
+    workers: int = 1
+    """Collection workers, each with its own envs and teacher copies, sharing the transitions
+    (worker w seeded seed + w * n_envs; jobs/ray_backend.py)."""
+    ray_address: str | None = None
+    """A running Ray cluster to join (``ray.init(address=...)``); default: a local Ray started for the run."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +66,9 @@ class DistillConfig(CollectConfig):
     input_width: int | None = None
     """Width of each vector task's own input layer (default 64); several tasks only."""
     loss: str = "kl"
-    temperature: float = 1.0
+    temperature: float | None = None
+    """tau (default 1; with ``kl`` and a Q-value or quantile teacher, the confidence temperature of the
+    collected Q-values: learn/targets.confidence_temperature)."""
     temperature_on: str = "teacher"
     kl_direction: str = "forward"
     tau2_scaling: bool = False
@@ -63,6 +78,9 @@ class DistillConfig(CollectConfig):
     """Floor on the student's std in the continuous nll loss (see losses.NLLLoss); 0 disables it."""
     hidden_sizes: tuple[int, ...] | None = None
     cnn_width: float | None = None
+    student_fraction: float | None = None
+    """The student's size as a share of the teacher's acting parameters (default 0.25 where no
+    preset applies; given, it replaces the preset's size). Not with ``hidden_sizes``."""
     n_updates: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None

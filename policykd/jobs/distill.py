@@ -45,6 +45,7 @@ from policykd.jobs.evaluate import (
 from policykd.jobs.resolve import (
     RECIPE_FILE,
     Budgets,
+    auto_temperature,
     check_buffer_fits,
     make_run_merge,
     make_student_for,
@@ -52,6 +53,7 @@ from policykd.jobs.resolve import (
     resolve_budgets,
     resolve_teacher,
     resolve_teachers,
+    run_temperature,
 )
 from policykd.jobs.run_folder import DONE, check_resumable, check_reusable, claim_run_folder, run_folder
 from policykd.jobs.video import check_video_support, record_run_videos
@@ -78,7 +80,16 @@ MULTITASK_DEFAULTS: dict[str, Any] = {
 MULTITASK_INPUT_WIDTH = 64
 CHECKPOINT_FILE, BASELINES_FILE, SUMMARY_FILE = "checkpoint.safetensors", "baselines.json", "summary.json"
 # DistillConfig fields that change no result: a run resumes whatever they were
-RESUME_MAY_DIFFER = ("out_dir", "overwrite", "resume", "progress_bar", "checkpoint_every_s")
+RESUME_MAY_DIFFER = (
+    "out_dir",
+    "overwrite",
+    "resume",
+    "progress_bar",
+    "checkpoint_every_s",
+    "device",
+    "backend",
+    "ray_address",
+)
 # Options of one task's teachers that several tasks cannot take (each task names its own teacher).
 SINGLE_TASK_ONLY = {
     "teacher": None,
@@ -100,6 +111,9 @@ class TaskPlan:
     loss_fn: Any
     merge: Any = single_teacher
     buffer: LabelledBuffer | None = None
+    temperature: float = 1.0
+    """The tau the run trains at: ``--temperature``, else :func:`settle_temperature`'s once the buffer is in."""
+    temperature_why: str = ""
 
     @property
     def teacher(self) -> Teacher:
@@ -135,7 +149,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     started = time.perf_counter()
     _check_resume_options(config)
     plans = plan_tasks(config)
-    trainer_config = make_trainer_config(config, plans[0].budgets)
+    trainer_config = make_trainer_config(config, plans[0].budgets, str(plans[0].teacher.device))
     if config.video:  # refused now (no moviepy, an env that cannot render here), not after training
         for plan in plans:
             check_video_support(plan.teacher.recipe, config.video_episodes)
@@ -147,6 +161,8 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     baselines = _saved_baselines(Path(config.out_dir or "")) if state is not None else None
     if baselines is None:
         baselines = [measure_baselines(plan, eval_seed, config.teacher_check, config.progress_bar) for plan in plans]
+    for plan, base in zip(plans, baselines):  # with no preset, the episodes the teacher's variance asked for
+        plan.budgets = dataclasses.replace(plan.budgets, n_eval_episodes=base.random.n_episodes)
     out_dir = claim_run_folder(config.out_dir, default_run_folder(config, plans))
     resume = RESUME_MAY_DIFFER if config.resume else None
     with run_folder(out_dir, dataclasses.asdict(config), config.overwrite, resume):
@@ -157,6 +173,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
                 stage.doing = f"while collecting {plan.name}"
                 if plan.buffer is None:
                     plan.buffer = _task_buffer(config, plan, out_dir / _buffer_file(plan.name, len(plans) > 1))
+                settle_temperature(config, plan)
             stage.doing = "before its first update"
             if len(plans) == 1:
                 summary = _train_single_task(config, plans[0], baselines[0], trainer_config, eval_seed, out_dir, stage)
@@ -262,8 +279,9 @@ def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
     check_task_weights(config.task_weights, tuple(name for name, _ in tasks))
     plans = []
     for env_id, source in tasks:
-        teacher = resolve_teacher(source, env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
-        budgets = resolve_budgets(env_id, config, MULTITASK_DEFAULTS)
+        options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
+        teacher = resolve_teacher(source, env_id, **options)
+        budgets = resolve_budgets(env_id, config, MULTITASK_DEFAULTS, teacher)
         plans.append(TaskPlan(env_id, [teacher], budgets, _make_loss(config, teacher.kind)))
     return plans
 
@@ -286,7 +304,11 @@ def _plan_single_task(config: DistillConfig) -> TaskPlan:
     merge = make_run_merge(config, len(teachers))
     # Validate the loss and every budget before spending minutes on evaluation and collection.
     loss_fn = _make_loss(config, kind)
-    budgets = resolve_budgets(teachers[0].recipe.env_id, _without_collection(config) if buffer else config)
+    if config.student_fraction is not None and config.hidden_sizes is not None:
+        raise PolicyKDError("--student-fraction sizes the student and --hidden too; pass one of them")
+    budgets = resolve_budgets(
+        teachers[0].recipe.env_id, _without_collection(config) if buffer else config, teacher=teachers[0]
+    )
     n_rows = len(buffer) if buffer is not None else budgets.n_transitions
     if budgets.batch_size > n_rows:
         raise PolicyKDError(
@@ -301,9 +323,11 @@ def _without_collection(config: DistillConfig) -> DistillConfig:
     return dataclasses.replace(config, n_transitions=None, n_envs=None)
 
 
-def _make_loss(config: DistillConfig, kind: str) -> Any:
+def _make_loss(config: DistillConfig, kind: str, temperature: float | None = None) -> Any:
+    """The run's loss at ``temperature`` (default: ``--temperature``, else 1 until
+    :func:`settle_temperature` knows it)."""
     options = {
-        "temperature": config.temperature,
+        "temperature": temperature or (1.0 if config.temperature is None else config.temperature),
         "temperature_on": config.temperature_on,
         "direction": config.kl_direction,
         "tau2_scaling": config.tau2_scaling,
@@ -311,11 +335,20 @@ def _make_loss(config: DistillConfig, kind: str) -> Any:
         "nll_min_std": config.nll_min_std,
     }
     loss_fn = make_loss(config.loss, kind, **options)
-    check_loss_options(config.loss, **options)  # an option of another loss would be silently ignored
+    check_loss_options(config.loss, **{**options, "temperature": config.temperature or 1.0})  # ignored otherwise
     return loss_fn
 
 
-def make_trainer_config(config: DistillConfig, budgets: Budgets) -> TrainerConfig:
+def settle_temperature(config: DistillConfig, plan: TaskPlan) -> None:
+    """Fix ``plan``'s tau (and its loss) once its buffer is in (resolve.run_temperature)."""
+    assert plan.buffer is not None
+    plan.temperature, plan.temperature_why = run_temperature(config.temperature, config.loss, plan.kind, plan.buffer)
+    if plan.temperature_why:
+        plan.loss_fn = _make_loss(config, plan.kind, plan.temperature)
+
+
+def make_trainer_config(config: DistillConfig, budgets: Budgets, device: str = "cpu") -> TrainerConfig:
+    """``device``: where the student trains, the teachers' resolved ``--device``."""
     return TrainerConfig(
         n_updates=budgets.n_updates,
         batch_size=budgets.batch_size,
@@ -325,6 +358,7 @@ def make_trainer_config(config: DistillConfig, budgets: Budgets) -> TrainerConfi
         seed=config.seed,
         progress_bar=config.progress_bar,
         checkpoint_every_s=config.checkpoint_every_s,
+        device=device,
     )
 
 
@@ -343,7 +377,12 @@ def _collect_config(config: DistillConfig, plan: TaskPlan) -> DistillConfig:
 
 def default_run_folder(config: DistillConfig, plans: list[TaskPlan]) -> Path:
     if len(plans) == 1:
-        return Path("runs") / plans[0].name / f"{config.loss}-tau{config.temperature:g}-seed{config.seed}"
+        tau = (
+            "auto"
+            if auto_temperature(config.temperature, config.loss, plans[0].kind)
+            else f"{config.temperature or 1.0:g}"
+        )
+        return Path("runs") / plans[0].name / f"{config.loss}-tau{tau}-seed{config.seed}"
     names = "+".join(plan.name.split("-")[0] for plan in plans)
     return Path("runs") / "multitask" / f"{names}-seed{config.seed}"
 
@@ -367,7 +406,9 @@ def _train_single_task(
         return {"eval/student_return": stats.mean, "eval/pct_of_teacher": _pct(stats, baselines)}
 
     assert plan.buffer is not None
-    run = _TrainRun(config, trainer_config, out_dir, progress, stage, plan.budgets)
+    shown = {**dataclasses.asdict(plan.budgets), "temperature": plan.temperature}  # the HParams' tau, settled
+    shown.pop("picked")  # a sentence, in summary.json's "defaults"
+    run = _TrainRun(config, trainer_config, out_dir, progress, stage, shown)
     trainer, metrics = run.train(student, plan.loss_fn, plan.buffer, plan.merge, evaluate)
     write_json_atomic(out_dir / "student" / RECIPE_FILE, plan.teacher.recipe.to_json())
     final = ReturnStats.of(progress["evaluations"][-1])

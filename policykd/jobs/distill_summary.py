@@ -13,6 +13,15 @@ if TYPE_CHECKING:  # annotations only: distill imports this module
     from policykd.jobs.distill import Baselines, TaskPlan
 
 
+def defaults_line(plan: TaskPlan) -> str | None:
+    """Which defaults were derived (not read from a preset or given) and why: one line, or None."""
+    episodes = ""
+    if plan.budgets.max_eval_episodes:
+        episodes = f"{plan.budgets.n_eval_episodes} evaluation episodes (from the teacher's return variance)"
+    parts = [part for part in (plan.budgets.picked, episodes, plan.temperature_why) if part]
+    return "; ".join(parts) or None
+
+
 def single_task_summary(
     config: DistillConfig,
     plan: TaskPlan,
@@ -38,9 +47,10 @@ def single_task_summary(
         "merge": None if len(teachers) == 1 else (config.merge or "mean-probs"),
         "teacher_weights": list(config.teacher_weights) if config.teacher_weights else None,
         "loss": config.loss,
-        "temperature": config.temperature,
+        "temperature": plan.temperature,
         "temperature_on": config.temperature_on,
         "kl_direction": config.kl_direction,
+        "defaults": defaults_line(plan),
         **_stats_keys("teacher", teacher_stats),
         **_stats_keys("student", student_stats),
         "random_return_mean": baselines.random.mean,
@@ -77,6 +87,8 @@ def multitask_summary(
             "student": stats.to_json(),
             "pct_of_teacher": pct_of(stats.mean, base.teacher.mean, base.random.mean),
             "teacher_params": plan.teacher.n_params,
+            "temperature": plan.temperature,
+            "defaults": defaults_line(plan),
         }
     return {
         "tasks": rows,
@@ -85,7 +97,7 @@ def multitask_summary(
         "student_params": student.n_params,
         "sum_teacher_params": sum(r["teacher_params"] for r in rows.values()),
         "loss": config.loss,
-        "temperature": config.temperature,
+        "temperature": plans[0].temperature if len({p.temperature for p in plans}) == 1 else None,
         "task_weights": list(config.task_weights) if config.task_weights else None,
         "n_updates": plans[0].budgets.n_updates,
         "final_train_metrics": train_metrics,

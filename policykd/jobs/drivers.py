@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from policykd.checks import check_int, check_out_dir
+from policykd.data.collect import episode_covering_envs, max_episode_steps
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
@@ -72,6 +73,8 @@ class DriversConfig:
     """The expert zoo the preset's expert is read from (default: presets.find_zoo)."""
     progress_bar: bool = True
     """Progress bars with an ETA on stderr (shown on a terminal only)."""
+    device: str = "cpu"
+    """Torch device of teacher labelling, student training and evaluation (``--device``)."""
 
 
 def _check_drivers_config(config: DriversConfig) -> dict[str, BetaSchedule]:
@@ -97,13 +100,18 @@ def _check_drivers_config(config: DriversConfig) -> dict[str, BetaSchedule]:
     }
 
 
-def _online_config(config: DriversConfig, budgets: dict[str, Any]) -> OnlineConfig:
-    """Every run's online settings (its seed aside); the preset fills the budgets left unset."""
+def _online_config(config: DriversConfig, budgets: dict[str, Any], env_id: str) -> OnlineConfig:
+    """Every run's online settings (its seed aside); the preset fills the budgets left unset. With no
+    ``--n-envs``, a small round uses fewer envs, so that each round plays whole episodes
+    (collect.episode_covering_envs)."""
+    n_envs = budgets["n_envs"]
+    if config.n_envs is None:
+        n_envs = episode_covering_envs(config.n_transitions_per_round, n_envs, max_episode_steps(env_id))
     online = OnlineConfig(
         n_rounds=config.n_rounds,
         n_transitions_per_round=config.n_transitions_per_round,
         n_updates_per_round=config.n_updates_per_round,
-        n_envs=budgets["n_envs"],
+        n_envs=n_envs,
         capacity=config.capacity or config.n_rounds * config.n_transitions_per_round,
         batch_size=budgets["batch_size"],
         learning_rate=budgets["learning_rate"],
@@ -197,10 +205,11 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     ``out_dir/cells/`` unless ``cache`` is given (see ``run_sweep``): a rerun resumes. Returns the summary."""
 
     schedules = _check_drivers_config(config)
-    teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
+    options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
+    teacher = resolve_teacher(config.teacher, config.env_id, **options)
     keys = ("hidden_sizes", "n_envs", "batch_size", "learning_rate", "deterministic_eval")
     budgets = resolve(teacher.recipe.env_id, config, keys)
-    online = _online_config(config, budgets)
+    online = _online_config(config, budgets, teacher.recipe.env_id)
     check_hidden_sizes(budgets["hidden_sizes"])
     n_first = min(online.capacity, online.n_transitions_per_round)  # what the first round trains on
     check_batch_size(online.batch_size, n_first, "label more per round (--round-transitions, --capacity)")

@@ -34,7 +34,8 @@ def no_cache(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 CELLS_DIR = "cells"
 # Experiment config fields that change no cell (the output folder, how many seeds, checks and
 # display); each experiment adds the field that lists its cells (temperatures, drivers).
-CELL_INDEPENDENT = ("out_dir", "n_seeds", "teacher_check", "progress_bar", "zoo_dir", "trust_pickles")
+CELL_INDEPENDENT = ("out_dir", "n_seeds", "teacher_check", "progress_bar", "zoo_dir", "trust_pickles", "backend",
+                    "ray_address")  # fmt: skip
 
 
 def cell_cache(out: Path, config: Any, listed_by: str) -> RunCache:

@@ -132,7 +132,7 @@ def train_online(
         deterministic=config.deterministic_drivers,
         cursor=RolloutCursor(),
     )
-    trainer_config = _trainer_config(config, temperature)
+    trainer_config = _trainer_config(config, temperature, str(teacher.device))  # the student trains where it labels
     ring: LabelledBuffer | None = None
     trainer: Trainer | None = None
     rounds: list[RoundRecord] = []
@@ -160,7 +160,7 @@ def train_online(
     return OnlineResult(student=student, buffer=ring, rounds=rounds)
 
 
-def _trainer_config(config: OnlineConfig, temperature: float | None) -> TrainerConfig:
+def _trainer_config(config: OnlineConfig, temperature: float | None, device: str = "cpu") -> TrainerConfig:
     """The Trainer's settings for each round's ``n_updates_per_round`` updates."""
     return TrainerConfig(
         n_updates=config.n_updates_per_round,
@@ -170,6 +170,7 @@ def _trainer_config(config: OnlineConfig, temperature: float | None) -> TrainerC
         log_every=config.log_every,
         seed=config.seed,
         progress_bar=False,
+        device=device,
     )
 
 

@@ -14,34 +14,57 @@ import numpy as np
 
 from policykd.checks import check_int, check_positive_float, check_positive_sizes, check_probability
 from policykd.data.buffers import LabelledBuffer
-from policykd.data.collect import check_policy_spaces, check_spaces
+from policykd.data.collect import check_policy_spaces, check_spaces, episode_covering_envs, max_episode_steps
 from policykd.data.envs import EnvRecipe, make_vec_env
 from policykd.data.hub import is_hub_id
 from policykd.data.teachers import Teacher, load_teacher
+from policykd.devices import is_image_space, resolve_device
 from policykd.errors import PolicyKDError
 from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import ReturnStats, evaluate_random, evaluate_teacher
 from policykd.learn.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
 from policykd.learn.students import Student, StudentConfig, make_student
-from policykd.zoo.presets import DEFAULT_ENV_ID, default_expert, load_preset, missing_teacher, resolve
+from policykd.learn.targets import confidence_temperature
+from policykd.zoo.presets import (
+    CONTINUOUS_NOISE,
+    DEFAULT_ENV_ID,
+    DEFAULTS,
+    NO_PRESET,
+    Q_TARGET_CONFIDENCE,
+    STUDENT_FRACTION,
+    TEACHER_DEFAULTS,
+    check_preset_choice,
+    default_expert,
+    has_preset,
+    load_preset,
+    missing_teacher,
+    resolve,
+)
 
 RECIPE_FILE = "recipe.json"
 
 
 def resolve_teacher(
-    source: str | None, env_id: str | None, *, trust_pickles: bool = False, zoo_dir: str | None = None
+    source: str | None,
+    env_id: str | None,
+    *,
+    trust_pickles: bool = False,
+    zoo_dir: str | None = None,
+    device: str | None = None,
 ) -> Teacher:
     """Load the teacher (default: the env preset's expert, from the zoo ``zoo_dir`` or the default
     one: presets.find_zoo) and refuse it at once if its spaces are not its env's (e.g. a bare
     CartPole zip with ``--env Acrobot-v1``), before any file is written. A path that does not exist
-    is refused with where it was looked for. ``trust_pickles``: see :func:`load_teacher`."""
+    is refused with where it was looked for. ``trust_pickles``: see :func:`load_teacher`. ``device``:
+    where it labels and plays (``--device``; checked before the teacher is loaded, default cpu)."""
+    resolve_device(device)  # a bad --device or a missing GPU is refused before anything loads
     if source is None:
         source = str(default_expert(env_id or DEFAULT_ENV_ID, zoo_dir))
     elif not is_hub_id(source) and not Path(source).exists():
         raise missing_teacher(source, zoo_dir)
     teacher = load_teacher(source, env_id=env_id, trust_pickles=trust_pickles)
     check_teacher_env(teacher)
-    return teacher
+    return teacher.to(resolve_device(device, image_observations=is_image_space(teacher.observation_space)))
 
 
 def resolve_teachers(config: CollectConfig) -> list[Teacher]:
@@ -52,7 +75,7 @@ def resolve_teachers(config: CollectConfig) -> list[Teacher]:
     twice = sorted({str(s) for s in sources if sources.count(s) > 1})
     if twice:
         raise PolicyKDError(f"--teacher {twice[0]} is given twice; an ensemble names each teacher once")
-    options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir}
+    options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
     teachers = [resolve_teacher(sources[0], config.env_id, **options)]
     for source in sources[1:]:
         other = resolve_teacher(source, config.env_id or teachers[0].recipe.env_id, **options)
@@ -196,13 +219,36 @@ def measure_teachers(
     not); with ``check``, :func:`check_teacher_score` refuses a teacher first. ``progress``: bars."""
     n_eval, deterministic = budgets.n_eval_episodes, budgets.deterministic_eval
     bar = "teacher check" if progress else None
-    each_teacher = [evaluate_teacher(t, n_eval, eval_seed, deterministic, bar) for t in teachers]
-    # teachers share one env and its spaces (resolve_teachers), so one random policy serves them all
-    random = evaluate_random(teachers[0], n_eval, eval_seed, "random policy" if progress else None)
+    while True:
+        each_teacher = [evaluate_teacher(t, n_eval, eval_seed, deterministic, bar) for t in teachers]
+        # teachers share one env and its spaces (resolve_teachers), so one random policy serves them all
+        random = evaluate_random(teachers[0], n_eval, eval_seed, "random policy" if progress else None)
+        wanted = min(episodes_for_variance(max(each_teacher, key=lambda s: s.mean), random), budgets.max_eval_episodes)
+        if wanted <= n_eval:
+            break
+        n_eval = wanted  # episodes i < n_eval are seeded alike, so the ones played are played again
     if check:
         for teacher, stats in zip(teachers, each_teacher):
             check_teacher_score(teacher, stats, random)
     return each_teacher, random
+
+
+MAX_EVAL_EPISODES = 100
+EVAL_PRECISION = 0.025
+"""With no preset, evaluation episodes are added until the 95 % interval of the teacher's mean return
+is within this share of the teacher - random gap on either side (up to MAX_EVAL_EPISODES)."""
+
+
+def episodes_for_variance(teacher: ReturnStats, random: ReturnStats, precision: float = EVAL_PRECISION) -> int:
+    """Episodes whose normal 95 % interval of the teacher's mean return is ``± precision`` of the
+    teacher - random gap: ``(1.96 std / (precision gap))^2``, 1 where the returns do not vary."""
+    gap = abs(teacher.mean - random.mean)
+    std = float(np.std(teacher.returns, ddof=1)) if len(teacher.returns) > 1 else 0.0
+    if std == 0:
+        return 1
+    if gap == 0:
+        return MAX_EVAL_EPISODES
+    return math.ceil((1.96 * std / (precision * gap)) ** 2)
 
 
 def _scored(stats: ReturnStats) -> str:
@@ -257,13 +303,27 @@ class Budgets:
     n_updates: int
     batch_size: int
     learning_rate: float
+    picked: str = ""
+    """Where no preset applies (or with ``--student-fraction``): the one line that says which
+    defaults were derived from the teacher and why (:func:`teacher_defaults`)."""
+    max_eval_episodes: int = 0
+    """Above 0 (no preset, no ``--eval-episodes``): :func:`measure_teachers` plays more evaluation
+    episodes, up to this many, where the teacher's returns vary (:func:`episodes_for_variance`)."""
 
 
-def resolve_budgets(env_id: str, config: Any, fallback: Mapping[str, Any] | None = None) -> Budgets:
-    keys = [field.name for field in dataclasses.fields(Budgets)]
+def resolve_budgets(
+    env_id: str, config: Any, fallback: Mapping[str, Any] | None = None, teacher: Teacher | None = None
+) -> Budgets:
+    """Each budget: the config's, else ``fallback``'s, else the env preset's; with ``teacher``,
+    where the env has no preset or the config says ``preset="none"``, the defaults derived from
+    the teacher (:func:`teacher_defaults`) replace the preset's."""
+    keys = [field.name for field in dataclasses.fields(Budgets) if field.name not in ("picked", "max_eval_episodes")]
+    use_file = uses_preset(env_id, config)
+    derived, picked = teacher_defaults(teacher, config, use_file) if teacher is not None else ({}, "")
     given = {key: getattr(config, key, None) for key in keys}
-    merged = {key: given[key] if given[key] is not None else (fallback or {}).get(key) for key in keys}
-    values = resolve(env_id, merged, keys)
+    asked = {key: given[key] if given[key] is not None else (fallback or {}).get(key) for key in keys}
+    merged = {key: derived.get(key) if asked[key] is None else asked[key] for key in keys}
+    values = resolve(env_id, merged, keys, use_file)
     budgets = Budgets(
         **{
             **values,
@@ -277,10 +337,145 @@ def resolve_budgets(env_id: str, config: Any, fallback: Mapping[str, Any] | None
             "cnn_width": check_positive_float("--cnn-width", values["cnn_width"]),
         }
     )
+    if asked["n_envs"] is None:  # fewer envs where a small budget cuts episodes
+        steps = (teacher.recipe.env_kwargs.get("max_episode_steps") if teacher else None) or max_episode_steps(env_id)
+        n_envs = episode_covering_envs(budgets.n_transitions, budgets.n_envs, steps)
+        budgets = dataclasses.replace(budgets, n_envs=n_envs)
+    if picked:
+        shown = [k for k in PICKED_SHOWN if asked[k] is None and (k in derived or k == "n_envs")]
+        budget = ", ".join(f"{k} {getattr(budgets, k):,}" if k != "action_noise" else f"{k} {budgets.action_noise:g}"
+                           for k in shown)  # fmt: skip
+        budgets = dataclasses.replace(budgets, picked=picked.format(budget=budget))
+    if asked["n_eval_episodes"] is None and "n_eval_episodes" in derived:
+        budgets = dataclasses.replace(budgets, max_eval_episodes=MAX_EVAL_EPISODES)
     if budgets.n_envs > budgets.n_transitions:
         raise PolicyKDError(f"--n-envs {budgets.n_envs} is more than the {budgets.n_transitions:,} transitions to "
                             "collect (each env adds one per step); lower --n-envs")  # fmt: skip
     return budgets
+
+
+PICKED_SHOWN = ("n_transitions", "n_updates", "n_envs", "action_noise")
+"""The budgets the defaults line names (with their resolved values) where they were not given."""
+
+
+def uses_preset(env_id: str, config: Any) -> bool:
+    """Whether ``env_id``'s preset file applies: it exists and the config's ``preset`` is not ``none``."""
+    return check_preset_choice(getattr(config, "preset", None) or "auto") != NO_PRESET and has_preset(env_id)
+
+
+def teacher_domain(teacher: Teacher) -> str:
+    """``image`` (uint8 image observations), ``continuous-control`` (Box actions of 2 or more
+    dimensions, or 10 or more observation dimensions: MuJoCo-like) or ``classic-control``."""
+    obs = teacher.observation_space
+    if len(getattr(obs, "shape", ())) == 3 and getattr(obs, "dtype", None) == np.uint8:
+        return "image"
+    continuous = isinstance(teacher.action_space, gym.spaces.Box)
+    obs_dim = int(np.prod(getattr(obs, "shape", ()) or (1,)))
+    if continuous and (int(np.prod(teacher.action_space.shape)) >= 2 or obs_dim >= 10):
+        return "continuous-control"
+    return "classic-control"
+
+
+def teacher_defaults(teacher: Teacher, config: Any, use_file: bool) -> tuple[dict[str, Any], str]:
+    """The budgets derived from ``teacher`` where no preset applies (``use_file`` False): its
+    domain's (presets.TEACHER_DEFAULTS) and a student of about ``--student-fraction`` (default
+    presets.STUDENT_FRACTION) of its acting parameters; with a preset, only the student's size,
+    and only when ``--student-fraction`` is given. Returns them and the line that says why."""
+    fraction = getattr(config, "student_fraction", None)
+    if use_file and fraction is None:
+        return {}, ""
+    fraction = STUDENT_FRACTION if fraction is None else check_student_fraction(fraction)
+    domain = teacher_domain(teacher)
+    values = {} if use_file else dict(TEACHER_DEFAULTS[domain])
+    if not use_file and domain == "classic-control" and isinstance(teacher.action_space, gym.spaces.Box):
+        values.update(CONTINUOUS_NOISE)
+    values.update(student_size(teacher, fraction))
+    student = make_student_for(teacher, teacher.kind, tuple(values["hidden_sizes"]), values.get("cnn_width", 1.0))
+    size = f"CNN width {values['cnn_width']:g}" if domain == "image" else "×".join(map(str, values["hidden_sizes"]))
+    why = (
+        f"student {size}: {student.n_params:,} params, {100 * student.n_params / teacher.n_params:.1f} % of the "
+        f"teacher's {teacher.n_params:,} acting params (student fraction {fraction:g})"
+    )
+    if domain != "image":
+        base = load_preset(teacher.recipe.env_id, use_file).get("learning_rate", DEFAULTS["learning_rate"])
+        values["learning_rate"] = base * narrow_student_scale(values["hidden_sizes"][0])
+        if values["learning_rate"] != base:
+            scale = values["learning_rate"] / base
+            why += f", lr {values['learning_rate']:.3g} ({base:g} × {scale:.3g}: a {values['hidden_sizes'][0]}-unit student)"
+    if not use_file:
+        reason = "--preset none" if has_preset(teacher.recipe.env_id) else f"no preset for {teacher.recipe.env_id}"
+        why = f"defaults from the teacher ({reason}): {domain} budgets ({{budget}}); {why}"
+    return values, why
+
+
+LR_REFERENCE_WIDTH, MAX_LR_SCALE = 64, 10.0
+"""Adam's step for a derived MLP student: the preset's (default 1e-3) at 64 units and wider, times
+64 / width below that (up to 10x), as muP scales hidden layers' steps with 1 / width. A 4x4 CartPole
+student (50 params) reached 80.7 % in 2,000 steps at 1e-3 and 100 % at 1e-2."""
+
+
+def narrow_student_scale(width: int) -> float:
+    return min(max(LR_REFERENCE_WIDTH / width, 1.0), MAX_LR_SCALE)
+
+
+def student_size(teacher: Teacher, fraction: float) -> dict[str, Any]:
+    """``hidden_sizes`` (an (h, h) MLP; one hidden layer where two would be under MIN_TWO_LAYER_WIDTH
+    units wide) or, for image observations, ``cnn_width`` (with the default MLP after it): the
+    largest student of at most ``fraction`` of the teacher's acting parameters (the smallest one
+    tried where none fits)."""
+    budget = fraction * teacher.n_params
+
+    def n_params(hidden: tuple[int, ...], cnn_width: float = 1.0) -> int:
+        return make_student_for(teacher, teacher.kind, hidden, cnn_width).n_params
+
+    if teacher_domain(teacher) == "image":
+        hidden = tuple(DEFAULTS["hidden_sizes"])
+        widths = [w / 16 for w in range(1, 17)]
+        fits = [w for w in widths if n_params(hidden, w) <= budget]
+        return {"hidden_sizes": hidden, "cnn_width": max(fits) if fits else widths[0]}
+    width = _widest(lambda h: n_params((h, h)) <= budget)
+    if width >= MIN_TWO_LAYER_WIDTH:
+        return {"hidden_sizes": (width, width)}
+    return {"hidden_sizes": (_widest(lambda h: n_params((h,)) <= budget),)}
+
+
+MIN_TWO_LAYER_WIDTH = 8
+"""Below this width a derived student has one hidden layer: at 1 % of the CartPole PPO expert, a
+3x3 student (35 params) stayed at a random policy's return, a (6,) one (44 params) reached 500."""
+
+
+def _widest(fits: Any, low: int = 1, high: int = 1024) -> int:
+    """The largest h in [low, high] with ``fits(h)`` (``fits`` holds up to some h), by bisection; ``low`` if none."""
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+    return low
+
+
+def check_student_fraction(value: Any) -> float:
+    """``--student-fraction``: a share of the teacher's acting parameters in (0, 1]."""
+    fraction = check_positive_float("--student-fraction", value)
+    if fraction > 1.0:
+        raise PolicyKDError(f"--student-fraction {value} is above 1: a student larger than its teacher compresses "
+                            "nothing; pass a share such as 0.25")  # fmt: skip
+    return fraction
+
+
+def auto_temperature(temperature: float | None, loss: str, kind: str) -> bool:
+    """Whether a run's tau comes from its buffer: ``kl`` on a Q-value / quantile teacher, no ``--temperature``."""
+    return temperature is None and loss == "kl" and kind in ("q_values", "quantiles")
+
+
+def run_temperature(temperature: float | None, loss: str, kind: str, buffer: LabelledBuffer) -> tuple[float, str]:
+    """A run's tau and, where it was derived, the words that say how: ``temperature`` (``--temperature``),
+    else for ``kl`` on a Q-value / quantile teacher the confidence temperature of the first teacher's
+    Q-values over ``buffer`` (greedy action at presets.Q_TARGET_CONFIDENCE against the runner-up in
+    the median state), else 1. The same buffer gives the same tau, so a resumed run trains at it too."""
+    if not auto_temperature(temperature, loss, kind):
+        return (1.0 if temperature is None else temperature), ""
+    tau = confidence_temperature(buffer.batch_at(np.arange(len(buffer))).teacher_outputs[0], Q_TARGET_CONFIDENCE)
+    why = f"tau {tau:.3g} from the teacher's Q-values (greedy action at {Q_TARGET_CONFIDENCE:.0%} against the runner-up in the median state)"
+    return tau, why
 
 
 def check_hidden_sizes(sizes: Sequence[Any]) -> tuple[int, ...]:

@@ -36,6 +36,7 @@ from policykd.jobs.experiment import (
     run_logger,
     student_for,
 )
+from policykd.jobs.ray_backend import check_backend, run_cells
 from policykd.jobs.resolve import (
     check_batch_size,
     check_exploration,
@@ -92,6 +93,12 @@ class SweepConfig:
     """The expert zoo the preset's expert is read from (default: presets.find_zoo)."""
     progress_bar: bool = True
     """Progress bars with an ETA on stderr (shown on a terminal only)."""
+    device: str = "cpu"
+    """Torch device of teacher labelling, student training and evaluation (``--device``)."""
+    backend: str = "local"
+    """Where the cells run: local (one after the other) or ray (Ray tasks, one CPU each; jobs/ray_backend.py)."""
+    ray_address: str | None = None
+    """A running Ray cluster to join with ``backend="ray"`` (default: a local Ray started for the sweep)."""
 
 
 def check_sweep_config(config: SweepConfig) -> tuple[float, ...]:
@@ -148,7 +155,9 @@ def buffer_metrics(student: Student, observations: torch.Tensor, raw: Any, tempe
     """On buffer states ``(B, *obs_shape)`` with the teacher's raw output there: student entropy
     (as it acts), target entropy at tau, KL(teacher at tau = 1 || student), and top-1 agreement
     (discrete) or mean L2 gap of greedy actions (continuous)."""
-    m = distill_metrics(student(observations), soften(raw, temperature), soften(raw, 1.0))
+    device = student.obs_mean.device  # the probe lives on the CPU; the student where it trained
+    raw = raw._replace(**{k: v.to(device) for k, v in raw._asdict().items() if isinstance(v, torch.Tensor)})
+    m = distill_metrics(student(observations.to(device)), soften(raw, temperature), soften(raw, 1.0))
     return {
         "student_entropy": m["student/entropy"],
         "target_entropy": m["teacher/entropy"],
@@ -215,6 +224,7 @@ def _distil_one(
         temperature=tau,
         seed=seed,
         progress_bar=False,
+        device=str(teacher.device),
     )
     hparams = hparams_of(
         trainer_config,
@@ -311,7 +321,9 @@ def _resolve_sweep(config: SweepConfig) -> tuple[tuple[float, ...], Teacher, dic
     """Refuse bad input, load the teacher and fill the budgets from its env's preset, all before
     minutes are spent or anything is written. Returns the temperatures, the teacher and the budgets."""
     temperatures = check_sweep_config(config)
-    teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
+    check_backend(config)
+    options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
+    teacher = resolve_teacher(config.teacher, config.env_id, **options)
     if student_kind_for(teacher.kind) == "deterministic":
         raise PolicyKDError(
             f"{teacher.source} is a deterministic ({teacher.algo}) teacher: it has no temperature to "
@@ -369,14 +381,13 @@ def _sweep_in(
     baselines = experiment_baselines(teacher, config, cache)
     buffer = _sweep_buffer(config, teacher, budgets["n_transitions"], out)
     probe, grid = _probe(buffer, config)
-    runs = []
-    bar = progress_bar(len(temperatures) * config.n_seeds, "sweep", enabled=config.progress_bar, unit="runs")
-    for tau in temperatures:
-        for seed in range(config.seed, config.seed + config.n_seeds):
-            bar.set_postfix_str(f"tau {tau:g}, seed {seed}")
-            run = functools.partial(_distil_one, teacher, buffer, tau, seed, config, budgets, probe, grid, out)
-            runs.append(cache(f"tau{tau:g}-seed{seed}", run))
-            bar.update(1)
+    cells = [
+        (f"tau{tau:g}-seed{seed}", functools.partial(_distil_one, teacher, buffer, tau, seed, config, budgets, probe, grid, out))
+        for tau in temperatures
+        for seed in range(config.seed, config.seed + config.n_seeds)
+    ]  # fmt: skip
+    bar = progress_bar(len(cells), "sweep", enabled=config.progress_bar, unit="runs")
+    runs = run_cells(cells, cache, backend=config.backend, address=config.ray_address, on_done=lambda _: bar.update(1))
     bar.close()
     rows = []
     for tau in temperatures:

@@ -12,6 +12,7 @@ Pure: nothing here touches an optimizer, env, file or logger.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -267,8 +268,26 @@ def reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
     return per_sample
 
 
+class DeviceFloats(Mapping[str, float]):
+    """Detached scalar tensors read as floats only when read. The Trainer reads a loss's metrics
+    at its log steps; on a GPU an ``.item()`` every update would make the host wait for the
+    device every update."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._tensors = tensors
+
+    def __getitem__(self, key: str) -> float:
+        return float(self._tensors[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
 def _output(per_sample: torch.Tensor, reduction: str) -> LossOutput:
-    metrics = {"losses/distill": per_sample.detach().mean().item()}
+    metrics = DeviceFloats({"losses/distill": per_sample.detach().mean()})
     return LossOutput(loss=reduce(per_sample, reduction), metrics=metrics)
 
 

@@ -186,7 +186,8 @@ class MultiTaskStudent(nn.Module):
     ) -> np.ndarray:
         """Env actions of ``task`` for raw observations ``(B, *obs_shape)`` (only allowed ones with
         the env's ``action_masks (B, A)``, as ``Student.act``)."""
-        out = masked_output(self(torch.as_tensor(np.asarray(observations)), task), action_masks)
+        device = next(self.parameters()).device  # where the student is
+        out = masked_output(self(torch.as_tensor(np.asarray(observations), device=device), task), action_masks)
         return self._modules_of(task).mapper.from_student(out, deterministic, rng)
 
     def task_policy(self, task: str) -> TaskPolicy:

@@ -96,6 +96,15 @@ def to_sb3_model(
     return model
 
 
+def copy_into_sb3(policy: Any, student: Student, algo: str) -> None:
+    """Copy ``student`` into an SB3 ``algo`` policy built with its layers (``MlpPolicy``, ReLU,
+    ``net_arch`` = its hidden sizes): what :func:`to_sb3_model` does to a fresh model, for a
+    model built elsewhere (RL fine-tuning, ``learn/kickstart_start.py``)."""
+    check_expressible(student.config, algo)
+    with torch.no_grad():
+        _COPY[algo](policy, student, _student_layers(student))
+
+
 def _new_model(algo: str, config: StudentConfig, observation_space: Any, action_space: Any) -> Any:
     """An SB3 model of ``algo`` for these spaces, built without an env (as ``BaseAlgorithm.load`` does)."""
     from stable_baselines3 import DQN, PPO, SAC, TD3

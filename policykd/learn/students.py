@@ -244,8 +244,8 @@ class Student(nn.Module):
     ) -> np.ndarray:
         """Env actions for raw observations ``(B, *obs_shape)``; with the env's ``action_masks (B, A)``
         (True: allowed, as MaskablePPO's), only allowed actions."""
-        out = masked_output(self(torch.as_tensor(np.asarray(observations))), action_masks)
-        return self.mapper.from_student(out, deterministic, rng)
+        obs = torch.as_tensor(np.asarray(observations), device=self.obs_mean.device)  # where the student is
+        return self.mapper.from_student(masked_output(self(obs), action_masks), deterministic, rng)
 
     @property
     def n_params(self) -> int:

@@ -86,6 +86,27 @@ def with_masks_applied(batch: DistillBatch) -> DistillBatch:
     )
 
 
+def confidence_temperature(out: TeacherOutput, confidence: float = 0.9) -> float:
+    """The tau at which the median state's softmax(x / tau) gives its greedy action ``confidence``
+    against the runner-up: ``median(gap) / log(confidence / (1 - confidence))``, the gap being the
+    best score minus the second best, over the states whose gap is not 0 (1.0 where every state
+    ties, or with one action). Scale-free: Q-values ten times larger give a ten times larger tau.
+    ``out``: a discrete teacher's raw output on (B, ...) states."""
+    if not 0.5 < confidence < 1.0:
+        raise PolicyKDError(f"confidence must lie in (0.5, 1), got {confidence}")
+    if student_kind_for(out.kind) != "discrete":
+        raise PolicyKDError(f"a confidence temperature needs a discrete teacher, not a {out.kind!r} one")
+    scores = _discrete_scores(out).detach().double()
+    if scores.shape[-1] < 2:
+        return 1.0
+    top2 = scores.topk(2, dim=-1).values
+    gaps = (top2[..., 0] - top2[..., 1]).flatten()  # factorised logits (B, F, C): every factor's gap
+    gaps = gaps[gaps > 0]
+    if gaps.numel() == 0:
+        return 1.0
+    return float(gaps.median()) / math.log(confidence / (1.0 - confidence))
+
+
 def _discrete_scores(out: TeacherOutput) -> torch.Tensor:
     """The (B, A) scores a discrete teacher's softmax is taken over: logits or Q-values."""
     if out.kind == "categorical":

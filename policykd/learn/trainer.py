@@ -84,6 +84,10 @@ class TrainerConfig:
     checkpoint_every_s: float = 30.0
     """Seconds between checkpoints (with a ``checkpoint_path``); 0: after every update. Checkpoints
     are also written around each evaluation, at the end and on :meth:`Trainer.interrupt`."""
+    device: str = "cpu"
+    """Where the student trains and batches are sampled to (``policykd.devices.resolve_device``
+    names it). On the CPU the loss is checked for NaN after every update; on a GPU, where that check
+    would wait for the device every update, at each log step, evaluation and checkpoint."""
 
     def __post_init__(self) -> None:
         for name, minimum in (("n_updates", 1), ("batch_size", 1), ("log_every", 1), ("eval_every", 0)):
@@ -133,6 +137,9 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.progress = progress if progress is not None else {}
+        self.device = torch.device(config.device)
+        student.to(self.device)  # before the optimiser, which keeps its state beside the parameters
+        self._finite = _FiniteWatch(self.device)
         self.optimizer = torch.optim.Adam(student.parameters(), lr=config.learning_rate)
         self.rng = np.random.default_rng(config.seed)
         self.n_updates_done = 0
@@ -167,12 +174,12 @@ class Trainer:
             steps[task] = TaskStep(self.loss_fns[task](student_out, target), student_out, target, batch)
         # the mean over all B rows: each task's mean loss weighs n_t / B (one task: the loss itself)
         loss = sum(s.loss_out.loss * (len(s.batch.observations) / self.config.batch_size) for s in steps.values())
-        _check_finite("the loss", loss, self.n_updates_done + 1)
+        self._finite.watch("the loss", loss, self.n_updates_done + 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.max_grad_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.max_grad_norm)
-            _check_finite("the gradient norm", norm, self.n_updates_done + 1)
+            self._finite.watch("the gradient norm", norm, self.n_updates_done + 1)
         self.optimizer.step()
         self.n_updates_done += 1
         return loss, steps
@@ -223,6 +230,7 @@ class Trainer:
                 raise KeyboardInterrupt
             update, window_steps = self.round_updates, window_steps + 1
             if update % cfg.log_every == 0 or update == cfg.n_updates:
+                self._finite.check()
                 sps = window_steps * cfg.batch_size / max(time.perf_counter() - window_start, 1e-9)
                 self.last_metrics = {**self.step_metrics(loss, steps), "charts/SPS": sps}
                 self._log(self.last_metrics)
@@ -279,7 +287,7 @@ class Trainer:
 
     def _sample(self) -> dict[Task, DistillBatch]:
         """This step's batch per task: the sampler's dict, or one batch under the task None."""
-        batches = self.sampler.sample(self.config.batch_size, self.rng)
+        batches = self.sampler.sample(self.config.batch_size, self.rng, self.device)
         return batches if isinstance(batches, dict) else {None: batches}
 
     def _forward(self, observations: torch.Tensor, task: Task) -> StudentOutput:
@@ -301,6 +309,7 @@ class Trainer:
         (``checkpoint_dir``); checkpoints before (a cut evaluation is redone, not the updates
         before it) and after it (a finished one is never redone)."""
         assert self.evaluate is not None
+        self._finite.check()
         self.save_checkpoint()
         self.student.eval()
         self.last_eval = self.evaluate(self.student)
@@ -314,6 +323,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write the training state to ``checkpoint_path`` (if any) in one atomic file; TensorBoard
         is flushed first, so it holds every step the checkpoint knows of."""
+        self._finite.check()  # a checkpoint never keeps a diverged student
         if self.checkpoint_path is None:
             return
         flush = getattr(self.logger, "flush", None)
@@ -437,6 +447,38 @@ def _check_finite(what: str, value: torch.Tensor, update: int) -> None:
             f"training diverged: {what} is {value.item():g} at update {update}; "
             "lower the learning rate (--lr) or check the teacher's outputs"
         )
+
+
+class _FiniteWatch:
+    """The Trainer's NaN / inf check. On the CPU each value is checked as it comes (reading a
+    CPU tensor costs nothing). On a GPU, reading it would make the host wait for the device every
+    update, so the flags are ANDed on the device and read at :meth:`check` (the log steps,
+    evaluations and checkpoints); the error then names the updates the divergence lies between."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.eager = device.type == "cpu"
+        self.all_finite = torch.ones((), dtype=torch.bool, device=device)
+        self.since: int | None = None  # the first update watched since the last check
+        self.last = 0
+
+    def watch(self, what: str, value: torch.Tensor, update: int) -> None:
+        if self.eager:
+            _check_finite(what, value, update)
+            return
+        self.all_finite &= torch.isfinite(value).all()
+        self.since = update if self.since is None else self.since
+        self.last = update
+
+    def check(self) -> None:
+        """Raise PolicyKDError if a value watched since the last check was not finite."""
+        if self.since is None:
+            return
+        since, self.since = self.since, None
+        if not bool(self.all_finite):
+            raise PolicyKDError(
+                f"training diverged: the loss or gradient norm became NaN or infinite between update {since} "
+                f"and {self.last}; lower the learning rate (--lr) or check the teacher's outputs"
+            )
 
 
 def with_entropy_gap(metrics: dict[str, float]) -> dict[str, float]:

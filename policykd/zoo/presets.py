@@ -54,6 +54,44 @@ DEFAULTS: dict[str, Any] = {
     "references": {},
 }
 
+NO_PRESET = "none"
+"""``--preset none``: ignore the env's preset file; every default comes from the teacher (TEACHER_DEFAULTS)."""
+PRESET_CHOICES = ("auto", NO_PRESET)
+STUDENT_FRACTION = 0.25
+"""Where no preset sets the student's size: its share of the teacher's acting parameters (Rusu et
+al. 2016 kept 108 % of a DQN's score at 25 %; fidelity_compression.md measures ours)."""
+Q_TARGET_CONFIDENCE = 0.9
+"""Where no temperature is given for a Q-value or quantile teacher: the tau at which the median
+state's softmax(Q / tau) gives the greedy action this probability against the runner-up
+(learn/targets.py ``confidence_temperature``), so the targets are as sharp on CartPole (Q ~ 100,
+gaps ~ 0.04) as on Acrobot (gaps ~ 1), where one fixed tau is uniform on one and one-hot on the other."""
+
+# Budgets by domain where no preset applies (``--preset none``, or an env without envs/<EnvId>.yml),
+# taken from the presets that work for the zoo's experts of that domain: Pong (image), HalfCheetah /
+# Hopper (continuous control), CartPole / Acrobot / LunarLander / Pendulum (classic control).
+TEACHER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "image": {
+        "n_envs": 8,
+        "n_eval_episodes": 10,
+        "n_transitions": 100_000,
+        "n_updates": 20_000,
+        "batch_size": 64,
+        "learning_rate": 2.5e-4,
+        "epsilon": 0.01,
+        "deterministic_eval": False,
+    },
+    "continuous-control": {
+        "n_envs": 4,
+        "n_eval_episodes": 10,
+        "n_transitions": 200_000,
+        "n_updates": 20_000,
+        "action_noise": 0.1,
+    },
+    "classic-control": {"n_envs": 8, "n_eval_episodes": 20, "n_transitions": 50_000, "n_updates": 5_000},
+}
+"""Per domain, what replaces DEFAULTS; continuous classic control (Pendulum) adds CONTINUOUS_NOISE."""
+CONTINUOUS_NOISE = {"action_noise": 0.1}
+
 
 def presets_dir() -> Traversable:
     """The folder of preset files: the installed package's data, else the checkout's ``envs/``."""
@@ -67,11 +105,26 @@ def available_presets() -> list[str]:
     return sorted(p.name.removesuffix(".yml") for p in presets_dir().iterdir() if p.name.endswith(".yml"))
 
 
-def load_preset(env_id: str) -> dict[str, Any]:
-    """The preset for ``env_id`` merged over DEFAULTS; DEFAULTS alone for an env with no preset."""
+def has_preset(env_id: str) -> bool:
+    return (presets_dir() / f"{env_id}.yml").is_file()
+
+
+def check_preset_choice(choice: str) -> str:
+    """``--preset``: ``auto`` (the env's preset where it has one) or ``none``."""
+    if choice not in PRESET_CHOICES:
+        raise PolicyKDError(
+            f"--preset {choice!r} is not one of {', '.join(PRESET_CHOICES)}: auto reads envs/<EnvId>.yml where it "
+            "exists, none derives every default from the teacher"
+        )
+    return choice
+
+
+def load_preset(env_id: str, use_file: bool = True) -> dict[str, Any]:
+    """The preset for ``env_id`` merged over DEFAULTS; DEFAULTS alone for an env with no preset
+    (or with ``use_file`` False: ``--preset none``)."""
     path = presets_dir() / f"{env_id}.yml"
     preset = dict(DEFAULTS, env_id=env_id)
-    if path.is_file():
+    if use_file and path.is_file():
         preset.update(yaml.safe_load(path.read_text()) or {})
     return preset
 
@@ -151,10 +204,11 @@ def missing_teacher(source: str, zoo_dir: str | Path | None = None) -> PolicyKDE
     return PolicyKDError(f"{message}; {zoo_hint()}")
 
 
-def resolve(env_id: str, config: Any, keys: Sequence[str]) -> dict[str, Any]:
+def resolve(env_id: str, config: Any, keys: Sequence[str], use_file: bool = True) -> dict[str, Any]:
     """For each of ``keys``, ``config``'s value where it sets one (not None), else the preset's for
-    ``env_id`` (which falls back to DEFAULTS). ``config`` is a dataclass or a mapping; a key it
-    lacks comes from the preset. One line in place of "the option, or else the preset's"."""
-    preset = load_preset(env_id)
+    ``env_id`` (which falls back to DEFAULTS; ``use_file`` False: DEFAULTS alone). ``config`` is a
+    dataclass or a mapping; a key it lacks comes from the preset. One line in place of "the option,
+    or else the preset's"."""
+    preset = load_preset(env_id, use_file)
     given = config if isinstance(config, Mapping) else {k: getattr(config, k, None) for k in keys}
     return {key: preset[key] if given.get(key) is None else given[key] for key in keys}

@@ -1,0 +1,192 @@
+"""``policykd finetune`` end to end on the shipped CartPole expert (tiny budgets), its refusals, and
+rl-zoo hyperparameters read without eval (policykd.zoo.hyperparams)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from stable_baselines3 import PPO
+from test_cli import assert_one_line_error, run_cli
+from torch import nn
+
+from policykd.errors import PolicyKDError
+from policykd.fileio import read_json
+from policykd.zoo.hyperparams import algorithm_kwargs, parse_policy_kwargs, zoo_hyperparams
+
+TINY = ["--timesteps", "512", "--eval-episodes", "2", "--eval-every-steps", "256"]
+
+
+def _tags(tb_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(tb_dir.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
+def test_finetune_cli_end_to_end(cartpole_expert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["finetune", "--teacher", str(cartpole_expert_dir), *TINY, "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "PPO student from scratch" in stdout and "student" in stdout
+    summary = read_json(out / "summary.json")
+    assert summary["algo"] == "ppo" and summary["n_envs"] == 8  # rl-zoo's CartPole PPO: 8 envs
+    assert summary["hyperparams_source"].endswith("CartPole-v1/config.yml")  # the expert's own hyperparameters
+    assert [p[0] for p in summary["curve"]] == [0, 256, 512]
+    assert summary["curve"][-1][1] == summary["student_return"]["mean"]  # the final point is the final evaluation
+    assert summary["teacher_return"]["mean"] == 500.0
+    assert read_json(out / "state.json")["state"] == "done"
+    model = PPO.load(out / "model.zip", device="cpu")  # plain SB3 reads the run's zip
+    assert model.predict(np.zeros(4, np.float32), deterministic=True)[0] in (0, 1)
+    assert {"distill/lambda", "distill/loss", "eval/student_return", "train/policy_gradient_loss"} <= _tags(out / "tb")
+
+
+def test_an_existing_run_folder_is_refused_unless_overwrite(
+    cartpole_expert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    argv = [
+        "finetune",
+        "--teacher",
+        str(cartpole_expert_dir),
+        "--timesteps",
+        "64",
+        "--eval-episodes",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert run_cli(argv, capsys)[0] == 0
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, "finetune", "already holds an earlier run (done)")
+    assert "--overwrite" in err
+    assert run_cli([*argv, "--overwrite"], capsys)[0] == 0
+
+
+def test_start_from_a_distilled_run_folder_plays_as_the_student(
+    cartpole_distill_run: Any, cartpole_expert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The curve's first point (before any RL update) is the distilled student's own return on the
+    same episodes (distill's evaluation seeds, 3 episodes): the weights were mapped exactly."""
+    distilled, run_dir = cartpole_distill_run
+    out = tmp_path / "ft"
+    argv = ["finetune", "--teacher", str(cartpole_expert_dir), "--start", str(run_dir), "--timesteps", "256",
+            "--eval-episodes", "3", "--value-init", "512", "--out", str(out)]  # fmt: skip
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    summary = read_json(out / "summary.json")
+    assert summary["curve"][0][1] == pytest.approx(distilled["student_return_mean"])
+    assert summary["start"] == str(run_dir)
+    value = summary["value_init"]  # the critic starts near the teacher's value; the actor is untouched (above)
+    assert value["n_observations"] == 512 and value["mse_after"] < 0.2 * value["mse_before"]
+
+
+@pytest.mark.parametrize(
+    "extra,fragment",
+    [
+        (["--schedule", "constant:-1"], "must be a finite number >= 0"),
+        (["--schedule", "cosine"], "cannot read the lambda schedule"),
+        (["--start", "teacher", "--net-fraction", "0.5"], "--net-fraction sizes a student started from scratch"),
+        (["--net-fraction", "2"], "--net-fraction must be in (0, 1]"),
+        (["--algo", "dqn", "--teacher", "agents/sac/Pendulum-v1_1"], "DQN does not handle the action space Box"),
+        (
+            ["--algo", "sac", "--teacher", "agents/td3/Pendulum-v1_1"],
+            "cannot be distilled from a deterministic teacher",
+        ),
+        (["--algo", "ddpg"], "unknown algorithm 'ddpg'"),
+        (["--start", "no/such/run"], "is not a policykd student"),
+        (["--start", "teacher", "--algo", "a2c"], "needs the teacher's algorithm"),
+        (["--timesteps", "0"], "--timesteps must be an integer >= 1"),
+    ],
+)
+def test_bad_inputs_are_one_line(
+    extra: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["finetune", "--timesteps", "64", "--eval-episodes", "1", "--out", str(tmp_path / "run"), *extra]
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, "finetune", fragment)
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+# -- rl-zoo hyperparameters ------------------------------------------------------------------------
+
+
+def test_policy_kwargs_are_read_from_an_allow_list() -> None:
+    assert parse_policy_kwargs("dict(net_arch=[256, 256])") == {"net_arch": [256, 256]}
+    parsed = parse_policy_kwargs(
+        "dict(log_std_init=-2, ortho_init=False, activation_fn=nn.ReLU, net_arch=dict(pi=[64], vf=[64]))"
+    )
+    assert parsed == {
+        "log_std_init": -2,
+        "ortho_init": False,
+        "activation_fn": nn.ReLU,
+        "net_arch": {"pi": [64], "vf": [64]},
+    }
+    assert parse_policy_kwargs("dict(activation_fn=th.nn.Tanh)")["activation_fn"] is nn.Tanh
+    for text in ("dict(optimizer_class=RMSpropTFLike)", "__import__('os').system('true')", "dict(x=open('f'))"):
+        with pytest.raises(PolicyKDError, match="which policykd does not build"):
+            parse_policy_kwargs(text)
+
+
+def test_zoo_schedules_and_zoo_only_keys() -> None:
+    kwargs, zoo = algorithm_kwargs({"learning_rate": "lin_0.001", "n_envs": 8, "normalize": True, "gamma": 0.98})
+    assert kwargs["learning_rate"](1.0) == pytest.approx(0.001) and kwargs["learning_rate"](0.25) == pytest.approx(
+        0.00025
+    )
+    assert kwargs["gamma"] == 0.98 and zoo == {"n_envs": 8, "normalize": True}
+
+
+def test_zoo_hyperparams_come_from_the_teacher_folder_first(cartpole_expert_dir: Path) -> None:
+    raw, source = zoo_hyperparams("ppo", "CartPole-v1", cartpole_expert_dir)
+    assert source == str(cartpole_expert_dir / "CartPole-v1" / "config.yml") and raw["n_envs"] == 8
+    raw, source = zoo_hyperparams("a2c", "CartPole-v1")
+    assert source == "rl_zoo3/hyperparams/a2c.yml" and raw["n_envs"] == 8
+    assert zoo_hyperparams("a2c", "NoSuchEnv-v0") == ({}, "SB3 defaults")
+
+
+# -- the README ----------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_kickstart_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fine-tuning section's Python block, with a smaller step budget."""
+    import re
+
+    section = (REPO / "README.md").read_text().split("## Fine-tuning with the environment's reward", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "model.learn(30_000)" in code
+    code = code.replace('"agents/', f'"{REPO}/agents/').replace("model.learn(30_000)", "model.learn(1024)")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "readme_kickstart"}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    model = namespace["model"]
+    assert (
+        model.num_timesteps == 1024 and model.distill_values and model.distill_lambda > 0.9
+    )  # linear: 1 -> 0 over 20k
+
+
+def test_readme_quotes_the_kickstart_benchmark_as_recorded() -> None:
+    """The README's measured block is benchmarks/kickstart.py's full-run results file, table for table."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- kickstart:start -->", 1)[1].split("<!-- kickstart:end -->", 1)[0]
+    recorded = (REPO / "benchmarks/results/kickstart.md").read_text()
+    rows = [line for line in block.splitlines() if line.startswith("|")]
+    assert len(rows) >= 10 and all(row in recorded for row in rows)
+
+
+@pytest.mark.parametrize(
+    "teacher", ["agents/dqn/CartPole-v1_1", "agents/sac/Pendulum-v1_1", "agents/td3/Pendulum-v1_1"]
+)
+def test_start_from_the_teachers_weights_plays_as_the_teacher(teacher: str, tmp_path: Path) -> None:
+    """Before any update the student is the teacher: the same return on the same episode."""
+    from policykd.jobs.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(teacher=str(REPO / teacher), start="teacher", n_timesteps=64, n_eval_episodes=1,
+                            out_dir=str(tmp_path / "run"), progress_bar=False)  # fmt: skip
+    summary = finetune(config)
+    assert summary["algo"] == teacher.split("/")[1]
+    assert summary["curve"][0][1] == pytest.approx(summary["teacher_return"]["mean"])

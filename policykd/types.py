@@ -3,7 +3,9 @@ behaviour), the teacher and student kinds as Literals, and the Protocols / alias
 the Trainer and the jobs take (LossFn, MergeFn, ActFn, EvalFn, Sampler). Uses nothing of ours.
 
 Shapes: B = batch, A = number of discrete actions, D = action dimensions, N = quantiles,
-K = teachers.
+K = teachers. MultiDiscrete / MultiBinary actions are F factors of up to C choices each: their logits
+and log-probs are ``(B, F, C)`` where the table below says ``(B, A)`` (softmax over the last axis,
+KL / NLL / entropy summed over factors; see ``data.actions.factor_logits``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class TeacherOutput(NamedTuple):
     """
 
     kind: TeacherKind
-    logits: torch.Tensor | None = None  # (B, A) categorical (PPO / A2C on Discrete)
+    logits: torch.Tensor | None = None  # (B, A) categorical (PPO / A2C on Discrete); (B, F, C) factorised
     q_values: torch.Tensor | None = None  # (B, A) DQN; QR-DQN: mean over quantiles
     quantiles: torch.Tensor | None = None  # (B, N, A) QR-DQN, as SB3's quantile_net returns them
     mean: torch.Tensor | None = None  # (B, D) gaussian (env units) or squashed_gaussian (pre-tanh)
@@ -84,6 +86,7 @@ class DistillBatch(NamedTuple):
     actions: torch.Tensor  # (B,) discrete or (B, D) continuous: the action the driver took
     rewards: torch.Tensor  # (B,)
     teacher_outputs: tuple[TeacherOutput, ...]  # K entries, one per teacher
+    action_masks: torch.Tensor | None = None  # (B, A) bool, True = allowed: the env's masks (MaskablePPO), else None
 
 
 class LossOutput(NamedTuple):

@@ -60,6 +60,61 @@ class TinyImageEnv(gym.Env):
 if IMAGE_ENV not in gym.registry:
     gym.register(IMAGE_ENV, entry_point=TinyImageEnv)
 
+MULTI_DISCRETE_ENV, MULTI_BINARY_ENV = "PolicykdTinyMultiDiscrete-v0", "PolicykdTinyMultiBinary-v0"
+
+
+class TinyFactoredEnv(gym.Env):
+    """Three observed numbers in [-1, 1]; each action factor pays 1 when it picks the bin its number
+    falls in (``nvec`` bins per factor; MultiBinary: the sign). Factors of unequal sizes (3, 2, 4)
+    exercise the padding of the per-factor logits."""
+
+    observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+
+    def __init__(self, binary: bool = False) -> None:
+        self.action_space = gym.spaces.MultiBinary(3) if binary else gym.spaces.MultiDiscrete([3, 2, 4])
+        self._bins = np.array([2, 2, 2]) if binary else self.action_space.nvec
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        self._obs = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        return self._obs, {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        best = np.minimum(((self._obs + 1) / 2 * self._bins).astype(int), self._bins - 1)
+        reward = float(np.sum(np.asarray(action) == best))
+        self._t += 1
+        self._obs = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        return self._obs, reward, False, self._t >= 20, {}
+
+
+MASKED_ENV = "PolicykdInvalidAction-v0"
+
+
+class OneHotInvalidActionEnv(gym.ObservationWrapper):
+    """sb3-contrib's InvalidActionEnvDiscrete (each step forbids 2 of 5 actions, never the right one;
+    its Discrete state one-hot encoded, as SB3 feeds it to a policy): the MaskablePPO cases' env."""
+
+    def __init__(self) -> None:
+        from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+
+        super().__init__(InvalidActionEnvDiscrete(dim=5, ep_length=20, n_invalid_actions=2))
+        self.observation_space = gym.spaces.Box(0, 1, (5,), np.float32)
+
+    def observation(self, observation: int) -> np.ndarray:
+        return np.eye(5, dtype=np.float32)[int(observation)]
+
+    def action_masks(self) -> list[bool]:
+        return self.env.unwrapped.action_masks()
+
+
+if MASKED_ENV not in gym.registry:
+    gym.register(MASKED_ENV, entry_point=OneHotInvalidActionEnv)
+
+for _env_id, _binary in ((MULTI_DISCRETE_ENV, False), (MULTI_BINARY_ENV, True)):
+    if _env_id not in gym.registry:
+        gym.register(_env_id, entry_point=TinyFactoredEnv, kwargs={"binary": _binary})
+
 
 @dataclasses.dataclass(frozen=True)
 class Case:
@@ -119,7 +174,13 @@ MATRIX = [
     Case("ars-discrete-linear", "ars", "CartPole-v1", "q_values", {"n_delta": 2}, "LinearPolicy", new=True),
     Case("ars-box-mlp", "ars", "Pendulum-v1", "deterministic", {"n_delta": 2, "policy_kwargs": SMALL_NET}, new=True),
     Case("ars-box-linear", "ars", "Pendulum-v1", "deterministic", {"n_delta": 2}, "LinearPolicy", new=True),
+    Case("ppo-multidiscrete", "ppo", MULTI_DISCRETE_ENV, "categorical", ON_POLICY, new=True),
+    Case("a2c-multidiscrete", "a2c", MULTI_DISCRETE_ENV, "categorical", {"policy_kwargs": SMALL_NET}, new=True),
+    Case("ppo-multibinary", "ppo", MULTI_BINARY_ENV, "categorical", ON_POLICY, new=True),
+    Case("trpo-multibinary", "trpo", MULTI_BINARY_ENV, "categorical", ON_POLICY, new=True),
+    Case("maskableppo-discrete", "ppo_mask", MASKED_ENV, "categorical", ON_POLICY, new=True),
 ]
+FACTORED_CASES = [case for case in MATRIX if case.env_id in (MULTI_DISCRETE_ENV, MULTI_BINARY_ENV)]
 NEW_CASES = [case for case in MATRIX if case.new]
 
 
@@ -127,7 +188,7 @@ def _algo_class(algo: str) -> type:
     import sb3_contrib
     import stable_baselines3
 
-    names = {"qrdqn": "QRDQN", "tqc": "TQC", "trpo": "TRPO", "ars": "ARS"}
+    names = {"qrdqn": "QRDQN", "tqc": "TQC", "trpo": "TRPO", "ars": "ARS", "ppo_mask": "MaskablePPO"}
     return getattr(sb3_contrib, names[algo]) if algo in names else getattr(stable_baselines3, algo.upper())
 
 
@@ -171,7 +232,9 @@ def _gsde_std(latent: torch.Tensor, log_std: torch.Tensor, use_expln: bool = Fal
 def _reference(model: Any, obs: torch.Tensor, case: Case) -> dict[str, torch.Tensor]:
     """The teacher fields as SB3's modules compute them, by a route other than the adapter's."""
     policy = model.policy
-    if case.algo in ("ppo", "a2c", "trpo"):
+    if case in FACTORED_CASES:
+        return {}  # checked factor by factor in test_factored_logits_are_sb3s_distribution
+    if case.algo in ("ppo", "a2c", "trpo", "ppo_mask"):  # MaskablePPO: its raw logits, before any mask
         features = policy.extract_features(obs)
         latent_pi = policy.mlp_extractor.forward_actor(features)
         out = policy.action_net(latent_pi)
@@ -219,6 +282,138 @@ def test_adapter_equals_sb3(trained, case: Case) -> None:
         torch.testing.assert_close(getattr(out, field), tensor.float(), rtol=1e-5, atol=1e-5, msg=field)
     actions, _ = model.predict(obs, deterministic=True)
     np.testing.assert_allclose(teacher.act(obs), actions, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", FACTORED_CASES, ids=[case.name for case in FACTORED_CASES])
+def test_factored_logits_are_sb3s_distribution(trained, case: Case) -> None:
+    """MultiDiscrete: factor i's logits are those of SB3's i-th Categorical, its padded choices have
+    probability 0. MultiBinary: ``[0, logit]`` pairs whose softmax is SB3's Bernoulli."""
+    model, path = trained(case)
+    teacher = load_teacher(path, env_id=case.env_id)
+    obs = _observations(case.env_id)
+    out = teacher(obs)
+    with torch.no_grad():
+        dist = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0]).distribution
+    if case.env_id == MULTI_BINARY_ENV:
+        assert out.logits.shape == (B, 3, 2)
+        torch.testing.assert_close(out.logits[..., 1] - out.logits[..., 0], dist.logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.logits[..., 1].exp(), dist.probs, rtol=1e-5, atol=1e-6)
+        return
+    assert out.logits.shape == (B, 3, 4)
+    for i, (factor, n) in enumerate(zip(dist, (3, 2, 4))):
+        torch.testing.assert_close(out.logits[:, i, :n], factor.logits, rtol=1e-5, atol=1e-5)
+        assert torch.all(out.logits[:, i, n:].exp() == 0)
+    assert not torch.equal(out.logits[0], out.logits[1])  # a trained policy that depends on the observation
+
+
+@pytest.mark.parametrize("loss", ["kl", "nll"])
+@pytest.mark.parametrize("env_id", [MULTI_DISCRETE_ENV, MULTI_BINARY_ENV])
+def test_factored_student_learns_and_acts(trained, tmp_path: Path, env_id: str, loss: str) -> None:
+    """A factorised student distilled from a factorised teacher acts in the env's space, one action per
+    factor, and picks the teacher's whole greedy action on most states (chance: 1 in 24 or 8; the
+    300-step teacher's logits are nearly flat on some states, so not all)."""
+    from policykd.jobs.config import DistillConfig
+    from policykd.jobs.distill import distill
+    from policykd.learn.students import Student
+
+    _, path = trained(next(c for c in FACTORED_CASES if c.env_id == env_id and c.algo == "ppo"))
+    config = DistillConfig(
+        teacher=str(path), env_id=env_id, loss=loss, n_transitions=512, n_updates=300, batch_size=64,
+        hidden_sizes=(32,), n_eval_episodes=2, teacher_check=False, progress_bar=False, out_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    summary = distill(config)
+    student = Student.load(tmp_path / "run" / "student")
+    space = gym.make(env_id).action_space
+    assert student.config.action_space == space
+    obs = _observations(env_id, n=256)
+    actions = student.act(obs)
+    assert actions.shape == (256, 3) and all(space.contains(a.astype(space.dtype)) for a in actions)
+    sampled = student.act(obs, deterministic=False, rng=np.random.default_rng(0))
+    assert sampled.shape == (256, 3) and all(space.contains(a.astype(space.dtype)) for a in sampled)
+    teacher = load_teacher(path, env_id=env_id)
+    agreement = np.mean(np.all(actions == teacher.act(obs), axis=1))
+    assert agreement > 0.6, agreement
+    assert np.isfinite(summary["student_return_mean"])
+
+
+def _random_masks(n: int, n_actions: int = 5, seed: int = 2) -> np.ndarray:
+    """``(n, A)`` masks allowing 1 to A actions per row (one always allowed)."""
+    rng = np.random.default_rng(seed)
+    masks = rng.random((n, n_actions)) < 0.5
+    masks[np.arange(n), rng.integers(0, n_actions, n)] = True
+    return masks
+
+
+def test_maskable_teacher_acts_as_maskableppo(trained) -> None:
+    """The raw logits are stored; masked (forbidden actions at INVALID_LOGIT) they are SB3's masked
+    distribution, and the teacher's masked greedy action is ``predict(obs, action_masks=...)``."""
+    from policykd.data.actions import masked_output
+
+    case = next(c for c in MATRIX if c.algo == "ppo_mask")
+    model, path = trained(case)
+    teacher = load_teacher(path, env_id=case.env_id)
+    obs, masks = _observations(case.env_id), _random_masks(B)
+    out = masked_output(teacher(obs), masks)
+    with torch.no_grad():
+        dist = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0], action_masks=masks).distribution
+    torch.testing.assert_close(out.logits.softmax(dim=-1), dist.probs, rtol=1e-5, atol=1e-6)
+    assert torch.all(out.logits.softmax(dim=-1)[~torch.as_tensor(masks)] == 0)
+    expected, _ = model.predict(obs, deterministic=True, action_masks=masks)
+    np.testing.assert_array_equal(teacher.act(obs, action_masks=masks), expected)
+    sampled = teacher.act(obs, deterministic=False, rng=np.random.default_rng(0), action_masks=masks)
+    assert masks[np.arange(B), sampled].all()
+
+
+def test_epsilon_is_refused_for_a_maskable_teacher(trained) -> None:
+    from policykd.jobs.config import CollectConfig
+    from policykd.jobs.resolve import check_exploration
+
+    _, path = trained(next(c for c in MATRIX if c.algo == "ppo_mask"))
+    teacher = load_teacher(path, env_id=MASKED_ENV)
+    check_exploration(CollectConfig(epsilon=0.0), teacher)
+    with pytest.raises(PolicyKDError, match="action masks forbid"):
+        check_exploration(CollectConfig(epsilon=0.1), teacher)
+
+
+@pytest.mark.parametrize("kl_direction", ["forward", "reverse"])
+def test_maskable_distill_stores_masks_and_the_student_obeys_them(trained, tmp_path: Path, kl_direction: str) -> None:
+    """distill stores the env's masks beside the raw logits (in the saved .npz, no pickle), the loss
+    masks both sides (finite, also in the reverse direction), and the student only takes allowed
+    actions, when collecting on its own (beta 0) and when evaluated."""
+    from policykd.data.buffers import LabelledBuffer
+    from policykd.data.collect import collect_rollouts
+    from policykd.data.envs import make_vec_env
+    from policykd.jobs.config import DistillConfig
+    from policykd.jobs.distill import distill
+    from policykd.learn.students import Student
+
+    _, path = trained(next(c for c in MATRIX if c.algo == "ppo_mask"))
+    config = DistillConfig(
+        teacher=str(path), env_id=MASKED_ENV, loss="kl", kl_direction=kl_direction, n_transitions=256,
+        n_updates=200, batch_size=64, hidden_sizes=(32,), n_eval_episodes=4, teacher_check=False,
+        progress_bar=False, out_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    summary = distill(config)
+    assert np.isfinite(summary["student_return_mean"]) and np.isfinite(summary["final_train_metrics"]["losses/distill"])
+    buffer = LabelledBuffer.load(next((tmp_path / "run").rglob("*.npz")))
+    masks = buffer.column("action_masks")
+    assert masks.shape == (256, 5) and masks.dtype == bool and (masks.sum(axis=1) == 3).all()
+    assert masks[np.arange(256), buffer.column("actions")].all()  # the teacher drove within the masks
+    student = Student.load(tmp_path / "run" / "student")
+    teacher = load_teacher(path, env_id=MASKED_ENV)
+    venv = make_vec_env(teacher.recipe, 2, 0)
+    try:
+        on_policy, _ = collect_rollouts(
+            venv, [teacher], 200, rng=np.random.default_rng(0), beta=0.0,
+            student_act=lambda obs, **kw: student.act(obs, False, np.random.default_rng(1), **kw),
+        )  # fmt: skip
+    finally:
+        venv.close()
+    allowed = on_policy.column("action_masks")[np.arange(len(on_policy)), on_policy.column("actions")]
+    assert allowed.all()
+    obs = _observations(MASKED_ENV, n=64)
+    all_forbidden_but = _random_masks(64, seed=5)
+    assert all_forbidden_but[np.arange(64), student.act(obs, action_masks=all_forbidden_but)].all()
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=[case.name for case in MATRIX])
@@ -292,14 +487,11 @@ def _untrained(algo: str, policy: str, env: Any) -> Any:
 # (algorithm, policy, action space, what the refusal says): loaded, refused in one line
 REFUSED = [
     ("RecurrentPPO", "MlpLstmPolicy", "any", "recurrent teachers (RecurrentPPO) need a recurrent student"),
-    ("MaskablePPO", "MlpPolicy", "Discrete", "MaskablePPO teachers need action masks stored"),
     ("any", "MultiInputPolicy", "any", "dict observations (MultiInputPolicy) need a student with one encoder per key"),
-    ("any", "any", "MultiDiscrete", "MultiDiscrete / MultiBinary actions need a factorised student head"),
-    ("any", "any", "MultiBinary", "MultiDiscrete / MultiBinary actions need a factorised student head"),
 ]
 
 
-@pytest.mark.parametrize(("algo", "policy", "message"), [(r[0], r[1], r[3]) for r in REFUSED[:2]])
+@pytest.mark.parametrize(("algo", "policy", "message"), [(r[0], r[1], r[3]) for r in REFUSED[:1]])
 def test_unsupported_policies_are_refused_in_one_line(tmp_path: Path, algo, policy, message) -> None:
     _untrained(algo, policy, "CartPole-v1").save(tmp_path / "model.zip")
     with pytest.raises(PolicyKDError, match="not supported yet") as err:
@@ -309,12 +501,8 @@ def test_unsupported_policies_are_refused_in_one_line(tmp_path: Path, algo, poli
 
 @pytest.mark.parametrize(
     ("observation_space", "action_space", "message"),
-    [
-        (gym.spaces.Box(-1, 1, (3,)), gym.spaces.MultiDiscrete([3, 2]), REFUSED[3][3]),
-        (gym.spaces.Box(-1, 1, (3,)), gym.spaces.MultiBinary(4), REFUSED[4][3]),
-        (gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (3,))}), gym.spaces.Discrete(2), REFUSED[2][3]),
-    ],
-    ids=["multidiscrete", "multibinary", "dict-obs"],
+    [(gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (3,))}), gym.spaces.Discrete(2), REFUSED[1][3])],
+    ids=["dict-obs"],
 )
 def test_unsupported_spaces_are_refused_in_one_line(observation_space, action_space, message) -> None:
     from stable_baselines3.common.policies import ActorCriticPolicy, MultiInputActorCriticPolicy
@@ -331,7 +519,7 @@ def test_unsupported_spaces_are_refused_in_one_line(observation_space, action_sp
 
 # -- the README's "What loads as a teacher" table is this matrix ---------------------------------------
 ALGO_NAMES = {"ppo": "PPO", "a2c": "A2C", "trpo": "TRPO", "dqn": "DQN", "qrdqn": "QR-DQN", "sac": "SAC",
-              "tqc": "TQC", "td3": "TD3", "ddpg": "DDPG", "ars": "ARS"}  # fmt: skip
+              "tqc": "TQC", "td3": "TD3", "ddpg": "DDPG", "ars": "ARS", "ppo_mask": "MaskablePPO"}  # fmt: skip
 
 
 def _option(case: Case) -> str:
@@ -341,12 +529,15 @@ def _option(case: Case) -> str:
     return " + ".join(options) or "—"
 
 
+def _space(case: Case) -> str:
+    names = {"Pendulum-v1": "Box", MULTI_DISCRETE_ENV: "MultiDiscrete", MULTI_BINARY_ENV: "MultiBinary"}
+    return names.get(case.env_id, "Discrete")
+
+
 def matrix_table() -> str:
     """The README table: one row per matrix case, then the refusals."""
     rows = [
-        f"| {ALGO_NAMES[c.algo]} | {c.policy} | {_option(c)} | {'Box' if c.env_id == 'Pendulum-v1' else 'Discrete'} "
-        f"| `{c.kind}` | `{c.name}` |"
-        for c in MATRIX
+        f"| {ALGO_NAMES[c.algo]} | {c.policy} | {_option(c)} | {_space(c)} | `{c.kind}` | `{c.name}` |" for c in MATRIX
     ]
     rows += [f"| {algo} | {policy} | — | {space} | refused: {message}, not supported yet | refusal |"
              for algo, policy, space, message in REFUSED]  # fmt: skip

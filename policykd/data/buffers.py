@@ -36,6 +36,7 @@ DRIVER_NAMES: tuple[str, ...] = ("teacher", "student")  # indexed by driver code
 FORMAT = "policykd.buffer"
 FORMAT_VERSION = 1
 _HEADER_KEY = "__header__"
+_MASKS = "action_masks"
 _TRANSITION_DTYPES: dict[str, np.dtype] = {
     "rewards": np.dtype(np.float32),
     "terminated": np.dtype(bool),
@@ -104,6 +105,8 @@ class LabelledBuffer:
     (*action_shape)`` (``()`` for Discrete), ``rewards`` float32, ``terminated`` / ``truncated`` /
     ``episode_starts`` bool, ``drivers`` int8 (``DRIVER_TEACHER`` / ``DRIVER_STUDENT``) and, for each
     field in ``teacher_field_shapes``, ``(K, *shape)`` float32 with NaN for teachers of other kinds.
+    With ``action_mask_shape`` (MaskablePPO teachers), also ``action_masks (*action_mask_shape)`` bool:
+    the actions the env allowed in that state (True: allowed), stored raw beside the raw logits.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class LabelledBuffer:
         meta: dict[str, Any] | None = None,
         frame_stack: int = 1,
         n_envs: int = 1,
+        action_mask_shape: Sequence[int] | None = None,
     ) -> None:
         self._capacity = check_int("buffer capacity", capacity)
         self.observation_shape = tuple(int(d) for d in observation_shape)
@@ -150,6 +154,9 @@ class LabelledBuffer:
                 for field, shape in self.teacher_field_shapes.items()
             },
         }
+        self.action_mask_shape = None if action_mask_shape is None else tuple(int(d) for d in action_mask_shape)
+        if self.action_mask_shape is not None:
+            columns[_MASKS] = ((self._capacity, *self.action_mask_shape), np.dtype(bool))
         self._data: dict[str, np.ndarray] = _allocate(columns)
 
     @classmethod
@@ -162,6 +169,7 @@ class LabelledBuffer:
         meta: dict[str, Any] | None = None,
         frame_stack: int = 1,
         n_envs: int = 1,
+        action_mask_shape: Sequence[int] | None = None,
     ) -> LabelledBuffer:
         """A buffer whose layout fits these spaces and one example batch of K teacher outputs
         (each field's per-transition shape is its tensor's ``shape[1:]``). ``frame_stack > 1``
@@ -193,6 +201,7 @@ class LabelledBuffer:
             meta=meta,
             frame_stack=frame_stack,
             n_envs=n_envs,
+            action_mask_shape=action_mask_shape,
         )
 
     @staticmethod
@@ -265,6 +274,7 @@ class LabelledBuffer:
             "teacher_field_shapes": {f: list(s) for f, s in self.teacher_field_shapes.items()},
             "frame_stack": self.frame_stack,
             "n_envs": self.n_envs,
+            **({} if self.action_mask_shape is None else {"action_mask_shape": list(self.action_mask_shape)}),
         }
 
     @property
@@ -288,10 +298,12 @@ class LabelledBuffer:
         episode_starts: np.ndarray,
         drivers: np.ndarray | int,
         teacher_outputs: Sequence[TeacherOutput],
+        action_masks: np.ndarray | None = None,
     ) -> None:
         """Add one vectorised step of ``n`` transitions: ``observations (n, *obs_shape)``, ``actions
         (n, *action_shape)`` (``(n, 1)`` is accepted for Discrete), the per-env columns ``(n,)``
-        (``drivers`` may be one int for all), and K teacher outputs with tensors of leading dim ``n``."""
+        (``drivers`` may be one int for all), K teacher outputs with tensors of leading dim ``n``, and
+        ``action_masks (n, *action_mask_shape)`` when the buffer stores them (and only then)."""
         observations = np.asarray(observations)
         n = observations.shape[0] if observations.ndim else 0
         rows = {
@@ -308,10 +320,23 @@ class LabelledBuffer:
                 drivers=np.full(n, drivers) if np.ndim(drivers) == 0 else drivers,
             ),
             **self._teacher_rows(teacher_outputs, n),
+            **self._mask_rows(action_masks, n),
         }
         for name in ("observations", "rewards"):
             _check_finite(name, rows[name], len(self))
         self._write(rows, n)
+
+    def _mask_rows(self, action_masks: np.ndarray | None, n: int) -> dict[str, np.ndarray]:
+        if (action_masks is None) != (self.action_mask_shape is None):
+            raise PolicyKDError(
+                "this buffer stores action masks: pass the env's with every step"
+                if action_masks is None
+                else "this buffer was made without action masks; create it with action_mask_shape"
+            )
+        if action_masks is None:
+            return {}
+        shape = (n, *self.action_mask_shape)  # type: ignore[misc]
+        return {_MASKS: self._check_array("action_masks", np.asarray(action_masks), shape, np.dtype(bool))}
 
     def _newest_frames(self, observations: np.ndarray) -> np.ndarray:
         if self.frame_stack == 1:
@@ -446,7 +471,10 @@ class LabelledBuffer:
             if self.frame_stack > 1
             else tensor(self._data["observations"])
         )
-        return DistillBatch(observations, tensor(self._data["actions"]), tensor(self._data["rewards"]), outputs)
+        masks = tensor(self._data[_MASKS]) if _MASKS in self._data else None
+        return DistillBatch(
+            observations, tensor(self._data["actions"]), tensor(self._data["rewards"]), outputs, action_masks=masks
+        )
 
     def column(self, name: str) -> np.ndarray:
         """Read-only view ``(len, ...)`` of one stored array in storage order (``terminated``,
@@ -491,6 +519,7 @@ class LabelledBuffer:
                     meta=header["meta"],
                     frame_stack=header.get("frame_stack", 1),
                     n_envs=header.get("n_envs", 1),
+                    action_mask_shape=header.get("action_mask_shape"),
                     **{
                         key: header[key]
                         for key in (

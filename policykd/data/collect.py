@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from policykd.checks import check_int, check_probability
+from policykd.data.actions import masked_output
 from policykd.data.buffers import DRIVER_STUDENT, DRIVER_TEACHER, LabelledBuffer
+from policykd.data.envs import env_action_masks
 from policykd.data.fast_forward import fast_labeller
 from policykd.data.step_chunks import StepChunks
 from policykd.data.teachers import Teacher
@@ -137,13 +139,13 @@ def collect_rollouts(
     chunks: StepChunks | None = None
     while stats.n_transitions < n_transitions:
         outputs = [label(obs) for label in labellers]  # one batched forward pass per teacher
-        actions, teacher_drives = drivers.act(obs, outputs, episode_starts, rng)
+        actions, teacher_drives = drivers.act(obs, outputs, episode_starts, rng, venv)
         actions = _explore(actions, teachers[0].mapper, rng, epsilon, action_noise)
         next_obs, rewards, dones, infos = venv.step(actions)
         if buffer is None:
-            buffer = _new_buffer(venv, teachers[0], outputs, n_transitions, meta)
+            buffer = _new_buffer(venv, teachers[0], outputs, n_transitions, meta, drivers.masks)
         chunks = chunks or StepChunks(buffer)  # one buffer add per chunk of vector steps (step_chunks.py)
-        _store(chunks, obs, actions, rewards, dones, infos, episode_starts, teacher_drives, outputs)
+        _store(chunks, obs, actions, rewards, dones, infos, episode_starts, teacher_drives, outputs, drivers.masks)
         stats.count(teacher_drives, infos)
         drivers.episodes_ended(dones)
         obs, episode_starts = next_obs, dones
@@ -230,18 +232,30 @@ class _Drivers:
         self.beta, self.student_act, self.deterministic = beta, student_act, deterministic
         self.n_envs = n_envs
         self.which = np.arange(n_envs) % len(teachers)  # per env: the teacher that acts (round-robin / random)
+        self.masked = any(getattr(teacher, "masked", False) for teacher in teachers)  # MaskablePPO teachers
+        self.masks: np.ndarray | None = None  # the env's action masks at the last step (MaskablePPO), else None
 
     def act(
-        self, obs: np.ndarray, outputs: Sequence[Any], episode_starts: np.ndarray, rng: np.random.Generator
+        self,
+        obs: np.ndarray,
+        outputs: Sequence[Any],
+        episode_starts: np.ndarray,
+        rng: np.random.Generator,
+        venv: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Env actions ``(n_envs, ...)`` before exploration, and whether the teacher drove each ``(n_envs,)``."""
+        """Env actions ``(n_envs, ...)`` before exploration, and whether the teacher drove each ``(n_envs,)``.
+        With MaskablePPO teachers, ``venv``'s action masks (kept as ``masks``) are obeyed by teachers and
+        student (``student_act(obs, action_masks=...)``)."""
+        self.masks = action_masks = env_action_masks(venv) if self.masked else None
         teacher_drives = rng.random(self.n_envs) < self.beta
+        outputs = [masked_output(out, action_masks) for out in outputs]
         if self.drive == "random":
             self.which = np.where(episode_starts, rng.integers(0, len(self.teachers), self.n_envs), self.which)
         actions = _teacher_actions(self.teachers, outputs, self.drive, self.which, self.merge, self.deterministic, rng)
         if not teacher_drives.all():
             assert self.student_act is not None  # checked: beta < 1 needs a student
-            actions = np.where(_broadcast(teacher_drives, actions), actions, self.student_act(obs))
+            masks = {} if action_masks is None else {"action_masks": action_masks}
+            actions = np.where(_broadcast(teacher_drives, actions), actions, self.student_act(obs, **masks))
         return actions, teacher_drives
 
     def episodes_ended(self, dones: np.ndarray) -> None:
@@ -258,7 +272,12 @@ def _start(venv: Any, cursor: RolloutCursor | None) -> tuple[np.ndarray, np.ndar
 
 
 def _new_buffer(
-    venv: Any, driver: Teacher, outputs: Sequence[Any], n_transitions: int, meta: dict[str, Any] | None
+    venv: Any,
+    driver: Teacher,
+    outputs: Sequence[Any],
+    n_transitions: int,
+    meta: dict[str, Any] | None,
+    action_masks: np.ndarray | None = None,
 ) -> LabelledBuffer:
     """A buffer for ``n_transitions`` rounded up to whole vector steps, laid out after the first outputs."""
     n_envs = venv.num_envs
@@ -270,6 +289,7 @@ def _new_buffer(
         meta=meta,
         frame_stack=_dedup_frames(driver, venv.observation_space),
         n_envs=n_envs,
+        action_mask_shape=None if action_masks is None else action_masks.shape[1:],
     )
 
 
@@ -294,11 +314,13 @@ def _store(
     episode_starts: np.ndarray,
     teacher_drives: np.ndarray,
     outputs: Sequence[Any],
+    action_masks: np.ndarray | None = None,
 ) -> None:
     """Add one vector step; a time-limit end is stored as truncated, not terminated."""
     truncated = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
     drivers = np.where(teacher_drives, DRIVER_TEACHER, DRIVER_STUDENT).astype(np.int8)
-    chunks.add(obs, actions, rewards, dones & ~truncated, truncated, episode_starts, drivers, outputs=outputs)
+    chunks.add(obs, actions, rewards, dones & ~truncated, truncated, episode_starts, drivers, outputs=outputs,
+               action_masks=action_masks)  # fmt: skip
 
 
 def _teacher_actions(

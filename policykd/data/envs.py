@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import yaml
 
 from policykd.data.safe_pickle import TRUST_HINT
@@ -230,3 +231,11 @@ def make_vec_env(
     if isinstance(space, gym.spaces.Box) and is_image_space(space) and not is_image_space_channels_first(space):
         venv = VecTransposeImage(venv)
     return venv
+
+
+def env_action_masks(venv: Any) -> np.ndarray | None:
+    """The actions each env allows now, ``(n_envs, A)`` bool, from its ``action_masks()`` method (the
+    protocol of sb3-contrib's MaskablePPO); None when the env has no such method."""
+    if not venv.has_attr("action_masks"):
+        return None
+    return np.stack(venv.env_method("action_masks")).astype(bool)

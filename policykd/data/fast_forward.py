@@ -102,8 +102,8 @@ def _compile(teacher: Any) -> Forward | None:
     """The forward of ``teacher``'s kind on flattened float32 observations, or None."""
     import gymnasium as gym
 
-    if not isinstance(teacher.observation_space, gym.spaces.Box):
-        return None
+    if not isinstance(teacher.observation_space, gym.spaces.Box) or getattr(teacher, "nvec", ()):
+        return None  # dict observations; MultiDiscrete / MultiBinary logits are laid out per factor by the teacher
     builders = {
         "categorical": _actor_critic,
         "gaussian": _actor_critic,

@@ -30,12 +30,14 @@ class StepChunks:
     def __init__(self, buffer: LabelledBuffer, steps: int = DEFAULT_STEPS) -> None:
         self.buffer = buffer
         self.steps = steps if buffer.frame_stack == 1 else 1
-        self.pending: list[tuple[tuple[np.ndarray, ...], Sequence[TeacherOutput]]] = []
+        self.pending: list[tuple[tuple[np.ndarray, ...], Sequence[TeacherOutput], np.ndarray | None]] = []
 
-    def add(self, *columns: Any, outputs: Sequence[TeacherOutput]) -> None:
+    def add(self, *columns: Any, outputs: Sequence[TeacherOutput], action_masks: np.ndarray | None = None) -> None:
         """``columns``: observations, actions, rewards, terminated, truncated, episode_starts,
-        drivers, each ``(n_envs, ...)``; ``outputs``: one TeacherOutput per teacher."""
-        self.pending.append((tuple(np.array(c) for c in columns), outputs))  # copies: envs may reuse arrays
+        drivers, each ``(n_envs, ...)``; ``outputs``: one TeacherOutput per teacher; ``action_masks``:
+        the env's (MaskablePPO), for a buffer that stores them."""
+        masks = None if action_masks is None else np.array(action_masks)
+        self.pending.append((tuple(np.array(c) for c in columns), outputs, masks))  # copies: envs may reuse arrays
         if len(self.pending) >= self.steps:
             self.flush()
 
@@ -44,12 +46,13 @@ class StepChunks:
             return
         pending, self.pending = self.pending, []
         if len(pending) == 1:
-            columns, outputs = pending[0]
-            self.buffer.add(*columns, outputs)
+            columns, outputs, masks = pending[0]
+            self.buffer.add(*columns, outputs, masks)
             return
         columns = tuple(np.concatenate(column) for column in zip(*(step[0] for step in pending)))
         outputs = [_concatenate([step[1][k] for step in pending]) for k in range(len(pending[0][1]))]
-        self.buffer.add(*columns, outputs)
+        masks = None if pending[0][2] is None else np.concatenate([step[2] for step in pending])
+        self.buffer.add(*columns, outputs, masks)
 
 
 def _concatenate(outputs: Sequence[TeacherOutput]) -> TeacherOutput:

@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from policykd.data.actions import ActionMapper
+from policykd.data.actions import ActionMapper, factor_layout, factor_logits, masked_output
 from policykd.data.envs import EnvRecipe, check_wrappers, read_zoo_yaml, recipe_from_zoo_config
 from policykd.data.safe_pickle import load_pickle, read_sb3_zip
 from policykd.errors import PolicyKDError
@@ -98,11 +98,14 @@ class Teacher:
         self.exploration_rate = float(exploration_rate)  # a Q-learner's epsilon when it acts stochastically
         self.observation_space: gym.spaces.Space = policy.observation_space
         self.action_space: gym.spaces.Space = policy.action_space
-        if not isinstance(self.action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        supported = (gym.spaces.Discrete, gym.spaces.Box, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
+        if not isinstance(self.action_space, supported):
             raise PolicyKDError(
-                f"{source}: action space {self.action_space} is not supported (Discrete or Box only); "
-                "MultiDiscrete / MultiBinary actions need a factorised student head, not supported yet"
+                f"{source}: action space {self.action_space} is not supported "
+                "(Discrete, Box, MultiDiscrete or MultiBinary only)"
             )
+        self.nvec, self._binary = factor_layout(self.action_space)  # () unless MultiDiscrete / MultiBinary
+        self.masked = False  # MaskablePPO: acts on the env's action masks (data.envs.env_action_masks)
         if isinstance(self.observation_space, gym.spaces.Dict):
             raise PolicyKDError(
                 f"{source}: dict observations (MultiInputPolicy) need a student with one encoder per key and a buffer "
@@ -136,19 +139,29 @@ class Teacher:
         from stable_baselines3.td3.policies import TD3Policy
 
         discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        if self.nvec and not isinstance(policy, ActorCriticPolicy):
+            raise PolicyKDError(
+                f"{source}: {type(policy).__name__} on {self.action_space} is not supported as a teacher; "
+                "MultiDiscrete / MultiBinary teachers are PPO, A2C or TRPO"
+            )
         if isinstance(policy, RecurrentActorCriticPolicy):
             raise PolicyKDError(
                 f"{source}: recurrent teachers (RecurrentPPO) need a recurrent student (LSTM state carried through "
                 "collection, sequences sampled from the buffer), not supported yet; distil a feed-forward expert"
             )
-        if isinstance(policy, MaskableActorCriticPolicy):
-            raise PolicyKDError(
-                f"{source}: MaskablePPO teachers need action masks stored with each transition and applied in the "
-                "loss, not supported yet; distil an expert trained without masks"
-            )
+        if isinstance(policy, MaskableActorCriticPolicy):  # its logits are stored raw; the env's masks apart
+            if not discrete:
+                raise PolicyKDError(
+                    f"{source}: MaskablePPO on {self.action_space} is not supported yet (its masks span every "
+                    "factor's choices); MaskablePPO teachers on Discrete actions are"
+                )
+            self.masked = True
+            return "categorical", self._actor_critic_fused
         if isinstance(policy, ActorCriticPolicy):  # PPO, A2C, TRPO
             squashed = policy.use_sde and policy.squash_output  # gSDE's squash_output: tanh, like SAC
-            return ("categorical" if discrete else "squashed_gaussian" if squashed else "gaussian"), self._actor_critic
+            if discrete or self.nvec:
+                return "categorical", self._actor_critic
+            return ("squashed_gaussian" if squashed else "gaussian"), self._actor_critic
         if isinstance(policy, QRDQNPolicy):
             return "quantiles", self._quantiles
         if isinstance(policy, DQNPolicy):
@@ -198,6 +211,8 @@ class Teacher:
             latent_vf = policy.mlp_extractor.forward_critic(features[1])
         value = policy.value_net(latent_vf).flatten()
         out = policy.action_net(latent_pi)
+        if self.nvec:  # MultiDiscrete / MultiBinary: per-factor logits (B, F, C)
+            out = factor_logits(out, self.nvec, self._binary)
         if self.kind == "categorical":  # torch's Categorical stores logits normalised the same way
             return TeacherOutput("categorical", logits=torch.log_softmax(out, dim=-1), value=value)
         return TeacherOutput("gaussian", mean=out, log_std=policy.log_std.expand_as(out).clone(), value=value)
@@ -247,14 +262,20 @@ class Teacher:
 
     # -- acting ------------------------------------------------------------------------------
     def act(
-        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+        self,
+        observations: np.ndarray,
+        deterministic: bool = True,
+        rng: np.random.Generator | None = None,
+        action_masks: np.ndarray | None = None,
     ) -> np.ndarray:
         """Env actions ``(B,)`` or ``(B, D)`` for raw observations.
 
         ``deterministic=False`` acts as SB3's ``predict`` does: actor-critics sample their policy, and
         a Q-learner acts epsilon-greedily with the exploration rate it was saved with (rl-zoo scores
-        Atari experts this way; a greedy Q-learner can repeat one losing rally forever)."""
-        actions = self.mapper.from_teacher(self(observations), deterministic=deterministic, rng=rng)
+        Atari experts this way; a greedy Q-learner can repeat one losing rally forever).
+        ``action_masks (B, A)`` (True: allowed): only allowed actions are taken, as MaskablePPO's predict."""
+        out = masked_output(self(observations), action_masks)
+        actions = self.mapper.from_teacher(out, deterministic=deterministic, rng=rng)
         if not deterministic and self.kind in ("q_values", "quantiles") and self.exploration_rate > 0:
             actions = self.mapper.epsilon_greedy(actions, self.exploration_rate, rng or np.random.default_rng())
         return actions

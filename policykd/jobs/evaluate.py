@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from policykd.checks import check_int
-from policykd.data.envs import EnvRecipe, make_vec_env
+from policykd.data.envs import EnvRecipe, env_action_masks, make_vec_env
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.fileio import read_json
@@ -48,9 +48,11 @@ class RandomPolicy:
         self.mapper = mapper
 
     def act(
-        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None, **masks: Any
     ) -> np.ndarray:
-        return self.mapper.random(len(observations), rng if rng is not None else np.random.default_rng())
+        """``action_masks=`` ``(n, A)`` (an env's, as MaskablePPO's): uniform over the allowed actions."""
+        rng = rng if rng is not None else np.random.default_rng()
+        return self.mapper.random(len(observations), rng, masks.get("action_masks"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +124,8 @@ def episode_returns(
     obs = venv.reset()
     try:
         while (counts < targets).any():
-            obs, _, _, infos = venv.step(act(obs))
+            masks = env_action_masks(venv)  # an env with action masks (MaskablePPO's): every policy obeys them
+            obs, _, _, infos = venv.step(act(obs) if masks is None else act(obs, action_masks=masks))
             for i, info in enumerate(infos):
                 if "episode" in info and counts[i] < targets[i]:
                     returns.append(float(info["episode"]["r"]))
@@ -149,7 +152,7 @@ def evaluate_policy(
     ``progress``: a progress bar over the episodes with this description (None: none)."""
     check_int("--seed", seed, 0)
     rng = np.random.default_rng(seed)
-    act = lambda obs: policy.act(obs, deterministic, rng)  # noqa: E731
+    act = lambda obs, **masks: policy.act(obs, deterministic, rng, **masks)  # noqa: E731
     return ReturnStats.of(episode_returns(act, recipe, n_episodes, seed=seed, progress=progress))
 
 

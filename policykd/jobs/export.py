@@ -219,7 +219,7 @@ def _compare(act: ActFn, path: str | Path, student: Student, n_check: int, seed:
     actions = np.asarray(act(observations))
     expected = student.act(observations, deterministic=True)
     if student.config.head == "discrete":
-        mismatches = int((actions != expected).sum())
+        mismatches = int((actions != expected).reshape(len(expected), -1).any(axis=1).sum())
         if mismatches:
             raise PolicyKDError(
                 f"{path}: the exported policy picks other actions than the student on "
@@ -244,13 +244,14 @@ def _compare_onnx(exported: OnnxPolicy, student: Student, n_check: int, seed: in
     output_diff = np.abs(outputs - expected_outputs)
     off = (output_diff > CONTINUOUS_TOLERANCE * (1.0 + np.abs(expected_outputs))).any(axis=-1)
     if student.config.head == "discrete":
-        top2 = np.sort(expected_outputs, axis=-1)[:, -2:]  # a near-tie may break either way in float32
-        off |= (actions != expected_actions) & (top2[:, 1] - top2[:, 0] > CONTINUOUS_TOLERANCE)
+        top2 = np.sort(expected_outputs, axis=-1)[..., -2:]  # a near-tie may break either way in float32
+        off |= (actions != expected_actions) & (top2[..., 1] - top2[..., 0] > CONTINUOUS_TOLERANCE)
         max_diff = float(output_diff.max())
     else:
         action_diff = np.abs(actions - expected_actions)
         off |= (action_diff > CONTINUOUS_TOLERANCE * (1.0 + np.abs(expected_actions))).any(axis=-1)
         max_diff = float(max(output_diff.max(), action_diff.max()))
+    off = off.reshape(len(off), -1).any(axis=1)  # factorised actions: any factor off
     if off.any():
         raise PolicyKDError(
             f"{exported.path}: the exported policy picks other actions than the student on {int(off.sum())}/{n_check} "

@@ -128,7 +128,7 @@ def train_online(
         [teacher],
         config.n_transitions_per_round,
         rng=np.random.default_rng(config.seed),
-        student_act=lambda obs: student.act(obs, config.deterministic_drivers, act_rng),
+        student_act=lambda obs, **masks: student.act(obs, config.deterministic_drivers, act_rng, **masks),
         deterministic=config.deterministic_drivers,
         cursor=RolloutCursor(),
     )

@@ -45,8 +45,13 @@ class OnnxPolicy:
         self.recipe = None if recipe is None else EnvRecipe.from_json(recipe, str(path))
 
     def act(
-        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None, **masks: Any
     ) -> np.ndarray:
+        if masks.get("action_masks") is not None:
+            raise PolicyKDError(
+                "this env has action masks (MaskablePPO's), which an exported student cannot obey yet; "
+                "evaluate the student folder instead"
+            )
         if not deterministic:
             raise PolicyKDError(
                 "an exported student acts greedily only; drop --stochastic (predict: deterministic=True)"

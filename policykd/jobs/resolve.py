@@ -98,12 +98,15 @@ def resolve_teachers(config: CollectConfig) -> list[Teacher]:
 def check_exploration(config: CollectConfig, teacher: Teacher) -> None:
     """``--epsilon`` applies to discrete actions and ``--action-noise`` to continuous ones: either
     given (above 0) for the other kind of action space is refused, not ignored."""
-    discrete = isinstance(teacher.action_space, gym.spaces.Discrete)
+    discrete = teacher.mapper.discrete  # Discrete, MultiDiscrete or MultiBinary
     option, value, other = (
         ("--action-noise", config.action_noise, "--epsilon")
         if discrete
         else ("--epsilon", config.epsilon, "--action-noise")
     )
+    if getattr(teacher, "masked", False) and config.epsilon:  # its random actions would ignore the env's masks
+        raise PolicyKDError(f"--epsilon {config.epsilon:g} would take actions {teacher.recipe.env_id}'s action masks "
+                            "forbid (MaskablePPO teacher); drop it")  # fmt: skip
     if value:
         kind = "discrete" if discrete else "continuous"
         raise PolicyKDError(f"{option} {value:g} does not apply to {teacher.recipe.env_id}'s {kind} actions; "

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from policykd.checks import check_int
-from policykd.data.envs import EnvRecipe, make_vec_env
+from policykd.data.envs import EnvRecipe, env_action_masks, make_vec_env
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path
@@ -95,7 +95,9 @@ def record_episodes(
     try:
         observations, finished = venv.reset(), 0
         while finished < n_episodes:
-            observations, _, _, infos = venv.step(policy.act(observations, deterministic, rng))
+            masks = env_action_masks(venv)  # an env with action masks (MaskablePPO's): obeyed, as in evaluation
+            act = {} if masks is None else {"action_masks": masks}
+            observations, _, _, infos = venv.step(policy.act(observations, deterministic, rng, **act))
             finished += sum("episode" in info for info in infos)  # Monitor's: whole episodes only
     finally:
         venv.close()  # the last episode's file is written when its env resets or closes

@@ -37,15 +37,21 @@ NLL_DETERMINISTIC = "nll needs a stochastic student; use --loss mse for TD3/DDPG
 MSE_NO_Q = "mse needs Q-values (DQN/QR-DQN) or continuous actions; use --loss kl or nll"
 
 
+def sum_per_sample(terms: torch.Tensor) -> torch.Tensor:
+    """``(B, ...)`` -> ``(B,)``: the sum over every axis but the batch (actions, or factors and choices)."""
+    return terms.reshape(terms.shape[0], -1).sum(dim=1)
+
+
 def categorical_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) per sample from log-probabilities (B, A) -> (B,).
+    """KL(p || q) per sample from log-probabilities (B, A) -> (B,); factorised (B, F, C) -> (B,),
+    the sum of the factors' KLs (the KL of the product distribution).
 
     Actions where p is exactly 0 contribute 0 (the limit of p log p), so a probability that
     underflowed, or a -inf log-probability, gives no NaN.
     """
     p = log_p.exp()
     terms = p * (log_p - log_q)
-    return torch.where(p > 0, terms, torch.zeros_like(terms)).sum(dim=-1)
+    return sum_per_sample(torch.where(p > 0, terms, torch.zeros_like(terms)))
 
 
 def diag_gaussian_kl(
@@ -121,7 +127,8 @@ class KLLoss:
 class NLLLoss:
     """Hard-label imitation (behaviour cloning as the imitation library does it).
 
-    Discrete: cross-entropy of the student's logits to the teacher's argmax action. Continuous:
+    Discrete: cross-entropy of the student's logits to the teacher's argmax action (factorised: summed
+    over factors). Continuous:
     negative log-likelihood of ``target.action`` under the student's diagonal Gaussian, summed over
     dimensions. Temperature does not change either (argmax and the greedy action ignore tau).
 
@@ -146,8 +153,9 @@ class NLLLoss:
             raise PolicyKDError(f"{NLL_DETERMINISTIC} (got a deterministic student)")
         _check_same_family(student, target)
         if target.kind == "discrete":
-            labels = _field(target, "log_probs").detach().argmax(dim=-1)
-            per_sample = F.cross_entropy(_field(student, "logits"), labels, reduction="none")
+            labels = _field(target, "log_probs").detach().argmax(dim=-1)  # (B,) or, factorised, (B, F)
+            logits = _field(student, "logits").movedim(-1, 1)  # choices second, as cross_entropy takes them
+            per_sample = sum_per_sample(F.cross_entropy(logits, labels, reduction="none"))
         else:
             action = _field(target, "action").detach()
             log_std = _field(student, "log_std")

@@ -45,7 +45,7 @@ import torch
 
 from policykd.errors import PolicyKDError
 from policykd.learn.losses import categorical_kl, diag_gaussian_kl
-from policykd.learn.metrics import categorical_entropy, gaussian_entropy
+from policykd.learn.metrics import categorical_entropy, gaussian_entropy, same_greedy_action
 from policykd.learn.targets import TARGET_KINDS
 from policykd.types import DISCRETE_KINDS, TEACHER_KINDS, DistillTarget, StudentKind, StudentOutput, TeacherKind
 
@@ -129,7 +129,7 @@ def mean_logits(targets: Sequence[DistillTarget], weights: Weights = None) -> Di
     kind, w = _prepare(targets, weights)
     if kind == "discrete":
         log_probs = _stack(targets, "log_probs").clamp_min(_LOG_FLOOR)
-        merged = torch.log_softmax(torch.einsum("k,kba->ba", w, log_probs), dim=-1)
+        merged = torch.log_softmax(torch.einsum("k,kb...->b...", w, log_probs), dim=-1)  # (B, A) or (B, F, C)
         return DistillTarget("discrete", log_probs=merged, q_values=_mean_q(targets, w[:, None]))
     if kind == "gaussian":
         precisions = torch.exp(-2 * _stack(targets, "log_std"))  # (K, B, D)
@@ -220,7 +220,7 @@ def teacher_disagreement(targets: Sequence[DistillTarget]) -> dict[str, float]:
     if kind == "discrete":
         metrics["teachers/disagreement_kl"] = mean_over_pairs(lambda p, q: categorical_kl(p.log_probs, q.log_probs))
         metrics["teachers/disagreement_top1"] = mean_over_pairs(
-            lambda p, q: p.log_probs.argmax(dim=-1) != q.log_probs.argmax(dim=-1)
+            lambda p, q: ~same_greedy_action(p.log_probs, q.log_probs)
         )
         return metrics
     if kind == "gaussian":
@@ -254,7 +254,7 @@ def per_teacher_kl(
         if kind == "discrete":
             student_lp = torch.log_softmax(student.logits, dim=-1)
             metrics[f"teachers/{name}/kl"] = categorical_kl(target.log_probs, student_lp).mean().item()
-            agree = student.logits.argmax(dim=-1) == target.log_probs.argmax(dim=-1)
+            agree = same_greedy_action(student.logits, target.log_probs)
             metrics[f"teachers/{name}/agreement"] = agree.float().mean().item()
             continue
         if kind == "gaussian" and student.kind == "gaussian":
@@ -349,7 +349,9 @@ def _mean_q(targets: Sequence[DistillTarget], per_state: torch.Tensor) -> torch.
 
 def _discrete_mixture(targets: Sequence[DistillTarget], per_state: torch.Tensor) -> DistillTarget:
     """``log sum_k a_k(s) p_k(s)`` for per-state weights (K, B) summing to 1 over k."""
-    log_probs = torch.logsumexp(torch.log(per_state)[..., None] + _stack(targets, "log_probs"), dim=0)
+    stacked = _stack(targets, "log_probs")  # (K, B, A) or, factorised, (K, B, F, C)
+    log_weights = torch.log(per_state).reshape(*per_state.shape, *([1] * (stacked.dim() - 2)))
+    log_probs = torch.logsumexp(log_weights + stacked, dim=0)
     return DistillTarget("discrete", log_probs=log_probs, q_values=_mean_q(targets, per_state))
 
 

@@ -13,7 +13,7 @@ import math
 import torch
 
 from policykd.errors import PolicyKDError
-from policykd.learn.losses import categorical_kl, diag_gaussian_kl
+from policykd.learn.losses import categorical_kl, diag_gaussian_kl, sum_per_sample
 from policykd.types import DistillTarget, StudentOutput
 
 # Entropy of a unit-variance 1-D Gaussian: 0.5 * log(2 * pi * e).
@@ -21,10 +21,18 @@ _GAUSSIAN_ENTROPY_CONST = 0.5 * math.log(2 * math.pi * math.e)
 
 
 def categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
-    """-sum_a p log p from log-probabilities (B, A) -> (B,); actions with p == 0 count 0."""
+    """-sum_a p log p from log-probabilities (B, A) -> (B,) (factorised (B, F, C): summed over factors);
+    actions with p == 0 count 0."""
     p = log_probs.exp()
     terms = p * log_probs
-    return -torch.where(p > 0, terms, torch.zeros_like(terms)).sum(dim=-1)
+    return -sum_per_sample(torch.where(p > 0, terms, torch.zeros_like(terms)))
+
+
+def same_greedy_action(scores_a: torch.Tensor, scores_b: torch.Tensor) -> torch.Tensor:
+    """Whether two discrete policies' argmax actions agree, (B, A) each -> (B,) bool; factorised
+    (B, F, C): whether every factor agrees."""
+    same = scores_a.argmax(dim=-1) == scores_b.argmax(dim=-1)
+    return same.reshape(len(same), -1).all(dim=1)
 
 
 def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
@@ -102,8 +110,7 @@ def _forward_kl(student: StudentOutput, reference: DistillTarget) -> torch.Tenso
 def _action_agreement(student: StudentOutput, reference: DistillTarget) -> torch.Tensor:
     """Discrete: top-1 agreement fraction. Continuous: mean L2 gap of greedy actions. Scalar."""
     if student.kind == "discrete":
-        same = _field(student, "logits").argmax(dim=-1) == _field(reference, "log_probs").argmax(dim=-1)
-        return same.float().mean()
+        return same_greedy_action(_field(student, "logits"), _field(reference, "log_probs")).float().mean()
     greedy = _field(student, "mean" if student.kind == "gaussian" else "action")
     return torch.linalg.vector_norm(greedy - _field(reference, "action"), dim=-1).mean()
 

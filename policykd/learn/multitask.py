@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from policykd.checks import check_int
-from policykd.data.actions import ActionMapper
+from policykd.data.actions import ActionMapper, masked_output
 from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
 from policykd.learn.merging import ensemble_teacher_kind
@@ -177,11 +177,17 @@ class MultiTaskStudent(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, observations: np.ndarray, task: str, deterministic: bool = True, rng: np.random.Generator | None = None
+        self,
+        observations: np.ndarray,
+        task: str,
+        deterministic: bool = True,
+        rng: np.random.Generator | None = None,
+        action_masks: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Env actions of ``task`` for raw observations ``(B, *obs_shape)``."""
+        """Env actions of ``task`` for raw observations ``(B, *obs_shape)`` (only allowed ones with
+        the env's ``action_masks (B, A)``, as ``Student.act``)."""
         device = next(self.parameters()).device  # where the student is
-        out = self(torch.as_tensor(np.asarray(observations), device=device), task)
+        out = masked_output(self(torch.as_tensor(np.asarray(observations), device=device), task), action_masks)
         return self._modules_of(task).mapper.from_student(out, deterministic, rng)
 
     def task_policy(self, task: str) -> TaskPolicy:
@@ -220,9 +226,9 @@ class TaskPolicy:
         return self.student(observations, self.task)
 
     def act(
-        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None, **masks: Any
     ) -> np.ndarray:
-        return self.student.act(observations, self.task, deterministic, rng)
+        return self.student.act(observations, self.task, deterministic, rng, masks.get("action_masks"))
 
 
 def make_multitask_student(

@@ -62,6 +62,10 @@ def check_expressible(config: StudentConfig, algo: str) -> None:
         raise PolicyKDError(
             f"a student with a {head} head cannot be written as {algo.upper()}; use {sb3_algo_for(config)}"
         )
+    if config.action_nvec and algo != "ppo":
+        raise PolicyKDError(
+            f"a student with MultiDiscrete / MultiBinary actions cannot be written as {algo.upper()}; use ppo"
+        )
     sizes = nature_cnn_sizes(config.cnn_width)
     if config.image and sizes != nature_cnn_sizes(1.0):
         raise PolicyKDError(

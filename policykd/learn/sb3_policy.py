@@ -52,25 +52,30 @@ class StudentPolicy:
         state: tuple[np.ndarray, ...] | None = None,
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """``(actions, state)`` for one observation ``obs_shape`` or a batch ``(n, *obs_shape)``,
-        as SB3's ``BasePolicy.predict``: greedy with ``deterministic``, else sampled."""
+        as SB3's ``BasePolicy.predict``: greedy with ``deterministic``, else sampled; with
+        ``action_masks`` (``(A,)`` or ``(n, A)``), allowed actions only, as MaskablePPO's ``predict``."""
         obs = np.asarray(observation)
         shape = self.config.observation_shape
+        masks = (
+            {} if action_masks is None else {"action_masks": np.reshape(action_masks, (-1, np.shape(action_masks)[-1]))}
+        )
         if obs.shape == shape:
-            return self.policy.act(obs[None], deterministic, self.rng).squeeze(axis=0), state
+            return self.policy.act(obs[None], deterministic, self.rng, **masks).squeeze(axis=0), state
         if obs.shape[1:] == shape:
-            return self.policy.act(obs, deterministic, self.rng), state
+            return self.policy.act(obs, deterministic, self.rng, **masks), state
         raise PolicyKDError(
             f"observation of shape {obs.shape}: this student takes {shape} or a batch (n, {', '.join(map(str, shape))}); "
             "build its env with policykd.make_vec_env(policy.recipe, ...)"
         )
 
     def act(
-        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None, **masks: Any
     ) -> np.ndarray:
         """policykd's calling convention (``Student.act``), so ``policykd``'s evaluation plays it too."""
-        return self.policy.act(observations, deterministic, self.rng if rng is None else rng)
+        return self.policy.act(observations, deterministic, self.rng if rng is None else rng, **masks)
 
 
 def student_spaces(config: StudentConfig) -> tuple[gym.spaces.Box, gym.spaces.Space]:

@@ -30,7 +30,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from policykd.data.actions import ActionMapper
+from policykd.data.actions import ActionMapper, factor_layout, factor_logits, masked_output
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, write_json_atomic
 from policykd.learn.targets import student_kind_for
@@ -60,7 +60,7 @@ class StudentConfig:
 
     observation_shape: tuple[int, ...]
     head: StudentKind
-    action_dim: int  # number of discrete actions, or Box dimensions
+    action_dim: int  # number of discrete actions, or Box dimensions; factorised: the head's outputs (see below)
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
     squash: bool = False  # SAC-style: actions are tanh(gaussian sample), rescaled
@@ -68,6 +68,10 @@ class StudentConfig:
     cnn_width: float = 1.0  # NatureCNN channel / unit multiplier, for image observations
     image: bool = False
     obs_clip: float | None = None  # normalised inputs are clipped to ±obs_clip (VecNormalize's clip_obs); None: no clip
+    # MultiDiscrete: choices per factor, and action_dim = sum(nvec); MultiBinary(F): F twos, multi_binary, and
+    # action_dim = F (one Bernoulli logit each). The head's logits are then (B, F, C) (actions.factor_logits).
+    action_nvec: tuple[int, ...] = ()
+    multi_binary: bool = False
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StudentConfig:
@@ -76,6 +80,10 @@ class StudentConfig:
 
     @property
     def action_space(self) -> gym.spaces.Space:
+        if self.multi_binary:
+            return gym.spaces.MultiBinary(len(self.action_nvec))
+        if self.action_nvec:
+            return gym.spaces.MultiDiscrete(list(self.action_nvec))
         return action_space_for(self.head, self.action_dim, self.action_low, self.action_high)
 
 
@@ -108,6 +116,18 @@ def head_fields(teacher_kind: TeacherKind, action_space: gym.spaces.Space, where
         "action_high": () if discrete else tuple(float(x) for x in action_space.high),
         "squash": teacher_kind == "squashed_gaussian",
     }
+
+
+def factored_head_fields(teacher_kind: TeacherKind, action_space: gym.spaces.Space) -> dict[str, Any]:
+    """:func:`head_fields` for a single-task Student, which also takes MultiDiscrete and MultiBinary
+    actions: a discrete head with ``action_nvec`` (and ``multi_binary``) set."""
+    nvec, binary = factor_layout(action_space)
+    if not nvec:
+        return head_fields(teacher_kind, action_space)
+    if student_kind_for(teacher_kind) != "discrete":
+        raise PolicyKDError(f"a {teacher_kind} teacher cannot act in {action_space}; expected logits per factor")
+    n_out = len(nvec) if binary else sum(nvec)
+    return {"head": "discrete", "action_dim": n_out, "action_nvec": nvec, "multi_binary": binary}
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -143,11 +163,14 @@ def make_head(n_features: int, head: StudentKind, action_dim: int) -> nn.Linear:
     return nn.Linear(n_features, action_dim * (2 if head == "gaussian" else 1))
 
 
-def head_output(head: StudentKind, out: torch.Tensor) -> StudentOutput:
-    """A head's raw output ``(B, n_out)`` as a StudentOutput: logits ``(B, A)``; mean and log-std
-    ``(B, D)``, the log-std clamped to [LOG_STD_MIN, LOG_STD_MAX]; or ``tanh`` action ``(B, D)``."""
+def head_output(
+    head: StudentKind, out: torch.Tensor, nvec: tuple[int, ...] = (), multi_binary: bool = False
+) -> StudentOutput:
+    """A head's raw output ``(B, n_out)`` as a StudentOutput: logits ``(B, A)`` (factorised, with
+    ``nvec``: ``(B, F, C)``); mean and log-std ``(B, D)``, the log-std clamped to [LOG_STD_MIN,
+    LOG_STD_MAX]; or ``tanh`` action ``(B, D)``."""
     if head == "discrete":
-        return StudentOutput("discrete", logits=out)
+        return StudentOutput("discrete", logits=factor_logits(out, nvec, multi_binary) if nvec else out)
     if head == "deterministic":
         return StudentOutput("deterministic", action=torch.tanh(out))
     mean, log_std = out.chunk(2, dim=-1)
@@ -208,20 +231,21 @@ class Student(nn.Module):
     def forward(self, observations: torch.Tensor) -> StudentOutput:
         """``(B, *obs_shape)`` raw observations (see ``normalize_input``)."""
         out = self.head(self.trunk(self.normalize_input(observations)))
-        if self.config.head == "discrete":
-            return StudentOutput("discrete", logits=out)
-        if self.config.head == "deterministic":
-            return StudentOutput("deterministic", action=torch.tanh(out))
-        mean, log_std = out.chunk(2, dim=-1)
-        return StudentOutput("gaussian", mean=mean, log_std=log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
+        return head_output(self.config.head, out, self.config.action_nvec, self.config.multi_binary)
 
     @torch.no_grad()
     def act(
-        self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None
+        self,
+        observations: np.ndarray,
+        deterministic: bool = True,
+        rng: np.random.Generator | None = None,
+        *,
+        action_masks: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Env actions for raw observations ``(B, *obs_shape)``."""
+        """Env actions for raw observations ``(B, *obs_shape)``; with the env's ``action_masks (B, A)``
+        (True: allowed, as MaskablePPO's), only allowed actions."""
         obs = torch.as_tensor(np.asarray(observations), device=self.obs_mean.device)  # where the student is
-        return self.mapper.from_student(self(obs), deterministic, rng)
+        return self.mapper.from_student(masked_output(self(obs), action_masks), deterministic, rng)
 
     @property
     def n_params(self) -> int:
@@ -321,7 +345,7 @@ def make_student(
         raise PolicyKDError(f"hidden sizes and cnn width must be positive, got {hidden_sizes} and {cnn_width}")
     config = StudentConfig(
         observation_shape=tuple(int(n) for n in observation_space.shape),
-        **head_fields(teacher_kind, action_space),
+        **factored_head_fields(teacher_kind, action_space),
         hidden_sizes=tuple(int(h) for h in hidden_sizes),
         cnn_width=float(cnn_width),
         image=is_image_space(observation_space, check_channels=False),

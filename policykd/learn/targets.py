@@ -16,8 +16,17 @@ import math
 
 import torch
 
+from policykd.data.actions import masked_output
 from policykd.errors import PolicyKDError
-from policykd.types import DISCRETE_KINDS, GAUSSIAN_KINDS, KIND_FIELDS, TEACHER_KINDS, DistillTarget, TeacherOutput
+from policykd.types import (
+    DISCRETE_KINDS,
+    GAUSSIAN_KINDS,
+    KIND_FIELDS,
+    TEACHER_KINDS,
+    DistillBatch,
+    DistillTarget,
+    TeacherOutput,
+)
 
 TARGET_KINDS: tuple[str, ...] = ("discrete", "gaussian", "deterministic")
 
@@ -65,6 +74,18 @@ def soften(out: TeacherOutput, temperature: float) -> DistillTarget:
     return DistillTarget("deterministic", action=_field(out, "action"))
 
 
+def with_masks_applied(batch: DistillBatch) -> DistillBatch:
+    """``batch`` with its stored action masks (MaskablePPO) applied to every teacher's raw logits
+    (``data.actions.masked_output``), so that softening, merging and the loss see the distribution the
+    teacher acted with; the student's logits are masked the same way before the loss. Unchanged
+    without masks."""
+    if batch.action_masks is None:
+        return batch
+    return batch._replace(
+        teacher_outputs=tuple(masked_output(out, batch.action_masks) for out in batch.teacher_outputs)
+    )
+
+
 def confidence_temperature(out: TeacherOutput, confidence: float = 0.9) -> float:
     """The tau at which the median state's softmax(x / tau) gives its greedy action ``confidence``
     against the runner-up: ``median(gap) / log(confidence / (1 - confidence))``, the gap being the
@@ -79,7 +100,7 @@ def confidence_temperature(out: TeacherOutput, confidence: float = 0.9) -> float
     if scores.shape[-1] < 2:
         return 1.0
     top2 = scores.topk(2, dim=-1).values
-    gaps = top2[:, 0] - top2[:, 1]
+    gaps = (top2[..., 0] - top2[..., 1]).flatten()  # factorised logits (B, F, C): every factor's gap
     gaps = gaps[gaps > 0]
     if gaps.numel() == 0:
         return 1.0

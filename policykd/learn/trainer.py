@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
 from policykd.checks import check_int, check_positive_float
+from policykd.data.actions import masked_output
 from policykd.data.buffers import LabelledBuffer
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path
@@ -43,7 +44,7 @@ from policykd.learn.merging import per_teacher_kl, single_teacher, teacher_disag
 from policykd.learn.metrics import distill_metrics
 from policykd.learn.multitask import MultiTaskSampler, check_tasks
 from policykd.learn.students import state_dict_bytes
-from policykd.learn.targets import check_temperature, soften
+from policykd.learn.targets import check_temperature, soften, with_masks_applied
 from policykd.progress import progress_bar
 from policykd.types import DistillBatch, DistillTarget, EvalFn, LossFn, LossOutput, MergeFn, Sampler, StudentOutput
 
@@ -167,8 +168,9 @@ class Trainer:
         """One gradient step. Returns the loss minimised (a scalar) and each task's part of the step."""
         steps: dict[Task, TaskStep] = {}
         for task, batch in self._sample().items():
+            batch = with_masks_applied(batch)  # MaskablePPO: forbidden actions' logits -> INVALID_LOGIT, both sides
             target = self.merges[task]([soften(out, self.temperatures[task]) for out in batch.teacher_outputs])
-            student_out = self._forward(batch.observations, task)
+            student_out = masked_output(self._forward(batch.observations, task), batch.action_masks)
             steps[task] = TaskStep(self.loss_fns[task](student_out, target), student_out, target, batch)
         # the mean over all B rows: each task's mean loss weighs n_t / B (one task: the loss itself)
         loss = sum(s.loss_out.loss * (len(s.batch.observations) / self.config.batch_size) for s in steps.values())

@@ -356,3 +356,18 @@ def sweep_sections(
         lambda n, t, b, c: run_task(n, t, b, c, args.force, n_seeds),
         lambda n, summary: section(n, summary, stem),
     )
+
+
+def train_benchmark_expert(algo: str, env_id: str, zoo: Path, n_timesteps: int | None) -> Path:
+    """The rl-zoo folder of an expert a benchmark trains for itself (rl_zoo3's hyperparameters,
+    under ``zoo``), trained or resumed unless it is finished: an expert this repository never shipped."""
+    from policykd.zoo.experts import train_expert
+    from policykd.zoo.layout import run_dir_for
+
+    run_dir = run_dir_for(zoo, algo, env_id, 1)
+    if not is_finished(run_dir):
+        print(f"training {algo} on {env_id}", flush=True)
+        every = max(5_000, (n_timesteps or 50_000) // 4)
+        train_expert(algo, env_id, zoo_dir=zoo, n_timesteps=n_timesteps, checkpoint_every=every,
+                     n_eval_episodes=5, progress_bar=False, selection_episodes=10)  # fmt: skip
+    return run_dir

@@ -7,6 +7,11 @@ teachers, the temperature all come from the teacher.
     python benchmarks/no_preset.py --seeds 0          # fewer seeds
     python benchmarks/no_preset.py --quick            # CartPole PPO and Acrobot DQN, seed 0, half the budgets
 
+Beside the shipped experts, two experts of envs that have no preset, trained by this script with
+rl_zoo3's hyperparameters under `runs/benchmarks/no_preset/zoo/` (NEW_EXPERTS; a few minutes the
+first time): a Q-value teacher (DQN MountainCar-v0) and one with VecNormalize statistics (PPO
+MountainCarContinuous-v0, rl-zoo's `normalize: true`).
+
 The only option given is the loss for a deterministic (TD3) teacher, `mse`, since `kl` needs a
 stochastic one. Goal: every expert >= 90 % of its teacher (random policy = 0 %) at <= 30 % of its
 parameters. Results: `results/no_preset.md` and `.json` (`--quick`: `no_preset-quick.*`), one
@@ -16,10 +21,11 @@ cached JSON per run under `results/no_preset[-quick]/`; full mode also writes th
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish, results_name
+from common import RESULTS_DIR, cached_run, parse_quick_args, provenance, publish, results_name, train_benchmark_expert
 
 from policykd.data.teachers import load_teacher
 from policykd.fileio import read_json, write_json_atomic
@@ -33,6 +39,9 @@ SEEDS = (0, 1, 2)
 QUICK_EXPERTS = ("ppo/CartPole-v1_1", "dqn/Acrobot-v1_1")
 SKIPPED_ENVS = ("HalfCheetah", "Hopper", "NoFrameskip")  # 200k-transition MuJoCo and Atari runs: --all
 GOAL_PCT, GOAL_FRACTION = 90.0, 0.30
+# envs with no preset, their experts trained here (a stranger's experts): (algo, env id)
+NEW_EXPERTS = (("dqn", "MountainCar-v0"), ("ppo", "MountainCarContinuous-v0"))
+NEW_ZOO = Path("runs/benchmarks/no_preset/zoo")  # under the repository root, where the benchmarks run
 QUICK_BUDGETS = {"n_transitions": 5_000, "n_updates": 500, "n_eval_episodes": 10}  # a tenth of classic control's
 
 
@@ -40,20 +49,30 @@ def experts(quick: bool, everything: bool) -> tuple[list[str], list[str]]:
     """The zoo folders to distil (``algo/EnvId_n``), and those left out."""
     found = sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in ZOO_DIR.glob("*/*_*/expert.json"))
     found = [e for e in found if is_finished(ZOO_DIR / e)]
+    if not quick:
+        found += [f"{algo}/{env_id}_1" for algo, env_id in NEW_EXPERTS]
     if quick:
         return [e for e in found if e in QUICK_EXPERTS], []
     skipped = [e for e in found if not everything and any(env in e for env in SKIPPED_ENVS)]
     return [e for e in found if e not in skipped], skipped
 
 
+def folder_of(expert: str) -> Path:
+    """Where ``expert`` (``algo/EnvId_n``) lies: the shipped zoo, or NEW_ZOO (trained here first)."""
+    algo, run = expert.split("/")
+    new = (algo, run.rsplit("_", 1)[0])
+    return train_benchmark_expert(*new, NEW_ZOO, None) if new in NEW_EXPERTS else ZOO_DIR / expert
+
+
 def run_expert(expert: str, seeds: tuple[int, ...], quick: bool, cache: Any, force: bool) -> dict[str, Any]:
-    teacher = load_teacher(ZOO_DIR / expert)
+    folder = folder_of(expert)
+    teacher = load_teacher(folder)
     loss = "mse" if teacher.kind == "deterministic" else "kl"
     runs = []
     for seed in seeds:
         name = f"{expert.replace('/', '-')}-seed{seed}"
         config = DistillConfig(
-            teacher=f"agents/{expert}",
+            teacher=str(folder.relative_to(ZOO_DIR.parent) if folder.is_absolute() else folder),
             preset="none",
             loss=loss,
             seed=seed,

@@ -20,15 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS_DIR, TaskCache, parse_quick_args, provenance, publish, results_name
+from common import RESULTS_DIR, TaskCache, parse_quick_args, provenance, publish, results_name, train_benchmark_expert
 from fidelity_compression import loss_for, width_for
 
 from policykd.data.teachers import load_teacher
 from policykd.fileio import write_json_atomic
 from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill import distill
-from policykd.zoo.experts import train_expert
-from policykd.zoo.layout import is_finished, run_dir_for
 
 TARGET_PCT, TARGET_FRACTION = 90.0, 0.30
 # (pair, rl-zoo algo, env id, --quick's timesteps or None: not in --quick); rl-zoo's hyperparameters as they are
@@ -39,17 +37,6 @@ CELLS: list[tuple[str, str, str, int | None]] = [
     ("TRPO + gSDE, Box", "trpo", "Pendulum-v1", None),
     ("ARS, LinearPolicy, Discrete", "ars", "CartPole-v1", 20_000),
 ]
-
-
-def train(algo: str, env_id: str, zoo: Path, n_timesteps: int | None) -> Path:
-    """The expert's rl-zoo folder, trained (or resumed) unless it is finished."""
-    run_dir = run_dir_for(zoo, algo, env_id, 1)
-    if not is_finished(run_dir):
-        print(f"training {algo} on {env_id}", flush=True)
-        every = max(5_000, (n_timesteps or 50_000) // 4)
-        train_expert(algo, env_id, zoo_dir=zoo, n_timesteps=n_timesteps, checkpoint_every=every,
-                     n_eval_episodes=5, progress_bar=False, selection_episodes=10)  # fmt: skip
-    return run_dir
 
 
 def student_width(teacher, fraction: float = 0.25) -> tuple[int, ...]:
@@ -69,7 +56,7 @@ def uses_sde(policy) -> bool:
 
 def distill_expert(pair: str, algo: str, env_id: str, quick: bool, zoo: Path, cache: TaskCache, steps) -> dict:
     """Train (or reuse) the expert, distil it (a cached cell of its own) and return the table's cell."""
-    run_dir = train(algo, env_id, zoo, steps if quick else None)
+    run_dir = train_benchmark_expert(algo, env_id, zoo, steps if quick else None)
     teacher = load_teacher(run_dir)
     hidden = student_width(teacher)
     config = DistillConfig(

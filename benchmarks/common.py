@@ -371,3 +371,24 @@ def train_benchmark_expert(algo: str, env_id: str, zoo: Path, n_timesteps: int |
         train_expert(algo, env_id, zoo_dir=zoo, n_timesteps=n_timesteps, checkpoint_every=every,
                      n_eval_episodes=5, progress_bar=False, selection_episodes=10)  # fmt: skip
     return run_dir
+
+
+def collect_teacher_buffer(teacher: Any, preset: dict[str, Any], n: int, seed: int, n_envs: int) -> LabelledBuffer:
+    """``n`` teacher-driven transitions (whole vector steps) from ``n_envs`` envs seeded by ``seed``,
+    with the preset's epsilon and action noise: the data the data-budget benchmarks train on."""
+    from policykd.data.collect import collect_rollouts
+    from policykd.data.envs import make_vec_env
+
+    venv = make_vec_env(teacher.recipe, n_envs, seed)
+    try:
+        buffer, _ = collect_rollouts(
+            venv,
+            [teacher],
+            n,
+            rng=np.random.default_rng(seed),
+            epsilon=float(preset["epsilon"]),
+            action_noise=float(preset["action_noise"]),
+        )
+    finally:
+        venv.close()
+    return buffer

@@ -35,6 +35,7 @@ from common import (
     README,
     RESULTS_DIR,
     TaskCache,
+    collect_teacher_buffer,
     head_of,
     parse_quick_args,
     provenance,
@@ -46,8 +47,7 @@ from vs_imitation import SCRATCH, Plan, Task, ensure_imitation_venv, export_tran
 from vs_imitation_report import reach
 
 from policykd.data.buffers import LabelledBuffer
-from policykd.data.collect import collect_rollouts, episode_covering_envs, max_episode_steps
-from policykd.data.envs import make_vec_env
+from policykd.data.collect import episode_covering_envs, max_episode_steps
 from policykd.data.teachers import load_teacher
 from policykd.fileio import write_json_atomic, write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_random, evaluate_teacher, mean_ci, pct_of
@@ -93,19 +93,7 @@ def default_loss(kind: str) -> str:
 
 def collect(task: Task, n: int, seed: int, n_envs: int) -> LabelledBuffer:
     """``n`` teacher-driven transitions (whole vector steps) from ``n_envs`` envs seeded by ``seed``."""
-    venv = make_vec_env(task.teacher.recipe, n_envs, seed)
-    try:
-        buffer, _ = collect_rollouts(
-            venv,
-            [task.teacher],
-            n,
-            rng=np.random.default_rng(seed),
-            epsilon=float(task.preset["epsilon"]),
-            action_noise=float(task.preset["action_noise"]),
-        )
-    finally:
-        venv.close()
-    return buffer
+    return collect_teacher_buffer(task.teacher, task.preset, n, seed, n_envs)
 
 
 def covering_envs(task: Task, n: int) -> int:

@@ -41,6 +41,7 @@ import numpy as np
 from common import (
     RESULTS_DIR,
     TaskCache,
+    collect_teacher_buffer,
     head_of,
     parse_quick_args,
     provenance,
@@ -51,8 +52,6 @@ from common import (
 from vs_imitation_report import reach
 
 from policykd.data.buffers import LabelledBuffer
-from policykd.data.collect import collect_rollouts
-from policykd.data.envs import make_vec_env
 from policykd.data.teachers import Teacher, load_teacher
 from policykd.fileio import write_json_atomic, write_text_atomic
 from policykd.jobs.evaluate import (
@@ -131,19 +130,7 @@ TASKS: list[tuple[str, str, Plan]] = [
 
 def collect_buffer(teacher: Teacher, preset: dict[str, Any], n: int, seed: int) -> LabelledBuffer:
     """``n`` teacher-driven transitions (rounded up to whole vector steps), seeded by ``seed``."""
-    venv = make_vec_env(teacher.recipe, int(preset["n_envs"]), seed)
-    try:
-        buffer, _ = collect_rollouts(
-            venv,
-            [teacher],
-            n,
-            rng=np.random.default_rng(seed),
-            epsilon=float(preset["epsilon"]),
-            action_noise=float(preset["action_noise"]),
-        )
-    finally:
-        venv.close()
-    return buffer
+    return collect_teacher_buffer(teacher, preset, n, seed, int(preset["n_envs"]))
 
 
 def train_and_evaluate(

@@ -46,12 +46,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import RESULTS_DIR, cached_run, head_of, parse_quick_args, results_name
+from common import RESULTS_DIR, cached_run, collect_teacher_buffer, head_of, parse_quick_args, results_name
 from vs_imitation_report import METHODS, write_report
 
 from policykd.data.buffers import LabelledBuffer
-from policykd.data.collect import collect_rollouts
-from policykd.data.envs import make_vec_env
 from policykd.data.teachers import Teacher, load_teacher
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, episode_returns, evaluate_random, evaluate_teacher
 from policykd.jobs.online import OnlineConfig, train_online
@@ -288,18 +286,7 @@ def resolve_task(name: str, candidates: tuple[str, ...], quick: bool) -> Task | 
 def collect_data(task: Task, seed: int) -> tuple[LabelledBuffer, Path]:
     """Seed ``seed``'s buffer of ``max(budgets)`` teacher transitions and its imitation export."""
     n_envs, n = int(task.preset["n_envs"]), max(task.plan.budgets)
-    venv = make_vec_env(task.teacher.recipe, n_envs, seed)
-    try:
-        buffer, _ = collect_rollouts(
-            venv,
-            [task.teacher],
-            n,
-            rng=np.random.default_rng(seed),
-            epsilon=float(task.preset["epsilon"]),
-            action_noise=float(task.preset["action_noise"]),
-        )
-    finally:
-        venv.close()
+    buffer = collect_teacher_buffer(task.teacher, task.preset, n, seed, n_envs)
     path = SCRATCH / task.key / f"data-seed{seed}.npz"
     export_transitions(task.teacher, buffer, n_envs, path)
     return buffer, path

@@ -8,6 +8,7 @@ student that acts like its teacher, and the refusals.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gymnasium as gym
@@ -63,7 +64,8 @@ def test_env_rows_are_the_keys_concatenated_in_order() -> None:
 
 
 def test_distilled_student_acts_like_its_dict_teacher(dict_ppo, tmp_path: Path) -> None:
-    """distill end to end: the buffer's JSON header names the keys, the saved student loads and acts
+    """distill end to end: the saved buffer holds one column per key (observations/<key>, named in its
+    JSON header) and loads back as flat rows; the saved student loads and acts
     in the dict env as its teacher does on most states, and scores near it."""
     from policykd.data.buffers import LabelledBuffer
     from policykd.jobs.config import DistillConfig
@@ -77,9 +79,17 @@ def test_distilled_student_acts_like_its_dict_teacher(dict_ppo, tmp_path: Path) 
         out_dir=str(tmp_path / "run"),
     )  # fmt: skip
     summary = distill(config)
-    buffer = LabelledBuffer.load(next((tmp_path / "run").rglob("*.npz")))
-    assert buffer.meta["observation_keys"] == {"head": [2], "tail": [2]}
-    assert buffer.column("observations").shape == (2_048, 4)
+    saved = next((tmp_path / "run").rglob("*.npz"))
+    with np.load(saved, allow_pickle=False) as data:  # one column per key, named in the JSON header
+        assert json.loads(str(data["__header__"][()]))["observation_keys"] == {"head": [2], "tail": [2]}
+        assert "observations" not in data.files
+        head, tail = data["observations/head"], data["observations/tail"]
+    assert head.shape == tail.shape == (2_048, 2)
+    buffer = LabelledBuffer.load(saved)
+    np.testing.assert_array_equal(buffer.column("observations"), np.concatenate([head, tail], axis=1))
+    copy = tmp_path / "copy.npz"
+    buffer.save(copy)  # round trip: the same columns again
+    np.testing.assert_array_equal(LabelledBuffer.load(copy).column("observations"), buffer.column("observations"))
     student = Student.load(tmp_path / "run" / "student")
     teacher = load_teacher(path, env_id=DICT_DISCRETE_ENV)
     obs = buffer.column("observations")[:512]

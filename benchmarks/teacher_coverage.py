@@ -1,8 +1,8 @@
 """Teacher coverage: one real rl-zoo expert per newly supported (algorithm, policy option) pair,
 distilled with policykd's defaults into a student of at most ~25 % of its acting parameters.
 
-    python benchmarks/teacher_coverage.py            # 5 experts with rl-zoo's hyperparameters: ~25 CPU-min
-    python benchmarks/teacher_coverage.py --quick    # 2 cheap experts, short budgets: ~3 min
+    python benchmarks/teacher_coverage.py            # 5 rl-zoo experts (~25 CPU-min) + 4 toy experts (~10 CPU-min)
+    python benchmarks/teacher_coverage.py --quick    # 2 cheap rl-zoo experts, 2 toy ones, short budgets: ~4 min
 
 Each expert is trained with ``policykd.zoo.experts.train_expert`` (rl_zoo3's tuned hyperparameters
 and budget) into ``runs/teacher_coverage[-quick]/zoo/`` (git-ignored; a killed training resumes
@@ -11,7 +11,10 @@ env has no preset) and the loss that suits the teacher kind (KL at tau 1; KL at 
 read as Q-values; action MSE for deterministic teachers). The student is a two-hidden-layer MLP
 whose width puts it closest to 25 % of the teacher's acting parameters (ARS's linear policy has 8:
 no MLP is that small, so its student is a one-layer MLP of 4 units; the table shows the fraction).
-% of teacher is normalised so that a uniformly random policy scores 0 %. Resumable: a finished
+The pairs rl_zoo3 2.9.2 has no env or hyperparameters for (MaskablePPO, MultiDiscrete / MultiBinary
+actions, dict observations) get a toy env of ``toy_envs.py`` and an expert trained with the library's
+default hyperparameters (``TOY_CELLS``; the table marks them). % of teacher is normalised so that a
+uniformly random policy (within the action masks, where there are) scores 0 %. Resumable: a finished
 distillation is cached under results/teacher_coverage/.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import toy_envs
 from common import RESULTS_DIR, TaskCache, parse_quick_args, provenance, publish, results_name, train_benchmark_expert
 from fidelity_compression import loss_for, width_for
 
@@ -38,6 +42,37 @@ CELLS: list[tuple[str, str, str, int | None]] = [
     ("ARS, LinearPolicy, Discrete", "ars", "CartPole-v1", 20_000),
 ]
 
+# Pairs rl_zoo3 2.9.2 has no env or hyperparameters for (benchmarks/toy_envs.py): (pair, algo, env id,
+# timesteps, --quick's timesteps), trained with SB3's / sb3-contrib's default hyperparameters.
+TOY_CELLS: list[tuple[str, str, str, int, int | None]] = [
+    ("MaskablePPO, Discrete + action masks", "ppo_mask", toy_envs.MASKED_ENV, 30_000, 8_192),
+    ("PPO, MultiDiscrete", "ppo", toy_envs.FACTORED_ENV, 40_000, None),
+    ("PPO, MultiBinary", "ppo", toy_envs.BINARY_ENV, 30_000, None),
+    ("PPO, MultiInputPolicy (Dict obs)", "ppo", toy_envs.DICT_ENV, 60_000, 8_192),
+]
+TOY_NOTE = (
+    "Rows marked * use a toy env of `benchmarks/toy_envs.py` and an expert trained with SB3's / sb3-contrib's "
+    "default hyperparameters for the timesteps shown: rl_zoo3 2.9.2 has no env or hyperparameters for "
+    "action masks, MultiDiscrete / MultiBinary actions or dict observations."
+)
+
+
+def train_toy(algo: str, env_id: str, root: Path, n_timesteps: int) -> Path:
+    """The expert's zip: the algorithm with its library's defaults, seed 0 (reused when saved)."""
+    import sb3_contrib
+    import stable_baselines3
+
+    path = root / f"{algo}-{env_id}-{n_timesteps}.zip"
+    if not path.is_file():
+        print(f"training {algo} on {env_id} for {n_timesteps:,} steps (library defaults)", flush=True)
+        cls = sb3_contrib.MaskablePPO if algo == "ppo_mask" else getattr(stable_baselines3, algo.upper())
+        policy = "MultiInputPolicy" if env_id == toy_envs.DICT_ENV else "MlpPolicy"
+        model = cls(policy, env_id, seed=0, device="cpu")
+        model.learn(n_timesteps)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    return path
+
 
 def student_width(teacher, fraction: float = 0.25) -> tuple[int, ...]:
     obs_dim = int(np.prod(teacher.observation_space.shape))
@@ -55,12 +90,19 @@ def uses_sde(policy) -> bool:
 
 
 def distill_expert(pair: str, algo: str, env_id: str, quick: bool, zoo: Path, cache: TaskCache, steps) -> dict:
-    """Train (or reuse) the expert, distil it (a cached cell of its own) and return the table's cell."""
-    run_dir = train_benchmark_expert(algo, env_id, zoo, steps if quick else None)
-    teacher = load_teacher(run_dir)
+    """Train (or reuse) the expert, distil it (a cached cell of its own) and return the table's cell.
+    ``steps``: a toy cell's timesteps (then trained with the library's defaults), else --quick's or None."""
+    toy = any(env_id == cell[2] for cell in TOY_CELLS)
+    source = (
+        train_toy(algo, env_id, zoo.parent / "toy", steps)
+        if toy
+        else train_benchmark_expert(algo, env_id, zoo, steps if quick else None)
+    )
+    teacher = load_teacher(source, env_id=env_id if toy else None)
     hidden = student_width(teacher)
     config = DistillConfig(
-        teacher=str(run_dir),
+        teacher=str(source),
+        env_id=env_id if toy else None,
         hidden_sizes=hidden,
         seed=0,
         out_dir=f"{zoo.parent}/distill/{algo}-{env_id}",
@@ -76,13 +118,14 @@ def distill_expert(pair: str, algo: str, env_id: str, quick: bool, zoo: Path, ca
     cell |= {"teacher_params": summary["teacher_params"], "param_fraction": summary["param_fraction"]}
     cell |= {"pair": pair, "algo": algo, "env_id": env_id, "kind": teacher.kind, "hidden_sizes": list(hidden)}
     cell |= {"loss": summary["loss"], "temperature": summary["temperature"], "use_sde": uses_sde(teacher.policy)}
-    return cell
+    return cell | ({"toy_timesteps": steps} if toy else {})
 
 
 def run_cell(pair: str, algo: str, env_id: str, quick: bool, zoo: Path, cache: TaskCache, steps) -> dict:
     """The cell, cached whole: a checkout without the experts under runs/ (git-ignored) reads it
     without training them again (``--force`` recomputes)."""
-    question = {"pair": pair, "algo": algo, "env_id": env_id, "timesteps": steps if quick else None}
+    toy = any(env_id == cell[2] for cell in TOY_CELLS)
+    question = {"pair": pair, "algo": algo, "env_id": env_id, "timesteps": steps if quick or toy else None}
     return cache(
         f"cell-{algo}-{env_id}", lambda: distill_expert(pair, algo, env_id, quick, zoo, cache, steps), question
     )
@@ -92,8 +135,9 @@ def table(cells: list[dict]) -> str:
     rows = []
     for c in cells:
         met = c["pct_of_teacher"] >= TARGET_PCT and c["param_fraction"] <= TARGET_FRACTION
+        pair = f"{c['pair']} * ({c['toy_timesteps']:,} steps)" if "toy_timesteps" in c else c["pair"]
         rows.append(
-            f"| {c['pair']} | {c['env_id']} | {c['kind']} | {c['teacher_return_mean']:.1f} | "
+            f"| {pair} | {c['env_id']} | {c['kind']} | {c['teacher_return_mean']:.1f} | "
             f"{c['random_return_mean']:.1f} | {c['student_return_mean']:.1f} | {c['pct_of_teacher']:.1f} | "
             f"{c['student_params']:,} / {c['teacher_params']:,} ({100 * c['param_fraction']:.1f} %) | "
             f"{c['loss']} τ={c['temperature']:g} | {'yes' if met else 'no'} |"
@@ -106,6 +150,7 @@ def table(cells: list[dict]) -> str:
             "teacher | loss | target met |",
             "|---|---|---|---|---|---|---|---|---|---|",
             *rows,
+            *(["", TOY_NOTE] if any("toy_timesteps" in c for c in cells) else []),
         ]
     )
 
@@ -119,6 +164,11 @@ def main() -> None:
         run_cell(pair, algo, env_id, args.quick, zoo, cache, steps)
         for pair, algo, env_id, steps in CELLS
         if (steps is not None or not args.quick) and args.only in f"{algo} {env_id}"
+    ]
+    cells += [
+        run_cell(pair, algo, env_id, args.quick, zoo, cache, quick_steps if args.quick else steps)
+        for pair, algo, env_id, steps, quick_steps in TOY_CELLS
+        if (quick_steps is not None or not args.quick) and args.only in f"{algo} {env_id}"
     ]
     text = table(cells)
     write_json_atomic(RESULTS_DIR / f"{stem}.json", {"cells": cells})

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from policykd.data.envs import flat_dict_space, unflatten_dict_obs
 from policykd.data.fast_forward import fast_labeller
 from policykd.data.teachers import load_teacher
 from policykd.errors import PolicyKDError
@@ -116,6 +117,32 @@ for _env_id, _binary in ((MULTI_DISCRETE_ENV, False), (MULTI_BINARY_ENV, True)):
         gym.register(_env_id, entry_point=TinyFactoredEnv, kwargs={"binary": _binary})
 
 
+DICT_DISCRETE_ENV, DICT_BOX_ENV = "PolicykdDictCartPole-v0", "PolicykdDictPendulum-v0"
+
+
+class SplitObservation(gym.ObservationWrapper):
+    """A Box-observation env whose observation is split into two keys of a Dict (``head``: the first
+    ``split`` numbers, ``tail``: the rest): the MultiInputPolicy cases' envs."""
+
+    def __init__(self, env_id: str, split: int) -> None:
+        super().__init__(gym.make(env_id))
+        box, self._split = self.env.observation_space, split
+        self.observation_space = gym.spaces.Dict(
+            {
+                "head": gym.spaces.Box(box.low[:split], box.high[:split], dtype=np.float32),
+                "tail": gym.spaces.Box(box.low[split:], box.high[split:], dtype=np.float32),
+            }
+        )
+
+    def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
+        return {"head": observation[: self._split], "tail": observation[self._split :]}
+
+
+for _env_id, _base, _split in ((DICT_DISCRETE_ENV, "CartPole-v1", 2), (DICT_BOX_ENV, "Pendulum-v1", 1)):
+    if _env_id not in gym.registry:
+        gym.register(_env_id, entry_point=SplitObservation, kwargs={"env_id": _base, "split": _split})
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     name: str
@@ -179,6 +206,11 @@ MATRIX = [
     Case("ppo-multibinary", "ppo", MULTI_BINARY_ENV, "categorical", ON_POLICY, new=True),
     Case("trpo-multibinary", "trpo", MULTI_BINARY_ENV, "categorical", ON_POLICY, new=True),
     Case("maskableppo-discrete", "ppo_mask", MASKED_ENV, "categorical", ON_POLICY, new=True),
+    Case("ppo-dict", "ppo", DICT_DISCRETE_ENV, "categorical", ON_POLICY, "MultiInputPolicy", new=True),
+    Case("a2c-dict", "a2c", DICT_DISCRETE_ENV, "categorical", {"policy_kwargs": SMALL_NET}, "MultiInputPolicy", True),
+    Case("dqn-dict", "dqn", DICT_DISCRETE_ENV, "q_values", OFF_POLICY, "MultiInputPolicy", new=True),
+    Case("sac-dict", "sac", DICT_BOX_ENV, "squashed_gaussian", OFF_POLICY, "MultiInputPolicy", new=True),
+    Case("td3-dict", "td3", DICT_BOX_ENV, "deterministic", OFF_POLICY, "MultiInputPolicy", new=True),
 ]
 FACTORED_CASES = [case for case in MATRIX if case.env_id in (MULTI_DISCRETE_ENV, MULTI_BINARY_ENV)]
 NEW_CASES = [case for case in MATRIX if case.new]
@@ -212,10 +244,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _observations(env_id: str, n: int = B) -> np.ndarray:
+    """``n`` observations as policykd feeds them to a teacher (dict observations: flat rows)."""
     space = gym.make(env_id).observation_space
+    if isinstance(space, gym.spaces.Dict):
+        space = flat_dict_space(space, env_id)
     low, high = np.maximum(space.low, -3.0), np.minimum(space.high, 3.0)
     obs = np.random.default_rng(1).uniform(low, high, size=(n, *space.shape))
     return obs.astype(space.dtype if space.dtype == np.uint8 else np.float32)
+
+
+def _sb3_obs(env_id: str, obs: np.ndarray) -> Any:
+    """The same observations as SB3 takes them: a dict of per-key arrays for a Dict space."""
+    space = gym.make(env_id).observation_space
+    return unflatten_dict_obs(space, obs) if isinstance(space, gym.spaces.Dict) else obs
 
 
 def _gsde_std(latent: torch.Tensor, log_std: torch.Tensor, use_expln: bool = False) -> torch.Tensor:
@@ -276,11 +317,12 @@ def test_adapter_equals_sb3(trained, case: Case) -> None:
     out = teacher(obs)
     assert {f for f in KIND_FIELDS[case.kind] if getattr(out, f) is not None} == set(KIND_FIELDS[case.kind])
     assert out.value.shape == (B,) and torch.isfinite(out.value).all()
-    with torch.no_grad():
-        expected = _reference(model, model.policy.obs_to_tensor(obs)[0], case)  # images: transposed, as SB3 does
+    sb3_obs = _sb3_obs(case.env_id, obs)
+    with torch.no_grad():  # images: transposed, as SB3 does; dicts: a tensor per key
+        expected = _reference(model, model.policy.obs_to_tensor(sb3_obs)[0], case)
     for field, tensor in expected.items():
         torch.testing.assert_close(getattr(out, field), tensor.float(), rtol=1e-5, atol=1e-5, msg=field)
-    actions, _ = model.predict(obs, deterministic=True)
+    actions, _ = model.predict(sb3_obs, deterministic=True)
     np.testing.assert_allclose(teacher.act(obs), actions, rtol=1e-5, atol=1e-5)
 
 
@@ -487,7 +529,7 @@ def _untrained(algo: str, policy: str, env: Any) -> Any:
 # (algorithm, policy, action space, what the refusal says): loaded, refused in one line
 REFUSED = [
     ("RecurrentPPO", "MlpLstmPolicy", "any", "recurrent teachers (RecurrentPPO) need a recurrent student"),
-    ("any", "MultiInputPolicy", "any", "dict observations (MultiInputPolicy) need a student with one encoder per key"),
+    ("any", "MultiInputPolicy (image key)", "any", "image keys need a CNN per key in the student"),
 ]
 
 
@@ -501,8 +543,8 @@ def test_unsupported_policies_are_refused_in_one_line(tmp_path: Path, algo, poli
 
 @pytest.mark.parametrize(
     ("observation_space", "action_space", "message"),
-    [(gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (3,))}), gym.spaces.Discrete(2), REFUSED[1][3])],
-    ids=["dict-obs"],
+    [(gym.spaces.Dict({"a": gym.spaces.Box(0, 255, (1, 36, 36), np.uint8)}), gym.spaces.Discrete(2), REFUSED[1][3])],
+    ids=["dict-obs-image"],
 )
 def test_unsupported_spaces_are_refused_in_one_line(observation_space, action_space, message) -> None:
     from stable_baselines3.common.policies import ActorCriticPolicy, MultiInputActorCriticPolicy
@@ -530,7 +572,12 @@ def _option(case: Case) -> str:
 
 
 def _space(case: Case) -> str:
-    names = {"Pendulum-v1": "Box", MULTI_DISCRETE_ENV: "MultiDiscrete", MULTI_BINARY_ENV: "MultiBinary"}
+    names = {
+        "Pendulum-v1": "Box",
+        DICT_BOX_ENV: "Box",
+        MULTI_DISCRETE_ENV: "MultiDiscrete",
+        MULTI_BINARY_ENV: "MultiBinary",
+    }
     return names.get(case.env_id, "Discrete")
 
 

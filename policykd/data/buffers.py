@@ -499,6 +499,10 @@ class LabelledBuffer:
             "meta": self._check_meta(self._meta),
         }
         arrays = {name: array[: len(self)] for name, array in self._data.items()}
+        keys = self._observation_keys()
+        if keys:  # dict observations: one column per key, observations/<key>; the header names them
+            header["observation_keys"] = keys
+            arrays.update(_split_keys(arrays.pop("observations"), keys))
         with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **{_HEADER_KEY: np.array(json.dumps(header))}, **arrays)
 
@@ -549,18 +553,43 @@ class LabelledBuffer:
             ) from None
         return buffer
 
+    def _observation_keys(self) -> dict[str, list[int]] | None:
+        """``{key: shape}`` of dict observations stored as flat rows (collection records it in
+        ``meta["observation_keys"]``, in the rows' order), when the shapes add up to a row."""
+        keys = self._meta.get("observation_keys")
+        if not isinstance(keys, dict) or not keys or self.frame_stack > 1 or len(self.observation_shape) != 1:
+            return None
+        sizes = [int(np.prod(shape)) for shape in keys.values()]
+        return keys if sum(sizes) == self.observation_shape[0] else None
+
     def _restore(self, data: Mapping[str, np.ndarray], header: Mapping[str, Any]) -> None:
         n, pos, full = int(header["n_rows"]), int(header["pos"]), bool(header["full"])
         if n != (self._capacity if full else pos):
             raise ValueError(f"header says {n} rows with pos={pos}, full={full}, capacity={self._capacity}")
+        keys = header.get("observation_keys")
         for name, array in self._data.items():
-            stored = data[name]
+            stored = _join_keys(data, keys, n) if name == "observations" and keys else data[name]
             if stored.shape != (n, *array.shape[1:]) or stored.dtype != array.dtype:
                 raise ValueError(
                     f"array {name!r} is {stored.dtype}{stored.shape}, expected {array.dtype}{(n, *array.shape[1:])}"
                 )
             array[:n] = stored
         self._pos, self._full = pos, full
+
+
+def _split_keys(rows: np.ndarray, keys: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
+    """Flat dict-observation rows ``(n, D)`` -> ``{"observations/<key>": (n, *shape)}``, in row order."""
+    out, start = {}, 0
+    for key, shape in keys.items():
+        size = int(np.prod(shape))
+        out[f"observations/{key}"] = rows[:, start : start + size].reshape(len(rows), *shape)
+        start += size
+    return out
+
+
+def _join_keys(data: Mapping[str, np.ndarray], keys: Mapping[str, Sequence[int]], n: int) -> np.ndarray:
+    """The inverse of :func:`_split_keys` on a loaded ``.npz``: each key's column flattened, concatenated."""
+    return np.concatenate([np.asarray(data[f"observations/{key}"]).reshape(n, -1) for key in keys], axis=1)
 
 
 def to_device(array: np.ndarray, device: str | torch.device) -> torch.Tensor:

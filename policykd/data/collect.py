@@ -281,6 +281,10 @@ def _new_buffer(
 ) -> LabelledBuffer:
     """A buffer for ``n_transitions`` rounded up to whole vector steps, laid out after the first outputs."""
     n_envs = venv.num_envs
+    dict_space = getattr(driver, "dict_space", None)
+    if dict_space is not None:  # observations are flat_dict_space rows: the header names each key's slice
+        keys = {key: list(sub.shape) for key, sub in dict_space.spaces.items()}
+        meta = {**(meta or {}), "observation_keys": keys}
     return LabelledBuffer.for_teachers(
         -(-n_transitions // n_envs) * n_envs,
         venv.observation_space,

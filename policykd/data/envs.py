@@ -230,7 +230,66 @@ def make_vec_env(
     space = venv.observation_space
     if isinstance(space, gym.spaces.Box) and is_image_space(space) and not is_image_space_channels_first(space):
         venv = VecTransposeImage(venv)
+    if isinstance(space, gym.spaces.Dict):  # MultiInputPolicy experts: see flat_dict_space
+        venv = _VecFlattenDict(venv)
     return venv
+
+
+def flat_dict_space(space: gym.spaces.Dict, source: str) -> gym.spaces.Box:
+    """The Box that a dict of vector Boxes is stored, learnt and played as: each key flattened and the
+    keys concatenated in the space's order, as SB3's CombinedExtractor (flatten per vector key, then
+    concatenate) feeds its MLP. A teacher takes such rows apart again (``unflatten_dict_obs``) and
+    sees its dict. Image keys and other sub-spaces are refused in one line."""
+    from stable_baselines3.common.preprocessing import is_image_space
+
+    for key, sub in space.spaces.items():
+        if not isinstance(sub, gym.spaces.Box) or is_image_space(sub, check_channels=False):
+            raise PolicyKDError(
+                f"{source}: dict observation key {key!r} is {sub}; dict observations are supported with vector Box "
+                "keys only (image keys need a CNN per key in the student, not supported yet)"
+            )
+    flat = gym.spaces.flatten_space(space)
+    return gym.spaces.Box(flat.low.astype(np.float32), flat.high.astype(np.float32), dtype=np.float32)
+
+
+def flatten_dict_obs(space: gym.spaces.Dict, obs: dict[str, np.ndarray]) -> np.ndarray:
+    """``{key: (n, *shape)}`` -> ``(n, sum of key sizes)`` float32 in the space's key order."""
+    n = len(next(iter(obs.values())))
+    return np.concatenate([np.asarray(obs[key], np.float32).reshape(n, -1) for key in space.spaces], axis=1)
+
+
+def unflatten_dict_obs(space: gym.spaces.Dict, flat: np.ndarray) -> dict[str, np.ndarray]:
+    """The inverse of :func:`flatten_dict_obs`: ``(n, D)`` -> ``{key: (n, *shape)}`` in each key's dtype."""
+    out, start = {}, 0
+    for key, sub in space.spaces.items():
+        size = int(np.prod(sub.shape))
+        out[key] = flat[:, start : start + size].reshape(len(flat), *sub.shape).astype(sub.dtype)
+        start += size
+    return out
+
+
+def _VecFlattenDict(venv: Any) -> Any:  # noqa: N802 - a class built lazily (SB3 is imported late)
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    class VecFlattenDict(VecEnvWrapper):
+        """Dict observations as :func:`flat_dict_space` rows (terminal observations too)."""
+
+        def __init__(self, venv: Any) -> None:
+            self.dict_space = venv.observation_space
+            super().__init__(venv, observation_space=flat_dict_space(self.dict_space, "this env"))
+
+        def reset(self) -> np.ndarray:
+            return flatten_dict_obs(self.dict_space, self.venv.reset())
+
+        def step_wait(self) -> Any:
+            obs, rewards, dones, infos = self.venv.step_wait()
+            for info in infos:
+                if isinstance(info.get("terminal_observation"), dict):
+                    one = {k: v[None] for k, v in info["terminal_observation"].items()}
+                    info["terminal_observation"] = flatten_dict_obs(self.dict_space, one)[0]
+            return flatten_dict_obs(self.dict_space, obs), rewards, dones, infos
+
+    return VecFlattenDict(venv)
 
 
 def env_action_masks(venv: Any) -> np.ndarray | None:

@@ -100,10 +100,10 @@ def fast_labeller(teacher: Any) -> Labeller:
 
 def _compile(teacher: Any) -> Forward | None:
     """The forward of ``teacher``'s kind on flattened float32 observations, or None."""
-    import gymnasium as gym
 
-    if not isinstance(teacher.observation_space, gym.spaces.Box) or getattr(teacher, "nvec", ()):
-        return None  # dict observations; MultiDiscrete / MultiBinary logits are laid out per factor by the teacher
+    if getattr(teacher, "dict_space", None) is not None or getattr(teacher, "nvec", ()):
+        # dict observations: SB3 takes them apart per key; MultiDiscrete / MultiBinary: per-factor logits
+        return None
     builders = {
         "categorical": _actor_critic,
         "gaussian": _actor_critic,

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from policykd.data.actions import ActionMapper, factor_layout, factor_logits, masked_output
-from policykd.data.envs import EnvRecipe, check_wrappers, read_zoo_yaml, recipe_from_zoo_config
+from policykd.data.envs import (
+    EnvRecipe,
+    check_wrappers,
+    flat_dict_space,
+    read_zoo_yaml,
+    recipe_from_zoo_config,
+    unflatten_dict_obs,
+)
 from policykd.data.safe_pickle import load_pickle, read_sb3_zip
 from policykd.errors import PolicyKDError
 from policykd.types import TeacherKind, TeacherOutput
@@ -106,11 +113,15 @@ class Teacher:
             )
         self.nvec, self._binary = factor_layout(self.action_space)  # () unless MultiDiscrete / MultiBinary
         self.masked = False  # MaskablePPO: acts on the env's action masks (data.envs.env_action_masks)
+        self.dict_space: gym.spaces.Dict | None = None  # MultiInputPolicy: labels flat rows (envs.flat_dict_space)
         if isinstance(self.observation_space, gym.spaces.Dict):
-            raise PolicyKDError(
-                f"{source}: dict observations (MultiInputPolicy) need a student with one encoder per key and a buffer "
-                "of dict observations, not supported yet; wrap the env with FlattenObservation and train on that"
-            )
+            if normalizer is not None:
+                raise PolicyKDError(
+                    f"{source}: VecNormalize with dict observations (norm_obs_keys) is not supported yet; "
+                    "distil an expert trained without observation normalisation"
+                )
+            self.dict_space = self.observation_space
+            self.observation_space = flat_dict_space(self.dict_space, source)
         self.kind, self._label = self._adapter(policy, source)
         self.mapper = ActionMapper(self.action_space, squash=self.kind == "squashed_gaussian")
         self._device = policy.device
@@ -181,6 +192,8 @@ class Teacher:
         obs = np.asarray(observations)
         if self.normalizer is not None:
             obs = self.normalizer(obs)
+        if self.dict_space is not None:  # SB3's own obs_to_tensor and preprocessing, key by key
+            return self._label(self.policy.obs_to_tensor(unflatten_dict_obs(self.dict_space, obs))[0])
         if self._plain_box_obs and obs.shape[1:] == self.observation_space.shape:
             # SB3's obs_to_tensor does the same plus checks and a device lookup that walks every
             # parameter: a third of the cost of labelling a small batch

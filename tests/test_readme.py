@@ -185,3 +185,16 @@ def test_the_readme_counts_the_bad_input_catalogue_as_it_is() -> None:
     open_rows = sum(1 for case in cases if case.gap)
     quoted = re.search(r"lists the (\d+) bad\s+inputs the tests try over every command \((\d+) handled", README)
     assert quoted and (int(quoted.group(1)), int(quoted.group(2))) == (len(cases), len(cases) - open_rows)
+
+
+def test_readme_teacher_coverage_figures_are_the_results_file():
+    """The teacher-coverage sentence quotes benchmarks/results/teacher_coverage.json (python benchmarks/teacher_coverage.py)."""
+    cells = json.loads((REPO / "benchmarks" / "results" / "teacher_coverage.json").read_text())["cells"]
+    linear = [c for c in cells if c["teacher_params"] < 100]
+    others = [c for c in cells if c["teacher_params"] >= 100]
+    assert linear and all(c["pct_of_teacher"] >= 90 and c["param_fraction"] <= 0.30 for c in others)
+    quoted = re.search(r"linear ARS policy gets a linear\s+student \(([\d.]+) %, at (\d+) %", README)
+    assert quoted and quoted.groups() == (
+        f"{linear[0]['pct_of_teacher']:.1f}",
+        f"{100 * linear[0]['param_fraction']:.0f}",
+    )

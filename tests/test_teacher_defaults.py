@@ -86,7 +86,7 @@ def test_preset_none_sizes_the_student_at_a_quarter_of_the_teacher(cartpole_teac
     n_params = make_student_for(cartpole_teacher, cartpole_teacher.kind, (h, h)).n_params
     wider = make_student_for(cartpole_teacher, cartpole_teacher.kind, (h + 1, h + 1)).n_params
     assert n_params <= 0.25 * cartpole_teacher.n_params < wider  # the largest (h, h) student that fits
-    assert budgets.n_transitions == 50_000 and budgets.n_updates == 5_000  # classic-control budgets
+    assert budgets.n_transitions == 50_000 and budgets.n_updates == 10_000  # classic-control budgets
     assert budgets.learning_rate == pytest.approx(1e-3 * 64 / h)  # a narrower student takes larger steps
     assert "--preset none" in budgets.picked and "classic-control" in budgets.picked
     assert f"{n_params:,} params" in budgets.picked

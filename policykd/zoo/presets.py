@@ -87,7 +87,9 @@ TEACHER_DEFAULTS: dict[str, dict[str, Any]] = {
         "n_updates": 20_000,
         "action_noise": 0.1,
     },
-    "classic-control": {"n_envs": 8, "n_eval_episodes": 20, "n_transitions": 50_000, "n_updates": 5_000},
+    # 10,000 updates as LunarLander's preset: with 5,000 a 25 % student of its DQN reached 61.5 % of
+    # it, with 10,000 91.2 % (seed 0; 100,000 transitions instead: 84.5 %, tau 0.1: 83.2 %)
+    "classic-control": {"n_envs": 8, "n_eval_episodes": 20, "n_transitions": 50_000, "n_updates": 10_000},
 }
 """Per domain, what replaces DEFAULTS; continuous classic control (Pendulum) adds CONTINUOUS_NOISE."""
 CONTINUOUS_NOISE = {"action_noise": 0.1}

@@ -46,6 +46,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "device": (("--device",), dict(help=DEVICE_HELP)),
     "backend": (("--backend",), dict(choices=("local", "ray"), help="where the work runs: local (this process, default) or ray (collect, distill: one Ray task per --workers; sweep, compare-drivers: one Ray task per cell; pip install 'policykd[ray]')")),
     "workers": (("--workers",), dict(type=int, help="collection workers, each with its own --n-envs envs and teacher copies, sharing --n-transitions; worker w is the collection --seed S+w*n_envs makes, so local and ray give the same buffer (default 1)")),
+    "vec_env": (("--vec-env",), dict(choices=("dummy", "subproc"), help="how collection steps its envs: dummy (in this process, default: fastest on few cores and light envs) or subproc (two env groups in subprocesses; one steps while the other's observations are labelled; pays off with slow envs and spare cores; a different buffer from dummy's, the same for either group runner)")),
     "ray_address": (("--ray-address",), dict(metavar="ADDRESS", help="join this running Ray cluster (ray://host:10001, or auto) instead of starting a local Ray; with --backend ray")),
     # the loss
     "loss": (("--loss",), dict(help="kl | nll | mse (default kl; mse for a deterministic TD3/DDPG teacher where it applies)")),
@@ -105,7 +106,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 
 COMMON = ("config", "no_progress", "quiet", "verbose")
 COLLECT = ("teacher", "zoo", "env", "merge", "teacher_weights", "teacher_drive", "n_transitions", "n_envs", "epsilon",
-            "action_noise", "seed", "no_teacher_check", "preset", "device", "backend", "workers", "ray_address")  # fmt: skip
+            "action_noise", "seed", "no_teacher_check", "preset", "device", "backend", "workers", "ray_address", "vec_env")  # fmt: skip
 LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
 # the student, its training, and the videos recorded after it (distill)
 TRAINING = ("hidden", "cnn_width", "student_fraction", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",

@@ -203,21 +203,15 @@ def _wrapper_class(recipe: EnvRecipe) -> Any:
 
 
 def make_vec_env(
-    recipe: EnvRecipe,
-    n_envs: int,
-    seed: int,
-    *,
-    wrap_base: Callable[[gym.Env], gym.Env] | None = None,
-    subproc: bool = False,
+    recipe: EnvRecipe, n_envs: int, seed: int, *, wrap_base: Callable[[gym.Env], gym.Env] | None = None
 ) -> Any:
     """An SB3 VecEnv of ``n_envs`` copies: Monitor (true episode returns) -> zoo wrappers ->
     frame stack -> channel-first images. Env i is seeded with ``seed + i``. Envs render
     ``rgb_array`` frames (SB3's default). ``wrap_base`` wraps each bare env first, under Monitor
-    and the zoo wrappers (a video recorder sees whole episodes, not Atari lives). ``subproc``:
-    the envs step in subprocesses (SB3's SubprocVecEnv) instead of in this process."""
+    and the zoo wrappers (a video recorder sees whole episodes, not Atari lives)."""
     from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
     from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecTransposeImage
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
 
     check_env_id(recipe.env_id)
     env_id = recipe.env_id
@@ -229,7 +223,7 @@ def make_vec_env(
         seed=seed,
         env_kwargs=recipe.env_kwargs,
         wrapper_class=_wrapper_class(recipe),
-        vec_env_cls=SubprocVecEnv if subproc else DummyVecEnv,
+        vec_env_cls=DummyVecEnv,
     )
     if recipe.frame_stack:
         venv = VecFrameStack(venv, int(recipe.frame_stack))

@@ -1,8 +1,8 @@
 """Collection with env stepping overlapped with teacher inference (double-buffering).
 
 The envs are split into groups (two by default), each its own vector env. A group's actions are
-sent with ``step_async``; while its envs step (in subprocesses with SB3's ``SubprocVecEnv``), this
-process waits for the next group, labels its observations and sends its actions. So the teacher's
+sent with ``step_async``; while its envs step (each group in one subprocess, :class:`GroupProcess`),
+this process waits for the next group, labels its observations and sends its actions. So the teacher's
 forward pass and the buffer's bookkeeping of one group run while the other group's envs move.
 
 The order of every random draw is fixed by the groups, not by which vector env class runs them:
@@ -130,15 +130,79 @@ def split_envs(n_envs: int, n_groups: int = 2) -> list[tuple[int, int]]:
 
 def make_env_groups(recipe: Any, n_envs: int, seed: int, *, subproc: bool, n_groups: int = 2) -> list[Any]:
     """The vector envs of :func:`split_envs`: group ``g``'s envs seeded ``seed + first``, so env
-    ``i`` has seed ``seed + i`` as on one vector env; ``subproc``: each group in subprocesses."""
+    ``i`` has seed ``seed + i`` as on one vector env; ``subproc``: each group one subprocess
+    (:class:`GroupProcess`), else in this process."""
     from policykd.data.envs import make_vec_env
 
     venvs: list[Any] = []
     try:
         for first, size in split_envs(n_envs, n_groups):
-            venvs.append(make_vec_env(recipe, size, seed + first, subproc=subproc))
+            make = GroupProcess if subproc else make_vec_env
+            venvs.append(make(recipe, size, seed + first))
     except BaseException:
         for venv in venvs:
             venv.close()
         raise
     return venvs
+
+
+def _serve_group(remote: Any, recipe: Any, n_envs: int, seed: int) -> None:
+    """A group's subprocess: its vector env (built here, as make_vec_env builds it) answers the
+    parent's ``(method, args)`` until ``close``."""
+    import torch
+
+    from policykd.data.envs import make_vec_env
+
+    torch.set_num_threads(1)
+    venv = make_vec_env(recipe, n_envs, seed)
+    remote.send((venv.observation_space, venv.action_space))
+    while True:
+        method, args = remote.recv()
+        if method == "close":
+            venv.close()
+            remote.close()
+            return
+        remote.send(getattr(venv, method)(*args))
+
+
+class GroupProcess:
+    """One group's vector env stepped in one subprocess (SB3's SubprocVecEnv takes a process per
+    env; here a group of ``n_envs`` envs shares one, so two groups cost two processes whatever the
+    env count). The VecEnv calls collection makes: reset, step_async / step_wait, has_attr,
+    env_method, close."""
+
+    def __init__(self, recipe: Any, n_envs: int, seed: int) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("forkserver")
+        self.remote, child = context.Pipe()
+        self.process = context.Process(target=_serve_group, args=(child, recipe, n_envs, seed), daemon=True)
+        self.process.start()
+        child.close()
+        self.num_envs = n_envs
+        self.observation_space, self.action_space = self.remote.recv()
+
+    def _call(self, method: str, *args: Any) -> Any:
+        self.remote.send((method, args))
+        return self.remote.recv()
+
+    def reset(self) -> np.ndarray:
+        return self._call("reset")
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self.remote.send(("step", (actions,)))
+
+    def step_wait(self) -> tuple[Any, ...]:
+        return self.remote.recv()
+
+    def has_attr(self, name: str) -> bool:
+        return self._call("has_attr", name)
+
+    def env_method(self, name: str, *args: Any) -> list[Any]:
+        return self._call("env_method", name, *args)
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.remote.send(("close", ()))
+            self.process.join(timeout=10)
+        self.remote.close()

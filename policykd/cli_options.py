@@ -116,7 +116,7 @@ EXPERIMENT = ("teacher", "zoo", "env", "seeds", "n_envs", "hidden", "batch_size"
 SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon", "action_noise", "temperature_on",
          "kl_direction", "n_updates", "bins", "backend", "ray_address")  # fmt: skip
 DRIVERS = (*EXPERIMENT, "trust_pickles", "drivers", "dagger_schedule", "rounds", "round_transitions", "round_updates",
-           "capacity", "loss", "temperature", "stochastic_drivers", "backend", "ray_address")  # fmt: skip
+           "capacity", "loss", "temperature", "stochastic_drivers", "backend", "ray_address", "workers")  # fmt: skip
 FINETUNE = ("teacher", "zoo", "env", "trust_pickles", "algo", "start", "net_fraction", "lambda_schedule", "entropy_coef",
             "timesteps", "teacher_return", "value_init", *LOSS, "seed", "eval_episodes", "eval_every_steps", "out_dir", "overwrite")  # fmt: skip
 

@@ -66,3 +66,21 @@ def test_collect_vec_env_subproc_is_the_overlapped_collection(cartpole_expert_di
     assert_same_buffer(subproc, here)
     assert subproc.meta["vec_env"] == "subproc" and "vec_env" not in plain.meta
     assert len(plain) == len(subproc)
+
+
+def test_the_readme_quotes_the_overlap_measurements_as_recorded():
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        from overlap_timing import overlap_readme
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    results = json.loads((root / "benchmarks/results/throughput.json").read_text())
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- overlap:start -->\n")[1].split("<!-- overlap:end -->")[0]
+    assert block.strip() == overlap_readme(results).strip()
+    assert "CartPole 0." in block and len(results["overlap"]) == 6

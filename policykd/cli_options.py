@@ -45,7 +45,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "seed": (("--seed",), dict(type=int, help="seed of collection, initial weights and evaluation (default 0)")),
     "device": (("--device",), dict(help=DEVICE_HELP)),
     "backend": (("--backend",), dict(choices=("local", "ray"), help="where the work runs: local (this process, default) or ray (collect, distill: one Ray task per --workers; sweep, compare-drivers: one Ray task per cell; pip install 'policykd[ray]')")),
-    "workers": (("--workers",), dict(type=int, help="collection workers, each with its own --n-envs envs and teacher copies, sharing --n-transitions; worker w is the collection --seed S+w*n_envs makes, so local and ray give the same buffer (default 1)")),
+    "workers": (("--workers",), dict(type=int, help="collection workers, each with its own --n-envs envs and teacher copies, sharing --n-transitions; worker w is the collection --seed S+w*n_envs makes, so local and ray give the same buffer (default 1); compare-drivers: each online round's collection split so, on Ray actors with --backend ray (the runs then go one after another here)")),
     "vec_env": (("--vec-env",), dict(choices=("dummy", "subproc"), help="how collection steps its envs: dummy (in this process, default: fastest on few cores and light envs) or subproc (two env groups in subprocesses; one steps while the other's observations are labelled; pays off with slow envs and spare cores; a different buffer from dummy's, the same for either group runner)")),
     "ray_address": (("--ray-address",), dict(metavar="ADDRESS", help="join this running Ray cluster (ray://host:10001, or auto) instead of starting a local Ray; with --backend ray")),
     # the loss

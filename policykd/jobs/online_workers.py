@@ -104,7 +104,7 @@ def rebuilt_student(config: dict[str, Any], state: dict[str, np.ndarray], studen
 class LocalRounds:
     """The workers one after another in this process, acting with the learner's own student."""
 
-    def __init__(self, teacher: Teacher, student: Student, workers: Sequence[RoundWorker]) -> None:
+    def __init__(self, student: Student, workers: Sequence[RoundWorker]) -> None:
         self.student, self.workers = student, list(workers)
 
     def __call__(self, beta: float) -> list[Chunk]:
@@ -176,7 +176,7 @@ def round_collection(teacher: Teacher, student: Student, config: Any, split: Rou
     args = [(config.n_envs, seed, share, config.deterministic_drivers) for seed, share in zip(seeds, shares)]
     if split.backend == "ray":
         return RayRounds(teacher, student, args, split)
-    return LocalRounds(teacher, student, [RoundWorker(teacher, *a, venv=venv) for a in args])
+    return LocalRounds(student, [RoundWorker(teacher, *a, venv=venv) for a in args])
 
 
 def join_stats(chunks: Sequence[Chunk]) -> CollectStats:

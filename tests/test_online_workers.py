@@ -4,6 +4,8 @@ order, and a local Ray head (actors sent the student's weights each round) gives
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,9 @@ def test_compare_drivers_workers_split_each_round(cartpole_expert_dir, tmp_path)
         return compare_drivers(config)["runs"][0]["rounds"]
 
     one, two = drivers(1, "one"), drivers(2, "two")
+    stored = [json.loads(p.read_text())["settings"] for p in (tmp_path / "one" / "cells").glob("dagger-*.json")]
+    assert stored and "workers" not in stored[0]  # cells stored before --workers existed stay valid
+    assert json.loads(next((tmp_path / "two" / "cells").glob("dagger-*.json")).read_text())["settings"]["workers"] == 2
     assert [r["n_labels"] for r in two] == [64, 128] == [r["n_labels"] for r in one]
     assert two[0]["n_teacher_steps"] == 64  # dagger's first round: beta 1
     assert two[1]["share_student"] > 0

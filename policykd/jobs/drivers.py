@@ -21,11 +21,12 @@ from policykd.errors import PolicyKDError
 from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, mean_ci
 from policykd.jobs.experiment import (
+    CELL_INDEPENDENT,
     ExperimentOptions,
     RunCache,
-    cell_cache,
     experiment_baselines,
     experiment_folder,  # the run folder an experiment writes
+    folder_cache,
     run_logger,
     student_for,
 )
@@ -240,7 +241,8 @@ def _compare_in(
 ) -> dict[str, Any]:
     from policykd.jobs.plots import plot_drivers
 
-    cache = cache or cell_cache(out, config, CELLS_LISTED_BY)
+    one_worker = ("workers",) if config.workers == 1 else ()  # cells stored before --workers existed stay valid
+    cache = cache or folder_cache(out, config, (*CELL_INDEPENDENT, CELLS_LISTED_BY, *one_worker))
     baselines = experiment_baselines(teacher, config, cache)
     teacher_return = baselines["teacher_greedy" if budgets["deterministic_eval"] else "teacher_sampled"]
     threshold = baselines["random"] + 0.95 * (teacher_return - baselines["random"])

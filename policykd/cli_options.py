@@ -45,7 +45,8 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "seed": (("--seed",), dict(type=int, help="seed of collection, initial weights and evaluation (default 0)")),
     "device": (("--device",), dict(help=DEVICE_HELP)),
     "backend": (("--backend",), dict(choices=("local", "ray"), help="where the work runs: local (this process, default) or ray (collect, distill: one Ray task per --workers; sweep, compare-drivers: one Ray task per cell; pip install 'policykd[ray]')")),
-    "workers": (("--workers",), dict(type=int, help="collection workers, each with its own --n-envs envs and teacher copies, sharing --n-transitions; worker w is the collection --seed S+w*n_envs makes, so local and ray give the same buffer (default 1)")),
+    "workers": (("--workers",), dict(type=int, help="collection workers, each with its own --n-envs envs and teacher copies, sharing --n-transitions; worker w is the collection --seed S+w*n_envs makes, so local and ray give the same buffer (default 1); compare-drivers: each online round's collection split so, on Ray actors with --backend ray (the runs then go one after another here)")),
+    "vec_env": (("--vec-env",), dict(choices=("dummy", "subproc"), help="how collection steps its envs: dummy (in this process, default: fastest on few cores and light envs) or subproc (two env groups in subprocesses; one steps while the other's observations are labelled; pays off with slow envs and spare cores; a different buffer from dummy's, the same for either group runner)")),
     "ray_address": (("--ray-address",), dict(metavar="ADDRESS", help="join this running Ray cluster (ray://host:10001, or auto) instead of starting a local Ray; with --backend ray")),
     # the loss
     "loss": (("--loss",), dict(help="kl | nll | mse (default kl; mse for a deterministic TD3/DDPG teacher where it applies)")),
@@ -105,7 +106,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 
 COMMON = ("config", "no_progress", "quiet", "verbose")
 COLLECT = ("teacher", "zoo", "env", "merge", "teacher_weights", "teacher_drive", "n_transitions", "n_envs", "epsilon",
-            "action_noise", "seed", "no_teacher_check", "preset", "device", "backend", "workers", "ray_address")  # fmt: skip
+            "action_noise", "seed", "no_teacher_check", "preset", "device", "backend", "workers", "ray_address", "vec_env")  # fmt: skip
 LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
 # the student, its training, and the videos recorded after it (distill)
 TRAINING = ("hidden", "cnn_width", "student_fraction", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
@@ -115,7 +116,7 @@ EXPERIMENT = ("teacher", "zoo", "env", "seeds", "n_envs", "hidden", "batch_size"
 SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon", "action_noise", "temperature_on",
          "kl_direction", "n_updates", "bins", "backend", "ray_address")  # fmt: skip
 DRIVERS = (*EXPERIMENT, "trust_pickles", "drivers", "dagger_schedule", "rounds", "round_transitions", "round_updates",
-           "capacity", "loss", "temperature", "stochastic_drivers", "backend", "ray_address")  # fmt: skip
+           "capacity", "loss", "temperature", "stochastic_drivers", "backend", "ray_address", "workers")  # fmt: skip
 FINETUNE = ("teacher", "zoo", "env", "trust_pickles", "algo", "start", "net_fraction", "lambda_schedule", "entropy_coef",
             "timesteps", "teacher_return", "value_init", *LOSS, "seed", "eval_episodes", "eval_every_steps", "out_dir", "overwrite")  # fmt: skip
 

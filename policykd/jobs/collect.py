@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from policykd.checks import check_int
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.collect import CollectStats, buffer_nbytes, check_spaces, collect_rollouts
 from policykd.data.envs import make_vec_env
+from policykd.data.overlap import collect_overlapped, make_env_groups
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.fileio import check_folder_path, check_room
@@ -56,7 +58,9 @@ def _collect_here(
     """Collect in this process, on one vector env of ``budgets.n_envs`` envs seeded from ``config.seed``."""
     teacher = teachers[0]
     drive = config.teacher_drive if len(teachers) > 1 else "first"
-    venv = make_vec_env(teacher.recipe, budgets.n_envs, config.seed)
+    overlap = config.vec_env == "subproc"
+    venvs = make_env_groups(teacher.recipe, budgets.n_envs, config.seed, subproc=True) if overlap else []
+    venv = venvs[0] if overlap else make_vec_env(teacher.recipe, budgets.n_envs, config.seed)
     try:
         for t in teachers:
             check_spaces(t, venv)
@@ -69,9 +73,10 @@ def _collect_here(
             "epsilon": budgets.epsilon,
             "action_noise": budgets.action_noise,
             "driver": "teacher",
+            **({"vec_env": "subproc"} if overlap else {}),
         }
-        buffer, stats = collect_rollouts(
-            venv,
+        run = functools.partial(collect_overlapped, venvs) if overlap else functools.partial(collect_rollouts, venv)
+        buffer, stats = run(
             teachers,
             budgets.n_transitions,
             rng=np.random.default_rng(config.seed),
@@ -83,7 +88,8 @@ def _collect_here(
             progress="collect" if config.progress_bar else None,
         )
     finally:
-        venv.close()
+        for each in venvs or [venv]:
+            each.close()
     return buffer, stats
 
 

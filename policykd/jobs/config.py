@@ -52,6 +52,9 @@ class CollectConfig:
     (worker w seeded seed + w * n_envs; jobs/ray_backend.py)."""
     ray_address: str | None = None
     """A running Ray cluster to join (``ray.init(address=...)``); default: a local Ray started for the run."""
+    vec_env: str = "dummy"
+    """How each worker steps its envs: dummy (one vector env in this process) or subproc (two env
+    groups in subprocesses, one stepping while the other is labelled; data/overlap.py)."""
 
 
 @dataclasses.dataclass(frozen=True)

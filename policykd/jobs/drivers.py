@@ -21,15 +21,17 @@ from policykd.errors import PolicyKDError
 from policykd.fileio import write_csv, write_json_atomic, write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, mean_ci
 from policykd.jobs.experiment import (
+    CELL_INDEPENDENT,
     ExperimentOptions,
     RunCache,
-    cell_cache,
     experiment_baselines,
     experiment_folder,  # the run folder an experiment writes
+    folder_cache,
     run_logger,
     student_for,
 )
 from policykd.jobs.online import OnlineConfig, return_evaluator, train_online
+from policykd.jobs.online_workers import RoundSplit
 from policykd.jobs.ray_backend import check_backend, run_cells
 from policykd.jobs.resolve import check_batch_size, check_hidden_sizes, resolve_teacher
 from policykd.learn.logging import hparams_of
@@ -68,6 +70,9 @@ class DriversConfig(ExperimentOptions):
     deterministic_drivers: bool = True
     seed: int = 0
     out_dir: str = "runs/compare-drivers"
+    workers: int = 1
+    """Each round's collection split across this many workers (jobs/online_workers.py); above 1,
+    with ``backend="ray"`` the workers are Ray actors and the runs go one after another here."""
 
 
 def _check_drivers_config(config: DriversConfig) -> dict[str, BetaSchedule]:
@@ -156,8 +161,21 @@ def _drive_one(
                 teacher.recipe, config.n_eval_episodes, eval_seed, bool(budgets["deterministic_eval"])
             ),
             on_round=on_round,
+            split=_round_split(config),
         )
     return {"driver": driver, "seed": seed, "schedule": repr(schedule), **result.to_json()}
+
+
+def _round_split(config: DriversConfig) -> RoundSplit:
+    """Where each round collects: one worker in the run's own process, or ``--workers`` on ``--backend``."""
+    if config.workers == 1:
+        return RoundSplit()
+    return RoundSplit(config.workers, config.backend, config.ray_address, config.trust_pickles)
+
+
+def _cells_backend(config: DriversConfig) -> str:
+    """Where the (driver, seed) runs go: Ray tasks with one worker each, else here (their rounds use Ray)."""
+    return config.backend if config.workers == 1 else "local"
 
 
 def labels_to_reach(n_labels: Sequence[int], returns: Sequence[float], threshold: float) -> int | None:
@@ -223,14 +241,15 @@ def _compare_in(
 ) -> dict[str, Any]:
     from policykd.jobs.plots import plot_drivers
 
-    cache = cache or cell_cache(out, config, CELLS_LISTED_BY)
+    one_worker = ("workers",) if config.workers == 1 else ()  # cells stored before --workers existed stay valid
+    cache = cache or folder_cache(out, config, (*CELL_INDEPENDENT, CELLS_LISTED_BY, *one_worker))
     baselines = experiment_baselines(teacher, config, cache)
     teacher_return = baselines["teacher_greedy" if budgets["deterministic_eval"] else "teacher_sampled"]
     threshold = baselines["random"] + 0.95 * (teacher_return - baselines["random"])
     n_runs = len(config.drivers) * config.n_seeds
     bar = progress_bar(n_runs * config.n_rounds, "compare-drivers", enabled=config.progress_bar, unit="rounds")
     # rounds tick the bar here; a Ray task's rounds cannot reach it, its run's end does
-    on_round = (lambda _: bar.update(1)) if config.backend == "local" else None
+    on_round = (lambda _: bar.update(1)) if _cells_backend(config) == "local" else None
     cells = [
         (f"{driver}-seed{seed}", functools.partial(_drive_one, teacher, driver, schedules[driver], seed, config, online, budgets, out, on_round))
         for driver in config.drivers
@@ -243,7 +262,7 @@ def _compare_in(
         n_done += 1
         bar.advance_to(n_done * config.n_rounds)  # a cached run reports no rounds
 
-    runs = run_cells(cells, cache, backend=config.backend, address=config.ray_address, on_done=run_done)
+    runs = run_cells(cells, cache, backend=_cells_backend(config), address=config.ray_address, on_done=run_done)
     bar.close()
     results = {driver: _driver_results(driver, runs, threshold) for driver in config.drivers}
     summary = {

@@ -15,7 +15,6 @@ the drivers is jobs/drivers.py.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +22,11 @@ import numpy as np
 
 from policykd.checks import check_int
 from policykd.data.buffers import LabelledBuffer
-from policykd.data.collect import CollectStats, RolloutCursor, collect_rollouts
-from policykd.data.envs import EnvRecipe, make_vec_env
+from policykd.data.collect import CollectStats
+from policykd.data.envs import EnvRecipe
 from policykd.data.teachers import Teacher
 from policykd.jobs.evaluate import evaluate_policy
+from policykd.jobs.online_workers import RoundSplit, join_stats, round_collection
 from policykd.learn.logging import MetricLogger, NullLogger
 from policykd.learn.schedules import BetaSchedule, check_beta
 from policykd.learn.students import Student
@@ -110,6 +110,7 @@ def train_online(
     temperature: float | None = None,
     venv: Any = None,
     on_round: Callable[[RoundRecord], None] | None = None,
+    split: RoundSplit | None = None,
 ) -> OnlineResult:
     """Alternate collection rounds (driver mixture ``schedule(round)``) and training rounds.
 
@@ -117,21 +118,11 @@ def train_online(
     run on across rounds (no reset between them). ``temperature`` goes to the Trainer (None: the
     loss's). Logs ``online/beta``, ``online/n_labels`` and ``eval/student_return`` per round at the
     global update count, next to the Trainer's own tags. ``on_round(record)`` after each round.
+    ``split``: each round's collection across workers, here or on Ray (jobs/online_workers.py;
+    default one worker here).
     """
     logger = logger or NullLogger()
-    owns_venv = venv is None
-    venv = make_vec_env(teacher.recipe, config.n_envs, config.seed) if owns_venv else venv
-    act_rng = np.random.default_rng(config.seed + 1)
-    collect_round = functools.partial(
-        collect_rollouts,
-        venv,
-        [teacher],
-        config.n_transitions_per_round,
-        rng=np.random.default_rng(config.seed),
-        student_act=lambda obs, **masks: student.act(obs, config.deterministic_drivers, act_rng, **masks),
-        deterministic=config.deterministic_drivers,
-        cursor=RolloutCursor(),
-    )
+    collect_round = round_collection(teacher, student, config, split or RoundSplit(), venv)
     trainer_config = _trainer_config(config, temperature, str(teacher.device))  # the student trains where it labels
     ring: LabelledBuffer | None = None
     trainer: Trainer | None = None
@@ -139,13 +130,14 @@ def train_online(
     try:
         for index in range(config.n_rounds):
             beta = check_beta(schedule(index), f"the schedule's beta at round {index}")
-            student.eval()
-            chunk, stats = collect_round(beta=beta)
+            chunks = collect_round(beta)  # one per worker, in worker order
+            stats = join_stats(chunks)
             if ring is None:
-                ring = LabelledBuffer(config.capacity, meta={"env_id": teacher.recipe.env_id}, **chunk.layout())
+                ring = LabelledBuffer(config.capacity, meta={"env_id": teacher.recipe.env_id}, **chunks[0][0].layout())
                 trainer = Trainer(student, loss_fn, ring, config=trainer_config, logger=logger)
             assert trainer is not None
-            ring.extend(chunk)
+            for chunk, _ in chunks:
+                ring.extend(chunk)
             metrics = trainer.train()
             student_return = evaluate(student) if evaluate is not None else None
             rounds.append(_round_record(index, beta, stats, rounds, ring, metrics, student_return))
@@ -153,8 +145,7 @@ def train_online(
             if on_round is not None:  # e.g. a progress bar over rounds
                 on_round(rounds[-1])
     finally:
-        if owns_venv:
-            venv.close()
+        collect_round.close()
     assert ring is not None
     student.eval()
     return OnlineResult(student=student, buffer=ring, rounds=rounds)

@@ -38,6 +38,8 @@ def check_backend(config: Any) -> None:
     if config.backend not in BACKENDS:
         raise PolicyKDError(f"--backend {config.backend!r}: use local (this process) or ray")
     check_int("--workers", getattr(config, "workers", 1))
+    if getattr(config, "vec_env", "dummy") not in ("dummy", "subproc"):
+        raise PolicyKDError(f"--vec-env {config.vec_env!r}: use dummy (envs in this process) or subproc")
     if config.ray_address is not None and config.backend != "ray":
         raise PolicyKDError("--ray-address joins a Ray cluster; add --backend ray")
     if config.backend == "ray":

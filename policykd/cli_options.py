@@ -118,7 +118,7 @@ SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon
 DRIVERS = (*EXPERIMENT, "trust_pickles", "drivers", "dagger_schedule", "rounds", "round_transitions", "round_updates",
            "capacity", "loss", "temperature", "stochastic_drivers", "backend", "ray_address", "workers")  # fmt: skip
 FINETUNE = ("teacher", "zoo", "env", "trust_pickles", "algo", "start", "net_fraction", "lambda_schedule", "entropy_coef",
-            "timesteps", "teacher_return", "value_init", *LOSS, "seed", "eval_episodes", "eval_every_steps", "out_dir", "overwrite")  # fmt: skip
+            "timesteps", "teacher_return", "value_init", *LOSS, "seed", "eval_episodes", "eval_every_steps", "out_dir", "overwrite", "device")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -239,6 +239,7 @@ CASES: list[Case] = [
     Case("options", "--preset that is not one", f"distill --teacher {CP} --preset maybe {TINY} --out {{O}}", "is not one of auto, none"),
     Case("options", "--student-fraction with --hidden", f"distill --teacher {CP} --student-fraction 0.25 --hidden 8 8 {TINY} --out {{O}}", "pass one of them"),
     Case("options", "finetune: an algorithm that does not fit the actions", f"finetune --teacher {CP} --algo sac --timesteps 64 --out {{O}}", "SAC does not handle the action space"),
+    Case("options", "finetune --device cuda without a GPU", f"finetune --teacher {CP} --device cuda --timesteps 64 --out {{O}}", "use --device cpu or auto"),
     Case("options", "finetune: two teachers", f"finetune --teacher {CP} --teacher {CP} --timesteps 64 --out {{O}}", "takes one --teacher"),
     Case("options", "finetune: a schedule it cannot read", f"finetune --teacher {CP} --schedule sometimes --timesteps 64 --out {{O}}", "cannot read the lambda schedule"),
     Case("numbers", "--workers 0", f"collect --teacher {CP} --workers 0 --n-transitions 64 --out {{O}}/b.npz", "--workers must be an integer >= 1"),

@@ -73,6 +73,8 @@ class FinetuneConfig:
     out_dir: str | None = None
     overwrite: bool = False
     progress_bar: bool = True
+    device: str = "cpu"
+    """Torch device of the student's RL training and the teacher's labels: cpu | cuda | cuda:N | auto (``--device``)."""
 
 
 class SB3Actor:
@@ -92,7 +94,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
 
     started = time.perf_counter()
     _check_options(config)
-    teacher = resolve_teacher(config.teacher, config.env_id, trust_pickles=config.trust_pickles, zoo_dir=config.zoo_dir)
+    options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
+    teacher = resolve_teacher(config.teacher, config.env_id, **options)
     algo = config.algo or teacher.algo
     check_algo_fits(algo, teacher.action_space, teacher.kind)
     setup = plan_model(config, teacher, algo)
@@ -226,7 +229,7 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
             entropy_coef=config.entropy_coef,
             teacher_return=config.teacher_return,
             seed=config.seed,
-            device="cpu",
+            device=teacher.device,  # --device, resolved with the teacher
             tensorboard_log=None if tb_dir is None else str(tb_dir),
             **plan.kwargs,
         )

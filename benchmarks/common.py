@@ -147,7 +147,17 @@ def code_of(source: str) -> str:
 
 # Fields that say how a run is executed, not what it computes.
 RUN_ONLY_FIELDS = frozenset({"out_dir", "overwrite", "progress_bar", "resume", "checkpoint_every", "video",
-                             "video_episodes", "zoo_dir"})  # fmt: skip
+                             "video_episodes", "zoo_dir", "backend", "ray_address"})  # fmt: skip
+# A sweep benchmark's --backend: its cells as Ray tasks (a local Ray head, or the cluster RAY_ADDRESS names)
+BACKEND_OPTION = (
+    ("--backend",),
+    dict(
+        choices=("local", "ray"),
+        default="local",
+        help="run the cells here (default) or as Ray tasks: a local Ray head, "
+        "or the cluster the RAY_ADDRESS environment variable names",
+    ),
+)
 # DistillConfig's fields when the cached cells were first stamped (up to 2026-12-01), and the
 # defaults that changed since: such a cell hashed every one of these fields.
 LEGACY_FIELDS = {
@@ -345,7 +355,7 @@ def sweep_sections(
 ) -> list[str]:
     """``task_sections`` for the resumable per-task sweeps (temperatures, drivers): --quick keeps
     QUICK_SWEEP_TASKS with one seed and caches under ``<name>-quick``. ``run_task(name, teacher,
-    budgets, cache_dir, force, n_seeds)``; ``section(name, summary, results stem)``."""
+    budgets, cache_dir, force, n_seeds, backend=)``; ``section(name, summary, results stem)``."""
     stem = results_name(name, args.quick)
     n_seeds = 1 if args.quick else n_seeds
     selected = [task for task in tasks if task[0] in QUICK_SWEEP_TASKS or not args.quick]
@@ -353,7 +363,7 @@ def sweep_sections(
         selected,
         stem,
         args.only,
-        lambda n, t, b, c: run_task(n, t, b, c, args.force, n_seeds),
+        lambda n, t, b, c: run_task(n, t, b, c, args.force, n_seeds, backend=args.backend),
         lambda n, summary: section(n, summary, stem),
     )
 

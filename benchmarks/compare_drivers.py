@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import TaskCache, parse_quick_args, provenance, publish, sweep_sections
+from common import BACKEND_OPTION, TaskCache, parse_quick_args, provenance, publish, sweep_sections
 
 from policykd.fileio import read_json, write_json_atomic
 from policykd.jobs.drivers import DriversConfig, compare_drivers, drivers_markdown
@@ -69,6 +69,7 @@ def run_task(
     cache_dir: Path,
     force: bool,
     n_seeds: int,
+    backend: str = "local",
 ) -> dict[str, Any]:
     """Run (or resume) one task; its summary gains ``command``, ``wall_time_s`` and ``resumed``."""
     out_dir = f"runs/benchmarks/{cache_dir.parent.name}/{name}"
@@ -82,7 +83,7 @@ def run_task(
     if previous.is_file() and read_json(previous)["command"] != command and not force:
         sys.exit(f"{name}: the cached runs in {cache_dir} were made by another command; rerun with --force")
     config = DriversConfig(
-        teacher=teacher, n_seeds=n_seeds, n_eval_episodes=N_EVAL_EPISODES, out_dir=out_dir, **budgets
+        backend=backend, teacher=teacher, n_seeds=n_seeds, n_eval_episodes=N_EVAL_EPISODES, out_dir=out_dir, **budgets
     )
     task_cache = TaskCache(cache_dir, force)
 
@@ -114,6 +115,7 @@ def main() -> None:
         __doc__,
         "CartPole and Pendulum, 1 seed",
         only_help="run only tasks whose name contains this (others: from cache)",
+        extra=[BACKEND_OPTION],
     )
     sections = sweep_sections(args, "compare_drivers", TASKS, N_SEEDS, run_task, section)
     text = (

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import TaskCache, parse_quick_args, provenance, publish, sweep_sections
+from common import BACKEND_OPTION, TaskCache, parse_quick_args, provenance, publish, sweep_sections
 
 from policykd.fileio import read_json, write_json_atomic
 from policykd.jobs.sweep import SweepConfig, run_sweep, sweep_markdown
@@ -51,6 +51,7 @@ def run_task(
     cache_dir: Path,
     force: bool,
     n_seeds: int,
+    backend: str = "local",
 ) -> dict[str, Any]:
     """Run (or resume) one task's sweep; its summary gains ``command``, ``wall_time_s`` and ``resumed``."""
     out_dir = f"runs/benchmarks/{cache_dir.parent.name}/{env_id}"
@@ -60,6 +61,7 @@ def run_task(
     if previous.is_file() and read_json(previous)["command"] != command and not force:
         sys.exit(f"{env_id}: the cached runs in {cache_dir} were made by another command; rerun with --force")
     config = SweepConfig(
+        backend=backend,
         teacher=teacher,
         temperatures=TEMPERATURES,
         n_seeds=n_seeds,
@@ -100,6 +102,7 @@ def main() -> None:
         __doc__,
         "CartPole and Pendulum, 1 seed",
         only_help="run only tasks whose env id contains this (others: from cache)",
+        extra=[BACKEND_OPTION],
     )
     sections = sweep_sections(args, "temperature_sweep", TASKS, N_SEEDS, run_task, section)
     text = (

@@ -3,6 +3,7 @@ README sections that quote them, and a cached cell says which code and config co
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -160,3 +161,16 @@ def test_library_fingerprint_ignores_comments_docstrings_and_layout_but_not_code
     assert common.code_of(base) == common.code_of(same)
     assert common.code_of(base) != common.code_of('def f(x):\n    """Doc."""\n    return x + 2\n')
     assert common.code_of('"""Module doc."""\nX = 1\n') == common.code_of("X = 1\n")
+
+
+def test_where_cells_run_is_not_part_of_a_cells_config_fingerprint():
+    """A sweep benchmark rerun with --backend ray reads the cells a local run stored, and the reverse."""
+    from policykd.jobs.sweep import SweepConfig
+
+    local = SweepConfig(teacher="agents/ppo/CartPole-v1_1", temperatures=(1.0, 2.0))
+    assert common.config_fingerprint(dataclasses.replace(local, backend="ray", ray_address="auto")) == (
+        common.config_fingerprint(local)
+    )
+    assert common.config_fingerprint(dataclasses.replace(local, temperatures=(1.0,))) != common.config_fingerprint(
+        local
+    )

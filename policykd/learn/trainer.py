@@ -221,13 +221,12 @@ class Trainer:
         cfg = self.config
         window_start, window_steps = time.perf_counter(), 0
         while self.round_updates < cfg.n_updates:
-            self._in_update = True  # interrupt() waits for the end of the update (see there)
+            # interrupt() waits for the end of the update and of its logging: a KeyboardInterrupt
+            # raised inside the TensorBoard writer could leave its lock held, and closing it then hangs
+            self._in_update = True
             loss, steps = self.step()
             self.round_updates += 1
             self.logged_now = {}
-            self._in_update = False
-            if self._stop_requested:
-                raise KeyboardInterrupt
             update, window_steps = self.round_updates, window_steps + 1
             if update % cfg.log_every == 0 or update == cfg.n_updates:
                 self._finite.check()
@@ -236,6 +235,9 @@ class Trainer:
                 self._log(self.last_metrics)
                 bar.set_postfix(loss=f"{self.last_metrics['losses/distill']:.4f}")
                 window_start, window_steps = time.perf_counter(), 0
+            self._in_update = False
+            if self._stop_requested:
+                raise KeyboardInterrupt
             if self._evaluation_due(update):
                 self.run_evaluation(self.n_updates_done)
             elif time.monotonic() - self._last_checkpoint >= cfg.checkpoint_every_s:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ from policykd.data.fast_forward import fast_labeller
 from policykd.data.teachers import load_teacher
 from policykd.errors import PolicyKDError
 from policykd.types import KIND_FIELDS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import toy_envs  # noqa: E402  (benchmarks/ is a folder of scripts: the toy envs live there once)
 
 B = 32
 SMALL_NET = {"net_arch": [32, 32]}
@@ -64,29 +68,9 @@ if IMAGE_ENV not in gym.registry:
 MULTI_DISCRETE_ENV, MULTI_BINARY_ENV = "PolicykdTinyMultiDiscrete-v0", "PolicykdTinyMultiBinary-v0"
 
 
-class TinyFactoredEnv(gym.Env):
-    """Three observed numbers in [-1, 1]; each action factor pays 1 when it picks the bin its number
-    falls in (``nvec`` bins per factor; MultiBinary: the sign). Factors of unequal sizes (3, 2, 4)
-    exercise the padding of the per-factor logits."""
-
-    observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
-
-    def __init__(self, binary: bool = False) -> None:
-        self.action_space = gym.spaces.MultiBinary(3) if binary else gym.spaces.MultiDiscrete([3, 2, 4])
-        self._bins = np.array([2, 2, 2]) if binary else self.action_space.nvec
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self._t = 0
-        self._obs = self.np_random.uniform(-1, 1, 3).astype(np.float32)
-        return self._obs, {}
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        best = np.minimum(((self._obs + 1) / 2 * self._bins).astype(int), self._bins - 1)
-        reward = float(np.sum(np.asarray(action) == best))
-        self._t += 1
-        self._obs = self.np_random.uniform(-1, 1, 3).astype(np.float32)
-        return self._obs, reward, False, self._t >= 20, {}
+# Three observed numbers in [-1, 1]; each action factor pays 1 for the bin its number falls in; factors
+# of unequal sizes (3, 2, 4) exercise the padding of the per-factor logits (benchmarks/toy_envs.py)
+TinyFactoredEnv = toy_envs.Factored
 
 
 MASKED_ENV = "PolicykdInvalidAction-v0"
@@ -117,7 +101,7 @@ for _env_id, _binary in ((MULTI_DISCRETE_ENV, False), (MULTI_BINARY_ENV, True)):
         gym.register(_env_id, entry_point=TinyFactoredEnv, kwargs={"binary": _binary})
 
 
-DICT_DISCRETE_ENV, DICT_BOX_ENV = "PolicykdDictCartPole-v0", "PolicykdDictPendulum-v0"
+DICT_DISCRETE_ENV, DICT_BOX_ENV = "PolicykdTinyDictCartPole-v0", "PolicykdTinyDictPendulum-v0"  # not toy_envs' ids
 
 
 class SplitObservation(gym.ObservationWrapper):

@@ -180,9 +180,9 @@ def main() -> None:
         if quick_steps is not None or not args.quick
     ]
     cells = [
-        run_cell(pair, algo, env_id, args.quick, zoo, through(algo, env_id), steps)
+        run_cell(pair, algo, env_id, args.quick, zoo, chosen, steps)
         for pair, algo, env_id, steps in picked
-        if through(algo, env_id) is not None
+        if (chosen := through(algo, env_id)) is not None
     ]
     text = table(cells)
     write_json_atomic(RESULTS_DIR / f"{stem}.json", {"cells": cells})

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from policykd.checks import check_int, check_out_dir
 from policykd.data.collect import episode_covering_envs, max_episode_steps
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
@@ -24,15 +23,16 @@ from policykd.jobs.experiment import (
     CELL_INDEPENDENT,
     ExperimentOptions,
     RunCache,
+    check_experiment_config,
     experiment_baselines,
-    experiment_folder,  # the run folder an experiment writes
+    experiment_folder,
     folder_cache,
     run_logger,
     student_for,
 )
 from policykd.jobs.online import OnlineConfig, return_evaluator, train_online
 from policykd.jobs.online_workers import RoundSplit
-from policykd.jobs.ray_backend import check_backend, run_cells
+from policykd.jobs.ray_backend import run_cells
 from policykd.jobs.resolve import check_batch_size, check_hidden_sizes, resolve_teacher
 from policykd.learn.logging import hparams_of
 from policykd.learn.losses import check_loss_options, make_loss
@@ -80,18 +80,15 @@ def _check_drivers_config(config: DriversConfig) -> dict[str, BetaSchedule]:
     unknown = [d for d in config.drivers if d not in DRIVERS]
     if not config.drivers or unknown:
         raise PolicyKDError(f"unknown or no drivers {unknown or []}; choose from {', '.join(DRIVERS)}")
-    for flag, value, minimum in (
-        ("--seed", config.seed, 0),
-        ("--seeds", config.n_seeds, 1),
-        ("--eval-episodes", config.n_eval_episodes, 1),
-        ("--rounds", config.n_rounds, 1),
-        ("--round-transitions", config.n_transitions_per_round, 1),
-        ("--round-updates", config.n_updates_per_round, 1),
-        ("--capacity", 1 if config.capacity is None else config.capacity, 1),
-    ):
-        check_int(flag, value, minimum)
-    check_out_dir(config.out_dir)
-    check_backend(config)
+    check_experiment_config(
+        config,
+        (
+            ("--rounds", config.n_rounds, 1),
+            ("--round-transitions", config.n_transitions_per_round, 1),
+            ("--round-updates", config.n_updates_per_round, 1),
+            ("--capacity", 1 if config.capacity is None else config.capacity, 1),
+        ),
+    )
     return {
         "teacher": ConstantBeta(1.0),
         "student": ConstantBeta(0.0),

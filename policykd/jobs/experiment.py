@@ -10,14 +10,16 @@ import dataclasses
 import functools
 import json
 import shutil
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from policykd.checks import check_int, check_out_dir
 from policykd.data.teachers import Teacher
 from policykd.errors import PolicyKDError
 from policykd.fileio import write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, teacher_baselines
+from policykd.jobs.ray_backend import check_backend
 from policykd.jobs.resolve import check_teacher_score, make_student_for
 from policykd.jobs.run_folder import CONFIG_FILE, LOCK_FILE, run_folder
 from policykd.learn.logging import TensorBoardLogger
@@ -57,6 +59,21 @@ class ExperimentOptions:
     jobs/ray_backend.py)."""
     ray_address: str | None = None
     """A running Ray cluster to join with ``backend="ray"`` (default: a local Ray started for the run)."""
+
+
+def check_experiment_config(config: Any, extra: Iterable[tuple[str, int, int]] = ()) -> None:
+    """Before anything runs, refuse in one line what every experiment config (SweepConfig,
+    DriversConfig) shares: its seed, seed count and evaluation episodes, then ``extra``'s
+    ``(flag, value, minimum)`` integers, its output folder and its backend."""
+    for flag, value, minimum in (
+        ("--seed", config.seed, 0),
+        ("--seeds", config.n_seeds, 1),
+        ("--eval-episodes", config.n_eval_episodes, 1),
+        *extra,
+    ):
+        check_int(flag, value, minimum)
+    check_out_dir(config.out_dir)
+    check_backend(config)
 
 
 def cell_cache(out: Path, config: Any, listed_by: str) -> RunCache:

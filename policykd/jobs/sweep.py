@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from policykd.checks import check_int, check_out_dir
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.envs import EnvRecipe
 from policykd.data.teachers import Teacher
@@ -32,12 +31,13 @@ from policykd.jobs.experiment import (
     ExperimentOptions,
     RunCache,
     cell_cache,
+    check_experiment_config,
     experiment_baselines,
     experiment_folder,
     run_logger,
     student_for,
 )
-from policykd.jobs.ray_backend import check_backend, run_cells
+from policykd.jobs.ray_backend import run_cells
 from policykd.jobs.resolve import (
     check_batch_size,
     check_exploration,
@@ -98,16 +98,14 @@ def check_sweep_config(config: SweepConfig) -> tuple[float, ...]:
     temperatures = tuple(check_temperature(tau) for tau in config.temperatures)
     if len(set(temperatures)) != len(temperatures):
         raise PolicyKDError(f"temperatures {list(config.temperatures)} repeat a value; list each tau once")
-    for flag, value, minimum in (
-        ("--seed", config.seed, 0),
-        ("--seeds", config.n_seeds, 1),
-        ("--eval-episodes", config.n_eval_episodes, 1),
-        ("--bins", config.n_bins, 2),
-        ("max_grid_dims", config.max_grid_dims, 0),
-        ("n_metric_states", config.n_metric_states, 1),
-    ):
-        check_int(flag, value, minimum)
-    check_out_dir(config.out_dir)
+    check_experiment_config(
+        config,
+        (
+            ("--bins", config.n_bins, 2),
+            ("max_grid_dims", config.max_grid_dims, 0),
+            ("n_metric_states", config.n_metric_states, 1),
+        ),
+    )
     return temperatures
 
 
@@ -309,7 +307,6 @@ def _resolve_sweep(config: SweepConfig) -> tuple[tuple[float, ...], Teacher, dic
     """Refuse bad input, load the teacher and fill the budgets from its env's preset, all before
     minutes are spent or anything is written. Returns the temperatures, the teacher and the budgets."""
     temperatures = check_sweep_config(config)
-    check_backend(config)
     options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
     teacher = resolve_teacher(config.teacher, config.env_id, **options)
     if student_kind_for(teacher.kind) == "deterministic":

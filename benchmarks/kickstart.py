@@ -26,7 +26,7 @@ import dataclasses
 import os
 
 import numpy as np
-from common import RESULTS_DIR, TaskCache, provenance, publish, results_name
+from common import CODE_TRACE, RESULTS_DIR, TaskCache, provenance, publish, results_name
 
 from policykd.fileio import read_json, write_json_atomic
 from policykd.jobs.config import DistillConfig
@@ -180,6 +180,7 @@ def plot(parts: dict[str, dict[str, list[dict]]], teachers: dict[str, float], pa
 
 def main() -> None:
     args = parse_args()
+    CODE_TRACE.start()
     b = budgets(args.quick)
     n_seeds = {"a": 1, "b": 1, "c": 1} if args.quick else seeds_per_part(args.seeds)
     cache = TaskCache(RESULTS_DIR / "kickstart" / ("quick" if args.quick else "full"), force=args.force)

@@ -39,6 +39,7 @@ CACHE_STAMP = "_cache"  # the key a cached cell keeps its fingerprints under
 CODE_TRACE = CodeTrace(LIBRARY_DIR, RESULTS_DIR / "code")
 # cells this process read from cache that an older (or unrecorded) version of the library computed
 STALE_CELLS: list[str] = []
+REFRESH_STALE = False  # --refresh-stale: recompute the cached cells other library code computed, keep the rest
 
 
 def provenance(command: str) -> str:
@@ -71,14 +72,28 @@ def parse_quick_args(
     if only_help is not None:
         parser.add_argument("--force", action="store_true", help="recompute cached cells")
         parser.add_argument("--only", default="", help=only_help)
+    parser.add_argument(*REFRESH_OPTION[0], **REFRESH_OPTION[1])
     for flags, kwargs in extra:
         parser.add_argument(*flags, **kwargs)
     args = parser.parse_args()
+    set_refresh_stale(args.refresh_stale)
     torch.set_num_threads(1)
     os.chdir(ZOO_DIR.parent)
     if trace_code:
         CODE_TRACE.start()
     return args
+
+
+REFRESH_OPTION = (
+    ("--refresh-stale",),
+    dict(action="store_true", help="recompute the cached cells that other library code computed (resumable: "
+         "a cell recomputed once is fresh), keep the others"),
+)  # fmt: skip
+
+
+def set_refresh_stale(on: bool) -> None:
+    global REFRESH_STALE
+    REFRESH_STALE = on
 
 
 def results_name(name: str, quick: bool) -> str:
@@ -234,15 +249,24 @@ def cached_run(
             legacy_fingerprint(config),
         ):
             print(f"recomputing {path.name}: its configuration changed", flush=True)
+        elif is_fresh(recorded):
+            return result
+        elif REFRESH_STALE:
+            print(f"recomputing {path.name}: other library code computed it", flush=True)
         else:
-            if not is_fresh(recorded):
-                STALE_CELLS.append(_shown(path))
+            STALE_CELLS.append(_shown(path))
             return result
     result = run()
     if traced and CODE_TRACE.active:
         stamp["code"] = CODE_TRACE.stamp()
     write_json_atomic(path, {**result, CACHE_STAMP: stamp})
     return result
+
+
+def is_cached(path: Path) -> bool:
+    """Whether ``cached_run`` would read the cell at ``path`` back rather than compute it (its
+    config aside): it exists and is fresh, or stale cells are not being refreshed."""
+    return path.is_file() and (not REFRESH_STALE or is_fresh(read_json(path).get(CACHE_STAMP, {})))
 
 
 def is_fresh(stamp: dict[str, Any]) -> bool:

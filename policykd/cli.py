@@ -491,10 +491,9 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
             for who, r in (("teacher", s["teacher_return"]), ("student", s["student_return"]))]  # fmt: skip
     _print_table(rows, ["policy", "return (mean ± std)", "95 % CI"])
     if s["hyperparams_not_applied"]:
-        print(
-            f"rl-zoo settings not applied: {', '.join(s['hyperparams_not_applied'])} (the student sees raw observations)"
-        )
-    print(f"run folder: {s['out_dir']} (summary.json, model.zip, tb/), {s['wall_time_s']:.0f} s")
+        print(f"rl-zoo settings not applied: {', '.join(f'{k}: {v}' for k, v in s['hyperparams_not_applied'].items())}")
+    files = "summary.json, model.zip, " + ("vecnormalize.json, " if s.get("vec_normalize") else "") + "tb/"
+    print(f"run folder: {s['out_dir']} ({files}), {s['wall_time_s']:.0f} s")
 
 
 COMMANDS = {

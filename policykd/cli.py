@@ -58,6 +58,7 @@ FINETUNE_EXAMPLES = """examples:
   policykd finetune --teacher agents/ppo/LunarLander-v3_1 --schedule linear:100000 --timesteps 200000
   policykd finetune --teacher agents/dqn/LunarLander-v3_1 --start runs/dqn-student --schedule performance
   policykd finetune --teacher agents/ppo/CartPole-v1_1 --net-fraction 0.5 --schedule exponential:20000
+  policykd finetune --teacher agents/ppo/CartPole-v1_1 --timesteps 200000 --out runs/ft --resume   (continue a stopped run)
 
 loss = SB3's loss + lambda * distillation loss toward the teacher (--loss kl | nll | mse; a DQN / QR-DQN
 student: QDagger's tau-KL) - entropy_coef * entropy; rl-zoo's hyperparameters for --algo on the env.

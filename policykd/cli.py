@@ -58,6 +58,7 @@ FINETUNE_EXAMPLES = """examples:
   policykd finetune --teacher agents/ppo/LunarLander-v3_1 --schedule linear:100000 --timesteps 200000
   policykd finetune --teacher agents/dqn/LunarLander-v3_1 --start runs/dqn-student --schedule performance
   policykd finetune --teacher agents/ppo/CartPole-v1_1 --net-fraction 0.5 --schedule exponential:20000
+  policykd finetune --teacher agents/ppo/CartPole-v1_1 --timesteps 200000 --out runs/ft --resume   (continue a stopped run)
 
 loss = SB3's loss + lambda * distillation loss toward the teacher (--loss kl | nll | mse; a DQN / QR-DQN
 student: QDagger's tau-KL) - entropy_coef * entropy; rl-zoo's hyperparameters for --algo on the env.
@@ -491,10 +492,9 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
             for who, r in (("teacher", s["teacher_return"]), ("student", s["student_return"]))]  # fmt: skip
     _print_table(rows, ["policy", "return (mean ± std)", "95 % CI"])
     if s["hyperparams_not_applied"]:
-        print(
-            f"rl-zoo settings not applied: {', '.join(s['hyperparams_not_applied'])} (the student sees raw observations)"
-        )
-    print(f"run folder: {s['out_dir']} (summary.json, model.zip, tb/), {s['wall_time_s']:.0f} s")
+        print(f"rl-zoo settings not applied: {', '.join(f'{k}: {v}' for k, v in s['hyperparams_not_applied'].items())}")
+    files = "summary.json, model.zip, " + ("vecnormalize.json, " if s.get("vec_normalize") else "") + "tb/"
+    print(f"run folder: {s['out_dir']} ({files}), {s['wall_time_s']:.0f} s")
 
 
 COMMANDS = {

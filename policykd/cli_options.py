@@ -81,7 +81,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "video_episodes": (("--video-episodes",), dict(type=int, help="episodes recorded per policy with --video (default 1)")),
     "gif": (("--gif",), dict(action="store_const", const=True, help="with --video, also write each episode as an animated GIF, 320 px wide (e.g. for a README; slow for long episodes)")),
     "export_format": (("--format",), dict(dest="export_format", choices=("onnx", "sb3", "hub"), help="onnx: one ONNX file (default) | sb3: a zip that PPO / DQN / SAC / TD3.load reads | hub: a Hugging Face hub folder (model card, zip, config, video)")),
-    "resume": (("--resume",), dict(action="store_const", const=True, help="continue the stopped run in --out (same options): its saved buffer, evaluations and last checkpoint are used; a finished run is left as it is")),
+    "resume": (("--resume",), dict(action="store_const", const=True, help="continue the stopped run in --out (same options) from its last checkpoint (distill: also its saved buffer and evaluations); a finished run is left as it is")),
     "checkpoint_every": (("--checkpoint-every",), dict(dest="checkpoint_every_s", type=float, metavar="SECONDS", help="seconds between training checkpoints (default 30; also around evaluations and on Ctrl-C / SIGTERM)")),
     # experiments (sweep, compare-drivers)
     "seeds": (("--seeds",), dict(dest="n_seeds", type=int, help="students per setting, for the CIs (default 3)")),
@@ -121,7 +121,8 @@ SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon
 DRIVERS = (*EXPERIMENT, "trust_pickles", "drivers", "dagger_schedule", "rounds", "round_transitions", "round_updates",
            "capacity", "loss", "temperature", "stochastic_drivers", "backend", "ray_address", "workers")  # fmt: skip
 FINETUNE = ("teacher", "zoo", "env", "trust_pickles", "algo", "start", "net_fraction", "lambda_schedule", "entropy_coef",
-            "timesteps", "teacher_return", "value_init", *LOSS, "seed", "eval_episodes", "eval_every_steps", "out_dir", "overwrite", "device")  # fmt: skip
+            "timesteps", "teacher_return", "value_init", *LOSS, "seed", "eval_episodes", "eval_every_steps", "out_dir", "overwrite", "device",
+            "resume", "checkpoint_every")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -255,6 +255,10 @@ CASES: list[Case] = [
     Case("numbers", "finetune: a negative schedule length", f"finetune --teacher {CP} --schedule linear:-5 --timesteps 64 --out {{O}}", "must be an integer >= 1"),
     Case("numbers", "finetune --net-fraction 0", f"finetune --teacher {CP} --net-fraction 0 --timesteps 64 --out {{O}}", "--net-fraction must be in (0, 1]"),
     Case("numbers", "finetune --timesteps 0", f"finetune --teacher {CP} --timesteps 0 --out {{O}}", "--timesteps must be an integer >= 1"),
+    Case("numbers", "finetune --checkpoint-every -1", f"finetune --teacher {CP} --checkpoint-every -1 --timesteps 64 --out {{O}}", "--checkpoint-every must be >= 0 seconds"),
+    Case("options", "finetune --resume with --overwrite", f"finetune --teacher {CP} --resume --overwrite --timesteps 64 --out {{O}}", "pass one of them"),
+    Case("options", "finetune --resume without --out", f"finetune --teacher {CP} --resume --timesteps 64", "--resume needs --out"),
+    Case("runs", "finetune --resume of a run made with other options", f"finetune --teacher {CP} --resume --timesteps 64 --out {F}/run", "resume with the run's options"),
     # -- run folders: earlier runs, unfinished runs, a second writer, an interruption --------------------
     Case("runs", "distill into a finished run", f"distill --teacher {CP} {TINY} --out {F}/run", "--overwrite to empty it"),
     Case("runs", "evaluate a failed run's student", f"evaluate {F}/failed/student", "belongs to a run that is failed"),

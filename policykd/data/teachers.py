@@ -54,6 +54,8 @@ class ObsNormalizer:
     var: np.ndarray
     clip: float
     epsilon: float
+    count: float | None = None
+    """The number of observations the statistics were computed from (None: unknown)."""
 
     @property
     def std(self) -> np.ndarray:
@@ -75,7 +77,8 @@ class ObsNormalizer:
                 return None
             rms = vec_normalize.obs_rms
             mean, var = rms.mean.astype(np.float32), rms.var.astype(np.float32)
-            return cls(mean, var, float(vec_normalize.clip_obs), float(vec_normalize.epsilon))
+            count = float(rms.count)
+            return cls(mean, var, float(vec_normalize.clip_obs), float(vec_normalize.epsilon), count)
         except PolicyKDError:
             raise
         except Exception as err:  # noqa: BLE001 - any unreadable pickle is the same user error

@@ -55,7 +55,13 @@ from policykd.jobs.resolve import (
     resolve_teachers,
     run_temperature,
 )
-from policykd.jobs.run_folder import DONE, check_resumable, check_reusable, claim_run_folder, run_folder
+from policykd.jobs.run_folder import (
+    check_resume_options,
+    check_run_folder,
+    claim_run_folder,
+    finished_summary,
+    run_folder,
+)
 from policykd.jobs.video import check_video_support, record_run_videos
 from policykd.learn.logging import TensorBoardLogger, hparams_of
 from policykd.learn.losses import check_loss_options, make_loss
@@ -147,16 +153,17 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     task's teacher; write the run folder. Returns the summary also written to ``summary.json``
     (with ``--resume`` of a finished run: the summary it wrote)."""
     started = time.perf_counter()
-    _check_resume_options(config)
+    check_resume_options(config.resume, config.overwrite, config.out_dir, config.checkpoint_every_s)
     plans = plan_tasks(config)
     trainer_config = make_trainer_config(config, plans[0].budgets, str(plans[0].teacher.device))
     if config.video:  # refused now (no moviepy, an env that cannot render here), not after training
         for plan in plans:
             check_video_support(plan.teacher.recipe, config.video_episodes)
     check_out_dir(config.out_dir)
-    state = _check_run_folder(config)
-    if state is not None and state.get("state") == DONE and Path(config.out_dir or "", SUMMARY_FILE).is_file():
-        return read_json(Path(config.out_dir or "", SUMMARY_FILE))  # resumed a finished run: nothing to do
+    state = check_run_folder(config, RESUME_MAY_DIFFER)
+    finished = finished_summary(config.out_dir, state, SUMMARY_FILE)
+    if finished is not None:  # resumed a finished run: nothing to do
+        return finished
     eval_seed = config.seed + EVAL_SEED_OFFSET  # teacher and student play the same episodes
     baselines = _saved_baselines(Path(config.out_dir or "")) if state is not None else None
     if baselines is None:
@@ -187,26 +194,6 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         summary.update(wall_time_s=time.perf_counter() - started, seed=config.seed, out_dir=str(out_dir))
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
     return summary
-
-
-def _check_resume_options(config: DistillConfig) -> None:
-    if config.resume and config.overwrite:
-        raise PolicyKDError("--resume continues the run in --out and --overwrite empties it; pass one of them")
-    if config.resume and config.out_dir is None:
-        raise PolicyKDError("--resume needs --out, the folder of the run to continue")
-    if not config.checkpoint_every_s >= 0:  # `not >=` also refuses NaN
-        raise PolicyKDError(f"--checkpoint-every must be >= 0 seconds, got {config.checkpoint_every_s}")
-
-
-def _check_run_folder(config: DistillConfig) -> dict[str, Any] | None:
-    """Before anything runs: the state of the run ``--resume`` continues (None: there is none, it
-    starts); without ``--resume``, refuse a folder that holds an earlier run unless ``--overwrite``."""
-    if config.out_dir is None:
-        return None
-    if config.resume:
-        return check_resumable(config.out_dir, dataclasses.asdict(config), RESUME_MAY_DIFFER)
-    check_reusable(config.out_dir, config.overwrite)
-    return None
 
 
 @dataclasses.dataclass

@@ -3,17 +3,25 @@ toward the teacher (``learn/kickstart.py``), with SB3's own algorithm and rl-zoo
 
 The student starts from scratch (``--net-fraction`` of the teacher's layers), from a distilled
 policykd student (a run folder of ``policykd distill``) or from the teacher's weights
-(``learn/kickstart_start.py``). It trains in the teacher's env recipe, on raw observations (a
-distilled student carries its own normalisation; an rl-zoo ``normalize: true`` is not applied and
-the summary says so). The run folder holds ``config.yml`` / ``state.json`` (``jobs/run_folder.py``),
-``model.zip`` (an SB3 zip: ``PPO.load`` etc. read it), ``tb/`` (SB3's TensorBoard tags plus
-``distill/*`` and ``eval/student_return``) and ``summary.json``: the student's and the teacher's
-returns on the same evaluation episodes, and the learning curve (``--eval-every-steps``).
+(``learn/kickstart_start.py``). It trains in the teacher's env recipe. A teacher trained with
+VecNormalize, or rl-zoo hyperparameters that say ``normalize``, put SB3's VecNormalize around the
+student's env (``data/vec_normalize.py``): its observation statistics start from the teacher's, so
+the student reads what the teacher reads, and they keep updating as rl-zoo's training does; the
+rewards are normalised as the hyperparameters say (rl-zoo's recipe, with the algorithm's gamma).
+The distillation term gives the teacher the env's raw observations, which it normalises itself.
+
+The run folder holds ``config.yml`` / ``state.json`` (``jobs/run_folder.py``), ``model.zip`` (an SB3
+zip: ``PPO.load`` etc. read it), ``vecnormalize.json`` when the env was normalised (read it back with
+``data.vec_normalize.load_vec_normalize``), ``tb/`` (SB3's TensorBoard tags plus ``distill/*`` and
+``eval/student_return``) and ``summary.json``: the student's and the teacher's returns on the same
+evaluation episodes, and the learning curve (``--eval-every-steps``). While it runs, checkpoints
+(``jobs/finetune_run.py``) let ``--resume`` continue a stopped run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,14 +30,23 @@ import numpy as np
 
 from policykd.checks import check_int, check_out_dir
 from policykd.errors import PolicyKDError
-from policykd.fileio import write_json_atomic
+from policykd.fileio import atomic_path, write_json_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, evaluate_policy, evaluate_teacher
+from policykd.jobs.finetune_run import EvalCurve, FinetuneRun, SB3Actor, remove_checkpoints
 from policykd.jobs.resolve import resolve_teacher
-from policykd.jobs.run_folder import check_reusable, claim_run_folder, run_folder
+from policykd.jobs.run_folder import (
+    check_resume_options,
+    check_run_folder,
+    claim_run_folder,
+    finished_summary,
+    run_folder,
+)
 from policykd.learn.schedules import check_lambda, parse_lambda_schedule
 from policykd.zoo.presets import load_preset
 
-SUMMARY_FILE, MODEL_FILE, TB_DIR = "summary.json", "model.zip", "tb"
+SUMMARY_FILE, MODEL_FILE, TB_DIR, VEC_NORMALIZE_FILE = "summary.json", "model.zip", "tb", "vecnormalize.json"
+# FinetuneConfig fields that change no result: a run resumes whatever they were
+RESUME_MAY_DIFFER = ("out_dir", "overwrite", "resume", "progress_bar", "checkpoint_every_s", "device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,21 +95,16 @@ class FinetuneConfig:
     progress_bar: bool = True
     device: str = "cpu"
     """Torch device of the student's RL training and the teacher's labels: cpu | cuda | cuda:N | auto (``--device``)."""
-
-
-class SB3Actor:
-    """An SB3 model as a ``jobs.evaluate.Policy``: ``act(obs, deterministic, rng)`` -> env actions."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def act(self, observations: np.ndarray, deterministic: bool = True, rng: Any = None) -> np.ndarray:
-        return self.model.predict(observations, deterministic=deterministic)[0]
+    resume: bool = False
+    """Continue the stopped run in ``out_dir`` from its last checkpoint (same options)."""
+    checkpoint_every_s: float = 30.0
+    """Seconds between checkpoints, taken when a rollout starts (0: at every rollout)."""
 
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Build the student, train it with reward + lambda * distillation, evaluate it against the
-    teacher on the same episodes; write the run folder. Returns the summary (``summary.json``)."""
+    teacher on the same episodes; write the run folder. Returns the summary (``summary.json``;
+    with ``--resume`` of a finished run: the summary it wrote)."""
     from policykd.learn.kickstart import check_algo_fits
 
     started = time.perf_counter()
@@ -102,23 +114,64 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     algo = config.algo or teacher.algo
     check_algo_fits(algo, teacher.action_space, teacher.kind)
     setup = plan_model(config, teacher, algo)
+    state = check_run_folder(config, RESUME_MAY_DIFFER)
+    finished = finished_summary(config.out_dir, state, SUMMARY_FILE)
+    if finished is not None:  # resumed a finished run: nothing to do
+        return finished
     n_eval = config.n_eval_episodes or int(load_preset(teacher.recipe.env_id).get("n_eval_episodes", 10))
     eval_seed = config.seed + EVAL_SEED_OFFSET
     teacher_stats = evaluate_teacher(teacher, n_eval, eval_seed)
     out_dir = claim_run_folder(config.out_dir, _default_folder(config, teacher.recipe.env_id, algo))
-    with run_folder(out_dir, dataclasses.asdict(config), config.overwrite):
+    resume = RESUME_MAY_DIFFER if config.resume else None
+    with run_folder(out_dir, dataclasses.asdict(config), config.overwrite, resume):
         model = build_model(config, teacher, algo, setup, out_dir / TB_DIR)
-        value_init = init_value(model, teacher, config.value_init, config.seed)
         curve = EvalCurve(teacher.recipe, n_eval, eval_seed, config.eval_every_steps)
-        model.learn(config.n_timesteps, callback=curve.callback(), tb_log_name="finetune")
+        run = FinetuneRun(out_dir, curve, config.checkpoint_every_s, config.seed)
+        _train(config, model, teacher, run, out_dir)
         student_stats = evaluate_policy(SB3Actor(model), teacher.recipe, n_eval, seed=eval_seed)
         curve.add(int(model.num_timesteps), student_stats)
-        model.save(out_dir / MODEL_FILE)
+        _save_student(model, out_dir)
         summary = _summary(config, teacher, algo, setup, student_stats, teacher_stats, curve.points)
-        summary["value_init"] = value_init
+        summary["value_init"] = run.extra["value_init"]
         summary.update(out_dir=str(out_dir), wall_time_s=time.perf_counter() - started)
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
+    remove_checkpoints(out_dir)  # the run is done: nothing to resume
     return summary
+
+
+def _train(config: FinetuneConfig, model: Any, teacher: Any, run: FinetuneRun, out_dir: Path) -> None:
+    """Restore the checkpoint a resumed run left (else initialise the value head), then learn the
+    remaining env steps; a stop (SIGINT / SIGTERM) ends in one line that says how to resume."""
+    checkpoint = run.restore(model) if config.resume else None
+    if checkpoint is None:  # what a run stopped before its first checkpoint logged is dropped
+        shutil.rmtree(out_dir / TB_DIR, ignore_errors=True)
+        run.extra["value_init"] = init_value(model, teacher, config.value_init, config.seed)
+    else:
+        run.extra["value_init"] = checkpoint.get("value_init")
+    try:
+        run.learn(model, config.n_timesteps)
+    except KeyboardInterrupt:
+        run.stopped = True
+    if run.stopped:
+        steps = run.checkpoint_steps
+        if run.stop_requested and steps is not None:  # stopped where the checkpoint was taken
+            where = f"at env step {steps:,} of {config.n_timesteps:,} (checkpoint saved)"
+        else:
+            last = "no checkpoint yet" if steps is None else f"last checkpoint at step {steps:,}"
+            where = f"at env step {int(model.num_timesteps):,} of {config.n_timesteps:,} ({last})"
+        again = "the same command plus --resume" + ("" if config.out_dir else f" --out {out_dir}")
+        raise KeyboardInterrupt(f"interrupted {where}; resume with {again}")
+
+
+def _save_student(model: Any, out_dir: Path) -> None:
+    """``model.zip`` and, for a VecNormalize'd env, ``vecnormalize.json``."""
+    from policykd.data.vec_normalize import vec_normalize_state
+
+    with atomic_path(out_dir / MODEL_FILE, ".zip") as tmp:
+        model.save(tmp)
+    vec_normalize = model.get_vec_normalize_env()
+    if vec_normalize is not None:
+        write_json_atomic(out_dir / VEC_NORMALIZE_FILE, vec_normalize_state(vec_normalize))
 
 
 def init_value(model: Any, teacher: Any, n_observations: int, seed: int) -> dict[str, float] | None:
@@ -130,12 +183,15 @@ def init_value(model: Any, teacher: Any, n_observations: int, seed: int) -> dict
     from policykd.learn.kickstart_start import distill_value
 
     venv = make_vec_env(teacher.recipe, 8, seed + 1)  # not the training envs' seeds
+    actor = SB3Actor(model)  # reads the observations as the student's env normalises them
     observations, obs = [], venv.reset()
     while len(observations) * venv.num_envs < n_observations:
         observations.append(obs)
-        obs = venv.step(model.predict(obs, deterministic=False)[0])[0]
+        obs = venv.step(actor.act(obs, deterministic=False))[0]
     venv.close()
-    before, after = distill_value(model, teacher, np.concatenate(observations)[:n_observations], seed=seed)
+    raw = np.concatenate(observations)[:n_observations]
+    read = raw if actor.vec_normalize is None else actor.vec_normalize.normalize_obs(raw)
+    before, after = distill_value(model, teacher, raw, student_observations=read, seed=seed)
     return {"n_observations": n_observations, "mse_before": before, "mse_after": after}
 
 
@@ -152,8 +208,7 @@ def _check_options(config: FinetuneConfig) -> None:
     if config.net_fraction != 1.0 and config.start != "scratch":
         raise PolicyKDError(f"--net-fraction sizes a student started from scratch, not from {config.start}; drop it")
     check_out_dir(config.out_dir)
-    if config.out_dir is not None:
-        check_reusable(config.out_dir, config.overwrite)
+    check_resume_options(config.resume, config.overwrite, config.out_dir, config.checkpoint_every_s)
 
 
 @dataclasses.dataclass
@@ -164,15 +219,16 @@ class ModelPlan:
     n_envs: int
     kwargs: dict[str, Any]  # the algorithm's keyword arguments (rl-zoo's, policy_kwargs set for the start)
     hyperparams_source: str
-    not_applied: dict[str, Any]  # rl-zoo keys this job does not apply (normalize, ...)
+    not_applied: dict[str, Any]  # rl-zoo keys this job does not apply (env_wrapper, ...)
     student: Any = None  # the distilled student to copy in (start from a run folder)
     student_loss: str | None = None
+    normalize: dict[str, Any] | None = None  # VecNormalize's kwargs for the student's env; None: raw env
 
 
 def plan_model(config: FinetuneConfig, teacher: Any, algo: str) -> ModelPlan:
     """rl-zoo's hyperparameters for ``algo`` on the teacher's env, with ``policy_kwargs`` for the start point."""
     from policykd.learn.kickstart_start import scaled_net_arch, student_policy_kwargs, teacher_policy_kwargs
-    from policykd.zoo.hyperparams import algorithm_kwargs, zoo_hyperparams
+    from policykd.zoo.hyperparams import algorithm_kwargs, normalize_kwargs, zoo_hyperparams
 
     folder = teacher.source if teacher.algo == algo and Path(teacher.source).is_dir() else None
     raw, source = zoo_hyperparams(algo, teacher.recipe.env_id, folder)
@@ -180,6 +236,8 @@ def plan_model(config: FinetuneConfig, teacher: Any, algo: str) -> ModelPlan:
     _action_noise(kwargs, zoo, teacher.action_space)
     plan = ModelPlan(str(zoo.pop("policy", "MlpPolicy")), int(zoo.pop("n_envs", 1)), kwargs, source, zoo)
     zoo.pop("n_timesteps", None)
+    wanted = normalize_kwargs(zoo.pop("normalize", False), kwargs.get("gamma"))
+    plan.normalize = vec_normalize_kwargs(config.start, teacher.normalizer, wanted, zoo)
     base = kwargs.get("policy_kwargs") or {}
     if config.start == "scratch":
         if config.net_fraction != 1.0:
@@ -193,6 +251,30 @@ def plan_model(config: FinetuneConfig, teacher: Any, algo: str) -> ModelPlan:
         plan.student, plan.student_loss = opened.student, (opened.summary or {}).get("loss")
         kwargs["policy_kwargs"] = student_policy_kwargs(opened.student, algo, base)
     return plan
+
+
+def vec_normalize_kwargs(
+    start: str, normalizer: Any, wanted: dict[str, Any] | None, not_applied: dict[str, Any]
+) -> dict[str, Any] | None:
+    """VecNormalize's keyword arguments for the student's env (None: raw observations and rewards).
+    Observations are normalised when the teacher's are (``normalizer``, whose statistics and
+    ``clip_obs`` the env starts from), or when rl-zoo's ``normalize`` (``wanted``) says so and the
+    student starts from scratch (a start point of raw observations keeps them: noted in
+    ``not_applied``); rewards as ``wanted`` says (rl-zoo's default: normalised)."""
+    kwargs = dict(wanted or {})
+    norm_obs = normalizer is not None
+    if wanted is not None and kwargs.get("norm_obs", True) and not norm_obs:
+        if start == "scratch":
+            norm_obs = True
+        else:
+            not_applied["normalize"] = "norm_obs (the start point reads raw observations)"
+    norm_reward = wanted is not None and bool(kwargs.get("norm_reward", True))
+    if not (norm_obs or norm_reward):
+        return None
+    kwargs.update(norm_obs=norm_obs, norm_reward=norm_reward)
+    if normalizer is not None:
+        kwargs.update(clip_obs=float(normalizer.clip), epsilon=float(normalizer.epsilon))
+    return kwargs
 
 
 def _action_noise(kwargs: dict[str, Any], zoo: dict[str, Any], action_space: Any) -> None:
@@ -213,6 +295,7 @@ def _action_noise(kwargs: dict[str, Any], zoo: dict[str, Any], action_space: Any
 def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan, tb_dir: Path | None) -> Any:
     """The Kickstart model on the teacher's env recipe, with the start point's weights copied in."""
     from policykd.data.envs import make_vec_env
+    from policykd.data.vec_normalize import wrap_vec_normalize
     from policykd.learn.kickstart import KICKSTART_CLASSES
     from policykd.learn.kickstart_start import copy_student_weights, copy_teacher_weights
 
@@ -222,6 +305,8 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
     if config.temperature_on is not None:
         loss_options["temperature_on"] = config.temperature_on
     env = make_vec_env(teacher.recipe, plan.n_envs, config.seed)
+    if plan.normalize is not None:
+        env = wrap_vec_normalize(env, plan.normalize, teacher.normalizer)
     try:
         model = KICKSTART_CLASSES[algo](
             plan.policy,
@@ -242,51 +327,9 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
     if config.start == "teacher":
         copy_teacher_weights(model, teacher)
     elif plan.student is not None:
-        copy_student_weights(model, plan.student, algo, plan.student_loss)
+        env_normalizer = teacher.normalizer if (plan.normalize or {}).get("norm_obs") else None
+        copy_student_weights(model, plan.student, algo, plan.student_loss, env_normalizer=env_normalizer)
     return model
-
-
-class EvalCurve:
-    """The student's evaluation return before training and every ``every`` env steps (0: before and
-    at the end only), logged as ``eval/student_return``; ``points`` are ``[steps, mean, ci low, ci high]``.
-    Evaluations run when a rollout starts, after SB3's ``train()`` on the steps so far: an on-policy
-    rollout (LunarLander PPO: 16,384 steps) updates the policy only at its end."""
-
-    def __init__(self, recipe: Any, n_episodes: int, seed: int, every: int) -> None:
-        self.recipe, self.n_episodes, self.seed, self.every = recipe, n_episodes, seed, every
-        self.points: list[list[float]] = []
-
-    def evaluate(self, model: Any) -> None:
-        self.add(
-            int(model.num_timesteps), evaluate_policy(SB3Actor(model), self.recipe, self.n_episodes, seed=self.seed)
-        )
-        model.logger.record("eval/student_return", self.points[-1][1])
-
-    def add(self, steps: int, stats: ReturnStats) -> None:
-        """A point measured elsewhere (the job's final evaluation), unless one exists at ``steps``."""
-        if not self.points or self.points[-1][0] != steps:
-            self.points.append([steps, stats.mean, *stats.ci95])
-
-    def callback(self) -> Any:
-        from stable_baselines3.common.callbacks import BaseCallback
-
-        curve = self
-
-        class _Callback(BaseCallback):
-            def _on_training_start(self) -> None:
-                curve.evaluate(self.model)
-                self.next_eval = curve.every
-
-            def _on_rollout_start(self) -> None:
-                if curve.every and self.model.num_timesteps >= self.next_eval:
-                    curve.evaluate(self.model)
-                    while self.next_eval <= self.model.num_timesteps:
-                        self.next_eval += curve.every
-
-            def _on_step(self) -> bool:
-                return True
-
-        return _Callback()
 
 
 def _summary(
@@ -309,6 +352,7 @@ def _summary(
         "n_envs": plan.n_envs,
         "hyperparams_source": plan.hyperparams_source,
         "hyperparams_not_applied": {k: str(v) for k, v in plan.not_applied.items()},
+        "vec_normalize": plan.normalize,
         "student_return": student.to_json(),
         "teacher_return": teacher_stats.to_json(),
         "return_ratio": student.mean / teacher_stats.mean if teacher_stats.mean else None,

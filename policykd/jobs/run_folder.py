@@ -12,6 +12,7 @@ that change no result (:func:`check_resumable`); the job then picks up the check
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -80,6 +81,34 @@ def check_resumable(folder: str | Path, config: dict[str, Any], ignore: Collecti
     _check_unlocked(path)
     _check_same_config(path, config, ignore)
     return run_state(path) or {"state": RUNNING}
+
+
+def check_resume_options(resume: bool, overwrite: bool, out_dir: str | Path | None, checkpoint_every_s: float) -> None:
+    """``--resume`` / ``--overwrite`` / ``--out`` / ``--checkpoint-every`` of a job that checkpoints, in one line."""
+    if resume and overwrite:
+        raise PolicyKDError("--resume continues the run in --out and --overwrite empties it; pass one of them")
+    if resume and out_dir is None:
+        raise PolicyKDError("--resume needs --out, the folder of the run to continue")
+    if not checkpoint_every_s >= 0:  # `not >=` also refuses NaN
+        raise PolicyKDError(f"--checkpoint-every must be >= 0 seconds, got {checkpoint_every_s}")
+
+
+def check_run_folder(config: Any, may_differ: Collection[str]) -> dict[str, Any] | None:
+    """Before anything runs, for a job's ``config`` (a dataclass with ``out_dir``, ``resume`` and
+    ``overwrite``): the state of the run ``--resume`` continues (None: there is none, it starts);
+    without ``--resume``, refuse a folder that holds an earlier run unless ``--overwrite``."""
+    if config.out_dir is None:
+        return None
+    if config.resume:
+        return check_resumable(config.out_dir, dataclasses.asdict(config), may_differ)
+    check_reusable(config.out_dir, config.overwrite)
+    return None
+
+
+def finished_summary(out_dir: str | Path | None, state: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    """The summary file ``name`` a finished run wrote, when ``--resume`` found one (nothing to do); else None."""
+    path = Path(out_dir or "", name)
+    return read_json(path) if state is not None and state.get("state") == DONE and path.is_file() else None
 
 
 def _check_same_config(path: Path, config: dict[str, Any], ignore: Collection[str]) -> None:

@@ -8,6 +8,8 @@ architecture, another algorithm, a student trained for something else) is refuse
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -51,16 +53,13 @@ def scaled_net_arch(teacher: Teacher, fraction: float) -> list[int]:
 
 
 def teacher_policy_kwargs(teacher: Teacher, algo: str) -> dict[str, Any]:
-    """The ``policy_kwargs`` that rebuild the teacher's policy, to start from its weights."""
+    """The ``policy_kwargs`` that rebuild the teacher's policy, to start from its weights. A teacher
+    trained with VecNormalize reads normalised observations: the student's env must be wrapped in
+    VecNormalize with its statistics (``data.vec_normalize.wrap_vec_normalize``; ``policykd finetune`` does it)."""
     if teacher.algo != algo:
         raise PolicyKDError(
             f"starting from the teacher's weights needs the teacher's algorithm: it is {teacher.algo}, not {algo}; "
             f"pass --algo {teacher.algo} or start from scratch"
-        )
-    if teacher.normalizer is not None:
-        raise PolicyKDError(
-            f"{teacher.source} reads VecNormalize'd observations, which the fine-tuning env does not produce; "
-            "start from scratch or from a distilled student (it carries the normalisation in its weights)"
         )
     kwargs = teacher.policy._get_constructor_parameters()
     for key in ("observation_space", "action_space", "lr_schedule"):
@@ -111,9 +110,15 @@ def student_policy_kwargs(student: Student, algo: str, base: dict[str, Any] | No
     return {**base, "net_arch": net_arch, "activation_fn": nn.ReLU}
 
 
-def copy_student_weights(model: Any, student: Student, algo: str, loss: str | None = None) -> None:
+def copy_student_weights(
+    model: Any, student: Student, algo: str, loss: str | None = None, env_normalizer: Any = None
+) -> None:
     """Copy a distilled student into ``model``'s acting network (its input normalisation folded into
-    the first layer). A DQN needs a student of Q-values (distilled with ``--loss mse``)."""
+    the first layer). A DQN needs a student of Q-values (distilled with ``--loss mse``).
+    ``env_normalizer``: the VecNormalize statistics (an ObsNormalizer) the model's env normalises
+    with; the student's own normalisation must be those, and is then left to the env."""
+    if env_normalizer is not None:
+        student = _without_input_normalization(student, env_normalizer)
     config = student.config
     if tuple(config.observation_shape) != tuple(model.observation_space.shape):
         raise PolicyKDError(
@@ -131,6 +136,26 @@ def copy_student_weights(model: Any, student: Student, algo: str, loss: str | No
         )
     with torch.no_grad():
         copy_into_sb3(model.policy, student, _EXPORT_ALGO[algo])
+
+
+def _without_input_normalization(student: Student, normalizer: Any) -> Student:
+    """A copy of ``student`` that reads observations already normalised by ``normalizer``."""
+    clip = student.config.obs_clip
+    same = (
+        clip is not None
+        and math.isclose(clip, float(normalizer.clip))
+        and np.allclose(student.obs_mean.cpu().numpy(), normalizer.mean, rtol=1e-5, atol=1e-6)
+        and np.allclose(student.obs_std.cpu().numpy(), normalizer.std, rtol=1e-5, atol=1e-6)
+    )
+    if not same:
+        raise PolicyKDError(
+            "the distilled student normalises its inputs otherwise than the teacher's VecNormalize statistics "
+            "the env is normalised with; start from a student distilled from this teacher, or from scratch"
+        )
+    plain = copy.deepcopy(student)
+    shape = tuple(student.config.observation_shape)
+    plain.set_input_normalization(np.zeros(shape, np.float32), np.ones(shape, np.float32), None)
+    return plain
 
 
 def _part(net_arch: Any, key: str, default: list[int]) -> list[int]:
@@ -165,13 +190,16 @@ def distill_value(
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     seed: int = 0,
+    student_observations: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Fit a PPO / A2C student's value head to the teacher's value (``TeacherOutput.value``: its
     V(s), or max Q / min Q(s, a*) for Q-learners and SAC / TD3) on ``observations`` (N, *obs_shape),
     by Adam on the mean squared error; only the critic's own parameters move. Returns the mean
-    squared error on ``observations`` (before, after)."""
+    squared error on ``observations`` (before, after). ``student_observations``: the same
+    observations as the student reads them (VecNormalize'd; default ``observations``)."""
     params = value_parameters(model)
-    obs = torch.as_tensor(observations, dtype=torch.float32, device=model.device)
+    read = observations if student_observations is None else student_observations
+    obs = torch.as_tensor(read, dtype=torch.float32, device=model.device)
     target = teacher(observations).value.to(model.device).float()  # type: ignore[union-attr]
 
     def error() -> float:

@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from policykd.data.envs import read_zoo_yaml
+from policykd.data.vec_normalize import VEC_NORMALIZE_KEYS
 from policykd.errors import PolicyKDError
 from policykd.zoo.presets import hyperparams_path
 
@@ -74,20 +75,45 @@ def parse_policy_kwargs(text: str | dict[str, Any]) -> dict[str, Any]:
         raise PolicyKDError(f"cannot read policy_kwargs {text!r}; write it as dict(net_arch=[64, 64])") from None
 
 
-def _value(node: ast.AST, text: str) -> Any:
+def normalize_kwargs(value: Any, gamma: float | None = None) -> dict[str, Any] | None:
+    """rl-zoo's ``normalize`` (true, a mapping, or text such as ``"dict(norm_obs=True, norm_reward=False)"``)
+    as VecNormalize's keyword arguments, with the algorithm's ``gamma`` as rl-zoo passes it; None when false."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"
+    if isinstance(value, str):
+        try:
+            value = _value(ast.parse(value, mode="eval").body, value, "normalize")
+        except SyntaxError:
+            raise PolicyKDError(
+                f"cannot read normalize {value!r}; write it as dict(norm_obs=True, norm_reward=False)"
+            ) from None
+    if not value:
+        return None
+    kwargs = dict(value) if isinstance(value, dict) else {}
+    unknown = sorted(set(kwargs) - set(VEC_NORMALIZE_KEYS))
+    if unknown:
+        raise PolicyKDError(
+            f"normalize sets {unknown[0]!r}, not a VecNormalize option ({', '.join(VEC_NORMALIZE_KEYS)})"
+        )
+    if gamma is not None:
+        kwargs["gamma"] = float(gamma)
+    return kwargs
+
+
+def _value(node: ast.AST, text: str, what: str = "policy_kwargs") -> Any:
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
-        return {kw.arg: _value(kw.value, text) for kw in node.keywords}
+        return {kw.arg: _value(kw.value, text, what) for kw in node.keywords}
     if isinstance(node, ast.Dict):
-        return {_value(k, text): _value(v, text) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
+        return {_value(k, text, what): _value(v, text, what) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
     if isinstance(node, (ast.List, ast.Tuple)):
-        return [_value(item, text) for item in node.elts]
+        return [_value(item, text, what) for item in node.elts]
     if isinstance(node, ast.Attribute) and node.attr in ACTIVATIONS:
         return ACTIVATIONS[node.attr]  # nn.ReLU, th.nn.ReLU, torch.nn.ReLU
     try:
         return ast.literal_eval(node)
     except ValueError:
         raise PolicyKDError(
-            f"policy_kwargs {text!r} names {ast.unparse(node)!r}, which policykd does not build "
+            f"{what} {text!r} names {ast.unparse(node)!r}, which policykd does not build "
             f"(literals, dict(...) and nn.{'/'.join(ACTIVATIONS)} only); pass the algorithm's kwargs from Python"
         ) from None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from code_trace import CodeTrace, strip_docstrings
 
 from policykd.data.buffers import LabelledBuffer
 from policykd.fileio import read_json, write_json_atomic, write_text_atomic
@@ -34,8 +35,11 @@ README = ZOO_DIR.parent / "README.md"
 CLASSIC_ENVS = ("CartPole", "Acrobot", "Pendulum")
 LIBRARY_DIR = ZOO_DIR.parent / "policykd"
 CACHE_STAMP = "_cache"  # the key a cached cell keeps its fingerprints under
+# the code each traced cell executed, by digest (benchmarks/code_trace.py)
+CODE_TRACE = CodeTrace(LIBRARY_DIR, RESULTS_DIR / "code")
 # cells this process read from cache that an older (or unrecorded) version of the library computed
 STALE_CELLS: list[str] = []
+REFRESH_STALE = False  # --refresh-stale: recompute the cached cells other library code computed, keep the rest
 
 
 def provenance(command: str) -> str:
@@ -49,11 +53,18 @@ def provenance(command: str) -> str:
 
 
 def parse_quick_args(
-    doc: str, quick_help: str | None = None, *, only_help: str | None = None, extra: Any = ()
+    doc: str,
+    quick_help: str | None = None,
+    *,
+    only_help: str | None = None,
+    extra: Any = (),
+    trace_code: bool = False,
 ) -> argparse.Namespace:
     """A benchmark's flags: --quick, and for a resumable sweep (``only_help`` given) --force and
     --only; ``extra``: the script's own, ``(flags, add_argument keywords)`` each. Also pins torch
-    to one thread and runs from the repository root, as every benchmark does."""
+    to one thread and runs from the repository root, as every benchmark does; ``trace_code``:
+    stamp cached cells with the functions they ran (benchmarks/code_trace.py), for scripts whose
+    published figures are not timings."""
     import torch
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,12 +72,28 @@ def parse_quick_args(
     if only_help is not None:
         parser.add_argument("--force", action="store_true", help="recompute cached cells")
         parser.add_argument("--only", default="", help=only_help)
+    parser.add_argument(*REFRESH_OPTION[0], **REFRESH_OPTION[1])
     for flags, kwargs in extra:
         parser.add_argument(*flags, **kwargs)
     args = parser.parse_args()
+    set_refresh_stale(args.refresh_stale)
     torch.set_num_threads(1)
     os.chdir(ZOO_DIR.parent)
+    if trace_code:
+        CODE_TRACE.start()
     return args
+
+
+REFRESH_OPTION = (
+    ("--refresh-stale",),
+    dict(action="store_true", help="recompute the cached cells that other library code computed (resumable: "
+         "a cell recomputed once is fresh), keep the others"),
+)  # fmt: skip
+
+
+def set_refresh_stale(on: bool) -> None:
+    global REFRESH_STALE
+    REFRESH_STALE = on
 
 
 def results_name(name: str, quick: bool) -> str:
@@ -80,7 +107,13 @@ def publish(name: str, text: str, *, quick: bool, readme_marker: str = "", readm
     regenerates the README section between ``readme_marker``'s markers; a quick run leaves the
     README quoting the full run."""
     path = RESULTS_DIR / f"{results_name(name, quick)}.md"
-    write_text_atomic(path, text + stale_note())
+    traced = (
+        "\n> Run under benchmarks/code_trace.py's profiler, which records the library code each cached cell ran: "
+        "wall times here are about 1.2-1.4x those of an untraced run.\n"
+        if CODE_TRACE.active
+        else ""
+    )
+    write_text_atomic(path, text + traced + stale_note())
     if readme_marker and not quick:
         replace_between_markers(README, readme_marker, readme_text)
     print(f"wrote {path}" + (" and the README section" if readme_marker and not quick else ""), flush=True)
@@ -131,18 +164,7 @@ def library_fingerprint() -> str:
 def code_of(source: str) -> str:
     """``source``'s syntax tree with docstrings removed, as text: equal for two sources that
     differ only in comments, docstrings or layout."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+    return ast.dump(strip_docstrings(ast.parse(source)))
 
 
 # Fields that say how a run is executed, not what it computes.
@@ -200,14 +222,21 @@ def legacy_fingerprint(config: Any) -> str | None:
 
 
 def cached_run(
-    cache_dir: Path, name: str, run: Callable[[], dict[str, Any]], force: bool = False, config: Any = None
+    cache_dir: Path,
+    name: str,
+    run: Callable[[], dict[str, Any]],
+    force: bool = False,
+    config: Any = None,
+    traced: bool = True,
 ) -> dict[str, Any]:
     """``run()``'s result, read from ``cache_dir/name.json`` when an earlier invocation wrote it.
 
-    Each cell records fingerprints of the library source and of ``config``. A cell whose recorded
-    config differs from ``config`` is recomputed (it answers another question). A cell computed by
-    other library code is reused, since recomputing a sweep takes hours, but it is listed in
-    ``STALE_CELLS`` and ``publish`` says so in the results file; ``--force`` recomputes."""
+    Each cell records fingerprints of ``config`` and of the library code that computed it: the
+    functions the process had executed by then (when it runs under ``CODE_TRACE`` and ``traced``),
+    else the whole library. A cell whose recorded config differs from ``config`` is recomputed (it answers
+    another question). A cell whose code changed since is reused, since recomputing a sweep takes
+    hours, but it is listed in ``STALE_CELLS`` and ``publish`` says so in the results file;
+    ``--force`` recomputes. Pass ``traced=False`` when ``run`` hands the work to other processes."""
     path = cache_dir / f"{name}.json"
     stamp = {"library": library_fingerprint()}
     if config is not None:
@@ -220,13 +249,32 @@ def cached_run(
             legacy_fingerprint(config),
         ):
             print(f"recomputing {path.name}: its configuration changed", flush=True)
+        elif is_fresh(recorded):
+            return result
+        elif REFRESH_STALE:
+            print(f"recomputing {path.name}: other library code computed it", flush=True)
         else:
-            if recorded.get("library") != stamp["library"]:
-                STALE_CELLS.append(_shown(path))
+            STALE_CELLS.append(_shown(path))
             return result
     result = run()
+    if traced and CODE_TRACE.active:
+        stamp["code"] = CODE_TRACE.stamp()
     write_json_atomic(path, {**result, CACHE_STAMP: stamp})
     return result
+
+
+def is_cached(path: Path) -> bool:
+    """Whether ``cached_run`` would read the cell at ``path`` back rather than compute it (its
+    config aside): it exists and is fresh, or stale cells are not being refreshed."""
+    return path.is_file() and (not REFRESH_STALE or is_fresh(read_json(path).get(CACHE_STAMP, {})))
+
+
+def is_fresh(stamp: dict[str, Any]) -> bool:
+    """Whether the cell stamped ``stamp`` was computed by the library code there is now: the same
+    library, or (for a traced cell) the same code in every function it executed."""
+    if stamp.get("library") == library_fingerprint():
+        return True
+    return "code" in stamp and CODE_TRACE.changed(stamp["code"]) == []
 
 
 class TaskCache:
@@ -235,8 +283,8 @@ class TaskCache:
 
     Called as ``cache(name, run, config=None)``: it fits wherever a ``RunCache`` is taken."""
 
-    def __init__(self, cache_dir: Path, force: bool = False) -> None:
-        self.cache_dir, self.force = cache_dir, force
+    def __init__(self, cache_dir: Path, force: bool = False, traced: bool = True) -> None:
+        self.cache_dir, self.force, self.traced = cache_dir, force, traced
         self.n_calls = self.n_computed = 0
         self.started = time.perf_counter()
 
@@ -246,7 +294,7 @@ class TaskCache:
             return run()
 
         self.n_calls += 1
-        return cached_run(self.cache_dir, name, counted, force=self.force, config=config)
+        return cached_run(self.cache_dir, name, counted, force=self.force, config=config, traced=self.traced)
 
     @property
     def resumed(self) -> bool:
@@ -265,10 +313,9 @@ class TaskCache:
 
 def flag_stale_cells(cache_dir: Path) -> None:
     """List in ``STALE_CELLS`` the cells of ``cache_dir`` (a task reused whole from its summary)
-    that another library version computed."""
-    current = library_fingerprint()
+    that other library code computed."""
     for path in sorted(cache_dir.glob("*.json")):
-        if path.name != "summary.json" and read_json(path).get(CACHE_STAMP, {}).get("library") != current:
+        if path.name != "summary.json" and not is_fresh(read_json(path).get(CACHE_STAMP, {})):
             STALE_CELLS.append(_shown(path))
 
 
@@ -277,17 +324,17 @@ def _shown(path: Path) -> str:
 
 
 def stale_note() -> str:
-    """The results file's note on cells reused from another library version, one line per cache
+    """The results file's note on cells reused from other library code, one line per cache
     folder (empty when none); also printed."""
     if not STALE_CELLS:
         return ""
     per_folder = Counter(str(Path(cell).parent) for cell in STALE_CELLS)
     lines = [f"> - `{folder}/`: {n} cell(s)" for folder, n in per_folder.items()]
     note = (
-        f"\n> **Cached results from another library version:** {len(STALE_CELLS)} cached cell(s) were computed "
-        "by policykd code other than the current (comments and docstrings aside). Rerun with `--force` to refresh them.\n>\n"
-        + "\n".join(lines)
-        + "\n"
+        f"\n> **Cached results from other library code:** {len(STALE_CELLS)} cached cell(s) were computed by policykd "
+        "code that has changed since (comments and docstrings aside): a function their benchmark ran, module-level "
+        "code, or, for cells not traced by benchmarks/code_trace.py, anything in the library. "
+        "Rerun with `--force` to refresh them.\n>\n" + "\n".join(lines) + "\n"
     )
     print(note, flush=True)
     return note

@@ -85,7 +85,7 @@ def run_task(
     config = DriversConfig(
         backend=backend, teacher=teacher, n_seeds=n_seeds, n_eval_episodes=N_EVAL_EPISODES, out_dir=out_dir, **budgets
     )
-    task_cache = TaskCache(cache_dir, force)
+    task_cache = TaskCache(cache_dir, force, traced=backend == "local")  # Ray tasks run elsewhere: untraced
 
     def cache(name: str, run: Any) -> dict[str, Any]:
         started = time.perf_counter()
@@ -116,6 +116,7 @@ def main() -> None:
         "CartPole and Pendulum, 1 seed",
         only_help="run only tasks whose name contains this (others: from cache)",
         extra=[BACKEND_OPTION],
+        trace_code=True,
     )
     sections = sweep_sections(args, "compare_drivers", TASKS, N_SEEDS, run_task, section)
     text = (

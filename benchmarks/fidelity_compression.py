@@ -86,7 +86,7 @@ def bootstrap_ci(values: np.ndarray, stat, rng: np.random.Generator, n: int = 20
 
 
 def main() -> None:
-    args = parse_quick_args(__doc__)
+    args = parse_quick_args(__doc__, trace_code=True)
     seeds = (0,) if args.quick else (0, 1, 2)
     experts = sorted(
         p.parent

@@ -26,7 +26,16 @@ import dataclasses
 import os
 
 import numpy as np
-from common import RESULTS_DIR, TaskCache, provenance, publish, results_name
+from common import (
+    CODE_TRACE,
+    REFRESH_OPTION,
+    RESULTS_DIR,
+    TaskCache,
+    provenance,
+    publish,
+    results_name,
+    set_refresh_stale,
+)
 
 from policykd.fileio import read_json, write_json_atomic
 from policykd.jobs.config import DistillConfig
@@ -64,7 +73,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny budgets, 1 seed")
     parser.add_argument("--seeds", default="1", help="seeds per arm: N, or per part as a=3,b=2,c=3 (default 1)")
     parser.add_argument("--force", action="store_true", help="recompute cached cells")
+    parser.add_argument(*REFRESH_OPTION[0], **REFRESH_OPTION[1])
     args = parser.parse_args()
+    set_refresh_stale(args.refresh_stale)
     torch.set_num_threads(1)
     os.chdir(ZOO_DIR.parent)
     return args
@@ -180,6 +191,7 @@ def plot(parts: dict[str, dict[str, list[dict]]], teachers: dict[str, float], pa
 
 def main() -> None:
     args = parse_args()
+    CODE_TRACE.start()
     b = budgets(args.quick)
     n_seeds = {"a": 1, "b": 1, "c": 1} if args.quick else seeds_per_part(args.seeds)
     cache = TaskCache(RESULTS_DIR / "kickstart" / ("quick" if args.quick else "full"), force=args.force)

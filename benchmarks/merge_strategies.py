@@ -37,7 +37,7 @@ def label(teacher: str) -> str:
 
 
 def main() -> None:
-    args = parse_quick_args(__doc__)
+    args = parse_quick_args(__doc__, trace_code=True)
     teachers = tuple(t for t in TEACHERS if is_finished(ZOO_DIR.parent / t))
     seeds = (0,) if args.quick else (0, 1, 2)
     budget = dict(

@@ -27,7 +27,7 @@ BUDGET = {"n_transitions": 20_000, "n_updates": 5_000, "n_eval_episodes": 20}
 
 
 def main() -> None:
-    args = parse_quick_args(__doc__, "1 seed")
+    args = parse_quick_args(__doc__, "1 seed", trace_code=True)
     seeds = SEEDS[:1] if args.quick else SEEDS
     runs = [  # seed 0's run is the same in both modes, so --quick reads the full run's cache
         cached_run(

@@ -141,6 +141,7 @@ def main() -> None:
         extra=[(("--seeds",), dict(type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")),
                (("--all",), dict(action="store_true", help="also the MuJoCo and Atari experts"))],
         only_help="run only experts whose folder contains this (others: from the last results)",
+        trace_code=True,
     )  # fmt: skip
     started = time.perf_counter()
     seeds = tuple(args.seeds or ((0,) if args.quick else SEEDS))

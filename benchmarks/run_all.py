@@ -3,6 +3,7 @@
     python benchmarks/run_all.py            # full mode: hours on 2 cores; resumes where it stopped
     python benchmarks/run_all.py --quick    # reduced budgets: < 20 min from a fresh checkout on 2 cores
     python benchmarks/run_all.py --only-results   # just rebuild RESULTS.md from the result files
+    python benchmarks/run_all.py --refresh-stale  # recompute only the cached cells changed code computed
 
 Each script caches finished runs under benchmarks/results/, so an interrupted run_all resumes. A
 --quick run passes --quick to every script, which writes its results next to the full run's as
@@ -92,6 +93,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only-results", action="store_true")
+    parser.add_argument(
+        "--refresh-stale",
+        action="store_true",
+        help="each script recomputes the cached cells other library code computed",
+    )
     args = parser.parse_args()
     failed = []
     if not args.only_results:
@@ -100,6 +106,7 @@ def main() -> None:
         started, scripts = time.perf_counter(), {}
         for script, quick, _ in SCRIPTS:
             command = [sys.executable, str(HERE / script)] + (["--quick"] if args.quick and quick else [])
+            command += ["--refresh-stale"] if args.refresh_stale and script != "check_zoo.py" else []
             print(f"== {' '.join(command[1:])}", flush=True)
             script_started = time.perf_counter()
             if subprocess.run(command).returncode != 0:

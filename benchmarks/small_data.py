@@ -321,6 +321,7 @@ def main() -> None:
         extra=[(("--seeds",), dict(type=int, nargs="+", help="seeds to run (default 0 1 2; --quick: 0)")),
                (("--no-imitation",), dict(action="store_true", help="skip imitation's BC (no venv built)")),
                (("--budgets",), dict(type=int, nargs="+", help="transition budgets (default 100 200 500 1000 2000 5000)"))],
+        trace_code=True,
     )  # fmt: skip
     started, stem = time.perf_counter(), results_name("small_data", args.quick)
     python = None if args.no_imitation else ensure_imitation_venv()

@@ -349,6 +349,7 @@ def main() -> None:
         __doc__,
         "CartPole PPO/DQN and Pendulum SAC only; every other budget, half the gradient steps and evaluation episodes",
         only_help="run only tasks whose name contains this (others: from cache)",
+        trace_code=True,
     )
     started = time.perf_counter()
     stem = results_name("soft_vs_hard", args.quick)

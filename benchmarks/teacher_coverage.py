@@ -161,7 +161,7 @@ def table(cells: list[dict]) -> str:
 
 
 def main() -> None:
-    args = parse_quick_args(__doc__, only_help="run only the cells whose algo or env id contains this")
+    args = parse_quick_args(__doc__, only_help="run only the cells whose algo or env id contains this", trace_code=True)
     stem = results_name("teacher_coverage", args.quick)
     zoo = Path("runs") / stem / "zoo"
     cache_dir = RESULTS_DIR / "teacher_coverage" / ("quick" if args.quick else "full")

@@ -69,7 +69,7 @@ def run_task(
         out_dir=out_dir,
         **budgets,
     )
-    cache = TaskCache(cache_dir, force)
+    cache = TaskCache(cache_dir, force, traced=backend == "local")  # Ray tasks run elsewhere: untraced
     summary = run_sweep(config, cache=cache)
     summary.update(command=command, **cache.timing(previous))
     print(f"{env_id}: {summary['wall_time_s']:.0f} s{' (resumed)' if cache.resumed else ''}", flush=True)
@@ -103,6 +103,7 @@ def main() -> None:
         "CartPole and Pendulum, 1 seed",
         only_help="run only tasks whose env id contains this (others: from cache)",
         extra=[BACKEND_OPTION],
+        trace_code=True,
     )
     sections = sweep_sections(args, "temperature_sweep", TASKS, N_SEEDS, run_task, section)
     text = (

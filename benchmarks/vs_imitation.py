@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import RESULTS_DIR, cached_run, collect_teacher_buffer, head_of, parse_quick_args, results_name
+from common import RESULTS_DIR, cached_run, collect_teacher_buffer, head_of, is_cached, parse_quick_args, results_name
 from vs_imitation_report import METHODS, write_report
 
 from policykd.data.buffers import LabelledBuffer
@@ -330,7 +330,7 @@ def run_task(task: Task, python: Path, seeds: list[int], cache: Path, force: boo
         "baselines": e,
     }
     tagged = lambda name: f"{name}-{settings[name.split('-')[0]]}"  # noqa: E731
-    done = lambda name: (cache / f"{tagged(name)}.json").is_file() and not force  # noqa: E731
+    done = lambda name: is_cached(cache / f"{tagged(name)}.json") and not force  # noqa: E731
     store = lambda name, fn: cached_run(cache, tagged(name), fn, force=force)  # noqa: E731
     baselines = store(
         "baselines",

@@ -84,6 +84,19 @@ def test_cells_from_other_library_code_are_reused_but_flagged(tmp_path, scratch,
     assert common.cached_run(tmp_path, "cell", run, force=True) == {"value": 2}
 
 
+def test_refresh_stale_recomputes_only_cells_other_code_computed(tmp_path, fresh_stale_list, monkeypatch):
+    common.cached_run(tmp_path, "old", counting_run(1)[0])
+    monkeypatch.setattr(common, "library_fingerprint", lambda: "new-code")
+    common.cached_run(tmp_path, "new", counting_run(1)[0])
+    monkeypatch.setattr(common, "REFRESH_STALE", True)
+    assert not common.is_cached(tmp_path / "old.json") and common.is_cached(tmp_path / "new.json")
+    run, calls = counting_run(2)
+    assert common.cached_run(tmp_path, "old", run) == {"value": 2} and calls == [1]
+    assert common.cached_run(tmp_path, "new", run) == {"value": 1} and calls == [1]
+    assert common.cached_run(tmp_path, "old", run) == {"value": 2} and calls == [1]  # fresh now: resumable
+    assert common.STALE_CELLS == []
+
+
 def test_library_fingerprint_follows_the_source(tmp_path, monkeypatch):
     (tmp_path / "a.py").write_text("x = 1\n")
     monkeypatch.setattr(common, "LIBRARY_DIR", tmp_path)

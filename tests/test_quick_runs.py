@@ -23,6 +23,8 @@ SHARED = {
     ("distill_checks.py", "distill_checks"): "--quick runs a subset of the same commands (same seeds): a cell it adds "
     "is the one the full run computes, and it reads existing cells without rewriting them",
     ("multitask.py", "multitask"): "seed 0's run is the same in both modes",
+    ("common.py", "code"): "code maps are content-addressed (code_trace.py): a quick run may add one, "
+    "and never rewrites one",
 }
 WRITERS_OF_README = ("replace_between_markers",)
 

@@ -1,0 +1,232 @@
+"""Which library code computed a cached benchmark cell, down to the function.
+
+A benchmark that opts in (``CodeTrace.start()`` first thing in its ``main``) runs under cProfile
+(C-level, builtins off; it made a 10,000-transition distillation about 1.2-1.4x slower here, so
+wall times in such a results file are the traced ones), which lists the library functions the
+process executed. Each cell it computes is stamped with the hash of the source of every library
+function the process had executed by the end of that cell (its own, and everything computed
+before it that could have fed it: a superset), plus one hash of every module's skeleton (the module
+with its function bodies taken out: constants, dataclass fields and defaults, class attributes,
+imports, and the functions that module-level code and decorators call), because module-level data
+is read without a call cProfile would see.
+
+A cell stays fresh while all of that is unchanged, so an edit to library code the benchmark never
+ran (another algorithm's adapter, the fine-tuning job, the CLI) does not make it stale; any edit to
+a function it ran, or to any module-level statement anywhere, does. Hashes are of syntax trees
+without docstrings, so comments, docstrings and layout never count.
+
+Not seen by a profile of this process, so not traced: cells computed in other processes (Ray
+tasks), which are stamped with the whole library's fingerprint instead. Latency measurements
+(``policykd.jobs.evaluate.call_latency_ms``) run with the profiler paused, so they time the
+policy, not the profiler.
+"""
+
+from __future__ import annotations
+
+import ast
+import cProfile
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from policykd.fileio import read_json, write_json_atomic
+
+MODULE = "<module>"  # the key of the skeleton of every library module, as one hash
+
+
+def strip_docstrings(tree: ast.AST) -> ast.AST:
+    """``tree`` with the docstring of every module, class and function removed (in place)."""
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _outermost_functions(body: list[ast.stmt], prefix: str = "") -> Iterator[tuple[str, ast.stmt, list, int]]:
+    """(qualified name, node, the list holding it, its first line) of each function defined at
+    module level or in a class body (nested classes included); a function's inner functions and
+    classes belong to it."""
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])  # cProfile's line: the decorator's
+            yield prefix + node.name, node, body, first
+        elif isinstance(node, ast.ClassDef):
+            yield from _outermost_functions(node.body, f"{prefix}{node.name}.")
+
+
+def _called_name(node: ast.expr) -> str | None:
+    """The name a call (or a decorator, which is called) calls: ``f`` in ``f(x)``, ``m.f(x)``, ``@f``."""
+    func = node.func if isinstance(node, ast.Call) else node
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+
+
+class ModuleCode:
+    """One module's function hashes, the line span of each function, and its skeleton's hash."""
+
+    def __init__(self, source: str) -> None:
+        tree = strip_docstrings(ast.parse(source))
+        self.hashes: dict[str, str] = {}
+        self.spans: list[tuple[int, int, str]] = []
+        found = list(_outermost_functions(tree.body))
+        for name, node, _, first in found:
+            self.hashes[name] = _digest(ast.dump(node))
+            self.spans.append((first, node.end_lineno or first, name))
+        decorators = [d for _, node, _, _ in found for d in node.decorator_list]
+        for _, node, holder, _ in found:  # then cut them out of the tree: what is left is the skeleton
+            holder.remove(node)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and not node.body:
+                node.body = [ast.Pass()]
+        self.skeleton = _digest(ast.dump(tree))
+        # functions that run at import (called by module-level code or as decorators), by name: their
+        # code shapes module-level data, so it counts as the skeleton's
+        calls = [n for root in [tree, *decorators] for n in ast.walk(root) if isinstance(n, ast.Call)]
+        self.import_time_calls = sorted({_called_name(n) for n in [*calls, *decorators]} - {None})
+
+    def function_at(self, line: int) -> str:
+        """The outermost function whose source holds ``line`` (a code object's first line), or
+        MODULE for code outside every function (a module-level lambda or comprehension)."""
+        for first, last, name in self.spans:
+            if first <= line <= last:
+                return name
+        return MODULE
+
+
+class LibraryCode:
+    """The library's code as hashed for stamps: ``ModuleCode`` per module (path relative to the
+    library folder), read from the files once."""
+
+    def __init__(self, library_dir: Path) -> None:
+        self.library_dir = library_dir.resolve()
+        self.modules = {
+            path.relative_to(self.library_dir).as_posix(): ModuleCode(path.read_text())
+            for path in sorted(self.library_dir.rglob("*.py"))
+        }
+        by_name: dict[str, list[str]] = {}  # a function's last name -> the hashes of every function so named
+        for module in self.modules.values():
+            for name, digest in module.hashes.items():
+                by_name.setdefault(name.rpartition(".")[2], []).append(digest)
+        self.skeleton = _digest(json.dumps({
+            path: [m.skeleton] + [h for name in m.import_time_calls for h in by_name.get(name, [])]
+            for path, m in self.modules.items()
+        }))  # fmt: skip
+
+    def code_map(self, executed: list[tuple[str, int]]) -> dict[str, str]:
+        """{"module.py:function": hash} of the library functions among ``executed`` (code objects'
+        file and first line), plus MODULE: the skeleton of every module."""
+        found = {MODULE: self.skeleton}
+        for filename, line in executed:
+            path = Path(filename)
+            if not path.is_relative_to(self.library_dir):
+                continue
+            module = path.relative_to(self.library_dir).as_posix()
+            code = self.modules.get(module)
+            if code is None:
+                continue  # a file that appeared after the hashes were read: the library fingerprint notices it
+            name = code.function_at(line)
+            if name != MODULE:
+                found[f"{module}:{name}"] = code.hashes[name]
+        return dict(sorted(found.items()))
+
+    def changed(self, code_map: dict[str, str]) -> list[str]:
+        """The keys of ``code_map`` whose code is no longer the same (missing counts as changed)."""
+        changed = []
+        for key, recorded in code_map.items():
+            if key == MODULE:
+                current = self.skeleton
+            else:
+                module, _, name = key.partition(":")
+                current = self.modules[module].hashes.get(name) if module in self.modules else None
+            if current != recorded:
+                changed.append(key)
+        return changed
+
+
+class CodeTrace:
+    """A process-wide profile of the library code a benchmark executes, and the content-addressed
+    store of the code maps cells are stamped with: ``maps_dir/<digest>.json``, written once and
+    never rewritten (a quick run adds files, changes none)."""
+
+    def __init__(self, library_dir: Path, maps_dir: Path) -> None:
+        self.library_dir, self.maps_dir = library_dir, maps_dir
+        self._profile: cProfile.Profile | None = None
+
+    @functools.cached_property
+    def library(self) -> LibraryCode:  # read once per process: the source does not change while a benchmark runs
+        return LibraryCode(self.library_dir)
+
+    @property
+    def active(self) -> bool:
+        return self._profile is not None
+
+    def start(self) -> None:
+        """Profile the rest of this process (idempotent), latency measurements excepted."""
+        if self._profile is not None:
+            return
+        from policykd.jobs import evaluate
+
+        self.library  # hash the source now, before any of it runs
+        evaluate.call_latency_ms = self._paused(evaluate.call_latency_ms)
+        self._profile = cProfile.Profile(builtins=False)
+        self._profile.enable()
+
+    def stop(self) -> None:
+        """End the profile (tests; a benchmark's profile ends with its process)."""
+        if self._profile is None:
+            return
+        from policykd.jobs import evaluate
+
+        self._profile.disable()
+        self._profile = None
+        evaluate.call_latency_ms = evaluate.call_latency_ms.__wrapped__
+
+    def _paused(self, timed: Callable[..., float]) -> Callable[..., float]:
+        @functools.wraps(timed)
+        def paused(*args: Any, **kwargs: Any) -> float:
+            if self._profile is None:
+                return timed(*args, **kwargs)
+            self._profile.disable()
+            try:
+                return timed(*args, **kwargs)
+            finally:
+                self._profile.enable()
+
+        return paused
+
+    def stamp(self) -> str:
+        """The digest of the code map of everything the library executed in this process so far
+        (stored under ``maps_dir`` if new). Only while ``active``."""
+        assert self._profile is not None, "CodeTrace.start() first"
+        executed = [(entry.code.co_filename, entry.code.co_firstlineno) for entry in self._profile.getstats()
+                    if not isinstance(entry.code, str)]  # fmt: skip
+        code_map = self.library.code_map(executed)
+        digest = _digest(json.dumps(code_map, sort_keys=True))
+        path = self.maps_dir / f"{digest}.json"
+        if not path.is_file():
+            write_json_atomic(path, code_map)
+        return digest
+
+    def changed(self, digest: str) -> list[str] | None:
+        """What changed since the cell stamped ``digest`` was computed ([] if nothing), or None
+        when its code map is missing."""
+        path = self.maps_dir / f"{digest}.json"
+        return self.library.changed(_read_map(path)) if path.is_file() else None
+
+
+@functools.cache
+def _read_map(path: Path) -> dict[str, str]:  # many cells share a map
+    return read_json(path)

@@ -21,7 +21,8 @@ An expert still training (no finished `expert.json`, as Breakout while it trains
 skipped with the reason. The protocol notes (life loss, FIRE, sticky actions, noops, frame skip,
 reward clipping, greedy or sampled acting, episode seeds) are checked on the built envs each run.
 Results: `results/atari.md` and `.json` (`--quick`: `atari-quick.*`), one cached JSON per cell
-under `results/atari[-quick]/`, run folders under `runs/benchmarks/atari/` (each seed's buffer, ~0.7 GB, in its 25 % cell's).
+under `results/atari[-quick]/`, run folders under `runs/benchmarks/atari/` (each seed's buffer,
+~0.7 GB, in its 25 % cell's folder).
 Full mode: 6 cells per expert, each tens of minutes on 2 free CPU cores (distill_checks' one Pong
 run of these budgets took 16 min with 10 evaluation episodes), so hours in all; `--device cuda` on a GPU.
 """

@@ -257,10 +257,20 @@ def cached_run(
             STALE_CELLS.append(_shown(path))
             return result
     result = run()
-    if traced and CODE_TRACE.active:
+    if traced and CODE_TRACE.active and not runs_elsewhere(config):
         stamp["code"] = CODE_TRACE.stamp()
     write_json_atomic(path, {**result, CACHE_STAMP: stamp})
     return result
+
+
+def runs_elsewhere(config: Any) -> bool:
+    """Whether ``config`` has part of its run done in other processes (Ray, collection workers,
+    subprocess envs), where this process's profile cannot see the library code it runs."""
+    return (
+        getattr(config, "backend", "local") != "local"
+        or getattr(config, "workers", 1) != 1
+        or getattr(config, "vec_env", "dummy") == "subproc"
+    )
 
 
 def is_cached(path: Path) -> bool:

@@ -57,7 +57,9 @@ def cli_command(args: dict) -> str:
 
 
 def main() -> None:
-    args = parse_quick_args(__doc__, "classic-control checks only", only_help="run only checks whose name has this")
+    args = parse_quick_args(
+        __doc__, "classic-control checks only", only_help="run only checks whose name has this", trace_code=True
+    )
     cache = RESULTS_DIR / "distill_checks"  # --quick runs the same commands, so it shares the cache
     rows = []
     for name, overrides in CHECKS:

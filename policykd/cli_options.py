@@ -56,6 +56,8 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "tau2_scaling": (("--tau2-scaling",), dict(action="store_const", const=True, help="multiply the KL by tau^2 (Hinton)")),
     "no_q_center": (("--no-q-center",), dict(dest="center_q", action="store_const", const=False, help="mse on raw Q-values instead of Q minus its mean over actions")),
     "nll_min_std": (("--nll-min-std",), dict(type=float, help="floor on the student's std in continuous nll (default 0.1; 0 disables)")),
+    "hard_label_weight": (("--hard-label-weight",), dict(type=float, metavar="LAMBDA", help="kl + LAMBDA x hard-label term: cross-entropy to the teacher's argmax action (Gaussian teachers: squared error to its mean) (default 0: off)")),
+    "label_smoothing": (("--label-smoothing",), dict(type=float, metavar="EPS", help="kl on discrete teachers: mix the target with uniform, (1-EPS) p + EPS/|A|, EPS in [0, 1) (default 0: off)")),
     # the student and its training
     "hidden": (("--hidden",), dict(dest="hidden_sizes", type=int, nargs="+", help="student MLP hidden sizes (default: preset)")),
     "cnn_width": (("--cnn-width",), dict(type=float, help="NatureCNN width multiplier for image observations (default: preset)")),
@@ -107,7 +109,8 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 COMMON = ("config", "no_progress", "quiet", "verbose")
 COLLECT = ("teacher", "zoo", "env", "merge", "teacher_weights", "teacher_drive", "n_transitions", "n_envs", "epsilon",
             "action_noise", "seed", "no_teacher_check", "preset", "device", "backend", "workers", "ray_address", "vec_env")  # fmt: skip
-LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std")
+LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling", "no_q_center", "nll_min_std",
+        "hard_label_weight", "label_smoothing")  # fmt: skip
 # the student, its training, and the videos recorded after it (distill)
 TRAINING = ("hidden", "cnn_width", "student_fraction", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
             "overwrite", "resume", "checkpoint_every", "video", "video_episodes")  # fmt: skip

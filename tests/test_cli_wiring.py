@@ -24,8 +24,9 @@ TINY = [
 @pytest.fixture(scope="module")
 def first_loss(tmp_path_factory, cartpole_expert_dir) -> Callable[..., float]:
     """``first_loss(*flags, teacher="ppo")``: the first update's loss of a tiny distil of the
-    shipped CartPole expert (``ppo`` or ``dqn``) with these extra flags (runs are cached)."""
-    root, runs = cartpole_expert_dir.parents[2], {}
+    shipped CartPole expert (``ppo`` or ``dqn``) with these extra flags (runs are cached; each run's
+    summary.json is kept in ``first_loss.summaries``)."""
+    root, runs, summaries = cartpole_expert_dir.parents[2], {}, {}
 
     def run(*flags: str, teacher: str = "ppo") -> float:
         key = (teacher, *flags)
@@ -42,9 +43,11 @@ def first_loss(tmp_path_factory, cartpole_expert_dir) -> Callable[..., float]:
                     str(out),
                 ]
             )
-            runs[key] = read_json(out / "summary.json")["final_train_metrics"]["losses/distill"]
+            summaries[key] = read_json(out / "summary.json")
+            runs[key] = summaries[key]["final_train_metrics"]["losses/distill"]
         return runs[key]
 
+    run.summaries = summaries
     return run
 
 
@@ -67,6 +70,25 @@ def test_temperature_on_both_softens_the_student_too(first_loss):
     assert both > 0 and abs(both - teacher_only) > 1e-3 * teacher_only
     # at tau 1 softening the student changes nothing
     assert first_loss("--temperature-on", "both") == pytest.approx(first_loss(), rel=1e-6)
+
+
+def test_hard_label_weight_adds_lambda_times_the_nll_term(first_loss):
+    """kl + 0.5 x cross-entropy to the teacher's argmax: exactly kl's first loss plus half nll's (same
+    seed, same student, same batch), logged as ``losses/hard_label`` and recorded in summary.json."""
+    plain, hard = first_loss(), first_loss("--loss", "nll")
+    assert first_loss("--hard-label-weight", "0.5") == pytest.approx(plain + 0.5 * hard, rel=1e-5)
+    summary = first_loss.summaries[("ppo", "--hard-label-weight", "0.5")]
+    assert summary["hard_label_weight"] == 0.5 and summary["label_smoothing"] == 0.0
+    assert summary["final_train_metrics"]["losses/hard_label"] == pytest.approx(hard, rel=1e-5)
+    assert "losses/hard_label" not in first_loss.summaries[("ppo",)]["final_train_metrics"]
+
+
+def test_label_smoothing_reaches_the_q_teacher_target(first_loss):
+    """The DQN expert's softmax(Q / tau) mixed with uniform: another loss, recorded in summary.json;
+    nll's argmax labels ignore it (refused there: tests/test_bad_inputs.py)."""
+    plain, smoothed = first_loss(teacher="dqn"), first_loss("--label-smoothing", "0.3", teacher="dqn")
+    assert plain > 0 and smoothed > 0 and abs(smoothed - plain) > 1e-3 * plain
+    assert first_loss.summaries[("dqn", "--label-smoothing", "0.3")]["label_smoothing"] == 0.3
 
 
 def test_no_q_center_fits_raw_q_values(first_loss):

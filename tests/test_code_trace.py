@@ -162,3 +162,21 @@ def test_cached_run_keeps_a_traced_cell_fresh_until_code_it_ran_changes(toy, tmp
     assert untraced == {"value": 0}
     assert read_back(edited("return x - 1", "return x * 7")) == ["untraced.json"]  # ... but not what the cell ran
     assert read_back(edited("* SCALE", "* SCALE + 1")) == ["cell.json", "untraced.json"]
+
+
+def test_a_cell_run_in_other_processes_keeps_the_whole_library_stamp(toy, tmp_path, monkeypatch):
+    import dataclasses
+
+    from policykd.jobs.config import DistillConfig
+
+    trace = toy[0]
+    monkeypatch.setattr(common, "CODE_TRACE", trace)
+    trace.start()
+    for name, config in {"here": DistillConfig(), "ray": dataclasses.replace(DistillConfig(), backend="ray"),
+                         "subproc": dataclasses.replace(DistillConfig(), vec_env="subproc")}.items():  # fmt: skip
+        common.cached_run(tmp_path, name, lambda: {"value": 1}, config=config)
+    trace.stop()
+    stamps = {
+        name: common.read_json(tmp_path / f"{name}.json")[common.CACHE_STAMP] for name in ("here", "ray", "subproc")
+    }
+    assert "code" in stamps["here"] and "code" not in stamps["ray"] and "code" not in stamps["subproc"]

@@ -79,6 +79,10 @@ class DistillConfig(CollectConfig):
     """Q-value MSE on Q minus its mean over actions (see losses.MSELoss)."""
     nll_min_std: float = 0.1
     """Floor on the student's std in the continuous nll loss (see losses.NLLLoss); 0 disables it."""
+    hard_label_weight: float = 0.0
+    """kl only: lambda of L = L_soft + lambda * L_hard (see losses.KLLoss); 0 is plain kl."""
+    label_smoothing: float = 0.0
+    """kl on discrete teachers: the target mixed with uniform, (1 - eps) p + eps / |A|; 0 is plain kl."""
     hidden_sizes: tuple[int, ...] | None = None
     cnn_width: float | None = None
     student_fraction: float | None = None

@@ -50,6 +50,8 @@ def single_task_summary(
         "temperature": plan.temperature,
         "temperature_on": config.temperature_on,
         "kl_direction": config.kl_direction,
+        "hard_label_weight": config.hard_label_weight,
+        "label_smoothing": config.label_smoothing,
         "defaults": defaults_line(plan),
         **_stats_keys("teacher", teacher_stats),
         **_stats_keys("student", student_stats),

@@ -60,6 +60,9 @@ class FinetuneConfig:
     tau2_scaling: bool = False
     center_q: bool = True
     nll_min_std: float = 0.1
+    label_smoothing: float = 0.0
+    hard_label_weight: float = 0.0
+    """kl: L = L_soft + lambda * L_hard and the target mixed with uniform, as distill's (losses.KLLoss)."""
     value_init: int = 0
     """PPO / A2C: fit the student's value head to the teacher's value on this many observations the
     student visits, before RL (0: no)."""
@@ -215,6 +218,7 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
 
     loss_options = {"temperature": config.temperature, "direction": config.kl_direction}
     loss_options.update(tau2_scaling=config.tau2_scaling, center_q=config.center_q, nll_min_std=config.nll_min_std)
+    loss_options.update(hard_label_weight=config.hard_label_weight, label_smoothing=config.label_smoothing)
     if config.temperature_on is not None:
         loss_options["temperature_on"] = config.temperature_on
     env = make_vec_env(teacher.recipe, plan.n_envs, config.seed)

@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
+from policykd.data.actions import INVALID_LOGIT
 from policykd.errors import PolicyKDError
 from policykd.learn.targets import check_temperature, student_kind_for
 from policykd.types import DistillTarget, LossOutput, Reduction, StudentOutput, TeacherKind
@@ -34,6 +35,7 @@ TemperatureOn = Literal["teacher", "both"]
 _LOG_2PI = math.log(2 * math.pi)
 KL_DETERMINISTIC = "kl needs a stochastic teacher; use --loss mse for TD3/DDPG teachers"
 NLL_DETERMINISTIC = "nll needs a stochastic student; use --loss mse for TD3/DDPG teachers"
+LABEL_SMOOTHING_CONTINUOUS = "--label-smoothing needs a discrete-action teacher; drop it for Gaussian teachers"
 MSE_NO_Q = "mse needs Q-values (DQN/QR-DQN) or continuous actions; use --loss kl or nll"
 
 
@@ -85,6 +87,14 @@ class KLLoss:
 
     For squashed_gaussian teachers the KL is taken between the pre-tanh Gaussians; tanh is
     invertible, so it equals the KL between the squashed action distributions.
+
+    ``hard_label_weight`` lambda (default 0: off) adds lambda x a hard-label term to each sample, L =
+    L_soft + lambda * L_hard: discrete, the cross-entropy of the student's raw logits to the teacher's argmax
+    action (nll's term); Gaussian, the squared error of the student's mean to the teacher's (the greedy
+    action, pre-tanh for SAC), summed over dimensions. ``tau2_scaling`` scales the KL only. Logged
+    unweighted as ``losses/hard_label``.
+    ``label_smoothing`` epsilon in [0, 1) (default 0: off; discrete targets only) mixes the softened
+    teacher with the uniform distribution over its allowed actions: p' = (1 - epsilon) p + epsilon / |A|.
     """
 
     temperature: float = 1.0
@@ -92,12 +102,15 @@ class KLLoss:
     direction: KLDirection = "forward"
     tau2_scaling: bool = False
     reduction: Reduction = "mean"
+    hard_label_weight: float = 0.0
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         check_temperature(self.temperature)
         _check_choice("temperature_on", self.temperature_on, TEMPERATURE_ON)
         _check_choice("direction", self.direction, DIRECTIONS)
         _check_choice("reduction", self.reduction, REDUCTIONS)
+        check_soft_target_options(self.hard_label_weight, self.label_smoothing)
 
     def __call__(self, student: StudentOutput, target: DistillTarget) -> LossOutput:
         if "deterministic" in (student.kind, target.kind):
@@ -106,12 +119,16 @@ class KLLoss:
         tau_s = self.temperature if self.temperature_on == "both" else 1.0  # student-side temperature
         if target.kind == "discrete":
             teacher = _field(target, "log_probs").detach()
+            if self.label_smoothing > 0:
+                teacher = smooth_log_probs(teacher, self.label_smoothing)
             student_lp = torch.log_softmax(_field(student, "logits") / tau_s, dim=-1)
             if self.direction == "forward":
                 per_sample = categorical_kl(teacher, student_lp)
             else:
                 per_sample = categorical_kl(student_lp, teacher)
         else:
+            if self.label_smoothing > 0:
+                raise PolicyKDError(f"{LABEL_SMOOTHING_CONTINUOUS} (got a {target.kind} target)")
             t_mean, t_log_std = _field(target, "mean").detach(), _field(target, "log_std").detach()
             s_mean, s_log_std = _field(student, "mean"), _field(student, "log_std") + math.log(tau_s)
             if self.direction == "forward":
@@ -120,6 +137,10 @@ class KLLoss:
                 per_sample = diag_gaussian_kl(s_mean, s_log_std, t_mean, t_log_std)
         if self.tau2_scaling:
             per_sample = per_sample * self.temperature**2
+        if self.hard_label_weight > 0:
+            hard = hard_label_term(student, target)
+            per_sample = per_sample + self.hard_label_weight * hard
+            return _output(per_sample, self.reduction, {"losses/hard_label": hard.detach().mean()})
         return _output(per_sample, self.reduction)
 
 
@@ -153,9 +174,7 @@ class NLLLoss:
             raise PolicyKDError(f"{NLL_DETERMINISTIC} (got a deterministic student)")
         _check_same_family(student, target)
         if target.kind == "discrete":
-            labels = _field(target, "log_probs").detach().argmax(dim=-1)  # (B,) or, factorised, (B, F)
-            logits = _field(student, "logits").movedim(-1, 1)  # choices second, as cross_entropy takes them
-            per_sample = sum_per_sample(F.cross_entropy(logits, labels, reduction="none"))
+            per_sample = argmax_cross_entropy(student, target)
         else:
             action = _field(target, "action").detach()
             log_std = _field(student, "log_std")
@@ -200,6 +219,39 @@ class MSELoss:
         return _output(per_sample, self.reduction)
 
 
+def argmax_cross_entropy(student: StudentOutput, target: DistillTarget) -> torch.Tensor:
+    """(B,) cross-entropy of the student's logits to the teacher's argmax action (factorised: summed
+    over factors)."""
+    labels = _field(target, "log_probs").detach().argmax(dim=-1)  # (B,) or, factorised, (B, F)
+    logits = _field(student, "logits").movedim(-1, 1)  # choices second, as cross_entropy takes them
+    return sum_per_sample(F.cross_entropy(logits, labels, reduction="none"))
+
+
+def hard_label_term(student: StudentOutput, target: DistillTarget) -> torch.Tensor:
+    """KLLoss's (B,) hard-label term: discrete, :func:`argmax_cross_entropy`; Gaussian, the squared
+    error of the student's mean to the teacher's greedy action, summed over dimensions."""
+    if target.kind == "discrete":
+        return argmax_cross_entropy(student, target)
+    return ((_field(student, "mean") - _field(target, "action").detach()) ** 2).sum(dim=-1)
+
+
+def smooth_log_probs(log_probs: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """log((1 - epsilon) p + epsilon / n) over the last axis, n the allowed actions there (those whose
+    log-probability is above INVALID_LOGIT / 2: masked actions and padded factor choices stay at 0)."""
+    allowed = log_probs > INVALID_LOGIT / 2
+    n_allowed = allowed.sum(dim=-1, keepdim=True).clamp(min=1).to(log_probs.dtype)
+    smoothed = torch.logaddexp(log_probs + math.log1p(-epsilon), math.log(epsilon) - torch.log(n_allowed))
+    return torch.where(allowed, smoothed, log_probs)
+
+
+def check_soft_target_options(hard_label_weight: float, label_smoothing: float) -> None:
+    """Refuse a hard-label weight that is not a finite number >= 0 and a label smoothing outside [0, 1)."""
+    if not (hard_label_weight >= 0 and math.isfinite(hard_label_weight)):
+        raise PolicyKDError(f"--hard-label-weight must be a finite number >= 0 (0: off), got {hard_label_weight}")
+    if not 0 <= label_smoothing < 1:
+        raise PolicyKDError(f"--label-smoothing must lie in [0, 1) (0: off), got {label_smoothing}")
+
+
 def make_loss(
     name: str,
     teacher_kind: TeacherKind,
@@ -211,6 +263,8 @@ def make_loss(
     reduction: str = "mean",
     center_q: bool = True,
     nll_min_std: float = 0.1,
+    hard_label_weight: float = 0.0,
+    label_smoothing: float = 0.0,
 ) -> KLLoss | NLLLoss | MSELoss:
     """Build loss ``name`` for a teacher of ``teacher_kind``, refusing combinations that make no
     sense. ``temperature``, ``temperature_on``, ``direction`` and ``tau2_scaling`` only affect
@@ -223,10 +277,14 @@ def make_loss(
     _check_choice("direction", direction, DIRECTIONS)
     _check_choice("reduction", reduction, REDUCTIONS)
     check_min_std(nll_min_std)
+    check_soft_target_options(hard_label_weight, label_smoothing)
     if name == "kl":
         if student_kind == "deterministic":
             raise PolicyKDError(f"{KL_DETERMINISTIC} (got teacher kind {teacher_kind!r})")
-        return KLLoss(temperature, temperature_on, direction, tau2_scaling, reduction)  # type: ignore[arg-type]
+        if label_smoothing > 0 and student_kind != "discrete":
+            raise PolicyKDError(f"{LABEL_SMOOTHING_CONTINUOUS} (got teacher kind {teacher_kind!r})")
+        soft = (hard_label_weight, label_smoothing)
+        return KLLoss(temperature, temperature_on, direction, tau2_scaling, reduction, *soft)  # type: ignore[arg-type]
     if name == "nll":
         if student_kind == "deterministic":
             # A deterministic teacher gets a deterministic student, which has no likelihood.
@@ -245,6 +303,8 @@ LOSS_OPTIONS: dict[str, tuple[str, object, str]] = {
     "tau2_scaling": ("kl", False, "--tau2-scaling"),
     "center_q": ("mse", True, "--no-q-center"),
     "nll_min_std": ("nll", 0.1, "--nll-min-std"),
+    "hard_label_weight": ("kl", 0.0, "--hard-label-weight"),
+    "label_smoothing": ("kl", 0.0, "--label-smoothing"),
 }
 
 
@@ -286,8 +346,8 @@ class DeviceFloats(Mapping[str, float]):
         return len(self._tensors)
 
 
-def _output(per_sample: torch.Tensor, reduction: str) -> LossOutput:
-    metrics = DeviceFloats({"losses/distill": per_sample.detach().mean()})
+def _output(per_sample: torch.Tensor, reduction: str, extra: dict[str, torch.Tensor] | None = None) -> LossOutput:
+    metrics = DeviceFloats({"losses/distill": per_sample.detach().mean(), **(extra or {})})
     return LossOutput(loss=reduce(per_sample, reduction), metrics=metrics)
 
 

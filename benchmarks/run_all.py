@@ -45,6 +45,7 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("small_data.py", True, "small_data.md"),
     ("no_preset.py", True, "no_preset.md"),
     ("kickstart.py", True, "kickstart.md"),
+    ("atari.py", True, "atari.md"),
 ]
 
 

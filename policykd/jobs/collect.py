@@ -55,7 +55,11 @@ def collect_chunk(config: CollectConfig) -> tuple[LabelledBuffer, CollectStats]:
 def _collect_here(
     config: CollectConfig, teachers: list[Teacher], budgets: Budgets
 ) -> tuple[LabelledBuffer, CollectStats]:
-    """Collect in this process, on one vector env of ``budgets.n_envs`` envs seeded from ``config.seed``."""
+    """Collect in this process, on one vector env of ``budgets.n_envs`` envs seeded from ``config.seed``.
+
+    The driving teacher acts as the run evaluates it (``budgets.deterministic_eval``): greedily, or,
+    where evaluation samples (Atari, as rl-zoo trains and scores it), sampling its policy, so the
+    buffer holds the states the teacher visits when it is scored, not those of its argmax."""
     teacher = teachers[0]
     drive = config.teacher_drive if len(teachers) > 1 else "first"
     overlap = config.vec_env == "subproc"
@@ -73,6 +77,7 @@ def _collect_here(
             "epsilon": budgets.epsilon,
             "action_noise": budgets.action_noise,
             "driver": "teacher",
+            "teacher_acts": "greedy" if budgets.deterministic_eval else "sampled",
             **({"vec_env": "subproc"} if overlap else {}),
         }
         run = functools.partial(collect_overlapped, venvs) if overlap else functools.partial(collect_rollouts, venv)
@@ -82,6 +87,7 @@ def _collect_here(
             rng=np.random.default_rng(config.seed),
             epsilon=budgets.epsilon,
             action_noise=budgets.action_noise,
+            deterministic=budgets.deterministic_eval,
             meta=meta,
             teacher_drive=drive,
             merge=make_run_merge(config, len(teachers)),

@@ -5,14 +5,15 @@ A benchmark that opts in (``CodeTrace.start()`` first thing in its ``main``) run
 wall times in such a results file are the traced ones), which lists the library functions the
 process executed. Each cell it computes is stamped with the hash of the source of every library
 function the process had executed by the end of that cell (its own, and everything computed
-before it that could have fed it: a superset), plus one hash of every module's skeleton (the module
-with its function bodies taken out: constants, dataclass fields and defaults, class attributes,
-imports, and the functions that module-level code and decorators call), because module-level data
-is read without a call cProfile would see.
+before it that could have fed it: a superset), plus the hash of the skeleton of every library
+module loaded in the process (the module with its function bodies taken out: constants, dataclass
+fields and defaults, class attributes, imports, and the functions that module-level code and
+decorators call), because module-level data is read without a call cProfile would see; a module
+never imported cannot have shaped a result.
 
 A cell stays fresh while all of that is unchanged, so an edit to library code the benchmark never
 ran (another algorithm's adapter, the fine-tuning job, the CLI) does not make it stale; any edit to
-a function it ran, or to any module-level statement anywhere, does. Hashes are of syntax trees
+a function it ran, or to a module-level statement of a module it loaded, does. Hashes are of syntax trees
 without docstrings, so comments, docstrings and layout never count.
 
 Not seen by a profile of this process, so not traced: cells computed in other processes (Ray
@@ -28,13 +29,14 @@ import cProfile
 import functools
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from policykd.fileio import read_json, write_json_atomic
 
-MODULE = "<module>"  # the key of the skeleton of every library module, as one hash
+MODULE = "<module>"  # "path.py:<module>": that module's skeleton; alone (early maps): every module's, as one hash
 
 
 def strip_docstrings(tree: ast.AST) -> ast.AST:
@@ -120,23 +122,28 @@ class LibraryCode:
         for module in self.modules.values():
             for name, digest in module.hashes.items():
                 by_name.setdefault(name.rpartition(".")[2], []).append(digest)
-        self.skeleton = _digest(json.dumps({
-            path: [m.skeleton] + [h for name in m.import_time_calls for h in by_name.get(name, [])]
+        self.skeletons = {
+            path: _digest(json.dumps([m.skeleton] + [h for name in m.import_time_calls for h in by_name.get(name, [])]))
             for path, m in self.modules.items()
-        }))  # fmt: skip
+        }
+        self.skeleton = _digest(json.dumps(self.skeletons))  # every module's: the key MODULE of early maps
 
-    def code_map(self, executed: list[tuple[str, int]]) -> dict[str, str]:
+    def module_of(self, filename: str) -> str | None:
+        """``filename``'s path relative to the library folder, or None outside it."""
+        path = Path(filename).resolve()
+        return path.relative_to(self.library_dir).as_posix() if path.is_relative_to(self.library_dir) else None
+
+    def code_map(self, executed: list[tuple[str, int]], loaded: list[str]) -> dict[str, str]:
         """{"module.py:function": hash} of the library functions among ``executed`` (code objects'
-        file and first line), plus MODULE: the skeleton of every module."""
-        found = {MODULE: self.skeleton}
+        file and first line), and {"module.py:<module>": hash} of the skeleton of each ``loaded``
+        module (paths relative to the library folder) and of each module a function ran from."""
+        found = {f"{m}:{MODULE}": self.skeletons[m] for m in loaded if m in self.skeletons}
         for filename, line in executed:
-            path = Path(filename)
-            if not path.is_relative_to(self.library_dir):
-                continue
-            module = path.relative_to(self.library_dir).as_posix()
-            code = self.modules.get(module)
+            module = self.module_of(filename)
+            code = self.modules.get(module) if module is not None else None
             if code is None:
-                continue  # a file that appeared after the hashes were read: the library fingerprint notices it
+                continue  # outside the library, or a file that appeared after the hashes were read
+            found[f"{module}:{MODULE}"] = self.skeletons[module]
             name = code.function_at(line)
             if name != MODULE:
                 found[f"{module}:{name}"] = code.hashes[name]
@@ -146,10 +153,12 @@ class LibraryCode:
         """The keys of ``code_map`` whose code is no longer the same (missing counts as changed)."""
         changed = []
         for key, recorded in code_map.items():
+            module, _, name = key.partition(":")
             if key == MODULE:
                 current = self.skeleton
+            elif name == MODULE:
+                current = self.skeletons.get(module)
             else:
-                module, _, name = key.partition(":")
                 current = self.modules[module].hashes.get(name) if module in self.modules else None
             if current != recorded:
                 changed.append(key)
@@ -213,7 +222,9 @@ class CodeTrace:
         assert self._profile is not None, "CodeTrace.start() first"
         executed = [(entry.code.co_filename, entry.code.co_firstlineno) for entry in self._profile.getstats()
                     if not isinstance(entry.code, str)]  # fmt: skip
-        code_map = self.library.code_map(executed)
+        loaded = [self.library.module_of(m.__file__) for m in list(sys.modules.values())
+                  if isinstance(getattr(m, "__file__", None), str)]  # fmt: skip
+        code_map = self.library.code_map(executed, [m for m in loaded if m is not None])
         digest = _digest(json.dumps(code_map, sort_keys=True))
         path = self.maps_dir / f"{digest}.json"
         if not path.is_file():

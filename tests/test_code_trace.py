@@ -118,11 +118,15 @@ def test_only_edits_to_what_ran_make_a_stamp_stale(toy):
     assert mod.used(3) == 6
     digest = trace.stamp()
     code_map = code_trace.read_json(trace.maps_dir / f"{digest}.json")
-    assert {"mod.py:used", "mod.py:helper"} <= set(code_map) and "mod.py:unused" not in code_map
+    assert {"mod.py:used", "mod.py:helper", "mod.py:<module>", "__init__.py:<module>"} <= set(code_map)
+    assert "mod.py:unused" not in code_map
     assert recheck(trace, library, digest, SOURCE) == []
     assert recheck(trace, library, digest, edited("return x - 1", "return x + 1")) == []  # never ran
     assert recheck(trace, library, digest, edited("range(1)", "range(2)")) == ["mod.py:helper"]
-    assert recheck(trace, library, digest, edited("SCALE = 2", "SCALE = 5")) == [code_trace.MODULE]
+    assert recheck(trace, library, digest, edited("SCALE = 2", "SCALE = 5")) == ["mod.py:<module>"]
+    (library / "mod.py").write_text(SOURCE)
+    (library / "never_imported.py").write_text("LIMIT = 2\n")  # a module the process never loaded
+    assert code_trace.CodeTrace(library, trace.maps_dir).changed(digest) == []
     assert code_trace.CodeTrace(library, trace.maps_dir / "elsewhere").changed(digest) is None
 
 

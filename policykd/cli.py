@@ -158,6 +158,8 @@ def _parser(file_values: dict[str, dict[str, Any]] | None = None) -> argparse.Ar
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in _commands().items():
         p = add_command(sub, name, command)
+        # also after the command (`policykd distill --threads 4`); left unset there unless given
+        p.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=THREADS_HELP)
         for flags, kwargs in COMMAND_ARGUMENTS.get(name, []):
             if kwargs.get("required") and flags[0].startswith("-"):
                 kwargs = {**kwargs, "required": False, "help": f"{kwargs.get('help', '')} (required)".strip()}

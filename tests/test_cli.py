@@ -388,3 +388,21 @@ def test_a_multitask_config_yml_gives_the_same_tasks(tmp_path, capsys, monkeypat
     code, _, err = run_cli(["distill", "--config", str(path), "--out", "again"], capsys)
     assert code == 0, err
     assert seen == [dataclasses.replace(written, out_dir="again")]
+
+
+@pytest.mark.parametrize(
+    "argv, threads",
+    [
+        (["zoo"], 1),
+        (["--threads", "3", "zoo"], 3),
+        (["zoo", "--threads", "2"], 2),
+        (["--threads", "3", "zoo", "--threads", "2"], 2),
+    ],
+)
+def test_threads_goes_before_or_after_the_command(argv, threads, monkeypatch, capsys):
+    import torch
+
+    set_to = []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    main(argv)
+    assert set_to == [threads]

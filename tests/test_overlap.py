@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
 from policykd.data.buffers import LabelledBuffer
-from policykd.data.overlap import collect_overlapped, make_env_groups, split_envs
+from policykd.data.envs import EnvRecipe
+from policykd.data.overlap import GroupProcess, collect_overlapped, make_env_groups, split_envs
+from policykd.errors import PolicyKDError
 from tests.test_ray_backend import assert_same_buffer
 
 N_ENVS = 5
@@ -84,3 +87,40 @@ def test_the_readme_quotes_the_overlap_measurements_as_recorded():
     block = readme.split("<!-- overlap:start -->\n")[1].split("<!-- overlap:end -->")[0]
     assert block.strip() == overlap_readme(results).strip()
     assert "CartPole 0." in block and len(results["overlap"]) == 6
+
+
+class ExplodingWrapper(gym.Wrapper):
+    """An env whose 5th step raises, as a broken simulator would inside a subprocess group."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.n_steps = 0
+
+    def step(self, action):
+        self.n_steps += 1
+        if self.n_steps == 5:
+            raise RuntimeError("the simulator crashed")
+        return self.env.step(action)
+
+
+@pytest.mark.parametrize(
+    "recipe, said",
+    [
+        (
+            EnvRecipe("CartPole-v1", env_wrapper="tests.test_overlap.ExplodingWrapper").trusting(),
+            "an env of a --vec-env subproc group failed during step: RuntimeError: the simulator crashed; rerun",
+        ),
+        (EnvRecipe("PolicykdNoSuchEnv-v0"), "unknown environment 'PolicykdNoSuchEnv-v0'"),  # its own one line
+    ],
+)
+def test_an_env_failing_in_a_subprocess_group_is_one_line(recipe, said):
+    with pytest.raises(PolicyKDError) as raised:
+        group = GroupProcess(recipe, 2, 0)
+        try:
+            group.reset()
+            for _ in range(10):
+                group.step_async(np.zeros(2, dtype=np.int64))
+                group.step_wait()
+        finally:
+            group.close()
+    assert said in str(raised.value) and "\n" not in str(raised.value)

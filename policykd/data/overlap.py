@@ -154,15 +154,52 @@ def _serve_group(remote: Any, recipe: Any, n_envs: int, seed: int) -> None:
     from policykd.data.envs import make_vec_env
 
     torch.set_num_threads(1)
-    venv = make_vec_env(recipe, n_envs, seed)
-    remote.send((venv.observation_space, venv.action_space))
+    try:
+        venv = make_vec_env(recipe, n_envs, seed)
+    except Exception as err:  # noqa: BLE001 - any failure reaches the parent as its one line
+        remote.send((False, _failure(err)))
+        return
+    remote.send((True, (venv.observation_space, venv.action_space)))
     while True:
         method, args = remote.recv()
         if method == "close":
             venv.close()
             remote.close()
             return
-        remote.send(getattr(venv, method)(*args))
+        try:
+            remote.send((True, getattr(venv, method)(*args)))
+        except Exception as err:  # noqa: BLE001
+            remote.send((False, _failure(err)))
+            venv.close()
+            return
+
+
+def _failure(err: Exception) -> tuple[bool, str]:
+    """(whether it is already a user error with its one line, its text), as the parent gets it."""
+    from policykd.errors import PolicyKDError
+
+    return isinstance(err, PolicyKDError), str(err) if isinstance(
+        err, PolicyKDError
+    ) else f"{type(err).__name__}: {err}"
+
+
+def _answer(remote: Any, what: str) -> Any:
+    """The group's answer to the last call, or a one-line error when its env failed or its process
+    died (its envs live in another process: their traceback does not reach the user)."""
+    from policykd.errors import PolicyKDError
+
+    try:
+        ok, answer = remote.recv()
+    except (EOFError, ConnectionError) as err:
+        raise PolicyKDError(f"a --vec-env subproc env group died during {what} ({type(err).__name__}); "
+                            "rerun without --vec-env subproc to see the env's own traceback") from err  # fmt: skip
+    if not ok:
+        user_error, text = answer
+        if user_error:
+            raise PolicyKDError(text)
+        raise PolicyKDError(f"an env of a --vec-env subproc group failed during {what}: {text}; "
+                            "rerun without --vec-env subproc to see the full traceback")  # fmt: skip
+    return answer
 
 
 class GroupProcess:
@@ -180,11 +217,15 @@ class GroupProcess:
         self.process.start()
         child.close()
         self.num_envs = n_envs
-        self.observation_space, self.action_space = self.remote.recv()
+        try:
+            self.observation_space, self.action_space = _answer(self.remote, "its creation")
+        except BaseException:
+            self.close()
+            raise
 
     def _call(self, method: str, *args: Any) -> Any:
         self.remote.send((method, args))
-        return self.remote.recv()
+        return _answer(self.remote, method)
 
     def reset(self) -> np.ndarray:
         return self._call("reset")
@@ -193,7 +234,7 @@ class GroupProcess:
         self.remote.send(("step", (actions,)))
 
     def step_wait(self) -> tuple[Any, ...]:
-        return self.remote.recv()
+        return _answer(self.remote, "step")
 
     def has_attr(self, name: str) -> bool:
         return self._call("has_attr", name)
@@ -203,6 +244,9 @@ class GroupProcess:
 
     def close(self) -> None:
         if self.process.is_alive():
-            self.remote.send(("close", ()))
+            try:
+                self.remote.send(("close", ()))
+            except (BrokenPipeError, ConnectionError):
+                pass  # it is ending on its own
             self.process.join(timeout=10)
         self.remote.close()

@@ -190,3 +190,16 @@ def test_start_from_the_teachers_weights_plays_as_the_teacher(teacher: str, tmp_
     summary = finetune(config)
     assert summary["algo"] == teacher.split("/")[1]
     assert summary["curve"][0][1] == pytest.approx(summary["teacher_return"]["mean"])
+
+
+def test_finetune_records_the_distillation_terms_options(cartpole_expert_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = ["finetune", "--teacher", str(cartpole_expert_dir), *TINY, "--out", str(out)]
+    code, _, err = run_cli(
+        [*argv, "--temperature", "2", "--kl-direction", "reverse", "--hard-label-weight", "0.5"], capsys
+    )
+    assert code == 0, err
+    summary = read_json(out / "summary.json")
+    assert summary["loss"] == "kl"
+    options = summary["loss_options"]
+    assert (options["temperature"], options["direction"], options["hard_label_weight"]) == (2.0, "reverse", 0.5)

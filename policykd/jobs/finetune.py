@@ -299,11 +299,6 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
     from policykd.learn.kickstart import KICKSTART_CLASSES
     from policykd.learn.kickstart_start import copy_student_weights, copy_teacher_weights
 
-    loss_options = {"temperature": config.temperature, "direction": config.kl_direction}
-    loss_options.update(tau2_scaling=config.tau2_scaling, center_q=config.center_q, nll_min_std=config.nll_min_std)
-    loss_options.update(hard_label_weight=config.hard_label_weight, label_smoothing=config.label_smoothing)
-    if config.temperature_on is not None:
-        loss_options["temperature_on"] = config.temperature_on
     env = make_vec_env(teacher.recipe, plan.n_envs, config.seed)
     if plan.normalize is not None:
         env = wrap_vec_normalize(env, plan.normalize, teacher.normalizer)
@@ -314,7 +309,7 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
             teacher=teacher,
             schedule=config.schedule,
             loss=config.loss,
-            loss_options=loss_options,
+            loss_options=loss_options(config),
             entropy_coef=config.entropy_coef,
             teacher_return=config.teacher_return,
             seed=config.seed,
@@ -332,6 +327,16 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
     return model
 
 
+def loss_options(config: FinetuneConfig) -> dict[str, Any]:
+    """The distillation term's options, as the Kickstart classes take them (and the summary records)."""
+    options = {"temperature": config.temperature, "direction": config.kl_direction}
+    options.update(tau2_scaling=config.tau2_scaling, center_q=config.center_q, nll_min_std=config.nll_min_std)
+    options.update(hard_label_weight=config.hard_label_weight, label_smoothing=config.label_smoothing)
+    if config.temperature_on is not None:
+        options["temperature_on"] = config.temperature_on
+    return options
+
+
 def _summary(
     config: FinetuneConfig,
     teacher: Any,
@@ -341,6 +346,8 @@ def _summary(
     teacher_stats: ReturnStats,
     curve: list[list[float]],
 ) -> dict[str, Any]:
+    from policykd.learn.kickstart import default_loss
+
     return {
         "env_id": teacher.recipe.env_id,
         "teacher": teacher.source,
@@ -348,6 +355,9 @@ def _summary(
         "algo": algo,
         "start": config.start,
         "schedule": config.schedule,
+        "loss": config.loss or default_loss(algo, teacher.kind),
+        "loss_options": loss_options(config),
+        "entropy_coef": config.entropy_coef,
         "n_timesteps": config.n_timesteps,
         "n_envs": plan.n_envs,
         "hyperparams_source": plan.hyperparams_source,

@@ -504,6 +504,121 @@ def test_distill_accepts_the_teacher(trained, tmp_path: Path, case: Case) -> Non
     assert np.isfinite(summary["student_return_mean"]) and np.isfinite(summary["teacher_return_mean"])
 
 
+# (matrix case, distillation loss, the SB3 class its student exports as)
+DICT_EXPORTS = [
+    ("ppo-dict", "kl", "ppo"),
+    ("dqn-dict", "mse", "dqn"),
+    ("sac-dict", "kl", "sac"),
+    ("td3-dict", "mse", "td3"),
+]
+
+
+@pytest.fixture(scope="session")
+def dict_run(trained, tmp_path_factory: pytest.TempPathFactory):
+    """``dict_run(case name, loss) -> run folder``: a student distilled from the case's dict expert, once per session."""
+    from policykd.jobs.config import DistillConfig
+    from policykd.jobs.distill import distill
+
+    root, runs = tmp_path_factory.mktemp("dict_runs"), {}
+
+    def make(name: str, loss: str) -> Path:
+        if name not in runs:
+            _, path = trained(next(case for case in MATRIX if case.name == name))
+            runs[name] = root / name
+            distill(
+                DistillConfig(
+                    teacher=str(path), env_id=_case(name).env_id, loss=loss, n_transitions=256, n_updates=40,
+                    batch_size=32, hidden_sizes=(16,), n_eval_episodes=1, teacher_check=False,
+                    progress_bar=False, out_dir=str(runs[name]),
+                )
+            )  # fmt: skip
+        return runs[name]
+
+    return make
+
+
+def _case(name: str) -> Case:
+    return next(case for case in MATRIX if case.name == name)
+
+
+def _play_dict_env(env_id: str, act: Any, n_steps: int = 300) -> tuple[list[dict[str, np.ndarray]], list[Any]]:
+    """The env's own dict observations over ``n_steps`` steps of real episodes played by ``act``, and its actions."""
+    env = gym.make(env_id)
+    observations, actions = [], []
+    obs, _ = env.reset(seed=0)
+    for _ in range(n_steps):
+        action = act(obs)
+        observations.append(obs)
+        actions.append(action)
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            obs, _ = env.reset()
+    env.close()
+    return observations, actions
+
+
+@pytest.mark.parametrize("name, loss, algo", DICT_EXPORTS, ids=[row[0] for row in DICT_EXPORTS])
+def test_a_dict_students_sb3_zip_takes_the_envs_dicts(
+    dict_run, tmp_path: Path, name: str, loss: str, algo: str
+) -> None:
+    """export --format sb3 of a student distilled from a MultiInputPolicy expert: plain SB3 loads a
+    MultiInputPolicy zip whose space is the env's Dict, and its greedy ``predict`` on the env's own dict
+    observations, over a few hundred steps of real episodes, is the student's action on the same
+    observations (the student takes them as rows: the keys concatenated in the Dict's order)."""
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+
+    from policykd.data.envs import flatten_dict_obs
+    from policykd.jobs.export import export_sb3, sb3_class
+    from policykd.learn.students import Student
+
+    env_id = _case(name).env_id
+    report = export_sb3(dict_run(name, loss), tmp_path / "student.zip")
+    model = sb3_class(algo).load(tmp_path / "student.zip", device="cpu")  # SB3's own loader, nothing of policykd
+    space = gym.make(env_id).observation_space
+    assert report.algo == algo and model.observation_space == space and isinstance(space, gym.spaces.Dict)
+    assert list(report.observation_keys.items()) == [(key, list(sub.shape)) for key, sub in space.spaces.items()]
+    assert list(model.observation_space.spaces) == list(space.spaces)  # Dict equality ignores the order
+    assert algo != "ppo" or isinstance(model.policy, MultiInputActorCriticPolicy)
+    student = Student.load(dict_run(name, loss) / "student")
+    observations, actions = _play_dict_env(env_id, lambda obs: model.predict(obs, deterministic=True)[0])
+    rows = flatten_dict_obs(space, {key: np.stack([obs[key] for obs in observations]) for key in space.spaces})
+    expected = student.act(rows, deterministic=True)
+    if student.config.head == "discrete":
+        np.testing.assert_array_equal(np.asarray(actions), expected)
+        # the greedy action of a tiny student may be the same everywhere: its log-probabilities are not
+        with torch.no_grad():
+            obs = model.policy.obs_to_tensor({key: np.stack([o[key] for o in observations]) for key in space.spaces})[0]
+            zip_logits = model.policy.get_distribution(obs).distribution.logits if algo == "ppo" else model.q_net(obs)
+            student_logits = student(torch.as_tensor(rows)).logits
+        torch.testing.assert_close(zip_logits.log_softmax(-1), student_logits.log_softmax(-1), atol=1e-5, rtol=1e-5)
+    else:
+        np.testing.assert_allclose(np.asarray(actions), expected, atol=1e-5)
+        assert np.ptp(expected) > 1e-2
+
+
+def test_a_dict_students_onnx_records_its_row_layout_and_its_hub_card_plays_the_dicts(dict_run, tmp_path: Path) -> None:
+    """The ONNX graph takes rows: the file names their keys and shapes in row order. The hub card's
+    snippet unwraps make_vec_env's flat rows, and its zip then plays the env's dicts in SB3's evaluate_policy."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from policykd.data.envs import EnvRecipe, make_vec_env
+    from policykd.jobs.export import export_onnx
+    from policykd.jobs.export_hub import export_hub
+    from policykd.jobs.onnx_policy import OnnxPolicy
+
+    run = dict_run("ppo-dict", "kl")
+    export_onnx(run, tmp_path / "policy.onnx")
+    assert list(OnnxPolicy(tmp_path / "policy.onnx").observation_keys.items()) == [("head", [2]), ("tail", [2])]
+    hub = export_hub(run, tmp_path / "hub")
+    card = (hub.folder / "README.md").read_text()
+    assert "env = env.venv" in card
+    env = make_vec_env(EnvRecipe(DICT_DISCRETE_ENV), 1, 0).venv  # as the card says
+    model = PPO.load(hub.sb3.path, env=env, device="cpu")
+    mean, _ = evaluate_policy(model, env, n_eval_episodes=2)
+    assert np.isfinite(mean) and mean >= 1
+
+
 def _untrained(algo: str, policy: str, env: Any) -> Any:
     import sb3_contrib
 

@@ -14,8 +14,12 @@ The file carries the student's config and env recipe as ONNX metadata (``policyk
 ``--format sb3`` writes the student as a Stable-Baselines3 zip (``learn/sb3_export.py`` says how
 each head maps onto PPO, DQN, SAC or TD3); it is loaded back with that SB3 class and its
 ``predict(obs, deterministic=True)`` compared with the student on random observations before the
-file is put in place. ``--format hub`` writes a folder ready for the Hugging Face hub
-(``jobs/export_hub.py``). Every format takes a run folder, a student folder, or one task of a
+file is put in place. A student of a dict-observation env (its rows: the keys flattened and
+concatenated in the env's Dict key order) becomes a ``MultiInputPolicy`` zip that takes the env's
+own dicts, as its teacher did (``learn/sb3_export.py``); its ONNX graph takes the rows, and the
+file records their layout as ``policykd.observation_keys`` metadata (``{key: shape}`` in row
+order; ``policykd.data.envs.flatten_dict_obs`` makes a row from a dict). ``--format hub`` writes a
+folder ready for the Hugging Face hub (``jobs/export_hub.py``). Every format takes a run folder, a student folder, or one task of a
 multi-task student (``task``, ``--env``), as ``jobs/load.py`` resolves them.
 """
 
@@ -30,11 +34,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from policykd.data.envs import EnvRecipe, make_vec_env
+from policykd.data.envs import EnvRecipe, flatten_dict_obs, make_vec_env, unflatten_dict_obs
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, check_folder_path
 from policykd.jobs.evaluate import action_latency_ms
@@ -43,6 +48,7 @@ from policykd.jobs.onnx_policy import (
     CONFIG_KEY,
     HEAD_OUTPUT_NAME,
     INPUT_NAME,
+    OBSERVATION_KEYS_KEY,
     OUTPUT_NAME,
     RECIPE_KEY,
     OnnxPolicy,
@@ -106,6 +112,7 @@ def export_onnx(
         raise PolicyKDError(f"{out_path}: the output file must end in .onnx")
     check_folder_path(out_path.parent)  # a folder that is a file or a loop: refused before the export
     policy = GreedyPolicy(student).eval()
+    observation_space = _recorded_dict_space(opened.recipe)
     example = torch.as_tensor(random_observations(student, 2, np.random.default_rng(seed)))
     with atomic_path(out_path, suffix=".onnx") as tmp, _quiet_exporter():
         program = torch.onnx.export(
@@ -117,7 +124,7 @@ def export_onnx(
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             verbose=False,
         )
-        program.model.metadata_props.update(_metadata(student, opened.recipe))
+        program.model.metadata_props.update(_metadata(student, opened.recipe, observation_space))
         program.save(str(tmp))  # weights embedded: one self-contained file
     exported = OnnxPolicy(out_path)
     n_checked, max_diff = _compare_onnx(exported, student, n_check, seed)
@@ -142,6 +149,7 @@ class SB3ExportReport:
     size_bytes: int
     n_checked: int  # random observations compared between the loaded zip's predict and the student
     max_abs_diff: float  # continuous actions; 0 for discrete ones, which must match exactly
+    observation_keys: dict[str, list[int]] | None = None  # a MultiInputPolicy zip's dict keys and shapes
 
 
 def export_sb3(
@@ -170,14 +178,21 @@ def write_sb3_zip(opened: OpenedStudent, out_path: Path, algo: str, *, n_check: 
     check_expressible(student.config, algo)
     if out_path.suffix != ".zip":
         raise PolicyKDError(f"{out_path}: the output file must end in .zip")
-    model = to_sb3_model(student, algo, *_env_spaces(opened))
+    observation_space, action_space = _env_spaces(opened)
+    model = to_sb3_model(student, algo, observation_space, action_space)
     with atomic_path(out_path, suffix=".zip") as tmp:
         model.save(tmp)
         loaded = sb3_class(algo).load(tmp, device="cpu")
         n_checked, max_diff = _compare(
-            lambda obs: loaded.predict(obs, deterministic=True)[0], out_path, student, n_check, seed
+            lambda obs: loaded.predict(_as_env_obs(observation_space, obs), deterministic=True)[0],
+            out_path,
+            student,
+            n_check,
+            seed,
+            observation_space,
         )
-    return SB3ExportReport(out_path, algo, student.n_params, out_path.stat().st_size, n_checked, max_diff)
+    keys = observation_keys(observation_space) if isinstance(observation_space, gym.spaces.Dict) else None
+    return SB3ExportReport(out_path, algo, student.n_params, out_path.stat().st_size, n_checked, max_diff, keys)
 
 
 def sb3_class(algo: str) -> Any:
@@ -195,13 +210,15 @@ def model_env_name(opened: OpenedStudent) -> str:
 
 def _env_spaces(opened: OpenedStudent) -> tuple[Any, Any]:
     """The spaces SB3 records in the zip: the env's (SB3 compares them with the env it is loaded
-    with), else the student's own (``student_spaces``) when no env recipe is recorded."""
+    with; for dict observations the env's own Dict, not the flat rows policykd plays), else the
+    student's own (``student_spaces``) when no env recipe is recorded."""
     config = opened.student.config
     if opened.recipe is None:
         return student_spaces(config)
     venv = make_vec_env(opened.recipe, 1, 0)
     try:
         observation_space, action_space = venv.observation_space, venv.action_space
+        dict_space = getattr(venv, "dict_space", None)  # make_vec_env's rows of a Dict env (VecFlattenDict)
     finally:
         venv.close()
     if observation_space.shape != config.observation_shape or student_spaces(config)[1].shape != action_space.shape:
@@ -209,13 +226,39 @@ def _env_spaces(opened: OpenedStudent) -> tuple[Any, Any]:
             f"student {opened.folder} takes observations {config.observation_shape} but its recorded env "
             f"{opened.recipe.env_id} gives {observation_space.shape}; restore the student's recipe.json"
         )
-    return observation_space, action_space
+    return (dict_space if isinstance(dict_space, gym.spaces.Dict) else observation_space), action_space
 
 
-def _compare(act: ActFn, path: str | Path, student: Student, n_check: int, seed: int) -> tuple[int, float]:
+def _recorded_dict_space(recipe: EnvRecipe | None) -> gym.spaces.Dict | None:
+    """The Dict observation space of the recorded env, None for another space, no recipe, or an env
+    that cannot be made here (an ONNX file does not need it: its graph takes the student's rows)."""
+    if recipe is None:
+        return None
+    try:
+        venv = make_vec_env(recipe, 1, 0)
+    except (PolicyKDError, gym.error.Error, ImportError):
+        return None
+    try:
+        space = getattr(venv, "dict_space", None)  # make_vec_env's rows of a Dict env (VecFlattenDict)
+    finally:
+        venv.close()
+    return space if isinstance(space, gym.spaces.Dict) else None
+
+
+def _as_env_obs(space: gym.spaces.Space, rows: np.ndarray) -> Any:
+    """Flat rows as the env gives them: a dict of per-key arrays for a Dict space, else the rows."""
+    return unflatten_dict_obs(space, rows) if isinstance(space, gym.spaces.Dict) else rows
+
+
+def _compare(
+    act: ActFn, path: str | Path, student: Student, n_check: int, seed: int, space: Any = None
+) -> tuple[int, float]:
     """``act`` (an exported file's greedy policy) against the student on ``n_check`` random
-    observations: discrete actions must match exactly, continuous ones within the tolerance."""
+    observations: discrete actions must match exactly, continuous ones within the tolerance. With
+    a Dict ``space``, the rows are first made values its keys' dtypes hold (a dict and back)."""
     observations = random_observations(student, n_check, np.random.default_rng(seed))
+    if isinstance(space, gym.spaces.Dict):
+        observations = flatten_dict_obs(space, unflatten_dict_obs(space, observations))
     actions = np.asarray(act(observations))
     expected = student.act(observations, deterministic=True)
     if student.config.head == "discrete":
@@ -260,12 +303,20 @@ def _compare_onnx(exported: OnnxPolicy, student: Student, n_check: int, seed: in
     return n_check, max_diff
 
 
-def _metadata(student: Student, recipe: EnvRecipe | None) -> dict[str, str]:
-    """What the ONNX file records: the student's config and (when recorded) its env recipe."""
+def _metadata(student: Student, recipe: EnvRecipe | None, observation_space: gym.spaces.Space | None) -> dict[str, str]:
+    """What the ONNX file records: the student's config, (when recorded) its env recipe, and for a
+    dict-observation env the layout of the rows its graph takes (``{key: shape}``, in row order)."""
     entries = {CONFIG_KEY: json.dumps(dataclasses.asdict(student.config))}
     if recipe is not None:
         entries[RECIPE_KEY] = json.dumps(recipe.to_json())
+    if isinstance(observation_space, gym.spaces.Dict):
+        entries[OBSERVATION_KEYS_KEY] = json.dumps(observation_keys(observation_space))
     return entries
+
+
+def observation_keys(space: gym.spaces.Dict) -> dict[str, list[int]]:
+    """``{key: shape}`` of a dict-observation env, in the order its keys are concatenated into a row."""
+    return {key: list(sub.shape) for key, sub in space.spaces.items()}
 
 
 @contextlib.contextmanager

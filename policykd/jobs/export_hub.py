@@ -80,7 +80,7 @@ def export_hub(
     try:
         zip_name = f"{algo}-{model_env_name(opened)}.zip"
         sb3 = write_sb3_zip(opened, staging / zip_name, algo, n_check=n_check, seed=0)
-        _write_files(staging, opened, summary, zip_name)
+        _write_files(staging, opened, summary, zip_name, dict_observations=sb3.observation_keys is not None)
         check_hub_folder(staging, zip_name)
         if out.exists():
             shutil.rmtree(out)
@@ -92,7 +92,9 @@ def export_hub(
     )
 
 
-def _write_files(folder: Path, opened: OpenedStudent, summary: dict[str, Any], zip_name: str) -> None:
+def _write_files(
+    folder: Path, opened: OpenedStudent, summary: dict[str, Any], zip_name: str, *, dict_observations: bool = False
+) -> None:
     assert opened.run_dir is not None and opened.recipe is not None
     measured = _measured(summary, opened)
     with zipfile.ZipFile(folder / zip_name) as archive:
@@ -114,7 +116,7 @@ def _write_files(folder: Path, opened: OpenedStudent, summary: dict[str, Any], z
     video = _student_video(opened)
     if video is not None:
         shutil.copyfile(video, folder / REPLAY)
-    write_text_atomic(folder / CARD, model_card(measured, opened, zip_name, summary))
+    write_text_atomic(folder / CARD, model_card(measured, opened, zip_name, summary, dict_observations))
 
 
 def _measured(summary: dict[str, Any], opened: OpenedStudent) -> dict[str, Any]:
@@ -147,8 +149,15 @@ def _measured(summary: dict[str, Any], opened: OpenedStudent) -> dict[str, Any]:
     }
 
 
-def model_card(measured: dict[str, Any], opened: OpenedStudent, zip_name: str, summary: dict[str, Any]) -> str:
-    """``README.md``: hub metadata between ``---`` lines, then the measured table and how to play it."""
+def model_card(
+    measured: dict[str, Any],
+    opened: OpenedStudent,
+    zip_name: str,
+    summary: dict[str, Any],
+    dict_observations: bool = False,
+) -> str:
+    """``README.md``: hub metadata between ``---`` lines, then the measured table and how to play it
+    (``dict_observations``: a MultiInputPolicy zip, played on the env's own dicts)."""
     assert opened.recipe is not None
     env_id, algo = opened.recipe.env_id, zip_name.split("-", 1)[0]
     teacher, student = measured["teacher"], measured["student"]
@@ -190,12 +199,17 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 model = {algo.upper()}.load("{zip_name}")  # or huggingface_sb3.load_from_hub(repo_id, "{zip_name}")
 recipe = policykd.EnvRecipe.from_json(json.load(open("{RECIPE}")), "{RECIPE}")
-env = policykd.make_vec_env(recipe, n_envs=1, seed=0)  # the teacher's env wrappers and frame stack
+env = policykd.make_vec_env(recipe, n_envs=1, seed=0)  # the teacher's env wrappers and frame stack{_DICT_ENV if dict_observations else ""}
 print(evaluate_policy(model, env, n_eval_episodes=10))
 ```
 
 The env recipe ({RECIPE}): `{json.dumps(opened.recipe.to_json())}`.
 """
+
+
+# make_vec_env gives a dict env's observations as flat rows (what the student learnt on); a MultiInputPolicy zip
+# takes the env's own dicts, one wrapper below
+_DICT_ENV = "\nenv = env.venv  # the env's own dict observations, as this MultiInputPolicy zip takes them"
 
 
 def card_metadata(env_id: str, algo: str, student: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from policykd.errors import PolicyKDError
 
 INPUT_NAME, OUTPUT_NAME, HEAD_OUTPUT_NAME = "observations", "actions", "head_outputs"
 CONFIG_KEY, RECIPE_KEY = "policykd.student", "policykd.recipe"
+OBSERVATION_KEYS_KEY = "policykd.observation_keys"  # dict-observation envs: {key: shape} in the rows' order
 INSTALL_HINT = "pip install 'policykd[onnx]' (onnx, onnxscript and onnxruntime)"
 
 
@@ -43,6 +44,8 @@ class OnnxPolicy:
         self.config = StudentConfig.from_json(json.loads(metadata[CONFIG_KEY]))
         recipe = json.loads(metadata[RECIPE_KEY]) if RECIPE_KEY in metadata else None
         self.recipe = None if recipe is None else EnvRecipe.from_json(recipe, str(path))
+        keys = metadata.get(OBSERVATION_KEYS_KEY)  # the graph takes flat rows: the env's dict keys, in this order
+        self.observation_keys: dict[str, list[int]] | None = None if keys is None else json.loads(keys)
 
     def act(
         self, observations: np.ndarray, deterministic: bool = True, rng: np.random.Generator | None = None, **masks: Any

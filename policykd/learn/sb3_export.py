@@ -19,6 +19,14 @@ The student's layers are copied into SB3's own modules (``MlpPolicy`` / ``CnnPol
   student's log-std at its mean observation. Greedy actions (``deterministic=True``) are the
   student's exactly; sampled ones differ in their spread. SAC's actor keeps the student's
   state-dependent log-std, so SAC zips sample as the student does.
+- Dict observations (a MultiInputPolicy teacher, vector Box keys): the student learnt on flat rows,
+  each key flattened and the keys concatenated in the env's Dict key order (``data.envs.flat_dict_space``),
+  and that is exactly the features SB3's ``MultiInputPolicy`` computes (``CombinedExtractor``: a
+  flatten per key, concatenated in ``observation_space.spaces`` order; no weights). Given the env's
+  Dict space, the zip is a ``MultiInputPolicy`` with that space and the student's layers after the
+  extractor, so ``model.predict(env.reset()[0])`` takes the env's own dicts, as the teacher's zip
+  did, and the zip still loads with plain SB3. A policykd features extractor that flattens the
+  dict was the other option; it would need policykd installed to load, for nothing more.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
@@ -75,6 +84,22 @@ def check_expressible(config: StudentConfig, algo: str) -> None:
         )
 
 
+def check_observation_space(config: StudentConfig, space: gym.spaces.Space) -> None:
+    """Refuse, in one line, a Dict ``space`` whose keys do not flatten into the student's row
+    (only vector Box keys, which SB3's CombinedExtractor flattens and concatenates in order)."""
+    if not isinstance(space, gym.spaces.Dict):
+        return
+    from stable_baselines3.common.preprocessing import is_image_space
+
+    bad = [key for key, sub in space.spaces.items() if not isinstance(sub, gym.spaces.Box) or is_image_space(sub)]
+    size = sum(int(np.prod(sub.shape)) for sub in space.spaces.values())
+    if bad or config.image or (size,) != tuple(config.observation_shape):
+        raise PolicyKDError(
+            f"the env's dict observations ({', '.join(f'{k}: {v}' for k, v in space.spaces.items())}) do not "
+            f"flatten into this student's {config.observation_shape} rows; export it from the run it was distilled in"
+        )
+
+
 def nature_cnn_sizes(width: float) -> tuple[int, ...]:
     """Channels of the three convolutions and the feature count of ``students.nature_cnn(.., width)``."""
     return tuple(max(1, round(n * width)) for n in (32, 64, 64, 512))
@@ -85,10 +110,11 @@ def to_sb3_model(
 ) -> Any:
     """An SB3 ``algo`` model (see the module docstring) whose greedy actions are ``student``'s.
     ``observation_space`` / ``action_space`` are the env's (SB3 compares them with the env the
-    zip is loaded with). Uninitialised weights are drawn from a fixed seed, so the same student
+    zip is loaded with); a Dict (the env's own, not the flat rows) gives a ``MultiInputPolicy``. Uninitialised weights are drawn from a fixed seed, so the same student
     gives the same zip; torch's global generator is left as it was."""
     config = student.config
     check_expressible(config, algo)
+    check_observation_space(config, observation_space)
     with seeded_weights(0):
         model = _new_model(algo, config, observation_space, action_space)
     with torch.no_grad():
@@ -114,8 +140,9 @@ def _new_model(algo: str, config: StudentConfig, observation_space: Any, action_
     kwargs: dict[str, Any] = {} if algo == "ppo" else {"buffer_size": 1}
     if algo == "sac":
         kwargs["target_entropy"] = -float(config.action_dim)  # SB3's "auto", which needs an env to compute
+    multi_input = isinstance(observation_space, gym.spaces.Dict)  # see the module docstring
     model = {"ppo": PPO, "dqn": DQN, "sac": SAC, "td3": TD3}[algo](
-        "CnnPolicy" if config.image else "MlpPolicy",
+        "CnnPolicy" if config.image else "MultiInputPolicy" if multi_input else "MlpPolicy",
         env=None,
         policy_kwargs={"activation_fn": nn.ReLU, "net_arch": net_arch},
         device="cpu",

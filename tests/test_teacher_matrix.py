@@ -6,7 +6,9 @@ adapter's code: logits / mean / std / Q-values / quantiles / actions, and ``teac
 ``model.predict(obs, deterministic=True)``. gSDE's per-sample std is checked against the formula
 of SB3's StateDependentNoiseDistribution written out by hand, and, for SAC / TQC, against the
 spread of the actions SB3 actually samples. The newly supported pairs then go through ``distill``
-end to end on a tiny budget. The README's "What loads as a teacher" table lists these cases.
+end to end on a tiny budget, and the dict-observation students are exported to SB3 and played on
+the env's own dicts through the zip SB3 loads. The README's "What loads as a teacher" table lists
+these cases.
 """
 
 from __future__ import annotations
@@ -594,6 +596,22 @@ def test_a_dict_students_sb3_zip_takes_the_envs_dicts(
     else:
         np.testing.assert_allclose(np.asarray(actions), expected, atol=1e-5)
         assert np.ptp(expected) > 1e-2
+
+
+def test_a_dict_space_that_is_not_the_students_rows_is_refused_in_one_line() -> None:
+    from policykd.learn.sb3_export import check_observation_space
+    from policykd.learn.students import StudentConfig
+
+    config = StudentConfig(observation_shape=(4,), action_dim=2, head="discrete", hidden_sizes=(8,))
+    box = gym.spaces.Box(-1, 1, (2,), np.float32)
+    check_observation_space(config, gym.spaces.Dict({"head": box, "tail": box}))  # 2 + 2: the student's row
+    for space in (
+        gym.spaces.Dict({"head": box}),
+        gym.spaces.Dict({"head": box, "tail": gym.spaces.Discrete(3)}),
+    ):
+        with pytest.raises(PolicyKDError, match="do not flatten into this student") as err:
+            check_observation_space(config, space)
+        assert "\n" not in str(err.value)
 
 
 def test_a_dict_students_onnx_records_its_row_layout_and_its_hub_card_plays_the_dicts(dict_run, tmp_path: Path) -> None:

@@ -110,8 +110,9 @@ def to_sb3_model(
 ) -> Any:
     """An SB3 ``algo`` model (see the module docstring) whose greedy actions are ``student``'s.
     ``observation_space`` / ``action_space`` are the env's (SB3 compares them with the env the
-    zip is loaded with); a Dict (the env's own, not the flat rows) gives a ``MultiInputPolicy``. Uninitialised weights are drawn from a fixed seed, so the same student
-    gives the same zip; torch's global generator is left as it was."""
+    zip is loaded with); a Dict (the env's own, not the flat rows) gives a ``MultiInputPolicy``.
+    Uninitialised weights are drawn from a fixed seed, so the same student gives the same zip;
+    torch's global generator is left as it was."""
     config = student.config
     check_expressible(config, algo)
     check_observation_space(config, observation_space)

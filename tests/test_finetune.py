@@ -3,6 +3,7 @@ rl-zoo hyperparameters read without eval (policykd.zoo.hyperparams)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,9 @@ def test_start_from_the_teachers_weights_plays_as_the_teacher(teacher: str, tmp_
     summary = finetune(config)
     assert summary["algo"] == teacher.split("/")[1]
     assert summary["curve"][0][1] == pytest.approx(summary["teacher_return"]["mean"])
+    assert summary["warmup_with_policy"] is True
+    if summary["algo"] == "dqn":  # rl-zoo's final epsilon from the first step, recorded
+        assert summary["exploration"]["initial_eps"] == summary["exploration"]["final_eps"] == 0.04
 
 
 def test_finetune_records_the_distillation_terms_options(cartpole_expert_dir: Path, tmp_path: Path, capsys) -> None:
@@ -203,3 +207,40 @@ def test_finetune_records_the_distillation_terms_options(cartpole_expert_dir: Pa
     assert summary["loss"] == "kl"
     options = summary["loss_options"]
     assert (options["temperature"], options["direction"], options["hard_label_weight"]) == (2.0, "reverse", 0.5)
+
+
+def test_a_pretrained_q_student_explores_at_the_final_epsilon_and_acts_during_warm_up() -> None:
+    """From the teacher's weights a DQN does not start at epsilon 1.0 (rl-zoo's schedule for random
+    weights) and does not act at random during rl-zoo's learning_starts (1,000 steps for CartPole):
+    it acts as the teacher. From scratch, rl-zoo's schedule; exploration_initial_eps overrides."""
+    from policykd.jobs.finetune import FinetuneConfig, build_model, plan_model
+    from policykd.jobs.resolve import resolve_teacher
+
+    config = FinetuneConfig(teacher=str(REPO / "agents/dqn/CartPole-v1_1"), start="teacher")
+    teacher = resolve_teacher(config.teacher, None)
+    plan = plan_model(config, teacher, "dqn")
+    assert (plan.exploration["initial_eps"], plan.exploration["final_eps"], plan.exploration["fraction"]) == (
+        0.04,
+        0.04,
+        0.16,
+    )
+    assert plan.not_applied["exploration_initial_eps"].startswith("1, replaced by 0.04")  # the CLI prints it
+    model = build_model(config, teacher, "dqn", plan, None)
+    assert model.exploration_schedule(1.0) == pytest.approx(0.04) and model.learning_starts == 1000
+    model.exploration_rate = 0.0
+    states = np.random.default_rng(0).normal(0, 0.5, (24, 4)).astype(np.float32)
+    for state in states:  # num_timesteps 0 < learning_starts: SB3 alone would act uniformly at random
+        model._last_obs = state[None]
+        action = model._sample_action(model.learning_starts, None, 1)[0]
+        assert int(action[0]) == int(teacher.policy.predict(state, deterministic=True)[0])
+    scratch = plan_model(FinetuneConfig(teacher=config.teacher), teacher, "dqn")
+    assert scratch.exploration["initial_eps"] == 1.0 and "exploration_initial_eps" not in scratch.not_applied
+    given = plan_model(dataclasses.replace(config, exploration_initial_eps=0.3), teacher, "dqn")
+    assert given.exploration["initial_eps"] == 0.3 and given.kwargs["exploration_initial_eps"] == 0.3
+
+
+def test_exploration_initial_eps_out_of_range_is_one_line(tmp_path: Path) -> None:
+    from policykd.jobs.finetune import FinetuneConfig, finetune
+
+    with pytest.raises(PolicyKDError, match=r"exploration_initial_eps must be a probability in \[0, 1\]"):
+        finetune(FinetuneConfig(teacher=str(REPO / "agents/dqn/CartPole-v1_1"), exploration_initial_eps=1.5))

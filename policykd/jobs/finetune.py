@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from policykd.checks import check_int, check_out_dir
+from policykd.checks import check_int, check_out_dir, check_probability
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, write_json_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, evaluate_policy, evaluate_teacher
@@ -80,6 +80,11 @@ class FinetuneConfig:
     label_smoothing: float = 0.0
     hard_label_weight: float = 0.0
     """kl: L = L_soft + lambda * L_hard and the target mixed with uniform, as distill's (losses.KLLoss)."""
+    exploration_initial_eps: float | None = None
+    """DQN / QR-DQN: epsilon when training starts (default: from scratch, the hyperparameters' (SB3:
+    1.0); from a pre-trained start, the teacher or a distilled student, their final epsilon
+    (``exploration_final_eps``, SB3: 0.05), so that random actions do not throw away the policy the
+    student starts with). Recorded in summary.json (``exploration``)."""
     value_init: int = 0
     """PPO / A2C: fit the student's value head to the teacher's value on this many observations the
     student visits, before RL (0: no)."""
@@ -205,6 +210,8 @@ def _check_options(config: FinetuneConfig) -> None:
         check_int("--eval-episodes", config.n_eval_episodes, 1)
     parse_lambda_schedule(config.schedule)
     check_lambda(config.entropy_coef, "--entropy-coef")
+    if config.exploration_initial_eps is not None:
+        check_probability("exploration_initial_eps", config.exploration_initial_eps)
     if config.net_fraction != 1.0 and config.start != "scratch":
         raise PolicyKDError(f"--net-fraction sizes a student started from scratch, not from {config.start}; drop it")
     check_out_dir(config.out_dir)
@@ -223,6 +230,7 @@ class ModelPlan:
     student: Any = None  # the distilled student to copy in (start from a run folder)
     student_loss: str | None = None
     normalize: dict[str, Any] | None = None  # VecNormalize's kwargs for the student's env; None: raw env
+    exploration: dict[str, Any] | None = None  # a Q-learner's epsilon-greedy schedule (exploration_schedule)
 
 
 def plan_model(config: FinetuneConfig, teacher: Any, algo: str) -> ModelPlan:
@@ -238,6 +246,7 @@ def plan_model(config: FinetuneConfig, teacher: Any, algo: str) -> ModelPlan:
     zoo.pop("n_timesteps", None)
     wanted = normalize_kwargs(zoo.pop("normalize", False), kwargs.get("gamma"))
     plan.normalize = vec_normalize_kwargs(config.start, teacher.normalizer, wanted, zoo)
+    plan.exploration = exploration_schedule(config, algo, kwargs, zoo)
     base = kwargs.get("policy_kwargs") or {}
     if config.start == "scratch":
         if config.net_fraction != 1.0:
@@ -277,6 +286,42 @@ def vec_normalize_kwargs(
     return kwargs
 
 
+def exploration_schedule(
+    config: FinetuneConfig, algo: str, kwargs: dict[str, Any], not_applied: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A DQN / QR-DQN student's epsilon-greedy schedule, set in ``kwargs``: it starts at
+    ``config.exploration_initial_eps`` when given, else from scratch at the hyperparameters'
+    (SB3: 1.0), from a pre-trained start (teacher, distilled student) at their final epsilon: rl-zoo's
+    schedules are for random weights, and a pre-trained Q-network acting at random for its first
+    ``exploration_fraction`` of the steps fills the replay buffer with a random policy's transitions
+    and loses what it was taught. An rl-zoo value so replaced goes into ``not_applied`` (the CLI
+    prints it). None for other algorithms."""
+    if algo not in ("dqn", "qrdqn"):
+        return None
+    from policykd.learn.kickstart import KICKSTART_CLASSES
+    from policykd.zoo.hyperparams import sb3_default
+
+    def value(name: str) -> float:
+        return float(kwargs.get(name, sb3_default(KICKSTART_CLASSES[algo], name)))
+
+    final, given = value("exploration_final_eps"), value("exploration_initial_eps")
+    if config.exploration_initial_eps is not None:
+        initial, why = float(config.exploration_initial_eps), "exploration_initial_eps given"
+    elif config.start == "scratch":
+        initial, why = given, "the hyperparameters' (random initial weights)"
+    else:
+        initial, why = final, "the final epsilon: a pre-trained start keeps its policy"
+    if initial != given:
+        not_applied["exploration_initial_eps"] = f"{given:g}, replaced by {initial:g} ({why})"
+    kwargs["exploration_initial_eps"] = initial
+    return {
+        "initial_eps": initial,
+        "final_eps": final,
+        "fraction": value("exploration_fraction"),
+        "initial_eps_from": why,
+    }
+
+
 def _action_noise(kwargs: dict[str, Any], zoo: dict[str, Any], action_space: Any) -> None:
     """rl-zoo's ``noise_type`` / ``noise_std`` (SAC, TD3) as SB3's action noise."""
     noise_type, noise_std = kwargs.pop("noise_type", None), kwargs.pop("noise_std", None)
@@ -312,6 +357,7 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
             loss_options=loss_options(config),
             entropy_coef=config.entropy_coef,
             teacher_return=config.teacher_return,
+            warmup_with_policy=config.start != "scratch",  # a pre-trained start's warm-up shows its policy
             seed=config.seed,
             device=teacher.device,  # --device, resolved with the teacher
             tensorboard_log=None if tb_dir is None else str(tb_dir),
@@ -363,6 +409,8 @@ def _summary(
         "hyperparams_source": plan.hyperparams_source,
         "hyperparams_not_applied": {k: str(v) for k, v in plan.not_applied.items()},
         "vec_normalize": plan.normalize,
+        "exploration": plan.exploration,
+        "warmup_with_policy": config.start != "scratch",
         "student_return": student.to_json(),
         "teacher_return": teacher_stats.to_json(),
         "return_ratio": student.mean / teacher_stats.mean if teacher_stats.mean else None,

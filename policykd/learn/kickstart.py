@@ -119,7 +119,10 @@ class KickstartMixin:
     ``performance``) or a number (constant lambda). ``loss``: ``kl`` | ``nll`` | ``mse`` (default: kl;
     mse for TD3) or a LossFn; ``loss_options`` go to ``losses.make_loss`` (temperature, direction,
     ...; a Q-learner's kl softens both sides by default). ``teacher_return``: G_teacher for the
-    performance schedule and the logged ratio (default: the expert's recorded score)."""
+    performance schedule and the logged ratio (default: the expert's recorded score).
+    ``warmup_with_policy``: an off-policy student acts with its policy (and its exploration) during
+    SB3's ``learning_starts`` steps, not uniformly at random: for a pre-trained start, whose policy
+    the warm-up transitions should show (training still waits ``learning_starts`` steps)."""
 
     algo_name = ""
 
@@ -135,6 +138,7 @@ class KickstartMixin:
         entropy_coef: float = 0.0,
         teacher_return: float | None = None,
         loss_options: dict[str, Any] | None = None,
+        warmup_with_policy: bool = False,
         **kwargs: Any,
     ) -> None:
         teachers = tuple(teacher) if isinstance(teacher, Sequence) else (teacher,)
@@ -165,6 +169,7 @@ class KickstartMixin:
                 "none; pass teacher_return= (CLI: --teacher-return)"
             )
         self.distill_lambda, self.distill_values, self._distill_obs = 0.0, [], None
+        self.distill_warmup_with_policy = warmup_with_policy
         super().__init__(policy, env, **kwargs)  # type: ignore[call-arg]
         for t in teachers:
             check_same_spaces(t, self.observation_space, self.action_space)  # type: ignore[attr-defined]
@@ -230,6 +235,13 @@ class KickstartMixin:
 
     def _distilled_optimizer(self) -> torch.optim.Optimizer:
         return self.policy.optimizer  # type: ignore[attr-defined]
+
+    def _sample_action(self, learning_starts: int, *args: Any, **kwargs: Any) -> Any:
+        """SB3's off-policy action choice; with ``warmup_with_policy`` no step counts as warm-up
+        (SB3's only use of ``learning_starts`` here is to act at random before it)."""
+        if self.distill_warmup_with_policy:
+            learning_starts = 0
+        return super()._sample_action(learning_starts, *args, **kwargs)  # type: ignore[misc]
 
     # -- lambda and logging ---------------------------------------------------------------------
     def recent_return(self) -> float | None:

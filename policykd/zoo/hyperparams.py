@@ -138,3 +138,15 @@ class LinearSchedule:
 
     def __repr__(self) -> str:
         return f"lin_{self.start:g}"
+
+
+def sb3_default(algorithm: type, name: str) -> Any:
+    """The default an SB3 (or sb3-contrib) ``algorithm`` class gives its keyword argument ``name``
+    (``sb3_default(DQN, "exploration_final_eps")`` -> 0.05)."""
+    import inspect
+
+    for cls in algorithm.__mro__:
+        parameter = inspect.signature(cls.__init__).parameters.get(name) if "__init__" in vars(cls) else None
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    raise KeyError(f"{algorithm.__name__} takes no keyword argument {name!r}")

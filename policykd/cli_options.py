@@ -103,6 +103,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "timesteps": (("--timesteps",), dict(dest="n_timesteps", type=int, help="env steps of RL training (default 50000)")),
     "teacher_return": (("--teacher-return",), dict(type=float, help="the teacher's return for the performance schedule (default: its recorded score)")),
     "value_init": (("--value-init",), dict(type=int, metavar="N", help="PPO / A2C: fit the student's value head to the teacher's value on N states it visits, before RL (default 0: no)")),
+    "exploration_initial_eps": (("--exploration-initial-eps",), dict(type=float, help="DQN / QR-DQN: epsilon at the first step (default: rl-zoo's final epsilon when starting from the teacher or a distilled student, its initial one from scratch)")),
     "eval_every_steps": (("--eval-every-steps",), dict(type=int, help="env steps between evaluations of the learning curve (default 0: before and after training)")),
 }  # fmt: skip
 
@@ -121,7 +122,7 @@ SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon
 DRIVERS = (*EXPERIMENT, "trust_pickles", "drivers", "dagger_schedule", "rounds", "round_transitions", "round_updates",
            "capacity", "loss", "temperature", "stochastic_drivers", "backend", "ray_address", "workers")  # fmt: skip
 FINETUNE = ("teacher", "zoo", "env", "trust_pickles", "algo", "start", "net_fraction", "lambda_schedule", "entropy_coef",
-            "timesteps", "teacher_return", "value_init", *LOSS, "seed", "eval_episodes", "eval_every_steps", "out_dir", "overwrite", "device",
+            "timesteps", "teacher_return", "value_init", "exploration_initial_eps", *LOSS, "seed", "eval_episodes", "eval_every_steps", "out_dir", "overwrite", "device",
             "resume", "checkpoint_every")  # fmt: skip
 
 

@@ -221,6 +221,7 @@ CASES: list[Case] = [
     Case("numbers", "--checkpoint-every 0", "train-expert --algo ppo --env CartPole-v1 --checkpoint-every 0 --zoo-dir {O}", "checkpoint_every must be an integer >= 1"),
     Case("numbers", "--threads 0", "--threads 0 zoo", "--threads must be >= 1"),
     Case("numbers", "--threads 0 after the command", "zoo --threads 0", "--threads must be >= 1"),
+    Case("numbers", "finetune --exploration-initial-eps 1.5", "finetune --teacher {dqn} --exploration-initial-eps 1.5 --out {O}", "exploration_initial_eps must be a probability"),
     # -- several teachers, several tasks ---------------------------------------------------------------
     Case("ensembles", "teachers of two envs", f"distill --teacher {CP} --teacher {{acrobot}} --out {{O}}", "is an expert for Acrobot-v1, not CartPole-v1"),
     Case("ensembles", "teachers of two kinds (SAC + TD3)", "distill --teacher {sac} --teacher {td3} --out {O}", "cannot merge teachers of kinds"),

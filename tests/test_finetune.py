@@ -244,3 +244,12 @@ def test_exploration_initial_eps_out_of_range_is_one_line(tmp_path: Path) -> Non
 
     with pytest.raises(PolicyKDError, match=r"exploration_initial_eps must be a probability in \[0, 1\]"):
         finetune(FinetuneConfig(teacher=str(REPO / "agents/dqn/CartPole-v1_1"), exploration_initial_eps=1.5))
+
+
+def test_exploration_initial_eps_reaches_the_dqn_student_from_the_cli(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    teacher = str(REPO / "agents/dqn/CartPole-v1_1")
+    argv = ["finetune", "--teacher", teacher, "--start", "teacher", "--timesteps", "64", "--eval-episodes", "1"]
+    code, _, err = run_cli([*argv, "--exploration-initial-eps", "0.3", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert read_json(out / "summary.json")["exploration"]["initial_eps"] == 0.3

@@ -25,6 +25,7 @@ policy, not the profiler.
 from __future__ import annotations
 
 import ast
+import contextlib
 import cProfile
 import functools
 import hashlib
@@ -203,16 +204,24 @@ class CodeTrace:
         self._profile = None
         evaluate.call_latency_ms = evaluate.call_latency_ms.__wrapped__
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No profiling inside: for timing, and for publishing results (code that renders finished
+        cells feeds none, so it must not join the stamps of the cells computed after it)."""
+        if self._profile is None:
+            yield
+            return
+        self._profile.disable()
+        try:
+            yield
+        finally:
+            self._profile.enable()
+
     def _paused(self, timed: Callable[..., float]) -> Callable[..., float]:
         @functools.wraps(timed)
         def paused(*args: Any, **kwargs: Any) -> float:
-            if self._profile is None:
+            with self.paused():
                 return timed(*args, **kwargs)
-            self._profile.disable()
-            try:
-                return timed(*args, **kwargs)
-            finally:
-                self._profile.enable()
 
         return paused
 

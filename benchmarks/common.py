@@ -146,7 +146,8 @@ def publish_demo(summary: dict[str, Any], *, quick: bool) -> None:
     """Regenerate the README's ``make demo`` block (markers ``demo``) from the demo job's summary;
     a quick run leaves it quoting the full run."""
     if not quick:
-        replace_between_markers(README, "demo", demo_output(summary))
+        with CODE_TRACE.paused():  # rendering runs the CLI: it feeds no cell computed after it
+            replace_between_markers(README, "demo", demo_output(summary))
 
 
 @functools.cache  # the source does not change while a benchmark runs; hash it once, not per cell

@@ -140,6 +140,9 @@ def test_latency_is_timed_with_the_profiler_paused(toy):
     evaluate.call_latency_ms.__wrapped__  # the timing function is wrapped while tracing
     assert evaluate.action_latency_ms(lambda obs: seen.append(sys.getprofile()), __import__("numpy").zeros(2), 3)
     assert seen and all(p is None for p in seen) and sys.getprofile() is not None
+    with trace.paused():
+        assert sys.getprofile() is None
+    assert sys.getprofile() is not None
     trace.stop()
     assert evaluate.call_latency_ms is original and sys.getprofile() is None
 

@@ -198,3 +198,24 @@ def test_readme_teacher_coverage_figures_are_the_results_file():
         f"{linear[0]['pct_of_teacher']:.1f}",
         f"{100 * linear[0]['param_fraction']:.0f}",
     )
+
+
+def _labels(mean: str, per_seed: str) -> str:
+    """``5,000 | 4,000, 5,000, not reached`` (compare_drivers.md) as the README writes it: ``5,000 (4k, 5k, —)``."""
+    seeds = [
+        ("—" if s.strip() == "not reached" else f"{int(s.replace(',', '')) // 1000}k") for s in per_seed.split(", ")
+    ]
+    return f"{mean} ({', '.join(seeds)})"
+
+
+def test_the_readme_quotes_the_drivers_table_as_recorded() -> None:
+    """Each row of the README's labels-to-95 % table is the compare_drivers.md row of that task."""
+    recorded = (REPO / "benchmarks/results/compare_drivers.md").read_text()
+    sections = {m.group(1): m.group(2) for m in re.finditer(r"^## (\S+)\n(.*?)(?=^## |\Z)", recorded, re.S | re.M)}
+    rows = re.findall(r"^\| (\S+) \(([\d,]+), ([\d,]+)\) \| (.+?) \| (.+?) \| (.+?) \|$", README, re.M)
+    assert len(rows) == 5, "the README's drivers table"
+    for env_id, labels, _, *quoted in rows:
+        name = f"{env_id}-fine" if env_id == "LunarLander-v3" and labels == "1,000" else env_id
+        cells = [_labels(*(v.strip() for v in re.findall(rf"^\| {d} \| [^|]+ \| ([^|]+) \| ([^|]+) \|", sections[name], re.M)[0]))
+                 for d in ("teacher", "student", "dagger")]  # fmt: skip
+        assert [q.replace("**", "").replace(" (on-policy)", "") for q in quoted] == cells, name

@@ -37,6 +37,7 @@ from common import (
     TaskCache,
     collect_teacher_buffer,
     head_of,
+    is_cached,
     parse_quick_args,
     provenance,
     replace_between_markers,
@@ -153,16 +154,14 @@ def run_seed(task: Task, budgets: tuple[int, ...], seed: int, cache: TaskCache, 
     """Every cell of one seed: ``(method, n) -> cell``."""
     tag = lambda method, n: f"{method}-n{n}-seed{seed}-u{task.plan.n_updates}-e{task.n_eval}"  # noqa: E731
     methods = methods_of(task.teacher.kind)
-    missing = cache.force or any(
-        not (cache.cache_dir / f"{tag(m, n)}.json").is_file() for m in methods for n in budgets
-    )
+    missing = cache.force or any(not is_cached(cache.cache_dir / f"{tag(m, n)}.json") for m in methods for n in budgets)
     buffers = {n: collect(task, n, seed, covering_envs(task, n)) for n in budgets} if missing else {}
     before = collect(task, max(budgets), seed, int(task.preset["n_envs"])) if missing else None
     theirs: dict[int, Any] = {}
     if (
         missing
         and python is not None
-        and not all((cache.cache_dir / f"{tag('imitation', n)}.json").is_file() for n in budgets)
+        and not all(is_cached(cache.cache_dir / f"{tag('imitation', n)}.json") for n in budgets)
     ):
         theirs = imitation_cells(task, python, buffers, seed)
     cells = {}

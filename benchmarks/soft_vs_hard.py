@@ -43,6 +43,7 @@ from common import (
     TaskCache,
     collect_teacher_buffer,
     head_of,
+    is_cached,
     parse_quick_args,
     provenance,
     results_name,
@@ -186,7 +187,7 @@ def run_task(name: str, source: str, plan: Plan, cache: Path, *, quick: bool, fo
     cells: dict[tuple[str, int, int], dict[str, Any]] = {}
     for seed in SEEDS:
         keys = [(loss, n, seed) for n in plan.budgets for loss in plan.losses]
-        missing = force or any(not (cache / f"{tag(*k)}.json").is_file() for k in keys)
+        missing = force or any(not is_cached(cache / f"{tag(*k)}.json") for k in keys)
         buffer = collect_buffer(teacher, preset, max(plan.budgets), seed) if missing else None
         for loss, n, _ in keys:
 

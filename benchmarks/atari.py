@@ -194,8 +194,7 @@ def body(rows: list[dict[str, Any]], skipped: list[tuple[str, str]], seeds: tupl
         "% of teacher: (student − random) / (teacher − random) × 100 on the cell's own evaluation episodes, "
         "the teacher, the random policy and the student all sampling on the same env seeds; the CI is a "
         "Student-t interval over seeds. The last column is Rusu et al. 2016's published figure for DQN "
-        "students over ten Atari games (not measured here; their teacher was a DQN).\n\n"
-        + table(rows, skipped)
+        "students over ten Atari games (not measured here; their teacher was a DQN).\n\n" + table(rows, skipped)
     )
 
 

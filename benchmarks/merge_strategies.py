@@ -64,7 +64,7 @@ def main() -> None:
             )
 
     best_teacher = max((t for s in runs[STRATEGIES[0]] for t in s["teachers"]), key=lambda t: t["mean"])
-    rows = []
+    rows, verdicts = [], {"yes": [], "no": []}
     for name, summaries in runs.items():
         mean, low, high = mean_ci([s["student_return_mean"] for s in summaries])  # Student t over seeds
         random_mean = float(np.mean([s["random_return_mean"] for s in summaries]))
@@ -78,9 +78,11 @@ def main() -> None:
         )
         # the bar: the ensemble student reaches the best single teacher, within its CI over seeds
         reaches = "yes" if high >= best_teacher["mean"] else "no"
+        pct = pct_of(mean, best_teacher["mean"], random_mean)
+        verdicts[reaches].append(f"`{name}` ({pct:.1f} %)")
         rows.append(
             f"| {name} | {mean:.1f} | [{low:.1f}, {high:.1f}] | "
-            f"{pct_of(mean, best_teacher['mean'], random_mean):.1f} | {reaches} | "
+            f"{pct:.1f} | {reaches} | "
             f"{np.mean([m['teacher/entropy'] for m in metrics]):.3f} | {kls} |"
         )
     scores = runs[STRATEGIES[0]][0]["teachers"]  # in the order of ``teachers``
@@ -94,6 +96,9 @@ def main() -> None:
             f"merged-target entropy | KL per teacher ({' / '.join(label(t) for t in teachers)}) |",
             "|---|---|---|---|---|---|---|",
             *rows,
+            "",
+            f"Reach the best teacher: {', '.join(verdicts['yes']) or 'none'}. "
+            f"Fall short: {', '.join(verdicts['no']) or 'none'} (% of the best teacher).",
         ]
     )
     command = "python benchmarks/merge_strategies.py" + (" --quick" if args.quick else "")

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 from common import (
+    README,
     RESULTS_DIR,
     TaskCache,
     collect_teacher_buffer,
@@ -46,6 +47,7 @@ from common import (
     is_cached,
     parse_quick_args,
     provenance,
+    replace_between_markers,
     results_name,
     stale_note,
     task_sections,
@@ -333,6 +335,23 @@ def section(name: str, s: dict[str, Any], results_name: str) -> str:
     return "\n".join(lines + ["", f"![{name}]({results_name}/{png})", ""])
 
 
+def readme_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """The README's table: per task and loss, the budget from which the seed mean stays at ≥ 95 %."""
+    lines = ["| teacher | " + " | ".join(LABEL.values()) + " |", "|---|" + "---|" * len(LABEL)]
+    for s in summaries.values():
+        budgets, cells = s["budgets"], []
+        for loss in LABEL:
+            x = s["losses"].get(loss)
+            if x is None:
+                cells.append("-")
+            elif x["stays_from"] is not None:
+                cells.append(f"{x['stays_from']:,}")
+            else:
+                cells.append(f"not at {budgets[-1]:,} ({x['curve'][-1][0]:.1f} %)")
+        lines.append(f"| {s['env_id'].split('-')[0]} {s['teacher_algo'].upper()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 NOTES = """\
 One buffer of teacher-driven transitions per (task, seed); a budget of n is its first n
 transitions, for every loss. % of teacher: (student − random) / (teacher − random) × 100, each the
@@ -380,6 +399,8 @@ def main() -> None:
     out = RESULTS_DIR / stem
     write_text_atomic(out.with_suffix(".md"), text + stale_note())
     write_json_atomic(out.with_suffix(".json"), {"command": command, "wall_time_s": wall, "tasks": summaries})
+    if not args.quick and not args.only:  # the README quotes the full run, every task
+        replace_between_markers(README, "soft-vs-hard", readme_table(summaries) + f"\n\n`{command}`")
     print(f"wrote {out}.md and .json in {wall:.0f} s")
 
 

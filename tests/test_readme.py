@@ -219,3 +219,77 @@ def test_the_readme_quotes_the_drivers_table_as_recorded() -> None:
         cells = [_labels(*(v.strip() for v in re.findall(rf"^\| {d} \| [^|]+ \| ([^|]+) \| ([^|]+) \|", sections[name], re.M)[0]))
                  for d in ("teacher", "student", "dagger")]  # fmt: skip
         assert [q.replace("**", "").replace(" (on-policy)", "") for q in quoted] == cells, name
+
+
+# -- figures written into the README's prose --------------------------------------------------------
+
+RESULTS = REPO / "benchmarks" / "results"
+# A figure: a decimal (96.8) or a thousands-separated integer (5,582).
+FIGURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+\.\d+)(?![\w.]\d)")
+# Settings, not measurements: versions, τ / ε / λ / lr values, CLI flags' values, and the few design
+# constants the prose names (each phrase here is one).
+SETTINGS = re.compile(
+    r"[τελ] ?=? ?\d[\d.e-]*|lr \d[\d.e-]*|--[\w-]+ [\d.,]+|>= ?\d[\d.]*"
+    r"|default [\d,.]+|spread of 4,000 actions|within ±2\.5 %|below 10,000 steps"
+)
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?")
+
+
+def _cited_files(paragraph: str) -> set[Path]:
+    """The results a paragraph cites: `benchmarks/X.py` (X.md, X.json and its cached cells) or a results file."""
+    files: set[Path] = set()
+    for script in re.findall(r"benchmarks/(\w+)\.py", paragraph):
+        files |= {RESULTS / f"{script}.md", RESULTS / f"{script}.json", *RESULTS.glob(f"{script}/**/*.json")}
+    files |= {RESULTS / name for name in re.findall(r"results/([\w-]+\.(?:md|json))", paragraph)}
+    return {f for f in files if f.is_file()}
+
+
+def _prose_paragraphs() -> list[tuple[str, set[Path]]]:
+    """README paragraphs outside code and generated blocks, each with the results it (or the paragraph
+    before it, within one section) cites."""
+    text = re.sub(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", "", README, flags=re.S)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    paragraphs, cited = [], set()
+    for paragraph in re.split(r"\n\s*\n", text):
+        if paragraph.startswith("#"):
+            cited = set()
+        cited = _cited_files(paragraph) or cited
+        if cited:
+            paragraphs.append((paragraph, cited))
+    return paragraphs
+
+
+def _recorded(figure: str, files: set[Path]) -> bool:
+    """Whether some number in ``files`` rounds to ``figure`` at the figure's precision."""
+    decimals = len(figure.split(".")[1]) if "." in figure else 0
+    wanted = float(figure.replace(",", ""))
+    for f in files:
+        for number in NUMBER.findall(f.read_text(errors="ignore")):
+            try:
+                value = float(number.replace(",", ""))
+            except ValueError:
+                continue
+            if abs(value - wanted) <= 0.5 * 10**-decimals + 1e-9:
+                return True
+    return False
+
+
+def test_every_figure_in_the_readme_prose_is_in_the_results_it_cites() -> None:
+    """A figure quoted by hand next to a benchmark (5,582 ± 483; 0.87 of in-process collection) must be
+    in that benchmark's results, so that a rerun which moves it fails here until the prose follows."""
+    missing = [
+        f"{figure} (citing {', '.join(sorted({f.name for f in files})[:4])}, ...): {paragraph[:60]!r}"
+        for paragraph, files in _prose_paragraphs()
+        for figure in FIGURE.findall(SETTINGS.sub("", paragraph))
+        if not _recorded(figure, files)
+    ]
+    assert not missing, "\n".join(missing)
+
+
+def test_the_soft_vs_hard_block_is_the_recorded_table() -> None:
+    """The README's soft-vs-hard table is what soft_vs_hard.py makes of its results file."""
+    import soft_vs_hard
+
+    tasks = json.loads((RESULTS / "soft_vs_hard.json").read_text())["tasks"]
+    block = re.search(r"<!-- soft-vs-hard:start -->\n(.*?)\n\n`", README, re.S).group(1)
+    assert block == soft_vs_hard.readme_table(tasks)

@@ -224,13 +224,13 @@ def test_the_readme_quotes_the_drivers_table_as_recorded() -> None:
 # -- figures written into the README's prose --------------------------------------------------------
 
 RESULTS = REPO / "benchmarks" / "results"
-# A figure: a decimal (96.8) or a thousands-separated integer (5,582).
-FIGURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+\.\d+)(?![\w.]\d)")
+# A figure: a decimal (96.8), a thousands-separated integer (5,582) or a percentage (91 %).
+FIGURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+\.\d+|\d+(?= %))(?![\w.]\d)")
 # Settings, not measurements: versions, τ / ε / λ / lr values, CLI flags' values, and the few design
 # constants the prose names (each phrase here is one).
 SETTINGS = re.compile(
     r"[τελ] ?=? ?\d[\d.e-]*|lr \d[\d.e-]*|--[\w-]+ [\d.,]+|>= ?\d[\d.]*"
-    r"|default [\d,.]+|spread of 4,000 actions|within ±2\.5 %|below 10,000 steps"
+    r"|default [\d,.]+|\d+ % (?:CI|interval)|at most 25 %|action\s+(?:gets\s+)?90 %|spread of 4,000 actions|within ±2\.5 %|below 10,000 steps"
 )
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?")
 

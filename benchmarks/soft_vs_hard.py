@@ -399,8 +399,9 @@ def main() -> None:
     out = RESULTS_DIR / stem
     write_text_atomic(out.with_suffix(".md"), text + stale_note())
     write_json_atomic(out.with_suffix(".json"), {"command": command, "wall_time_s": wall, "tasks": summaries})
-    if not args.quick and not args.only:  # the README quotes the full run, every task
-        replace_between_markers(README, "soft-vs-hard", readme_table(summaries) + f"\n\n`{command}`")
+    if not args.quick:  # the README quotes the full run, every task
+        if not args.only:
+            replace_between_markers(README, "soft-vs-hard", readme_table(summaries) + f"\n\n`{command}`")
     print(f"wrote {out}.md and .json in {wall:.0f} s")
 
 

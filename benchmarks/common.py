@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -334,6 +335,9 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(RESULTS_DIR)) if path.is_relative_to(RESULTS_DIR) else str(path)
 
 
+STALE_HEADING = "**Cached results from other library code:**"  # opens a results file's stale note
+
+
 def stale_note() -> str:
     """The results file's note on cells reused from other library code, one line per cache
     folder (empty when none); also printed."""
@@ -342,10 +346,10 @@ def stale_note() -> str:
     per_folder = Counter(str(Path(cell).parent) for cell in STALE_CELLS)
     lines = [f"> - `{folder}/`: {n} cell(s)" for folder, n in per_folder.items()]
     note = (
-        f"\n> **Cached results from other library code:** {len(STALE_CELLS)} cached cell(s) were computed by policykd "
+        f"\n> {STALE_HEADING} {len(STALE_CELLS)} cached cell(s) were computed by policykd "
         "code that has changed since (comments and docstrings aside): a function their benchmark ran, module-level "
         "code, or, for cells not traced by benchmarks/code_trace.py, anything in the library. "
-        "Rerun with `--force` to refresh them.\n>\n" + "\n".join(lines) + "\n"
+        "`--refresh-stale` recomputes just these (`--force`: every cell).\n>\n" + "\n".join(lines) + "\n"
     )
     print(note, flush=True)
     return note
@@ -366,13 +370,72 @@ def head_of(buffer: LabelledBuffer, n: int) -> LabelledBuffer:
 
 
 def replace_between_markers(path: Path, name: str, content: str) -> None:
-    """Regenerate the part of a Markdown file between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    """Regenerate the part of a Markdown file between ``<!-- name:start -->`` and ``<!-- name:end -->``.
+    The README quotes only results of the current library code: while this process reused cells that
+    other code computed (``STALE_CELLS``), its block says so instead of quoting them."""
+    if path == README and STALE_CELLS:
+        content = withheld_block(Path(sys.argv[0]).stem)
+    write_text_atomic(path, _between_markers(path.read_text(), name, content, path))
+
+
+def _between_markers(text: str, name: str, content: str, path: Path = README) -> str:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text()
     if start not in text or end not in text:
         raise SystemExit(f"{path} has no {start} ... {end} markers")
-    text = text[: text.index(start) + len(start)] + "\n" + content + "\n" + text[text.index(end) :]
-    write_text_atomic(path, text)
+    return text[: text.index(start) + len(start)] + "\n" + content + "\n" + text[text.index(end) :]
+
+
+WITHHELD = "Withheld until rerun:"  # how a README block that would quote stale cells begins
+
+# The results each generated README block quotes (None: not a benchmark's); a new block goes here.
+README_BLOCKS = {
+    "demo": "distill_checks",
+    "distill-checks": "distill_checks",
+    "atari": "atari",
+    "vs-imitation": "vs_imitation",
+    "soft-vs-hard": "soft_vs_hard",
+    "overlap": "throughput",
+    "no-preset": "no_preset",
+    "small-data": "small_data",
+    "merge-strategies": "merge_strategies",
+    "multitask": "multitask",
+    "temperature-sweep": "temperature_sweep",
+    "kickstart": "kickstart",
+    "teacher-matrix": None,  # tests/test_teacher_matrix.py's cases
+}
+
+
+def stale_cells(stem: str) -> list[Path]:
+    """The cached cells of ``results/<stem>/`` (a full run's) that library code other than today's
+    computed: every cell JSON but a task's ``summary.json``, checked with :func:`is_fresh`."""
+    folder = RESULTS_DIR / stem
+    cells = (f for f in sorted(folder.rglob("*.json")) if f.name != "summary.json")
+    return [
+        f
+        for f in cells
+        if "quick" not in f.relative_to(folder).parts and not is_fresh(read_json(f).get(CACHE_STAMP, {}))
+    ]
+
+
+def withhold_stale_blocks() -> list[str]:
+    """Replace every README block whose results hold stale cells by :func:`withheld_block` (no
+    computation: after a library change, the README stops quoting what that code no longer gives)."""
+    withheld = []
+    for block, stem in README_BLOCKS.items():
+        stale = stem and block != "demo" and stale_cells(stem)
+        if stale:
+            write_text_atomic(README, _between_markers(README.read_text(), block, withheld_block(stem, len(stale))))
+            withheld.append(block)
+    return withheld
+
+
+def withheld_block(script: str, n_stale: int | None = None) -> str:
+    """The README block of a table some of whose cached cells older library code computed."""
+    return (
+        f"{WITHHELD} {n_stale or len(STALE_CELLS)} cached cell(s) behind this table were computed by library code that has "
+        f"changed since. [`results/{script}.md`](benchmarks/results/{script}.md) lists them; "
+        f"`python benchmarks/{script}.py --refresh-stale` recomputes just those."
+    )
 
 
 def task_sections(

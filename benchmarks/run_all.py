@@ -4,6 +4,7 @@
     python benchmarks/run_all.py --quick    # reduced budgets: < 20 min from a fresh checkout on 2 cores
     python benchmarks/run_all.py --only-results   # just rebuild RESULTS.md from the result files
     python benchmarks/run_all.py --refresh-stale  # recompute only the cached cells changed code computed
+    python benchmarks/run_all.py --withhold-stale # no computation: README blocks of stale results say so
 
 Each script caches finished runs under benchmarks/results/, so an interrupted run_all resumes. A
 --quick run passes --quick to every script, which writes its results next to the full run's as
@@ -22,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS_DIR, provenance, results_name
+from common import RESULTS_DIR, provenance, results_name, withhold_stale_blocks
 
 from policykd.fileio import read_json, write_json_atomic, write_text_atomic
 
@@ -99,7 +100,15 @@ def main() -> None:
         action="store_true",
         help="each script recomputes the cached cells other library code computed",
     )
+    parser.add_argument(
+        "--withhold-stale",
+        action="store_true",
+        help="only replace the README blocks whose results hold stale cells by a line saying so (seconds)",
+    )
     args = parser.parse_args()
+    if args.withhold_stale:  # after a library change: the README stops quoting what today's code did not compute
+        print("withheld README blocks:", ", ".join(withhold_stale_blocks()) or "none", flush=True)
+        return
     failed = []
     if not args.only_results:
         # cold: no cached cell to read back, so the wall time is what a fresh checkout takes

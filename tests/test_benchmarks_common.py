@@ -187,3 +187,25 @@ def test_where_cells_run_is_not_part_of_a_cells_config_fingerprint():
     assert common.config_fingerprint(dataclasses.replace(local, temperatures=(1.0,))) != common.config_fingerprint(
         local
     )
+
+
+def test_a_readme_block_of_stale_results_is_withheld(scratch, fresh_stale_list, monkeypatch):
+    """After a library change, `run_all.py --withhold-stale` (and any script that reused stale cells)
+    replaces the README blocks quoting them by a line saying so; blocks of current results stay."""
+    monkeypatch.setattr(common, "README_BLOCKS", {"table": "bench", "other": "fresh"})
+    (scratch / "README.md").write_text(
+        "<!-- table:start -->\n| 1.0 |\n<!-- table:end -->\n<!-- other:start -->\n| 2.0 |\n<!-- other:end -->\n"
+    )
+    (scratch / "results" / "bench").mkdir(parents=True)
+    (scratch / "results" / "bench" / "cell.json").write_text('{"value": 1, "_cache": {"library": "old-code"}}')
+    monkeypatch.setattr(common, "library_fingerprint", lambda: "new-code")
+    common.cached_run(scratch / "results" / "fresh" / "full", "cell", counting_run(2)[0])
+    assert [p.name for p in common.stale_cells("bench")] == ["cell.json"] and common.stale_cells("fresh") == []
+    assert common.withhold_stale_blocks() == ["table"]
+    text = (scratch / "README.md").read_text()
+    assert "<!-- table:start -->\nWithheld until rerun: 1 cached cell(s)" in text and "| 1.0 |" not in text
+    assert "| 2.0 |" in text
+    # a script that reused a stale cell withholds its own block when it publishes
+    common.cached_run(scratch / "results" / "bench", "cell", counting_run(3)[0])
+    common.publish("bench", "text", quick=False, readme_marker="other", readme_text="| 3.0 |")
+    assert "| 3.0 |" not in (scratch / "README.md").read_text()

@@ -293,3 +293,23 @@ def test_the_soft_vs_hard_block_is_the_recorded_table() -> None:
     tasks = json.loads((RESULTS / "soft_vs_hard.json").read_text())["tasks"]
     block = re.search(r"<!-- soft-vs-hard:start -->\n(.*?)\n\n`", README, re.S).group(1)
     assert block == soft_vs_hard.readme_table(tasks)
+
+
+def test_the_readme_quotes_no_results_that_older_library_code_computed() -> None:
+    """No README block quotes a results folder holding cells that library code other than today's
+    computed (it says it is withheld; `python benchmarks/run_all.py --withhold-stale` writes that), and
+    no prose figure cites such results (issue 21: stale cells are rerun before the README quotes them)."""
+    blocks = dict(re.findall(r"<!-- ([\w-]+):start -->\n(.*?)<!-- \1:end -->", README, re.S))
+    assert set(blocks) == set(benchmarks_common.README_BLOCKS), "map each README block in common.README_BLOCKS"
+    stale = {
+        stem: bool(benchmarks_common.stale_cells(stem))
+        for stem in set(benchmarks_common.README_BLOCKS.values()) - {None}
+    }
+    for block, stem in benchmarks_common.README_BLOCKS.items():
+        if stem and stale[stem] and block != "demo":  # the demo block is the CLI's output, checked above
+            assert blocks[block].startswith(benchmarks_common.WITHHELD), f"{block} quotes stale cells of {stem}/"
+    for paragraph, files in _prose_paragraphs():
+        stems = {f.stem for f in files if f.suffix == ".md" and f.parent == RESULTS}
+        old = [stem for stem in stems if benchmarks_common.stale_cells(stem)]
+        figures = FIGURE.findall(SETTINGS.sub("", paragraph))
+        assert not (old and figures), f"{paragraph[:60]!r} quotes {figures} from {old}/, which holds stale cells"

@@ -36,6 +36,11 @@ def label(teacher: str) -> str:
     return f"{teacher.split('/')[1]}_{teacher.rsplit('_', 1)[1]}"
 
 
+def per_teacher_kl_keys(metrics: dict) -> list[str]:
+    """The ``teachers/<name>/kl`` metrics (each teacher's KL to the student), in the teachers' order."""
+    return [key for key in metrics if key.startswith("teachers/") and key.endswith("/kl")]
+
+
 def main() -> None:
     args = parse_quick_args(__doc__, trace_code=True)
     teachers = tuple(t for t in TEACHERS if is_finished(ZOO_DIR.parent / t))
@@ -70,16 +75,15 @@ def main() -> None:
         random_mean = float(np.mean([s["random_return_mean"] for s in summaries]))
         metrics = [s["final_train_metrics"] for s in summaries]
         kls = (
-            " / ".join(
-                f"{np.mean([m.get(f'teachers/kl_{k}', np.nan) for m in metrics]):.2f}" for k in range(len(teachers))
-            )
+            " / ".join(f"{np.mean([m[key] for m in metrics]):.2f}" for key in per_teacher_kl_keys(metrics[0]))
             if not name.startswith("alone:")
             else "-"
         )
         # the issue's bar: the ensemble student reaches the best single teacher, within its CI over seeds
         reaches = "yes" if high >= best_teacher["mean"] else "no"
         pct = pct_of(mean, best_teacher["mean"], random_mean)
-        verdicts[reaches].append(f"`{name}` ({pct:.1f} %)")
+        if not name.startswith("alone:"):
+            verdicts[reaches].append(f"`{name}` ({pct:.1f} %)")
         rows.append(
             f"| {name} | {mean:.1f} | [{low:.1f}, {high:.1f}] | "
             f"{pct:.1f} | {reaches} | "
@@ -97,7 +101,7 @@ def main() -> None:
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            f"Reach the best teacher: {', '.join(verdicts['yes']) or 'none'}. "
+            f"Merges that reach the best teacher: {', '.join(verdicts['yes']) or 'none'}. "
             f"Fall short: {', '.join(verdicts['no']) or 'none'} (% of the best teacher).",
         ]
     )

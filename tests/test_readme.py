@@ -270,7 +270,7 @@ def _recorded(figure: str, files: set[Path]) -> bool:
                 value = float(number.replace(",", ""))
             except ValueError:
                 continue
-            if abs(value - wanted) <= 0.5 * 10**-decimals + 1e-9:
+            if abs(abs(value) - wanted) <= 0.5 * 10**-decimals + 1e-9:  # the README writes − for -
                 return True
     return False
 

@@ -174,6 +174,9 @@ def test_readme_quotes_the_kickstart_benchmark_as_recorded() -> None:
     """The README's measured block is benchmarks/kickstart.py's full-run results file, table for table."""
     readme = (REPO / "README.md").read_text()
     block = readme.split("<!-- kickstart:start -->", 1)[1].split("<!-- kickstart:end -->", 1)[0]
+    if block.strip().startswith("Withheld until rerun:"):  # stale cells: it quotes nothing (test_readme checks that)
+        assert not [line for line in block.splitlines() if line.startswith("|")]
+        return
     recorded = (REPO / "benchmarks/results/kickstart.md").read_text()
     rows = [line for line in block.splitlines() if line.startswith("|")]
     assert len(rows) >= 10 and all(row in recorded for row in rows)

@@ -374,7 +374,7 @@ def replace_between_markers(path: Path, name: str, content: str) -> None:
     The README quotes only results of the current library code: while this process reused cells that
     other code computed (``STALE_CELLS``), its block says so instead of quoting them."""
     if path == README and STALE_CELLS:
-        content = withheld_block(Path(sys.argv[0]).stem)
+        content = withheld_block(Path(sys.argv[0]).stem, len(STALE_CELLS))
     write_text_atomic(path, _between_markers(path.read_text(), name, content, path))
 
 
@@ -417,22 +417,30 @@ def stale_cells(stem: str) -> list[Path]:
     ]
 
 
+def stale_blocks() -> dict[str, tuple[str, int]]:
+    """The README blocks that must not quote their results: ``{block: (results stem, stale cells)}``.
+    The demo block is left out: it is the CLI's output for its run, checked against that run."""
+    counts = {stem: len(stale_cells(stem)) for stem in set(README_BLOCKS.values()) - {None}}
+    return {
+        block: (stem, counts[stem])
+        for block, stem in README_BLOCKS.items()
+        if stem and block != "demo" and counts[stem]
+    }
+
+
 def withhold_stale_blocks() -> list[str]:
     """Replace every README block whose results hold stale cells by :func:`withheld_block` (no
     computation: after a library change, the README stops quoting what that code no longer gives)."""
-    withheld = []
-    for block, stem in README_BLOCKS.items():
-        stale = stem and block != "demo" and stale_cells(stem)
-        if stale:
-            write_text_atomic(README, _between_markers(README.read_text(), block, withheld_block(stem, len(stale))))
-            withheld.append(block)
-    return withheld
+    blocks = stale_blocks()
+    for block, (stem, n_stale) in blocks.items():
+        write_text_atomic(README, _between_markers(README.read_text(), block, withheld_block(stem, n_stale)))
+    return list(blocks)
 
 
-def withheld_block(script: str, n_stale: int | None = None) -> str:
+def withheld_block(script: str, n_stale: int) -> str:
     """The README block of a table some of whose cached cells older library code computed."""
     return (
-        f"{WITHHELD} {n_stale or len(STALE_CELLS)} cached cell(s) behind this table were computed by library code that has "
+        f"{WITHHELD} {n_stale} cached cell(s) behind this table were computed by library code that has "
         f"changed since. [`results/{script}.md`](benchmarks/results/{script}.md) lists them; "
         f"`python benchmarks/{script}.py --refresh-stale` recomputes just those."
     )

@@ -4,6 +4,7 @@ parse and (with small budgets) run, and its Python example runs."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -260,19 +261,24 @@ def _prose_paragraphs() -> list[tuple[str, set[Path]]]:
     return paragraphs
 
 
+@functools.cache
+def _numbers(path: Path) -> tuple[float, ...]:
+    """Every number written in a results file, read once however many figures cite it."""
+    values = []
+    for number in NUMBER.findall(path.read_text(errors="ignore")):
+        try:
+            values.append(float(number.replace(",", "")))
+        except ValueError:
+            continue
+    return tuple(values)
+
+
 def _recorded(figure: str, files: set[Path]) -> bool:
     """Whether some number in ``files`` rounds to ``figure`` at the figure's precision."""
     decimals = len(figure.split(".")[1]) if "." in figure else 0
     wanted = float(figure.replace(",", ""))
-    for f in files:
-        for number in NUMBER.findall(f.read_text(errors="ignore")):
-            try:
-                value = float(number.replace(",", ""))
-            except ValueError:
-                continue
-            if abs(abs(value) - wanted) <= 0.5 * 10**-decimals + 1e-9:  # the README writes − for -
-                return True
-    return False
+    # abs: the README writes − for -
+    return any(abs(abs(value) - wanted) <= 0.5 * 10**-decimals + 1e-9 for f in files for value in _numbers(f))
 
 
 def test_every_figure_in_the_readme_prose_is_in_the_results_it_cites() -> None:
@@ -302,15 +308,11 @@ def test_the_readme_quotes_no_results_that_older_library_code_computed() -> None
     no prose figure cites such results (issue 21: stale cells are rerun before the README quotes them)."""
     blocks = dict(re.findall(r"<!-- ([\w-]+):start -->\n(.*?)<!-- \1:end -->", README, re.S))
     assert set(blocks) == set(benchmarks_common.README_BLOCKS), "map each README block in common.README_BLOCKS"
-    stale = {
-        stem: bool(benchmarks_common.stale_cells(stem))
-        for stem in set(benchmarks_common.README_BLOCKS.values()) - {None}
-    }
-    for block, stem in benchmarks_common.README_BLOCKS.items():
-        if stem and stale[stem] and block != "demo":  # the demo block is the CLI's output, checked above
-            assert blocks[block].startswith(benchmarks_common.WITHHELD), f"{block} quotes stale cells of {stem}/"
+    for block, (stem, _) in benchmarks_common.stale_blocks().items():
+        assert blocks[block].startswith(benchmarks_common.WITHHELD), f"{block} quotes stale cells of {stem}/"
+    has_stale_cells = functools.cache(lambda stem: bool(benchmarks_common.stale_cells(stem)))
     for paragraph, files in _prose_paragraphs():
         stems = {f.stem for f in files if f.suffix == ".md" and f.parent == RESULTS}
-        old = [stem for stem in stems if benchmarks_common.stale_cells(stem)]
+        old = [stem for stem in stems if has_stale_cells(stem)]
         figures = FIGURE.findall(SETTINGS.sub("", paragraph))
         assert not (old and figures), f"{paragraph[:60]!r} quotes {figures} from {old}/, which holds stale cells"

@@ -79,7 +79,8 @@ class FrameMirror:
 
     def gather(self, rows: np.ndarray) -> torch.Tensor:
         """Frames ``(*rows.shape, C, H, W)`` at storage ``rows`` (``capacity``: zeros), on the device."""
-        return self.frames[to_device(rows, self.device)]
+        index = to_device(rows.reshape(-1), self.device)  # index_select: on the CPU ~20x faster than frames[rows]
+        return self.frames.index_select(0, index).view(*rows.shape, *self.frames.shape[1:])
 
 
 def mirror_nbytes(buffer: LabelledBuffer) -> int:

@@ -7,6 +7,8 @@ never run on its own.
 - The learner's side: how fast the driver merges workers' chunks into one buffer (transitions/s),
   the first ceiling a cluster meets, with the bytes each transition sends.
 - CPU against GPU for a Pong CNN distillation, when torch sees a GPU (else "not measured").
+- Pong-sized batch sampling to the GPU: frame stacks rebuilt on the host and copied, against stacks
+  gathered on the GPU from the buffer's copy of its frames (``LabelledBuffer.stack_frames_on``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from policykd.jobs.resolve import resolve_budgets, resolve_teachers
 from policykd.learn.losses import make_loss
 from policykd.learn.students import make_student
 from policykd.learn.trainer import Trainer, TrainerConfig
+from policykd.types import TeacherOutput
 
 # The cluster the page plans for: nodes like the GPU machine lent to this project (16 cores), one
 # collection worker per core; the driver receives chunks through Ray's object store over the network.
@@ -122,6 +125,64 @@ def pong_cpu_vs_gpu(teacher: Teacher, buffer: LabelledBuffer, n_updates: int) ->
         trainer.train()
         rates[f"pong_distill_{device}_samples_per_s"] = n_updates * 256 / (time.perf_counter() - start)
     return rates
+
+
+def stack_sampling(n_rows: int = 50_000, n_batches: int = 500, device: str = "cuda") -> dict[str, Any]:
+    """Batches/s of ``sample(64)`` from a Pong-sized frame-stacked buffer (``n_rows`` 84x84 frames,
+    8 envs, stack 4) to ``device``: stacks rebuilt on the host and copied, then gathered on the
+    device from its copy of the frames (the copy's first sync is not timed). Wall clock, the
+    device synchronised at each end; one torch thread, as every benchmark here. Without a GPU:
+    "not measured" (``device="cpu"`` runs the same code, for a dry run)."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        return {"stacks": "not measured (no GPU)"}
+    buffer = _pong_sized_buffer(n_rows)
+    rates = {}
+    for where in ("host", "device"):
+        buffer.stack_frames_on(None if where == "host" else device)
+        rng = np.random.default_rng(0)
+        buffer.sample(64, rng, device)  # warm: the copy's first sync, CUDA's lazy start
+        _synchronize(device)
+        start = time.perf_counter()
+        for _ in range(n_batches):
+            buffer.sample(64, rng, device)
+        _synchronize(device)
+        rates[f"stack_batches_per_s_{where}"] = n_batches / (time.perf_counter() - start)
+    buffer.stack_frames_on(None)
+    return {**rates, "stack_rows": n_rows, "stack_frames_gb": buffer.column("observations").nbytes / 1e9}
+
+
+def _synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _pong_sized_buffer(n_rows: int, n_envs: int = 8, n_actions: int = 6) -> LabelledBuffer:
+    """Random 84x84 frames, an episode start about every 1,000 steps per env, random logits."""
+    buffer = LabelledBuffer(
+        n_rows, observation_shape=(4, 84, 84), observation_dtype=np.uint8, action_shape=(), action_dtype=np.int64,
+        teacher_kinds=["categorical"], teacher_field_shapes={"logits": (n_actions,), "value": ()},
+        frame_stack=4, n_envs=n_envs,
+    )  # fmt: skip
+    rng, zeros = np.random.default_rng(0), np.zeros(n_envs, bool)
+    for step in range(n_rows // n_envs):
+        frames = rng.integers(0, 256, (n_envs, 4, 84, 84), dtype=np.uint8)
+        logits = torch.from_numpy(rng.standard_normal((n_envs, n_actions), dtype=np.float32))
+        starts = rng.random(n_envs) < 1e-3 if step else ~zeros
+        out = TeacherOutput("categorical", logits=logits, value=logits.sum(1))
+        buffer.add(frames, np.zeros(n_envs, np.int64), np.zeros(n_envs), zeros, zeros, starts, 0, [out])
+    return buffer
+
+
+def stack_row(results: dict[str, Any]) -> tuple[str, str, float, str]:
+    """The table row of :func:`stack_sampling`'s results (NaN ratio: not measured)."""
+    stacks = results.get("stacks", {"stacks": "not measured (the run predates this row)"})
+    label = (
+        "Pong-sized batch sampling to the GPU (batch 64, 50,000 84×84 frames, 8 envs, stack 4), device ÷ host stacks"
+    )
+    if "stacks" in stacks:
+        return label, stacks["stacks"], float("nan"), "-"
+    host, device = stacks["stack_batches_per_s_host"], stacks["stack_batches_per_s_device"]
+    return label, f"{device:,.0f} / {host:,.0f} batches/s", device / host, "-"
 
 
 def sweep_cell_seconds(distill_samples_per_s: float, n_updates: int, batch_size: int, eval_s: float) -> float:

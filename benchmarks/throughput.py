@@ -14,6 +14,7 @@
 6. (issue 20) each collection case also through the old path (the teacher's modules, one buffer add
    per vector step), measured back to back; CartPole collection in-process ÷ through Ray with 1 and
    2 workers; the driver's merge rate; Pong distillation on the CPU ÷ the GPU when torch sees one;
+   Pong-sized batch sampling with frame stacks gathered on the GPU ÷ rebuilt on the host (GPU only);
    and from these results/scaling.md, what 10 and 100 nodes would reach (benchmarks/scale_out.py)
 7. (issue 20) each collection case at its preset env count through overlapped collection
    (--vec-env subproc: two env groups in subprocesses) ÷ random-action stepping, wall clock and CPU time
@@ -40,7 +41,15 @@ import numpy as np
 import torch
 from common import README, RESULTS_DIR, parse_quick_args, provenance, replace_between_markers, results_name
 from overlap_timing import overlap_readme, overlap_rows, overlap_vs_in_process
-from scale_out import merge_rate, pong_cpu_vs_gpu, ray_overhead, scaling_page, sweep_cell_seconds
+from scale_out import (
+    merge_rate,
+    pong_cpu_vs_gpu,
+    ray_overhead,
+    scaling_page,
+    stack_row,
+    stack_sampling,
+    sweep_cell_seconds,
+)
 
 from policykd.data import collect as collect_module
 from policykd.data.buffers import LabelledBuffer
@@ -320,6 +329,7 @@ def scale_out(teacher: Teacher, buffer: LabelledBuffer, distill_rate: float, qui
     pong_buffer, _ = collect_rollouts(venv, [pong], n_pong, rng=np.random.default_rng(0))
     venv.close()
     results["gpu"] = pong_cpu_vs_gpu(pong, pong_buffer, 20 if quick else 100)
+    results["stacks"] = stack_sampling(n_batches=100 if quick else 500)
     start = time.process_time()
     evaluate_policy(teacher, teacher.recipe, 10, seed=0)  # a sweep cell evaluates greedily and sampled, 10 each
     budgets = resolve("CartPole-v1", {}, ("n_updates", "batch_size"))
@@ -353,7 +363,7 @@ def scale_rows(results: dict[str, Any]) -> list[tuple[str, str, float, str]]:
     else:
         cpu, cuda = gpu["pong_distill_cpu_samples_per_s"], gpu["pong_distill_cuda_samples_per_s"]
         rows.append(("Pong CNN distillation, GPU ÷ CPU samples/s", f"{cuda:,.0f} / {cpu:,.0f}", cuda / cpu, "-"))
-    return rows
+    return [*rows, stack_row(results)]
 
 
 def table(results: dict[str, Any]) -> str:

@@ -241,6 +241,8 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         print("the student is compared with the best of them; params: the sum of the teachers'")
     if s.get("defaults"):
         print(f"\n{s['defaults']}")
+    if s.get("frame_stacks"):  # Atari: host or GPU, and why
+        print(s["frame_stacks"])
     print(
         f"\n{s['env_id']}: {s['teacher_algo']} teacher -> student, loss {s['loss']}, tau {s['temperature']:g}, "
         f"{s['n_teacher_transitions']:,} teacher transitions, {s['n_updates']:,} updates, {s['n_eval_episodes']} eval episodes"
@@ -299,6 +301,8 @@ def _print_tasks_summary(s: dict[str, Any]) -> None:
         f"one student of {s['student_params']:,} params for {len(rows)} tasks (teachers: {s['sum_teacher_params']:,} "
         f"in all); mean % of teacher {s['overall_pct_of_teacher']:.1f}; run folder {s['out_dir']}"
     )
+    for task, line in (s.get("frame_stacks") or {}).items():
+        print(f"{task}: {line}")
     _print_videos(s)
 
 

@@ -9,7 +9,9 @@ Frame-stacked image observations (Atari) can be stored deduplicated, as DQN repl
 with ``frame_stack=S`` only each transition's newest frame is kept and the stack is rebuilt at
 sampling time from the same env's previous transitions (``n_envs`` rows apart, since vectorised
 steps are added together), zero-filled before an episode start exactly as SB3's VecFrameStack
-does. A 1M-transition Pong buffer then takes ~7 GB instead of ~28 GB.
+does. A 1M-transition Pong buffer then takes ~7 GB instead of ~28 GB. On a GPU the stacks can be
+rebuilt there from a copy of the stored frames (:meth:`LabelledBuffer.stack_frames_on`,
+``policykd.data.device_frames``), which the Trainer turns on when it fits.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from gymnasium import spaces
 
 from policykd.checks import check_int
+from policykd.data.device_frames import FrameMirror, same_device, to_device
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path
 from policykd.types import KIND_FIELDS, TEACHER_FIELDS, TEACHER_KINDS, DistillBatch, TeacherOutput
@@ -158,6 +161,8 @@ class LabelledBuffer:
         if self.action_mask_shape is not None:
             columns[_MASKS] = ((self._capacity, *self.action_mask_shape), np.dtype(bool))
         self._data: dict[str, np.ndarray] = _allocate(columns)
+        self._n_written = 0  # rows ever written: what a frame mirror has not seen yet is the rows since its last sync
+        self._mirror: FrameMirror | None = None
 
     @classmethod
     def for_teachers(
@@ -282,6 +287,27 @@ class LabelledBuffer:
         """Bytes held by the stored arrays (all ``capacity`` rows, as allocated)."""
         return sum(array.nbytes for array in self._data.values())
 
+    def stack_frames_on(self, device: str | torch.device | None) -> None:
+        """Rebuild frame stacks on ``device`` (None: on the host, the default), for batches sampled
+        to that device: the stored frames are copied there once (a ``FrameMirror``; the rows added
+        since are copied at the next sample, the ring's wrap included) and each batch sends only its
+        row indices. The stacks are bit-identical to the host's. Any device works, ``cpu`` too
+        (tests use it); the Trainer picks one with ``policykd.data.device_frames.place_frame_stacks``."""
+        if self.frame_stack == 1:
+            raise PolicyKDError(
+                "only a frame-stacked buffer (frame_stack > 1) rebuilds stacks; this one stores them whole"
+            )
+        self._mirror = None  # the old copy is freed before a new one is allocated
+        if device is not None:
+            frames = self._data["observations"]
+            self._mirror = FrameMirror(self._capacity, frames.shape[1:], frames.dtype, device)
+
+    @property
+    def stacks_device(self) -> torch.device | None:
+        """The device frame stacks are rebuilt on for batches sampled there (:meth:`stack_frames_on`);
+        None: on the host."""
+        return None if self._mirror is None else self._mirror.device
+
     def driver_shares(self) -> dict[str, float]:
         """Fraction of stored transitions driven by each driver, e.g. ``{"teacher": 0.7, "student": 0.3}``."""
         counts = np.bincount(self._data["drivers"][: len(self)], minlength=len(DRIVER_NAMES))
@@ -347,18 +373,30 @@ class LabelledBuffer:
             )
         return observations[:, -self.observation_shape[0] // self.frame_stack :]
 
-    def _stacked_observations(self, indices: np.ndarray) -> np.ndarray:
-        """Rebuild ``(B, S*C, H, W)`` stacks from stored newest frames: the frame ``s`` steps back is
-        ``s * n_envs`` rows earlier, and zero once an episode start lies in between."""
-        frames, starts = self._data["observations"], self._data["episode_starts"]
-        stack = np.zeros((len(indices), self.frame_stack, *frames.shape[1:]), frames.dtype)
-        valid = np.ones(len(indices), dtype=bool)
-        for back in range(self.frame_stack):
-            rows = (indices - back * self.n_envs) % self._capacity
-            stack[valid, self.frame_stack - 1 - back] = frames[rows[valid]]
-            valid &= ~starts[rows]
-            valid &= self._age(indices) >= (back + 1) * self.n_envs  # older frames were never kept
-        return stack.reshape(len(indices), *self.observation_shape)
+    def _stack_rows(self, indices: np.ndarray) -> np.ndarray:
+        """Storage rows ``(B, S)`` of each stack's frames, oldest first: the frame ``s`` steps back is
+        ``s * n_envs`` rows earlier; ``capacity`` (no row: zeros) once an episode start lies in
+        between, or once the frame is older than what the buffer kept. Host and device stacks both
+        gather these rows."""
+        back = np.arange(self.frame_stack)
+        rows = (indices[:, None] - back * self.n_envs) % self._capacity  # (B, S), newest first
+        # frame s+1 is there while frame s is, starts no episode, and is not the oldest kept of its env
+        leads_on = ~self._data["episode_starts"][rows] & (self._age(indices)[:, None] >= (back + 1) * self.n_envs)
+        present = np.ones(rows.shape, dtype=bool)
+        present[:, 1:] = np.logical_and.accumulate(leads_on[:, :-1], axis=1)
+        return np.ascontiguousarray(np.where(present, rows, self._capacity)[:, ::-1])
+
+    def _stacked_observations(self, indices: np.ndarray, device: str | torch.device) -> torch.Tensor:
+        """``(B, S*C, H, W)`` stacks at storage ``indices`` on ``device``: gathered there from the
+        frame mirror when it is on ``device`` (:meth:`stack_frames_on`), else rebuilt here and copied."""
+        rows = self._stack_rows(indices)
+        if self._mirror is not None and same_device(self._mirror.device, device):
+            self._mirror.sync(self._data["observations"], self._n_written, self._pos)
+            return self._mirror.gather(rows).reshape(len(indices), *self.observation_shape)
+        missing = rows == self._capacity
+        stack = self._data["observations"][np.where(missing, 0, rows)]  # (B, S, C, H, W)
+        stack[missing] = 0
+        return to_device(stack.reshape(len(indices), *self.observation_shape), device)
 
     def _age(self, indices: np.ndarray) -> np.ndarray:
         """Chronological position of storage ``indices``: 0 = the oldest stored transition."""
@@ -424,6 +462,7 @@ class LabelledBuffer:
             array[idx] = rows[name][n - keep :]
         self._full = self._full or self._pos + n >= self._capacity
         self._pos = (self._pos + n) % self._capacity
+        self._n_written += n
 
     def extend(self, other: LabelledBuffer) -> None:
         """Append ``other``'s transitions, oldest first, as if they had been added here (same layout)."""
@@ -467,9 +506,7 @@ class LabelledBuffer:
             for k, kind in enumerate(self._kinds)
         )
         observations = (
-            to_device(self._stacked_observations(indices), device)
-            if self.frame_stack > 1
-            else tensor(self._data["observations"])
+            self._stacked_observations(indices, device) if self.frame_stack > 1 else tensor(self._data["observations"])
         )
         masks = tensor(self._data[_MASKS]) if _MASKS in self._data else None
         return DistillBatch(
@@ -574,7 +611,7 @@ class LabelledBuffer:
                     f"array {name!r} is {stored.dtype}{stored.shape}, expected {array.dtype}{(n, *array.shape[1:])}"
                 )
             array[:n] = stored
-        self._pos, self._full = pos, full
+        self._pos, self._full, self._n_written = pos, full, n
 
 
 def _split_keys(rows: np.ndarray, keys: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
@@ -590,15 +627,6 @@ def _split_keys(rows: np.ndarray, keys: Mapping[str, Sequence[int]]) -> dict[str
 def _join_keys(data: Mapping[str, np.ndarray], keys: Mapping[str, Sequence[int]], n: int) -> np.ndarray:
     """The inverse of :func:`_split_keys` on a loaded ``.npz``: each key's column flattened, concatenated."""
     return np.concatenate([np.asarray(data[f"observations/{key}"]).reshape(n, -1) for key in keys], axis=1)
-
-
-def to_device(array: np.ndarray, device: str | torch.device) -> torch.Tensor:
-    """``array`` as a tensor on ``device``; to a GPU through pinned host memory, without waiting
-    for the copy (the next kernel on the stream does), so sampling overlaps the previous step."""
-    tensor = torch.as_tensor(array)
-    if torch.device(device).type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _check_finite(what: str, values: np.ndarray, n_before: int) -> None:

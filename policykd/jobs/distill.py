@@ -442,12 +442,15 @@ def _train_tasks(
         "hidden_sizes": plans[0].budgets.hidden_sizes,
         "n_transitions": sum(p.budgets.n_transitions for p in plans),
     }
-    _, metrics = _TrainRun(config, trainer_config, out_dir, progress, stage, shared).train(
+    trainer, metrics = _TrainRun(config, trainer_config, out_dir, progress, stage, shared).train(
         student, loss_fns, sampler, None, evaluate
     )
     write_json_atomic(out_dir / "student" / "recipes.json", {p.name: p.teacher.recipe.to_json() for p in plans})
     results = {plan.name: ReturnStats.of(progress["returns"][plan.name]) for plan in plans}
-    return multitask_summary(config, plans, baselines, student, results, metrics)
+    return {
+        **multitask_summary(config, plans, baselines, student, results, metrics),
+        "frame_stacks": trainer.frame_stacks or None,
+    }
 
 
 @dataclasses.dataclass

@@ -67,6 +67,7 @@ def single_task_summary(
         "student_latency_ms": action_latency_ms(lambda o: student.act(o), example_obs),
         "n_teacher_transitions": len(plan.buffer),
         "n_updates": trainer.n_updates_done,
+        "frame_stacks": trainer.frame_stacks.get(None),  # where Atari stacks were rebuilt (host or GPU), and why
         "hidden_sizes": list(student.config.hidden_sizes),
         "final_train_metrics": {k: v for k, v in train_metrics.items() if not k.startswith("eval/")},
     }

@@ -37,6 +37,7 @@ from safetensors.torch import load as load_safetensors
 from policykd.checks import check_int, check_positive_float
 from policykd.data.actions import masked_output
 from policykd.data.buffers import LabelledBuffer
+from policykd.data.device_frames import place_frame_stacks
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path
 from policykd.learn.logging import MetricLogger, NullLogger
@@ -139,6 +140,7 @@ class Trainer:
         self.progress = progress if progress is not None else {}
         self.device = torch.device(config.device)
         student.to(self.device)  # before the optimiser, which keeps its state beside the parameters
+        self.frame_stacks = _place_frame_stacks(sampler, self.device)  # task -> where its stacks are rebuilt, why
         self._finite = _FiniteWatch(self.device)
         self.optimizer = torch.optim.Adam(student.parameters(), lr=config.learning_rate)
         self.rng = np.random.default_rng(config.seed)
@@ -504,6 +506,14 @@ def resolve_temperature(configured: float | None, loss_fn: LossFn, task: Task = 
     if configured is not None:
         return configured
     return tau if tau is not None else 1.0
+
+
+def _place_frame_stacks(sampler: Sampler, device: torch.device) -> dict[Task, str]:
+    """Where each frame-stacked buffer's stacks are rebuilt (``device_frames.place_frame_stacks``:
+    on a GPU from a copy of its frames when that fits), one line each; tasks without frame stacks left out."""
+    buffers = {None: sampler} if isinstance(sampler, LabelledBuffer) else getattr(sampler, "buffers", {})
+    placed = {task: place_frame_stacks(buffer, device) for task, buffer in buffers.items()}
+    return {task: line for task, line in placed.items() if line is not None}
 
 
 def _per_task(

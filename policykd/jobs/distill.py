@@ -316,12 +316,7 @@ def _make_loss(config: DistillConfig, kind: str, temperature: float | None = Non
     options = {
         "temperature": temperature or (1.0 if config.temperature is None else config.temperature),
         "temperature_on": config.temperature_on,
-        "direction": config.kl_direction,
-        "tau2_scaling": config.tau2_scaling,
-        "center_q": config.center_q,
-        "nll_min_std": config.nll_min_std,
-        "hard_label_weight": config.hard_label_weight,
-        "label_smoothing": config.label_smoothing,
+        **config.loss_kwargs(),
     }
     loss_fn = make_loss(config.loss, kind, **options)
     check_loss_options(config.loss, **{**options, "temperature": config.temperature or 1.0})  # ignored otherwise

@@ -49,7 +49,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "vec_env": (("--vec-env",), dict(choices=("dummy", "subproc"), help="how collection steps its envs: dummy (in this process, default: fastest on few cores and light envs) or subproc (two env groups in subprocesses; one steps while the other's observations are labelled; pays off with slow envs and spare cores; a different buffer from dummy's, the same for either group runner)")),
     "ray_address": (("--ray-address",), dict(metavar="ADDRESS", help="join this running Ray cluster (ray://host:10001, or auto) instead of starting a local Ray; with --backend ray")),
     # the loss
-    "loss": (("--loss",), dict(help="kl | nll | mse (default kl; mse for a deterministic TD3/DDPG teacher where it applies)")),
+    "loss": (("--loss",), dict(help="kl | nll | mse (default kl; mse for a deterministic TD3/DDPG teacher)")),
     "temperature": (("--temperature",), dict(type=float, help="tau: softmax(x/tau) or std*tau (default 1; kl on a DQN / QR-DQN teacher: from its Q-values' median gap)")),
     "temperature_on": (("--temperature-on",), dict(help="teacher | both (default teacher)")),
     "kl_direction": (("--kl-direction",), dict(help="forward = KL(teacher||student) | reverse (default forward)")),

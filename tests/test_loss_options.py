@@ -72,7 +72,7 @@ def test_both_jobs_build_their_loss_from_the_shared_options() -> None:
     from policykd.jobs.finetune import loss_options
 
     kl = {name: value for name, value in SET.items() if name not in ("center_q", "nll_min_std")}  # kl's own
-    distill_loss = _make_loss(DistillConfig(loss="kl", temperature=2.0, **kl), "categorical")
+    distill_loss = _make_loss(DistillConfig(temperature=2.0, **kl), "kl", "categorical")
     assert distill_loss == KLLoss(2.0, "teacher", "reverse", True, "mean", 0.5, 0.1)
     options = loss_options(FinetuneConfig(temperature=2.0, **SET))
     assert options == {"temperature": 2.0, "direction": "reverse", "tau2_scaling": True, "center_q": False,

@@ -103,7 +103,8 @@ class DistillConfig(CollectConfig, LossOptions):
     """Share of each batch per task (default equal); several tasks only."""
     input_width: int | None = None
     """Width of each vector task's own input layer (default 64); several tasks only."""
-    loss: str = "kl"
+    loss: str | None = None
+    """kl | nll | mse (default: kl; mse for a deterministic TD3 / DDPG teacher: resolve.run_loss)."""
     temperature: float | None = None
     """tau (default 1; with ``kl`` and a Q-value or quantile teacher, the confidence temperature of the
     collected Q-values: learn/targets.confidence_temperature)."""

@@ -43,6 +43,7 @@ from policykd.jobs.evaluate import (
     pct_of,
 )
 from policykd.jobs.resolve import (
+    DEFAULT_LOSS,
     RECIPE_FILE,
     Budgets,
     auto_temperature,
@@ -53,6 +54,7 @@ from policykd.jobs.resolve import (
     resolve_budgets,
     resolve_teacher,
     resolve_teachers,
+    run_loss,
     run_temperature,
 )
 from policykd.jobs.run_folder import (
@@ -120,6 +122,10 @@ class TaskPlan:
     temperature: float = 1.0
     """The tau the run trains at: ``--temperature``, else :func:`settle_temperature`'s once the buffer is in."""
     temperature_why: str = ""
+    loss: str = DEFAULT_LOSS
+    """The loss's name: ``--loss``, else resolve.run_loss's for the teacher."""
+    loss_why: str = ""
+    """Where the loss was picked for the teacher (no ``--loss``): the words that say why."""
 
     @property
     def teacher(self) -> Teacher:
@@ -155,6 +161,8 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     started = time.perf_counter()
     check_resume_options(config.resume, config.overwrite, config.out_dir, config.checkpoint_every_s)
     plans = plan_tasks(config)
+    if config.loss is None and len({plan.loss for plan in plans}) == 1:  # config.yml records the loss picked
+        config = dataclasses.replace(config, loss=plans[0].loss)
     trainer_config = make_trainer_config(config, plans[0].budgets, str(plans[0].teacher.device))
     if config.video:  # refused now (no moviepy, an env that cannot render here), not after training
         for plan in plans:
@@ -269,7 +277,7 @@ def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
         options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
         teacher = resolve_teacher(source, env_id, **options)
         budgets = resolve_budgets(env_id, config, MULTITASK_DEFAULTS, teacher)
-        plans.append(TaskPlan(env_id, [teacher], budgets, _make_loss(config, teacher.kind)))
+        plans.append(TaskPlan(env_id, [teacher], budgets, **_task_loss(config, teacher.kind)))
     return plans
 
 
@@ -290,7 +298,7 @@ def _plan_single_task(config: DistillConfig) -> TaskPlan:
     kind = ensemble_teacher_kind([t.kind for t in teachers])
     merge = make_run_merge(config, len(teachers))
     # Validate the loss and every budget before spending minutes on evaluation and collection.
-    loss_fn = _make_loss(config, kind)
+    loss = _task_loss(config, kind)
     if config.student_fraction is not None and config.hidden_sizes is not None:
         raise PolicyKDError("--student-fraction sizes the student and --hidden too; pass one of them")
     budgets = resolve_budgets(
@@ -302,7 +310,7 @@ def _plan_single_task(config: DistillConfig) -> TaskPlan:
             f"--batch-size {budgets.batch_size} is more than the {n_rows:,} transitions to train on; "
             "lower --batch-size or collect more (--n-transitions)"
         )
-    return TaskPlan(teachers[0].recipe.env_id, teachers, budgets, loss_fn, merge, buffer)
+    return TaskPlan(teachers[0].recipe.env_id, teachers, budgets, merge=merge, buffer=buffer, **loss)
 
 
 def _without_collection(config: DistillConfig) -> DistillConfig:
@@ -310,25 +318,31 @@ def _without_collection(config: DistillConfig) -> DistillConfig:
     return dataclasses.replace(config, n_transitions=None, n_envs=None)
 
 
-def _make_loss(config: DistillConfig, kind: str, temperature: float | None = None) -> Any:
-    """The run's loss at ``temperature`` (default: ``--temperature``, else 1 until
+def _task_loss(config: DistillConfig, kind: str) -> dict[str, Any]:
+    """A task's loss for a teacher of ``kind`` (resolve.run_loss), checked: TaskPlan's loss fields."""
+    loss, why = run_loss(config.loss, kind)
+    return {"loss_fn": _make_loss(config, loss, kind), "loss": loss, "loss_why": why}
+
+
+def _make_loss(config: DistillConfig, loss: str, kind: str, temperature: float | None = None) -> Any:
+    """The run's loss ``loss`` at ``temperature`` (default: ``--temperature``, else 1 until
     :func:`settle_temperature` knows it)."""
     options = {
         "temperature": temperature or (1.0 if config.temperature is None else config.temperature),
         "temperature_on": config.temperature_on,
         **config.loss_kwargs(),
     }
-    loss_fn = make_loss(config.loss, kind, **options)
-    check_loss_options(config.loss, **{**options, "temperature": config.temperature or 1.0})  # ignored otherwise
+    loss_fn = make_loss(loss, kind, **options)
+    check_loss_options(loss, **{**options, "temperature": config.temperature or 1.0})  # ignored otherwise
     return loss_fn
 
 
 def settle_temperature(config: DistillConfig, plan: TaskPlan) -> None:
     """Fix ``plan``'s tau (and its loss) once its buffer is in (resolve.run_temperature)."""
     assert plan.buffer is not None
-    plan.temperature, plan.temperature_why = run_temperature(config.temperature, config.loss, plan.kind, plan.buffer)
+    plan.temperature, plan.temperature_why = run_temperature(config.temperature, plan.loss, plan.kind, plan.buffer)
     if plan.temperature_why:
-        plan.loss_fn = _make_loss(config, plan.kind, plan.temperature)
+        plan.loss_fn = _make_loss(config, plan.loss, plan.kind, plan.temperature)
 
 
 def make_trainer_config(config: DistillConfig, budgets: Budgets, device: str = "cpu") -> TrainerConfig:
@@ -363,10 +377,10 @@ def default_run_folder(config: DistillConfig, plans: list[TaskPlan]) -> Path:
     if len(plans) == 1:
         tau = (
             "auto"
-            if auto_temperature(config.temperature, config.loss, plans[0].kind)
+            if auto_temperature(config.temperature, plans[0].loss, plans[0].kind)
             else f"{config.temperature or 1.0:g}"
         )
-        return Path("runs") / plans[0].name / f"{config.loss}-tau{tau}-seed{config.seed}"
+        return Path("runs") / plans[0].name / f"{plans[0].loss}-tau{tau}-seed{config.seed}"
     names = "+".join(plan.name.split("-")[0] for plan in plans)
     return Path("runs") / "multitask" / f"{names}-seed{config.seed}"
 
@@ -390,7 +404,7 @@ def _train_single_task(
         return {"eval/student_return": stats.mean, "eval/pct_of_teacher": _pct(stats, baselines)}
 
     assert plan.buffer is not None
-    shown = {**dataclasses.asdict(plan.budgets), "temperature": plan.temperature}  # the HParams' tau, settled
+    shown = {**dataclasses.asdict(plan.budgets), "temperature": plan.temperature, "loss": plan.loss}  # as settled
     shown.pop("picked")  # a sentence, in summary.json's "defaults"
     run = _TrainRun(config, trainer_config, out_dir, progress, stage, shown)
     trainer, metrics = run.train(student, plan.loss_fn, plan.buffer, plan.merge, evaluate)

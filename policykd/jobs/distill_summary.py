@@ -18,7 +18,7 @@ def defaults_line(plan: TaskPlan) -> str | None:
     episodes = ""
     if plan.budgets.max_eval_episodes:
         episodes = f"{plan.budgets.n_eval_episodes} evaluation episodes (from the teacher's return variance)"
-    parts = [part for part in (plan.budgets.picked, episodes, plan.temperature_why) if part]
+    parts = [part for part in (plan.budgets.picked, episodes, plan.loss_why, plan.temperature_why) if part]
     return "; ".join(parts) or None
 
 
@@ -46,7 +46,7 @@ def single_task_summary(
         ],
         "merge": None if len(teachers) == 1 else (config.merge or "mean-probs"),
         "teacher_weights": list(config.teacher_weights) if config.teacher_weights else None,
-        "loss": config.loss,
+        "loss": plan.loss,
         "temperature": plan.temperature,
         "temperature_on": config.temperature_on,
         "kl_direction": config.kl_direction,
@@ -89,6 +89,7 @@ def multitask_summary(
             "student": stats.to_json(),
             "pct_of_teacher": pct_of(stats.mean, base.teacher.mean, base.random.mean),
             "teacher_params": plan.teacher.n_params,
+            "loss": plan.loss,
             "temperature": plan.temperature,
             "defaults": defaults_line(plan),
         }
@@ -98,7 +99,7 @@ def multitask_summary(
         "min_pct_of_teacher": float(min(r["pct_of_teacher"] for r in rows.values())),
         "student_params": student.n_params,
         "sum_teacher_params": sum(r["teacher_params"] for r in rows.values()),
-        "loss": config.loss,
+        "loss": plans[0].loss if len({p.loss for p in plans}) == 1 else None,
         "temperature": plans[0].temperature if len({p.temperature for p in plans}) == 1 else None,
         "task_weights": list(config.task_weights) if config.task_weights else None,
         "n_updates": plans[0].budgets.n_updates,

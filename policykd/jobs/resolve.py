@@ -24,7 +24,7 @@ from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import ReturnStats, evaluate_random, evaluate_teacher
 from policykd.learn.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
 from policykd.learn.students import Student, StudentConfig, make_student
-from policykd.learn.targets import confidence_temperature
+from policykd.learn.targets import confidence_temperature, student_kind_for
 from policykd.zoo.presets import (
     CONTINUOUS_NOISE,
     DEFAULT_ENV_ID,
@@ -459,6 +459,23 @@ def check_student_fraction(value: Any) -> float:
         raise PolicyKDError(f"--student-fraction {value} is above 1: a student larger than its teacher compresses "
                             "nothing; pass a share such as 0.25")  # fmt: skip
     return fraction
+
+
+DEFAULT_LOSS, DETERMINISTIC_LOSS = "kl", "mse"
+
+
+def run_loss(loss: str | None, kind: str) -> tuple[str, str]:
+    """A run's loss and, where it was picked for the teacher, the words that say why: ``loss``
+    (``--loss``), else ``kl``, except for a deterministic teacher (TD3 / DDPG, whose student is
+    deterministic: it has no distribution for kl or nll), which gets ``mse`` on its actions."""
+    if loss is not None:
+        return loss, ""
+    if student_kind_for(kind) == "deterministic":
+        return (
+            DETERMINISTIC_LOSS,
+            "loss mse on the teacher's actions (a deterministic teacher has no distribution for kl)",
+        )
+    return DEFAULT_LOSS, ""
 
 
 def auto_temperature(temperature: float | None, loss: str, kind: str) -> bool:

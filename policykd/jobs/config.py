@@ -135,6 +135,12 @@ class DistillConfig(CollectConfig, LossOptions):
     training checkpoint are used; a folder with no run yet starts one."""
     checkpoint_every_s: float = 30.0
     """Seconds between training checkpoints (also written around evaluations and on SIGINT / SIGTERM)."""
+    student_sampling: str = "teacher"
+    """How the student acts when evaluated stochastically (a preset's ``deterministic_eval: false``, as
+    Atari's; ``policykd evaluate --stochastic``): ``teacher``: as its teacher does, so a DQN / QR-DQN
+    teacher's student acts epsilon-greedily with the teacher's saved exploration rate and any other
+    samples its distribution; ``distribution``: sample its distribution (resolve.student_exploration_rate).
+    One task only: a multi-task student samples its distribution."""
 
 
 def parse_task(text: str) -> tuple[str, str | None]:

@@ -48,6 +48,7 @@ from policykd.jobs.resolve import (
     Budgets,
     auto_temperature,
     check_buffer_fits,
+    check_student_sampling,
     make_run_merge,
     make_student_for,
     measure_teachers,
@@ -56,6 +57,7 @@ from policykd.jobs.resolve import (
     resolve_teachers,
     run_loss,
     run_temperature,
+    student_exploration_rate,
 )
 from policykd.jobs.run_folder import (
     check_resume_options,
@@ -126,6 +128,11 @@ class TaskPlan:
     """The loss's name: ``--loss``, else resolve.run_loss's for the teacher."""
     loss_why: str = ""
     """Where the loss was picked for the teacher (no ``--loss``): the words that say why."""
+    exploration_rate: float | None = None
+    """The student's sampled actions: epsilon-greedy at this rate, or (None) its distribution
+    (resolve.student_exploration_rate)."""
+    sampling_why: str = ""
+    """Where the evaluation samples and the student acts epsilon-greedily as its teacher: the words that say so."""
 
     @property
     def teacher(self) -> Teacher:
@@ -256,6 +263,7 @@ def _saved_baselines(out_dir: Path) -> list[Baselines] | None:
 def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
     """Resolve every task's teachers, buffer, budgets and loss, refusing bad input in one line."""
     check_int("--seed", config.seed, 0)
+    check_student_sampling(config.student_sampling)
     if not config.tasks:
         if config.task_weights is not None or config.input_width is not None:
             raise PolicyKDError("--task-weights and --input-width need several --task ENV=TEACHER")
@@ -310,7 +318,21 @@ def _plan_single_task(config: DistillConfig) -> TaskPlan:
             f"--batch-size {budgets.batch_size} is more than the {n_rows:,} transitions to train on; "
             "lower --batch-size or collect more (--n-transitions)"
         )
-    return TaskPlan(teachers[0].recipe.env_id, teachers, budgets, merge=merge, buffer=buffer, **loss)
+    plan = TaskPlan(teachers[0].recipe.env_id, teachers, budgets, merge=merge, buffer=buffer, **loss)
+    _set_student_sampling(config, plan)
+    return plan
+
+
+def _set_student_sampling(config: DistillConfig, plan: TaskPlan) -> None:
+    """How ``plan``'s student acts when sampled (resolve.student_exploration_rate), and where the
+    evaluation samples, the words that say so."""
+    plan.exploration_rate = student_exploration_rate(config.student_sampling, plan.kind, plan.teacher)
+    if plan.exploration_rate is not None and not plan.budgets.deterministic_eval:
+        plan.sampling_why = (
+            f"sampled evaluation: the student acts epsilon-greedily at its {plan.teacher.algo.upper()} teacher's "
+            f"exploration rate {plan.exploration_rate:g}, as the teacher does (--student-sampling distribution: "
+            "it samples its softmax)"
+        )
 
 
 def _without_collection(config: DistillConfig) -> DistillConfig:
@@ -395,7 +417,9 @@ def _train_single_task(
     stage: _Stage,
 ) -> dict[str, Any]:
     budgets = plan.budgets
-    student = make_student_for(plan.teacher, plan.kind, budgets.hidden_sizes, budgets.cnn_width, seed=config.seed)
+    student = make_student_for(
+        plan.teacher, plan.kind, budgets.hidden_sizes, budgets.cnn_width, config.seed, plan.exploration_rate
+    )
     progress: dict[str, Any] = {"evaluations": []}  # each evaluation's returns, kept in the checkpoints
 
     def evaluate(s: Any) -> dict[str, float]:

@@ -164,11 +164,17 @@ def playing_recipe(
 
 
 def make_student_for(
-    teacher: Teacher, kind: str, hidden_sizes: tuple[int, ...], cnn_width: float = 1.0, seed: int | None = None
+    teacher: Teacher,
+    kind: str,
+    hidden_sizes: tuple[int, ...],
+    cnn_width: float = 1.0,
+    seed: int | None = None,
+    exploration_rate: float | None = None,
 ) -> Student:
     """A fresh student with a ``kind`` head for ``teacher``'s env: its spaces, and its VecNormalize
     statistics (clip included) copied in so the student acts on raw observations. ``seed`` fixes its initial
-    weights without touching torch's global RNG (None: drawn from it)."""
+    weights without touching torch's global RNG (None: drawn from it). ``exploration_rate``: how it
+    acts when sampled (:func:`student_exploration_rate`)."""
     normalizer = teacher.normalizer
     return make_student(
         kind,
@@ -180,7 +186,30 @@ def make_student_for(
         obs_std=None if normalizer is None else normalizer.std,
         obs_clip=None if normalizer is None else normalizer.clip,
         seed=seed,
+        exploration_rate=exploration_rate,
     )
+
+
+STUDENT_SAMPLING = ("teacher", "distribution")
+"""``--student-sampling``: how a student acts when evaluated stochastically (:func:`student_exploration_rate`)."""
+
+
+def student_exploration_rate(sampling: str, kind: str, teacher: Teacher) -> float | None:
+    """The student's exploration rate (StudentConfig.exploration_rate) under ``--student-sampling``:
+    ``teacher`` (default): a student of a Q-value / quantile teacher acts, when sampled, as that
+    teacher does (Teacher.act: epsilon-greedy at its saved exploration rate, as SB3's predict and
+    rl-zoo's stochastic Atari scores), so both play the same kind of policy; every other student
+    samples its distribution, as its teacher does (None). ``distribution``: every student samples
+    its distribution (softmax of its logits)."""
+    if check_student_sampling(sampling) == "distribution" or kind not in ("q_values", "quantiles"):
+        return None
+    return float(teacher.exploration_rate)
+
+
+def check_student_sampling(sampling: str) -> str:
+    if sampling not in STUDENT_SAMPLING:
+        raise PolicyKDError(f"--student-sampling {sampling!r}: use one of {', '.join(STUDENT_SAMPLING)}")
+    return sampling
 
 
 SKIP_TEACHER_CHECK = "pass --no-teacher-check to use it anyway"

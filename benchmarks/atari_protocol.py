@@ -153,10 +153,10 @@ def acting_notes(name: str, folder: Path) -> list[str]:
     )
     if teacher.kind in Q_KINDS:
         line += (
-            f" **Not the same for teacher and student:** sampled, the teacher acts ε-greedily with its saved "
-            f"exploration rate {teacher.exploration_rate:g} (SB3's predict), while its student samples its softened "
-            "distribution (softmax of Q / τ): a noisier player than its teacher. Not changed here (the student "
-            "does not know its teacher's acting rule); compare greedy evaluation (`policykd evaluate` default)."
+            f" Sampled, the teacher acts ε-greedily with its saved exploration rate {teacher.exploration_rate:g} "
+            "(SB3's predict), and so does its student (`--student-sampling teacher`, the default: the student "
+            "folder keeps the rate, `StudentConfig.exploration_rate`); `--student-sampling distribution` samples "
+            "the student's softened distribution (softmax of Q / τ) instead, a noisier player than its teacher."
         )
     return [line]
 
@@ -177,4 +177,7 @@ CHANGED = """\
 Changed after this audit (issue 22): before it, collection drove the teacher by its argmax while the
 teacher was trained, scored and compared sampling its policy (on Atari), so the buffer held the
 states of a player nobody evaluates; `policykd.jobs.collect` now drives with the run's evaluation
-mode (`teacher_acts` in the buffer's header). Cells cached before that change were collected greedily."""
+mode (`teacher_acts` in the buffer's header). Cells cached before that change were collected greedily.
+Later, a Q-value / quantile teacher's student evaluated by sampling its softmax while its teacher
+acted ε-greedily; it now acts ε-greedily at the teacher's rate (summary.json's `sampled_actions`).
+Cells cached before that change sampled the student's softmax."""

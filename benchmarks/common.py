@@ -191,7 +191,11 @@ LEGACY_FIELDS = {
                       "hidden_sizes", "cnn_width", "n_updates", "batch_size", "learning_rate", "n_eval_episodes",
                       "eval_every", "out_dir", "progress_bar"),
 }  # fmt: skip
-LEGACY_DEFAULTS = {"eval_every": 0}
+LEGACY_DEFAULTS = {"eval_every": 0, "loss": "kl"}
+# Defaults that became None ("picked for the teacher") where the old value is what None resolves to
+# for every run that could be cached (DistillConfig.loss: kl, or mse for a deterministic teacher,
+# whose kl was refused): a cell that set the old default hashed without it, and still does.
+FORMER_DEFAULTS = {"DistillConfig": {"loss": "kl"}}
 
 
 def _hash(fields: Any) -> str:
@@ -204,8 +208,10 @@ def config_fingerprint(config: Any) -> str:
     out how it is executed (RUN_ONLY_FIELDS); or a JSON-able dict as it is."""
     if not dataclasses.is_dataclass(config):
         return _hash(config)
-    return _hash({f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-                  if f.name not in RUN_ONLY_FIELDS and getattr(config, f.name) != f.default})  # fmt: skip
+    former = FORMER_DEFAULTS.get(type(config).__name__, {})
+    defaults = {f.name: (f.default, former.get(f.name, f.default)) for f in dataclasses.fields(config)}
+    return _hash({name: getattr(config, name) for name, default in defaults.items()
+                  if name not in RUN_ONLY_FIELDS and getattr(config, name) not in default})  # fmt: skip
 
 
 def legacy_fingerprint(config: Any) -> str | None:

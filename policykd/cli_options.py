@@ -49,7 +49,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "vec_env": (("--vec-env",), dict(choices=("dummy", "subproc"), help="how collection steps its envs: dummy (in this process, default: fastest on few cores and light envs) or subproc (two env groups in subprocesses; one steps while the other's observations are labelled; pays off with slow envs and spare cores; a different buffer from dummy's, the same for either group runner)")),
     "ray_address": (("--ray-address",), dict(metavar="ADDRESS", help="join this running Ray cluster (ray://host:10001, or auto) instead of starting a local Ray; with --backend ray")),
     # the loss
-    "loss": (("--loss",), dict(help="kl | nll | mse (default kl; mse for a deterministic TD3/DDPG teacher where it applies)")),
+    "loss": (("--loss",), dict(help="kl | nll | mse (default kl; mse for a deterministic TD3/DDPG teacher)")),
     "temperature": (("--temperature",), dict(type=float, help="tau: softmax(x/tau) or std*tau (default 1; kl on a DQN / QR-DQN teacher: from its Q-values' median gap)")),
     "temperature_on": (("--temperature-on",), dict(help="teacher | both (default teacher)")),
     "kl_direction": (("--kl-direction",), dict(help="forward = KL(teacher||student) | reverse (default forward)")),
@@ -105,6 +105,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "value_init": (("--value-init",), dict(type=int, metavar="N", help="PPO / A2C: fit the student's value head to the teacher's value on N states it visits, before RL (default 0: no)")),
     "exploration_initial_eps": (("--exploration-initial-eps",), dict(type=float, help="DQN / QR-DQN: epsilon at the first step (default: rl-zoo's final epsilon when starting from the teacher or a distilled student, its initial one from scratch)")),
     "eval_every_steps": (("--eval-every-steps",), dict(type=int, help="env steps between evaluations of the learning curve (default 0: before and after training)")),
+    "student_sampling": (("--student-sampling",), dict(choices=("teacher", "distribution"), help="how the student acts when evaluated stochastically (Atari): teacher = as its teacher does (a DQN / QR-DQN teacher's student: epsilon-greedy at the teacher's exploration rate) | distribution = sample its softmax (default teacher)")),
 }  # fmt: skip
 
 COMMON = ("config", "no_progress", "quiet", "verbose")
@@ -114,7 +115,7 @@ LOSS = ("loss", "temperature", "temperature_on", "kl_direction", "tau2_scaling",
         "hard_label_weight", "label_smoothing")  # fmt: skip
 # the student, its training, and the videos recorded after it (distill)
 TRAINING = ("hidden", "cnn_width", "student_fraction", "n_updates", "batch_size", "lr", "eval_episodes", "eval_every", "out_dir",
-            "overwrite", "resume", "checkpoint_every", "video", "video_episodes")  # fmt: skip
+            "overwrite", "resume", "checkpoint_every", "video", "video_episodes", "student_sampling")  # fmt: skip
 EXPERIMENT = ("teacher", "zoo", "env", "seeds", "n_envs", "hidden", "batch_size", "lr", "eval_episodes", "seed",
               "out_dir", "no_teacher_check", "device")  # fmt: skip
 SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon", "action_noise", "temperature_on",

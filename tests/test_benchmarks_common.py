@@ -209,3 +209,15 @@ def test_a_readme_block_of_stale_results_is_withheld(scratch, fresh_stale_list, 
     common.cached_run(scratch / "results" / "bench", "cell", counting_run(3)[0])
     common.publish("bench", "text", quick=False, readme_marker="other", readme_text="| 3.0 |")
     assert "| 3.0 |" not in (scratch / "README.md").read_text()
+
+
+def test_a_cell_that_set_the_former_default_loss_keeps_its_config_fingerprint():
+    """DistillConfig.loss became None (picked for the teacher: kl, or mse for a deterministic one): a
+    cached cell that passed loss="kl", then the default, keeps the stamps it was written with."""
+    from policykd.jobs.config import DistillConfig
+
+    dqn = DistillConfig(teacher="agents/dqn/CartPole-v1_1", loss="kl", temperature=0.01)
+    assert common.config_fingerprint(dqn) == "386d05447261"  # its hash when kl was the default
+    assert common.config_fingerprint(dataclasses.replace(dqn, loss=None)) == "386d05447261"
+    assert common.config_fingerprint(dataclasses.replace(dqn, loss="mse")) != "386d05447261"
+    assert common.legacy_fingerprint(DistillConfig(teacher="x")) == "0a80a4e7f528"  # stamped before 2026-12-01

@@ -9,11 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from policykd.data.collect import collect_rollouts, episode_covering_envs
 from policykd.data.envs import make_vec_env
 from policykd.data.teachers import load_teacher
 from policykd.errors import PolicyKDError
+from policykd.fileio import read_json
 from policykd.jobs.config import CollectConfig, DistillConfig
 from policykd.jobs.distill import distill, plan_tasks
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats
@@ -23,6 +25,7 @@ from policykd.jobs.resolve import (
     make_student_for,
     measure_teachers,
     resolve_budgets,
+    run_loss,
     teacher_domain,
 )
 from policykd.learn.targets import confidence_temperature, soften
@@ -170,6 +173,27 @@ def test_distill_with_no_preset_records_its_defaults(tmp_path):
     assert summary["temperature"] != 1.0 and f"tau {summary['temperature']:.3g}" in summary["defaults"]
     given = distill(DistillConfig(**{**config.__dict__, "temperature": 0.5, "out_dir": str(tmp_path / "g")}))
     assert given["temperature"] == 0.5 and "tau" not in given["defaults"]
+
+
+def test_the_default_loss_of_a_deterministic_teacher_is_mse(tmp_path, capsys):
+    """No --loss with the TD3 expert: mse on its actions, said on the printed defaults line and
+    recorded in summary.json and config.yml; an explicit --loss kl is still refused in one line."""
+    from test_cli import assert_one_line_error, run_cli
+
+    teacher = zoo_teacher("td3/Pendulum-v1_1")
+    out, tiny = tmp_path / "r", ["--n-transitions", "500", "--n-updates", "50", "--eval-episodes", "1"]
+    tiny += ["--eval-every", "0", "--no-teacher-check", "--no-progress"]
+    code, stdout, err = run_cli(["distill", "--teacher", teacher.source, *tiny, "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = read_json(out / "summary.json")
+    assert summary["loss"] == "mse" and "loss mse" in summary["defaults"] and summary["teacher_kind"] == "deterministic"
+    assert summary["defaults"] in stdout and "loss mse, tau 1" in stdout
+    assert yaml.safe_load((out / "config.yml").read_text())["loss"] == "mse"
+    code, _, err = run_cli(
+        ["distill", "--teacher", teacher.source, *tiny, "--loss", "kl", "--out", str(tmp_path / "k")], capsys
+    )
+    assert_one_line_error(code, err, "distill", "kl needs a stochastic teacher")
+    assert run_loss(None, "categorical") == ("kl", "") and run_loss("nll", "categorical") == ("nll", "")
 
 
 # -- evaluation episodes by return variance ---------------------------------------------------------------

@@ -75,28 +75,13 @@ MULTI_DISCRETE_ENV, MULTI_BINARY_ENV = "PolicykdTinyMultiDiscrete-v0", "Policykd
 TinyFactoredEnv = toy_envs.Factored
 
 
+# 5 states, 2 of the 5 actions forbidden each step, never the right one, one-hot observations, seeded
+# draws only (benchmarks/toy_envs.MaskedChoice): the MaskablePPO cases' env
 MASKED_ENV = "PolicykdInvalidAction-v0"
 
 
-class OneHotInvalidActionEnv(gym.ObservationWrapper):
-    """sb3-contrib's InvalidActionEnvDiscrete (each step forbids 2 of 5 actions, never the right one;
-    its Discrete state one-hot encoded, as SB3 feeds it to a policy): the MaskablePPO cases' env."""
-
-    def __init__(self) -> None:
-        from sb3_contrib.common.envs import InvalidActionEnvDiscrete
-
-        super().__init__(InvalidActionEnvDiscrete(dim=5, ep_length=20, n_invalid_actions=2))
-        self.observation_space = gym.spaces.Box(0, 1, (5,), np.float32)
-
-    def observation(self, observation: int) -> np.ndarray:
-        return np.eye(5, dtype=np.float32)[int(observation)]
-
-    def action_masks(self) -> list[bool]:
-        return self.env.unwrapped.action_masks()
-
-
 if MASKED_ENV not in gym.registry:
-    gym.register(MASKED_ENV, entry_point=OneHotInvalidActionEnv)
+    gym.register(MASKED_ENV, entry_point=toy_envs.MaskedChoice, kwargs={"dim": 5, "n_invalid": 2})
 
 for _env_id, _binary in ((MULTI_DISCRETE_ENV, False), (MULTI_BINARY_ENV, True)):
     if _env_id not in gym.registry:
@@ -292,6 +277,34 @@ def _reference(model: Any, obs: torch.Tensor, case: Case) -> dict[str, torch.Ten
         return {"action": raw}
     clipped = np.clip(raw.numpy(), policy.action_space.low, policy.action_space.high)  # what predict does
     return {"action": torch.as_tensor(policy.scale_action(clipped))}
+
+
+OUR_ENVS = (IMAGE_ENV, MASKED_ENV, MULTI_DISCRETE_ENV, MULTI_BINARY_ENV, DICT_DISCRETE_ENV, DICT_BOX_ENV,
+            toy_envs.MASKED_ENV, toy_envs.FACTORED_ENV, toy_envs.BINARY_ENV, toy_envs.DICT_ENV)  # fmt: skip
+
+
+def _play(env_id: str, global_seed: int) -> list[Any]:
+    """Two episodes of ``env_id`` from ``reset(seed=3)``, the same actions each time, numpy's global
+    RNG seeded with ``global_seed`` first: observations, rewards, ends and action masks."""
+    env = gym.make(env_id)
+    np.random.seed(global_seed)
+    env.action_space.seed(7)
+    trajectory: list[Any] = [env.reset(seed=3)[0]]
+    for _ in range(30):
+        masks = env.unwrapped.action_masks() if hasattr(env.unwrapped, "action_masks") else None
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        trajectory.append((obs, reward, terminated, truncated, masks))
+        if terminated or truncated:
+            trajectory.append(env.reset()[0])
+    env.close()
+    return trajectory
+
+
+@pytest.mark.parametrize("env_id", OUR_ENVS)
+def test_our_envs_draw_from_their_own_seeded_generator(env_id: str) -> None:
+    """The same seed, the same episodes, whatever numpy's global RNG holds (sb3-contrib's
+    InvalidActionEnvDiscrete drew from it and from its action space's unseeded generator)."""
+    np.testing.assert_equal(_play(env_id, 0), _play(env_id, 1))
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=[case.name for case in MATRIX])

@@ -1,11 +1,46 @@
-"""The configs of the distill job (one or several teachers, one or several tasks) and of collection.
-Each field's docstring is its help; the CLI builds its options from these fields."""
+"""The configs of the distill job (one or several teachers, one or several tasks) and of collection,
+and the distillation loss's options that distill and finetune share (LossOptions). Each field's
+docstring is its help; the CLI builds its options from these fields."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from policykd.errors import PolicyKDError
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LossOptions:
+    """The distillation loss's options that ``policykd distill`` (DistillConfig) and ``policykd
+    finetune`` (jobs/finetune.FinetuneConfig) share, declared here once; each config inherits them
+    (same names in config.yml and the same CLI flags). ``loss``, ``temperature`` and
+    ``temperature_on`` are each config's own: their defaults differ. Keyword-only, so that a
+    config's own fields keep their positions in its ``__init__``."""
+
+    kl_direction: str = "forward"
+    """forward = KL(teacher || student), reverse = KL(student || teacher) (see losses.KLLoss)."""
+    tau2_scaling: bool = False
+    """Multiply the KL by tau^2 (Hinton et al.)."""
+    center_q: bool = True
+    """Q-value MSE on Q minus its mean over actions (see losses.MSELoss)."""
+    nll_min_std: float = 0.1
+    """Floor on the student's std in the continuous nll loss (see losses.NLLLoss); 0 disables it."""
+    hard_label_weight: float = 0.0
+    """kl only: lambda of L = L_soft + lambda * L_hard (see losses.KLLoss); 0 is plain kl."""
+    label_smoothing: float = 0.0
+    """kl on discrete teachers: the target mixed with uniform, (1 - eps) p + eps / |A|; 0 is plain kl."""
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        """These options as ``losses.make_loss`` (and the Kickstart classes' ``loss_options``) take them."""
+        return {
+            "direction": self.kl_direction,
+            "tau2_scaling": self.tau2_scaling,
+            "center_q": self.center_q,
+            "nll_min_std": self.nll_min_std,
+            "hard_label_weight": self.hard_label_weight,
+            "label_smoothing": self.label_smoothing,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +93,7 @@ class CollectConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig(CollectConfig):
+class DistillConfig(CollectConfig, LossOptions):
     buffer: str | None = None
     """Train from this saved buffer instead of collecting."""
     tasks: tuple[tuple[str, str | None], ...] = ()
@@ -68,21 +103,12 @@ class DistillConfig(CollectConfig):
     """Share of each batch per task (default equal); several tasks only."""
     input_width: int | None = None
     """Width of each vector task's own input layer (default 64); several tasks only."""
-    loss: str = "kl"
+    loss: str | None = None
+    """kl | nll | mse (default: kl; mse for a deterministic TD3 / DDPG teacher: resolve.run_loss)."""
     temperature: float | None = None
     """tau (default 1; with ``kl`` and a Q-value or quantile teacher, the confidence temperature of the
     collected Q-values: learn/targets.confidence_temperature)."""
     temperature_on: str = "teacher"
-    kl_direction: str = "forward"
-    tau2_scaling: bool = False
-    center_q: bool = True
-    """Q-value MSE on Q minus its mean over actions (see losses.MSELoss)."""
-    nll_min_std: float = 0.1
-    """Floor on the student's std in the continuous nll loss (see losses.NLLLoss); 0 disables it."""
-    hard_label_weight: float = 0.0
-    """kl only: lambda of L = L_soft + lambda * L_hard (see losses.KLLoss); 0 is plain kl."""
-    label_smoothing: float = 0.0
-    """kl on discrete teachers: the target mixed with uniform, (1 - eps) p + eps / |A|; 0 is plain kl."""
     hidden_sizes: tuple[int, ...] | None = None
     cnn_width: float | None = None
     student_fraction: float | None = None
@@ -109,6 +135,12 @@ class DistillConfig(CollectConfig):
     training checkpoint are used; a folder with no run yet starts one."""
     checkpoint_every_s: float = 30.0
     """Seconds between training checkpoints (also written around evaluations and on SIGINT / SIGTERM)."""
+    student_sampling: str = "teacher"
+    """How the student acts when evaluated stochastically (a preset's ``deterministic_eval: false``, as
+    Atari's; ``policykd evaluate --stochastic``): ``teacher``: as its teacher does, so a DQN / QR-DQN
+    teacher's student acts epsilon-greedily with the teacher's saved exploration rate and any other
+    samples its distribution; ``distribution``: sample its distribution (resolve.student_exploration_rate).
+    One task only: a multi-task student samples its distribution."""
 
 
 def parse_task(text: str) -> tuple[str, str | None]:

@@ -43,17 +43,21 @@ from policykd.jobs.evaluate import (
     pct_of,
 )
 from policykd.jobs.resolve import (
+    DEFAULT_LOSS,
     RECIPE_FILE,
     Budgets,
     auto_temperature,
     check_buffer_fits,
+    check_student_sampling,
     make_run_merge,
     make_student_for,
     measure_teachers,
     resolve_budgets,
     resolve_teacher,
     resolve_teachers,
+    run_loss,
     run_temperature,
+    student_exploration_rate,
 )
 from policykd.jobs.run_folder import (
     check_resume_options,
@@ -120,6 +124,15 @@ class TaskPlan:
     temperature: float = 1.0
     """The tau the run trains at: ``--temperature``, else :func:`settle_temperature`'s once the buffer is in."""
     temperature_why: str = ""
+    loss: str = DEFAULT_LOSS
+    """The loss's name: ``--loss``, else resolve.run_loss's for the teacher."""
+    loss_why: str = ""
+    """Where the loss was picked for the teacher (no ``--loss``): the words that say why."""
+    exploration_rate: float | None = None
+    """The student's sampled actions: epsilon-greedy at this rate, or (None) its distribution
+    (resolve.student_exploration_rate)."""
+    sampling_why: str = ""
+    """Where the evaluation samples and the student acts epsilon-greedily as its teacher: the words that say so."""
 
     @property
     def teacher(self) -> Teacher:
@@ -155,6 +168,8 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     started = time.perf_counter()
     check_resume_options(config.resume, config.overwrite, config.out_dir, config.checkpoint_every_s)
     plans = plan_tasks(config)
+    if config.loss is None and len({plan.loss for plan in plans}) == 1:  # config.yml records the loss picked
+        config = dataclasses.replace(config, loss=plans[0].loss)
     trainer_config = make_trainer_config(config, plans[0].budgets, str(plans[0].teacher.device))
     if config.video:  # refused now (no moviepy, an env that cannot render here), not after training
         for plan in plans:
@@ -248,6 +263,7 @@ def _saved_baselines(out_dir: Path) -> list[Baselines] | None:
 def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
     """Resolve every task's teachers, buffer, budgets and loss, refusing bad input in one line."""
     check_int("--seed", config.seed, 0)
+    check_student_sampling(config.student_sampling)
     if not config.tasks:
         if config.task_weights is not None or config.input_width is not None:
             raise PolicyKDError("--task-weights and --input-width need several --task ENV=TEACHER")
@@ -269,7 +285,7 @@ def plan_tasks(config: DistillConfig) -> list[TaskPlan]:
         options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
         teacher = resolve_teacher(source, env_id, **options)
         budgets = resolve_budgets(env_id, config, MULTITASK_DEFAULTS, teacher)
-        plans.append(TaskPlan(env_id, [teacher], budgets, _make_loss(config, teacher.kind)))
+        plans.append(TaskPlan(env_id, [teacher], budgets, **_task_loss(config, teacher.kind)))
     return plans
 
 
@@ -290,7 +306,7 @@ def _plan_single_task(config: DistillConfig) -> TaskPlan:
     kind = ensemble_teacher_kind([t.kind for t in teachers])
     merge = make_run_merge(config, len(teachers))
     # Validate the loss and every budget before spending minutes on evaluation and collection.
-    loss_fn = _make_loss(config, kind)
+    loss = _task_loss(config, kind)
     if config.student_fraction is not None and config.hidden_sizes is not None:
         raise PolicyKDError("--student-fraction sizes the student and --hidden too; pass one of them")
     budgets = resolve_budgets(
@@ -302,7 +318,21 @@ def _plan_single_task(config: DistillConfig) -> TaskPlan:
             f"--batch-size {budgets.batch_size} is more than the {n_rows:,} transitions to train on; "
             "lower --batch-size or collect more (--n-transitions)"
         )
-    return TaskPlan(teachers[0].recipe.env_id, teachers, budgets, loss_fn, merge, buffer)
+    plan = TaskPlan(teachers[0].recipe.env_id, teachers, budgets, merge=merge, buffer=buffer, **loss)
+    _set_student_sampling(config, plan)
+    return plan
+
+
+def _set_student_sampling(config: DistillConfig, plan: TaskPlan) -> None:
+    """How ``plan``'s student acts when sampled (resolve.student_exploration_rate), and where the
+    evaluation samples, the words that say so."""
+    plan.exploration_rate = student_exploration_rate(config.student_sampling, plan.kind, plan.teacher)
+    if plan.exploration_rate is not None and not plan.budgets.deterministic_eval:
+        plan.sampling_why = (
+            f"sampled evaluation: the student acts epsilon-greedily at its {plan.teacher.algo.upper()} teacher's "
+            f"exploration rate {plan.exploration_rate:g}, as the teacher does (--student-sampling distribution: "
+            "it samples its softmax)"
+        )
 
 
 def _without_collection(config: DistillConfig) -> DistillConfig:
@@ -310,30 +340,31 @@ def _without_collection(config: DistillConfig) -> DistillConfig:
     return dataclasses.replace(config, n_transitions=None, n_envs=None)
 
 
-def _make_loss(config: DistillConfig, kind: str, temperature: float | None = None) -> Any:
-    """The run's loss at ``temperature`` (default: ``--temperature``, else 1 until
+def _task_loss(config: DistillConfig, kind: str) -> dict[str, Any]:
+    """A task's loss for a teacher of ``kind`` (resolve.run_loss), checked: TaskPlan's loss fields."""
+    loss, why = run_loss(config.loss, kind)
+    return {"loss_fn": _make_loss(config, loss, kind), "loss": loss, "loss_why": why}
+
+
+def _make_loss(config: DistillConfig, loss: str, kind: str, temperature: float | None = None) -> Any:
+    """The run's loss ``loss`` at ``temperature`` (default: ``--temperature``, else 1 until
     :func:`settle_temperature` knows it)."""
     options = {
         "temperature": temperature or (1.0 if config.temperature is None else config.temperature),
         "temperature_on": config.temperature_on,
-        "direction": config.kl_direction,
-        "tau2_scaling": config.tau2_scaling,
-        "center_q": config.center_q,
-        "nll_min_std": config.nll_min_std,
-        "hard_label_weight": config.hard_label_weight,
-        "label_smoothing": config.label_smoothing,
+        **config.loss_kwargs(),
     }
-    loss_fn = make_loss(config.loss, kind, **options)
-    check_loss_options(config.loss, **{**options, "temperature": config.temperature or 1.0})  # ignored otherwise
+    loss_fn = make_loss(loss, kind, **options)
+    check_loss_options(loss, **{**options, "temperature": config.temperature or 1.0})  # ignored otherwise
     return loss_fn
 
 
 def settle_temperature(config: DistillConfig, plan: TaskPlan) -> None:
     """Fix ``plan``'s tau (and its loss) once its buffer is in (resolve.run_temperature)."""
     assert plan.buffer is not None
-    plan.temperature, plan.temperature_why = run_temperature(config.temperature, config.loss, plan.kind, plan.buffer)
+    plan.temperature, plan.temperature_why = run_temperature(config.temperature, plan.loss, plan.kind, plan.buffer)
     if plan.temperature_why:
-        plan.loss_fn = _make_loss(config, plan.kind, plan.temperature)
+        plan.loss_fn = _make_loss(config, plan.loss, plan.kind, plan.temperature)
 
 
 def make_trainer_config(config: DistillConfig, budgets: Budgets, device: str = "cpu") -> TrainerConfig:
@@ -368,10 +399,10 @@ def default_run_folder(config: DistillConfig, plans: list[TaskPlan]) -> Path:
     if len(plans) == 1:
         tau = (
             "auto"
-            if auto_temperature(config.temperature, config.loss, plans[0].kind)
+            if auto_temperature(config.temperature, plans[0].loss, plans[0].kind)
             else f"{config.temperature or 1.0:g}"
         )
-        return Path("runs") / plans[0].name / f"{config.loss}-tau{tau}-seed{config.seed}"
+        return Path("runs") / plans[0].name / f"{plans[0].loss}-tau{tau}-seed{config.seed}"
     names = "+".join(plan.name.split("-")[0] for plan in plans)
     return Path("runs") / "multitask" / f"{names}-seed{config.seed}"
 
@@ -386,7 +417,9 @@ def _train_single_task(
     stage: _Stage,
 ) -> dict[str, Any]:
     budgets = plan.budgets
-    student = make_student_for(plan.teacher, plan.kind, budgets.hidden_sizes, budgets.cnn_width, seed=config.seed)
+    student = make_student_for(
+        plan.teacher, plan.kind, budgets.hidden_sizes, budgets.cnn_width, config.seed, plan.exploration_rate
+    )
     progress: dict[str, Any] = {"evaluations": []}  # each evaluation's returns, kept in the checkpoints
 
     def evaluate(s: Any) -> dict[str, float]:
@@ -395,7 +428,7 @@ def _train_single_task(
         return {"eval/student_return": stats.mean, "eval/pct_of_teacher": _pct(stats, baselines)}
 
     assert plan.buffer is not None
-    shown = {**dataclasses.asdict(plan.budgets), "temperature": plan.temperature}  # the HParams' tau, settled
+    shown = {**dataclasses.asdict(plan.budgets), "temperature": plan.temperature, "loss": plan.loss}  # as settled
     shown.pop("picked")  # a sentence, in summary.json's "defaults"
     run = _TrainRun(config, trainer_config, out_dir, progress, stage, shown)
     trainer, metrics = run.train(student, plan.loss_fn, plan.buffer, plan.merge, evaluate)

@@ -18,8 +18,20 @@ def defaults_line(plan: TaskPlan) -> str | None:
     episodes = ""
     if plan.budgets.max_eval_episodes:
         episodes = f"{plan.budgets.n_eval_episodes} evaluation episodes (from the teacher's return variance)"
-    parts = [part for part in (plan.budgets.picked, episodes, plan.temperature_why) if part]
+    parts = (plan.budgets.picked, episodes, plan.loss_why, plan.temperature_why, plan.sampling_why)
+    parts = [part for part in parts if part]
     return "; ".join(parts) or None
+
+
+Q_KINDS = ("q_values", "quantiles")
+
+
+def sampled_actions(epsilon: float | None, kind: str) -> dict[str, Any]:
+    """How a policy of ``kind`` (a teacher's or a student head's) acts when evaluated stochastically:
+    epsilon-greedy at ``epsilon`` where it is given, else greedy (deterministic) or sampled from its distribution."""
+    if epsilon is not None:
+        return {"rule": "epsilon-greedy", "epsilon": epsilon}
+    return {"rule": "greedy" if kind == "deterministic" else "distribution"}
 
 
 def single_task_summary(
@@ -46,7 +58,7 @@ def single_task_summary(
         ],
         "merge": None if len(teachers) == 1 else (config.merge or "mean-probs"),
         "teacher_weights": list(config.teacher_weights) if config.teacher_weights else None,
-        "loss": config.loss,
+        "loss": plan.loss,
         "temperature": plan.temperature,
         "temperature_on": config.temperature_on,
         "kl_direction": config.kl_direction,
@@ -60,6 +72,11 @@ def single_task_summary(
         # null where any return seen is negative: a ratio of means is a fraction only for returns >= 0
         "pct_of_teacher_raw": raw_pct_of(student_stats, teacher_stats, baselines.random),
         "n_eval_episodes": plan.budgets.n_eval_episodes,
+        "eval_actions": "greedy" if plan.budgets.deterministic_eval else "sampled",
+        "sampled_actions": {
+            "teacher": sampled_actions(teachers[0].exploration_rate if plan.kind in Q_KINDS else None, plan.kind),
+            "student": sampled_actions(student.config.exploration_rate, student.config.head),
+        },
         "teacher_params": teacher_params,
         "student_params": student.n_params,
         "param_fraction": student.n_params / teacher_params,
@@ -90,6 +107,7 @@ def multitask_summary(
             "student": stats.to_json(),
             "pct_of_teacher": pct_of(stats.mean, base.teacher.mean, base.random.mean),
             "teacher_params": plan.teacher.n_params,
+            "loss": plan.loss,
             "temperature": plan.temperature,
             "defaults": defaults_line(plan),
         }
@@ -99,7 +117,7 @@ def multitask_summary(
         "min_pct_of_teacher": float(min(r["pct_of_teacher"] for r in rows.values())),
         "student_params": student.n_params,
         "sum_teacher_params": sum(r["teacher_params"] for r in rows.values()),
-        "loss": config.loss,
+        "loss": plans[0].loss if len({p.loss for p in plans}) == 1 else None,
         "temperature": plans[0].temperature if len({p.temperature for p in plans}) == 1 else None,
         "task_weights": list(config.task_weights) if config.task_weights else None,
         "n_updates": plans[0].budgets.n_updates,

@@ -33,7 +33,7 @@ from policykd.jobs.experiment import (
 from policykd.jobs.online import OnlineConfig, return_evaluator, train_online
 from policykd.jobs.online_workers import RoundSplit
 from policykd.jobs.ray_backend import run_cells
-from policykd.jobs.resolve import check_batch_size, check_hidden_sizes, resolve_teacher
+from policykd.jobs.resolve import check_batch_size, check_hidden_sizes, resolve_teacher, run_loss
 from policykd.learn.logging import hparams_of
 from policykd.learn.losses import check_loss_options, make_loss
 from policykd.learn.schedules import BetaSchedule, ConstantBeta, parse_schedule
@@ -120,7 +120,7 @@ def _online_config(config: DriversConfig, budgets: dict[str, Any], env_id: str) 
 
 def _make_loss(config: DriversConfig, teacher: Teacher) -> tuple[str, Any]:
     """The loss's name (default kl; mse for a deterministic teacher) and the loss, checked."""
-    loss = config.loss or ("mse" if teacher.kind == "deterministic" else "kl")
+    loss, _ = run_loss(config.loss, teacher.kind)
     loss_fn = make_loss(loss, teacher.kind, temperature=config.temperature)
     check_loss_options(loss, temperature=config.temperature)  # mse and nll would ignore --temperature
     return loss, loss_fn

@@ -31,6 +31,7 @@ import numpy as np
 from policykd.checks import check_int, check_out_dir, check_probability
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, write_json_atomic
+from policykd.jobs.config import LossOptions
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, evaluate_policy, evaluate_teacher
 from policykd.jobs.finetune_run import EvalCurve, FinetuneRun, SB3Actor, remove_checkpoints
 from policykd.jobs.resolve import resolve_teacher
@@ -50,7 +51,10 @@ RESUME_MAY_DIFFER = ("out_dir", "overwrite", "resume", "progress_bar", "checkpoi
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(LossOptions):
+    """The finetune job's options; the distillation loss's shared ones (``kl_direction`` ...) come from
+    jobs/config.LossOptions, as distill's do."""
+
     teacher: str | None = None
     """rl-zoo folder, SB3 .zip or hub id (default: the env preset's expert)."""
     env_id: str | None = None
@@ -73,13 +77,6 @@ class FinetuneConfig:
     temperature: float = 1.0
     temperature_on: str | None = None
     """teacher | both (default: both for a Q-learner's tau-KL, else teacher)."""
-    kl_direction: str = "forward"
-    tau2_scaling: bool = False
-    center_q: bool = True
-    nll_min_std: float = 0.1
-    label_smoothing: float = 0.0
-    hard_label_weight: float = 0.0
-    """kl: L = L_soft + lambda * L_hard and the target mixed with uniform, as distill's (losses.KLLoss)."""
     exploration_initial_eps: float | None = None
     """DQN / QR-DQN: epsilon when training starts (default: from scratch, the hyperparameters' (SB3:
     1.0); from a pre-trained start, the teacher or a distilled student, their final epsilon
@@ -375,9 +372,7 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
 
 def loss_options(config: FinetuneConfig) -> dict[str, Any]:
     """The distillation term's options, as the Kickstart classes take them (and the summary records)."""
-    options = {"temperature": config.temperature, "direction": config.kl_direction}
-    options.update(tau2_scaling=config.tau2_scaling, center_q=config.center_q, nll_min_std=config.nll_min_std)
-    options.update(hard_label_weight=config.hard_label_weight, label_smoothing=config.label_smoothing)
+    options = {"temperature": config.temperature, **config.loss_kwargs()}
     if config.temperature_on is not None:
         options["temperature_on"] = config.temperature_on
     return options

@@ -24,7 +24,7 @@ from policykd.jobs.config import CollectConfig
 from policykd.jobs.evaluate import ReturnStats, evaluate_random, evaluate_teacher
 from policykd.learn.merging import check_weights, ensemble_teacher_kind, make_merge, single_teacher
 from policykd.learn.students import Student, StudentConfig, make_student
-from policykd.learn.targets import confidence_temperature
+from policykd.learn.targets import confidence_temperature, student_kind_for
 from policykd.zoo.presets import (
     CONTINUOUS_NOISE,
     DEFAULT_ENV_ID,
@@ -164,11 +164,17 @@ def playing_recipe(
 
 
 def make_student_for(
-    teacher: Teacher, kind: str, hidden_sizes: tuple[int, ...], cnn_width: float = 1.0, seed: int | None = None
+    teacher: Teacher,
+    kind: str,
+    hidden_sizes: tuple[int, ...],
+    cnn_width: float = 1.0,
+    seed: int | None = None,
+    exploration_rate: float | None = None,
 ) -> Student:
     """A fresh student with a ``kind`` head for ``teacher``'s env: its spaces, and its VecNormalize
     statistics (clip included) copied in so the student acts on raw observations. ``seed`` fixes its initial
-    weights without touching torch's global RNG (None: drawn from it)."""
+    weights without touching torch's global RNG (None: drawn from it). ``exploration_rate``: how it
+    acts when sampled (:func:`student_exploration_rate`)."""
     normalizer = teacher.normalizer
     return make_student(
         kind,
@@ -180,7 +186,30 @@ def make_student_for(
         obs_std=None if normalizer is None else normalizer.std,
         obs_clip=None if normalizer is None else normalizer.clip,
         seed=seed,
+        exploration_rate=exploration_rate,
     )
+
+
+STUDENT_SAMPLING = ("teacher", "distribution")
+"""``--student-sampling``: how a student acts when evaluated stochastically (:func:`student_exploration_rate`)."""
+
+
+def student_exploration_rate(sampling: str, kind: str, teacher: Teacher) -> float | None:
+    """The student's exploration rate (StudentConfig.exploration_rate) under ``--student-sampling``:
+    ``teacher`` (default): a student of a Q-value / quantile teacher acts, when sampled, as that
+    teacher does (Teacher.act: epsilon-greedy at its saved exploration rate, as SB3's predict and
+    rl-zoo's stochastic Atari scores), so both play the same kind of policy; every other student
+    samples its distribution, as its teacher does (None). ``distribution``: every student samples
+    its distribution (softmax of its logits)."""
+    if check_student_sampling(sampling) == "distribution" or kind not in ("q_values", "quantiles"):
+        return None
+    return float(teacher.exploration_rate)
+
+
+def check_student_sampling(sampling: str) -> str:
+    if sampling not in STUDENT_SAMPLING:
+        raise PolicyKDError(f"--student-sampling {sampling!r}: use one of {', '.join(STUDENT_SAMPLING)}")
+    return sampling
 
 
 SKIP_TEACHER_CHECK = "pass --no-teacher-check to use it anyway"
@@ -459,6 +488,23 @@ def check_student_fraction(value: Any) -> float:
         raise PolicyKDError(f"--student-fraction {value} is above 1: a student larger than its teacher compresses "
                             "nothing; pass a share such as 0.25")  # fmt: skip
     return fraction
+
+
+DEFAULT_LOSS, DETERMINISTIC_LOSS = "kl", "mse"
+
+
+def run_loss(loss: str | None, kind: str) -> tuple[str, str]:
+    """A run's loss and, where it was picked for the teacher, the words that say why: ``loss``
+    (``--loss``), else ``kl``, except for a deterministic teacher (TD3 / DDPG, whose student is
+    deterministic: it has no distribution for kl or nll), which gets ``mse`` on its actions."""
+    if loss is not None:
+        return loss, ""
+    if student_kind_for(kind) == "deterministic":
+        return (
+            DETERMINISTIC_LOSS,
+            "loss mse on the teacher's actions (a deterministic teacher has no distribution for kl)",
+        )
+    return DEFAULT_LOSS, ""
 
 
 def auto_temperature(temperature: float | None, loss: str, kind: str) -> bool:

@@ -30,6 +30,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from policykd.checks import check_probability
 from policykd.data.actions import ActionMapper, factor_layout, factor_logits, masked_output
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, write_json_atomic
@@ -72,6 +73,10 @@ class StudentConfig:
     # action_dim = F (one Bernoulli logit each). The head's logits are then (B, F, C) (actions.factor_logits).
     action_nvec: tuple[int, ...] = ()
     multi_binary: bool = False
+    exploration_rate: float | None = None
+    """How the student acts when not greedy (``act(deterministic=False)``): None samples its
+    distribution; a rate acts epsilon-greedily on its argmax, as the DQN / QR-DQN teacher it learnt
+    from does with its saved exploration rate (SB3's ``predict``; data/teachers.Teacher.act)."""
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StudentConfig:
@@ -243,9 +248,15 @@ class Student(nn.Module):
         action_masks: np.ndarray | None = None,
     ) -> np.ndarray:
         """Env actions for raw observations ``(B, *obs_shape)``; with the env's ``action_masks (B, A)``
-        (True: allowed, as MaskablePPO's), only allowed actions."""
+        (True: allowed, as MaskablePPO's), only allowed actions. Not ``deterministic``: sampled from
+        the student's distribution, or epsilon-greedy with ``config.exploration_rate`` where it is set."""
         obs = torch.as_tensor(np.asarray(observations), device=self.obs_mean.device)  # where the student is
-        return self.mapper.from_student(masked_output(self(obs), action_masks), deterministic, rng)
+        epsilon = self.config.exploration_rate
+        greedy = deterministic or epsilon is not None
+        actions = self.mapper.from_student(masked_output(self(obs), action_masks), greedy, rng)
+        if not deterministic and epsilon:
+            actions = self.mapper.epsilon_greedy(actions, epsilon, rng if rng is not None else np.random.default_rng())
+        return actions
 
     @property
     def n_params(self) -> int:
@@ -333,10 +344,12 @@ def make_student(
     obs_std: np.ndarray | None = None,
     obs_clip: float | None = None,
     seed: int | None = None,
+    exploration_rate: float | None = None,
 ) -> Student:
     """A student whose head matches ``teacher_kind`` and whose input matches the env's raw
     observations ``(B, *obs_shape)``. ``seed`` fixes the initial weights without touching the
-    global RNG (:func:`seeded_weights`); None draws them from the global RNG."""
+    global RNG (:func:`seeded_weights`); None draws them from the global RNG. ``exploration_rate``:
+    sampled actions epsilon-greedy at this rate (StudentConfig.exploration_rate; discrete heads only)."""
     from stable_baselines3.common.preprocessing import is_image_space
 
     if not isinstance(observation_space, gym.spaces.Box):
@@ -349,7 +362,10 @@ def make_student(
         hidden_sizes=tuple(int(h) for h in hidden_sizes),
         cnn_width=float(cnn_width),
         image=is_image_space(observation_space, check_channels=False),
+        exploration_rate=None if exploration_rate is None else check_probability("exploration rate", exploration_rate),
     )
+    if config.exploration_rate is not None and config.head != "discrete":
+        raise PolicyKDError(f"an exploration rate needs discrete actions, not a {config.head} head; drop it")
     with seeded_weights(seed):
         student = Student(config)
     if obs_mean is not None and obs_std is not None and not config.image:

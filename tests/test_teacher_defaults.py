@@ -105,6 +105,18 @@ def test_student_fraction_overrides_the_preset_size(cartpole_teacher):
     assert "student fraction 0.01" in budgets.picked and "--preset none" not in budgets.picked
 
 
+def test_a_student_too_narrow_to_distil_reliably_is_flagged(cartpole_teacher):
+    """--student-fraction small enough for a 1-3 unit student says so on the defaults line (such
+    students of PPO experts failed in fidelity_compression); a 6-unit one does not."""
+    tiny = resolve_budgets("CartPole-v1", DistillConfig(student_fraction=0.004), teacher=cartpole_teacher)
+    assert max(tiny.hidden_sizes) < 4
+    assert f"WARNING: a {tiny.hidden_sizes[0]}-unit student" in tiny.picked and "--student-fraction" in tiny.picked
+    assert (
+        "WARNING"
+        not in resolve_budgets("CartPole-v1", DistillConfig(student_fraction=0.01), teacher=cartpole_teacher).picked
+    )
+
+
 @pytest.mark.parametrize(("fraction", "message"), [(1.5, "above 1"), (0.0, "> 0"), (float("nan"), "> 0")])
 def test_bad_student_fractions_are_refused(cartpole_teacher, fraction, message):
     with pytest.raises(PolicyKDError, match=message):

@@ -431,6 +431,8 @@ def teacher_defaults(teacher: Teacher, config: Any, use_file: bool) -> tuple[dic
         if values["learning_rate"] != base:
             scale = values["learning_rate"] / base
             why += f", lr {values['learning_rate']:.3g} ({base:g} × {scale:.3g}: a {values['hidden_sizes'][0]}-unit student)"
+    if domain != "image" and max(values["hidden_sizes"]) < MIN_RELIABLE_WIDTH:
+        why += f"; {tiny_student_warning(max(values['hidden_sizes']))}"
     if not use_file:
         reason = "--preset none" if has_preset(teacher.recipe.env_id) else f"no preset for {teacher.recipe.env_id}"
         why = f"defaults from the teacher ({reason}): {domain} budgets ({{budget}}); {why}"
@@ -471,6 +473,20 @@ def student_size(teacher: Teacher, fraction: float) -> dict[str, Any]:
 MIN_TWO_LAYER_WIDTH = 8
 """Below this width a derived student has one hidden layer: at 1 % of the CartPole PPO expert, a
 3x3 student (35 params) stayed at a random policy's return, a (6,) one (44 params) reached 500."""
+
+
+MIN_RELIABLE_WIDTH = 4
+"""Narrower derived students are flagged, not refused: at 0.5 % of the CartPole and LunarLander PPO
+experts, 3- and 1-unit students reached 65.9 % and -19.8 % of their teachers
+(benchmarks/results/fidelity_compression.md), while 6 units reached 100 % on CartPole."""
+
+
+def tiny_student_warning(width: int) -> str:
+    return (
+        f"WARNING: a {width}-unit student is narrower than {MIN_RELIABLE_WIDTH} units, where students of the "
+        "CartPole and LunarLander PPO experts failed (benchmarks/results/fidelity_compression.md): pass a larger "
+        "--student-fraction"
+    )
 
 
 def _widest(fits: Any, low: int = 1, high: int = 1024) -> int:

@@ -298,8 +298,10 @@ def test_the_soft_vs_hard_block_is_the_recorded_table() -> None:
     import soft_vs_hard
 
     tasks = json.loads((RESULTS / "soft_vs_hard.json").read_text())["tasks"]
-    block = re.search(r"<!-- soft-vs-hard:start -->\n(.*?)\n\n`", README, re.S).group(1)
-    assert block == soft_vs_hard.readme_table(tasks)
+    block = re.search(r"<!-- soft-vs-hard:start -->\n(.*?)<!-- soft-vs-hard:end -->", README, re.S).group(1)
+    if block.startswith(benchmarks_common.WITHHELD):  # stale cells: it quotes nothing (checked below)
+        return
+    assert block.split("\n\n`")[0] == soft_vs_hard.readme_table(tasks)
 
 
 def test_the_readme_quotes_no_results_that_older_library_code_computed() -> None:

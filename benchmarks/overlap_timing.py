@@ -156,7 +156,7 @@ def overlap_readme(results: dict[str, Any]) -> str:
         "  With no idle core for the groups to step on, the subprocesses only add a pipe round trip per\n"
         "  group and step, with the observations pickled (8 stacked Pong frames are 225 KB a step). It is\n"
         "  for a machine with a core to spare per group and envs whose step costs more than that trip;\n"
-        "  check there with `python benchmarks/throughput.py --overlap-only`. The same seed gives the same\n"
+        "  check there with `python benchmarks/throughput.py --only overlap`. The same seed gives the same\n"
         "  buffer with the groups in subprocesses or in this process (`policykd/data/overlap.py`), but\n"
         "  not the buffer of the default `--vec-env dummy`, which draws each step's randomness for all\n"
         "  envs at once."

@@ -93,6 +93,19 @@ def single_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+BENCHMARK_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def benchmark_results_untouched() -> Iterator[None]:
+    """No test writes into the committed benchmark results (a traced cell once left its code map in
+    benchmarks/results/code): tests publish into tmp_path. A benchmark run beside the tests trips it too."""
+    before = set(BENCHMARK_RESULTS.rglob("*"))
+    yield
+    added = sorted(str(p.relative_to(BENCHMARK_RESULTS)) for p in set(BENCHMARK_RESULTS.rglob("*")) - before)
+    assert not added, f"tests wrote into benchmarks/results: {added[:5]}; point them at tmp_path"
+
+
 @pytest.fixture(scope="session")
 def cartpole_expert_dir() -> Path:
     """The shipped rl-zoo folder ``agents/ppo/CartPole-v1_1`` (PPO, scores 500)."""

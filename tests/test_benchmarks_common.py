@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import common  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from code_trace import CodeTrace  # noqa: E402
 
 
 @pytest.fixture
@@ -19,6 +20,8 @@ def scratch(tmp_path, monkeypatch):
     readme.write_text("intro\n<!-- table:start -->\nold\n<!-- table:end -->\nrest\n")
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
     monkeypatch.setattr(common, "README", readme)
+    # a traced cell's code map goes to the scratch results too, not into benchmarks/results/code
+    monkeypatch.setattr(common, "CODE_TRACE", CodeTrace(common.LIBRARY_DIR, tmp_path / "results" / "code"))
     return tmp_path
 
 

@@ -3,6 +3,7 @@ from scratch, and the lambda schedules compared.
 
     python benchmarks/kickstart.py               # 1 seed per arm, budgets cut to ~15 CPU-min on 2 shared cores
     python benchmarks/kickstart.py --seeds a=3,b=2,c=3    # seeds per part, as published
+    python benchmarks/kickstart.py --seeds a=3,b=3,c=3,d=3    # and HalfCheetah (d: ~20 CPU-min per cell)
     python benchmarks/kickstart.py --quick       # tiny budgets, 1 seed: ~3 min, kickstart-quick.* only
 
 (a) Beyond the teacher: the weak DQN LunarLander expert (zoo score ~146 ± 142) is distilled into a
@@ -18,9 +19,13 @@ from scratch, and the lambda schedules compared.
     evaluation return first reaches 90 % of the teacher's. Learning curves into kickstart.png.
 (c) Schedules: constant, linear, exponential and performance-based lambda, and none, on CartPole
     PPO from scratch.
+(d) Faster than from scratch on MuJoCo: (b) on HalfCheetah PPO, rl-zoo's hyperparameters; in both
+    arms VecNormalize starts from the teacher's observation statistics, as `policykd finetune` does.
+    Run only when ``--seeds`` names it (``d=N``, or a plain N for every part): two arms of 300,000
+    env steps per seed.
 
 Every cell is one `finetune` run, cached under results/kickstart/<full|quick>/, so an interrupted
-run resumes. HalfCheetah and Atari were not measured (budget).
+run resumes. Atari was not measured (budget).
 """
 
 from __future__ import annotations
@@ -53,10 +58,11 @@ from policykd.jobs.evaluate import mean_ci
 from policykd.jobs.finetune import FinetuneConfig, finetune
 from policykd.zoo.presets import ZOO_DIR
 
-DQN_TEACHER, PPO_TEACHER, CARTPOLE_TEACHER = (
+DQN_TEACHER, PPO_TEACHER, CARTPOLE_TEACHER, CHEETAH_TEACHER = (
     "agents/dqn/LunarLander-v3_1",
     "agents/ppo/LunarLander-v3_1",
     "agents/ppo/CartPole-v1_1",
+    "agents/ppo/HalfCheetah-v5_1",
 )
 THRESHOLD = 0.9  # of the teacher's return
 # (a): the DQN student's distillation budget (transitions, updates: the no-preset defaults') and its fine-tuning steps
@@ -73,10 +79,10 @@ def budgets(quick: bool) -> dict[str, int]:
     if quick:
         return dict(distill_transitions=5_000, distill_updates=500, dqn_steps=2_000, dqn_eval_episodes=3,
                     ppo_steps=16_384, ppo_eval_every=8_192, cartpole_steps=4_000, cartpole_eval_every=1_000,
-                    eval_episodes=3)  # fmt: skip
+                    cheetah_steps=4_096, cheetah_eval_every=2_048, eval_episodes=3)  # fmt: skip
     return dict(distill_transitions=DQN_STUDENT[0], distill_updates=DQN_STUDENT[1], dqn_steps=DQN_STEPS,
                 dqn_eval_episodes=30, ppo_steps=98_304, ppo_eval_every=16_384, cartpole_steps=20_000,
-                cartpole_eval_every=2_048, eval_episodes=10)  # fmt: skip
+                cartpole_eval_every=2_048, cheetah_steps=300_000, cheetah_eval_every=25_000, eval_episodes=10)  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
@@ -223,14 +229,15 @@ def main() -> None:
     args = parse_args()
     CODE_TRACE.start()
     b = budgets(args.quick)
-    n_seeds = {"a": 1, "b": 1, "c": 1} if args.quick else seeds_per_part(args.seeds)
+    n_seeds = dict.fromkeys(PARTS, 1) if args.quick else seeds_per_part(args.seeds)
     cache = TaskCache(RESULTS_DIR / "kickstart" / ("quick" if args.quick else "full"), force=args.force)
-    parts: dict[str, dict[str, list[dict]]] = {"a": {}, "b": {}, "c": {}}
+    parts: dict[str, dict[str, list[dict]]] = {key: {} for key in PARTS if n_seeds[key]}
     for seed in range(max(n_seeds.values())):  # seed-major: a stopped run has every arm of the first seeds
         for key, run in (  # cheapest first
             ("c", lambda: faster(cache, b, seed, CARTPOLE_TEACHER, "cartpole_steps", "cartpole_eval_every")),
             ("b", lambda: faster(cache, b, seed, PPO_TEACHER, "ppo_steps", "ppo_eval_every")),
             ("a", lambda: beyond_teacher(cache, b, seed)),
+            ("d", lambda: faster(cache, b, seed, CHEETAH_TEACHER, "cheetah_steps", "cheetah_eval_every")),
         ):
             if seed < n_seeds[key]:
                 for arm, summary in run().items():
@@ -286,12 +293,31 @@ def _seeds(runs: dict[str, list[dict]]) -> str:
     return f"{n} seed{'s' if n > 1 else ''} per arm"
 
 
+PARTS = "abcd"
+OPT_IN_PARTS = "d"  # run only when --seeds names them (or gives every part N seeds): hours on 2 cores
+
+
 def seeds_per_part(spec: str) -> dict[str, int]:
-    """``3`` -> 3 seeds for every part; ``a=3,b=2,c=3`` -> per part (a part left out: 1)."""
+    """``3`` -> 3 seeds for every part; ``a=3,b=2,c=3`` -> per part (a part left out: 1, an opt-in
+    part left out: 0)."""
     if "=" not in spec:
-        return dict.fromkeys("abc", int(spec))
+        return dict.fromkeys(PARTS, int(spec))
     given = {key.strip(): int(n) for key, _, n in (item.partition("=") for item in spec.split(","))}
-    return {key: given.get(key, 1) for key in "abc"}
+    return {key: given.get(key, 0 if key in OPT_IN_PARTS else 1) for key in PARTS}
+
+
+def cheetah_section(runs: dict[str, list[dict]], teacher: float, b: dict[str, int]) -> list[str]:
+    """Part (d)'s lines: (b) on HalfCheetah."""
+    return [
+        f"**(d) Faster than from scratch on MuJoCo**: PPO HalfCheetah, teacher `{CHEETAH_TEACHER}` returns "
+        f"{teacher:.1f}; rl-zoo's hyperparameters (VecNormalize starting from the teacher's observation statistics in both arms), "
+        f"{b['cheetah_steps']:,} env steps, random initial weights; {_seeds(runs)}.",
+        "",
+        *table(runs, teacher, b["cheetah_steps"]),
+        "",
+        verdict_b(runs, teacher, b["cheetah_steps"]),
+        "",
+    ]
 
 
 def report(args: argparse.Namespace, b: dict[str, int], seeds: dict[str, int], parts: dict) -> None:
@@ -302,10 +328,10 @@ def report(args: argparse.Namespace, b: dict[str, int], seeds: dict[str, int], p
         "a": "LunarLander DQN: fine-tuning its distilled student",
         "b": "LunarLander PPO: kickstarted vs scratch",
         "c": "CartPole PPO: lambda schedules",
+        "d": "HalfCheetah PPO: kickstarted vs scratch",
     }
-    plot(
-        {titles[k]: parts[k] for k in titles}, {titles[k]: teacher[k] for k in titles}, str(RESULTS_DIR / f"{stem}.png")
-    )
+    shown = [k for k in titles if k in parts]
+    plot({titles[k]: parts[k] for k in shown}, {titles[k]: teacher[k] for k in shown}, str(RESULTS_DIR / f"{stem}.png"))
     lines = [
         f"Evaluation: {b['eval_episodes']} greedy episodes on the distill evaluation seeds (seed + 10,000 + i); the "
         "teacher is measured on the same episodes. The CI is a Student-t interval over seeds, or with one seed the "
@@ -334,8 +360,11 @@ def report(args: argparse.Namespace, b: dict[str, int], seeds: dict[str, int], p
         "",
         *table(parts["c"], teacher["c"], b["cartpole_steps"]),
         "",
-        "Not measured (budget): HalfCheetah (PPO or SAC) and Atari"
-        + "".join(f"; 3 seeds for ({key}), which has {n}" for key, n in seeds.items() if n < 3)
+        *(cheetah_section(parts["d"], teacher["d"], b) if "d" in parts else []),
+        "Not measured (budget): "
+        + ("" if "d" in parts else "HalfCheetah (part d: `--seeds ...,d=3`) and ")
+        + "Atari"
+        + "".join(f"; 3 seeds for ({key}), which has {n}" for key, n in seeds.items() if 0 < n < 3)
         + ".",
         "",
         f"![learning curves]({stem}.png)",

@@ -17,7 +17,11 @@ a function it ran, or to a module-level statement of a module it loaded, does. H
 without docstrings, so comments, docstrings and layout never count.
 
 Not seen by a profile of this process, so not traced: cells computed in other processes (Ray
-tasks), which are stamped with the whole library's fingerprint instead. Latency measurements
+tasks), which are stamped with the whole library's fingerprint instead. Cells a benchmark computes
+in its own process without the profiler (timed ones: ``vs_imitation``'s samples per second,
+``kickstart``'s fine-tuning runs) are stamped with every function of every library module the
+process had loaded (``loaded_stamp``): an edit to a module it never imported (the CLI, export,
+Ray) leaves them fresh. Latency measurements
 (``policykd.jobs.evaluate.call_latency_ms``) run with the profiler paused, so they time the
 policy, not the profiler.
 """
@@ -150,6 +154,16 @@ class LibraryCode:
                 found[f"{module}:{name}"] = code.hashes[name]
         return dict(sorted(found.items()))
 
+    def loaded_map(self, loaded: list[str]) -> dict[str, str]:
+        """{"module.py:<module>": hash, "module.py:function": hash} of every ``loaded`` module's
+        skeleton and of every function in it, run or not."""
+        found = {}
+        for module in loaded:
+            if module in self.modules:
+                found[f"{module}:{MODULE}"] = self.skeletons[module]
+                found.update({f"{module}:{name}": digest for name, digest in self.modules[module].hashes.items()})
+        return dict(sorted(found.items()))
+
     def changed(self, code_map: dict[str, str]) -> list[str]:
         """The keys of ``code_map`` whose code is no longer the same (missing counts as changed)."""
         changed = []
@@ -231,9 +245,22 @@ class CodeTrace:
         assert self._profile is not None, "CodeTrace.start() first"
         executed = [(entry.code.co_filename, entry.code.co_firstlineno) for entry in self._profile.getstats()
                     if not isinstance(entry.code, str)]  # fmt: skip
+        return self._stored(self.library.code_map(executed, self._loaded_modules()))
+
+    def loaded_stamp(self) -> str:
+        """The digest of the code map of every function of every library module loaded in this
+        process (stored as :meth:`stamp`'s are): for a cell computed in this process without the
+        profiler (a timed benchmark), a superset of the code it ran, since a module never imported
+        cannot have run. Coarser than :meth:`stamp`, far finer than the whole library's fingerprint."""
+        return self._stored(self.library.loaded_map(self._loaded_modules()))
+
+    def _loaded_modules(self) -> list[str]:
         loaded = [self.library.module_of(m.__file__) for m in list(sys.modules.values())
                   if isinstance(getattr(m, "__file__", None), str)]  # fmt: skip
-        code_map = self.library.code_map(executed, [m for m in loaded if m is not None])
+        return [m for m in loaded if m is not None]
+
+    def _stored(self, code_map: dict[str, str]) -> str:
+        """``code_map``'s digest, the map written under ``maps_dir`` if new."""
         digest = _digest(json.dumps(code_map, sort_keys=True))
         path = self.maps_dir / f"{digest}.json"
         if not path.is_file():

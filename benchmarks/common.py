@@ -241,7 +241,8 @@ def cached_run(
 
     Each cell records fingerprints of ``config`` and of the library code that computed it: the
     functions the process had executed by then (when it runs under ``CODE_TRACE`` and ``traced``),
-    else the whole library. A cell whose recorded config differs from ``config`` is recomputed (it answers
+    every function of the library modules it had loaded (``traced`` without the profiler), else
+    (work done in other processes) the whole library. A cell whose recorded config differs from ``config`` is recomputed (it answers
     another question). A cell whose code changed since is reused, since recomputing a sweep takes
     hours, but it is listed in ``STALE_CELLS`` and ``publish`` says so in the results file;
     ``--force`` recomputes. Pass ``traced=False`` when ``run`` hands the work to other processes."""
@@ -264,9 +265,12 @@ def cached_run(
         else:
             STALE_CELLS.append(_shown(path))
             return result
+    here = traced and not runs_elsewhere(config)
+    if here and not CODE_TRACE.active:
+        CODE_TRACE.library  # hash the source before the cell runs: the stamp must describe the code that ran
     result = run()
-    if traced and CODE_TRACE.active and not runs_elsewhere(config):
-        stamp["code"] = CODE_TRACE.stamp()
+    if here:
+        stamp["code"] = CODE_TRACE.stamp() if CODE_TRACE.active else CODE_TRACE.loaded_stamp()
     write_json_atomic(path, {**result, CACHE_STAMP: stamp})
     return result
 

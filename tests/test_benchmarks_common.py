@@ -14,15 +14,24 @@ import common  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 from code_trace import CodeTrace  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def code_maps_in_tmp(tmp_path, monkeypatch):
+    """A cell's code map goes to the scratch results, not into benchmarks/results/code."""
+    monkeypatch.setattr(common, "CODE_TRACE", CodeTrace(common.LIBRARY_DIR, tmp_path / "results" / "code"))
+
+
 @pytest.fixture
 def scratch(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- table:start -->\nold\n<!-- table:end -->\nrest\n")
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
     monkeypatch.setattr(common, "README", readme)
-    # a traced cell's code map goes to the scratch results too, not into benchmarks/results/code
-    monkeypatch.setattr(common, "CODE_TRACE", CodeTrace(common.LIBRARY_DIR, tmp_path / "results" / "code"))
     return tmp_path
+
+
+# Cells stamped with the whole library's fingerprint (traced=False: computed in other processes), so
+# that patching library_fingerprint stands for a change to the library.
+WHOLE_LIBRARY = {"traced": False}
 
 
 def test_results_name_keeps_quick_apart():
@@ -75,7 +84,7 @@ def test_cached_run_recomputes_when_the_config_changed(tmp_path, fresh_stale_lis
 
 
 def test_cells_from_other_library_code_are_reused_but_flagged(tmp_path, scratch, fresh_stale_list, monkeypatch):
-    common.cached_run(tmp_path, "cell", counting_run(1)[0])
+    common.cached_run(tmp_path, "cell", counting_run(1)[0], **WHOLE_LIBRARY)
     (tmp_path / "legacy.json").write_text('{"value": 0}')  # written before cells carried a stamp
     monkeypatch.setattr(common, "library_fingerprint", lambda: "other-code")
     run, calls = counting_run(2)
@@ -88,15 +97,15 @@ def test_cells_from_other_library_code_are_reused_but_flagged(tmp_path, scratch,
 
 
 def test_refresh_stale_recomputes_only_cells_other_code_computed(tmp_path, fresh_stale_list, monkeypatch):
-    common.cached_run(tmp_path, "old", counting_run(1)[0])
+    common.cached_run(tmp_path, "old", counting_run(1)[0], **WHOLE_LIBRARY)
     monkeypatch.setattr(common, "library_fingerprint", lambda: "new-code")
-    common.cached_run(tmp_path, "new", counting_run(1)[0])
+    common.cached_run(tmp_path, "new", counting_run(1)[0], **WHOLE_LIBRARY)
     monkeypatch.setattr(common, "REFRESH_STALE", True)
     assert not common.is_cached(tmp_path / "old.json") and common.is_cached(tmp_path / "new.json")
     run, calls = counting_run(2)
-    assert common.cached_run(tmp_path, "old", run) == {"value": 2} and calls == [1]
-    assert common.cached_run(tmp_path, "new", run) == {"value": 1} and calls == [1]
-    assert common.cached_run(tmp_path, "old", run) == {"value": 2} and calls == [1]  # fresh now: resumable
+    assert common.cached_run(tmp_path, "old", run, **WHOLE_LIBRARY) == {"value": 2} and calls == [1]
+    assert common.cached_run(tmp_path, "new", run, **WHOLE_LIBRARY) == {"value": 1} and calls == [1]
+    assert common.cached_run(tmp_path, "old", run, **WHOLE_LIBRARY) == {"value": 2} and calls == [1]  # resumable
     assert common.STALE_CELLS == []
 
 

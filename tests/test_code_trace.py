@@ -187,3 +187,22 @@ def test_a_cell_run_in_other_processes_keeps_the_whole_library_stamp(toy, tmp_pa
         name: common.read_json(tmp_path / f"{name}.json")[common.CACHE_STAMP] for name in ("here", "ray", "subproc")
     }
     assert "code" in stamps["here"] and "code" not in stamps["ray"] and "code" not in stamps["subproc"]
+
+
+def test_a_cell_computed_without_the_profiler_is_stamped_with_the_modules_it_loaded(toy, tmp_path, monkeypatch):
+    """A timed benchmark (no profiler) stamps each cell with every function of every library module
+    loaded: a module never imported may change, any function of a loaded one may not."""
+    trace, library, mod = toy
+    monkeypatch.setattr(common, "CODE_TRACE", trace)
+    monkeypatch.setattr(common, "STALE_CELLS", [])
+    monkeypatch.setattr(common, "library_fingerprint", lambda: "v1")
+    assert not trace.active
+    assert common.cached_run(tmp_path / "cells", "timed", lambda: {"value": mod.used(1)}) == {"value": 2}
+    stamp = common.read_json(tmp_path / "cells" / "timed.json")[common.CACHE_STAMP]
+    code_map = common.read_json(trace.maps_dir / f"{stamp['code']}.json")
+    assert {"mod.py:used", "mod.py:unused", "mod.py:<module>"} <= set(code_map)  # run or not
+    monkeypatch.setattr(common, "library_fingerprint", lambda: "v2")  # the library changed ...
+    (library / "never_imported.py").write_text("LIMIT = 2\n")
+    monkeypatch.setattr(common, "CODE_TRACE", code_trace.CodeTrace(library, trace.maps_dir))
+    assert common.is_fresh(stamp)  # ... in a module the benchmark never loaded
+    assert recheck(trace, library, stamp["code"], edited("return x - 1", "return x + 1")) == ["mod.py:unused"]

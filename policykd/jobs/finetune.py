@@ -226,13 +226,19 @@ class ModelPlan:
     not_applied: dict[str, Any]  # rl-zoo keys this job does not apply (env_wrapper, ...)
     student: Any = None  # the distilled student to copy in (start from a run folder)
     student_loss: str | None = None
+    student_center_q: bool | None = None  # whether its Q-values were centred (LossOptions.center_q); None: not recorded
     normalize: dict[str, Any] | None = None  # VecNormalize's kwargs for the student's env; None: raw env
     exploration: dict[str, Any] | None = None  # a Q-learner's epsilon-greedy schedule (exploration_schedule)
 
 
 def plan_model(config: FinetuneConfig, teacher: Any, algo: str) -> ModelPlan:
     """rl-zoo's hyperparameters for ``algo`` on the teacher's env, with ``policy_kwargs`` for the start point."""
-    from policykd.learn.kickstart_start import scaled_net_arch, student_policy_kwargs, teacher_policy_kwargs
+    from policykd.learn.kickstart_start import (
+        check_q_value_student,
+        scaled_net_arch,
+        student_policy_kwargs,
+        teacher_policy_kwargs,
+    )
     from policykd.zoo.hyperparams import algorithm_kwargs, normalize_kwargs, zoo_hyperparams
 
     folder = teacher.source if teacher.algo == algo and Path(teacher.source).is_dir() else None
@@ -255,7 +261,9 @@ def plan_model(config: FinetuneConfig, teacher: Any, algo: str) -> ModelPlan:
 
         opened = open_student(config.start)
         plan.student, plan.student_loss = opened.student, (opened.summary or {}).get("loss")
+        plan.student_center_q = (opened.run_config or {}).get("center_q")
         kwargs["policy_kwargs"] = student_policy_kwargs(opened.student, algo, base)
+        check_q_value_student(algo, plan.student_loss, plan.student_center_q)  # before the run folder is written
     return plan
 
 
@@ -366,7 +374,9 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
         copy_teacher_weights(model, teacher)
     elif plan.student is not None:
         env_normalizer = teacher.normalizer if (plan.normalize or {}).get("norm_obs") else None
-        copy_student_weights(model, plan.student, algo, plan.student_loss, env_normalizer=env_normalizer)
+        copy_student_weights(
+            model, plan.student, algo, plan.student_loss, env_normalizer=env_normalizer, center_q=plan.student_center_q
+        )
     return model
 
 

@@ -274,3 +274,69 @@ def test_exploration_initial_eps_reaches_the_dqn_student_from_the_cli(tmp_path: 
     code, _, err = run_cli([*argv, "--exploration-initial-eps", "0.3", "--out", str(out)], capsys)
     assert code == 0, err
     assert read_json(out / "summary.json")["exploration"]["initial_eps"] == 0.3
+
+
+# -- a DQN starts from raw Q-values only --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dqn_students(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, Path]]:
+    """``{name: (summary, run folder)}``: the shipped DQN CartPole expert distilled (tiny budgets, the
+    hyperparameters' 256-256 layers) with kl, with mse on centred Q-values (distill's default) and
+    with mse on raw Q-values (``center_q=False``, ``--no-q-center``)."""
+    from policykd.jobs.config import DistillConfig
+    from policykd.jobs.distill import distill
+
+    root, runs = tmp_path_factory.mktemp("dqn_students"), {}
+    for name, loss, center_q in (("kl", "kl", True), ("centred-mse", "mse", True), ("raw-mse", "mse", False)):
+        config = DistillConfig(
+            teacher=str(REPO / "agents/dqn/CartPole-v1_1"), loss=loss, center_q=center_q, hidden_sizes=(256, 256),
+            n_transitions=256, n_updates=20, batch_size=32, n_eval_episodes=1, teacher_check=False,
+            progress_bar=False, out_dir=str(root / name),
+        )  # fmt: skip
+        runs[name] = (distill(config), root / name)
+    return runs
+
+
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("kl", "this student was distilled with --loss kl (log-probabilities, not Q-values)"),
+        ("centred-mse", "this student was distilled with centred Q-values"),
+    ],
+)
+def test_a_dqn_from_a_student_of_other_than_raw_q_values_is_refused_writing_nothing(
+    dqn_students: dict, tmp_path: Path, capsys: pytest.CaptureFixture, name: str, fragment: str
+) -> None:
+    """Refused in one line that says what to do, before the run folder is created."""
+    out = tmp_path / "ft"
+    argv = ["finetune", "--teacher", str(REPO / "agents/dqn/CartPole-v1_1"), "--start", str(dqn_students[name][1]),
+            "--timesteps", "64", "--eval-episodes", "1", "--out", str(out)]  # fmt: skip
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, "finetune", fragment)
+    assert "--loss mse --no-q-center" in err and "--start teacher" in err
+    assert not out.exists()
+
+
+def test_a_dqn_starts_from_a_student_of_raw_q_values(dqn_students: dict, tmp_path: Path) -> None:
+    """Accepted, and mapped exactly: before any update the DQN plays as the distilled student, the
+    same return on the same evaluation episode."""
+    from policykd.jobs.finetune import FinetuneConfig, finetune
+
+    distilled, run_dir = dqn_students["raw-mse"]
+    config = FinetuneConfig(teacher=str(REPO / "agents/dqn/CartPole-v1_1"), start=str(run_dir), n_timesteps=64,
+                            n_eval_episodes=1, out_dir=str(tmp_path / "ft"), progress_bar=False)  # fmt: skip
+    summary = finetune(config)
+    assert summary["algo"] == "dqn" and summary["curve"][0][1] == pytest.approx(distilled["student_return_mean"])
+
+
+def test_policy_gradient_starts_from_a_log_probability_student_are_unaffected(dqn_students: dict) -> None:
+    """The kl student of the DQN expert still starts a PPO (its logits are a policy's)."""
+    from policykd.jobs.finetune import FinetuneConfig, plan_model
+    from policykd.jobs.resolve import resolve_teacher
+
+    config = FinetuneConfig(
+        teacher=str(REPO / "agents/dqn/CartPole-v1_1"), algo="ppo", start=str(dqn_students["kl"][1])
+    )
+    plan = plan_model(config, resolve_teacher(config.teacher, None), "ppo")
+    assert (plan.student_loss, plan.student_center_q) == ("kl", True)

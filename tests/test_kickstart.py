@@ -4,6 +4,7 @@ pulls the student toward the teacher, the lambda schedules, the start points and
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,36 @@ def test_start_from_a_distilled_student_acts_as_the_student(cartpole_distill_run
         student_policy_kwargs(student, "ppo", {"net_arch": [32]})
     with pytest.raises(PolicyKDError, match="distilled with --loss kl"):
         copy_student_weights(model, student, "dqn", loss="kl")
+
+
+@pytest.mark.parametrize(
+    "algo, loss, center_q, fragment",
+    [
+        ("dqn", "kl", True, "distilled with --loss kl (log-probabilities, not Q-values)"),
+        ("dqn", "nll", False, "distilled with --loss nll"),
+        ("dqn", "mse", True, "distilled with centred Q-values"),
+        ("dqn", "mse", None, "does not record its loss and Q centring"),
+        ("dqn", None, None, "does not record its loss and Q centring"),
+        ("qrdqn", "kl", False, "a QRDQN starts from the teacher's raw Q-values"),
+        ("dqn", "mse", False, None),
+        ("qrdqn", "mse", False, None),
+        ("ppo", "kl", True, None),
+        ("a2c", "nll", True, None),
+        ("sac", "kl", None, None),
+        ("td3", "mse", True, None),
+    ],
+)
+def test_a_q_learner_starts_only_from_a_student_of_raw_q_values(
+    algo: str, loss: str | None, center_q: bool | None, fragment: str | None
+) -> None:
+    from policykd.learn.kickstart_start import check_q_value_student
+
+    if fragment is None:
+        check_q_value_student(algo, loss, center_q)
+        return
+    with pytest.raises(PolicyKDError, match=re.escape(fragment)) as err:
+        check_q_value_student(algo, loss, center_q)
+    assert "\n" not in str(err.value) and "--loss mse --no-q-center" in str(err.value)
 
 
 def test_start_from_a_student_of_another_env_is_refused(cartpole_distill_run: Any, teachers: dict) -> None:

@@ -268,6 +268,17 @@ def unflatten_dict_obs(space: gym.spaces.Dict, flat: np.ndarray) -> dict[str, np
     return out
 
 
+def recipe_dict_space(recipe: EnvRecipe) -> gym.spaces.Dict | None:
+    """The Dict observation space of ``recipe``'s env, whose observations :func:`make_vec_env` gives
+    as :func:`flat_dict_space` rows (None for an env of another space). Makes the env once."""
+    venv = make_vec_env(recipe, 1, 0)
+    try:
+        space = getattr(venv, "dict_space", None)  # VecFlattenDict's
+    finally:
+        venv.close()
+    return space if isinstance(space, gym.spaces.Dict) else None
+
+
 def _VecFlattenDict(venv: Any) -> Any:  # noqa: N802 - a class built lazily (SB3 is imported late)
     from stable_baselines3.common.vec_env import VecEnvWrapper
 

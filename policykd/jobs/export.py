@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policykd.data.envs import EnvRecipe, flatten_dict_obs, make_vec_env, unflatten_dict_obs
+from policykd.data.envs import EnvRecipe, flatten_dict_obs, make_vec_env, recipe_dict_space, unflatten_dict_obs
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, check_folder_path
 from policykd.jobs.evaluate import action_latency_ms
@@ -235,14 +235,9 @@ def _recorded_dict_space(recipe: EnvRecipe | None) -> gym.spaces.Dict | None:
     if recipe is None:
         return None
     try:
-        venv = make_vec_env(recipe, 1, 0)
+        return recipe_dict_space(recipe)
     except (PolicyKDError, gym.error.Error, ImportError):
         return None
-    try:
-        space = getattr(venv, "dict_space", None)  # make_vec_env's rows of a Dict env (VecFlattenDict)
-    finally:
-        venv.close()
-    return space if isinstance(space, gym.spaces.Dict) else None
 
 
 def _as_env_obs(space: gym.spaces.Space, rows: np.ndarray) -> Any:

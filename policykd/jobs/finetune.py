@@ -11,7 +11,8 @@ rewards are normalised as the hyperparameters say (rl-zoo's recipe, with the alg
 The distillation term gives the teacher the env's raw observations, which it normalises itself.
 
 The run folder holds ``config.yml`` / ``state.json`` (``jobs/run_folder.py``), ``model.zip`` (an SB3
-zip: ``PPO.load`` etc. read it), ``vecnormalize.json`` when the env was normalised (read it back with
+zip: ``PPO.load`` etc. read it; of a dict-observation env, a MultiInputPolicy that takes its dicts),
+``vecnormalize.json`` when the env was normalised (read it back with
 ``data.vec_normalize.load_vec_normalize``), ``tb/`` (SB3's TensorBoard tags plus ``distill/*`` and
 ``eval/student_return``) and ``summary.json``: the student's and the teacher's returns on the same
 evaluation episodes, and the learning curve (``--eval-every-steps``). While it runs, checkpoints
@@ -20,9 +21,11 @@ evaluation episodes, and the learning curve (``--eval-every-steps``). While it r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +135,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         _train(config, model, teacher, run, out_dir)
         student_stats = evaluate_policy(SB3Actor(model), teacher.recipe, n_eval, seed=eval_seed)
         curve.add(int(model.num_timesteps), student_stats)
-        _save_student(model, out_dir)
+        _save_student(model, out_dir, getattr(teacher, "dict_space", None))
         summary = _summary(config, teacher, algo, setup, student_stats, teacher_stats, curve.points)
         summary["value_init"] = run.extra["value_init"]
         summary.update(out_dir=str(out_dir), wall_time_s=time.perf_counter() - started)
@@ -165,15 +168,56 @@ def _train(config: FinetuneConfig, model: Any, teacher: Any, run: FinetuneRun, o
         raise KeyboardInterrupt(f"interrupted {where}; resume with {again}")
 
 
-def _save_student(model: Any, out_dir: Path) -> None:
-    """``model.zip`` and, for a VecNormalize'd env, ``vecnormalize.json``."""
+def _save_student(model: Any, out_dir: Path, dict_space: Any = None) -> None:
+    """``model.zip`` (for a Dict env ``dict_space``, a MultiInputPolicy: :func:`saved_as_multi_input`)
+    and, for a VecNormalize'd env, ``vecnormalize.json``."""
     from policykd.data.vec_normalize import vec_normalize_state
 
-    with atomic_path(out_dir / MODEL_FILE, ".zip") as tmp:
+    with atomic_path(out_dir / MODEL_FILE, ".zip") as tmp, saved_as_multi_input(model, dict_space):
         model.save(tmp)
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
         write_json_atomic(out_dir / VEC_NORMALIZE_FILE, vec_normalize_state(vec_normalize))
+
+
+# the attributes saved_as_multi_input changes while SB3 saves a model of a Dict env's rows
+SAVED_AS_DICT = (
+    "observation_space",
+    "policy_class",
+    "rollout_buffer_class",
+    "replay_buffer_class",
+    "_last_obs",
+    "_last_original_obs",
+)
+
+
+@contextlib.contextmanager
+def saved_as_multi_input(model: Any, dict_space: Any) -> Iterator[None]:
+    """While it lasts, ``model`` (the MlpPolicy of a Dict env's flat rows, :func:`dict_rows_policy`)
+    is what SB3 saves as the MultiInputPolicy of ``dict_space``: its observation space, policy class
+    and buffer class (SB3's Dict ones), and its last observations as dicts. The state dict is the
+    same (a vector key's extractor is a flatten, with no weights), so ``PPO.load`` etc. rebuild it
+    and ``predict`` takes the env's dicts. Nothing changes when ``dict_space`` is None."""
+    if dict_space is None:
+        yield
+        return
+    from stable_baselines3.common.buffers import DictReplayBuffer, DictRolloutBuffer, ReplayBuffer, RolloutBuffer
+
+    from policykd.data.envs import unflatten_dict_obs
+
+    dict_buffers = {RolloutBuffer: DictRolloutBuffer, ReplayBuffer: DictReplayBuffer}
+    kept = {name: vars(model)[name] for name in SAVED_AS_DICT if name in vars(model)}
+    saved = {
+        "observation_space": dict_space,
+        "policy_class": type(model).policy_aliases["MultiInputPolicy"],
+        **{k: dict_buffers.get(v, v) for k, v in kept.items() if k.endswith("buffer_class")},
+        **{k: unflatten_dict_obs(dict_space, v) for k, v in kept.items() if k.endswith("obs") and v is not None},
+    }
+    try:
+        vars(model).update(saved)
+        yield
+    finally:
+        vars(model).update(kept)
 
 
 def init_value(model: Any, teacher: Any, n_observations: int, seed: int) -> dict[str, float] | None:
@@ -226,13 +270,19 @@ class ModelPlan:
     not_applied: dict[str, Any]  # rl-zoo keys this job does not apply (env_wrapper, ...)
     student: Any = None  # the distilled student to copy in (start from a run folder)
     student_loss: str | None = None
+    student_center_q: bool | None = None  # whether its Q-values were centred (LossOptions.center_q); None: not recorded
     normalize: dict[str, Any] | None = None  # VecNormalize's kwargs for the student's env; None: raw env
     exploration: dict[str, Any] | None = None  # a Q-learner's epsilon-greedy schedule (exploration_schedule)
 
 
 def plan_model(config: FinetuneConfig, teacher: Any, algo: str) -> ModelPlan:
     """rl-zoo's hyperparameters for ``algo`` on the teacher's env, with ``policy_kwargs`` for the start point."""
-    from policykd.learn.kickstart_start import scaled_net_arch, student_policy_kwargs, teacher_policy_kwargs
+    from policykd.learn.kickstart_start import (
+        check_q_value_student,
+        scaled_net_arch,
+        student_policy_kwargs,
+        teacher_policy_kwargs,
+    )
     from policykd.zoo.hyperparams import algorithm_kwargs, normalize_kwargs, zoo_hyperparams
 
     folder = teacher.source if teacher.algo == algo and Path(teacher.source).is_dir() else None
@@ -255,8 +305,30 @@ def plan_model(config: FinetuneConfig, teacher: Any, algo: str) -> ModelPlan:
 
         opened = open_student(config.start)
         plan.student, plan.student_loss = opened.student, (opened.summary or {}).get("loss")
+        plan.student_center_q = (opened.run_config or {}).get("center_q")
         kwargs["policy_kwargs"] = student_policy_kwargs(opened.student, algo, base)
+        check_q_value_student(algo, plan.student_loss, plan.student_center_q)  # before the run folder is written
+    dict_rows_policy(plan, teacher)
     return plan
+
+
+def dict_rows_policy(plan: ModelPlan, teacher: Any) -> None:
+    """A dict-observation teacher's env gives the student flat rows (``data.envs.flat_dict_space``):
+    the model is the MlpPolicy of those rows where the hyperparameters name a MultiInputPolicy (and
+    without the teacher's CombinedExtractor, from ``--start teacher``). It computes the same: SB3's
+    CombinedExtractor flattens each vector key and concatenates them, with no weights. model.zip is
+    written back as the MultiInputPolicy of the env's Dict (:func:`saved_as_multi_input`)."""
+    from stable_baselines3.common.torch_layers import CombinedExtractor
+
+    if getattr(teacher, "dict_space", None) is None:
+        return
+    if plan.policy == "MultiInputPolicy":
+        plan.policy = "MlpPolicy"
+    policy_kwargs = plan.kwargs.get("policy_kwargs") or {}
+    if policy_kwargs.get("features_extractor_class") is CombinedExtractor:
+        plan.kwargs["policy_kwargs"] = {
+            k: v for k, v in policy_kwargs.items() if not k.startswith("features_extractor")
+        }
 
 
 def vec_normalize_kwargs(
@@ -366,7 +438,9 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
         copy_teacher_weights(model, teacher)
     elif plan.student is not None:
         env_normalizer = teacher.normalizer if (plan.normalize or {}).get("norm_obs") else None
-        copy_student_weights(model, plan.student, algo, plan.student_loss, env_normalizer=env_normalizer)
+        copy_student_weights(
+            model, plan.student, algo, plan.student_loss, env_normalizer=env_normalizer, center_q=plan.student_center_q
+        )
     return model
 
 

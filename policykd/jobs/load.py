@@ -20,11 +20,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from policykd.data.envs import EnvRecipe
 from policykd.errors import PolicyKDError
 from policykd.fileio import read_json
 from policykd.jobs.onnx_policy import OnnxPolicy
 from policykd.jobs.resolve import RECIPE_FILE, load_recipe
+from policykd.jobs.run_folder import CONFIG_FILE as RUN_CONFIG_FILE
 from policykd.jobs.run_folder import STATE_FILE, check_finished
 from policykd.learn.multitask import CONFIG_FILE as MULTITASK_FILE
 from policykd.learn.multitask import MultiTaskStudent
@@ -50,6 +53,16 @@ class OpenedStudent:
         """The run's ``summary.json`` (None without a run folder)."""
         path = None if self.run_dir is None else self.run_dir / SUMMARY_FILE
         return read_json(path) if path is not None and path.is_file() else None
+
+    @property
+    def run_config(self) -> dict[str, Any] | None:
+        """The run's resolved ``config.yml`` (None without a run folder, or when it cannot be read)."""
+        path = None if self.run_dir is None else self.run_dir / RUN_CONFIG_FILE
+        try:
+            config = yaml.safe_load(path.read_text()) if path is not None and path.is_file() else None
+        except (OSError, yaml.YAMLError):
+            return None
+        return config if isinstance(config, dict) else None
 
 
 def load_student(path: str | Path, task: str | None = None, *, seed: int | None = None) -> StudentPolicy:

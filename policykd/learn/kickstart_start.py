@@ -111,10 +111,16 @@ def student_policy_kwargs(student: Student, algo: str, base: dict[str, Any] | No
 
 
 def copy_student_weights(
-    model: Any, student: Student, algo: str, loss: str | None = None, env_normalizer: Any = None
+    model: Any,
+    student: Student,
+    algo: str,
+    loss: str | None = None,
+    env_normalizer: Any = None,
+    center_q: bool | None = None,
 ) -> None:
     """Copy a distilled student into ``model``'s acting network (its input normalisation folded into
-    the first layer). A DQN needs a student of Q-values (distilled with ``--loss mse``).
+    the first layer). A DQN needs a student of the teacher's raw Q-values: ``loss="mse"`` and
+    ``center_q=False``, as it was distilled (:func:`check_q_value_student`).
     ``env_normalizer``: the VecNormalize statistics (an ObsNormalizer) the model's env normalises
     with; the student's own normalisation must be those, and is then left to the env."""
     if env_normalizer is not None:
@@ -129,13 +135,32 @@ def copy_student_weights(
         raise PolicyKDError(
             f"the distilled student acts in {config.action_space}, the env in {model.action_space}; start from a student of this env"
         )
-    if algo == "dqn" and loss not in (None, "mse"):
-        raise PolicyKDError(
-            f"a DQN starts from Q-values and this student was distilled with --loss {loss} (log-probabilities); "
-            "distil it with --loss mse --no-q-center, or fine-tune it with --algo ppo"
-        )
+    check_q_value_student(algo, loss, center_q)
     with torch.no_grad():
         copy_into_sb3(model.policy, student, _EXPORT_ALGO[algo])
+
+
+def check_q_value_student(algo: str, loss: str | None, center_q: bool | None) -> None:
+    """Refuse, in one line, to start a DQN / QR-DQN (``algo``) from a student whose head is not the
+    teacher's raw Q-values: TD learning bootstraps from them. Only a student distilled with
+    ``loss="mse"`` and ``center_q=False`` has them; ``kl`` / ``nll`` give log-probabilities, centred
+    MSE Q minus its mean over actions (the right greedy actions, the wrong TD targets), and None
+    (not recorded) cannot be told apart from those. Other algorithms: nothing to check."""
+    if algo not in ("dqn", "qrdqn") or (loss == "mse" and center_q is False):
+        return
+    if loss in ("kl", "nll"):
+        how = f"was distilled with --loss {loss} (log-probabilities, not Q-values)"
+    elif loss == "mse" and center_q is True:
+        how = (
+            "was distilled with centred Q-values (--loss mse without --no-q-center: Q minus its mean, wrong TD targets)"
+        )
+    else:
+        how = "does not record its loss and Q centring (the summary.json and config.yml of its `policykd distill` run)"
+    ppo = ", fine-tune it with --algo ppo" if loss in ("kl", "nll") else ""
+    raise PolicyKDError(
+        f"a {algo.upper()} starts from the teacher's raw Q-values and this student {how}; distil it again with "
+        f"--loss mse --no-q-center{ppo}, or start from the teacher (--start teacher) or from scratch"
+    )
 
 
 def _without_input_normalization(student: Student, normalizer: Any) -> Student:

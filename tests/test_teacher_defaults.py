@@ -95,6 +95,21 @@ def test_preset_none_sizes_the_student_at_a_quarter_of_the_teacher(cartpole_teac
     assert f"{n_params:,} params" in budgets.picked
 
 
+def test_a_preset_student_too_large_for_the_teacher_is_replaced_by_a_quarter_of_it():
+    """The LunarLander preset's 64x64 student suits the 256x256 DQN expert (7 %) but is the whole
+    64x64 PPO expert: that teacher gets a 25 % student and the line says why; --hidden keeps the preset's."""
+    ppo, dqn = zoo_teacher("ppo/LunarLander-v3_1"), zoo_teacher("dqn/LunarLander-v3_1")
+    assert resolve_budgets("LunarLander-v3", DistillConfig(), teacher=dqn).hidden_sizes == (64, 64)
+    budgets = resolve_budgets("LunarLander-v3", DistillConfig(), teacher=ppo)
+    n_params = make_student_for(ppo, ppo.kind, budgets.hidden_sizes).n_params
+    assert n_params <= 0.25 * ppo.n_params
+    assert budgets.n_transitions == 100_000  # the preset's budgets stay
+    assert "preset's 64×64 student would be 100 % of this teacher's 4,996 acting params" in budgets.picked
+    assert "--hidden 64 64 keeps it" in budgets.picked
+    kept = resolve_budgets("LunarLander-v3", DistillConfig(hidden_sizes=(64, 64)), teacher=ppo)
+    assert kept.hidden_sizes == (64, 64) and kept.picked == ""
+
+
 def test_student_fraction_overrides_the_preset_size(cartpole_teacher):
     budgets = resolve_budgets("CartPole-v1", DistillConfig(student_fraction=0.01), teacher=cartpole_teacher)
     n_params = make_student_for(cartpole_teacher, cartpole_teacher.kind, budgets.hidden_sizes).n_params

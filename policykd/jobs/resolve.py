@@ -348,7 +348,7 @@ def resolve_budgets(
     the teacher (:func:`teacher_defaults`) replace the preset's."""
     keys = [field.name for field in dataclasses.fields(Budgets) if field.name not in ("picked", "max_eval_episodes")]
     use_file = uses_preset(env_id, config)
-    derived, picked = teacher_defaults(teacher, config, use_file) if teacher is not None else ({}, "")
+    derived, picked = teacher_defaults(teacher, config, use_file, fallback) if teacher is not None else ({}, "")
     given = {key: getattr(config, key, None) for key in keys}
     asked = {key: given[key] if given[key] is not None else (fallback or {}).get(key) for key in keys}
     merged = {key: derived.get(key) if asked[key] is None else asked[key] for key in keys}
@@ -405,14 +405,20 @@ def teacher_domain(teacher: Teacher) -> str:
     return "classic-control"
 
 
-def teacher_defaults(teacher: Teacher, config: Any, use_file: bool) -> tuple[dict[str, Any], str]:
+def teacher_defaults(
+    teacher: Teacher, config: Any, use_file: bool, fallback: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], str]:
     """The budgets derived from ``teacher`` where no preset applies (``use_file`` False): its
     domain's (presets.TEACHER_DEFAULTS) and a student of about ``--student-fraction`` (default
     presets.STUDENT_FRACTION) of its acting parameters; with a preset, only the student's size,
-    and only when ``--student-fraction`` is given. Returns them and the line that says why."""
+    and only when ``--student-fraction`` is given or the preset's student is too large for this
+    teacher (:func:`oversized_preset_student`). Returns them and the line that says why."""
     fraction = getattr(config, "student_fraction", None)
+    oversized = ""
     if use_file and fraction is None:
-        return {}, ""
+        oversized = oversized_preset_student(teacher, config, fallback)
+        if not oversized:
+            return {}, ""
     fraction = STUDENT_FRACTION if fraction is None else check_student_fraction(fraction)
     domain = teacher_domain(teacher)
     values = {} if use_file else dict(TEACHER_DEFAULTS[domain])
@@ -436,7 +442,34 @@ def teacher_defaults(teacher: Teacher, config: Any, use_file: bool) -> tuple[dic
     if not use_file:
         reason = "--preset none" if has_preset(teacher.recipe.env_id) else f"no preset for {teacher.recipe.env_id}"
         why = f"defaults from the teacher ({reason}): {domain} budgets ({{budget}}); {why}"
+    elif oversized:
+        why = f"{oversized}, so {why}"
     return values, why
+
+
+MAX_PRESET_STUDENT_SHARE = 0.3
+"""A preset's student size serves the experts it was written for; a teacher for which it would be more
+than this share of the acting parameters (a 64x64 PPO expert under a preset sized for 256x256 DQN
+experts) gets a student of STUDENT_FRACTION instead: a default that does not compress is no default."""
+
+
+def oversized_preset_student(teacher: Teacher, config: Any, fallback: Mapping[str, Any] | None = None) -> str:
+    """Why the preset's student is too large for ``teacher`` (its share of the teacher's acting
+    parameters is above MAX_PRESET_STUDENT_SHARE), or "" when it fits or the config or ``fallback``
+    sizes the student."""
+    sizes = ("hidden_sizes", "cnn_width")
+    if any(getattr(config, key, None) is not None or key in (fallback or {}) for key in sizes):
+        return ""
+    preset, image = load_preset(teacher.recipe.env_id), teacher_domain(teacher) == "image"
+    hidden = tuple(preset["hidden_sizes"])
+    cnn_width = preset["cnn_width"] if image else 1.0  # an MLP student: the preset's CNN width does not apply
+    share = make_student_for(teacher, teacher.kind, hidden, cnn_width).n_params / teacher.n_params
+    if share <= MAX_PRESET_STUDENT_SHARE:
+        return ""
+    size = f"CNN width {cnn_width:g}" if image else "×".join(map(str, hidden))
+    keep = f"--cnn-width {cnn_width:g}" if image else f"--hidden {' '.join(map(str, hidden))}"
+    return (f"the {teacher.recipe.env_id} preset's {size} student would be {100 * share:.0f} % of this teacher's "
+            f"{teacher.n_params:,} acting params ({keep} keeps it)")  # fmt: skip
 
 
 LR_REFERENCE_WIDTH, MAX_LR_SCALE = 64, 10.0

@@ -250,7 +250,8 @@ class Student(nn.Module):
         """Env actions for raw observations ``(B, *obs_shape)``; with the env's ``action_masks (B, A)``
         (True: allowed, as MaskablePPO's), only allowed actions. Not ``deterministic``: sampled from
         the student's distribution, or epsilon-greedy with ``config.exploration_rate`` where it is set."""
-        obs = torch.as_tensor(np.asarray(observations), device=self.obs_mean.device)  # where the student is
+        # where the student is; a read-only array (an env's frozen observation) is copied, as torch needs
+        obs = torch.as_tensor(np.require(observations, requirements="W"), device=self.obs_mean.device)
         epsilon = self.config.exploration_rate
         greedy = deterministic or epsilon is not None
         actions = self.mapper.from_student(masked_output(self(obs), action_masks), greedy, rng)

@@ -214,6 +214,10 @@ def test_the_readme_quotes_the_drivers_table_as_recorded() -> None:
     recorded = (REPO / "benchmarks/results/compare_drivers.md").read_text()
     sections = {m.group(1): m.group(2) for m in re.finditer(r"^## (\S+)\n(.*?)(?=^## |\Z)", recorded, re.S | re.M)}
     rows = re.findall(r"^\| (\S+) \(([\d,]+), ([\d,]+)\) \| (.+?) \| (.+?) \| (.+?) \|$", README, re.M)
+    if not rows and benchmarks_common.stale_cells("compare_drivers"):  # withheld until the rerun lands
+        withheld = [line for line in README.splitlines() if line.startswith(benchmarks_common.WITHHELD)]
+        assert any("benchmarks/compare_drivers.py --refresh-stale" in line for line in withheld), "say it is withheld"
+        return
     assert len(rows) == 5, "the README's drivers table"
     for env_id, labels, _, *quoted in rows:
         name = f"{env_id}-fine" if env_id == "LunarLander-v3" and labels == "1,000" else env_id

@@ -517,10 +517,51 @@ COMMANDS = {
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """argparse's errors as one line (``policykd distill: error: ...``), not the whole usage."""
+    """argparse's errors as one line (``policykd distill: error: ...``), not the whole usage, with
+    a "did you mean" for a mistyped command, choice or option."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._argv = list(sys.argv[1:] if args is None else args)  # the command an unknown option came with
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see {self.prog} --help\n")
+        hint = _did_you_mean(message, self._known_options())
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}{hint}; see {self.prog} --help\n")
+
+    def _known_options(self) -> list[str]:
+        """The long options of the command on this command line (of this parser if it has none):
+        argparse reports unknown options from the top-level parser, which knows no command's."""
+        parser: argparse.ArgumentParser = self
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                command = next((a for a in getattr(self, "_argv", []) if a in action.choices), None)
+                parser = action.choices[command] if command else self
+        return [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+
+
+def _did_you_mean(message: str, options: list[str]) -> str:
+    """`` (did you mean 'distill'?)`` for the closest valid word to the one ``message`` rejects."""
+    import difflib
+    import re
+
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        words, candidates = [choice.group(1)], re.findall(r"'([^']*)'", choice.group(2))
+    elif message.startswith("unrecognized arguments:"):
+        words = [w.split("=")[0] for w in message.split(":", 1)[1].split() if w.startswith("--")]
+        candidates = options
+    else:
+        return ""
+    names = {c.lstrip("-"): c for c in candidates}  # compared without dashes, which every option shares
+    for word in words:
+        name = word.lstrip("-")
+        # an option with a word added or cut (--out-dir for --out) before one merely spelt alike
+        stems = [n for n in names if name.startswith(f"{n}-") or n.startswith(f"{name}-")]
+        close = sorted(stems, key=len, reverse=True)[:1] or difflib.get_close_matches(name, names, n=1, cutoff=0.7)
+        if close:
+            suggestion = names[close[0]]
+            return f" (did you mean {suggestion}?)" if word.startswith("-") else f" (did you mean '{suggestion}'?)"
+    return ""
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -164,7 +164,8 @@ CASES: list[Case] = [
     Case("options", "train-expert without --env", "train-expert --algo ppo --zoo-dir {O}", "train-expert needs --env"),
     Case("options", "unknown option", "distill --nosuch", "unrecognized arguments: --nosuch"),
     Case("options", "--hidden 64,abc", "distill --hidden 64,abc", "invalid int value: '64,abc'"),
-    Case("options", "unknown command", "distil", "invalid choice: 'distil'"),
+    Case("options", "mistyped option", f"distill --teacher {CP} --out-dir {{O}}", "(did you mean --out?)"),
+    Case("options", "mistyped command", "distil", "did you mean 'distill'?"),
     Case("options", "collect without --out", f"collect --teacher {CP}", "--out is required"),
     Case("options", "zoo with an argument", "zoo agents", "unrecognized arguments: agents"),
     # -- numbers: zero, negative, nan, inf, huge ---------------------------------------------------------

@@ -48,6 +48,8 @@ EXPERTS: list[tuple[str, str, int, int | None, int, int, int]] = [
     # issue 22's second Atari game: rl-zoo's Atari PPO recipe, 3M of its 10M steps (as Pong);
     # ~190 steps/s on 2 cores, so it trains across sessions from resume/ (or in minutes on a GPU)
     ("ppo", "BreakoutNoFrameskip-v4", 0, 3_000_000, 50_000, 3, 1),
+    # issue 18's continuous-action Box2D expert for small_data.py: a Gaussian PPO, rl-zoo's recipe
+    ("ppo", "LunarLanderContinuous-v3", 0, None, 100_000, 10, 1),
 ]
 
 

@@ -236,7 +236,7 @@ FIGURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+\.\d+|\d+(?= %))(?![\w.]
 SETTINGS = re.compile(
     r"[τελ] ?=? ?\d[\d.e-]*|lr \d[\d.e-]*|--[\w-]+ [\d.,]+|>= ?\d[\d.]*"
     r"|default [\d,.]+|gymnasium \d[\d.]*|action\s+noise \d[\d.]*|\(0\.1, the default\)|\b95 %|~25 %, 7 % and 4 %"
-    r"|1,000 LunarLander transitions are one env's 1,000|ending 42 % above it|\(of 100, 200, 500, 1,000, 2,000, 5,000 transitions\)|\d+ % (?:CI|interval)|at most 25 %|action\s+(?:gets\s+)?90 %|spread of 4,000 actions|within ±2\.5 %|below 10,000 steps"
+    r"|1,000 LunarLander transitions are one env's 1,000|ending 42 % above it|\(of 100, 200, 500, 1,000, 2,000, 5,000 transitions[;)]|\d+ % (?:CI|interval)|at most 25 %|action\s+(?:gets\s+)?90 %|spread of 4,000 actions|within ±2\.5 %|below 10,000 steps"
 )
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?")
 

@@ -59,9 +59,12 @@ FINETUNE_EXAMPLES = """examples:
   policykd finetune --teacher agents/dqn/LunarLander-v3_1 --start runs/dqn-student --schedule performance
   policykd finetune --teacher agents/ppo/CartPole-v1_1 --net-fraction 0.5 --schedule exponential:20000
   policykd finetune --teacher agents/ppo/CartPole-v1_1 --timesteps 200000 --out runs/ft --resume   (continue a stopped run)
+  policykd finetune --teacher agents/ppo/LunarLander-v3_1 --teacher agents/ppo/LunarLander-v3_2 --merge mean-logits
 
 loss = SB3's loss + lambda * distillation loss toward the teacher (--loss kl | nll | mse; a DQN / QR-DQN
 student: QDagger's tau-KL) - entropy_coef * entropy; rl-zoo's hyperparameters for --algo on the env.
+Several --teacher: the term's target merges theirs (--merge, --teacher-weights); the first teacher gives
+the env, the hyperparameters and --start teacher's weights; the student is compared with the best one.
 """
 COMPARE_EXAMPLES = """examples:
   policykd compare-drivers --teacher agents/ppo/LunarLander-v3_1 --seeds 3
@@ -494,8 +497,11 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
         f"\n{s['env_id']}: {s['algo'].upper()} student from {s['start']}, lambda {s['schedule']}, "
         f"{s['n_timesteps']:,} env steps, hyperparameters from {s['hyperparams_source']}"
     )
+    teachers = [(f"teacher {t['source']}", t["return"]) for t in s.get("teachers", [])]
+    if teachers:
+        print(f"ensemble of {len(teachers)} teachers, merge {s['merge']}; the student is compared with the best")
     rows = [[who, f"{r['mean']:.1f} ± {r['std']:.1f}", f"[{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]"]
-            for who, r in (("teacher", s["teacher_return"]), ("student", s["student_return"]))]  # fmt: skip
+            for who, r in (*(teachers or [("teacher", s["teacher_return"])]), ("student", s["student_return"]))]  # fmt: skip
     _print_table(rows, ["policy", "return (mean ± std)", "95 % CI"])
     if s["hyperparams_not_applied"]:
         print(f"rl-zoo settings not applied: {', '.join(f'{k}: {v}' for k, v in s['hyperparams_not_applied'].items())}")

@@ -122,7 +122,7 @@ SWEEP = (*EXPERIMENT, "trust_pickles", "temperatures", "n_transitions", "epsilon
          "kl_direction", "n_updates", "bins", "backend", "ray_address")  # fmt: skip
 DRIVERS = (*EXPERIMENT, "trust_pickles", "drivers", "dagger_schedule", "rounds", "round_transitions", "round_updates",
            "capacity", "loss", "temperature", "stochastic_drivers", "backend", "ray_address", "workers")  # fmt: skip
-FINETUNE = ("teacher", "zoo", "env", "trust_pickles", "algo", "start", "net_fraction", "lambda_schedule", "entropy_coef",
+FINETUNE = ("teacher", "merge", "teacher_weights", "zoo", "env", "trust_pickles", "algo", "start", "net_fraction", "lambda_schedule", "entropy_coef",
             "timesteps", "teacher_return", "value_init", "exploration_initial_eps", *LOSS, "seed", "eval_episodes", "eval_every_steps", "out_dir", "overwrite", "device",
             "resume", "checkpoint_every")  # fmt: skip
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from stable_baselines3 import PPO
 from test_cli import assert_one_line_error, run_cli
 from torch import nn
@@ -43,6 +44,37 @@ def test_finetune_cli_end_to_end(cartpole_expert_dir: Path, tmp_path: Path, caps
     model = PPO.load(out / "model.zip", device="cpu")  # plain SB3 reads the run's zip
     assert model.predict(np.zeros(4, np.float32), deterministic=True)[0] in (0, 1)
     assert {"distill/lambda", "distill/loss", "eval/student_return", "train/policy_gradient_loss"} <= _tags(out / "tb")
+
+
+def test_an_ensemble_of_teachers_is_merged_in_the_term(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Two CartPole teachers of different kinds (PPO logits, DQN Q-values) give the term one merged
+    target; both play the evaluation episodes, and the student is compared with the better one."""
+    from policykd.learn.merging import Merge
+
+    out = tmp_path / "run"
+    teachers = [str(REPO / "agents/ppo/CartPole-v1_1"), str(REPO / "agents/dqn/CartPole-v1_1")]
+    argv = ["finetune", "--teacher", teachers[0], "--teacher", teachers[1], "--merge", "mean-logits",
+            "--teacher-weights", "2", "1", "--timesteps", "256", "--eval-episodes", "2", "--out", str(out)]  # fmt: skip
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "ensemble of 2 teachers, merge mean-logits" in stdout
+    summary = read_json(out / "summary.json")
+    assert summary["algo"] == "ppo" and summary["merge"] == "mean-logits" and summary["teacher_weights"] == [2.0, 1.0]
+    assert [t["source"] for t in summary["teachers"]] == teachers
+    best = max(t["return"]["mean"] for t in summary["teachers"])
+    assert summary["teacher_return"]["mean"] == best
+    assert summary["return_ratio"] == pytest.approx(summary["student_return"]["mean"] / best)
+
+    from policykd.jobs.finetune import FinetuneConfig, build_model, plan_model, resolve_ensemble
+
+    config = FinetuneConfig(teachers=tuple(teachers), merge="most-confident", n_timesteps=64)
+    ensemble, merge = resolve_ensemble(config)
+    model = build_model(config, ensemble, "ppo", plan_model(config, ensemble[0], "ppo"), None, merge)
+    assert len(model.distill_teachers) == 2 and isinstance(model.distill_merge, Merge)
+    assert model.distill_merge.strategy == "most-confident"
+    model.distill_lambda = 1.0
+    term = model.distill_term(torch.zeros(4, 4))
+    assert term.ndim == 0 and torch.isfinite(term) and term.requires_grad
 
 
 def test_an_existing_run_folder_is_refused_unless_overwrite(
@@ -101,6 +133,26 @@ def test_start_from_a_distilled_run_folder_plays_as_the_student(
         (["--start", "no/such/run"], "is not a policykd student"),
         (["--start", "teacher", "--algo", "a2c"], "needs the teacher's algorithm"),
         (["--timesteps", "0"], "--timesteps must be an integer >= 1"),
+        (["--merge", "mean-logits"], "--merge and --teacher-weights need several --teacher"),
+        (
+            ["--teacher", "agents/ppo/CartPole-v1_1", "--teacher", "agents/dqn/Acrobot-v1_1"],
+            "is an expert for Acrobot-v1, not CartPole-v1",
+        ),
+        (
+            ["--teacher", "agents/ppo/LunarLander-v3_1", "--teacher", "agents/ppo/LunarLander-v3_2", "--merge", "vote"],
+            "unknown merge strategy 'vote'",
+        ),
+        (
+            [
+                "--teacher",
+                "agents/ppo/LunarLander-v3_1",
+                "--teacher",
+                "agents/ppo/LunarLander-v3_2",
+                "--teacher-weights",
+                "1",
+            ],
+            "got 1 teacher weight(s) for 2 teacher(s)",
+        ),
     ],
 )
 def test_bad_inputs_are_one_line(
@@ -246,7 +298,7 @@ def test_a_pretrained_q_student_explores_at_the_final_epsilon_and_acts_during_wa
         0.16,
     )
     assert plan.not_applied["exploration_initial_eps"].startswith("1, replaced by 0.04")  # the CLI prints it
-    model = build_model(config, teacher, "dqn", plan, None)
+    model = build_model(config, [teacher], "dqn", plan, None)
     assert model.exploration_schedule(1.0) == pytest.approx(0.04) and model.learning_starts == 1000
     model.exploration_rate = 0.0
     states = np.random.default_rng(0).normal(0, 0.5, (24, 4)).astype(np.float32)

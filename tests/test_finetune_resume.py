@@ -167,7 +167,7 @@ def test_the_student_reads_the_observations_the_teacher_reads(vecnormalize_teach
     teacher = resolve_teacher(config.teacher, None)
     plan = plan_model(config, teacher, "ppo")
     assert plan.normalize == {"norm_obs": True, "norm_reward": True, "gamma": 0.95, "clip_obs": 3.0, "epsilon": 1e-8}
-    model = build_model(config, teacher, "ppo", plan, None)
+    model = build_model(config, [teacher], "ppo", plan, None)
     venv = model.get_vec_normalize_env()
     assert venv.training and venv.clip_obs == 3.0 and venv.gamma == 0.95 and venv.obs_rms.count == STATS["count"]
     raw = np.random.default_rng(0).normal(0, 3, (64, 4)).astype(np.float32)  # some beyond clip_obs

@@ -1,6 +1,12 @@
 """``policykd finetune``: train a student with the environment's reward plus a distillation term
 toward the teacher (``learn/kickstart.py``), with SB3's own algorithm and rl-zoo's hyperparameters.
 
+Several ``--teacher`` (an ensemble of one env, as ``policykd distill`` takes it) give the term one
+target, their softened outputs merged by ``--merge`` / ``--teacher-weights`` (``learn/merging.py``);
+the first teacher gives the env recipe, rl-zoo's hyperparameters, ``--start teacher``'s weights and
+``--value-init``'s values; every teacher plays the evaluation episodes, and the student is compared
+with the best of them.
+
 The student starts from scratch (``--net-fraction`` of the teacher's layers), from a distilled
 policykd student (a run folder of ``policykd distill``) or from the teacher's weights
 (``learn/kickstart_start.py``). It trains in the teacher's env recipe. A teacher trained with
@@ -25,7 +31,7 @@ import contextlib
 import dataclasses
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +40,10 @@ import numpy as np
 from policykd.checks import check_int, check_out_dir, check_probability
 from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, write_json_atomic
-from policykd.jobs.config import LossOptions
+from policykd.jobs.config import CollectConfig, LossOptions
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, evaluate_policy, evaluate_teacher
 from policykd.jobs.finetune_run import EvalCurve, FinetuneRun, SB3Actor, remove_checkpoints
-from policykd.jobs.resolve import resolve_teacher
+from policykd.jobs.resolve import make_run_merge, resolve_teachers
 from policykd.jobs.run_folder import (
     check_resume_options,
     check_run_folder,
@@ -60,6 +66,13 @@ class FinetuneConfig(LossOptions):
 
     teacher: str | None = None
     """rl-zoo folder, SB3 .zip or hub id (default: the env preset's expert)."""
+    teachers: tuple[str, ...] = ()
+    """Several teachers of one env (an ensemble): the distillation term's target merges theirs;
+    overrides ``teacher``. The first gives the env recipe, the hyperparameters and the start."""
+    merge: str | None = None
+    """How several teachers' targets combine (merging.MERGE_NAMES; default mean-probs)."""
+    teacher_weights: tuple[float, ...] | None = None
+    """Per-teacher weights for the merge (default equal)."""
     env_id: str | None = None
     zoo_dir: str | None = None
     trust_pickles: bool = False
@@ -89,7 +102,8 @@ class FinetuneConfig(LossOptions):
     """PPO / A2C: fit the student's value head to the teacher's value on this many observations the
     student visits, before RL (0: no)."""
     teacher_return: float | None = None
-    """G_teacher of the performance schedule and the return ratio (default: the expert's recorded score)."""
+    """G_teacher of the performance schedule and the return ratio (default: the expert's recorded
+    score; of an ensemble, the best teacher's)."""
     seed: int = 0
     n_eval_episodes: int | None = None
     """Episodes per evaluation (default: the env preset's)."""
@@ -114,8 +128,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
 
     started = time.perf_counter()
     _check_options(config)
-    options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
-    teacher = resolve_teacher(config.teacher, config.env_id, **options)
+    teachers, merge = resolve_ensemble(config)
+    teacher = teachers[0]
     algo = config.algo or teacher.algo
     check_algo_fits(algo, teacher.action_space, teacher.kind)
     setup = plan_model(config, teacher, algo)
@@ -125,23 +139,40 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         return finished
     n_eval = config.n_eval_episodes or int(load_preset(teacher.recipe.env_id).get("n_eval_episodes", 10))
     eval_seed = config.seed + EVAL_SEED_OFFSET
-    teacher_stats = evaluate_teacher(teacher, n_eval, eval_seed)
+    teacher_stats = [evaluate_teacher(t, n_eval, eval_seed) for t in teachers]
     out_dir = claim_run_folder(config.out_dir, _default_folder(config, teacher.recipe.env_id, algo))
     resume = RESUME_MAY_DIFFER if config.resume else None
     with run_folder(out_dir, dataclasses.asdict(config), config.overwrite, resume):
-        model = build_model(config, teacher, algo, setup, out_dir / TB_DIR)
+        model = build_model(config, teachers, algo, setup, out_dir / TB_DIR, merge)
         curve = EvalCurve(teacher.recipe, n_eval, eval_seed, config.eval_every_steps)
         run = FinetuneRun(out_dir, curve, config.checkpoint_every_s, config.seed)
         _train(config, model, teacher, run, out_dir)
         student_stats = evaluate_policy(SB3Actor(model), teacher.recipe, n_eval, seed=eval_seed)
         curve.add(int(model.num_timesteps), student_stats)
         _save_student(model, out_dir, getattr(teacher, "dict_space", None))
-        summary = _summary(config, teacher, algo, setup, student_stats, teacher_stats, curve.points)
+        summary = _summary(config, teachers, algo, setup, student_stats, teacher_stats, curve.points)
         summary["value_init"] = run.extra["value_init"]
         summary.update(out_dir=str(out_dir), wall_time_s=time.perf_counter() - started)
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
     remove_checkpoints(out_dir)  # the run is done: nothing to resume
     return summary
+
+
+def resolve_ensemble(config: FinetuneConfig) -> tuple[list[Any], Any]:
+    """The teachers (several: one env and its spaces, checked as ``policykd distill`` checks an
+    ensemble) and the merge of their targets (``single_teacher`` for one)."""
+    named = CollectConfig(
+        teacher=config.teacher,
+        teachers=config.teachers,
+        env_id=config.env_id,
+        trust_pickles=config.trust_pickles,
+        zoo_dir=config.zoo_dir,
+        device=config.device,
+        merge=config.merge,
+        teacher_weights=config.teacher_weights,
+    )
+    teachers = resolve_teachers(named)
+    return teachers, make_run_merge(named, len(teachers))
 
 
 def _train(config: FinetuneConfig, model: Any, teacher: Any, run: FinetuneRun, out_dir: Path) -> None:
@@ -406,13 +437,17 @@ def _action_noise(kwargs: dict[str, Any], zoo: dict[str, Any], action_space: Any
     kwargs["action_noise"] = classes[noise_type](np.zeros(dim), float(noise_std or 0.1) * np.ones(dim))
 
 
-def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan, tb_dir: Path | None) -> Any:
-    """The Kickstart model on the teacher's env recipe, with the start point's weights copied in."""
+def build_model(
+    config: FinetuneConfig, teachers: Sequence[Any], algo: str, plan: ModelPlan, tb_dir: Path | None, merge: Any = None
+) -> Any:
+    """The Kickstart model on the (first) teacher's env recipe, with the start point's weights copied
+    in; the distillation term merges the teachers' targets by ``merge`` (None: one teacher)."""
     from policykd.data.envs import make_vec_env
     from policykd.data.vec_normalize import wrap_vec_normalize
     from policykd.learn.kickstart import KICKSTART_CLASSES
     from policykd.learn.kickstart_start import copy_student_weights, copy_teacher_weights
 
+    teacher = teachers[0]
     env = make_vec_env(teacher.recipe, plan.n_envs, config.seed)
     if plan.normalize is not None:
         env = wrap_vec_normalize(env, plan.normalize, teacher.normalizer)
@@ -420,7 +455,8 @@ def build_model(config: FinetuneConfig, teacher: Any, algo: str, plan: ModelPlan
         model = KICKSTART_CLASSES[algo](
             plan.policy,
             env,
-            teacher=teacher,
+            teacher=list(teachers),
+            merge=merge,
             schedule=config.schedule,
             loss=config.loss,
             loss_options=loss_options(config),
@@ -454,16 +490,19 @@ def loss_options(config: FinetuneConfig) -> dict[str, Any]:
 
 def _summary(
     config: FinetuneConfig,
-    teacher: Any,
+    teachers: Sequence[Any],
     algo: str,
     plan: ModelPlan,
     student: ReturnStats,
-    teacher_stats: ReturnStats,
+    teacher_stats: Sequence[ReturnStats],
     curve: list[list[float]],
 ) -> dict[str, Any]:
+    """``teacher_return``: the best teacher's on the evaluation episodes (the student's are the same
+    episodes); an ensemble's every teacher is in ``teachers``."""
     from policykd.learn.kickstart import default_loss
 
-    return {
+    teacher, best = teachers[0], max(teacher_stats, key=lambda stats: stats.mean)
+    summary = {
         "env_id": teacher.recipe.env_id,
         "teacher": teacher.source,
         "teacher_algo": teacher.algo,
@@ -481,11 +520,19 @@ def _summary(
         "exploration": plan.exploration,
         "warmup_with_policy": config.start != "scratch",
         "student_return": student.to_json(),
-        "teacher_return": teacher_stats.to_json(),
-        "return_ratio": student.mean / teacher_stats.mean if teacher_stats.mean else None,
+        "teacher_return": best.to_json(),
+        "return_ratio": student.mean / best.mean if best.mean else None,
         "curve": curve,
         "seed": config.seed,
     }
+    if len(teachers) > 1:
+        summary["merge"] = config.merge or "mean-probs"
+        summary["teacher_weights"] = config.teacher_weights
+        summary["teachers"] = [
+            {"source": t.source, "algo": t.algo, "kind": t.kind, "return": stats.to_json()}
+            for t, stats in zip(teachers, teacher_stats, strict=True)
+        ]
+    return summary
 
 
 def _default_folder(config: FinetuneConfig, env_id: str, algo: str) -> Path:

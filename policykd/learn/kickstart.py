@@ -119,7 +119,7 @@ class KickstartMixin:
     ``performance``) or a number (constant lambda). ``loss``: ``kl`` | ``nll`` | ``mse`` (default: kl;
     mse for TD3) or a LossFn; ``loss_options`` go to ``losses.make_loss`` (temperature, direction,
     ...; a Q-learner's kl softens both sides by default). ``teacher_return``: G_teacher for the
-    performance schedule and the logged ratio (default: the expert's recorded score).
+    performance schedule and the logged ratio (default: the expert's recorded score; of several, the best).
     ``warmup_with_policy``: an off-policy student acts with its policy (and its exploration) during
     SB3's ``learning_starts`` steps, not uniformly at random: for a pre-trained start, whose policy
     the warm-up transitions should show (training still waits ``learning_starts`` steps)."""
@@ -154,7 +154,8 @@ class KickstartMixin:
         self.distill_entropy_coef = check_lambda(entropy_coef, "entropy_coef")
         if self.distill_entropy_coef and self.algo_name == "td3":
             raise PolicyKDError("a TD3 actor is deterministic and has no entropy; drop entropy_coef")
-        recorded = (teachers[0].score or {}).get("mean")
+        scores = [(t.score or {}).get("mean") for t in teachers]
+        recorded = max((s for s in scores if s is not None), default=None)  # an ensemble's best teacher
         self.distill_teacher_return = teacher_return if teacher_return is not None else recorded
         if self.distill_teacher_return is not None and not (
             math.isfinite(float(self.distill_teacher_return)) and float(self.distill_teacher_return) != 0
@@ -166,7 +167,7 @@ class KickstartMixin:
         if _is_performance(self.distill_schedule) and self.distill_teacher_return is None:
             raise PolicyKDError(
                 f"the performance lambda schedule needs the teacher's return and {teachers[0].source} records "
-                "none; pass teacher_return= (CLI: --teacher-return)"
+                f"none{'' if len(teachers) == 1 else ' (nor do the other teachers)'}; pass teacher_return= (CLI: --teacher-return)"
             )
         self.distill_lambda, self.distill_values, self._distill_obs = 0.0, [], None
         self.distill_warmup_with_policy = warmup_with_policy

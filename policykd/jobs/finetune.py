@@ -55,6 +55,8 @@ from policykd.learn.schedules import check_lambda, parse_lambda_schedule
 from policykd.zoo.presets import load_preset
 
 SUMMARY_FILE, MODEL_FILE, TB_DIR, VEC_NORMALIZE_FILE = "summary.json", "model.zip", "tb", "vecnormalize.json"
+# the FinetuneConfig fields that name the teachers, as CollectConfig has them (resolve_ensemble)
+TEACHER_FIELDS = ("teacher", "teachers", "env_id", "trust_pickles", "zoo_dir", "device", "merge", "teacher_weights")
 # FinetuneConfig fields that change no result: a run resumes whatever they were
 RESUME_MAY_DIFFER = ("out_dir", "overwrite", "resume", "progress_bar", "checkpoint_every_s", "device")
 
@@ -161,16 +163,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
 def resolve_ensemble(config: FinetuneConfig) -> tuple[list[Any], Any]:
     """The teachers (several: one env and its spaces, checked as ``policykd distill`` checks an
     ensemble) and the merge of their targets (``single_teacher`` for one)."""
-    named = CollectConfig(
-        teacher=config.teacher,
-        teachers=config.teachers,
-        env_id=config.env_id,
-        trust_pickles=config.trust_pickles,
-        zoo_dir=config.zoo_dir,
-        device=config.device,
-        merge=config.merge,
-        teacher_weights=config.teacher_weights,
-    )
+    named = CollectConfig(**{name: getattr(config, name) for name in TEACHER_FIELDS})
     teachers = resolve_teachers(named)
     return teachers, make_run_merge(named, len(teachers))
 

@@ -271,14 +271,31 @@ def verdicts(s: dict[str, Any]) -> list[str]:
     methods, default = s["methods"], s["default"]
     if default not in methods or "imitation" not in methods:
         return ["- goals not checked: the default or imitation's BC was not run"]
-    gaps = [(n, d[0] - i[0]) for n, d, i in zip(s["budgets"], methods[default]["curve"], methods["imitation"]["curve"])]
-    behind = [f"{n:,} ({gap:+.1f} points)" for n, gap in gaps if gap < 0]
+    # Paired over seeds (same seed, same buffer for both): a gap whose 95 % CI reaches 0 is within noise.
+    gaps = [
+        (n, *mean_ci([d - i for d, i in zip(ours, theirs)]))
+        for n, ours, theirs in zip(s["budgets"], methods[default]["pct_per_seed"], methods["imitation"]["pct_per_seed"])
+    ]
+    paired = len(s["seeds"]) > 1
+    behind = [
+        f"{n:,} ({gap:+.1f} points" + (f", paired 95 % CI [{lo:+.1f}, {hi:+.1f}])" if paired else ")")
+        for n, gap, lo, hi in gaps
+        if round(gap, 1) < 0  # behind as printed: -0.0 is a tie
+    ]
+    beyond_noise = [f"{n:,}" for n, gap, lo, hi in gaps if hi < 0] if paired else None
     ours, theirs = methods[default]["to_target"], methods["imitation"]["to_target"]
     ratio = "not computable" if ours is None or theirs is None else f"{ours / theirs:.2f}×"
     third = ours is not None and (theirs is None or 3 * ours <= theirs)
     return [
         "- default ≥ imitation's BC at every budget: "
-        + ("yes" if not behind else f"no, behind at {', '.join(behind)}"),
+        + ("yes" if not behind else f"no, behind at {', '.join(behind)}")
+        + (
+            ""
+            if not behind
+            else "; behind beyond the seeds' noise (paired CI below 0) at: " + (", ".join(beyond_noise) or "none")
+            if paired
+            else "; one seed, so no gap can be told from noise"
+        ),
         f"- transitions to {TARGET_PCT:g} %: default {fmt_n(ours)}, imitation's BC {fmt_n(theirs)} (ratio {ratio}); "
         + ("at most a third: yes" if third else "at most a third: no"),
     ]

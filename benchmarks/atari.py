@@ -17,7 +17,7 @@ teacher" is normalised with random = 0 % on the same episodes. The two sizes of 
 one buffer (the larger cell's, reused with `--buffer`): collection is seeded, so it is the buffer
 the smaller cell would collect, and the two sizes are compared on the same data.
 
-An expert still training (no finished `expert.json`, as Breakout while it trains) is listed and
+An expert still training (no finished `expert.json`) is listed and
 skipped with the reason. The protocol notes (life loss, FIRE, sticky actions, noops, frame skip,
 reward clipping, greedy or sampled acting, episode seeds) are checked on the built envs each run.
 Results: `results/atari.md` and `.json` (`--quick`: `atari-quick.*`), one cached JSON per cell

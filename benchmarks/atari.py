@@ -106,11 +106,16 @@ def cell_config(folder: Path, width: float, seed: int, args: Any, buffer: Path |
     )
 
 
+def cell_name(expert: str, fraction: float, seed: int) -> str:
+    """A cell's cache name and run folder name."""
+    return f"{expert.replace('/', '-')}-f{fraction:g}-seed{seed}"
+
+
 def run_seed(expert: str, folder: Path, widths: dict[float, float], seed: int, args: Any, cache: TaskCache):
     """Both sizes of one seed, the larger first; the smaller trains on the larger one's buffer."""
     cells, buffer = {}, None
     for fraction in SIZES:
-        name = f"{expert.replace('/', '-')}-f{fraction:g}-seed{seed}"
+        name = cell_name(expert, fraction, seed)
         config = cell_config(folder, widths[fraction], seed, args, buffer, name)
         asked = dataclasses.replace(config, buffer=None, device="cpu")  # the question: the same buffer either way
         print(f"{name}: CNN width {widths[fraction]:g}", flush=True)

@@ -402,6 +402,7 @@ README_BLOCKS = {
     "demo": "distill_checks",
     "distill-checks": "distill_checks",
     "atari": "atari",
+    "atari-ablations": "atari_ablations",  # its sampled column quotes atari.py's cells (the "atari" block)
     "vs-imitation": "vs_imitation",
     "soft-vs-hard": "soft_vs_hard",
     "overlap": "throughput",

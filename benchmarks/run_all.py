@@ -47,6 +47,7 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("no_preset.py", True, "no_preset.md"),
     ("kickstart.py", True, "kickstart.md"),
     ("atari.py", True, "atari.md"),
+    ("atari_ablations.py", True, "atari_ablations.md"),
 ]
 
 

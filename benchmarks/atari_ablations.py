@@ -11,21 +11,37 @@ Ablations, each measured against atari.py's cell of the same expert, size and se
   both, as rl-zoo scores Atari. The random policy is the cell's. If the student keeps a larger share
   of its teacher greedily than sampled, the gap lies in the tails of the action distribution (where
   sampling goes), not in the actions the teacher prefers.
+- **whose states**: how far the student is from its teacher (KL(teacher ‖ student) and greedy-action
+  agreement, per state) on states of its training buffer, on fresh states the
+  teacher visits (its own sampled play on the evaluation env seeds, not in the buffer) and on the
+  states the student visits when it plays (sampled). A student much further from its teacher on its
+  own states than on the teacher's errs where its mistakes led it (compounding error: DAgger's case);
+  one as far on fresh teacher states as on its own generalises poorly from the buffer (more data or
+  a better-fitting network's case). Categorical (PPO / A2C) teachers only.
+- **sharper targets**: the 25 % cell trained again on the same buffer with the same seed, the
+  teacher's distribution sharpened to softmax(logits / tau) for each tau of SHARPER (the student
+  then learns a policy closer to its teacher's greedy one), scored sampled on the same episodes as
+  the cell and greedily as the first ablation. Categorical teachers only; a training run per tau
+  and seed (as long as the cell's training).
 
 The cells come from atari.py's cache (computed there when missing: same configs, same seeds). A cell
 whose run folder is gone (a fresh clone keeps only the JSON) is trained again with its own config
 (seeded: the same student) before it is played. Results: `results/atari_ablations.md` and `.json`
 (`--quick`: `atari_ablations-quick.*`), one cached JSON per ablation cell under
-`results/atari_ablations[-quick]/`. Each greedy cell plays 60 Atari games on one core: minutes.
+`results/atari_ablations[-quick]/`. Each greedy cell plays 60 Atari games on one core (minutes); each states cell
+STATE_STEPS x 8 env steps per driver (a minute or two).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import yaml
 from atari import (
     N_EVAL,
     QUICK_EVAL,
@@ -40,12 +56,20 @@ from atari import (
 )
 from common import RESULTS_DIR, TaskCache, parse_quick_args, provenance, publish, results_name
 
+from policykd.data.buffers import LabelledBuffer
+from policykd.data.envs import make_vec_env
 from policykd.data.teachers import Teacher, load_teacher
 from policykd.fileio import write_json_atomic
+from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill import distill
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_policy, evaluate_teacher, mean_ci, pct_of
-from policykd.jobs.load import student_folder
+from policykd.jobs.load import open_student, student_folder
 from policykd.jobs.play import resolve_policy
+from policykd.learn.students import Student
+
+SHARPER = (0.5,)  # teacher temperatures of the "sharper targets" ablation (atari.py trains at 1)
+STATE_STEPS = 500  # steps per env (8 envs) of each driver in the "whose states" ablation
+STATE_ENVS = 8
 
 
 def trained_student(config: Any) -> Path:
@@ -89,6 +113,113 @@ def greedy_student_returns(teacher: Teacher, run_dir: Path, n_eval: int, env_see
     return list(evaluate_policy(policy, teacher.recipe, n_eval, seed=env_seed, deterministic=True).returns)
 
 
+def states_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache):
+    """Each size's student against its teacher on the training batch, fresh teacher states and its own states."""
+    teacher = load_teacher(folder)
+    if teacher.kind != "categorical":
+        return {}
+    n_steps = 20 if args.quick else STATE_STEPS
+    rows = {}
+    for fraction, cell in cells.items():
+        name = cell_name(expert, fraction, seed)
+        config = cell_config(folder, cell["cnn_width"], seed, args, None, name)
+        measured = cache(
+            f"{name}-states",
+            lambda config=config: gaps_by_driver(teacher, trained_student(config), n_steps, seed + EVAL_SEED_OFFSET),
+            config={"expert": expert, "seed": seed, "cell": name, "cnn_width": cell["cnn_width"], "steps": n_steps},
+        )
+        rows[fraction] = measured
+        print(f"{name} states: KL train {rows[fraction]['train_kl']:.3f}, teacher-driven {measured['teacher_kl']:.3f}, "
+              f"student-driven {measured['student_kl']:.3f}", flush=True)  # fmt: skip
+    return rows
+
+
+def gaps_by_driver(teacher: Teacher, run_dir: Path, n_steps: int, env_seed: int) -> dict[str, float]:
+    """KL(teacher ‖ student), greedy agreement and the teacher's entropy, averaged over the states
+    of ``n_steps`` x STATE_ENVS steps where the teacher drives, then where the student drives (both sampled)."""
+    student = open_student(run_dir).student
+    kl, agreement, entropy = buffer_gaps(student, training_buffer(run_dir), n_steps * STATE_ENVS, env_seed)
+    gaps = {"train_kl": kl, "train_agreement": agreement, "train_teacher_entropy": entropy}
+    for driver in ("teacher", "student"):
+        policy = teacher if driver == "teacher" else student
+        kl, agreement, entropy = state_gaps(teacher, student, policy, n_steps, env_seed)
+        gaps.update({f"{driver}_kl": kl, f"{driver}_agreement": agreement, f"{driver}_teacher_entropy": entropy})
+    return gaps
+
+
+def training_buffer(run_dir: Path) -> Path:
+    """The buffer the run trained on: the one its config names (atari.py's smaller cell reuses the
+    larger one's), else its own."""
+    named = (yaml.safe_load((run_dir / "config.yml").read_text()) or {}).get("buffer")
+    return Path(named) if named else run_dir / "buffer.npz"
+
+
+@torch.no_grad()
+def buffer_gaps(student: Student, path: Path, n: int, seed: int) -> tuple[float, ...]:
+    """``log_gaps`` on ``n`` transitions drawn (seeded) from the buffer at ``path``."""
+    buffer = LabelledBuffer.load(path)
+    drawn = np.random.default_rng(seed).choice(len(buffer), size=min(n, len(buffer)), replace=False)
+    parts = []
+    for indices in np.array_split(drawn, max(1, len(drawn) // 256)):
+        batch = buffer.batch_at(indices)
+        parts.append(log_gaps(torch.log_softmax(batch.teacher_outputs[0].logits, dim=-1), student, batch.observations))
+    return tuple(float(torch.cat(values).mean()) for values in zip(*parts))
+
+
+def log_gaps(teacher_log_p: torch.Tensor, student: Student, obs: Any) -> tuple[torch.Tensor, ...]:
+    """Per state: KL(teacher ‖ student), whether the greedy actions agree, the teacher's entropy."""
+    obs = obs if isinstance(obs, torch.Tensor) else torch.as_tensor(np.array(obs))  # an env's may be read-only
+    student_log_p = torch.log_softmax(student(obs).logits, dim=-1)
+    return (
+        (teacher_log_p.exp() * (teacher_log_p - student_log_p)).sum(-1),
+        (teacher_log_p.argmax(-1) == student_log_p.argmax(-1)).float(),
+        -(teacher_log_p.exp() * teacher_log_p).sum(-1),
+    )
+
+
+@torch.no_grad()
+def state_gaps(teacher: Teacher, student: Student, driver: Any, n_steps: int, env_seed: int) -> tuple[float, ...]:
+    venv = make_vec_env(teacher.recipe, STATE_ENVS, env_seed)
+    rng = np.random.default_rng(env_seed)
+    parts = []
+    obs = venv.reset()
+    try:
+        for _ in range(n_steps):
+            parts.append(log_gaps(torch.log_softmax(teacher(obs).logits, dim=-1), student, obs))
+            obs, _, _, _ = venv.step(driver.act(obs, False, rng))
+    finally:
+        venv.close()
+    return tuple(float(torch.cat(values).mean()) for values in zip(*parts))
+
+
+def sharper_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache):
+    """The 25 % cell trained again at each tau of SHARPER, on its buffer: sampled and greedy returns."""
+    teacher = load_teacher(folder)
+    if teacher.kind != "categorical":
+        return {}
+    n_eval, env_seed = (QUICK_EVAL if args.quick else N_EVAL), seed + EVAL_SEED_OFFSET
+    fraction, cell = SIZES[0], cells[SIZES[0]]
+    name = cell_name(expert, fraction, seed)
+    base = cell_config(folder, cell["cnn_width"], seed, args, None, name)
+    rows = {}
+    for tau in SHARPER:
+        config = dataclasses.replace(base, temperature=tau, out_dir=f"{base.out_dir}-tau{tau:g}")
+        asked = dataclasses.replace(config, device="cpu")  # the same buffer either way: collection is seeded
+
+        def run(config: DistillConfig = config) -> dict[str, Any]:
+            saved = Path(base.out_dir) / "buffer.npz"
+            summary = distill(dataclasses.replace(config, buffer=str(saved) if saved.is_file() else None))
+            greedy = greedy_student_returns(teacher, Path(config.out_dir), n_eval, env_seed)
+            return {**summary, "student_greedy_returns": greedy}
+
+        result = cache(f"{name}-tau{tau:g}", run, config=asked)
+        rows[tau] = {"student_sampled": result["student_return_mean"], "pct_sampled": result["pct_of_teacher"],
+                     "student_greedy": float(np.mean(result["student_greedy_returns"]))}  # fmt: skip
+        print(f"{name} tau {tau:g}: sampled {rows[tau]['student_sampled']:.1f} ({rows[tau]['pct_sampled']:.1f} %), "
+              f"greedy {rows[tau]['student_greedy']:.1f}", flush=True)  # fmt: skip
+    return rows
+
+
 def greedy_row(cell: dict[str, Any], teacher_returns: list[float], student_returns: list[float]) -> dict[str, Any]:
     teacher, student, random = (
         float(np.mean(teacher_returns)),
@@ -109,13 +240,18 @@ def greedy_row(cell: dict[str, Any], teacher_returns: list[float], student_retur
 def run_expert(expert: str, folder: Path, seeds: tuple[int, ...], args: Any, caches: dict[str, TaskCache]):
     teacher = load_teacher(folder)
     widths = {fraction: width_for(teacher, fraction)[0] for fraction in SIZES}
-    per_seed = []
+    per_seed, sharper = [], []
     for seed in seeds:
         cells = run_seed(expert, folder, widths, seed, args, caches["atari"])
         for fraction, cell in cells.items():
             cell["cnn_width"] = widths[fraction]
-        per_seed.append(greedy_cells(expert, folder, seed, args, cells, caches["ablations"]))
-    return {"expert": expert, "seeds": list(seeds), "sizes": [
+        greedy = greedy_cells(expert, folder, seed, args, cells, caches["ablations"])
+        states = states_cells(expert, folder, seed, args, cells, caches["ablations"])
+        per_seed.append({fraction: {**greedy[fraction], **states.get(fraction, {})} for fraction in SIZES})
+        sharper.append(sharper_cells(expert, folder, seed, args, cells, caches["ablations"]))
+    return {"expert": expert, "seeds": list(seeds), "sharper": [
+        {"tau": tau, **{key: [rows[tau][key] for rows in sharper] for key in sharper[0][tau]}} for tau in sharper[0]
+    ], "sizes": [
         {"target_fraction": fraction, **{key: [rows[fraction][key] for rows in per_seed] for key in per_seed[0][fraction]}}
         for fraction in SIZES
     ]}  # fmt: skip
@@ -139,6 +275,44 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def sharper_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| expert | 25 % student's targets | student sampled | % of teacher sampled [95 % CI over seeds] | "
+        "student greedy | teacher sampled / greedy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        base = r["sizes"][0]
+        arms = [("τ 1 (atari.py's cell)", base["student_sampled"], base["pct_sampled"], base["student_greedy"])]
+        arms += [(f"τ {s['tau']:g}", s["student_sampled"], s["pct_sampled"], s["student_greedy"]) for s in r["sharper"]]
+        for words, sampled, pcts, greedy in arms:
+            mean, low, high = mean_ci(pcts)
+            ci = f" [{low:.1f}, {high:.1f}]" if len(pcts) > 1 else ""
+            lines.append(
+                f"| `{r['expert']}` | {words} | {np.mean(sampled):.1f} | {mean:.1f}{ci} | {np.mean(greedy):.1f} | "
+                f"{np.mean(base['teacher_sampled']):.1f} / {np.mean(base['teacher_greedy']):.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def states_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| expert | target | states | KL(teacher ‖ student) per state | greedy action agreement | teacher entropy (nats) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for s in r["sizes"]:
+            if "teacher_kl" not in s:
+                continue
+            for driver, words in (("train", "its training buffer"), ("teacher", "fresh, teacher plays"),
+                                  ("student", "the student's own play")):  # fmt: skip
+                lines.append(
+                    f"| `{r['expert']}` | {100 * s['target_fraction']:g} % | {words} | {np.mean(s[f'{driver}_kl']):.3f} | "
+                    f"{np.mean(s[f'{driver}_agreement']):.3f} | {np.mean(s[f'{driver}_teacher_entropy']):.3f} |"
+                )
+    return "\n".join(lines)
+
+
 def body(rows: list[dict[str, Any]], quick: bool) -> str:
     if not rows:
         return "No finished Atari expert was selected."
@@ -149,6 +323,13 @@ def body(rows: list[dict[str, Any]], quick: bool) -> str:
         "with the student and the teacher acting greedily. % of teacher: (student − random) / (teacher − random) "
         "× 100 with the same acting for both, random from the cell; the CI is a Student-t interval over seeds.\n\n"
         + table(rows)
+        + f"\n\nWhose states: means over seeds of per-state means over {(20 if quick else STATE_STEPS) * STATE_ENVS:,} "
+        f"states each: drawn from the cell's training buffer, or {20 if quick else STATE_STEPS} steps of {STATE_ENVS} "
+        "envs on the evaluation env seeds with the teacher or the student playing (both sampling).\n\n"
+        + states_table(rows)
+        + "\n\nSharper targets: the 25 % student trained again on its cell's buffer and seed with the teacher's "
+        "distribution sharpened to softmax(logits / τ); % of teacher against the sampling teacher, as atari.py "
+        "scores.\n\n" + sharper_table([r for r in rows if r["sharper"]])
     )
 
 

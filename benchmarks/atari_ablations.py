@@ -18,11 +18,11 @@ Ablations, each measured against atari.py's cell of the same expert, size and se
   own states than on the teacher's errs where its mistakes led it (compounding error: DAgger's case);
   one as far on fresh teacher states as on its own generalises poorly from the buffer (more data or
   a better-fitting network's case). Categorical (PPO / A2C) teachers only.
-- **sharper targets**: the 25 % cell trained again on the same buffer with the same seed, the
-  teacher's distribution sharpened to softmax(logits / tau) for each tau of SHARPER (the student
-  then learns a policy closer to its teacher's greedy one), scored sampled on the same episodes as
-  the cell and greedily as the first ablation. Categorical teachers only; a training run per tau
-  and seed (as long as the cell's training).
+- **retrained**: the 25 % cell trained again on the same buffer with the same seed, one change at a
+  time (RETRAINED): the teacher's distribution sharpened to softmax(logits / 0.5), so that the student
+  learns a policy closer to its teacher's greedy one; or three times the updates, since the cell's
+  training KL is still falling at its last update. Each is scored sampled on the cell's episodes and
+  greedily as the first ablation; a training run per arm and seed (one to three times the cell's).
 
 The cells come from atari.py's cache (computed there when missing: same configs, same seeds). A cell
 whose run folder is gone (a fresh clone keeps only the JSON) is trained again with its own config
@@ -54,7 +54,7 @@ from atari import (
     run_seed,
     width_for,
 )
-from common import RESULTS_DIR, TaskCache, parse_quick_args, provenance, publish, results_name
+from common import RESULTS_DIR, TaskCache, is_cached, parse_quick_args, provenance, publish, results_name
 
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.envs import make_vec_env
@@ -67,7 +67,11 @@ from policykd.jobs.load import open_student, student_folder
 from policykd.jobs.play import resolve_policy
 from policykd.learn.students import Student
 
-SHARPER = (0.5,)  # teacher temperatures of the "sharper targets" ablation (atari.py trains at 1)
+# the "retrained" arms: DistillConfig changes to atari.py's 25 % cell (which trains at tau 1, 20,000 updates)
+RETRAINED = {
+    "tau0.5": ("τ 0.5 (sharper targets)", {"temperature": 0.5}),
+    "updates60000": ("60,000 updates", {"n_updates": 60_000}),
+}
 STATE_STEPS = 500  # steps per env (8 envs) of each driver in the "whose states" ablation
 STATE_ENVS = 8
 
@@ -192,8 +196,8 @@ def state_gaps(teacher: Teacher, student: Student, driver: Any, n_steps: int, en
     return tuple(float(torch.cat(values).mean()) for values in zip(*parts))
 
 
-def sharper_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache):
-    """The 25 % cell trained again at each tau of SHARPER, on its buffer: sampled and greedy returns."""
+def retrained_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache):
+    """The 25 % cell trained again on its buffer for each arm of RETRAINED asked: sampled and greedy returns."""
     teacher = load_teacher(folder)
     if teacher.kind != "categorical":
         return {}
@@ -202,8 +206,10 @@ def sharper_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[f
     name = cell_name(expert, fraction, seed)
     base = cell_config(folder, cell["cnn_width"], seed, args, None, name)
     rows = {}
-    for tau in SHARPER:
-        config = dataclasses.replace(base, temperature=tau, out_dir=f"{base.out_dir}-tau{tau:g}")
+    for arm in [arm for arm in RETRAINED if arm in args.arms or is_cached(cache.cache_dir / f"{name}-{arm}.json")]:
+        changes = RETRAINED[arm][1] if not args.quick else {k: min(v, 400) if k == "n_updates" else v
+                                                            for k, v in RETRAINED[arm][1].items()}  # fmt: skip
+        config = dataclasses.replace(base, **changes, out_dir=f"{base.out_dir}-{arm}")
         asked = dataclasses.replace(config, device="cpu")  # the same buffer either way: collection is seeded
 
         def run(config: DistillConfig = config) -> dict[str, Any]:
@@ -212,11 +218,11 @@ def sharper_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[f
             greedy = greedy_student_returns(teacher, Path(config.out_dir), n_eval, env_seed)
             return {**summary, "student_greedy_returns": greedy}
 
-        result = cache(f"{name}-tau{tau:g}", run, config=asked)
-        rows[tau] = {"student_sampled": result["student_return_mean"], "pct_sampled": result["pct_of_teacher"],
+        result = cache(f"{name}-{arm}", run, config=asked)
+        rows[arm] = {"student_sampled": result["student_return_mean"], "pct_sampled": result["pct_of_teacher"],
                      "student_greedy": float(np.mean(result["student_greedy_returns"]))}  # fmt: skip
-        print(f"{name} tau {tau:g}: sampled {rows[tau]['student_sampled']:.1f} ({rows[tau]['pct_sampled']:.1f} %), "
-              f"greedy {rows[tau]['student_greedy']:.1f}", flush=True)  # fmt: skip
+        print(f"{name} {arm}: sampled {rows[arm]['student_sampled']:.1f} ({rows[arm]['pct_sampled']:.1f} %), "
+              f"greedy {rows[arm]['student_greedy']:.1f}", flush=True)  # fmt: skip
     return rows
 
 
@@ -240,7 +246,7 @@ def greedy_row(cell: dict[str, Any], teacher_returns: list[float], student_retur
 def run_expert(expert: str, folder: Path, seeds: tuple[int, ...], args: Any, caches: dict[str, TaskCache]):
     teacher = load_teacher(folder)
     widths = {fraction: width_for(teacher, fraction)[0] for fraction in SIZES}
-    per_seed, sharper = [], []
+    per_seed, retrained = [], []
     for seed in seeds:
         cells = run_seed(expert, folder, widths, seed, args, caches["atari"])
         for fraction, cell in cells.items():
@@ -248,13 +254,22 @@ def run_expert(expert: str, folder: Path, seeds: tuple[int, ...], args: Any, cac
         greedy = greedy_cells(expert, folder, seed, args, cells, caches["ablations"])
         states = states_cells(expert, folder, seed, args, cells, caches["ablations"])
         per_seed.append({fraction: {**greedy[fraction], **states.get(fraction, {})} for fraction in SIZES})
-        sharper.append(sharper_cells(expert, folder, seed, args, cells, caches["ablations"]))
-    return {"expert": expert, "seeds": list(seeds), "sharper": [
-        {"tau": tau, **{key: [rows[tau][key] for rows in sharper] for key in sharper[0][tau]}} for tau in sharper[0]
-    ], "sizes": [
+        retrained.append(retrained_cells(expert, folder, seed, args, cells, caches["ablations"]))
+    arms = [arm for arm in RETRAINED if any(arm in rows for rows in retrained)]
+    return {"expert": expert, "seeds": list(seeds), "retrained": [retrained_row(arm, seeds, retrained, per_seed)
+                                                                   for arm in arms], "sizes": [
         {"target_fraction": fraction, **{key: [rows[fraction][key] for rows in per_seed] for key in per_seed[0][fraction]}}
         for fraction in SIZES
     ]}  # fmt: skip
+
+
+def retrained_row(arm: str, seeds: tuple[int, ...], retrained: list[dict], per_seed: list[dict]) -> dict[str, Any]:
+    """One retrained arm over the seeds that ran it, with atari.py's 25 % cell on the same seeds."""
+    ran = [i for i, rows in enumerate(retrained) if arm in rows]
+    row = {"arm": arm, "seeds": [seeds[i] for i in ran]}
+    row.update({key: [retrained[i][arm][key] for i in ran] for key in retrained[ran[0]][arm]})
+    row["cell_pct_sampled"] = [per_seed[i][SIZES[0]]["pct_sampled"] for i in ran]
+    return row
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -275,21 +290,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def sharper_table(rows: list[dict[str, Any]]) -> str:
+def retrained_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| expert | 25 % student's targets | student sampled | % of teacher sampled [95 % CI over seeds] | "
-        "student greedy | teacher sampled / greedy |",
-        "|---|---|---|---|---|---|",
+        "| expert | 25 % student | seeds | student sampled | % of teacher sampled [95 % CI over seeds] | "
+        "atari.py's cell on the same seeds | student greedy | teacher sampled / greedy |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         base = r["sizes"][0]
-        arms = [("τ 1 (atari.py's cell)", base["student_sampled"], base["pct_sampled"], base["student_greedy"])]
-        arms += [(f"τ {s['tau']:g}", s["student_sampled"], s["pct_sampled"], s["student_greedy"]) for s in r["sharper"]]
-        for words, sampled, pcts, greedy in arms:
-            mean, low, high = mean_ci(pcts)
-            ci = f" [{low:.1f}, {high:.1f}]" if len(pcts) > 1 else ""
+        for s in r["retrained"]:
+            mean, low, high = mean_ci(s["pct_sampled"])
+            ci = f" [{low:.1f}, {high:.1f}]" if len(s["seeds"]) > 1 else ""
             lines.append(
-                f"| `{r['expert']}` | {words} | {np.mean(sampled):.1f} | {mean:.1f}{ci} | {np.mean(greedy):.1f} | "
+                f"| `{r['expert']}` | {RETRAINED[s['arm']][0]} | {', '.join(map(str, s['seeds']))} | "
+                f"{np.mean(s['student_sampled']):.1f} | {mean:.1f}{ci} | {np.mean(s['cell_pct_sampled']):.1f} % | "
+                f"{np.mean(s['student_greedy']):.1f} | "
                 f"{np.mean(base['teacher_sampled']):.1f} / {np.mean(base['teacher_greedy']):.1f} |"
             )
     return "\n".join(lines)
@@ -327,9 +342,9 @@ def body(rows: list[dict[str, Any]], quick: bool) -> str:
         f"states each: drawn from the cell's training buffer, or {20 if quick else STATE_STEPS} steps of {STATE_ENVS} "
         "envs on the evaluation env seeds with the teacher or the student playing (both sampling).\n\n"
         + states_table(rows)
-        + "\n\nSharper targets: the 25 % student trained again on its cell's buffer and seed with the teacher's "
-        "distribution sharpened to softmax(logits / τ); % of teacher against the sampling teacher, as atari.py "
-        "scores.\n\n" + sharper_table([r for r in rows if r["sharper"]])
+        + "\n\nRetrained: the 25 % student trained again on its cell's buffer and seed with one change; "
+        "% of teacher against the sampling teacher, as atari.py scores.\n\n"
+        + retrained_table([r for r in rows if r["retrained"]])
     )
 
 
@@ -338,7 +353,9 @@ def main() -> None:
         __doc__,
         "atari.py --quick's Pong cell, seed 0, 3 evaluation episodes",
         extra=[(("--seeds",), dict(type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")),
-               (("--device",), dict(default="cpu", help="torch device of a cell trained again"))],
+               (("--device",), dict(default="cpu", help="torch device of a cell trained again")),
+               (("--arms",), dict(nargs="*", default=list(RETRAINED), choices=list(RETRAINED),
+                                  help="retrained arms to run (default: all)"))],
         only_help="run only experts whose folder contains this",
         trace_code=True,
     )  # fmt: skip

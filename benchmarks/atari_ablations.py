@@ -84,6 +84,14 @@ def trained_student(config: Any) -> Path:
     return Path(config.out_dir)
 
 
+def cell_configs(expert: str, folder: Path, seed: int, args: Any, cells: dict[float, dict]):
+    """Each atari.py cell of one seed: its fraction, result, name and config (its own buffer, as it would
+    collect it when trained again)."""
+    for fraction, cell in cells.items():
+        name = cell_name(expert, fraction, seed)
+        yield fraction, cell, name, cell_config(folder, cell["cnn_width"], seed, args, None, name)
+
+
 def greedy_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache):
     """The teacher's greedy returns on seed ``seed``'s evaluation episodes, then each size's student's."""
     teacher = load_teacher(folder)
@@ -95,9 +103,7 @@ def greedy_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[fl
         config=asked,
     )
     rows = {}
-    for fraction, cell in cells.items():
-        name = cell_name(expert, fraction, seed)
-        config = cell_config(folder, cell["cnn_width"], seed, args, None, name)
+    for fraction, cell, name, config in cell_configs(expert, folder, seed, args, cells):
         student = cache(
             f"{name}-greedy",
             lambda config=config: {
@@ -124,9 +130,7 @@ def states_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[fl
         return {}
     n_steps = 20 if args.quick else STATE_STEPS
     rows = {}
-    for fraction, cell in cells.items():
-        name = cell_name(expert, fraction, seed)
-        config = cell_config(folder, cell["cnn_width"], seed, args, None, name)
+    for fraction, cell, name, config in cell_configs(expert, folder, seed, args, cells):
         measured = cache(
             f"{name}-states",
             lambda config=config: gaps_by_driver(teacher, trained_student(config), n_steps, seed + EVAL_SEED_OFFSET),
@@ -256,11 +260,10 @@ def run_expert(expert: str, folder: Path, seeds: tuple[int, ...], args: Any, cac
         per_seed.append({fraction: {**greedy[fraction], **states.get(fraction, {})} for fraction in SIZES})
         retrained.append(retrained_cells(expert, folder, seed, args, cells, caches["ablations"]))
     arms = [arm for arm in RETRAINED if any(arm in rows for rows in retrained)]
-    return {"expert": expert, "seeds": list(seeds), "retrained": [retrained_row(arm, seeds, retrained, per_seed)
-                                                                   for arm in arms], "sizes": [
-        {"target_fraction": fraction, **{key: [rows[fraction][key] for rows in per_seed] for key in per_seed[0][fraction]}}
-        for fraction in SIZES
-    ]}  # fmt: skip
+    sizes = [{"target_fraction": fraction, **{key: [rows[fraction][key] for rows in per_seed]
+                                              for key in per_seed[0][fraction]}} for fraction in SIZES]  # fmt: skip
+    return {"expert": expert, "seeds": list(seeds), "sizes": sizes,
+            "retrained": [retrained_row(arm, seeds, retrained, per_seed) for arm in arms]}  # fmt: skip
 
 
 def retrained_row(arm: str, seeds: tuple[int, ...], retrained: list[dict], per_seed: list[dict]) -> dict[str, Any]:
@@ -272,60 +275,55 @@ def retrained_row(arm: str, seeds: tuple[int, ...], retrained: list[dict], per_s
     return row
 
 
+def pct_with_ci(pcts: list[float]) -> str:
+    """The mean over seeds, with its Student-t 95 % interval where there is more than one seed."""
+    mean, low, high = mean_ci(pcts)
+    return f"{mean:.1f}" + (f" [{low:.1f}, {high:.1f}]" if len(pcts) > 1 else "")
+
+
+def markdown(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table of ``rows`` (cells already formatted) under ``header``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| expert | target | acting | teacher | student | random | % of teacher [95 % CI over seeds] |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        for s in r["sizes"]:
-            for acting in ("sampled", "greedy"):
-                mean, low, high = mean_ci(s[f"pct_{acting}"])
-                ci = f" [{low:.1f}, {high:.1f}]" if len(r["seeds"]) > 1 else ""
-                lines.append(
-                    f"| `{r['expert']}` | {100 * s['target_fraction']:g} % | {acting} | "
-                    f"{np.mean(s[f'teacher_{acting}']):.1f} | {np.mean(s[f'student_{acting}']):.1f} | "
-                    f"{np.mean(s['random']):.1f} | {mean:.1f}{ci} |"
-                )
-    return "\n".join(lines)
+    header = ["expert", "target", "acting", "teacher", "student", "random", "% of teacher [95 % CI over seeds]"]
+    return markdown(header, [
+        [f"`{r['expert']}`", f"{100 * s['target_fraction']:g} %", acting, f"{np.mean(s[f'teacher_{acting}']):.1f}",
+         f"{np.mean(s[f'student_{acting}']):.1f}", f"{np.mean(s['random']):.1f}", pct_with_ci(s[f"pct_{acting}"])]
+        for r in rows for s in r["sizes"] for acting in ("sampled", "greedy")
+    ])  # fmt: skip
 
 
 def retrained_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| expert | 25 % student | seeds | student sampled | % of teacher sampled [95 % CI over seeds] | "
-        "atari.py's cell on the same seeds | student greedy | teacher sampled / greedy |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        base = r["sizes"][0]
-        for s in r["retrained"]:
-            mean, low, high = mean_ci(s["pct_sampled"])
-            ci = f" [{low:.1f}, {high:.1f}]" if len(s["seeds"]) > 1 else ""
-            lines.append(
-                f"| `{r['expert']}` | {RETRAINED[s['arm']][0]} | {', '.join(map(str, s['seeds']))} | "
-                f"{np.mean(s['student_sampled']):.1f} | {mean:.1f}{ci} | {np.mean(s['cell_pct_sampled']):.1f} % | "
-                f"{np.mean(s['student_greedy']):.1f} | "
-                f"{np.mean(base['teacher_sampled']):.1f} / {np.mean(base['teacher_greedy']):.1f} |"
-            )
-    return "\n".join(lines)
+    header = ["expert", "25 % student", "seeds", "student sampled", "% of teacher sampled [95 % CI over seeds]",
+              "atari.py's cell on the same seeds", "student greedy", "teacher sampled / greedy"]  # fmt: skip
+    return markdown(header, [
+        [f"`{r['expert']}`", RETRAINED[s["arm"]][0], ", ".join(map(str, s["seeds"])),
+         f"{np.mean(s['student_sampled']):.1f}", pct_with_ci(s["pct_sampled"]),
+         f"{np.mean(s['cell_pct_sampled']):.1f} %",
+         f"{np.mean(s['student_greedy']):.1f}",
+         f"{np.mean(r['sizes'][0]['teacher_sampled']):.1f} / {np.mean(r['sizes'][0]['teacher_greedy']):.1f}"]
+        for r in rows for s in r["retrained"]
+    ])  # fmt: skip
+
+
+STATE_SETS = (
+    ("train", "its training buffer"),
+    ("teacher", "fresh, teacher plays"),
+    ("student", "the student's own play"),
+)
 
 
 def states_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| expert | target | states | KL(teacher ‖ student) per state | greedy action agreement | teacher entropy (nats) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        for s in r["sizes"]:
-            if "teacher_kl" not in s:
-                continue
-            for driver, words in (("train", "its training buffer"), ("teacher", "fresh, teacher plays"),
-                                  ("student", "the student's own play")):  # fmt: skip
-                lines.append(
-                    f"| `{r['expert']}` | {100 * s['target_fraction']:g} % | {words} | {np.mean(s[f'{driver}_kl']):.3f} | "
-                    f"{np.mean(s[f'{driver}_agreement']):.3f} | {np.mean(s[f'{driver}_teacher_entropy']):.3f} |"
-                )
-    return "\n".join(lines)
+    header = ["expert", "target", "states", "KL(teacher ‖ student) per state", "greedy action agreement",
+              "teacher entropy (nats)"]  # fmt: skip
+    return markdown(header, [
+        [f"`{r['expert']}`", f"{100 * s['target_fraction']:g} %", words, f"{np.mean(s[f'{key}_kl']):.3f}",
+         f"{np.mean(s[f'{key}_agreement']):.3f}", f"{np.mean(s[f'{key}_teacher_entropy']):.3f}"]
+        for r in rows for s in r["sizes"] if "teacher_kl" in s for key, words in STATE_SETS
+    ])  # fmt: skip
 
 
 def body(rows: list[dict[str, Any]], quick: bool) -> str:

@@ -271,7 +271,8 @@ def retrained_row(arm: str, seeds: tuple[int, ...], retrained: list[dict], per_s
     ran = [i for i, rows in enumerate(retrained) if arm in rows]
     row = {"arm": arm, "seeds": [seeds[i] for i in ran]}
     row.update({key: [retrained[i][arm][key] for i in ran] for key in retrained[ran[0]][arm]})
-    row["cell_pct_sampled"] = [per_seed[i][SIZES[0]]["pct_sampled"] for i in ran]
+    for key in ("pct_sampled", "teacher_sampled", "teacher_greedy"):
+        row[f"cell_{key}"] = [per_seed[i][SIZES[0]][key] for i in ran]
     return row
 
 
@@ -304,7 +305,7 @@ def retrained_table(rows: list[dict[str, Any]]) -> str:
          f"{np.mean(s['student_sampled']):.1f}", pct_with_ci(s["pct_sampled"]),
          f"{np.mean(s['cell_pct_sampled']):.1f} %",
          f"{np.mean(s['student_greedy']):.1f}",
-         f"{np.mean(r['sizes'][0]['teacher_sampled']):.1f} / {np.mean(r['sizes'][0]['teacher_greedy']):.1f}"]
+         f"{np.mean(s['cell_teacher_sampled']):.1f} / {np.mean(s['cell_teacher_greedy']):.1f}"]
         for r in rows for s in r["retrained"]
     ])  # fmt: skip
 

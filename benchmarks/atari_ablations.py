@@ -65,6 +65,8 @@ from policykd.jobs.distill import distill
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_policy, evaluate_teacher, mean_ci, pct_of
 from policykd.jobs.load import open_student, student_folder
 from policykd.jobs.play import resolve_policy
+from policykd.learn.losses import categorical_kl
+from policykd.learn.metrics import categorical_entropy, same_greedy_action
 from policykd.learn.students import Student
 
 # the "retrained" arms: DistillConfig changes to atari.py's 25 % cell (which trains at tau 1, 20,000 updates)
@@ -92,10 +94,20 @@ def cell_configs(expert: str, folder: Path, seed: int, args: Any, cells: dict[fl
         yield fraction, cell, name, cell_config(folder, cell["cnn_width"], seed, args, None, name)
 
 
-def greedy_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache):
+def n_eval_episodes(quick: bool) -> int:
+    return QUICK_EVAL if quick else N_EVAL
+
+
+def state_steps(quick: bool) -> int:
+    """Steps per env of each driver in the "whose states" ablation."""
+    return 20 if quick else STATE_STEPS
+
+
+def greedy_cells(
+    expert: str, folder: Path, teacher: Teacher, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache
+):
     """The teacher's greedy returns on seed ``seed``'s evaluation episodes, then each size's student's."""
-    teacher = load_teacher(folder)
-    n_eval, env_seed = (QUICK_EVAL if args.quick else N_EVAL), seed + EVAL_SEED_OFFSET
+    n_eval, env_seed = n_eval_episodes(args.quick), seed + EVAL_SEED_OFFSET
     asked = {"expert": expert, "seed": seed, "n_eval": n_eval, "greedy": True}
     teacher_greedy = cache(
         f"{expert.replace('/', '-')}-teacher-greedy-seed{seed}",
@@ -123,12 +135,13 @@ def greedy_student_returns(teacher: Teacher, run_dir: Path, n_eval: int, env_see
     return list(evaluate_policy(policy, teacher.recipe, n_eval, seed=env_seed, deterministic=True).returns)
 
 
-def states_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache):
-    """Each size's student against its teacher on the training batch, fresh teacher states and its own states."""
-    teacher = load_teacher(folder)
+def states_cells(
+    expert: str, folder: Path, teacher: Teacher, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache
+):
+    """Each size's student against its teacher on its training buffer, fresh teacher states and its own states."""
     if teacher.kind != "categorical":
         return {}
-    n_steps = 20 if args.quick else STATE_STEPS
+    n_steps = state_steps(args.quick)
     rows = {}
     for fraction, cell, name, config in cell_configs(expert, folder, seed, args, cells):
         measured = cache(
@@ -179,9 +192,9 @@ def log_gaps(teacher_log_p: torch.Tensor, student: Student, obs: Any) -> tuple[t
     obs = obs if isinstance(obs, torch.Tensor) else torch.as_tensor(np.array(obs))  # an env's may be read-only
     student_log_p = torch.log_softmax(student(obs).logits, dim=-1)
     return (
-        (teacher_log_p.exp() * (teacher_log_p - student_log_p)).sum(-1),
-        (teacher_log_p.argmax(-1) == student_log_p.argmax(-1)).float(),
-        -(teacher_log_p.exp() * teacher_log_p).sum(-1),
+        categorical_kl(teacher_log_p, student_log_p),
+        same_greedy_action(teacher_log_p, student_log_p).float(),
+        categorical_entropy(teacher_log_p),
     )
 
 
@@ -200,19 +213,21 @@ def state_gaps(teacher: Teacher, student: Student, driver: Any, n_steps: int, en
     return tuple(float(torch.cat(values).mean()) for values in zip(*parts))
 
 
-def retrained_cells(expert: str, folder: Path, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache):
+def retrained_cells(
+    expert: str, folder: Path, teacher: Teacher, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache
+):
     """The 25 % cell trained again on its buffer for each arm of RETRAINED asked: sampled and greedy returns."""
-    teacher = load_teacher(folder)
     if teacher.kind != "categorical":
         return {}
-    n_eval, env_seed = (QUICK_EVAL if args.quick else N_EVAL), seed + EVAL_SEED_OFFSET
+    n_eval, env_seed = n_eval_episodes(args.quick), seed + EVAL_SEED_OFFSET
     fraction, cell = SIZES[0], cells[SIZES[0]]
     name = cell_name(expert, fraction, seed)
     base = cell_config(folder, cell["cnn_width"], seed, args, None, name)
     rows = {}
     for arm in [arm for arm in RETRAINED if arm in args.arms or is_cached(cache.cache_dir / f"{name}-{arm}.json")]:
-        changes = RETRAINED[arm][1] if not args.quick else {k: min(v, 400) if k == "n_updates" else v
-                                                            for k, v in RETRAINED[arm][1].items()}  # fmt: skip
+        changes = dict(RETRAINED[arm][1])
+        if args.quick and "n_updates" in changes:  # --quick only checks that the arm runs
+            changes["n_updates"] = 400
         config = dataclasses.replace(base, **changes, out_dir=f"{base.out_dir}-{arm}")
         asked = dataclasses.replace(config, device="cpu")  # the same buffer either way: collection is seeded
 
@@ -255,10 +270,10 @@ def run_expert(expert: str, folder: Path, seeds: tuple[int, ...], args: Any, cac
         cells = run_seed(expert, folder, widths, seed, args, caches["atari"])
         for fraction, cell in cells.items():
             cell["cnn_width"] = widths[fraction]
-        greedy = greedy_cells(expert, folder, seed, args, cells, caches["ablations"])
-        states = states_cells(expert, folder, seed, args, cells, caches["ablations"])
+        greedy = greedy_cells(expert, folder, teacher, seed, args, cells, caches["ablations"])
+        states = states_cells(expert, folder, teacher, seed, args, cells, caches["ablations"])
         per_seed.append({fraction: {**greedy[fraction], **states.get(fraction, {})} for fraction in SIZES})
-        retrained.append(retrained_cells(expert, folder, seed, args, cells, caches["ablations"]))
+        retrained.append(retrained_cells(expert, folder, teacher, seed, args, cells, caches["ablations"]))
     arms = [arm for arm in RETRAINED if any(arm in rows for rows in retrained)]
     sizes = [{"target_fraction": fraction, **{key: [rows[fraction][key] for rows in per_seed]
                                               for key in per_seed[0][fraction]}} for fraction in SIZES]  # fmt: skip
@@ -331,14 +346,14 @@ def body(rows: list[dict[str, Any]], quick: bool) -> str:
     if not rows:
         return "No finished Atari expert was selected."
     return (
-        f"Seeds {rows[0]['seeds']}; {QUICK_EVAL if quick else N_EVAL} evaluation episodes per cell"
+        f"Seeds {rows[0]['seeds']}; {n_eval_episodes(quick)} evaluation episodes per cell"
         f"{' (--quick: tiny budgets, not a measurement)' if quick else ''}. Each student is atari.py's cell "
         "(same expert, size and seed); `sampled` is that cell's own result, `greedy` replays the same env seeds "
         "with the student and the teacher acting greedily. % of teacher: (student − random) / (teacher − random) "
         "× 100 with the same acting for both, random from the cell; the CI is a Student-t interval over seeds.\n\n"
         + table(rows)
-        + f"\n\nWhose states: means over seeds of per-state means over {(20 if quick else STATE_STEPS) * STATE_ENVS:,} "
-        f"states each: drawn from the cell's training buffer, or {20 if quick else STATE_STEPS} steps of {STATE_ENVS} "
+        + f"\n\nWhose states: means over seeds of per-state means over {state_steps(quick) * STATE_ENVS:,} "
+        f"states each: drawn from the cell's training buffer, or {state_steps(quick)} steps of {STATE_ENVS} "
         "envs on the evaluation env seeds with the teacher or the student playing (both sampling).\n\n"
         + states_table(rows)
         + "\n\nRetrained: the 25 % student trained again on its cell's buffer and seed with one change; "

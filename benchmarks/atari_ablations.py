@@ -18,11 +18,12 @@ Ablations, each measured against atari.py's cell of the same expert, size and se
   own states than on the teacher's errs where its mistakes led it (compounding error: DAgger's case);
   one as far on fresh teacher states as on its own generalises poorly from the buffer (more data or
   a better-fitting network's case). Categorical (PPO / A2C) teachers only.
-- **retrained**: the 25 % cell trained again on the same buffer with the same seed, one change at a
+- **retrained**: a cell trained again on the same buffer with the same seed, one change at a
   time (RETRAINED): the teacher's distribution sharpened to softmax(logits / 0.5), so that the student
-  learns a policy closer to its teacher's greedy one; or three times the updates, since the cell's
-  training KL is still falling at its last update. Each is scored sampled on the cell's episodes and
-  greedily as the first ablation; a training run per arm and seed (one to three times the cell's).
+  learns a policy closer to its teacher's greedy one; three times the updates, since the cell's
+  training KL is still falling at its last update; or both. Each is scored sampled on the cell's
+  episodes and greedily as the first ablation; a training run per arm, size and seed (one to three
+  times the cell's). `--arm-sizes` picks the sizes (default: the 25 % cell).
 
 The cells come from atari.py's cache (computed there when missing: same configs, same seeds). A cell
 whose run folder is gone (a fresh clone keeps only the JSON) is trained again with its own config
@@ -69,10 +70,11 @@ from policykd.learn.losses import categorical_kl
 from policykd.learn.metrics import categorical_entropy, same_greedy_action
 from policykd.learn.students import Student
 
-# the "retrained" arms: DistillConfig changes to atari.py's 25 % cell (which trains at tau 1, 20,000 updates)
+# the "retrained" arms: DistillConfig changes to an atari.py cell (which trains at tau 1, 20,000 updates)
 RETRAINED = {
     "tau0.5": ("τ 0.5 (sharper targets)", {"temperature": 0.5}),
     "updates60000": ("60,000 updates", {"n_updates": 60_000}),
+    "tau0.5-updates60000": ("τ 0.5 and 60,000 updates", {"temperature": 0.5, "n_updates": 60_000}),
 }
 STATE_STEPS = 500  # steps per env (8 envs) of each driver in the "whose states" ablation
 STATE_ENVS = 8
@@ -216,32 +218,41 @@ def state_gaps(teacher: Teacher, student: Student, driver: Any, n_steps: int, en
 def retrained_cells(
     expert: str, folder: Path, teacher: Teacher, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache
 ):
-    """The 25 % cell trained again on its buffer for each arm of RETRAINED asked: sampled and greedy returns."""
+    """Each cell of ``args.arm_sizes`` trained again on its buffer for each arm of RETRAINED asked (or
+    cached): ``{fraction: {arm: sampled and greedy returns}}``."""
     if teacher.kind != "categorical":
         return {}
     n_eval, env_seed = n_eval_episodes(args.quick), seed + EVAL_SEED_OFFSET
-    fraction, cell = SIZES[0], cells[SIZES[0]]
-    name = cell_name(expert, fraction, seed)
-    base = cell_config(folder, cell["cnn_width"], seed, args, None, name)
-    rows = {}
-    for arm in [arm for arm in RETRAINED if arm in args.arms or is_cached(cache.cache_dir / f"{name}-{arm}.json")]:
-        changes = dict(RETRAINED[arm][1])
-        if args.quick and "n_updates" in changes:  # --quick only checks that the arm runs
-            changes["n_updates"] = 400
-        config = dataclasses.replace(base, **changes, out_dir=f"{base.out_dir}-{arm}")
-        asked = dataclasses.replace(config, device="cpu")  # the same buffer either way: collection is seeded
+    buffer = (
+        Path(
+            cell_config(
+                folder, cells[SIZES[0]]["cnn_width"], seed, args, None, cell_name(expert, SIZES[0], seed)
+            ).out_dir
+        )
+        / "buffer.npz"
+    )  # every size trains on it
+    rows: dict[float, dict[str, dict[str, float]]] = {}
+    for fraction, cell, name, base in cell_configs(expert, folder, seed, args, cells):
+        arms = [arm for arm in RETRAINED if (arm in args.arms and fraction in args.arm_sizes)
+                or is_cached(cache.cache_dir / f"{name}-{arm}.json")]  # fmt: skip
+        for arm in arms:
+            changes = dict(RETRAINED[arm][1])
+            if args.quick and "n_updates" in changes:  # --quick only checks that the arm runs
+                changes["n_updates"] = 400
+            config = dataclasses.replace(base, **changes, out_dir=f"{base.out_dir}-{arm}")
+            asked = dataclasses.replace(config, device="cpu")  # the same buffer either way: collection is seeded
 
-        def run(config: DistillConfig = config) -> dict[str, Any]:
-            saved = Path(base.out_dir) / "buffer.npz"
-            summary = distill(dataclasses.replace(config, buffer=str(saved) if saved.is_file() else None))
-            greedy = greedy_student_returns(teacher, Path(config.out_dir), n_eval, env_seed)
-            return {**summary, "student_greedy_returns": greedy}
+            def run(config: DistillConfig = config) -> dict[str, Any]:
+                summary = distill(dataclasses.replace(config, buffer=str(buffer) if buffer.is_file() else None))
+                greedy = greedy_student_returns(teacher, Path(config.out_dir), n_eval, env_seed)
+                return {**summary, "student_greedy_returns": greedy}
 
-        result = cache(f"{name}-{arm}", run, config=asked)
-        rows[arm] = {"student_sampled": result["student_return_mean"], "pct_sampled": result["pct_of_teacher"],
-                     "student_greedy": float(np.mean(result["student_greedy_returns"]))}  # fmt: skip
-        print(f"{name} {arm}: sampled {rows[arm]['student_sampled']:.1f} ({rows[arm]['pct_sampled']:.1f} %), "
-              f"greedy {rows[arm]['student_greedy']:.1f}", flush=True)  # fmt: skip
+            result = cache(f"{name}-{arm}", run, config=asked)
+            row = {"student_sampled": result["student_return_mean"], "pct_sampled": result["pct_of_teacher"],
+                   "student_greedy": float(np.mean(result["student_greedy_returns"]))}  # fmt: skip
+            rows.setdefault(fraction, {})[arm] = row
+            print(f"{name} {arm}: sampled {row['student_sampled']:.1f} ({row['pct_sampled']:.1f} %), "
+                  f"greedy {row['student_greedy']:.1f}", flush=True)  # fmt: skip
     return rows
 
 
@@ -274,20 +285,24 @@ def run_expert(expert: str, folder: Path, seeds: tuple[int, ...], args: Any, cac
         states = states_cells(expert, folder, teacher, seed, args, cells, caches["ablations"])
         per_seed.append({fraction: {**greedy[fraction], **states.get(fraction, {})} for fraction in SIZES})
         retrained.append(retrained_cells(expert, folder, teacher, seed, args, cells, caches["ablations"]))
-    arms = [arm for arm in RETRAINED if any(arm in rows for rows in retrained)]
+    arms = [(fraction, arm) for fraction in SIZES for arm in RETRAINED
+            if any(arm in rows.get(fraction, {}) for rows in retrained)]  # fmt: skip
     sizes = [{"target_fraction": fraction, **{key: [rows[fraction][key] for rows in per_seed]
                                               for key in per_seed[0][fraction]}} for fraction in SIZES]  # fmt: skip
     return {"expert": expert, "seeds": list(seeds), "sizes": sizes,
-            "retrained": [retrained_row(arm, seeds, retrained, per_seed) for arm in arms]}  # fmt: skip
+            "retrained": [retrained_row(fraction, arm, seeds, retrained, per_seed)
+                          for fraction, arm in arms]}  # fmt: skip
 
 
-def retrained_row(arm: str, seeds: tuple[int, ...], retrained: list[dict], per_seed: list[dict]) -> dict[str, Any]:
-    """One retrained arm over the seeds that ran it, with atari.py's 25 % cell on the same seeds."""
-    ran = [i for i, rows in enumerate(retrained) if arm in rows]
-    row = {"arm": arm, "seeds": [seeds[i] for i in ran]}
-    row.update({key: [retrained[i][arm][key] for i in ran] for key in retrained[ran[0]][arm]})
+def retrained_row(
+    fraction: float, arm: str, seeds: tuple[int, ...], retrained: list[dict], per_seed: list[dict]
+) -> dict[str, Any]:
+    """One retrained arm of one size over the seeds that ran it, with atari.py's cell on the same seeds."""
+    ran = [i for i, rows in enumerate(retrained) if arm in rows.get(fraction, {})]
+    row = {"target_fraction": fraction, "arm": arm, "seeds": [seeds[i] for i in ran]}
+    row.update({key: [retrained[i][fraction][arm][key] for i in ran] for key in retrained[ran[0]][fraction][arm]})
     for key in ("pct_sampled", "teacher_sampled", "teacher_greedy"):
-        row[f"cell_{key}"] = [per_seed[i][SIZES[0]][key] for i in ran]
+        row[f"cell_{key}"] = [per_seed[i][fraction][key] for i in ran]
     return row
 
 
@@ -313,10 +328,11 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def retrained_table(rows: list[dict[str, Any]]) -> str:
-    header = ["expert", "25 % student", "seeds", "student sampled", "% of teacher sampled [95 % CI over seeds]",
+    header = ["expert", "target", "change", "seeds", "student sampled", "% of teacher sampled [95 % CI over seeds]",
               "atari.py's cell on the same seeds", "student greedy", "teacher sampled / greedy"]  # fmt: skip
     return markdown(header, [
-        [f"`{r['expert']}`", RETRAINED[s["arm"]][0], ", ".join(map(str, s["seeds"])),
+        [f"`{r['expert']}`", f"{100 * s['target_fraction']:g} %", RETRAINED[s["arm"]][0],
+         ", ".join(map(str, s["seeds"])),
          f"{np.mean(s['student_sampled']):.1f}", pct_with_ci(s["pct_sampled"]),
          f"{np.mean(s['cell_pct_sampled']):.1f} %",
          f"{np.mean(s['student_greedy']):.1f}",
@@ -356,7 +372,7 @@ def body(rows: list[dict[str, Any]], quick: bool) -> str:
         f"states each: drawn from the cell's training buffer, or {state_steps(quick)} steps of {STATE_ENVS} "
         "envs on the evaluation env seeds with the teacher or the student playing (both sampling).\n\n"
         + states_table(rows)
-        + "\n\nRetrained: the 25 % student trained again on its cell's buffer and seed with one change; "
+        + "\n\nRetrained: a student trained again on its cell's buffer and seed with one change; "
         "% of teacher against the sampling teacher, as atari.py scores.\n\n"
         + retrained_table([r for r in rows if r["retrained"]])
     )
@@ -369,7 +385,10 @@ def main() -> None:
         extra=[(("--seeds",), dict(type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")),
                (("--device",), dict(default="cpu", help="torch device of a cell trained again")),
                (("--arms",), dict(nargs="*", default=list(RETRAINED), choices=list(RETRAINED),
-                                  help="retrained arms to run (default: all)"))],
+                                  help="retrained arms to run (default: all)")),
+               (("--arm-sizes",), dict(type=float, nargs="+", default=[SIZES[0]], choices=SIZES,
+                                       help="the sizes (target fractions) whose cells the arms retrain "
+                                            f"(default: {SIZES[0]:g})"))],
         only_help="run only experts whose folder contains this",
         trace_code=True,
     )  # fmt: skip

@@ -16,6 +16,14 @@ ran (another algorithm's adapter, the fine-tuning job, the CLI) does not make it
 a function it ran, or to a module-level statement of a module it loaded, does. Hashes are of syntax trees
 without docstrings, so comments, docstrings and layout never count.
 
+The env presets (``envs/<EnvId>.yml``) are data, not code, yet they set a run's budgets where its
+config leaves them open: a cell's code map also holds, for every env whose preset the process looked
+up (``load_preset``, ``has_preset``, watched from the first traced cell on), the hash of that
+preset's values (``envs/<EnvId>.yml``; "absent" where the env had none). Editing a preset's values,
+or adding one, makes those cells stale; a comment does not. Cells computed before presets were
+recorded (2026-12-04) carry no such entries: the presets' values had not changed since the
+repository began, but a later edit cannot flag them.
+
 Not seen by a profile of this process, so not traced: cells computed in other processes (Ray
 tasks), which are stamped with the whole library's fingerprint instead. Cells a benchmark computes
 in its own process without the profiler (timed ones: ``vs_imitation``'s samples per second,
@@ -39,9 +47,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from policykd.fileio import read_json, write_json_atomic
+from policykd.zoo import presets
 
 MODULE = "<module>"  # "path.py:<module>": that module's skeleton; alone (early maps): every module's, as one hash
+PRESET_KEY = "envs/{}.yml"  # a code map's key for the preset of an env the process looked up
+PRESET_PREFIX, PRESET_SUFFIX = PRESET_KEY.split("{}")
+ABSENT = "absent"  # its value where that env had no preset
 
 
 def strip_docstrings(tree: ast.AST) -> ast.AST:
@@ -188,6 +202,8 @@ class CodeTrace:
     def __init__(self, library_dir: Path, maps_dir: Path) -> None:
         self.library_dir, self.maps_dir = library_dir, maps_dir
         self._profile: cProfile.Profile | None = None
+        self.presets_seen: set[str] = set()  # env ids whose preset the process looked up (watch_presets)
+        self._unwatch: Callable[[], None] | None = None
 
     @functools.cached_property
     def library(self) -> LibraryCode:  # read once per process: the source does not change while a benchmark runs
@@ -204,6 +220,7 @@ class CodeTrace:
         from policykd.jobs import evaluate
 
         self.library  # hash the source now, before any of it runs
+        self.watch_presets()
         evaluate.call_latency_ms = self._paused(evaluate.call_latency_ms)
         self._profile = cProfile.Profile(builtins=False)
         self._profile.enable()
@@ -217,6 +234,40 @@ class CodeTrace:
         self._profile.disable()
         self._profile = None
         evaluate.call_latency_ms = evaluate.call_latency_ms.__wrapped__
+        self.unwatch_presets()
+
+    def watch_presets(self) -> None:
+        """From now on, note each env id whose preset file the process looks up (idempotent): the
+        library's ``load_preset`` (reading the file) and ``has_preset`` are swapped, in every loaded
+        module that holds them, for wrappers that note the id and call them."""
+        if self._unwatch is not None:
+            return
+        originals = {"load_preset": presets.load_preset, "has_preset": presets.has_preset}
+
+        def load_preset(env_id: str, use_file: bool = True) -> dict[str, Any]:
+            if use_file:
+                self.presets_seen.add(env_id)
+            return originals["load_preset"](env_id, use_file)
+
+        def has_preset(env_id: str) -> bool:
+            self.presets_seen.add(env_id)
+            return originals["has_preset"](env_id)
+
+        wrappers = {"load_preset": load_preset, "has_preset": has_preset}
+        swapped = [(module, name) for module in list(sys.modules.values()) for name, original in originals.items()
+                   if getattr(module, "__dict__", {}).get(name) is original]  # fmt: skip
+        for module, name in swapped:
+            setattr(module, name, wrappers[name])
+        self._unwatch = lambda: [setattr(module, name, originals[name]) for module, name in swapped]
+
+    def unwatch_presets(self) -> None:
+        """Put the library's own preset functions back (tests)."""
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+
+    def _preset_map(self) -> dict[str, str]:
+        return {PRESET_KEY.format(env_id): preset_digest(env_id) for env_id in sorted(self.presets_seen)}
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -245,14 +296,14 @@ class CodeTrace:
         assert self._profile is not None, "CodeTrace.start() first"
         executed = [(entry.code.co_filename, entry.code.co_firstlineno) for entry in self._profile.getstats()
                     if not isinstance(entry.code, str)]  # fmt: skip
-        return self._stored(self.library.code_map(executed, self._loaded_modules()))
+        return self._stored({**self.library.code_map(executed, self._loaded_modules()), **self._preset_map()})
 
     def loaded_stamp(self) -> str:
         """The digest of the code map of every function of every library module loaded in this
         process (stored as :meth:`stamp`'s are): for a cell computed in this process without the
         profiler (a timed benchmark), a superset of the code it ran, since a module never imported
         cannot have run. Coarser than :meth:`stamp`, far finer than the whole library's fingerprint."""
-        return self._stored(self.library.loaded_map(self._loaded_modules()))
+        return self._stored({**self.library.loaded_map(self._loaded_modules()), **self._preset_map()})
 
     def _loaded_modules(self) -> list[str]:
         loaded = [self.library.module_of(m.__file__) for m in list(sys.modules.values())
@@ -271,7 +322,26 @@ class CodeTrace:
         """What changed since the cell stamped ``digest`` was computed ([] if nothing), or None
         when its code map is missing."""
         path = self.maps_dir / f"{digest}.json"
-        return self.library.changed(_read_map(path)) if path.is_file() else None
+        if not path.is_file():
+            return None
+        code_map = _read_map(path)
+        read = {key: value for key, value in code_map.items() if key.startswith(PRESET_PREFIX)}
+        code = {key: value for key, value in code_map.items() if key not in read}
+        return self.library.changed(code) + [key for key, value in read.items() if preset_digest_at(key) != value]
+
+
+def preset_digest(env_id: str) -> str:
+    """The hash of ``env_id``'s preset values as the library reads them (comments and layout aside),
+    or ABSENT where the env has no preset file."""
+    path = presets.presets_dir() / f"{env_id}.yml"
+    if not path.is_file():
+        return ABSENT
+    return _digest(json.dumps(yaml.safe_load(path.read_text()) or {}, sort_keys=True, default=str))
+
+
+def preset_digest_at(key: str) -> str:
+    """``preset_digest`` of the env a code map's PRESET_KEY names."""
+    return preset_digest(key.removeprefix(PRESET_PREFIX).removesuffix(PRESET_SUFFIX))
 
 
 @functools.cache

@@ -242,7 +242,8 @@ def cached_run(
     Each cell records fingerprints of ``config`` and of the library code that computed it: the
     functions the process had executed by then (when it runs under ``CODE_TRACE`` and ``traced``),
     every function of the library modules it had loaded (``traced`` without the profiler), else
-    (work done in other processes) the whole library. A cell whose recorded config differs from ``config`` is recomputed (it answers
+    (work done in other processes) the whole library; the first two with the env presets the process
+    had looked up. A cell whose recorded config differs from ``config`` is recomputed (it answers
     another question). A cell whose code changed since is reused, since recomputing a sweep takes
     hours, but it is listed in ``STALE_CELLS`` and ``publish`` says so in the results file;
     ``--force`` recomputes. Pass ``traced=False`` when ``run`` hands the work to other processes."""
@@ -268,6 +269,7 @@ def cached_run(
     here = traced and not runs_elsewhere(config)
     if here and not CODE_TRACE.active:
         CODE_TRACE.library  # hash the source before the cell runs: the stamp must describe the code that ran
+        CODE_TRACE.watch_presets()
     result = run()
     if here:
         stamp["code"] = CODE_TRACE.stamp() if CODE_TRACE.active else CODE_TRACE.loaded_stamp()
@@ -358,7 +360,8 @@ def stale_note() -> str:
     note = (
         f"\n> {STALE_HEADING} {len(STALE_CELLS)} cached cell(s) were computed by policykd "
         "code that has changed since (comments and docstrings aside): a function their benchmark ran, module-level "
-        "code, or, for cells not traced by benchmarks/code_trace.py, anything in the library. "
+        "code, an env preset it read (envs/<EnvId>.yml), or, for cells not traced by benchmarks/code_trace.py, "
+        "anything in the library. "
         "`--refresh-stale` recomputes just these (`--force`: every cell).\n>\n" + "\n".join(lines) + "\n"
     )
     print(note, flush=True)

@@ -17,7 +17,10 @@ from code_trace import CodeTrace  # noqa: E402
 @pytest.fixture(autouse=True)
 def code_maps_in_tmp(tmp_path, monkeypatch):
     """A cell's code map goes to the scratch results, not into benchmarks/results/code."""
-    monkeypatch.setattr(common, "CODE_TRACE", CodeTrace(common.LIBRARY_DIR, tmp_path / "results" / "code"))
+    trace = CodeTrace(common.LIBRARY_DIR, tmp_path / "results" / "code")
+    monkeypatch.setattr(common, "CODE_TRACE", trace)
+    yield
+    trace.unwatch_presets()  # cached_run watched the library's preset lookups for this trace
 
 
 @pytest.fixture

@@ -93,6 +93,14 @@ def test_a_function_called_at_import_counts_as_module_level(tmp_path):
     assert before.skeleton != after.skeleton  # `register` runs as a decorator when the module is imported
 
 
+@pytest.fixture(autouse=True)
+def no_preset_watch_left():
+    """A cached_run outside a started trace watches preset lookups for the benchmarks' own trace:
+    put the library's functions back after each test."""
+    yield
+    common.CODE_TRACE.unwatch_presets()
+
+
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
     """The toy library importable as ``toylib``, and a fresh trace over it."""
@@ -206,3 +214,31 @@ def test_a_cell_computed_without_the_profiler_is_stamped_with_the_modules_it_loa
     monkeypatch.setattr(common, "CODE_TRACE", code_trace.CodeTrace(library, trace.maps_dir))
     assert common.is_fresh(stamp)  # ... in a module the benchmark never loaded
     assert recheck(trace, library, stamp["code"], edited("return x - 1", "return x + 1")) == ["mod.py:unused"]
+
+
+def test_a_cell_is_stale_when_a_preset_it_looked_up_changes_its_values(toy, tmp_path, monkeypatch):
+    from policykd.jobs import resolve
+    from policykd.zoo import presets
+
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    (envs / "Toy-v0.yml").write_text("# budgets\nn_updates: 100\n")
+    monkeypatch.setattr(presets, "presets_dir", lambda: envs)
+    trace, library, mod = toy
+    before = presets.load_preset
+    trace.start()
+    assert resolve.load_preset("Toy-v0")["n_updates"] == 100  # looked up through a module that imported it
+    assert not presets.has_preset("Bare-v0")
+    digest = trace.stamp()
+    trace.stop()
+    assert resolve.load_preset is presets.load_preset is before  # the library's own functions are back
+    assert {"envs/Toy-v0.yml", "envs/Bare-v0.yml"} <= set(code_trace.read_json(trace.maps_dir / f"{digest}.json"))
+
+    def changed_after(path: Path, text: str) -> list[str] | None:
+        path.write_text(text)
+        return code_trace.CodeTrace(library, trace.maps_dir).changed(digest)
+
+    assert changed_after(envs / "Toy-v0.yml", "n_updates: 100  # a comment\n") == []
+    assert changed_after(envs / "Toy-v0.yml", "n_updates: 300\n") == ["envs/Toy-v0.yml"]
+    (envs / "Toy-v0.yml").write_text("n_updates: 100\n")
+    assert changed_after(envs / "Bare-v0.yml", "n_updates: 5\n") == ["envs/Bare-v0.yml"]  # a preset added since

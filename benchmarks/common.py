@@ -368,6 +368,11 @@ def stale_note() -> str:
     return note
 
 
+def cli_flags(values: dict[str, Any], flags: dict[str, str]) -> str:
+    """``values`` as command-line options, each named by ``flags`` (a tuple as its items, space-separated)."""
+    return " ".join(f"{flags[k]} {' '.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in values.items())
+
+
 def head_of(buffer: LabelledBuffer, n: int) -> LabelledBuffer:
     """A buffer holding the first ``n`` transitions of ``buffer`` (collected in order, never wrapped)."""
     out = LabelledBuffer(n, meta=buffer.meta, **buffer.layout())

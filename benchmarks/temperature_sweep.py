@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import BACKEND_OPTION, RESULTS_DIR, TaskCache, parse_quick_args, provenance, publish, sweep_sections
+from common import (
+    BACKEND_OPTION,
+    RESULTS_DIR,
+    TaskCache,
+    cli_flags,
+    parse_quick_args,
+    provenance,
+    publish,
+    sweep_sections,
+)
 
 from policykd.fileio import read_json, write_json_atomic
 from policykd.jobs.sweep import SweepConfig, run_sweep, sweep_markdown
@@ -29,15 +38,22 @@ TEMPERATURES = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
 # (env id, teacher, budgets): each task is `policykd sweep --teacher <teacher> <budgets>`.
 TASKS: list[tuple[str, str, dict[str, Any]]] = [
     ("CartPole-v1", "agents/ppo/CartPole-v1_1", {"n_transitions": 20_000, "n_updates": 2_000}),
-    ("LunarLander-v3", "agents/ppo/LunarLander-v3_1", {"n_transitions": 50_000, "n_updates": 3_000}),
+    # the preset's 64x64 student, the size this sweep was first run at (sweep, as distill, would
+    # otherwise give this 64x64 teacher a 28x28 student: 25 % of its parameters)
+    (
+        "LunarLander-v3",
+        "agents/ppo/LunarLander-v3_1",
+        {"n_transitions": 50_000, "n_updates": 3_000, "hidden_sizes": (64, 64)},
+    ),  # fmt: skip
     ("Pendulum-v1", "agents/sac/Pendulum-v1_1", {"n_transitions": 30_000, "n_updates": 3_000}),
 ]
-CLI_FLAGS = {"n_transitions": "--n-transitions", "n_updates": "--n-updates", "n_eval_episodes": "--eval-episodes"}
+CLI_FLAGS = {"n_transitions": "--n-transitions", "n_updates": "--n-updates", "n_eval_episodes": "--eval-episodes",
+             "hidden_sizes": "--hidden"}  # fmt: skip
 N_SEEDS, N_EVAL_EPISODES = 3, 10
 
 
 def cli_command(teacher: str, budgets: dict[str, Any], out_dir: str, n_seeds: int) -> str:
-    flags = " ".join(f"{CLI_FLAGS[k]} {v}" for k, v in budgets.items())
+    flags = cli_flags(budgets, CLI_FLAGS)
     taus = " ".join(f"{t:g}" for t in TEMPERATURES)
     return (
         f"policykd sweep --teacher {teacher} --temperatures {taus} --seeds {n_seeds} {flags} "

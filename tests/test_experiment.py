@@ -15,9 +15,19 @@ import yaml
 
 from policykd.errors import PolicyKDError
 from policykd.fileio import write_csv
+from policykd.jobs.drivers import DriversConfig
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, episode_returns, mean_ci, teacher_baselines
-from policykd.jobs.experiment import checked_baselines, experiment_folder, no_cache, run_logger, student_for
+from policykd.jobs.experiment import (
+    checked_baselines,
+    experiment_budgets,
+    experiment_folder,
+    no_cache,
+    run_logger,
+    student_budgets,
+    student_for,
+)
 from policykd.jobs.run_folder import run_state
+from policykd.jobs.sweep import SweepConfig
 
 
 def test_write_csv_keeps_the_key_order(tmp_path):
@@ -86,6 +96,51 @@ def test_student_for_fixes_the_initial_weights_by_seed(cartpole_teacher):
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb)
     assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+def zoo_teacher(name: str):
+    from policykd.data.teachers import load_teacher
+    from policykd.zoo.presets import ZOO_DIR
+
+    if not (ZOO_DIR / name).is_dir():
+        pytest.skip(f"the shipped expert {name} is missing")
+    return load_teacher(ZOO_DIR / name)
+
+
+def test_sweep_and_compare_drivers_train_the_student_distill_would():
+    """The LunarLander preset's 64x64 student is the whole 64x64 PPO expert: sweep and
+    compare-drivers, as distill, give it a quarter-size student (with its Adam step) and say why;
+    --hidden keeps the preset's."""
+    ppo = zoo_teacher("ppo/LunarLander-v3_1")
+    for config in (SweepConfig(), DriversConfig()):
+        budgets = experiment_budgets(ppo, config, ("batch_size",))
+        student = student_for(ppo, budgets["hidden_sizes"], 0, budgets["cnn_width"])
+        assert student.n_params <= 0.25 * ppo.n_params and budgets["batch_size"] == 256
+        assert budgets["learning_rate"] > 1e-3  # a narrower student takes larger steps, as in distill
+        assert "preset's 64×64 student would be 100 %" in budgets["defaults"]
+        kept, why = student_budgets(ppo, dataclasses.replace(config, hidden_sizes=(64, 64)))
+        assert kept["hidden_sizes"] == (64, 64) and kept["learning_rate"] == 1e-3 and why == ""
+
+
+def test_an_experiment_without_a_preset_derives_the_student_and_names_only_it(cartpole_teacher):
+    from types import SimpleNamespace
+
+    student, why = student_budgets(cartpole_teacher, SimpleNamespace(preset="none"))
+    assert make_student_n_params(cartpole_teacher, student) <= 0.25 * cartpole_teacher.n_params
+    assert why.startswith("defaults from the teacher (--preset none): student ")
+    assert "budgets" not in why and "{budget}" not in why  # distill's budgets are not the experiment's
+
+
+def make_student_n_params(teacher, budgets) -> int:
+    return student_for(teacher, budgets["hidden_sizes"], 0, budgets["cnn_width"]).n_params
+
+
+def test_an_atari_experiment_student_has_the_presets_cnn_width():
+    """compare-drivers and sweep once built Atari students at the teacher's full CNN width."""
+    pong = zoo_teacher("ppo/PongNoFrameskip-v4_1")
+    budgets, why = student_budgets(pong, SweepConfig())
+    assert budgets["cnn_width"] == 0.5 and why == ""
+    assert 0.2 < make_student_n_params(pong, budgets) / pong.n_params < 0.3  # the preset's quarter-size CNN
 
 
 @dataclasses.dataclass

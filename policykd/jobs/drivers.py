@@ -25,6 +25,7 @@ from policykd.jobs.experiment import (
     RunCache,
     check_experiment_config,
     experiment_baselines,
+    experiment_budgets,
     experiment_folder,
     folder_cache,
     run_logger,
@@ -39,7 +40,6 @@ from policykd.learn.losses import check_loss_options, make_loss
 from policykd.learn.schedules import BetaSchedule, ConstantBeta, parse_schedule
 from policykd.learn.trainer import TrainerConfig
 from policykd.progress import progress_bar
-from policykd.zoo.presets import resolve
 
 DRIVERS: tuple[str, ...] = ("teacher", "student", "dagger")
 # The field that lists the comparison's cells: a rerun with other drivers reuses the cells it shares
@@ -148,7 +148,7 @@ def _drive_one(
     with run_logger(out, f"{driver}-seed{seed}", hparams) as logger:
         result = train_online(
             teacher,
-            student_for(teacher, budgets["hidden_sizes"], seed),
+            student_for(teacher, budgets["hidden_sizes"], seed, budgets["cnn_width"]),
             loss_fn,
             schedule,
             config=dataclasses.replace(online, seed=seed),
@@ -216,8 +216,8 @@ def compare_drivers(config: DriversConfig, *, cache: RunCache | None = None) -> 
     schedules = _check_drivers_config(config)
     options = {"trust_pickles": config.trust_pickles, "zoo_dir": config.zoo_dir, "device": config.device}
     teacher = resolve_teacher(config.teacher, config.env_id, **options)
-    keys = ("hidden_sizes", "n_envs", "batch_size", "learning_rate", "deterministic_eval")
-    budgets = resolve(teacher.recipe.env_id, config, keys)
+    # the preset's budgets where the config leaves them, and distill's student for this teacher
+    budgets = experiment_budgets(teacher, config, ("n_envs", "batch_size", "deterministic_eval"))
     online = _online_config(config, budgets, teacher.recipe.env_id)
     check_hidden_sizes(budgets["hidden_sizes"])
     n_first = min(online.capacity, online.n_transitions_per_round)  # what the first round trains on
@@ -277,6 +277,7 @@ def _compare_in(
         "runs": runs,
         "n_eval_episodes": config.n_eval_episodes,
         "out_dir": str(out),
+        "defaults": budgets["defaults"],
     }
     write_json_atomic(out / "summary.json", summary)
     write_csv(out / "drivers.csv", [row for _, _, rows in results.values() for row in rows])

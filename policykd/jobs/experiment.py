@@ -20,10 +20,11 @@ from policykd.errors import PolicyKDError
 from policykd.fileio import write_text_atomic
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, teacher_baselines
 from policykd.jobs.ray_backend import check_backend
-from policykd.jobs.resolve import check_teacher_score, make_student_for
+from policykd.jobs.resolve import check_teacher_score, make_student_for, teacher_defaults, teacher_domain, uses_preset
 from policykd.jobs.run_folder import CONFIG_FILE, LOCK_FILE, run_folder
 from policykd.learn.logging import TensorBoardLogger
 from policykd.learn.students import Student
+from policykd.zoo.presets import has_preset, resolve
 
 RunCache = Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]  # (name, run) -> run() or a stored result
 
@@ -168,10 +169,42 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def student_for(teacher: Teacher, hidden_sizes: Sequence[int], seed: int) -> Student:
-    """A fresh MLP student for ``teacher`` (input normalisation copied from its VecNormalize
-    statistics), its initial weights fixed by ``seed``."""
-    return make_student_for(teacher, teacher.kind, tuple(hidden_sizes), seed=seed)
+STUDENT_KEYS = ("hidden_sizes", "cnn_width", "learning_rate")
+
+
+def student_budgets(teacher: Teacher, config: Any) -> tuple[dict[str, Any], str]:
+    """The student's size (``hidden_sizes``; ``cnn_width`` for image observations) and Adam step as
+    ``distill`` picks them for ``teacher`` (resolve.teacher_defaults): the config's where it sets
+    them, else the env preset's, else (no preset applies, or the preset's student would be too large
+    for this teacher) a student of about presets.STUDENT_FRACTION of its acting parameters. Returns
+    them and the line that says what was derived and why ("" where nothing was)."""
+    env_id = teacher.recipe.env_id
+    use_file = uses_preset(env_id, config)
+    derived, why = teacher_defaults(teacher, config, use_file)
+    given = {key: getattr(config, key, None) for key in STUDENT_KEYS}
+    values = resolve(env_id, {key: derived.get(key) if given[key] is None else given[key] for key in STUDENT_KEYS},
+                     STUDENT_KEYS, use_file)  # fmt: skip
+    if "{budget}" in why:  # no preset: the line also names distill's budgets, which an experiment sets its own way
+        reason = "--preset none" if has_preset(env_id) else f"no preset for {env_id}"
+        why = f"defaults from the teacher ({reason}): student {why.split('; student ', 1)[1]}"
+    return values, why
+
+
+def experiment_budgets(teacher: Teacher, config: Any, keys: Sequence[str]) -> dict[str, Any]:
+    """``keys`` as ``config`` or else the env preset sets them, with distill's student for
+    ``teacher`` (student_budgets) and, under "defaults", the line that says what was derived
+    (printed; None where nothing was)."""
+    student, picked = student_budgets(teacher, config)
+    if picked:
+        print(picked, flush=True)
+    return {"defaults": picked or None, **resolve(teacher.recipe.env_id, config, keys), **student}
+
+
+def student_for(teacher: Teacher, hidden_sizes: Sequence[int], seed: int, cnn_width: float = 1.0) -> Student:
+    """A fresh student for ``teacher`` (input normalisation copied from its VecNormalize statistics),
+    its initial weights fixed by ``seed``; ``cnn_width`` sizes its CNN where the observations are images."""
+    cnn_width = cnn_width if teacher_domain(teacher) == "image" else 1.0  # an MLP student has no CNN
+    return make_student_for(teacher, teacher.kind, tuple(hidden_sizes), cnn_width, seed=seed)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from policykd.jobs.experiment import (
     cell_cache,
     check_experiment_config,
     experiment_baselines,
+    experiment_budgets,
     experiment_folder,
     run_logger,
     student_for,
@@ -52,7 +53,6 @@ from policykd.learn.students import Student
 from policykd.learn.targets import check_temperature, soften, student_kind_for
 from policykd.learn.trainer import Trainer, TrainerConfig
 from policykd.progress import progress_bar
-from policykd.zoo.presets import resolve
 
 DEFAULT_TEMPERATURES: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0)
 # The field that lists the sweep's cells: a rerun with more or fewer taus reuses the cells it shares
@@ -225,7 +225,7 @@ def _distil_one(
         },
     )
     with run_logger(out, f"tau{tau:g}-seed{seed}", hparams) as logger:
-        student = student_for(teacher, budgets["hidden_sizes"], seed)
+        student = student_for(teacher, budgets["hidden_sizes"], seed, budgets["cnn_width"])
         Trainer(student, loss_fn, buffer, config=trainer_config, logger=logger).train()
         result = {"tau": tau, "seed": seed, **buffer_metrics(student, probe[0], probe[1], tau)}
         result.update(_evaluate_student(student, teacher.recipe, config, grid))
@@ -314,8 +314,8 @@ def _resolve_sweep(config: SweepConfig) -> tuple[tuple[float, ...], Teacher, dic
             f"{teacher.source} is a deterministic ({teacher.algo}) teacher: it has no temperature to "
             "sweep; pick a PPO, A2C, DQN, QR-DQN or SAC expert"
         )
-    keys = ("n_transitions", "n_updates", "batch_size", "learning_rate", "hidden_sizes")
-    budgets = resolve(teacher.recipe.env_id, config, keys)
+    # the preset's budgets where the config leaves them, and distill's student for this teacher
+    budgets = experiment_budgets(teacher, config, ("n_transitions", "n_updates", "batch_size"))
     TrainerConfig(
         n_updates=budgets["n_updates"], batch_size=budgets["batch_size"], learning_rate=budgets["learning_rate"]
     )  # validates them
@@ -393,6 +393,7 @@ def _sweep_in(
         "n_updates": budgets["n_updates"],
         "batch_size": budgets["batch_size"],
         "hidden_sizes": list(budgets["hidden_sizes"]),
+        "defaults": budgets["defaults"],
         "n_eval_episodes": config.n_eval_episodes,
         "temperature_on": config.temperature_on,
         "kl_direction": config.kl_direction,

@@ -167,17 +167,19 @@ def table(rows: list[dict[str, Any]], skipped: list[tuple[str, str]]) -> str:
         "% of teacher [95 % CI over seeds] | goal | Rusu et al. 2016: DQN teacher, 10 games (published) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    row_seeds = {tuple(r["seeds"]) for r in rows}
     for r in rows:
         for s in r["sizes"]:
             mean, low, high = s["pct_mean_ci"]
             ci = f" [{low:.1f}, {high:.1f}]" if len(r["seeds"]) > 1 else ""
+            seeds = "" if len(row_seeds) == 1 else f" (seeds {', '.join(map(str, r['seeds']))})"
             goal = GOAL_PCT[s["target_fraction"]]
             lines.append(
                 f"| `{r['expert']}` ({r['kind']}) | {100 * s['target_fraction']:g} % | "
                 f"{round(s['cnn_width'] * WIDTH_GRID)}/{WIDTH_GRID} | "
                 f"{s['student_params']:,} / {r['teacher_params']:,} ({100 * s['param_fraction']:.1f} %) | "
                 f"{np.mean(s['teacher_returns']):.1f} | {np.mean(s['random_returns']):.1f} | "
-                f"{np.mean(s['student_returns']):.1f} | {mean:.1f}{ci} | "
+                f"{np.mean(s['student_returns']):.1f} | {mean:.1f}{ci}{seeds} | "
                 f"≥ {goal:g}: {'met' if mean >= goal else 'not met'} | "
                 f"{RUSU_PCT[s['target_fraction']]:g} % |"
             )
@@ -194,8 +196,11 @@ def cached_rows(quick: bool) -> list[dict[str, Any]]:
 def body(rows: list[dict[str, Any]], skipped: list[tuple[str, str]], seeds: tuple[int, ...], quick: bool) -> str:
     budgets = (f"{rows[0]['n_transitions']:,} teacher transitions, {rows[0]['n_updates']:,} updates, "
                f"{rows[0]['n_eval_episodes']} evaluation episodes") if rows else "no expert run"  # fmt: skip
+    row_seeds = {tuple(r["seeds"]) for r in rows}
+    shown = f"Seeds {list(row_seeds.pop() if len(row_seeds) == 1 else seeds)}"
+    shown = "Seeds as each row lists them" if len(row_seeds) > 1 else shown
     return (
-        f"Seeds {list(seeds)}; {budgets} per cell{' (--quick: tiny budgets, not a measurement)' if quick else ''}. "
+        f"{shown}; {budgets} per cell{' (--quick: tiny budgets, not a measurement)' if quick else ''}. "
         "% of teacher: (student − random) / (teacher − random) × 100 on the cell's own evaluation episodes, "
         "the teacher, the random policy and the student all sampling on the same env seeds; the CI is a "
         "Student-t interval over seeds. The last column is Rusu et al. 2016's published figure for DQN "

@@ -204,6 +204,7 @@ class CodeTrace:
         self._profile: cProfile.Profile | None = None
         self.presets_seen: set[str] = set()  # env ids whose preset the process looked up (watch_presets)
         self._unwatch: Callable[[], None] | None = None
+        self._preset_digests: dict[str, str] = {}  # read once per process, as the library's source is
 
     @functools.cached_property
     def library(self) -> LibraryCode:  # read once per process: the source does not change while a benchmark runs
@@ -267,7 +268,12 @@ class CodeTrace:
             self._unwatch = None
 
     def _preset_map(self) -> dict[str, str]:
-        return {PRESET_KEY.format(env_id): preset_digest(env_id) for env_id in sorted(self.presets_seen)}
+        return {PRESET_KEY.format(env_id): self._preset_digest(env_id) for env_id in sorted(self.presets_seen)}
+
+    def _preset_digest(self, env_id: str) -> str:
+        if env_id not in self._preset_digests:
+            self._preset_digests[env_id] = preset_digest(env_id)
+        return self._preset_digests[env_id]
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -327,7 +333,9 @@ class CodeTrace:
         code_map = _read_map(path)
         read = {key: value for key, value in code_map.items() if key.startswith(PRESET_PREFIX)}
         code = {key: value for key, value in code_map.items() if key not in read}
-        return self.library.changed(code) + [key for key, value in read.items() if preset_digest_at(key) != value]
+        return self.library.changed(code) + [
+            key for key, value in read.items() if self._preset_digest(env_of(key)) != value
+        ]
 
 
 def preset_digest(env_id: str) -> str:
@@ -339,9 +347,9 @@ def preset_digest(env_id: str) -> str:
     return _digest(json.dumps(yaml.safe_load(path.read_text()) or {}, sort_keys=True, default=str))
 
 
-def preset_digest_at(key: str) -> str:
-    """``preset_digest`` of the env a code map's PRESET_KEY names."""
-    return preset_digest(key.removeprefix(PRESET_PREFIX).removesuffix(PRESET_SUFFIX))
+def env_of(key: str) -> str:
+    """The env id a code map's PRESET_KEY names."""
+    return key.removeprefix(PRESET_PREFIX).removesuffix(PRESET_SUFFIX)
 
 
 @functools.cache

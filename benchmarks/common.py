@@ -412,7 +412,6 @@ README_BLOCKS = {
     "atari": "atari",
     "atari-ablations": "atari_ablations",  # its sampled column quotes atari.py's cells (the "atari" block)
     "vs-imitation": "vs_imitation",
-    "soft-vs-hard": "soft_vs_hard",
     "overlap": "throughput",
     "no-preset": "no_preset",
     "small-data": "small_data",

@@ -35,7 +35,6 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("throughput.py", True, "throughput.md"),
     ("export_latency.py", True, "export_latency.md"),
     ("vs_imitation.py", True, "vs_imitation.md"),
-    ("soft_vs_hard.py", True, "soft_vs_hard.md"),
     ("temperature_sweep.py", True, "temperature_sweep.md"),
     ("compare_drivers.py", True, "compare_drivers.md"),
     ("fidelity_compression.py", True, "fidelity_compression.md"),

@@ -1,5 +1,5 @@
 """The statistics behind the README's benchmark figures, on inputs worked out by hand:
-data budgets to 95 % (``transitions_to``, ``stays_from``, ``reach``), the interquartile mean and
+data budgets to 95 % (``reach``), the interquartile mean and
 its bootstrap CI (fidelity vs compression), and the Student-t CI over seeds (``mean_ci``)."""
 
 from __future__ import annotations
@@ -13,31 +13,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 # benchmarks/ is a folder of scripts, not a package; importing them runs no benchmark
 from fidelity_compression import bootstrap_ci, iqm  # noqa: E402
-from soft_vs_hard import TARGET_PCT, stays_from, transitions_to  # noqa: E402
 from vs_imitation_report import reach  # noqa: E402
 
 from policykd.jobs.evaluate import mean_ci  # noqa: E402
 
 T_975 = {1: 12.706204736174698, 2: 4.302652729911275}  # Student-t 97.5 % quantiles, by degrees of freedom
-
-BUDGETS = [10, 20, 50, 100, 200]
-
-
-def test_transitions_to_is_the_first_budget_at_the_target():
-    assert TARGET_PCT == 95.0
-    assert transitions_to(BUDGETS, [50.0, 95.0, 80.0, 99.0, 100.0]) == 20  # 95.0 itself counts
-    assert transitions_to(BUDGETS, [50.0, 94.9, 80.0, 96.0, 100.0]) == 100
-    assert transitions_to(BUDGETS, [50.0, 60.0, 70.0, 80.0, 94.99]) is None
-    assert transitions_to(BUDGETS, [50.0, 60.0, 70.0, 80.0, 90.0], target=80.0) == 100
-
-
-def test_stays_from_is_where_every_larger_budget_holds_the_target():
-    """The README's soft-vs-hard column: a dip below 95 % after a first crossing moves it on."""
-    assert stays_from(BUDGETS, [50.0, 95.0, 80.0, 99.0, 100.0]) == 100
-    assert stays_from(BUDGETS, [96.0, 97.0, 98.0, 99.0, 100.0]) == 10
-    assert stays_from(BUDGETS, [96.0, 97.0, 98.0, 99.0, 94.0]) is None  # the largest budget misses it
-    assert stays_from(BUDGETS, [90.0, 97.0, 90.0, 99.0, 94.0], target=90.0) == 10
-
 
 def test_reach_is_the_first_x_whose_return_meets_the_threshold():
     labels = [2_000.0, 4_000.0, 6_000.0]

@@ -297,17 +297,6 @@ def test_every_figure_in_the_readme_prose_is_in_the_results_it_cites() -> None:
     assert not missing, "\n".join(missing)
 
 
-def test_the_soft_vs_hard_block_is_the_recorded_table() -> None:
-    """The README's soft-vs-hard table is what soft_vs_hard.py makes of its results file."""
-    import soft_vs_hard
-
-    tasks = json.loads((RESULTS / "soft_vs_hard.json").read_text())["tasks"]
-    block = re.search(r"<!-- soft-vs-hard:start -->\n(.*?)<!-- soft-vs-hard:end -->", README, re.S).group(1)
-    if block.startswith(benchmarks_common.WITHHELD):  # stale cells: it quotes nothing (checked below)
-        return
-    assert block.split("\n\n`")[0] == soft_vs_hard.readme_table(tasks)
-
-
 def test_the_readme_quotes_no_results_that_older_library_code_computed() -> None:
     """No README block quotes a results folder holding cells that library code other than today's
     computed (it says it is withheld; `python benchmarks/run_all.py --withhold-stale` writes that), and

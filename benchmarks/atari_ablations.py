@@ -17,11 +17,15 @@ Ablations, each measured against atari.py's cell of the same expert, size and se
   states the student visits when it plays (sampled). A student much further from its teacher on its
   own states than on the teacher's errs where its mistakes led it (compounding error: DAgger's case);
   one as far on fresh teacher states as on its own generalises poorly from the buffer (more data or
-  a better-fitting network's case). Categorical (PPO / A2C) teachers only.
+  a better-fitting network's case). The teacher's distribution is the one the cell trained towards:
+  softmax(logits) for a policy teacher (at τ 1), softmax(Q / τ) at the cell's τ for a Q-value or
+  quantile teacher.
 - **retrained**: a cell trained again on the same buffer with the same seed, one change at a
-  time (RETRAINED): the teacher's distribution sharpened to softmax(logits / 0.5), so that the student
-  learns a policy closer to its teacher's greedy one; three times the updates, since the cell's
-  training KL is still falling at its last update; or both. Each is scored sampled on the cell's
+  time (RETRAINED), each for the teacher kinds it fits: the teacher's distribution sharpened to
+  softmax(logits / 0.5), so that the student learns a policy closer to its teacher's greedy one
+  (policy teachers); three times the updates, since the cell's training loss is still falling at its
+  last update (any teacher); both (policy teachers); for Q-value and quantile teachers, MSE on the
+  (centred) Q-values instead of the KL to softmax(Q / τ). Each is scored sampled on the cell's
   episodes and greedily as the first ablation; a training run per arm, size and seed (one to three
   times the cell's). `--arm-sizes` picks the sizes (default: the 25 % cell).
 
@@ -60,7 +64,7 @@ from common import RESULTS_DIR, TaskCache, is_cached, parse_quick_args, provenan
 from policykd.data.buffers import LabelledBuffer
 from policykd.data.envs import make_vec_env
 from policykd.data.teachers import Teacher, load_teacher
-from policykd.fileio import write_json_atomic
+from policykd.fileio import read_json, write_json_atomic
 from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill import distill
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_policy, evaluate_teacher, mean_ci, pct_of
@@ -69,12 +73,16 @@ from policykd.jobs.play import resolve_policy
 from policykd.learn.losses import categorical_kl
 from policykd.learn.metrics import categorical_entropy, same_greedy_action
 from policykd.learn.students import Student
+from policykd.learn.targets import soften
 
-# the "retrained" arms: DistillConfig changes to an atari.py cell (which trains at tau 1, 20,000 updates)
+# the "retrained" arms: DistillConfig changes to an atari.py cell (which trains 20,000 updates with kl at
+# tau 1, or for a Q-value teacher at the tau its Q-values give), and the teacher kinds each applies to
+POLICY_KINDS, Q_KINDS = ("categorical",), ("q_values", "quantiles")
 RETRAINED = {
-    "tau0.5": ("τ 0.5 (sharper targets)", {"temperature": 0.5}),
-    "updates60000": ("60,000 updates", {"n_updates": 60_000}),
-    "tau0.5-updates60000": ("τ 0.5 and 60,000 updates", {"temperature": 0.5, "n_updates": 60_000}),
+    "tau0.5": ("τ 0.5 (sharper targets)", {"temperature": 0.5}, POLICY_KINDS),
+    "updates60000": ("60,000 updates", {"n_updates": 60_000}, POLICY_KINDS + Q_KINDS),
+    "tau0.5-updates60000": ("τ 0.5 and 60,000 updates", {"temperature": 0.5, "n_updates": 60_000}, POLICY_KINDS),
+    "mse": ("MSE on the Q-values", {"loss": "mse"}, Q_KINDS),
 }
 STATE_STEPS = 500  # steps per env (8 envs) of each driver in the "whose states" ablation
 STATE_ENVS = 8
@@ -141,8 +149,6 @@ def states_cells(
     expert: str, folder: Path, teacher: Teacher, seed: int, args: Any, cells: dict[float, dict], cache: TaskCache
 ):
     """Each size's student against its teacher on its training buffer, fresh teacher states and its own states."""
-    if teacher.kind != "categorical":
-        return {}
     n_steps = state_steps(args.quick)
     rows = {}
     for fraction, cell, name, config in cell_configs(expert, folder, seed, args, cells):
@@ -161,11 +167,12 @@ def gaps_by_driver(teacher: Teacher, run_dir: Path, n_steps: int, env_seed: int)
     """KL(teacher ‖ student), greedy agreement and the teacher's entropy, averaged over the states
     of ``n_steps`` x STATE_ENVS steps where the teacher drives, then where the student drives (both sampled)."""
     student = open_student(run_dir).student
-    kl, agreement, entropy = buffer_gaps(student, training_buffer(run_dir), n_steps * STATE_ENVS, env_seed)
+    tau = float(read_json(run_dir / "summary.json")["temperature"])  # the cell's: 1, or its Q-values' tau
+    kl, agreement, entropy = buffer_gaps(student, training_buffer(run_dir), tau, n_steps * STATE_ENVS, env_seed)
     gaps = {"train_kl": kl, "train_agreement": agreement, "train_teacher_entropy": entropy}
     for driver in ("teacher", "student"):
         policy = teacher if driver == "teacher" else student
-        kl, agreement, entropy = state_gaps(teacher, student, policy, n_steps, env_seed)
+        kl, agreement, entropy = state_gaps(teacher, student, tau, policy, n_steps, env_seed)
         gaps.update({f"{driver}_kl": kl, f"{driver}_agreement": agreement, f"{driver}_teacher_entropy": entropy})
     return gaps
 
@@ -178,14 +185,14 @@ def training_buffer(run_dir: Path) -> Path:
 
 
 @torch.no_grad()
-def buffer_gaps(student: Student, path: Path, n: int, seed: int) -> tuple[float, ...]:
-    """``log_gaps`` on ``n`` transitions drawn (seeded) from the buffer at ``path``."""
+def buffer_gaps(student: Student, path: Path, tau: float, n: int, seed: int) -> tuple[float, ...]:
+    """``log_gaps`` on ``n`` transitions drawn (seeded) from the buffer at ``path``, the teacher at ``tau``."""
     buffer = LabelledBuffer.load(path)
     drawn = np.random.default_rng(seed).choice(len(buffer), size=min(n, len(buffer)), replace=False)
     parts = []
     for indices in np.array_split(drawn, max(1, len(drawn) // 256)):
         batch = buffer.batch_at(indices)
-        parts.append(log_gaps(torch.log_softmax(batch.teacher_outputs[0].logits, dim=-1), student, batch.observations))
+        parts.append(log_gaps(soften(batch.teacher_outputs[0], tau).log_probs, student, batch.observations))
     return tuple(float(torch.cat(values).mean()) for values in zip(*parts))
 
 
@@ -201,14 +208,16 @@ def log_gaps(teacher_log_p: torch.Tensor, student: Student, obs: Any) -> tuple[t
 
 
 @torch.no_grad()
-def state_gaps(teacher: Teacher, student: Student, driver: Any, n_steps: int, env_seed: int) -> tuple[float, ...]:
+def state_gaps(
+    teacher: Teacher, student: Student, tau: float, driver: Any, n_steps: int, env_seed: int
+) -> tuple[float, ...]:
     venv = make_vec_env(teacher.recipe, STATE_ENVS, env_seed)
     rng = np.random.default_rng(env_seed)
     parts = []
     obs = venv.reset()
     try:
         for _ in range(n_steps):
-            parts.append(log_gaps(torch.log_softmax(teacher(obs).logits, dim=-1), student, obs))
+            parts.append(log_gaps(soften(teacher(obs), tau).log_probs, student, obs))
             obs, _, _, _ = venv.step(driver.act(obs, False, rng))
     finally:
         venv.close()
@@ -220,8 +229,6 @@ def retrained_cells(
 ):
     """Each cell of ``args.arm_sizes`` trained again on its buffer for each arm of RETRAINED asked (or
     cached): ``{fraction: {arm: sampled and greedy returns}}``."""
-    if teacher.kind != "categorical":
-        return {}
     n_eval, env_seed = n_eval_episodes(args.quick), seed + EVAL_SEED_OFFSET
     buffer = (
         Path(
@@ -233,9 +240,7 @@ def retrained_cells(
     )  # every size trains on it
     rows: dict[float, dict[str, dict[str, float]]] = {}
     for fraction, cell, name, base in cell_configs(expert, folder, seed, args, cells):
-        arms = [arm for arm in RETRAINED if (arm in args.arms and fraction in args.arm_sizes)
-                or is_cached(cache.cache_dir / f"{name}-{arm}.json")]  # fmt: skip
-        for arm in arms:
+        for arm in arms_for(teacher.kind, fraction, name, args, cache):
             changes = dict(RETRAINED[arm][1])
             if args.quick and "n_updates" in changes:  # --quick only checks that the arm runs
                 changes["n_updates"] = 400
@@ -254,6 +259,14 @@ def retrained_cells(
             print(f"{name} {arm}: sampled {row['student_sampled']:.1f} ({row['pct_sampled']:.1f} %), "
                   f"greedy {row['student_greedy']:.1f}", flush=True)  # fmt: skip
     return rows
+
+
+def arms_for(kind: str, fraction: float, name: str, args: Any, cache: TaskCache) -> list[str]:
+    """The retrained arms of cell ``name`` to show: those that fit its teacher's ``kind`` and were asked
+    for on its size (``--arms``, ``--arm-sizes``) or computed before."""
+    asked = [arm for arm in args.arms if fraction in args.arm_sizes]
+    return [arm for arm in RETRAINED if kind in RETRAINED[arm][2]
+            and (arm in asked or is_cached(cache.cache_dir / f"{name}-{arm}.json"))]  # fmt: skip
 
 
 def greedy_row(cell: dict[str, Any], teacher_returns: list[float], student_returns: list[float]) -> dict[str, Any]:
@@ -370,7 +383,9 @@ def body(rows: list[dict[str, Any]], quick: bool) -> str:
         + table(rows)
         + f"\n\nWhose states: means over seeds of per-state means over {state_steps(quick) * STATE_ENVS:,} "
         f"states each: drawn from the cell's training buffer, or {state_steps(quick)} steps of {STATE_ENVS} "
-        "envs on the evaluation env seeds with the teacher or the student playing (both sampling).\n\n"
+        "envs on the evaluation env seeds with the teacher or the student playing (both sampling). The teacher's "
+        "distribution is the one the cell trained towards: softmax(logits) for a policy teacher, softmax(Q / τ) at "
+        "the cell's τ for a Q-value teacher.\n\n"
         + states_table(rows)
         + "\n\nRetrained: a student trained again on its cell's buffer and seed with one change; "
         "% of teacher against the sampling teacher, as atari.py scores.\n\n"

@@ -2,7 +2,7 @@
 from scratch, and the lambda schedules compared.
 
     python benchmarks/kickstart.py               # 1 seed per arm, budgets cut to ~15 CPU-min on 2 shared cores
-    python benchmarks/kickstart.py --seeds a=3,b=2,c=3    # seeds per part, as published
+    python benchmarks/kickstart.py --seeds a=5,b=3,c=3,d=1    # seeds per part, as published
     python benchmarks/kickstart.py --seeds a=3,b=3,c=3,d=3    # and HalfCheetah (d: ~20 CPU-min per cell)
     python benchmarks/kickstart.py --quick       # tiny budgets, 1 seed: ~3 min, kickstart-quick.* only
 

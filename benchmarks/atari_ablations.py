@@ -39,6 +39,7 @@ STATE_STEPS x 8 env steps per driver (a minute or two).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -325,6 +326,10 @@ def pct_with_ci(pcts: list[float]) -> str:
     return f"{mean:.1f}" + (f" [{low:.1f}, {high:.1f}]" if len(pcts) > 1 else "")
 
 
+def seeds_text(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds))
+
+
 def markdown(header: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table of ``rows`` (cells already formatted) under ``header``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -332,9 +337,11 @@ def markdown(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    header = ["expert", "target", "acting", "teacher", "student", "random", "% of teacher [95 % CI over seeds]"]
+    header = ["expert", "target", "seeds", "acting", "teacher", "student", "random",
+              "% of teacher [95 % CI over seeds]"]  # fmt: skip
     return markdown(header, [
-        [f"`{r['expert']}`", f"{100 * s['target_fraction']:g} %", acting, f"{np.mean(s[f'teacher_{acting}']):.1f}",
+        [f"`{r['expert']}`", f"{100 * s['target_fraction']:g} %", seeds_text(r["seeds"]), acting,
+         f"{np.mean(s[f'teacher_{acting}']):.1f}",
          f"{np.mean(s[f'student_{acting}']):.1f}", f"{np.mean(s['random']):.1f}", pct_with_ci(s[f"pct_{acting}"])]
         for r in rows for s in r["sizes"] for acting in ("sampled", "greedy")
     ])  # fmt: skip
@@ -345,7 +352,7 @@ def retrained_table(rows: list[dict[str, Any]]) -> str:
               "atari.py's cell on the same seeds", "student greedy", "teacher sampled / greedy"]  # fmt: skip
     return markdown(header, [
         [f"`{r['expert']}`", f"{100 * s['target_fraction']:g} %", RETRAINED[s["arm"]][0],
-         ", ".join(map(str, s["seeds"])),
+         seeds_text(s["seeds"]),
          f"{np.mean(s['student_sampled']):.1f}", pct_with_ci(s["pct_sampled"]),
          f"{np.mean(s['cell_pct_sampled']):.1f} %",
          f"{np.mean(s['student_greedy']):.1f}",
@@ -362,10 +369,11 @@ STATE_SETS = (
 
 
 def states_table(rows: list[dict[str, Any]]) -> str:
-    header = ["expert", "target", "states", "KL(teacher ‖ student) per state", "greedy action agreement",
+    header = ["expert", "target", "seeds", "states", "KL(teacher ‖ student) per state", "greedy action agreement",
               "teacher entropy (nats)"]  # fmt: skip
     return markdown(header, [
-        [f"`{r['expert']}`", f"{100 * s['target_fraction']:g} %", words, f"{np.mean(s[f'{key}_kl']):.3f}",
+        [f"`{r['expert']}`", f"{100 * s['target_fraction']:g} %", seeds_text(r["seeds"]), words,
+         f"{np.mean(s[f'{key}_kl']):.3f}",
          f"{np.mean(s[f'{key}_agreement']):.3f}", f"{np.mean(s[f'{key}_teacher_entropy']):.3f}"]
         for r in rows for s in r["sizes"] if "teacher_kl" in s for key, words in STATE_SETS
     ])  # fmt: skip
@@ -375,7 +383,7 @@ def body(rows: list[dict[str, Any]], quick: bool) -> str:
     if not rows:
         return "No finished Atari expert was selected."
     return (
-        f"Seeds {rows[0]['seeds']}; {n_eval_episodes(quick)} evaluation episodes per cell"
+        f"Seeds as each row names them; {n_eval_episodes(quick)} evaluation episodes per cell"
         f"{' (--quick: tiny budgets, not a measurement)' if quick else ''}. Each student is atari.py's cell "
         "(same expert, size and seed); `sampled` is that cell's own result, `greedy` replays the same env seeds "
         "with the student and the teacher acting greedily. % of teacher: (student − random) / (teacher − random) "
@@ -391,6 +399,20 @@ def body(rows: list[dict[str, Any]], quick: bool) -> str:
         "% of teacher against the sampling teacher, as atari.py scores.\n\n"
         + retrained_table([r for r in rows if r["retrained"]])
     )
+
+
+def cached_seeds(expert: str, quick: bool, caches: dict[str, TaskCache]) -> tuple[int, ...]:
+    """The seeds of ``expert`` whose atari.py cells and greedy and states ablations are all cached, so
+    that a run of other experts (``--only``) shows them too, read back and not computed."""
+
+    def cached(seed: int) -> bool:
+        names = [cell_name(expert, fraction, seed) for fraction in SIZES]
+        files = [caches["atari"].cache_dir / f"{name}.json" for name in names] + [
+            caches["ablations"].cache_dir / f"{name}-{part}.json" for name in names for part in ("greedy", "states")
+        ]
+        return all(is_cached(path) for path in files)
+
+    return tuple(seed for seed in ((0,) if quick else SEEDS) if cached(seed))
 
 
 def main() -> None:
@@ -413,9 +435,14 @@ def main() -> None:
         "atari": TaskCache(RESULTS_DIR / results_name("atari", args.quick), False),  # atari.py's cells: read back
         "ablations": TaskCache(RESULTS_DIR / results_name("atari_ablations", args.quick), args.force),
     }
-    chosen = [(name, folder) for name, folder, reason in atari_experts()
-              if not reason and args.only in name and (name in QUICK_EXPERTS or not args.quick)]  # fmt: skip
-    rows = [run_expert(name, folder, seeds, args, caches) for name, folder in chosen]
+    finished = [(name, folder) for name, folder, reason in atari_experts()
+                if not reason and (name in QUICK_EXPERTS or not args.quick)]  # fmt: skip
+    rows = []
+    for name, folder in finished:  # the experts and seeds asked for, and whatever earlier runs left cached
+        if args.only in name:
+            rows.append(run_expert(name, folder, seeds, args, caches))
+        elif shown := cached_seeds(name, args.quick, caches):
+            rows.append(run_expert(name, folder, shown, argparse.Namespace(**{**vars(args), "arms": []}), caches))
     command = "python benchmarks/atari_ablations.py" + (" --quick" if args.quick else "")
     text = body(rows, args.quick)
     publish(

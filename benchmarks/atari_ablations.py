@@ -121,7 +121,7 @@ def greedy_cells(
     n_eval, env_seed = n_eval_episodes(args.quick), seed + EVAL_SEED_OFFSET
     asked = {"expert": expert, "seed": seed, "n_eval": n_eval, "greedy": True}
     teacher_greedy = cache(
-        f"{expert.replace('/', '-')}-teacher-greedy-seed{seed}",
+        teacher_greedy_name(expert, seed),
         lambda: {"returns": list(evaluate_teacher(teacher, n_eval, env_seed, deterministic=True).returns)},
         config=asked,
     )
@@ -139,6 +139,11 @@ def greedy_cells(
               f"{rows[fraction]['teacher_greedy']:.1f}, {rows[fraction]['pct_greedy']:.1f} % of teacher "
               f"(sampled: {cell['pct_of_teacher']:.1f} %)", flush=True)  # fmt: skip
     return rows
+
+
+def teacher_greedy_name(expert: str, seed: int) -> str:
+    """The cache name of ``expert``'s greedy returns on seed ``seed``'s evaluation episodes."""
+    return f"{expert.replace('/', '-')}-teacher-greedy-seed{seed}"
 
 
 def greedy_student_returns(teacher: Teacher, run_dir: Path, n_eval: int, env_seed: int) -> list[float]:
@@ -407,8 +412,11 @@ def cached_seeds(expert: str, quick: bool, caches: dict[str, TaskCache]) -> tupl
 
     def cached(seed: int) -> bool:
         names = [cell_name(expert, fraction, seed) for fraction in SIZES]
+        ablations = [teacher_greedy_name(expert, seed)] + [
+            f"{name}-{part}" for name in names for part in ("greedy", "states")
+        ]
         files = [caches["atari"].cache_dir / f"{name}.json" for name in names] + [
-            caches["ablations"].cache_dir / f"{name}-{part}.json" for name in names for part in ("greedy", "states")
+            caches["ablations"].cache_dir / f"{name}.json" for name in ablations
         ]
         return all(is_cached(path) for path in files)
 

@@ -130,10 +130,14 @@ def beyond_teacher(cache: TaskCache, b: dict[str, int], seed: int) -> dict[str, 
     arms = {arm: run_cell(cache, name, ft) for arm, (name, ft) in cells.items()}
     last = arms["fine-tuned + QDagger term"]
     distilled = {"mean": student["student_return_mean"], "ci95": student["student_return_ci95"]}
+    best = {f"{arm}, {BEST}": {"student_return": s["best"]["student_return"], "steps": s["best"]["steps"],
+                               "curve": [], "teacher_return": s["teacher_return"]}
+            for arm, s in arms.items() if "best" in s}  # fmt: skip
     return {
         "teacher (same episodes)": {"student_return": last["teacher_return"], "curve": [], "teacher_return": last["teacher_return"]},
         "distilled student": {"student_return": distilled, "curve": [], "teacher_return": last["teacher_return"]},
         **arms,
+        **best,
     }  # fmt: skip
 
 
@@ -182,7 +186,7 @@ def steps_to(curve: list[list[float]], target: float) -> int | None:
 
 
 def table(runs: dict[str, list[dict]], teacher_return: float, budget: int) -> list[str]:
-    rows = ["| arm | final return | 95 % CI (seeds; 1 seed: episodes) | env steps to reach and hold 90 % of teacher (per seed) | ratio to teacher |",
+    rows = ["| arm | return | 95 % CI (seeds; 1 seed: episodes) | env steps to reach and hold 90 % of teacher (per seed) | ratio to teacher |",
             "|---|---|---|---|---|"]  # fmt: skip
     for arm, seeds in runs.items():
         mean, low, high = mean_ci([s["student_return"]["mean"] for s in seeds])
@@ -245,11 +249,17 @@ def main() -> None:
     report(args, b, n_seeds, parts)
 
 
-def verdict_a(runs: dict[str, list[dict]]) -> str:
+BEST = (
+    "best checkpoint"  # (a)'s rows of finetune's best_model.zip: chosen on validation episodes, scored on held-out ones
+)
+
+
+def verdict_a(runs: dict[str, list[dict]], suffix: str = "") -> str:
     """Whether the fine-tuned student ends above its teacher, and above RL without the term: the
     t-interval over seeds of the per-seed difference (both measured on that seed's same episodes;
-    the arms share the seed's distilled student), and whether the arms' own intervals separate."""
-    with_term, without = (runs[arm] for arm in ("fine-tuned + QDagger term", "fine-tuned, no distillation"))
+    the arms share the seed's distilled student), and whether the arms' own intervals separate.
+    ``suffix``: ", best checkpoint" to judge the two arms' best checkpoints instead of their last weights."""
+    with_term, without = (runs[arm + suffix] for arm in ("fine-tuned + QDagger term", "fine-tuned, no distillation"))
     mine = [s["student_return"]["mean"] for s in with_term]
     teacher = [s["teacher_return"]["mean"] for s in with_term]
     other = [s["student_return"]["mean"] for s in without]
@@ -262,7 +272,17 @@ def verdict_a(runs: dict[str, list[dict]]) -> str:
         lines.append(f"above {what}: **{'yes' if low > 0 else 'no'}** (difference {diff:+.1f}, 95 % CI "
                      f"[{low:+.1f}, {high:+.1f}] over {len(mine)} paired seeds; the two rows' CIs "
                      f"{'separate' if separate else 'overlap'})")  # fmt: skip
-    return "Reached? With the QDagger term, " + "; ".join(lines) + "."
+    which = f"the {BEST}s" if suffix else "the last weights"
+    return f"Reached? With the QDagger term ({which}), " + "; ".join(lines) + "."
+
+
+def best_steps(runs: dict[str, list[dict]]) -> str:
+    """Where (a)'s best checkpoints were, per seed."""
+    shown = []
+    for arm, seeds in runs.items():
+        if arm.endswith(BEST):
+            shown.append(f"{arm.removesuffix(', ' + BEST)}: " + ", ".join(f"{s['steps']:,}" for s in seeds))
+    return "Best checkpoints at env step (per seed): " + "; ".join(shown) + "." if shown else ""
 
 
 def verdict_b(runs: dict[str, list[dict]], teacher: float, budget: int) -> str:
@@ -333,9 +353,11 @@ def report(args: argparse.Namespace, b: dict[str, int], seeds: dict[str, int], p
     shown = [k for k in titles if k in parts]
     plot({titles[k]: parts[k] for k in shown}, {titles[k]: teacher[k] for k in shown}, str(RESULTS_DIR / f"{stem}.png"))
     lines = [
-        f"Evaluation: {b['eval_episodes']} greedy episodes on the distill evaluation seeds (seed + 10,000 + i); the "
-        "teacher is measured on the same episodes. The CI is a Student-t interval over seeds, or with one seed the "
-        "bootstrap CI of the mean over its evaluation episodes (as in the PNG's curves).",
+        f"Evaluation: {b['eval_episodes']} greedy episodes on held-out evaluation seeds (seed + 10,000 + i, as "
+        "distill's), the teacher on the same episodes. The learning curves, the env steps to reach 90 % and finetune's "
+        f"choice of its {BEST} (`best_model.zip`) use other episodes, validation ones (seed + 20,000 + i); a "
+        f"{BEST} row scores that choice on the held-out episodes. The CI is a Student-t interval over seeds, or with "
+        "one seed the bootstrap CI of the mean over its evaluation episodes (as in the PNG's curves).",
         "",
         f"**(a) Beyond the teacher**: DQN LunarLander, teacher `{DQN_TEACHER}` (zoo score {zoo['mean']:.0f} ± "
         f"{zoo['std']:.0f} over {zoo['n_episodes']} episodes), measured with every arm on the same "
@@ -348,6 +370,7 @@ def report(args: argparse.Namespace, b: dict[str, int], seeds: dict[str, int], p
         "",
         verdict_a(parts["a"]),
         "",
+        *([best_steps(parts["a"]), "", verdict_a(parts["a"], f", {BEST}"), ""] if best_steps(parts["a"]) else []),
         f"**(b) Faster than from scratch**: PPO LunarLander, teacher `{PPO_TEACHER}` returns {teacher['b']:.1f}; "
         f"rl-zoo's hyperparameters (16 envs), {b['ppo_steps']:,} env steps, random initial weights; {_seeds(parts['b'])}.",
         "",

@@ -146,7 +146,7 @@ def main() -> None:
     started = time.perf_counter()
     seeds = tuple(args.seeds or ((0,) if args.quick else SEEDS))
     cache = RESULTS_DIR / results_name("no_preset", args.quick)
-    chosen, skipped = experts(args.quick, args.all)
+    chosen, skipped = experts(args.quick, args.all or bool(args.only))  # --only may name a skipped expert
     rows = [run_expert(expert, seeds, args.quick, cache, args.force) for expert in chosen if args.only in expert]
     rows += [row for row in cached_rows(args.quick) if args.only not in row["expert"] and row["expert"] in chosen]
     rows.sort(key=lambda row: row["expert"])

@@ -500,12 +500,18 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
     teachers = [(f"teacher {t['source']}", t["return"]) for t in s.get("teachers", [])]
     if teachers:
         print(f"ensemble of {len(teachers)} teachers, merge {s['merge']}; the student is compared with the best")
+    best = s["best"]
+    students = [("student (last)", s["student_return"]),
+                (f"student (best: step {best['steps']:,})", best["student_return"])]  # fmt: skip
     rows = [[who, f"{r['mean']:.1f} ± {r['std']:.1f}", f"[{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]"]
-            for who, r in (*(teachers or [("teacher", s["teacher_return"])]), ("student", s["student_return"]))]  # fmt: skip
+            for who, r in (*(teachers or [("teacher", s["teacher_return"])]), *students)]  # fmt: skip
     _print_table(rows, ["policy", "return (mean ± std)", "95 % CI"])
+    print(f"best: the learning curve's best validation return ({best['validation_return']:.1f}, env seeds from "
+          f"{s['validation_seed']}), scored on the held-out episodes above")  # fmt: skip
     if s["hyperparams_not_applied"]:
         print(f"rl-zoo settings not applied: {', '.join(f'{k}: {v}' for k, v in s['hyperparams_not_applied'].items())}")
-    files = "summary.json, model.zip, " + ("vecnormalize.json, " if s.get("vec_normalize") else "") + "tb/"
+    normalized = "vecnormalize.json, best_vecnormalize.json, " if s.get("vec_normalize") else ""
+    files = f"summary.json, model.zip, best_model.zip, {normalized}tb/"
     print(f"run folder: {s['out_dir']} ({files}), {s['wall_time_s']:.0f} s")
 
 

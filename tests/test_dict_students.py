@@ -135,7 +135,8 @@ def test_finetune_of_a_dict_student_writes_a_multi_input_zip_that_plays_the_envs
     """From an rl-zoo folder whose hyperparameters name MultiInputPolicy, the student trains on the
     flat rows (the model planned is their MlpPolicy: the same function) and ``model.zip`` loads in
     plain SB3 as a MultiInputPolicy of the env's Dict: greedy on the env's own dicts it plays the
-    evaluation episodes with the return the run recorded for the trained model."""
+    evaluation episodes with the return the run recorded for the trained model; so does
+    ``best_model.zip``, with the return recorded for the best checkpoint."""
     from stable_baselines3 import DQN, PPO
 
     from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_policy
@@ -149,14 +150,18 @@ def test_finetune_of_a_dict_student_writes_a_multi_input_zip_that_plays_the_envs
     plan = plan_model(config, teacher, algo)
     assert plan.hyperparams_source.endswith("config.yml") and plan.policy == "MlpPolicy"
     summary = finetune(config)
-    model = {"ppo": PPO, "dqn": DQN}[algo].load(tmp_path / "ft" / "model.zip", device="cpu")
     space = gym.make(DICT_DISCRETE_ENV).observation_space
-    assert model.observation_space == space and list(model.observation_space.spaces) == ["head", "tail"]
-    assert type(model.policy) is type(model).policy_aliases["MultiInputPolicy"]
+    for name, recorded in (
+        ("model.zip", summary["student_return"]),
+        ("best_model.zip", summary["best"]["student_return"]),
+    ):
+        model = {"ppo": PPO, "dqn": DQN}[algo].load(tmp_path / "ft" / name, device="cpu")
+        assert model.observation_space == space and list(model.observation_space.spaces) == ["head", "tail"]
+        assert type(model.policy) is type(model).policy_aliases["MultiInputPolicy"]
 
-    class DictZip:  # plays the zip on the env's dicts, made from the rows policykd's evaluation steps
-        def act(self, observations: np.ndarray, deterministic: bool = True, rng: Any = None) -> np.ndarray:
-            return model.predict(unflatten_dict_obs(space, observations), deterministic=True)[0]
+        class DictZip:  # plays the zip on the env's dicts, made from the rows policykd's evaluation steps
+            def act(self, observations: np.ndarray, deterministic: bool = True, rng: Any = None) -> np.ndarray:
+                return model.predict(unflatten_dict_obs(space, observations), deterministic=True)[0]  # noqa: B023
 
-    stats = evaluate_policy(DictZip(), teacher.recipe, 2, seed=config.seed + EVAL_SEED_OFFSET)
-    assert stats.mean == summary["student_return"]["mean"]
+        stats = evaluate_policy(DictZip(), teacher.recipe, 2, seed=config.seed + EVAL_SEED_OFFSET)
+        assert stats.mean == recorded["mean"], name

@@ -29,6 +29,18 @@ def _tags(tb_dir: Path) -> set[str]:
     return set(events.Tags()["scalars"])
 
 
+def _validation_return(student_dir: Path | None, teacher_dir: Path, n_episodes: int, seed: int = 0) -> float:
+    """The distilled student of ``student_dir`` (None: the teacher) on finetune's validation episodes."""
+    from policykd.data.teachers import load_teacher
+    from policykd.jobs.evaluate import evaluate_policy
+    from policykd.jobs.finetune_run import VALIDATION_SEED_OFFSET
+    from policykd.jobs.load import load_student
+
+    teacher = load_teacher(teacher_dir)
+    policy = teacher if student_dir is None else load_student(student_dir)
+    return evaluate_policy(policy, teacher.recipe, n_episodes, seed=seed + VALIDATION_SEED_OFFSET).mean
+
+
 def test_finetune_cli_end_to_end(cartpole_expert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     code, stdout, err = run_cli(["finetune", "--teacher", str(cartpole_expert_dir), *TINY, "--out", str(out)], capsys)
@@ -37,8 +49,14 @@ def test_finetune_cli_end_to_end(cartpole_expert_dir: Path, tmp_path: Path, caps
     summary = read_json(out / "summary.json")
     assert summary["algo"] == "ppo" and summary["n_envs"] == 8  # rl-zoo's CartPole PPO: 8 envs
     assert summary["hyperparams_source"].endswith("CartPole-v1/config.yml")  # the expert's own hyperparameters
-    assert [p[0] for p in summary["curve"]] == [0, 256, 512]
-    assert summary["curve"][-1][1] == summary["student_return"]["mean"]  # the final point is the final evaluation
+    assert [p[0] for p in summary["curve"]] == [0, 256, 512]  # on the validation episodes
+    best, validation = summary["best"], [p[1] for p in summary["curve"]]
+    assert best["validation_return"] == max(validation) and best["steps"] == 256 * validation.index(max(validation))
+    if best["steps"] == 512:  # the last weights: the same held-out score
+        assert best["student_return"] == summary["student_return"]
+    assert summary["validation_seed"] == 20_000 and best["student_return"]["n_episodes"] == 2
+    assert PPO.load(out / "best_model.zip", device="cpu").num_timesteps == best["steps"]
+    assert sorted(p.name for p in out.glob("*.zip")) == ["best_model.zip", "model.zip"]  # no checkpoint left
     assert summary["teacher_return"]["mean"] == 500.0
     assert read_json(out / "state.json")["state"] == "done"
     model = PPO.load(out / "model.zip", device="cpu")  # plain SB3 reads the run's zip
@@ -103,15 +121,15 @@ def test_start_from_a_distilled_run_folder_plays_as_the_student(
     cartpole_distill_run: Any, cartpole_expert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """The curve's first point (before any RL update) is the distilled student's own return on the
-    same episodes (distill's evaluation seeds, 3 episodes): the weights were mapped exactly."""
-    distilled, run_dir = cartpole_distill_run
+    same episodes (the validation episodes, 3): the weights were mapped exactly."""
+    _, run_dir = cartpole_distill_run
     out = tmp_path / "ft"
     argv = ["finetune", "--teacher", str(cartpole_expert_dir), "--start", str(run_dir), "--timesteps", "256",
             "--eval-episodes", "3", "--value-init", "512", "--out", str(out)]  # fmt: skip
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     summary = read_json(out / "summary.json")
-    assert summary["curve"][0][1] == pytest.approx(distilled["student_return_mean"])
+    assert summary["curve"][0][1] == pytest.approx(_validation_return(run_dir, cartpole_expert_dir, 3))
     assert summary["start"] == str(run_dir)
     value = summary["value_init"]  # the critic starts near the teacher's value; the actor is untouched (above)
     assert value["n_observations"] == 512 and value["mse_after"] < 0.2 * value["mse_before"]
@@ -252,6 +270,34 @@ def test_the_kickstart_benchmark_runs_its_halfcheetah_part_only_when_asked() -> 
     assert "50,000 env steps in every seed" in "\n".join(lines) and "under 0.17" in "\n".join(lines)
 
 
+def test_the_kickstart_benchmark_judges_the_best_checkpoints_apart_from_the_last_weights() -> None:
+    """Part (a) gives a verdict for the last weights and another for the best checkpoints (each
+    against the teacher on the same episodes, paired by seed), and says where the best ones were."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import kickstart
+
+    def seeds(means: list[float], steps: list[int] | None = None) -> list[dict]:
+        return [{"student_return": {"mean": m}, "teacher_return": {"mean": 50.0 + i}, "steps": (steps or [0] * 3)[i]}
+                for i, m in enumerate(means)]  # fmt: skip
+
+    runs = {
+        "fine-tuned, no distillation": seeds([0.0, 10.0, -10.0]),
+        "fine-tuned + QDagger term": seeds([60.0, 40.0, 55.0]),
+        f"fine-tuned, no distillation, {kickstart.BEST}": seeds([20.0, 30.0, 25.0], [0, 10_000, 0]),
+        f"fine-tuned + QDagger term, {kickstart.BEST}": seeds([240.0, 230.0, 250.0], [10_000, 10_000, 20_000]),
+    }
+    assert "(the last weights), above its teacher: **no**" in kickstart.verdict_a(runs)
+    best = kickstart.verdict_a(runs, f", {kickstart.BEST}")
+    assert best.startswith("Reached? With the QDagger term (the best checkpoints), above its teacher: **yes**")
+    assert "above RL without the term: **yes**" in best
+    assert kickstart.best_steps(runs) == (
+        "Best checkpoints at env step (per seed): fine-tuned, no distillation: 0, 10,000, 0; "
+        "fine-tuned + QDagger term: 10,000, 10,000, 20,000."
+    )
+
+
 @pytest.mark.parametrize(
     "teacher", ["agents/dqn/CartPole-v1_1", "agents/sac/Pendulum-v1_1", "agents/td3/Pendulum-v1_1"]
 )
@@ -263,7 +309,7 @@ def test_start_from_the_teachers_weights_plays_as_the_teacher(teacher: str, tmp_
                             out_dir=str(tmp_path / "run"), progress_bar=False)  # fmt: skip
     summary = finetune(config)
     assert summary["algo"] == teacher.split("/")[1]
-    assert summary["curve"][0][1] == pytest.approx(summary["teacher_return"]["mean"])
+    assert summary["curve"][0][1] == pytest.approx(_validation_return(None, REPO / teacher, 1))
     assert summary["warmup_with_policy"] is True
     if summary["algo"] == "dqn":  # rl-zoo's final epsilon from the first step, recorded
         assert summary["exploration"]["initial_eps"] == summary["exploration"]["final_eps"] == 0.04
@@ -375,11 +421,12 @@ def test_a_dqn_starts_from_a_student_of_raw_q_values(dqn_students: dict, tmp_pat
     same return on the same evaluation episode."""
     from policykd.jobs.finetune import FinetuneConfig, finetune
 
-    distilled, run_dir = dqn_students["raw-mse"]
+    _, run_dir = dqn_students["raw-mse"]
     config = FinetuneConfig(teacher=str(REPO / "agents/dqn/CartPole-v1_1"), start=str(run_dir), n_timesteps=64,
                             n_eval_episodes=1, out_dir=str(tmp_path / "ft"), progress_bar=False)  # fmt: skip
     summary = finetune(config)
-    assert summary["algo"] == "dqn" and summary["curve"][0][1] == pytest.approx(distilled["student_return_mean"])
+    validation = _validation_return(run_dir, REPO / "agents/dqn/CartPole-v1_1", 1)
+    assert summary["algo"] == "dqn" and summary["curve"][0][1] == pytest.approx(validation)
 
 
 def test_policy_gradient_starts_from_a_log_probability_student_are_unaffected(dqn_students: dict) -> None:

@@ -136,6 +136,46 @@ def test_an_off_policy_checkpoint_round_trips(tmp_path: Path) -> None:
     assert np.array_equal(before.ret_rms.var, after.ret_rms.var)
 
 
+class _ScriptedCurve:
+    """An EvalCurve whose evaluations return the scripted means, in order."""
+
+    def __init__(self, means: list[float]) -> None:
+        self.means, self.points = list(means), []
+
+    def evaluate(self, model: Any) -> None:
+        mean = self.means.pop(0)
+        self.points.append([int(model.num_timesteps), mean, mean, mean])
+
+
+def test_the_best_evaluation_is_kept_through_checkpoints_and_a_restore(tmp_path: Path) -> None:
+    """Each new best validation return saves its weights (ties keep the earlier); a checkpoint drops
+    the older best files; a restore drops a best saved after its checkpoint (its evaluation runs
+    again) and load_best puts the recorded best's weights back."""
+    from policykd.jobs.finetune_run import FinetuneRun
+
+    env = DummyVecEnv([lambda: gym.make("CartPole-v1")])
+    model = PPO("MlpPolicy", env, n_steps=32, batch_size=32, seed=0, device="cpu")
+    run = FinetuneRun(tmp_path, _ScriptedCurve([5.0, 9.0, 9.0, 3.0]), 0.0, seed=0)  # type: ignore[arg-type]
+    weights = {}
+    for steps in (0, 32, 64):
+        model.num_timesteps = steps
+        with torch.no_grad():
+            next(model.policy.parameters()).add_(1.0)  # other weights at each evaluation
+        weights[steps] = {k: v.clone() for k, v in model.policy.state_dict().items()}
+        run.evaluate(model)
+    assert run.best is not None and (run.best["steps"], run.best["validation_return"]) == (32, 9.0)
+    assert sorted(p.name for p in tmp_path.glob("best-*.zip")) == ["best-0.zip", "best-32.zip"]
+    run.save(model)  # the checkpoint records best 32: best-0 goes
+    assert sorted(p.name for p in tmp_path.glob("best-*.zip")) == ["best-32.zip"]
+    (tmp_path / "best-96.zip").write_bytes(b"from a run killed after its checkpoint")
+
+    restored = FinetuneRun(tmp_path, _ScriptedCurve([]), 0.0, seed=0)  # type: ignore[arg-type]
+    assert restored.restore(model) is not None and restored.best == run.best
+    assert sorted(p.name for p in tmp_path.glob("best-*.zip")) == ["best-32.zip"]
+    restored.load_best(model)
+    assert all(torch.equal(model.policy.state_dict()[k], v) for k, v in weights[32].items())
+
+
 # -- VecNormalize ---------------------------------------------------------------------------------
 
 STATS = {"mean": [0.1, -0.2, 0.05, 0.3], "var": [0.5, 2.0, 0.1, 1.5], "count": 12_345.0}

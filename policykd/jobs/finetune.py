@@ -20,15 +20,18 @@ The run folder holds ``config.yml`` / ``state.json`` (``jobs/run_folder.py``), `
 zip: ``PPO.load`` etc. read it; of a dict-observation env, a MultiInputPolicy that takes its dicts),
 ``vecnormalize.json`` when the env was normalised (read it back with
 ``data.vec_normalize.load_vec_normalize``), ``tb/`` (SB3's TensorBoard tags plus ``distill/*`` and
-``eval/student_return``) and ``summary.json``: the student's and the teacher's returns on the same
-evaluation episodes, and the learning curve (``--eval-every-steps``). While it runs, checkpoints
-(``jobs/finetune_run.py``) let ``--resume`` continue a stopped run.
+``eval/student_return``), ``best_model.zip`` (with ``best_vecnormalize.json``: the weights of the
+learning curve's best evaluation, on validation episodes) and ``summary.json``: the final student's,
+the best checkpoint's and the teacher's returns on the same held-out evaluation episodes, and the
+learning curve (``--eval-every-steps``). While it runs, checkpoints (``jobs/finetune_run.py``) let
+``--resume`` continue a stopped run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -42,7 +45,13 @@ from policykd.errors import PolicyKDError
 from policykd.fileio import atomic_path, write_json_atomic
 from policykd.jobs.config import CollectConfig, LossOptions
 from policykd.jobs.evaluate import EVAL_SEED_OFFSET, ReturnStats, evaluate_policy, evaluate_teacher
-from policykd.jobs.finetune_run import EvalCurve, FinetuneRun, SB3Actor, remove_checkpoints
+from policykd.jobs.finetune_run import (
+    VALIDATION_SEED_OFFSET,
+    EvalCurve,
+    FinetuneRun,
+    SB3Actor,
+    remove_checkpoints,
+)
 from policykd.jobs.resolve import make_run_merge, resolve_teachers
 from policykd.jobs.run_folder import (
     check_resume_options,
@@ -55,6 +64,7 @@ from policykd.learn.schedules import check_lambda, parse_lambda_schedule
 from policykd.zoo.presets import load_preset
 
 SUMMARY_FILE, MODEL_FILE, TB_DIR, VEC_NORMALIZE_FILE = "summary.json", "model.zip", "tb", "vecnormalize.json"
+BEST_MODEL_FILE, BEST_VEC_NORMALIZE_FILE = "best_model.zip", "best_vecnormalize.json"
 # the FinetuneConfig fields that name the teachers, as CollectConfig has them (resolve_ensemble)
 TEACHER_FIELDS = ("teacher", "teachers", "env_id", "trust_pickles", "zoo_dir", "device", "merge", "teacher_weights")
 # FinetuneConfig fields that change no result: a run resumes whatever they were
@@ -110,7 +120,8 @@ class FinetuneConfig(LossOptions):
     n_eval_episodes: int | None = None
     """Episodes per evaluation (default: the env preset's)."""
     eval_every_steps: int = 0
-    """Env steps between evaluations for the learning curve (0: only before and after training)."""
+    """Env steps between evaluations for the learning curve, on validation episodes (0: only before
+    and after training); the best of them is kept as ``best_model.zip``."""
     out_dir: str | None = None
     overwrite: bool = False
     progress_bar: bool = True
@@ -146,13 +157,18 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     resume = RESUME_MAY_DIFFER if config.resume else None
     with run_folder(out_dir, dataclasses.asdict(config), config.overwrite, resume):
         model = build_model(config, teachers, algo, setup, out_dir / TB_DIR, merge)
-        curve = EvalCurve(teacher.recipe, n_eval, eval_seed, config.eval_every_steps)
-        run = FinetuneRun(out_dir, curve, config.checkpoint_every_s, config.seed)
+        validation_seed = config.seed + VALIDATION_SEED_OFFSET
+        curve = EvalCurve(teacher.recipe, n_eval, validation_seed, config.eval_every_steps)
+        dict_space = getattr(teacher, "dict_space", None)
+        save = functools.partial(save_zip, dict_space=dict_space)  # best-<steps>.zip as model.zip is written
+        run = FinetuneRun(out_dir, curve, config.checkpoint_every_s, config.seed, save_best=save)
         _train(config, model, teacher, run, out_dir)
+        run.finish(model)
         student_stats = evaluate_policy(SB3Actor(model), teacher.recipe, n_eval, seed=eval_seed)
-        curve.add(int(model.num_timesteps), student_stats)
-        _save_student(model, out_dir, getattr(teacher, "dict_space", None))
+        _save_student(model, out_dir, dict_space)
         summary = _summary(config, teachers, algo, setup, student_stats, teacher_stats, curve.points)
+        summary["best"] = _save_best(run, model, student_stats, teacher.recipe, eval_seed, out_dir)
+        summary["validation_seed"] = validation_seed
         summary["value_init"] = run.extra["value_init"]
         summary.update(out_dir=str(out_dir), wall_time_s=time.perf_counter() - started)
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
@@ -193,15 +209,38 @@ def _train(config: FinetuneConfig, model: Any, teacher: Any, run: FinetuneRun, o
 
 
 def _save_student(model: Any, out_dir: Path, dict_space: Any = None) -> None:
-    """``model.zip`` (for a Dict env ``dict_space``, a MultiInputPolicy: :func:`saved_as_multi_input`)
-    and, for a VecNormalize'd env, ``vecnormalize.json``."""
+    """``model.zip`` (:func:`save_zip`) and, for a VecNormalize'd env, ``vecnormalize.json``."""
     from policykd.data.vec_normalize import vec_normalize_state
 
-    with atomic_path(out_dir / MODEL_FILE, ".zip") as tmp, saved_as_multi_input(model, dict_space):
-        model.save(tmp)
+    save_zip(model, out_dir / MODEL_FILE, dict_space)
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
         write_json_atomic(out_dir / VEC_NORMALIZE_FILE, vec_normalize_state(vec_normalize))
+
+
+def save_zip(model: Any, path: Path, dict_space: Any = None) -> None:
+    """SB3's zip of ``model``, written atomically; for a Dict env ``dict_space``, a MultiInputPolicy
+    (:func:`saved_as_multi_input`)."""
+    with atomic_path(path, ".zip") as tmp, saved_as_multi_input(model, dict_space):
+        model.save(tmp)
+
+
+def _save_best(run: FinetuneRun, model: Any, final: ReturnStats, recipe: Any, eval_seed: int, out_dir: Path):
+    """``best_model.zip`` (and ``best_vecnormalize.json``): the run's best validation evaluation,
+    scored on the held-out episodes ``final`` (the last weights') was measured on. Call after the
+    final model is saved: ``model`` is left holding the best weights."""
+    assert run.best is not None, "the learning curve has at least its first and last points"
+    stats = final
+    if run.best["steps"] != int(model.num_timesteps):
+        run.load_best(model)
+        stats = evaluate_policy(SB3Actor(model), recipe, final.n_episodes, seed=eval_seed)
+    run.hand_back_best(out_dir / BEST_MODEL_FILE, out_dir / BEST_VEC_NORMALIZE_FILE)
+    return {
+        "steps": run.best["steps"],
+        "validation_return": run.best["validation_return"],
+        "student_return": stats.to_json(),
+        "model": BEST_MODEL_FILE,
+    }
 
 
 # the attributes saved_as_multi_input changes while SB3 saves a model of a Dict env's rows

@@ -1,5 +1,12 @@
-"""``policykd finetune`` in its run folder: the learning curve, checkpoints, a stop on SIGINT /
-SIGTERM, and ``--resume`` from the last checkpoint.
+"""``policykd finetune`` in its run folder: the learning curve, the best checkpoint, checkpoints, a
+stop on SIGINT / SIGTERM, and ``--resume`` from the last checkpoint.
+
+The learning curve plays validation episodes (env seeds from ``--seed`` + VALIDATION_SEED_OFFSET),
+not the held-out ones of the job's final evaluation (``--seed`` + EVAL_SEED_OFFSET). Each new best
+validation return saves the model as ``best-<steps>.zip``; the job scores those weights on the
+held-out episodes at the end and hands them back as ``best_model.zip`` (as rl-zoo's EvalCallback
+keeps ``best_model.zip``). Choosing on validation episodes leaves the held-out score unbiased: an
+RL fine-tuning run that swings between evaluations (DQN does) is not credited with its luckiest one.
 
 A checkpoint is taken when a rollout starts (SB3's ``train()`` on the steps so far has run, so the
 weights, the optimisers and the counters agree), once ``--checkpoint-every`` seconds have passed
@@ -19,11 +26,12 @@ uninterrupted run would; an uninterrupted run is the same for the same seed, che
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,8 @@ from policykd.fileio import atomic_path, read_json, write_json_atomic
 from policykd.jobs.evaluate import ReturnStats, evaluate_policy
 
 CHECKPOINT_STATE = "checkpoint.json"
+# the learning curve's episodes: env seeds seed + 20,000 + i, apart from the held-out ones (evaluate.EVAL_SEED_OFFSET)
+VALIDATION_SEED_OFFSET = 20_000
 REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 COUNTERS = ("num_timesteps", "_n_updates", "_episode_num", "_n_calls")
 
@@ -53,8 +63,9 @@ class SB3Actor:
 
 
 class EvalCurve:
-    """The student's evaluation return before training and every ``every`` env steps (0: before and
-    at the end only), logged as ``eval/student_return``; ``points`` are ``[steps, mean, ci low, ci high]``.
+    """The student's return on the validation episodes (env seeds from ``seed``) before training,
+    every ``every`` env steps and at the end (``every`` 0: before and at the end only), logged as
+    ``eval/student_return``; ``points`` are ``[steps, mean, ci low, ci high]``.
     Evaluations run when a rollout starts, after SB3's ``train()`` on the steps so far: an on-policy
     rollout (LunarLander PPO: 16,384 steps) updates the policy only at its end."""
 
@@ -69,7 +80,6 @@ class EvalCurve:
         model.logger.record("eval/student_return", self.points[-1][1])
 
     def add(self, steps: int, stats: ReturnStats) -> None:
-        """A point measured elsewhere (the job's final evaluation), unless one exists at ``steps``."""
         if not self.points or self.points[-1][0] != steps:
             self.points.append([steps, stats.mean, *stats.ci95])
 
@@ -82,11 +92,21 @@ class FinetuneRun:
     """Training in the run folder ``out_dir``: the learning curve, checkpoints every
     ``checkpoint_every_s`` seconds (0: at every rollout) and a checkpointed stop on SIGINT / SIGTERM."""
 
-    def __init__(self, out_dir: Path, curve: EvalCurve, checkpoint_every_s: float, seed: int) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        curve: EvalCurve,
+        checkpoint_every_s: float,
+        seed: int,
+        save_best: Callable[[Any, Path], None] | None = None,
+    ) -> None:
         self.out_dir, self.curve, self.checkpoint_every_s, self.seed = out_dir, curve, checkpoint_every_s, seed
+        self.save_best = save_best or _save_zip  # how a best model is written (the job's: as model.zip is)
         self.extra: dict[str, Any] = {}  # kept in the checkpoints (the value-head initialisation)
         self.stop_requested = self.stopped = False
         self.checkpoint_steps: int | None = None  # the env steps of the last checkpoint written or loaded
+        # the best validation evaluation so far: steps, validation_return, vec_normalize (its statistics)
+        self.best: dict[str, Any] | None = None
         self._last_checkpoint = time.monotonic()
 
     def learn(self, model: Any, n_timesteps: int) -> None:
@@ -102,9 +122,44 @@ class FinetuneRun:
                 reset_num_timesteps=self.checkpoint_steps is None,
             )
 
+    def evaluate(self, model: Any) -> None:
+        """A point of the learning curve; a new best validation return saves ``best-<steps>.zip``
+        (ties keep the earlier one). Older best files go when a checkpoint records the new best."""
+        self.curve.evaluate(model)
+        steps, mean = int(self.curve.points[-1][0]), float(self.curve.points[-1][1])
+        if self.best is not None and mean <= self.best["validation_return"]:
+            return
+        self.save_best(model, self.out_dir / _best_file(steps))
+        vec_normalize = model.get_vec_normalize_env()
+        self.best = {
+            "steps": steps,
+            "validation_return": mean,
+            "vec_normalize": None if vec_normalize is None else vec_normalize_state(vec_normalize),
+        }
+
+    def finish(self, model: Any) -> None:
+        """The learning curve's last point, at the end of training (unless one was just taken)."""
+        if not self.curve.points or int(self.curve.points[-1][0]) != int(model.num_timesteps):
+            self.evaluate(model)
+
+    def load_best(self, model: Any) -> None:
+        """Put the best evaluation's weights (and VecNormalize statistics) into ``model``."""
+        assert self.best is not None, "no evaluation yet"
+        _load_weights(model, self.out_dir / _best_file(self.best["steps"]))
+        if self.best["vec_normalize"] is not None:
+            set_vec_normalize_state(model.get_vec_normalize_env(), self.best["vec_normalize"])
+
+    def hand_back_best(self, model_path: Path, vec_normalize_path: Path) -> None:
+        """Move the best evaluation's zip to ``model_path``; its VecNormalize statistics, if any, to
+        ``vec_normalize_path`` (JSON)."""
+        assert self.best is not None, "no evaluation yet"
+        os.replace(self.out_dir / _best_file(self.best["steps"]), model_path)
+        if self.best["vec_normalize"] is not None:
+            write_json_atomic(vec_normalize_path, self.best["vec_normalize"])
+
     def on_rollout_start(self, model: Any) -> None:
         if self.curve.due(int(model.num_timesteps)):
-            self.curve.evaluate(model)
+            self.evaluate(model)
         due = time.monotonic() - self._last_checkpoint >= self.checkpoint_every_s
         if (due or self.stop_requested) and self.checkpoint_steps != model.num_timesteps:
             self.save(model)
@@ -118,7 +173,7 @@ class FinetuneRun:
         class _Callback(BaseCallback):
             def _on_training_start(self) -> None:
                 if not run.curve.points:
-                    run.curve.evaluate(self.model)
+                    run.evaluate(self.model)
 
             def _on_rollout_start(self) -> None:
                 run.on_rollout_start(self.model)
@@ -154,8 +209,7 @@ class FinetuneRun:
         """Write a checkpoint of ``model`` (see the module docstring); the previous one goes once it is whole."""
         steps = int(model.num_timesteps)
         names = {"model": f"checkpoint-{steps}.zip"}
-        with atomic_path(self.out_dir / names["model"], ".zip") as tmp:
-            model.save(tmp)
+        _save_zip(model, self.out_dir / names["model"])
         buffer = getattr(model, "replay_buffer", None)
         if buffer is not None:
             names["replay"] = f"replay-{steps}.npz"
@@ -168,26 +222,23 @@ class FinetuneRun:
             "successes": [bool(success) for success in model.ep_success_buffer or []],
             "vec_normalize": None if vec_normalize is None else vec_normalize_state(vec_normalize),
             "curve": self.curve.points,
+            "best": self.best,
             **self.extra,
         }
         write_json_atomic(self.out_dir / CHECKPOINT_STATE, state)
         for old in [*self.out_dir.glob("checkpoint-*.zip"), *self.out_dir.glob("replay-*.npz")]:
             if old.name not in names.values():
                 old.unlink(missing_ok=True)
+        self._remove_other_best()
         self.checkpoint_steps, self._last_checkpoint = steps, time.monotonic()
 
     def restore(self, model: Any) -> dict[str, Any] | None:
         """Load the run folder's checkpoint into ``model`` (built as the stopped run built it);
         returns the checkpoint's state, or None when there is none (the run starts over)."""
-        from stable_baselines3.common.save_util import load_from_zip_file
-
         if not (self.out_dir / CHECKPOINT_STATE).is_file():
             return None
         state = read_json(self.out_dir / CHECKPOINT_STATE)
-        _, params, variables = load_from_zip_file(self.out_dir / state["model"], device=model.device, load_data=False)
-        model.set_parameters(params, exact_match=True, device=model.device)
-        for name, value in (variables or {}).items():
-            getattr(model, name).data.copy_(value.data)  # SAC's log_ent_coef
+        _load_weights(model, self.out_dir / state["model"])
         for name, value in state["counters"].items():
             setattr(model, name, value)
         model.ep_info_buffer = deque(state["episodes"], maxlen=model._stats_window_size)
@@ -197,14 +248,42 @@ class FinetuneRun:
         if state["vec_normalize"] is not None:
             set_vec_normalize_state(model.get_vec_normalize_env(), state["vec_normalize"])
         self.curve.points = [list(point) for point in state["curve"]]
+        self.best = state.get("best")
+        self._remove_other_best()  # a best saved after this checkpoint: its evaluation is run again
         model.set_random_seed(self.seed + int(model.num_timesteps))  # new episodes, not the first run's again
         self.checkpoint_steps = int(model.num_timesteps)
         return state
 
+    def _remove_other_best(self) -> None:
+        kept = None if self.best is None else _best_file(self.best["steps"])
+        for old in self.out_dir.glob(_best_file("*")):
+            if old.name != kept:
+                old.unlink(missing_ok=True)
+
+
+def _best_file(steps: int | str) -> str:
+    return f"best-{steps}.zip"
+
+
+def _save_zip(model: Any, path: Path) -> None:
+    with atomic_path(path, ".zip") as tmp:
+        model.save(tmp)
+
+
+def _load_weights(model: Any, path: Path) -> None:
+    """The policy (and SAC's entropy coefficient) of an SB3 zip ``model.save`` wrote, into ``model``."""
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    _, params, variables = load_from_zip_file(path, device=model.device, load_data=False)
+    model.set_parameters(params, exact_match=True, device=model.device)
+    for name, value in (variables or {}).items():
+        getattr(model, name).data.copy_(value.data)  # SAC's log_ent_coef
+
 
 def remove_checkpoints(out_dir: Path) -> None:
-    """The checkpoint files of a run that is done."""
-    for path in [*out_dir.glob("checkpoint-*.zip"), *out_dir.glob("replay-*.npz"), out_dir / CHECKPOINT_STATE]:
+    """The checkpoint files of a run that is done (and its best-<steps>.zip, handed back as best_model.zip)."""
+    stale = [*out_dir.glob("checkpoint-*.zip"), *out_dir.glob("replay-*.npz"), *out_dir.glob(_best_file("*"))]
+    for path in [*stale, out_dir / CHECKPOINT_STATE]:
         path.unlink(missing_ok=True)
 
 

@@ -419,6 +419,7 @@ README_BLOCKS = {
     "multitask": "multitask",
     "temperature-sweep": "temperature_sweep",
     "kickstart": "kickstart",
+    "teacher-fragility": "teacher_fragility",
     "teacher-matrix": None,  # tests/test_teacher_matrix.py's cases
 }
 

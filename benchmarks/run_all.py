@@ -44,6 +44,7 @@ SCRIPTS: list[tuple[str, bool, str]] = [
     ("teacher_coverage.py", True, "teacher_coverage.md"),
     ("small_data.py", True, "small_data.md"),
     ("no_preset.py", True, "no_preset.md"),
+    ("teacher_fragility.py", True, "teacher_fragility.md"),
     ("kickstart.py", True, "kickstart.md"),
     ("atari.py", True, "atari.md"),
     ("atari_ablations.py", True, "atari_ablations.md"),

@@ -39,7 +39,7 @@ from policykd.data.envs import make_vec_env
 from policykd.data.teachers import load_teacher
 from policykd.jobs.config import DistillConfig
 from policykd.jobs.distill import distill
-from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_random
+from policykd.jobs.evaluate import EVAL_SEED_OFFSET, evaluate_random, pct_of
 from policykd.jobs.load import load_student
 from policykd.zoo.presets import ZOO_DIR
 
@@ -145,7 +145,9 @@ def row(cell: dict[str, Any]) -> str:
     for setting in SETTINGS:
         returns = np.asarray(cell["returns"][setting.label])
         shown.append(f"{returns.mean():.1f} ({int((returns < fail_below).sum())}/{len(returns)})")
-    return f"| `{cell['expert']}` | {fail_below:.1f} | " + " | ".join(shown) + " |"
+    returns = cell["returns"]
+    pct = pct_of(float(np.mean(returns["student"])), float(np.mean(returns["teacher"])), cell["random_mean"])
+    return f"| `{cell['expert']}` | {fail_below:.1f} | " + " | ".join(shown) + f" | {pct:.1f} |"
 
 
 def main() -> None:
@@ -163,13 +165,14 @@ def main() -> None:
         print(expert, flush=True)
         cells.append(cache(expert.replace("/", "-"), lambda expert=expert: run_expert(expert, args.quick)))
     n = QUICK_EPISODES if args.quick else N_EPISODES
-    header = "| expert | fails below | " + " | ".join(s.label for s in SETTINGS) + " |"
-    table = "\n".join([header, "|---" * (len(SETTINGS) + 2) + "|", *map(row, cells)])
+    header = "| expert | fails below | " + " | ".join(s.label for s in SETTINGS) + " | student, % of teacher |"
+    table = "\n".join([header, "|---" * (len(SETTINGS) + 3) + "|", *map(row, cells)])
     text = (
         f"Mean return over {n} episodes (env seeds 10,000 + i) and, in brackets, the episodes that fail: below "
-        "half-way from a random policy's mean return to the greedy teacher's median. The student is the expert's "
-        "no-preset student (`policykd distill --preset none`, seed 0). Noise: Gaussian, in units of half the action "
-        "range (discrete actions: a uniformly random action with that probability).\n\n" + table
+        "half-way from a random policy's mean return to the greedy teacher's median. % of teacher: the student's "
+        "mean return alone against the greedy teacher's, a random policy's mean being 0 %. The student is the "
+        "expert's no-preset student (`policykd distill --preset none`, seed 0). Noise: Gaussian, in units of half "
+        "the action range (discrete actions: a uniformly random action with that probability).\n\n" + table
     )
     command = "python benchmarks/teacher_fragility.py" + (" --quick" if args.quick else "")
     publish(

@@ -21,6 +21,7 @@ cached JSON per run under `results/no_preset[-quick]/`; full mode also writes th
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,14 @@ def cached_rows(quick: bool) -> list[dict[str, Any]]:
     return read_json(path)["rows"] if path.is_file() else []
 
 
+def usual_seeds(rows: list[dict[str, Any]]) -> list[int]:
+    """The seeds most rows ran (the table's header names them; a row with others names its own)."""
+    counts = Counter(tuple(r["seeds"]) for r in rows)
+    return list(counts.most_common(1)[0][0]) if counts else []
+
+
 def table(rows: list[dict[str, Any]], skipped: list[str]) -> str:
+    usual = usual_seeds(rows)
     lines = [
         "| expert | student | params student / teacher | transitions, updates | τ | % of teacher [95 % CI] | goal |",
         "|---|---|---|---|---|---|---|",
@@ -122,13 +130,15 @@ def table(rows: list[dict[str, Any]], skipped: list[str]) -> str:
     for r in rows:
         mean, low, high = r["pct_mean_ci"]
         ci = f" [{low:.1f}, {high:.1f}]" if len(r["seeds"]) > 1 else ""
+        if r["seeds"] != usual:
+            ci += f" (seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))})"
         met = mean >= GOAL_PCT and r["param_fraction"] <= GOAL_FRACTION
         tau = "–" if r["loss"] == "mse" else f"{np.mean(r['temperatures']):.3g}"
         lines.append(
             f"| `{r['expert']}` ({r['kind']}) | {'×'.join(map(str, r['hidden_sizes']))} | "
             f"{r['student_params']:,} / {r['teacher_params']:,} ({100 * r['param_fraction']:.1f} %) | "
             f"{r['n_transitions']:,}, {r['n_updates']:,} | {r['loss']} {tau} | {mean:.1f}{ci} | "
-            f"{'yes' if met else 'no'} |"
+            f"{'yes' if met else 'no'}{'' if len(r['seeds']) >= len(usual) else ' (so far)'} |"
         )
     lines += [f"| `{e}` | not run (compute budget; `--all` or `--only` runs it) | | | | | |" for e in skipped]
     return "\n".join(lines)
@@ -155,7 +165,8 @@ def main() -> None:
     met = sum(r["pct_mean_ci"][0] >= GOAL_PCT and r["param_fraction"] <= GOAL_FRACTION for r in rows)
     command = "python benchmarks/no_preset.py" + (" --quick" if args.quick else "")
     body = (
-        f"Seeds {list(seeds)}; `policykd distill --preset none` (TD3: `--loss mse`), nothing else given. "
+        f"Seeds {usual_seeds(rows)} unless a row names its own; `policykd distill --preset none` (TD3: `--loss mse`), "
+        "nothing else given. "
         f"% of teacher: random policy = 0 %, on the run's evaluation episodes. Goal ≥ {GOAL_PCT:g} % at ≤ "
         f"{100 * GOAL_FRACTION:g} % of the teacher's parameters: met by {met} of {len(rows)} experts run.\n\n" + text
     )

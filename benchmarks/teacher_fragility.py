@@ -175,13 +175,8 @@ def main() -> None:
         "the action range (discrete actions: a uniformly random action with that probability).\n\n" + table
     )
     command = "python benchmarks/teacher_fragility.py" + (" --quick" if args.quick else "")
-    publish(
-        "teacher_fragility",
-        page("Teacher fragility", command, text),
-        quick=args.quick,
-        readme_marker="teacher-fragility",
-        readme_text=text,
-    )  # fmt: skip
+    results_page = page("Teacher fragility", command, text)
+    publish("teacher_fragility", results_page, quick=args.quick, readme_marker="teacher-fragility", readme_text=text)
     print(text)
 
 

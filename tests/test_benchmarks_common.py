@@ -236,3 +236,22 @@ def test_a_cell_that_set_the_former_default_loss_keeps_its_config_fingerprint():
     assert common.config_fingerprint(dataclasses.replace(dqn, loss=None)) == "386d05447261"
     assert common.config_fingerprint(dataclasses.replace(dqn, loss="mse")) != "386d05447261"
     assert common.legacy_fingerprint(DistillConfig(teacher="x")) == "0a80a4e7f528"  # stamped before 2026-12-01
+
+
+def test_a_no_preset_row_on_other_seeds_names_them_and_is_met_only_so_far():
+    """no_preset's header names the seeds most rows ran; a row run on fewer names its seeds, and
+    its goal reads "yes (so far)" until it has as many."""
+    import no_preset
+
+    def row(expert: str, seeds: list[int], pct: float) -> dict:
+        return {"expert": expert, "kind": "categorical", "hidden_sizes": (30, 30), "student_params": 1_000,
+                "teacher_params": 4_000, "param_fraction": 0.25, "n_transitions": 50_000, "n_updates": 10_000,
+                "loss": "kl", "temperatures": [1.0] * len(seeds), "seeds": seeds,
+                "pct_mean_ci": (pct, pct - 1, pct + 1)}  # fmt: skip
+
+    rows = [row("ppo/CartPole-v1_1", [0, 1, 2], 100.0), row("dqn/Acrobot-v1_1", [0, 1, 2], 99.0),
+            row("ppo/PongNoFrameskip-v4_1", [0], 98.0)]  # fmt: skip
+    assert no_preset.usual_seeds(rows) == [0, 1, 2]
+    lines = no_preset.table(rows, []).splitlines()
+    assert lines[2].endswith("| 100.0 [99.0, 101.0] | yes |")
+    assert lines[4].endswith("| 98.0 (seed 0) | yes (so far) |")

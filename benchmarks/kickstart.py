@@ -249,9 +249,8 @@ def main() -> None:
     report(args, b, n_seeds, parts)
 
 
-BEST = (
-    "best checkpoint"  # (a)'s rows of finetune's best_model.zip: chosen on validation episodes, scored on held-out ones
-)
+# (a)'s rows of finetune's best_model.zip: chosen on validation episodes, scored on held-out ones
+BEST = "best checkpoint"
 
 
 def verdict_a(runs: dict[str, list[dict]], suffix: str = "") -> str:
@@ -351,6 +350,7 @@ def report(args: argparse.Namespace, b: dict[str, int], seeds: dict[str, int], p
         "d": "HalfCheetah PPO: kickstarted vs scratch",
     }
     shown = [k for k in titles if k in parts]
+    where_best = best_steps(parts["a"])
     plot({titles[k]: parts[k] for k in shown}, {titles[k]: teacher[k] for k in shown}, str(RESULTS_DIR / f"{stem}.png"))
     lines = [
         f"Evaluation: {b['eval_episodes']} greedy episodes on held-out evaluation seeds (seed + 10,000 + i, as "
@@ -370,7 +370,7 @@ def report(args: argparse.Namespace, b: dict[str, int], seeds: dict[str, int], p
         "",
         verdict_a(parts["a"]),
         "",
-        *([best_steps(parts["a"]), "", verdict_a(parts["a"], f", {BEST}"), ""] if best_steps(parts["a"]) else []),
+        *([where_best, "", verdict_a(parts["a"], f", {BEST}"), ""] if where_best else []),
         f"**(b) Faster than from scratch**: PPO LunarLander, teacher `{PPO_TEACHER}` returns {teacher['b']:.1f}; "
         f"rl-zoo's hyperparameters (16 envs), {b['ppo_steps']:,} env steps, random initial weights; {_seeds(parts['b'])}.",
         "",
